@@ -1,0 +1,36 @@
+"""The ``fed-agent`` command line: one entry point, commands discovered in fed_agent.commands."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import pkgutil
+import sys
+from collections.abc import Sequence
+
+import fed_agent.commands as commands_pkg
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the top-level parser with every command module's sub-parser."""
+    parser = argparse.ArgumentParser(
+        prog="fed-agent",
+        description="FedAgent: federated construction of AI agents with dynamic contracts.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(commands_pkg.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{commands_pkg.__name__}.{info.name}")
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and run the chosen command; returns the process exit code."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args = build_parser().parse_args(argv)
+    return int(args.handler(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
