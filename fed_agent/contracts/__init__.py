@@ -1,0 +1,79 @@
+"""The two-period dynamic contract model, markets and exact reference solutions.
+
+numpy/scipy only: this package never imports torch or flwr (a test checks it).
+"""
+
+from fed_agent.contracts.audit import VIOLATION_KINDS, Violation, audit
+from fed_agent.contracts.constraints import item_types, item_weights
+from fed_agent.contracts.contract import ContractItem, DynamicContract
+from fed_agent.contracts.market import (
+    NAMED_MARKETS,
+    PARTICIPATION_RULES,
+    Market,
+    MarketParams,
+    MarketRanges,
+    named_market,
+    neighbour_transition,
+    sample_market,
+)
+from fed_agent.contracts.payments import minimal_payments, minimal_payments_batch, score_f_menus
+from fed_agent.contracts.response import best_response, es_choice, period2_choice
+from fed_agent.contracts.solvers import (
+    REFERENCE_SOLVERS,
+    Solution,
+    complete_information,
+    optimal_contract,
+    random_feasible_contract,
+    solve_reference,
+    static_contract,
+    uniform_contract,
+)
+from fed_agent.contracts.utility import (
+    cloud_utility,
+    cloud_utility_best_response,
+    energy_cost,
+    es_rents,
+    es_utility,
+    value_of_work,
+)
+from fed_agent.contracts.willingness import sample_initial_types, willingness_path
+
+__all__ = [
+    "NAMED_MARKETS",
+    "PARTICIPATION_RULES",
+    "REFERENCE_SOLVERS",
+    "VIOLATION_KINDS",
+    "ContractItem",
+    "DynamicContract",
+    "Market",
+    "MarketParams",
+    "MarketRanges",
+    "Solution",
+    "Violation",
+    "audit",
+    "best_response",
+    "cloud_utility",
+    "cloud_utility_best_response",
+    "complete_information",
+    "energy_cost",
+    "es_choice",
+    "es_rents",
+    "es_utility",
+    "item_types",
+    "item_weights",
+    "minimal_payments",
+    "minimal_payments_batch",
+    "named_market",
+    "neighbour_transition",
+    "optimal_contract",
+    "period2_choice",
+    "random_feasible_contract",
+    "sample_initial_types",
+    "sample_market",
+    "score_f_menus",
+    "solve_reference",
+    "static_contract",
+    "uniform_contract",
+    "value_of_work",
+    "willingness_path",
+]

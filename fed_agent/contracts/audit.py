@@ -1,0 +1,74 @@
+"""Constraint audit: every violated IR, period-2 IC, intertemporal IC and bound, with its size."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fed_agent.contracts.constraints import build_constraints
+from fed_agent.contracts.contract import DynamicContract
+from fed_agent.contracts.market import Market
+from fed_agent.contracts.utility import energy_cost
+
+VIOLATION_KINDS = ("IR", "IC2", "IC_intertemporal", "bounds")
+DEFAULT_TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One violated constraint.
+
+    ``indices`` are type indices: IR (i,) or (i, j); IC2 (history i, true j, mimicked j');
+    IC_intertemporal (true i, reported i'); bounds (flat item index,). ``size`` is by how much
+    utility (or GHz / reward units for bounds) the constraint fails.
+    """
+
+    kind: str
+    indices: tuple[int, ...]
+    size: float
+
+    def __post_init__(self) -> None:
+        if self.kind not in VIOLATION_KINDS:
+            raise ValueError(f"kind: unknown value {self.kind!r}; valid choices: {VIOLATION_KINDS}")
+
+
+def audit(
+    contract: DynamicContract,
+    market: Market,
+    tol: float = DEFAULT_TOLERANCE,
+    kinds: tuple[str, ...] = VIOLATION_KINDS,
+) -> list[Violation]:
+    """List every constraint of ``market``'s design problem that ``contract`` violates.
+
+    Parameters
+    ----------
+    contract, market
+        The contract to check and the market it is meant for.
+    tol : float
+        Relative tolerance: a constraint counts as violated when it fails by more than
+        ``tol * (1 + largest reward)``, so solver round-off is not reported.
+    kinds : tuple of str
+        Which kinds to check (the complete-information contract is checked for IR and bounds
+        only: the cloud sees the type, so incentive compatibility is not asked of it).
+    """
+    if contract.num_types != market.num_types:
+        raise ValueError(
+            f"contract: has {contract.num_types} types but the market has {market.num_types}"
+        )
+    f, r = contract.flat_f(), contract.flat_r()
+    threshold = tol * (1.0 + float(np.max(np.abs(r))))
+    system = build_constraints(market)
+    excess = system.a_cost @ energy_cost(f, market) + system.a_reward @ r
+    found = [
+        Violation(kind, index, float(size))
+        for (kind, index), size in zip(system.labels, excess, strict=True)
+        if size > threshold and kind in kinds
+    ]
+    if "bounds" in kinds:
+        f_tol = tol * market.f_max_ghz
+        for item, value in enumerate(f):
+            size = max(market.f_lower_ghz - value, value - market.f_max_ghz)
+            if size > f_tol:
+                found.append(Violation("bounds", (item,), float(size)))
+    return found

@@ -1,0 +1,327 @@
+"""The contract market: the facts the cloud knows when it designs a two-period contract.
+
+``MarketParams`` is the one home of the defaults table of docs/contract-model.md (a plain
+dataclass that Hydra uses as the schema of the ``contract`` config group); ``Market`` is the
+validated, numpy-backed value object that every other module of ``fed_agent.contracts`` reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+from fed_agent import latency
+
+PARTICIPATION_RULES = ("per_period", "ex_ante")
+# G(f) = omega ln(1 + T_max - T(f)) is -inf where 1 + T_max - T(f) <= 0; the effective lower
+# bound of f keeps the log argument at least this large so that G stays finite.
+MIN_LOG_ARGUMENT = 1e-3
+_PROB_TOL = 1e-8
+
+
+def check_choice(field_name: str, value: str, choices: Iterable[str]) -> str:
+    """Return ``value`` if it is one of ``choices``; otherwise raise naming the valid ones."""
+    valid = sorted(choices)
+    if value not in valid:
+        raise ValueError(f"{field_name}: unknown value {value!r}; valid choices: {valid}")
+    return value
+
+
+@dataclass
+class MarketParams:
+    """Plain configuration of a market: the defaults table of docs/contract-model.md.
+
+    Only int/float/str/bool/list/Optional fields, so that it works as a Hydra/OmegaConf
+    structured config. ``types``, ``prior`` and ``transition`` override the generated values
+    when given.
+    """
+
+    num_types: int = 3
+    theta_min: float = 0.2
+    theta_max: float = 2.0
+    types: list[float] | None = None
+    prior: list[float] | None = None  # None = uniform
+    transition_stay: float = 0.7
+    transition: list[list[float]] | None = None
+    discount: float = 0.9
+    workload_gcycles: float = 20.0
+    module_bytes: float = 2e6
+    bandwidth_hz: float = 20e6
+    tx_power_dbm: float = 23.0
+    channel_gain: float = 1e-8
+    noise_dbm: float = -100.0
+    kappa: float = 0.2
+    omega: float = 30.0
+    t_max_s: float = 25.0
+    f_min_ghz: float = 1.0
+    f_max_ghz: float = 5.0
+    participation: str = "per_period"
+
+
+def neighbour_transition(num_types: int, stay: float) -> np.ndarray:
+    """The default transition matrix: ``stay`` on the diagonal, the rest split evenly over the
+    neighbouring types (an end type gives it all to its single neighbour)."""
+    if num_types == 1:
+        return np.ones((1, 1))
+    matrix = np.zeros((num_types, num_types))
+    for i in range(num_types):
+        neighbours = [j for j in (i - 1, i + 1) if 0 <= j < num_types]
+        matrix[i, i] = stay
+        matrix[i, neighbours] = (1.0 - stay) / len(neighbours)
+    return matrix
+
+
+def _frozen_array(values: object, name: str, ndim: int) -> np.ndarray:
+    array = np.array(values, dtype=float)
+    if array.ndim != ndim:
+        raise ValueError(f"{name}: expected a {ndim}-D array, got shape {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name}: every entry must be finite, got {array.tolist()}")
+    array.setflags(write=False)
+    return array
+
+
+def _require_positive(name: str, value: float) -> None:
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"{name}: must be a finite number > 0, got {value!r}")
+
+
+@dataclass(frozen=True, eq=False)
+class Market:
+    """A validated market of K willingness types (see docs/contract-model.md).
+
+    Attributes
+    ----------
+    types : np.ndarray
+        Willingness values theta, shape (K,), strictly increasing and positive.
+    prior : np.ndarray
+        Period-1 type distribution rho, shape (K,), a probability vector.
+    transition : np.ndarray
+        P[i, j] = Pr(period-2 type j | period-1 type i), shape (K, K), row-stochastic.
+    discount : float
+        Weight delta of period 2, in [0, 1].
+    workload_gcycles, module_bytes, bandwidth_hz, tx_power_dbm, channel_gain, noise_dbm : float
+        Construction workload W, module size S and the uplink of ``fed_agent.latency``.
+    kappa, omega, t_max_s : float
+        Energy coefficient, value weight and latency bound of c(f) and G(f).
+    f_min_ghz, f_max_ghz : float
+        Bounds of the computing resource f.
+    participation : str
+        ``"per_period"`` (an ES can leave in any period) or ``"ex_ante"`` (one IR per epoch).
+    """
+
+    types: np.ndarray
+    prior: np.ndarray
+    transition: np.ndarray
+    discount: float = 0.9
+    workload_gcycles: float = 20.0
+    module_bytes: float = 2e6
+    bandwidth_hz: float = 20e6
+    tx_power_dbm: float = 23.0
+    channel_gain: float = 1e-8
+    noise_dbm: float = -100.0
+    kappa: float = 0.2
+    omega: float = 30.0
+    t_max_s: float = 25.0
+    f_min_ghz: float = 1.0
+    f_max_ghz: float = 5.0
+    participation: str = "per_period"
+    _derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        types = _frozen_array(self.types, "types", 1)
+        if types.size == 0:
+            raise ValueError("types: need at least one willingness type")
+        if np.any(types <= 0):
+            raise ValueError(f"types: every type must be > 0, got {types.tolist()}")
+        if np.any(np.diff(types) <= 0):
+            raise ValueError(f"types: must be strictly increasing, got {types.tolist()}")
+        k = types.size
+        prior = _frozen_array(self.prior, "prior", 1)
+        if prior.shape != (k,):
+            raise ValueError(f"prior: expected shape ({k},) to match types, got {prior.shape}")
+        if np.any(prior < 0) or abs(prior.sum() - 1.0) > _PROB_TOL:
+            raise ValueError(
+                f"prior: must be a probability vector (entries >= 0, sum 1), got {prior.tolist()}"
+            )
+        transition = _frozen_array(self.transition, "transition", 2)
+        if transition.shape != (k, k):
+            raise ValueError(
+                f"transition: must be square K x K with K = {k} types, got {transition.shape}"
+            )
+        if np.any(transition < 0) or np.any(np.abs(transition.sum(axis=1) - 1.0) > _PROB_TOL):
+            raise ValueError(
+                "transition: must be row-stochastic (entries >= 0, every row sums to 1), "
+                f"got row sums {transition.sum(axis=1).tolist()}"
+            )
+        if not (0.0 <= self.discount <= 1.0):
+            raise ValueError(f"discount: must lie in [0, 1], got {self.discount!r}")
+        for name in (
+            "workload_gcycles",
+            "module_bytes",
+            "bandwidth_hz",
+            "channel_gain",
+            "kappa",
+            "omega",
+            "t_max_s",
+            "f_min_ghz",
+            "f_max_ghz",
+        ):
+            _require_positive(name, float(getattr(self, name)))
+        for name in ("tx_power_dbm", "noise_dbm"):
+            if not np.isfinite(getattr(self, name)):
+                raise ValueError(f"{name}: must be finite, got {getattr(self, name)!r}")
+        if self.f_min_ghz >= self.f_max_ghz:
+            raise ValueError(
+                f"f_min_ghz/f_max_ghz: bounds must be non-empty (f_min < f_max), got "
+                f"[{self.f_min_ghz}, {self.f_max_ghz}]"
+            )
+        check_choice("participation", self.participation, PARTICIPATION_RULES)
+        object.__setattr__(self, "types", types)
+        object.__setattr__(self, "prior", prior)
+        object.__setattr__(self, "transition", transition)
+        if self.f_lower_ghz >= self.f_max_ghz:
+            raise ValueError(
+                "f_max_ghz: the latency bound t_max_s needs f >= "
+                f"{self.f_lower_ghz:.4g} GHz (1 + T_max - T(f) > 0), above f_max_ghz = "
+                f"{self.f_max_ghz}; the bounds of f are empty"
+            )
+
+    @property
+    def num_types(self) -> int:
+        """Number K of willingness types."""
+        return int(self.types.size)
+
+    @property
+    def uplink_rate_bps(self) -> float:
+        """Uplink rate r = B log2(1 + p h / N0) in bit/s."""
+        return latency.uplink_rate_bps(
+            self.bandwidth_hz, self.tx_power_dbm, self.channel_gain, self.noise_dbm
+        )
+
+    @property
+    def upload_s(self) -> float:
+        """Upload time of the module, S / r, in seconds."""
+        return latency.upload_latency_s(self.module_bytes, self.uplink_rate_bps)
+
+    @property
+    def f_lower_ghz(self) -> float:
+        """Effective lower bound of f: ``f_min_ghz``, raised so that 1 + T_max - T(f) stays
+        at least ``MIN_LOG_ARGUMENT`` (G(f) finite)."""
+        headroom = 1.0 + self.t_max_s - self.upload_s - MIN_LOG_ARGUMENT
+        if headroom <= 0:
+            return float("inf")
+        return max(self.f_min_ghz, self.workload_gcycles / headroom)
+
+    @property
+    def transition_is_monotone(self) -> bool:
+        """True when a higher period-1 type makes every higher period-2 type more likely
+        (first-order stochastic dominance of consecutive rows of P)."""
+        tails = np.cumsum(self.transition[:, ::-1], axis=1)[:, ::-1]
+        return bool(np.all(np.diff(tails, axis=0) >= -1e-12))
+
+    @classmethod
+    def from_params(cls, params: MarketParams) -> Market:
+        """Build a validated market from its plain configuration."""
+        k = int(params.num_types)
+        if k < 1:
+            raise ValueError(f"num_types: must be >= 1, got {k}")
+        if params.types is not None:
+            types = np.asarray(params.types, dtype=float)
+        elif k == 1:
+            types = np.array([params.theta_max], dtype=float)
+        else:
+            types = np.linspace(params.theta_min, params.theta_max, k)
+        prior = np.full(k, 1.0 / k) if params.prior is None else np.asarray(params.prior)
+        transition = (
+            neighbour_transition(k, params.transition_stay)
+            if params.transition is None
+            else np.asarray(params.transition, dtype=float)
+        )
+        scalars = {
+            f.name: getattr(params, f.name)
+            for f in fields(params)
+            if f.name not in {"num_types", "theta_min", "theta_max", "types", "prior", "transition"}
+            and f.name != "transition_stay"
+        }
+        return cls(types=types, prior=prior, transition=transition, **scalars)
+
+    def replace(self, **changes: object) -> Market:
+        """A copy with some fields changed (validated again)."""
+        values = {
+            f.name: getattr(self, f.name) for f in fields(self) if f.init and f.name != "_derived"
+        }
+        values.update(changes)
+        return Market(**values)
+
+
+NAMED_MARKETS = {"default": MarketParams(), "paper": MarketParams(num_types=5)}
+
+
+def named_market(name: str, participation: str | None = None) -> Market:
+    """The fixed market called ``name``: ``"default"`` (K = 3) or ``"paper"`` (K = 5)."""
+    check_choice("market", name, NAMED_MARKETS)
+    market = Market.from_params(NAMED_MARKETS[name])
+    return market if participation is None else market.replace(participation=participation)
+
+
+@dataclass(frozen=True)
+class MarketRanges:
+    """Ranges (low, high) of domain randomisation around the defaults of ``MarketParams``.
+
+    ``transition`` is ``"neighbour"`` (the default structure with a random diagonal, whose
+    rows dominate each other stochastically for ``stay >= 0.5``) or ``"dirichlet"`` (any
+    row-stochastic matrix, rows drawn from a Dirichlet distribution).
+    """
+
+    theta_min: tuple[float, float] = (0.1, 0.5)
+    theta_span: tuple[float, float] = (0.5, 2.5)
+    prior_concentration: float = 5.0
+    transition: str = "neighbour"
+    transition_stay: tuple[float, float] = (0.5, 0.9)
+    discount: tuple[float, float] = (0.5, 1.0)
+    workload_gcycles: tuple[float, float] = (10.0, 30.0)
+    module_bytes: tuple[float, float] = (1e6, 8e6)
+    kappa: tuple[float, float] = (0.1, 0.3)
+    omega: tuple[float, float] = (15.0, 45.0)
+    t_max_s: tuple[float, float] = (20.0, 40.0)
+    participation: str = "per_period"
+
+    def __post_init__(self) -> None:
+        check_choice("transition", self.transition, ("neighbour", "dirichlet"))
+        check_choice("participation", self.participation, PARTICIPATION_RULES)
+
+
+def sample_market(rng: np.random.Generator, ranges: MarketRanges, num_types: int) -> Market:
+    """Draw one market of ``num_types`` types uniformly within ``ranges``."""
+
+    def draw(bounds: tuple[float, float]) -> float:
+        return float(rng.uniform(*bounds))
+
+    theta_min = draw(ranges.theta_min)
+    types = np.linspace(theta_min, theta_min + draw(ranges.theta_span), num_types)
+    if num_types == 1:
+        types = np.array([theta_min])
+    prior = rng.dirichlet(np.full(num_types, ranges.prior_concentration))
+    # keep every type possible: a zero-probability type would leave its items undetermined
+    prior = (prior + 0.01) / (prior + 0.01).sum()
+    if ranges.transition == "neighbour":
+        transition = neighbour_transition(num_types, draw(ranges.transition_stay))
+    else:
+        transition = rng.dirichlet(np.ones(num_types), size=num_types)
+    workload = draw(ranges.workload_gcycles)
+    t_max = draw(ranges.t_max_s)
+    return Market(
+        types=types,
+        prior=prior,
+        transition=transition,
+        discount=draw(ranges.discount),
+        workload_gcycles=workload,
+        module_bytes=draw(ranges.module_bytes),
+        kappa=draw(ranges.kappa),
+        omega=draw(ranges.omega),
+        t_max_s=t_max,
+        participation=ranges.participation,
+    )

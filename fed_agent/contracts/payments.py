@@ -1,0 +1,249 @@
+"""The minimal payment rule: least-cost rewards that implement a given menu of f.
+
+``minimal_payments`` solves the linear program of docs/contract-model.md with HiGHS.
+``minimal_payments_batch`` / ``score_f_menus`` serve the RL designer: they compute the
+closed-form rewards of the local-binding structure for a whole batch at once and certify
+them (see docs/contract-model.md, "Minimal payments in closed form"); only rows that the
+closed form cannot certify fall back to the LP.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import linprog
+
+from fed_agent.contracts.audit import DEFAULT_TOLERANCE
+from fed_agent.contracts.constraints import build_constraints, item_weights
+from fed_agent.contracts.contract import DynamicContract
+from fed_agent.contracts.market import Market
+from fed_agent.contracts.utility import energy_cost, value_of_work
+
+# A tiny weight on every reward makes the LP pick the least rewards also for items that no
+# type uses with positive probability (their rewards would otherwise be arbitrary).
+TIE_BREAK_WEIGHT = 1e-9
+HIGHS_OPTIONS = {"primal_feasibility_tolerance": 1e-10, "dual_feasibility_tolerance": 1e-10}
+
+
+def _within_bounds(f: np.ndarray, market: Market) -> np.ndarray:
+    slack = 1e-9 * market.f_max_ghz
+    return np.all((f >= market.f_lower_ghz - slack) & (f <= market.f_max_ghz + slack), axis=-1)
+
+
+def minimal_payments_flat(f: np.ndarray, market: Market) -> np.ndarray | None:
+    """Least-cost rewards (flat, K + K^2) for the flat menu ``f``; None if not implementable."""
+    if not _within_bounds(f, market):
+        return None
+    system = build_constraints(market)
+    weights = item_weights(market)
+    objective = weights + TIE_BREAK_WEIGHT * max(weights.max(), 1e-12)
+    result = linprog(
+        objective,
+        A_ub=system.a_reward,
+        b_ub=-system.a_cost @ energy_cost(f, market),
+        bounds=(0, None),
+        method="highs",
+        options=HIGHS_OPTIONS,
+    )
+    return result.x if result.status == 0 else None
+
+
+def minimal_payments(f1: np.ndarray, f2: np.ndarray, market: Market) -> DynamicContract | None:
+    """The least-cost contract that implements the menu of computing resources (f1, f2).
+
+    Parameters
+    ----------
+    f1 : np.ndarray
+        Period-1 resources, shape (K,).
+    f2 : np.ndarray
+        Period-2 resources, shape (K, K), row i = menu after period-1 report i.
+    market : Market
+        The market (its participation rule decides which IR applies).
+
+    Returns
+    -------
+    DynamicContract or None
+        The contract with the rewards of minimal expected cost that satisfy every IR, IC and
+        intertemporal IC constraint, or None when no rewards do (or f is out of bounds).
+    """
+    k = market.num_types
+    f = np.concatenate([np.asarray(f1, dtype=float).ravel(), np.asarray(f2, dtype=float).ravel()])
+    if f.size != k * (k + 1):
+        raise ValueError(f"f1/f2: expected shapes ({k},) and ({k}, {k}), got {f.size} values")
+    rewards = minimal_payments_flat(f, market)
+    if rewards is None:
+        return None
+    return DynamicContract.from_flat(f, np.maximum(rewards, 0.0), k)
+
+
+def _closed_form_rewards(
+    x1: np.ndarray, x2: np.ndarray, market: Market
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rewards of the local-binding structure for a batch of costs x1 (B,K), x2 (B,K,K).
+
+    Period 2: lowest type's IR and every local downward IC bind (rents m). Period 1: the local
+    downward intertemporal IC binds unless the participation floor is higher.
+    """
+    k = market.num_types
+    inv_theta = 1.0 / market.types
+    gap = inv_theta[:-1] - inv_theta[1:]
+    delta = market.discount
+    batch = x1.shape[0]
+    rent2 = np.zeros_like(x2)
+    rent2[:, :, 1:] = np.cumsum(x2[:, :, :-1] * gap, axis=2)
+    # continuation[b, i, h] = delta sum_j P_ij rent2[b, h, j]: true type i, period-1 report h
+    continuation = delta * np.einsum("ij,bhj->bih", market.transition, rent2)
+    level = np.zeros((batch, k))
+    rent1 = np.zeros((batch, k))
+    if market.participation == "per_period":
+        for i in range(1, k):
+            rent1[:, i] = np.maximum(
+                0.0,
+                rent1[:, i - 1]
+                + x1[:, i - 1] * gap[i - 1]
+                + continuation[:, i, i - 1]
+                - continuation[:, i, i],
+            )
+    elif market.participation == "ex_ante":
+        own = continuation[:, np.arange(k), np.arange(k)]
+        # least epoch rent possible when R_i = 0 and the cheapest period-2 reward is 0
+        floor = -x1 * inv_theta + own - delta * x2[:, :, 0] * inv_theta[0]
+        total = np.zeros((batch, k))
+        total[:, 0] = np.maximum(0.0, floor[:, 0])
+        for i in range(1, k):
+            chained = (
+                total[:, i - 1]
+                + x1[:, i - 1] * gap[i - 1]
+                + continuation[:, i, i - 1]
+                - continuation[:, i - 1, i - 1]
+            )
+            total[:, i] = np.maximum.reduce([np.zeros(batch), floor[:, i], chained])
+        # Keep period 2 at its per-period rents; shift the rest into period 1 until R_i = 0.
+        rent1 = np.maximum(total - own, -x1 * inv_theta)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            level = np.where(delta > 0, (total - rent1 - own) / max(delta, 1e-300), 0.0)
+    else:
+        raise ValueError(f"participation: unknown rule {market.participation!r}")
+    r1 = rent1 + x1 * inv_theta
+    r2 = rent2 + level[:, :, None] + x2 * inv_theta
+    return r1, r2
+
+
+def _constraint_excess(f: np.ndarray, r: np.ndarray, market: Market) -> np.ndarray:
+    """Relative excess of every constraint for flat batches f, r (B, n); > 0 = violated."""
+    system = build_constraints(market)
+    excess = energy_cost(f, market) @ system.a_cost.T + r @ system.a_reward.T
+    scale = 1.0 + np.max(np.abs(r), axis=1, keepdims=True)
+    return np.concatenate([excess / scale, -r / scale], axis=1)
+
+
+def _flatten(f1: np.ndarray, f2: np.ndarray, market: Market) -> np.ndarray:
+    k = market.num_types
+    f1 = np.asarray(f1, dtype=float)
+    f2 = np.asarray(f2, dtype=float)
+    if f1.ndim != 2 or f1.shape[1] != k or f2.shape != (f1.shape[0], k, k):
+        raise ValueError(
+            f"f1/f2: expected shapes (B, {k}) and (B, {k}, {k}), got {f1.shape} and {f2.shape}"
+        )
+    return np.concatenate([f1, f2.reshape(f1.shape[0], k * k)], axis=1)
+
+
+def _batch_payments(
+    f1: np.ndarray, f2: np.ndarray, market: Market, exact: bool, tol: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Flat f, flat rewards, feasible mask and violation counts of a batch."""
+    k = market.num_types
+    f = _flatten(f1, f2, market)
+    x = energy_cost(f, market)
+    r1, r2 = _closed_form_rewards(x[:, :k], x[:, k:].reshape(-1, k, k), market)
+    r = np.concatenate([r1, r2.reshape(-1, k * k)], axis=1)
+    in_bounds = _within_bounds(f, market)
+    excess = _constraint_excess(f, r, market)
+    violations = np.sum(excess > tol, axis=1) + np.sum(
+        (f < market.f_lower_ghz - 1e-9) | (f > market.f_max_ghz + 1e-9), axis=1
+    )
+    feasible = violations == 0
+    if market.transition_is_monotone:
+        certified = feasible.copy()
+    else:
+        # The closed form is least-cost only when P's rows dominate each other stochastically.
+        certified = np.zeros_like(feasible)
+    if exact:
+        # Non-decreasing f in every period-2 menu is necessary (adding IC2 of j and j+1).
+        f2_flat = f[:, k:].reshape(-1, k, k)
+        monotone2 = np.all(np.diff(f2_flat, axis=2) >= -1e-12, axis=(1, 2))
+        for row in np.flatnonzero(~certified & in_bounds & monotone2):
+            rewards = minimal_payments_flat(f[row], market)
+            if rewards is not None:
+                r[row] = np.maximum(rewards, 0.0)
+                feasible[row] = True
+                violations[row] = 0
+    return f, r, feasible, violations
+
+
+def minimal_payments_batch(
+    f1: np.ndarray,
+    f2: np.ndarray,
+    market: Market,
+    exact: bool = True,
+    tol: float = DEFAULT_TOLERANCE,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Least-cost rewards for a batch of menus, vectorised over the batch.
+
+    Parameters
+    ----------
+    f1 : np.ndarray
+        Period-1 resources, shape (B, K).
+    f2 : np.ndarray
+        Period-2 resources, shape (B, K, K).
+    market : Market
+        The market.
+    exact : bool
+        When True, rows the closed form cannot certify (an infeasible local-binding
+        candidate with monotone period-2 menus, or a non-monotone transition matrix) are
+        solved by the LP, so every row is exact. When False only the closed form is used:
+        its rewards are always feasible when reported feasible, and least-cost whenever the
+        transition matrix is monotone; a few implementable menus are then reported infeasible.
+    tol : float
+        Relative tolerance of the feasibility check.
+
+    Returns
+    -------
+    r1 : np.ndarray
+        Period-1 rewards (B, K); NaN in rows that are not implementable.
+    r2 : np.ndarray
+        Period-2 rewards (B, K, K); NaN in rows that are not implementable.
+    feasible : np.ndarray
+        Boolean mask (B,) of implementable rows.
+    """
+    k = market.num_types
+    _, r, feasible, _ = _batch_payments(f1, f2, market, exact, tol)
+    r = np.where(feasible[:, None], r, np.nan)
+    return r[:, :k], r[:, k:].reshape(-1, k, k), feasible
+
+
+def score_f_menus(
+    f1: np.ndarray,
+    f2: np.ndarray,
+    market: Market,
+    exact: bool = True,
+    tol: float = DEFAULT_TOLERANCE,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cloud utility and number of violated constraints of a batch of f-menus.
+
+    Feasible rows are scored with their least-cost rewards (violations 0). An infeasible
+    row is scored with the closed-form rewards of the local-binding structure, and its
+    violation count says how many constraints (and bounds) those rewards break, so a
+    designer can shape a penalty from it. See :func:`minimal_payments_batch` for ``exact``.
+
+    Returns
+    -------
+    cloud_utility : np.ndarray
+        Shape (B,).
+    violations : np.ndarray
+        Shape (B,), integers.
+    """
+    f, r, _, violations = _batch_payments(f1, f2, market, exact, tol)
+    weights = item_weights(market)
+    used = weights > 0
+    values = value_of_work(f[:, used], market) - r[:, used]
+    return values @ weights[used], violations.astype(int)

@@ -1,0 +1,111 @@
+"""An ES's best response: which item it picks (or whether it declines), period by period."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from fed_agent.contracts.contract import ContractItem, DynamicContract
+from fed_agent.contracts.market import Market
+from fed_agent.contracts.utility import es_period_utility
+
+# Utilities closer than this (relative to the largest reward) count as a tie: binding IC
+# constraints make a type exactly indifferent between its item and the one below.
+TIE_TOLERANCE = 1e-7
+
+
+def _pick(values: np.ndarray, f: np.ndarray, allowed: np.ndarray, intended: int | None, tol: float):
+    """Index of the best allowed value; ties go to ``intended``, then to the higher f."""
+    if not np.any(allowed):
+        return None
+    best = np.max(values[allowed])
+    tied = np.flatnonzero(allowed & (values >= best - tol))
+    if intended is not None and intended in tied:
+        return int(intended)
+    return int(tied[np.argmax(f[tied])])
+
+
+def best_response(
+    menu_items: Sequence[ContractItem],
+    theta: float,
+    market: Market,
+    intended: int | None = None,
+    tol: float = TIE_TOLERANCE,
+) -> int | None:
+    """The item an ES of willingness ``theta`` picks from a one-period menu, or None.
+
+    The ES maximises R - c(f)/theta and declines when every item gives it negative utility.
+    Ties (within ``tol`` relative to the largest reward) are broken toward ``intended`` when
+    given (an indifferent ES tells the truth, the usual convention of mechanism design), else
+    toward the higher f.
+    """
+    if len(menu_items) == 0:
+        return None
+    f = np.array([item.f_ghz for item in menu_items])
+    rewards = np.array([item.reward for item in menu_items])
+    values = es_period_utility(rewards, f, theta, market)
+    tie = tol * (1.0 + float(np.max(np.abs(rewards))))
+    return _pick(values, f, values >= -tie, intended, tie)
+
+
+def _continuation(contract: DynamicContract, market: Market, report: int, tol: float) -> np.ndarray:
+    """Period-2 utility of each true period-2 type j after period-1 report ``report``."""
+    out = np.zeros(market.num_types)
+    for j, theta in enumerate(market.types):
+        pick = period2_choice(contract, market, report, j, tol)
+        if pick is not None:
+            out[j] = float(
+                es_period_utility(
+                    contract.r2[report, pick], contract.f2[report, pick], theta, market
+                )
+            )
+    return out
+
+
+def period2_choice(
+    contract: DynamicContract,
+    market: Market,
+    report: int,
+    period2_type: int,
+    tol: float = TIE_TOLERANCE,
+) -> int | None:
+    """Item the ES picks in period 2 after period-1 ``report`` given its period-2 type.
+
+    Under ``ex_ante`` participation the ES is committed and always picks an item.
+    """
+    theta = float(market.types[period2_type])
+    if market.participation == "ex_ante":
+        values = es_period_utility(contract.r2[report], contract.f2[report], theta, market)
+        tie = tol * (1.0 + float(np.max(contract.r2[report])))
+        return _pick(
+            values, contract.f2[report], np.ones_like(values, dtype=bool), period2_type, tie
+        )
+    return best_response(contract.period2_menu(report), theta, market, period2_type, tol)
+
+
+def es_choice(
+    contract: DynamicContract, market: Market, period1_type: int, tol: float = TIE_TOLERANCE
+) -> int | None:
+    """The period-1 report an ES of true period-1 type ``period1_type`` makes, or None.
+
+    The ES weighs each report by its period-1 utility plus delta times its expected period-2
+    utility (it knows P but not yet its period-2 type; in period 2 it best-responds).
+    ``per_period``: an item with negative period-1 utility is never taken (the ES may leave
+    in any period), and declining period 1 means sitting out the epoch. ``ex_ante``: the ES
+    takes the report of highest epoch utility if that is non-negative, and is then committed
+    for period 2. Ties go to the truthful report.
+    """
+    theta = float(market.types[period1_type])
+    committed = market.participation == "ex_ante"
+    period1 = es_period_utility(contract.r1, contract.f1, theta, market)
+    continuation = np.array(
+        [
+            market.transition[period1_type] @ _continuation(contract, market, h, tol)
+            for h in range(market.num_types)
+        ]
+    )
+    total = period1 + market.discount * continuation
+    tie = tol * (1.0 + float(np.max(np.abs(contract.flat_r()))))
+    allowed = total >= -tie if committed else period1 >= -tie
+    return _pick(total, contract.f1, allowed, period1_type, tie)

@@ -1,0 +1,28 @@
+"""Reference solutions of the two-period contract design problem."""
+
+from fed_agent.contracts.solvers.convex import ConvexResult, solve_tied
+from fed_agent.contracts.solvers.references import (
+    REFERENCE_SOLVERS,
+    Solution,
+    complete_information,
+    efficient_resource,
+    optimal_contract,
+    random_feasible_contract,
+    solve_reference,
+    static_contract,
+    uniform_contract,
+)
+
+__all__ = [
+    "REFERENCE_SOLVERS",
+    "ConvexResult",
+    "Solution",
+    "complete_information",
+    "efficient_resource",
+    "optimal_contract",
+    "random_feasible_contract",
+    "solve_reference",
+    "solve_tied",
+    "static_contract",
+    "uniform_contract",
+]
