@@ -75,13 +75,38 @@ def minimal_payments(f1: np.ndarray, f2: np.ndarray, market: Market) -> DynamicC
     return DynamicContract.from_flat(f, np.maximum(rewards, 0.0), k)
 
 
+def _least_solution(lower: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Least y with y >= lower and y_i >= y_h + edges[:, i, h] (a system of difference
+    constraints, solved as longest paths by Bellman-Ford, vectorised over the batch).
+
+    Returns y (NaN rows where a positive cycle makes the system infeasible) and y computed
+    with the downward edges (h < i) only, which the optimality certificate compares with.
+    """
+    k = lower.shape[1]
+    downward = lower.copy()
+    for i in range(1, k):
+        downward[:, i] = np.maximum(lower[:, i], np.max(downward[:, :i] + edges[:, i, :i], axis=1))
+    y = downward.copy()
+    for _ in range(k):
+        updated = np.maximum(lower, np.max(y[:, None, :] + edges, axis=2))
+        if np.array_equal(updated, y):
+            break
+        y = updated
+    cycle = np.any(np.max(y[:, None, :] + edges, axis=2) > y + 1e-9 * (1 + np.abs(y)), axis=1)
+    y[cycle] = np.nan
+    return y, downward
+
+
 def _closed_form_rewards(
     x1: np.ndarray, x2: np.ndarray, market: Market
-) -> tuple[np.ndarray, np.ndarray]:
-    """Rewards of the local-binding structure for a batch of costs x1 (B,K), x2 (B,K,K).
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rewards of the least-rent structure for a batch of costs x1 (B,K), x2 (B,K,K).
 
-    Period 2: lowest type's IR and every local downward IC bind (rents m). Period 1: the local
-    downward intertemporal IC binds unless the participation floor is higher.
+    Period 2: the lowest type's participation floor and every local downward IC bind (rents
+    m). Period 1: given those period-2 rents, the intertemporal IC constraints are difference
+    constraints in the period-1 rents (per_period) or epoch rents (ex_ante), whose least
+    solution is a longest-path problem. Also returns where only downward constraints bind,
+    which (with a monotone transition matrix) certifies that the rewards are least-cost.
     """
     k = market.num_types
     inv_theta = 1.0 / market.types
@@ -92,40 +117,36 @@ def _closed_form_rewards(
     rent2[:, :, 1:] = np.cumsum(x2[:, :, :-1] * gap, axis=2)
     # continuation[b, i, h] = delta sum_j P_ij rent2[b, h, j]: true type i, period-1 report h
     continuation = delta * np.einsum("ij,bhj->bih", market.transition, rent2)
+    own = continuation[:, np.arange(k), np.arange(k)]
+    # mimic[b, i, h] = period-1 cost saving of type i taking item h: c(f_h) (1/theta_h - 1/theta_i)
+    mimic = x1[:, None, :] * (inv_theta[None, None, :] - inv_theta[None, :, None])
+    not_self = np.where(np.eye(k, dtype=bool), -np.inf, 0.0)
     level = np.zeros((batch, k))
-    rent1 = np.zeros((batch, k))
     if market.participation == "per_period":
-        for i in range(1, k):
-            rent1[:, i] = np.maximum(
-                0.0,
-                rent1[:, i - 1]
-                + x1[:, i - 1] * gap[i - 1]
-                + continuation[:, i, i - 1]
-                - continuation[:, i, i],
-            )
+        # variables: period-1 rents U1_i >= 0
+        edges = mimic + continuation - own[:, :, None] + not_self
+        rent1, downward = _least_solution(np.zeros((batch, k)), edges)
     elif market.participation == "ex_ante":
-        own = continuation[:, np.arange(k), np.arange(k)]
-        # least epoch rent possible when R_i = 0 and the cheapest period-2 reward is 0
+        # variables: epoch rents W_i; the level of a period-2 menu cancels in every IC
         floor = -x1 * inv_theta + own - delta * x2[:, :, 0] * inv_theta[0]
-        total = np.zeros((batch, k))
-        total[:, 0] = np.maximum(0.0, floor[:, 0])
-        for i in range(1, k):
-            chained = (
-                total[:, i - 1]
-                + x1[:, i - 1] * gap[i - 1]
-                + continuation[:, i, i - 1]
-                - continuation[:, i - 1, i - 1]
-            )
-            total[:, i] = np.maximum.reduce([np.zeros(batch), floor[:, i], chained])
+        edges = mimic + continuation - own[:, None, :] + not_self
+        total, downward = _least_solution(np.maximum(floor, 0.0), edges)
         # Keep period 2 at its per-period rents; shift the rest into period 1 until R_i = 0.
         rent1 = np.maximum(total - own, -x1 * inv_theta)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            level = np.where(delta > 0, (total - rent1 - own) / max(delta, 1e-300), 0.0)
+        if delta > 0:
+            level = (total - rent1 - own) / delta
+        downward = downward - own
     else:
         raise ValueError(f"participation: unknown rule {market.participation!r}")
+    if market.participation == "per_period":
+        only_downward = np.all(np.abs(rent1 - downward) <= 1e-9 * (1 + np.abs(downward)), axis=1)
+    else:
+        only_downward = np.all(
+            np.abs(total - (downward + own)) <= 1e-9 * (1 + np.abs(total)), axis=1
+        )
     r1 = rent1 + x1 * inv_theta
     r2 = rent2 + level[:, :, None] + x2 * inv_theta
-    return r1, r2
+    return r1, r2, only_downward
 
 
 def _constraint_excess(f: np.ndarray, r: np.ndarray, market: Market) -> np.ndarray:
@@ -154,16 +175,18 @@ def _batch_payments(
     k = market.num_types
     f = _flatten(f1, f2, market)
     x = energy_cost(f, market)
-    r1, r2 = _closed_form_rewards(x[:, :k], x[:, k:].reshape(-1, k, k), market)
+    r1, r2, only_downward = _closed_form_rewards(x[:, :k], x[:, k:].reshape(-1, k, k), market)
     r = np.concatenate([r1, r2.reshape(-1, k * k)], axis=1)
+    r = np.where(np.isfinite(r), r, 0.0)  # a positive cycle: no least rents, score as zero
     in_bounds = _within_bounds(f, market)
     excess = _constraint_excess(f, r, market)
     violations = np.sum(excess > tol, axis=1) + np.sum(
         (f < market.f_lower_ghz - 1e-9) | (f > market.f_max_ghz + 1e-9), axis=1
     )
-    feasible = violations == 0
+    feasible = (violations == 0) & np.all(np.isfinite(r1), axis=1)
+    violations = np.where(np.all(np.isfinite(r1), axis=1), violations, np.maximum(violations, 1))
     if market.transition_is_monotone:
-        certified = feasible.copy()
+        certified = feasible & only_downward
     else:
         # The closed form is least-cost only when P's rows dominate each other stochastically.
         certified = np.zeros_like(feasible)
