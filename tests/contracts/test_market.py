@@ -58,8 +58,13 @@ def test_neighbour_transition_puts_the_rest_on_the_neighbours() -> None:
 
 
 def test_explicit_params_override_generated_values() -> None:
-    params = MarketParams(num_types=2, types=[0.5, 1.5], prior=[0.25, 0.75],
-                          transition=[[1.0, 0.0], [0.5, 0.5]], participation="ex_ante")
+    params = MarketParams(
+        num_types=2,
+        types=[0.5, 1.5],
+        prior=[0.25, 0.75],
+        transition=[[1.0, 0.0], [0.5, 0.5]],
+        participation="ex_ante",
+    )
     market = Market.from_params(params)
     np.testing.assert_allclose(market.types, [0.5, 1.5])
     assert market.participation == "ex_ante"

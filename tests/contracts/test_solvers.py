@@ -39,7 +39,9 @@ def one_period_screening_value(market: Market, weights: np.ndarray) -> tuple[np.
     f = np.empty(k)
     for i in range(k):
         res = minimize_scalar(
-            lambda v, i=i: -(weights[i] * value_of_work(v, market) - virtual[i] * energy_cost(v, market)),
+            lambda v, i=i: (
+                -(weights[i] * value_of_work(v, market) - virtual[i] * energy_cost(v, market))
+            ),
             bounds=(market.f_lower_ghz, market.f_max_ghz),
             method="bounded",
             options={"xatol": 1e-10},
@@ -73,8 +75,8 @@ def test_identity_transition_repeats_the_static_screening_contract(participation
 def test_complete_information_solves_the_first_order_condition() -> None:
     market = named_market("default")
     solution = complete_information(market)
+    a = 1 + market.t_max_s - market.upload_s
     for theta, f in zip(market.types, solution.contract.f1, strict=True):
-        a = 1 + market.t_max_s - market.upload_s
         foc = lambda v, t=theta: market.omega * 20 / (v * (a * v - 20)) - 2 * 0.2 * 20 * v / t  # noqa: E731
         expected = brentq(foc, 20 / a + 1e-9, 50.0)
         assert f == pytest.approx(np.clip(expected, 1.0, 5.0), abs=1e-9)
@@ -118,7 +120,9 @@ def _grid_search(market: Market, rounds: int = 6, points: int = 7) -> float:
     ("participation", "stay", "discount"),
     [("per_period", 0.7, 0.9), ("ex_ante", 0.7, 0.9), ("per_period", 0.55, 0.6)],
 )
-def test_optimum_matches_brute_force_on_two_types(participation: str, stay: float, discount: float) -> None:
+def test_optimum_matches_brute_force_on_two_types(
+    participation: str, stay: float, discount: float
+) -> None:
     market = Market(
         types=np.array([0.4, 1.6]),
         prior=np.array([0.4, 0.6]),
@@ -150,7 +154,9 @@ def test_references_are_feasible_and_ordered(name: str, participation: str) -> N
 
 def test_default_market_figures_are_pinned() -> None:
     # Regression values of the exact optimum (docs/contract-model.md quotes them).
-    assert optimal_contract(named_market("default")).cloud_utility == pytest.approx(89.7093047, abs=1e-5)
+    assert optimal_contract(named_market("default")).cloud_utility == pytest.approx(
+        89.7093047, abs=1e-5
+    )
     assert optimal_contract(named_market("default", "ex_ante")).cloud_utility == pytest.approx(
         94.1431098, abs=1e-5
     )
