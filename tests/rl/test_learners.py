@@ -1,0 +1,136 @@
+"""Learners: entropy estimate, pure losses, finite updates, targets move by Polyak steps."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+from fed_agent.rl.gaussian_sac import GaussianSAC, GaussianSACConfig
+from fed_agent.rl.ppo import PPO, PPOConfig, RolloutBatch, clipped_surrogate_loss
+from fed_agent.rl.replay import one_step_batch
+from fed_agent.rl.sac import (
+    DiffusionSAC,
+    EDMSACConfig,
+    actor_loss,
+    critic_loss,
+    estimate_entropy,
+    soft_q_target,
+)
+from fed_agent.rl.seeding import torch_generator
+
+STATE_DIM, ACTION_DIM = 5, 3
+SMALL = {"hidden_sizes": [16, 16], "critic_hidden_sizes": [16, 16], "batch_size": 32}
+
+
+def batch(seed: int = 0, size: int = 32):
+    gen = torch_generator(seed)
+    states = torch.randn(size, STATE_DIM, generator=gen)
+    actions = torch.rand(size, ACTION_DIM, generator=gen) * 2 - 1
+    return one_step_batch(states, actions, -actions.pow(2).sum(-1))
+
+
+def test_entropy_estimate_matches_gaussian_entropy() -> None:
+    sigma = torch.tensor([0.1, 0.5, 2.0])
+    samples = torch.randn(4, 20_000, 3, generator=torch_generator(0)) * sigma
+    exact = float(0.5 * torch.log(2 * math.pi * math.e * sigma**2).sum())
+    estimate = estimate_entropy(samples)
+    assert estimate.shape == (4,)
+    assert torch.allclose(estimate, torch.full((4,), exact), atol=0.03)
+
+
+def test_entropy_estimate_grows_with_spread_and_needs_two_samples() -> None:
+    base = torch.randn(2, 8, 3, generator=torch_generator(1))
+    assert bool((estimate_entropy(2 * base) > estimate_entropy(base)).all())
+    with pytest.raises(ValueError, match="M >= 2"):
+        estimate_entropy(base[:, :1])
+
+
+def test_pure_losses_match_their_formulas() -> None:
+    q1, q2, target = torch.tensor([1.0, 2.0]), torch.tensor([0.0, 2.0]), torch.tensor([1.0, 1.0])
+    assert float(critic_loss(q1, q2, target)) == pytest.approx(0.5 + 1.0)
+    assert float(actor_loss(torch.tensor([1.0, 3.0]), torch.tensor([2.0, 0.0]), 0.5)) == -2.5
+    r, d = torch.tensor([1.0, 1.0]), torch.tensor([0.0, 1.0])
+    y = soft_q_target(r, d, torch.tensor([2.0, 2.0]), torch.tensor([1.0, 1.0]), 0.1, 0.9)
+    assert y.tolist() == pytest.approx([1.0 + 0.9 * 2.1, 1.0])
+    ratio, adv = torch.tensor([1.5, 0.5]), torch.tensor([1.0, -1.0])
+    assert float(clipped_surrogate_loss(ratio, adv, 0.2)) == pytest.approx(-(1.2 - 0.8) / 2)
+
+
+@pytest.mark.parametrize("prune_rate", [0.0, 0.5])
+def test_diffusion_sac_update_is_finite_and_moves_targets_by_polyak(prune_rate: float) -> None:
+    agent = DiffusionSAC(STATE_DIM, ACTION_DIM, EDMSACConfig(**SMALL, prune_rate=prune_rate), 0)
+    data = batch()
+    info = agent.begin_episode(data.states)
+    assert info["active_neuron_frac"] == pytest.approx(1 - prune_rate)
+    old_target = copy.deepcopy(agent.critic_target)
+    metrics = agent.update(data)
+    assert {"critic_loss", "actor_loss", "entropy", "alpha"} <= metrics.keys()
+    assert all(math.isfinite(v) for v in metrics.values())
+    tau = agent.config.tau
+    for new, old, online in zip(
+        agent.critic_target.parameters(),
+        old_target.parameters(),
+        agent.critic.parameters(),
+        strict=True,
+    ):
+        assert torch.allclose(new, (1 - tau) * old + tau * online, atol=1e-6)
+    assert torch.equal(agent.actor_target.denoiser.masks()[0], agent.actor.denoiser.masks()[0])
+
+
+def test_diffusion_sac_is_deterministic_under_a_seed() -> None:
+    def run() -> torch.Tensor:
+        agent = DiffusionSAC(STATE_DIM, ACTION_DIM, EDMSACConfig(**SMALL), seed=4)
+        data = batch()
+        agent.begin_episode(data.states)
+        for _ in range(3):
+            agent.update(data)
+        return agent.act(data.states, torch_generator(0))
+
+    assert torch.equal(run(), run())
+
+
+class KnownCritic(torch.nn.Module):
+    """Q(s, a) = -|a - optimum|^2 for both heads: the actor's only job is to find optimum."""
+
+    def __init__(self, optimum: torch.Tensor) -> None:
+        super().__init__()
+        self.optimum = optimum
+
+    def q_min(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return -(actions - self.optimum).pow(2).sum(-1)
+
+
+def test_diffusion_actor_ascends_a_known_critic_including_a_bound_optimum() -> None:
+    agent = DiffusionSAC(STATE_DIM, ACTION_DIM, EDMSACConfig(**SMALL, prune_rate=0.25), 0)
+    optimum = torch.tensor([0.5, -0.3, 1.0])  # the last coordinate sits on the bound
+    agent.critic = KnownCritic(optimum)
+    states = torch.randn(32, STATE_DIM, generator=torch_generator(1))
+    before = float(-agent.critic.q_min(states, agent.act(states)).mean())
+    for _ in range(100):
+        agent.begin_episode(states)
+        agent._update_actor(states)
+    after = float(-agent.critic.q_min(states, agent.act(states)).mean())
+    assert after < 0.02 < 0.5 < before
+
+
+def test_gaussian_sac_update_is_finite_and_actions_bounded() -> None:
+    agent = GaussianSAC(STATE_DIM, ACTION_DIM, GaussianSACConfig(**SMALL), 0)
+    metrics = agent.update(batch())
+    assert all(math.isfinite(v) for v in metrics.values())
+    actions = agent.act(torch.randn(10, STATE_DIM) * 50)
+    assert float(actions.abs().max()) <= 1.0
+
+
+def test_ppo_update_moves_policy_towards_higher_reward() -> None:
+    agent = PPO(STATE_DIM, ACTION_DIM, PPOConfig(hidden_sizes=[16], minibatch_size=128, lr=3e-3), 0)
+    states = torch.zeros(256, STATE_DIM)
+    for _ in range(15):
+        actions, log_probs = agent.explore(states)
+        rewards = -(actions - 0.5).pow(2).sum(-1)
+        metrics = agent.update(RolloutBatch(states, actions, log_probs, rewards))
+    assert all(math.isfinite(v) for v in metrics.values())
+    mean = agent.act(states[:1])
+    assert float((mean - 0.5).abs().max()) < 0.2
