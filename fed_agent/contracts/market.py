@@ -115,19 +115,20 @@ class Market:
     types: np.ndarray
     prior: np.ndarray
     transition: np.ndarray
-    discount: float = 0.9
-    workload_gcycles: float = 20.0
-    module_bytes: float = 2e6
-    bandwidth_hz: float = 20e6
-    tx_power_dbm: float = 23.0
-    channel_gain: float = 1e-8
-    noise_dbm: float = -100.0
-    kappa: float = 0.2
-    omega: float = 30.0
-    t_max_s: float = 25.0
-    f_min_ghz: float = 1.0
-    f_max_ghz: float = 5.0
-    participation: str = "per_period"
+    # No defaults here: MarketParams is the one home of the defaults table.
+    discount: float
+    workload_gcycles: float
+    module_bytes: float
+    bandwidth_hz: float
+    tx_power_dbm: float
+    channel_gain: float
+    noise_dbm: float
+    kappa: float
+    omega: float
+    t_max_s: float
+    f_min_ghz: float
+    f_max_ghz: float
+    participation: str
     _derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -228,17 +229,18 @@ class Market:
         k = int(params.num_types)
         if k < 1:
             raise ValueError(f"num_types: must be >= 1, got {k}")
+        # list(...) also accepts OmegaConf ListConfig values from a Hydra config
         if params.types is not None:
-            types = np.asarray(params.types, dtype=float)
+            types = np.asarray(list(params.types), dtype=float)
         elif k == 1:
             types = np.array([params.theta_max], dtype=float)
         else:
             types = np.linspace(params.theta_min, params.theta_max, k)
-        prior = np.full(k, 1.0 / k) if params.prior is None else np.asarray(params.prior)
+        prior = np.full(k, 1.0 / k) if params.prior is None else np.asarray(list(params.prior))
         transition = (
             neighbour_transition(k, params.transition_stay)
             if params.transition is None
-            else np.asarray(params.transition, dtype=float)
+            else np.asarray([list(row) for row in params.transition], dtype=float)
         )
         scalars = {
             f.name: getattr(params, f.name)
@@ -311,17 +313,17 @@ def sample_market(rng: np.random.Generator, ranges: MarketRanges, num_types: int
         transition = neighbour_transition(num_types, draw(ranges.transition_stay))
     else:
         transition = rng.dirichlet(np.ones(num_types), size=num_types)
-    workload = draw(ranges.workload_gcycles)
-    t_max = draw(ranges.t_max_s)
-    return Market(
-        types=types,
-        prior=prior,
-        transition=transition,
+    params = MarketParams(
+        num_types=num_types,
+        types=types.tolist(),
+        prior=prior.tolist(),
+        transition=transition.tolist(),
         discount=draw(ranges.discount),
-        workload_gcycles=workload,
+        workload_gcycles=draw(ranges.workload_gcycles),
         module_bytes=draw(ranges.module_bytes),
         kappa=draw(ranges.kappa),
         omega=draw(ranges.omega),
-        t_max_s=t_max,
+        t_max_s=draw(ranges.t_max_s),
         participation=ranges.participation,
     )
+    return Market.from_params(params)

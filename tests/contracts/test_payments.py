@@ -9,6 +9,7 @@ from fed_agent.contracts import (
     PARTICIPATION_RULES,
     DynamicContract,
     Market,
+    MarketParams,
     audit,
     cloud_utility,
     energy_cost,
@@ -22,8 +23,10 @@ from fed_agent.contracts import (
 
 def test_one_period_rewards_by_hand() -> None:
     # delta = 0, K = 2: R_1 = c(f_1)/theta_1, R_2 = c(f_2)/theta_2 + c(f_1)(1/theta_1 - 1/theta_2)
-    market = Market(
-        types=np.array([0.5, 2.0]), prior=np.array([0.5, 0.5]), transition=np.eye(2), discount=0.0
+    market = Market.from_params(
+        MarketParams(
+            num_types=2, types=[0.5, 2.0], transition=[[1.0, 0.0], [0.0, 1.0]], discount=0.0
+        )
     )
     f1 = np.array([1.5, 3.0])
     f2 = np.array([[1.0, 2.0], [1.0, 2.0]])

@@ -12,6 +12,7 @@ from scipy.optimize import brentq, minimize_scalar
 from fed_agent.contracts import (
     PARTICIPATION_RULES,
     Market,
+    MarketParams,
     audit,
     cloud_utility,
     complete_information,
@@ -123,12 +124,15 @@ def _grid_search(market: Market, rounds: int = 6, points: int = 7) -> float:
 def test_optimum_matches_brute_force_on_two_types(
     participation: str, stay: float, discount: float
 ) -> None:
-    market = Market(
-        types=np.array([0.4, 1.6]),
-        prior=np.array([0.4, 0.6]),
-        transition=np.array([[stay, 1 - stay], [1 - stay, stay]]),
-        discount=discount,
-        participation=participation,
+    market = Market.from_params(
+        MarketParams(
+            num_types=2,
+            types=[0.4, 1.6],
+            prior=[0.4, 0.6],
+            transition=[[stay, 1 - stay], [1 - stay, stay]],
+            discount=discount,
+            participation=participation,
+        )
     )
     optimum = optimal_contract(market).cloud_utility
     brute = _grid_search(market)
