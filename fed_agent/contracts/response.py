@@ -15,7 +15,9 @@ from fed_agent.contracts.utility import es_period_utility
 TIE_TOLERANCE = 1e-7
 
 
-def _pick(values: np.ndarray, f: np.ndarray, allowed: np.ndarray, intended: int | None, tol: float):
+def _pick(
+    values: np.ndarray, f: np.ndarray, allowed: np.ndarray, intended: int | None, tol: float
+) -> int | None:
     """Index of the best allowed value; ties go to ``intended``, then to the higher f."""
     if not np.any(allowed):
         return None
