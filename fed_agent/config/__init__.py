@@ -1,0 +1,22 @@
+"""Typed configuration: dataclass schemas and the Hydra loader."""
+
+from fed_agent.config.load import ConfigError, experiment_names, load_config, to_yaml
+from fed_agent.config.schema import (
+    DataConfig,
+    ExperimentConfig,
+    FederationConfig,
+    ModelConfig,
+    TrainingConfig,
+)
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "ExperimentConfig",
+    "FederationConfig",
+    "ModelConfig",
+    "TrainingConfig",
+    "experiment_names",
+    "load_config",
+    "to_yaml",
+]

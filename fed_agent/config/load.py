@@ -1,0 +1,109 @@
+"""``load_config``: the one way both Flower apps and every command turn settings into a config.
+
+Hydra's compose API merges ``configs/`` over the dataclass schemas of ``schema.py``; the result
+is converted into those dataclasses, whose ``__post_init__`` checks the values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from fed_agent.config.schema import ExperimentConfig
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+GROUPS = ("federation", "model", "training", "data", "experiment")
+
+
+class ConfigError(ValueError):
+    """A config that cannot be composed or that holds an invalid value."""
+
+
+def _register_schemas() -> None:
+    ConfigStore.instance().store(name="schema", node=ExperimentConfig)
+
+
+def experiment_names() -> list[str]:
+    """Names of the experiment configs under ``configs/experiment``."""
+    return sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
+
+
+def split_overrides(overrides: str | Sequence[str]) -> list[str]:
+    """Accept Hydra overrides as one shell-like string (Flower's run config) or a list."""
+    if isinstance(overrides, str):
+        return shlex.split(overrides)
+    return list(overrides)
+
+
+def _valid_keys_hint(overrides: Sequence[str]) -> str:
+    """List the valid keys at the level where an override names an unknown one."""
+    for override in overrides:
+        path = override.split("=", 1)[0].lstrip("+~").split(".")
+        node: type | None = ExperimentConfig
+        for depth, part in enumerate(path):
+            fields = {f.name: f for f in dataclasses.fields(node)} if node else {}
+            if part not in fields:
+                where = ".".join(path[:depth]) or "the top level"
+                return f" Valid keys at {where}: {sorted(fields)}."
+            node = fields[part].type if dataclasses.is_dataclass(fields[part].type) else None
+            if isinstance(fields[part].default_factory, type):
+                node = fields[part].default_factory
+            if node is None:
+                break
+    return ""
+
+
+@functools.lru_cache(maxsize=16)
+def _compose(experiment: str, overrides: tuple[str, ...]) -> ExperimentConfig:
+    if experiment not in experiment_names():
+        raise ConfigError(f"unknown experiment {experiment!r}; valid choices: {experiment_names()}")
+    _register_schemas()
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            raw = compose("config", overrides=[f"experiment={experiment}", *overrides])
+        cfg = OmegaConf.to_object(raw)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(f"{err}{_valid_keys_hint(overrides)}") from err
+    except ValueError as err:  # raised by a schema's __post_init__
+        raise ConfigError(str(err)) from err
+    return cfg
+
+
+def load_config(
+    experiment: str = "default", overrides: str | Sequence[str] = ()
+) -> ExperimentConfig:
+    """Compose ``configs/`` for ``experiment`` with Hydra ``overrides`` into a typed config.
+
+    Parameters
+    ----------
+    experiment : str
+        A file name (without ``.yaml``) under ``configs/experiment``.
+    overrides : str or sequence of str
+        Hydra overrides such as ``"federation.num_es=20 model=tiny-vlm"``.
+
+    Returns
+    -------
+    ExperimentConfig
+        Validated; the same object for the same arguments within a process (cached).
+
+    Raises
+    ------
+    ConfigError
+        For an unknown experiment, group option or key (the valid choices are listed) and for
+        a value that its schema refuses.
+    """
+    return _compose(experiment, tuple(split_overrides(overrides)))
+
+
+def to_yaml(cfg: ExperimentConfig) -> str:
+    """Render a resolved config for the run's outputs."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))

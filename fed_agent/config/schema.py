@@ -1,0 +1,143 @@
+"""Typed schemas of every config group: the one home of each default.
+
+YAML files under ``configs/`` only override these fields; Hydra validates every file against
+the dataclass registered for its group, so a misspelt key fails at compose time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fed_agent.choices import check_choice
+
+MODEL_NAMES = ("tiny-llm", "tiny-vlm")
+TASKS = ("decide", "describe")
+AGGREGATIONS = ("fedavg",)
+
+
+@dataclass
+class FederationConfig:
+    """How many edge servers (ESs) take part, for how long, and how long to wait for them."""
+
+    num_es: int = 10
+    """Virtual ESs in a simulation (the number of SuperNodes)."""
+    num_rounds: int = 3
+    es_per_round: int = 10
+    """Upper limit on ESs invited per round (the rest stay idle that round)."""
+    min_available_es: int = 2
+    """A round waits for at least this many connected ESs before it starts."""
+    round_timeout_s: float = 600.0
+    """Replies later than this are dropped from the round."""
+    client_cpus: float = 2.0
+    """Ray CPUs reserved per ClientApp in simulation (2 on a 2-core box = one at a time)."""
+    aggregation: str = "fedavg"
+
+    def __post_init__(self) -> None:
+        for name in ("num_es", "num_rounds", "es_per_round", "min_available_es"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"federation.{name} must be >= 1, got {getattr(self, name)}")
+        if self.round_timeout_s <= 0:
+            raise ValueError(f"federation.round_timeout_s must be > 0, got {self.round_timeout_s}")
+        check_choice("federation.aggregation", self.aggregation, AGGREGATIONS)
+
+
+@dataclass
+class ModelConfig:
+    """The base model (from the registry) and the LoRA agent module put on top of it."""
+
+    name: str = "tiny-llm"
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    intermediate_size: int = 256
+    vocab_size: int = 1024
+    """Target vocabulary of the locally trained byte-level BPE tokenizer."""
+    max_seq_len: int = 128
+    vision_hidden_size: int = 64
+    vision_layers: int = 2
+    patch_size: int = 8
+    pretrain_steps: int = 150
+    """Language-model pre-training of the tiny base on the public scene corpus (not the tasks)."""
+    pretrain_lr: float = 3e-3
+    pretrain_corpus_size: int = 3000
+    lora_r: int = 4
+    lora_alpha: int = 8
+    lora_dropout: float = 0.0
+    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    """Projection layers of the language model that carry LoRA (vision tower never does)."""
+    cache_dir: str = ""
+    """Where built base models are cached; empty = $FED_AGENT_CACHE or ~/.cache/fed_agent."""
+
+    def __post_init__(self) -> None:
+        check_choice("model.name", self.name, MODEL_NAMES)
+        for name in ("hidden_size", "num_layers", "num_heads", "vocab_size", "max_seq_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"model.hidden_size ({self.hidden_size}) must be divisible by "
+                f"model.num_heads ({self.num_heads})"
+            )
+        if self.lora_r < 1 or not self.lora_targets:
+            raise ValueError("model.lora_r must be >= 1 and model.lora_targets non-empty")
+
+
+@dataclass
+class TrainingConfig:
+    """Local training of an agent module on one ES."""
+
+    local_steps: int = 20
+    """Optimiser steps per round at full effort (the step budget)."""
+    batch_size: int = 16
+    learning_rate: float = 5e-3
+    max_grad_norm: float = 1.0
+    eval_batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.local_steps < 0 or self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ValueError(
+                "training.local_steps must be >= 0 and the batch sizes >= 1, got "
+                f"{self.local_steps}, {self.batch_size}, {self.eval_batch_size}"
+            )
+        if not self.learning_rate > 0:
+            raise ValueError(f"training.learning_rate must be > 0, got {self.learning_rate}")
+
+
+@dataclass
+class DataConfig:
+    """Synthetic mobile-metaverse perception data and its split over ESs."""
+
+    samples_per_es: int = 256
+    eval_samples: int = 200
+    """Held-out evaluation split, generated from its own seed stream; no ES trains on it."""
+    dirichlet_alpha: float = 0.5
+    """Concentration of each ES's mixture over scene kinds (small = more non-IID)."""
+    tasks: list[str] = field(default_factory=lambda: ["decide", "describe"])
+    image_size: int = 32
+
+    def __post_init__(self) -> None:
+        if self.samples_per_es < 1 or self.eval_samples < 1:
+            raise ValueError("data.samples_per_es and data.eval_samples must be >= 1")
+        if not self.dirichlet_alpha > 0:
+            raise ValueError(f"data.dirichlet_alpha must be > 0, got {self.dirichlet_alpha}")
+        if not self.tasks:
+            raise ValueError(f"data.tasks must name at least one of {list(TASKS)}")
+        for task in self.tasks:
+            check_choice("data.tasks", task, TASKS)
+        if self.image_size < 8:
+            raise ValueError(f"data.image_size must be >= 8, got {self.image_size}")
+
+
+@dataclass
+class ExperimentConfig:
+    """The whole configuration of one federated run."""
+
+    seed: int = 0
+    output_dir: str = "outputs"
+    """Run outputs go to <output_dir>/<run_name>; relative paths resolve against the cwd."""
+    run_name: str = "default"
+    federation: FederationConfig = field(default_factory=FederationConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    data: DataConfig = field(default_factory=DataConfig)

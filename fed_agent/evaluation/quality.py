@@ -1,0 +1,112 @@
+"""Held-out quality of an agent module: decision accuracy and answer loss."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from fed_agent.data.scenes import ACTIONS
+from fed_agent.data.tasks import Example, action_candidates
+from fed_agent.modules.adapter import AgentModule
+from fed_agent.modules.batching import IGNORE_INDEX, answer_log_likelihood, encode_batch
+
+
+@dataclass(frozen=True)
+class Quality:
+    """Quality on a set of examples."""
+
+    decision_accuracy: float
+    """Share of ``decide`` examples whose most likely action is the right one (NaN if none)."""
+    answer_loss: float
+    """Mean next-token loss over all answer tokens of all examples."""
+    num_examples: int
+
+    @property
+    def answer_perplexity(self) -> float:
+        """exp(answer_loss)."""
+        return math.exp(self.answer_loss)
+
+
+@torch.no_grad()
+def _scores(module: AgentModule, examples: list[Example], answers: list[str]) -> torch.Tensor:
+    batch = encode_batch(
+        examples, module.base.tokenizer, module.cfg.max_seq_len, module.base.image_tokens, answers
+    )
+    labels = batch.pop("labels")
+    return answer_log_likelihood(module.model(**batch).logits, labels)
+
+
+@torch.no_grad()
+def _first_token_scores(module: AgentModule, examples: list[Example], token_ids: list[int]):
+    """Next-token logits of single-token answers after each prompt: one forward per batch."""
+    batch = encode_batch(
+        examples, module.base.tokenizer, module.cfg.max_seq_len, module.base.image_tokens,
+        [""] * len(examples),
+    )  # fmt: skip
+    labels = batch.pop("labels")
+    logits = module.model(**batch).logits
+    # the empty answer leaves only EOS as label: the position before it ends the prompt
+    last_prompt = (labels != IGNORE_INDEX).float().argmax(dim=1) - 1
+    rows = torch.arange(len(examples))
+    return logits[rows, last_prompt][:, token_ids]
+
+
+def decision_accuracy(module: AgentModule, examples: list[Example], batch_size: int) -> float:
+    """Accuracy of argmax over the log-likelihood of each action answer."""
+    decide = [e for e in examples if e.task == "decide"]
+    if not decide:
+        return float("nan")
+    candidates = action_candidates()
+    tokenizer = module.base.tokenizer
+    encoded = [tokenizer.encode(c, add_special_tokens=False) for c in candidates]
+    single_token = all(len(ids) == 1 for ids in encoded)
+    correct = 0
+    for start in range(0, len(decide), batch_size):
+        chunk = decide[start : start + batch_size]
+        if single_token:
+            scores = _first_token_scores(module, chunk, [ids[0] for ids in encoded])
+        else:
+            scores = torch.stack([_scores(module, chunk, [c] * len(chunk)) for c in candidates], 1)
+        predicted = scores.argmax(dim=1).tolist()
+        correct += sum(
+            ACTIONS[p] == e.answer.strip() for p, e in zip(predicted, chunk, strict=True)
+        )
+    return correct / len(decide)
+
+
+@torch.no_grad()
+def answer_loss(module: AgentModule, examples: list[Example], batch_size: int) -> float:
+    """Mean token-level cross-entropy of the reference answers."""
+    total, tokens = 0.0, 0
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start : start + batch_size]
+        batch = encode_batch(
+            chunk, module.base.tokenizer, module.cfg.max_seq_len, module.base.image_tokens
+        )
+        labels = batch.pop("labels")
+        total -= float(answer_log_likelihood(module.model(**batch).logits, labels).sum())
+        tokens += int((labels[:, 1:] != IGNORE_INDEX).sum())
+    return total / max(tokens, 1)
+
+
+def evaluate_quality(module: AgentModule, examples: list[Example], batch_size: int) -> Quality:
+    """Decision accuracy and answer loss of the module's current adapter."""
+    module.model.eval()
+    return Quality(
+        decision_accuracy(module, examples, batch_size),
+        answer_loss(module, examples, batch_size),
+        len(examples),
+    )
+
+
+def mean_quality(qualities: list[Quality]) -> Quality:
+    """Example-weighted mean of several qualities (e.g. over ESs)."""
+    weights = np.array([q.num_examples for q in qualities], dtype=float)
+    return Quality(
+        float(np.average([q.decision_accuracy for q in qualities], weights=weights)),
+        float(np.average([q.answer_loss for q in qualities], weights=weights)),
+        int(weights.sum()),
+    )

@@ -1,0 +1,203 @@
+"""Launch a Flower simulation of the federation with the ``flwr`` CLI, and check its outcome.
+
+This module starts its own simulation SuperLink (so it knows the PID it must stop), points
+``flwr run`` at it, reads the run's final status (``flwr run`` exits 0 even when the ServerApp
+fails) and always stops the SuperLink it started. It talks to Flower only through the CLI, so
+fed_agent stays free of flwr imports.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from fed_agent.config import ExperimentConfig, load_config
+from fed_agent.config.load import CONFIG_DIR, split_overrides
+
+log = logging.getLogger(__name__)
+PROJECT_ROOT = CONFIG_DIR.parent
+FLWR_CONFIG = """[superlink]
+default = "local"
+
+[superlink.local]
+address = ":local:"
+"""
+
+
+class FederationRunError(RuntimeError):
+    """The federated run did not finish as completed."""
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What a launched run ended as."""
+
+    run_id: int
+    status: str
+    details: str
+    wall_s: float
+    output_dir: Path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _bin(name: str) -> str:
+    """An executable of this environment (the venv's flwr, not one on PATH)."""
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+def flower_env(flwr_home: Path, http_port: int) -> dict[str, str]:
+    """Environment for every flwr process: project-local home, no runtime installs, offline."""
+    env = os.environ.copy()
+    env.update(
+        FLWR_HOME=str(flwr_home),
+        FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
+        FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=str(http_port),
+        FLWR_LOCAL_CONTROL_API_PORT=str(http_port),  # 1.42 serves every API on one port
+        HF_HUB_OFFLINE="1",
+        # the SuperLink spawns flower-superexec / flwr-simulation by name: this venv's first
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+    )
+    return env
+
+
+def _wait_healthy(port: int, process: subprocess.Popen, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise FederationRunError(f"flower-superlink exited with code {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise FederationRunError(f"flower-superlink not healthy on port {port} after {timeout_s} s")
+
+
+def start_superlink(flwr_home: Path, env: dict[str, str], http_port: int) -> subprocess.Popen:
+    """Start a simulation SuperLink in its own process group; the caller stops it."""
+    runtime = flwr_home / f"superlink-{http_port}"
+    shutil.rmtree(runtime, ignore_errors=True)
+    runtime.mkdir(parents=True)
+    command = [
+        _bin("flower-superlink"), "--insecure", "--simulation", "--isolation", "subprocess",
+        "--disable-runtime-dependency-installation",
+        "--host", "127.0.0.1", "--port", str(http_port),
+        "--database", str(runtime / "state.db"),
+        "--log-file", str(runtime / "superlink.log"),
+    ]  # fmt: skip
+    console = (runtime / "console.log").open("w")
+    process = subprocess.Popen(
+        command, env=env, stdout=console, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    _wait_healthy(http_port, process, timeout_s=60)
+    return process
+
+
+def stop_process_tree(process: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """Stop a process we started and its descendants, by PID (SIGTERM, then SIGKILL).
+
+    The SuperLink detaches its SuperExec into another session, so a process-group kill
+    would miss it; the descendants are collected by PID before the SuperLink goes.
+    """
+    if process.poll() is not None:
+        return
+    children = psutil.Process(process.pid).children(recursive=True)
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    _, alive = psutil.wait_procs(children, timeout=grace_s)
+    for child in alive:
+        child.kill()
+
+
+def run_status(env: dict[str, str]) -> tuple[int, str, str]:
+    """Run id, status and status details of the newest run on the local SuperLink."""
+    listed = subprocess.run(
+        [_bin("flwr"), "list", "local", "--format", "json"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    try:
+        runs = json.loads(listed.stdout)["runs"]
+        newest = max(runs, key=lambda r: int(r["run-id"]))
+    except (json.JSONDecodeError, KeyError, ValueError) as err:
+        raise FederationRunError(
+            f"cannot read the run status: {listed.stdout or listed.stderr}"
+        ) from err
+    return int(newest["run-id"]), str(newest["status"]), str(newest.get("status-details", ""))
+
+
+def effective_overrides(cfg_overrides: list[str], output_dir: Path, cache_dir: Path) -> list[str]:
+    """Pin absolute output and cache paths: the apps run in other working directories."""
+    keys = {o.split("=", 1)[0] for o in cfg_overrides}
+    extra = []
+    if "output_dir" not in keys:
+        extra.append(f"output_dir={output_dir}")
+    if "model.cache_dir" not in keys:
+        extra.append(f"model.cache_dir={cache_dir}")
+    return [*cfg_overrides, *extra]
+
+
+def launch_simulation(
+    experiment: str, overrides: str | list[str] = (), timeout_s: float = 3600
+) -> RunOutcome:
+    """Run ``experiment`` as a Flower simulation and return its outcome.
+
+    Raises
+    ------
+    FederationRunError
+        When the run does not end ``finished:completed`` (the details name the failure).
+    """
+    items = split_overrides(overrides)
+    cfg: ExperimentConfig = load_config(experiment, items)  # fail fast on a bad config
+    cache = Path(os.environ.get("FED_AGENT_CACHE", PROJECT_ROOT / ".cache" / "fed_agent"))
+    items = effective_overrides(items, Path(cfg.output_dir).resolve(), cache.resolve())
+    flwr_home = PROJECT_ROOT / ".flwr"
+    flwr_home.mkdir(exist_ok=True)
+    (flwr_home / "config.toml").write_text(FLWR_CONFIG)
+    http_port = _free_port()
+    env = flower_env(flwr_home, http_port)
+    start = time.perf_counter()
+    superlink = start_superlink(flwr_home, env, http_port)
+    try:
+        fed = cfg.federation
+        command = [
+            _bin("flwr"), "run", str(PROJECT_ROOT), "local", "--stream",
+            "--federation-config",
+            f"num-supernodes={fed.num_es} client-resources-num-cpus={fed.client_cpus:g}",
+            "--run-config", f'experiment="{experiment}" overrides="{" ".join(items)}"',
+        ]  # fmt: skip
+        subprocess.run(command, env=env, timeout=timeout_s, check=False)
+        run_id, status, details = run_status(env)
+    finally:
+        stop_process_tree(superlink)
+    outcome = RunOutcome(
+        run_id,
+        status,
+        details,
+        time.perf_counter() - start,
+        Path(cfg.output_dir).resolve() / cfg.run_name,
+    )
+    if status != "finished:completed":
+        raise FederationRunError(f"run {run_id} ended {status}: {details}")
+    return outcome

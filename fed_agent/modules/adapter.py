@@ -1,0 +1,134 @@
+"""LoRA agent modules: build one on a base model, read and write its adapter state.
+
+Only adapter tensors travel between the cloud and the ESs. An adapter state is a plain
+``dict[str, np.ndarray]`` (float32) keyed by peft's stable names, so it serialises into a
+Flower ArrayRecord or a safetensors file without torch-specific types.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
+
+from fed_agent.config.schema import ModelConfig
+from fed_agent.modules.registry import BaseModel, load_base
+
+AdapterState = dict[str, np.ndarray]
+
+
+class AdapterError(ValueError):
+    """An adapter state or file that does not fit the agent module."""
+
+
+def lora_config(cfg: ModelConfig, is_vision: bool) -> LoraConfig:
+    """peft settings; on a VLM, LoRA goes on the language model only and the projector trains."""
+    if is_vision:
+        targets = rf".*language_model.*\.({'|'.join(cfg.lora_targets)})"
+        return LoraConfig(
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=targets,
+            modules_to_save=["multi_modal_projector"],
+        )
+    return LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=list(cfg.lora_targets),
+    )
+
+
+class AgentModule:
+    """A LoRA agent module on a frozen base: the unit an ES trains and the cloud aggregates."""
+
+    def __init__(self, base: BaseModel, cfg: ModelConfig, seed: int) -> None:
+        self.base = base
+        self.cfg = cfg
+        torch.manual_seed(seed)  # the initial A matrices: identical wherever the seed is
+        self.model: PeftModel = get_peft_model(base.model, lora_config(cfg, base.is_vision))
+        self.initial_state = self.adapter_state()
+        self._shapes = {k: v.shape for k, v in self.initial_state.items()}
+
+    @property
+    def adapter_keys(self) -> list[str]:
+        """Adapter tensor names in a fixed order."""
+        return list(self._shapes)
+
+    @property
+    def adapter_bytes(self) -> int:
+        """Bytes of one adapter state (what one message carries)."""
+        return int(sum(int(np.prod(s)) * 4 for s in self._shapes.values()))
+
+    def adapter_state(self) -> AdapterState:
+        """A copy of the current adapter tensors (peft returns views of live weights)."""
+        state = get_peft_model_state_dict(self.model)
+        return {k: v.detach().cpu().numpy().astype(np.float32, copy=True) for k, v in state.items()}
+
+    def check_state(self, state: Mapping[str, np.ndarray]) -> None:
+        """Raise AdapterError unless ``state`` has exactly this module's keys, shapes, finite values."""
+        missing = sorted(set(self._shapes) - set(state))
+        extra = sorted(set(state) - set(self._shapes))
+        if missing or extra:
+            raise AdapterError(
+                f"adapter keys differ: missing {missing[:3]}, unexpected {extra[:3]}"
+            )
+        for key, shape in self._shapes.items():
+            value = np.asarray(state[key])
+            if value.shape != shape:
+                raise AdapterError(
+                    f"adapter tensor {key} has shape {value.shape}, expected {shape}"
+                )
+            if not np.isfinite(value).all():
+                raise AdapterError(f"adapter tensor {key} holds NaN or Inf")
+
+    def load_adapter(self, state: Mapping[str, np.ndarray]) -> None:
+        """Replace the adapter tensors by ``state`` (validated first; nothing changes on error)."""
+        self.check_state(state)
+        tensors = {k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in state.items()}
+        result = set_peft_model_state_dict(self.model, tensors)
+        if result.unexpected_keys:
+            raise AdapterError(f"peft refused adapter keys {result.unexpected_keys[:3]}")
+
+    def reset(self) -> None:
+        """Back to the initial adapter (the same on every process with the same seed)."""
+        self.load_adapter(self.initial_state)
+
+
+@functools.lru_cache(maxsize=2)
+def _agent_module_cached(cfg_json: str, seed: int) -> AgentModule:
+    cfg = ModelConfig(**json.loads(cfg_json))
+    return AgentModule(load_base(cfg, seed), cfg, seed)
+
+
+def agent_module(cfg: ModelConfig, seed: int) -> AgentModule:
+    """The process-wide agent module for ``cfg`` (base loaded once; adapters swapped per call)."""
+    import dataclasses
+
+    return _agent_module_cached(json.dumps(dataclasses.asdict(cfg), sort_keys=True), seed)
+
+
+def save_adapter(state: Mapping[str, np.ndarray], path: Path, metadata: dict[str, str]) -> None:
+    """Write an adapter as safetensors (atomic: a crash never leaves a half-written file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, str(tmp), metadata=metadata)
+    tmp.replace(path)
+
+
+def load_adapter_file(path: Path) -> AdapterState:
+    """Read an adapter file; a missing or corrupt file raises AdapterError naming it."""
+    if not path.is_file():
+        raise AdapterError(f"adapter file {path} does not exist")
+    try:
+        return dict(load_file(str(path)))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise AdapterError(f"adapter file {path} is corrupt or not safetensors: {err}") from err

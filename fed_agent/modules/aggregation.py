@@ -1,0 +1,42 @@
+"""Aggregation of LoRA adapter states."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from fed_agent.modules.adapter import AdapterState
+
+
+def weighted_average(states: Sequence[AdapterState], weights: Sequence[float]) -> AdapterState:
+    """Key-wise weighted mean of adapter tensors (FedAvg over the LoRA A and B matrices).
+
+    Averaging A and B separately is not the average of the products B @ A (the cross terms
+    differ); it is the FedAvg that flwr applies to a LoRA state and this project's default.
+    Accumulates in float64.
+
+    Raises
+    ------
+    ValueError
+        For no states, mismatched keys or shapes, or weights that are negative or sum to 0.
+    """
+    if not states:
+        raise ValueError("cannot aggregate zero adapter states")
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (len(states),) or (w < 0).any() or not np.isfinite(w).all() or w.sum() <= 0:
+        raise ValueError(
+            f"weights must be {len(states)} finite non-negative values with a "
+            f"positive sum, got {list(weights)}"
+        )
+    w = w / w.sum()
+    keys = list(states[0])
+    for state in states[1:]:
+        if list(state) != keys:
+            raise ValueError("adapter states have different keys")
+    return {
+        k: sum(
+            wi * np.asarray(s[k], dtype=np.float64) for wi, s in zip(w, states, strict=True)
+        ).astype(np.float32)
+        for k in keys
+    }

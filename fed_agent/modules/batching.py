@@ -1,0 +1,75 @@
+"""Examples -> padded tensors for training and scoring (loss on the answer tokens only)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from fed_agent.data.tasks import Example
+
+IGNORE_INDEX = -100
+
+
+def encode_batch(
+    examples: Sequence[Example],
+    tokenizer,
+    max_len: int,
+    image_tokens: int = 0,
+    answers: Sequence[str] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Tokenise prompt + answer (+ EOS) per example, right-padded, prompt masked out of labels.
+
+    Parameters
+    ----------
+    examples : sequence of Example
+        Prompts (and images when ``image_tokens`` > 0).
+    tokenizer : PreTrainedTokenizerFast
+    max_len : int
+        Sequences are cut from the left of the prompt so that the answer always survives.
+    image_tokens : int
+        How many ``<image>`` placeholders precede the prompt (vision models).
+    answers : sequence of str, optional
+        Score these answers instead of the examples' own (decision candidates).
+
+    Returns
+    -------
+    dict
+        ``input_ids``, ``attention_mask``, ``labels`` of shape (B, L) and, for vision models,
+        ``pixel_values`` of shape (B, 3, H, W).
+    """
+    answers = [e.answer for e in examples] if answers is None else answers
+    image_ids = [tokenizer.convert_tokens_to_ids(tokenizer.image_token)] * image_tokens
+    rows, label_rows = [], []
+    for example, answer in zip(examples, answers, strict=True):
+        prompt = tokenizer.encode(example.prompt, add_special_tokens=False)
+        target = tokenizer.encode(answer, add_special_tokens=False) + [tokenizer.eos_token_id]
+        budget = max_len - len(target) - len(image_ids) - 1
+        prompt = prompt[-budget:] if budget > 0 else []
+        ids = [tokenizer.bos_token_id, *image_ids, *prompt, *target][:max_len]
+        labels = [IGNORE_INDEX] * (len(ids) - len(target)) + target
+        rows.append(ids)
+        label_rows.append(labels[: len(ids)])
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (ids, lab) in enumerate(zip(rows, label_rows, strict=True)):
+        input_ids[i, : len(ids)] = torch.tensor(ids)
+        labels[i, : len(lab)] = torch.tensor(lab)
+        mask[i, : len(ids)] = 1
+    batch = {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+    if image_tokens:
+        batch["pixel_values"] = torch.from_numpy(np.stack([e.image for e in examples]))
+    return batch
+
+
+def answer_log_likelihood(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Sum of log p(answer token) per sequence, shape (B,), from next-token ``logits``."""
+    shifted_logits = logits[:, :-1].float()
+    shifted_labels = labels[:, 1:]
+    mask = shifted_labels != IGNORE_INDEX
+    logp = torch.log_softmax(shifted_logits, dim=-1)
+    picked = logp.gather(-1, shifted_labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (picked * mask).sum(dim=1)

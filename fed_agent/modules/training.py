@@ -1,0 +1,72 @@
+"""Local training of an agent module with a step budget."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from fed_agent.config.schema import TrainingConfig
+from fed_agent.data.tasks import Example
+from fed_agent.modules.adapter import AgentModule
+from fed_agent.modules.batching import encode_batch
+
+
+@dataclass(frozen=True)
+class TrainingReport:
+    """What one local training call did."""
+
+    steps: int
+    examples_seen: int
+    mean_loss: float
+    """Mean loss over the steps (NaN when no step was taken)."""
+    wall_s: float
+
+
+def train_locally(
+    module: AgentModule,
+    examples: list[Example],
+    cfg: TrainingConfig,
+    num_steps: int,
+    seed: int,
+) -> TrainingReport:
+    """Train the module's adapter for ``num_steps`` optimiser steps on ``examples``.
+
+    Batches are drawn without replacement per epoch from a generator seeded with ``seed``. The
+    optimiser is new for every call: an ES keeps no optimiser state between rounds.
+    """
+    if num_steps < 0:
+        raise ValueError(f"num_steps must be >= 0, got {num_steps}")
+    if not examples and num_steps:
+        raise ValueError("cannot train on an empty dataset")
+    start = time.perf_counter()
+    model = module.model
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
+    rng = np.random.default_rng(seed)
+    order: list[int] = []
+    losses = []
+    model.train()
+    for _ in range(num_steps):
+        if len(order) < cfg.batch_size:
+            order.extend(rng.permutation(len(examples)).tolist())
+        idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
+        batch = encode_batch(
+            [examples[i] for i in idx],
+            module.base.tokenizer,
+            module.cfg.max_seq_len,
+            module.base.image_tokens,
+        )
+        loss = model(**batch).loss
+        optimiser.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        optimiser.step()
+        losses.append(float(loss.item()))
+    model.eval()
+    mean_loss = float(np.mean(losses)) if losses else float("nan")
+    return TrainingReport(
+        num_steps, num_steps * cfg.batch_size, mean_loss, time.perf_counter() - start
+    )

@@ -1,0 +1,54 @@
+"""A run's output folder: per-round metrics, the resolved config, the exported agent."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+
+def write_table_atomic(frame: pd.DataFrame, path: Path) -> None:
+    """Write a CSV so that a crash leaves the previous version, never a truncated one."""
+    tmp = path.with_name(path.name + ".tmp")
+    frame.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def write_json_atomic(data: dict, path: Path) -> None:
+    """Write JSON atomically (see :func:`write_table_atomic`)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+@dataclass
+class RunOutputs:
+    """The folder of one run and the per-round metrics written to it every round."""
+
+    root: Path
+    rows: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, output_dir: str, run_name: str) -> RunOutputs:
+        """Make ``<output_dir>/<run_name>``; an earlier run's files there are kept, not mixed."""
+        root = Path(output_dir).expanduser().resolve() / run_name
+        root.mkdir(parents=True, exist_ok=True)
+        return cls(root)
+
+    @property
+    def metrics_path(self) -> Path:
+        """Per-round metrics (CSV)."""
+        return self.root / "metrics.csv"
+
+    def record_round(self, row: dict) -> None:
+        """Merge ``row`` into the metrics of its ``round`` and rewrite the table."""
+        for existing in self.rows:
+            if existing["round"] == row["round"]:
+                existing.update(row)
+                break
+        else:
+            self.rows.append(dict(row))
+        write_table_atomic(pd.DataFrame(self.rows), self.metrics_path)
