@@ -185,7 +185,7 @@ def _load_stored(cfg: ModelConfig, path: Path) -> tuple[PreTrainedModel, object]
 def _load_base_cached(cfg_json: str, seed: int) -> BaseModel:
     cfg = ModelConfig(**json.loads(cfg_json))
     if cfg.name not in BUILDERS:
-        raise ModelLoadError(f"unknown model {cfg.name!r}; valid choices: {sorted(BUILDERS)}")
+        raise ModelLoadError(f"unknown model.name {cfg.name!r}; valid choices: {sorted(BUILDERS)}")
     root = cache_root(cfg)
     root.mkdir(parents=True, exist_ok=True)
     path = root / base_key(cfg, seed)
