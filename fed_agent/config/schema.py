@@ -68,6 +68,8 @@ class ModelConfig:
     """Projection layers of the language model that carry LoRA (vision tower never does)."""
     cache_dir: str = ""
     """Where built base models are cached; empty = $FED_AGENT_CACHE or ~/.cache/fed_agent."""
+    path: str = ""
+    """For ``name: hf``: a Hugging Face model id or a local directory (ignored otherwise)."""
 
     def __post_init__(self) -> None:
         for name in ("hidden_size", "num_layers", "num_heads", "vocab_size", "max_seq_len"):
