@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from fed_agent.choices import check_choice
 
 TASKS = ("decide", "describe")
-AGGREGATIONS = ("fedavg",)
+AGGREGATIONS = ("fedavg", "trimmed_mean", "median")
 
 
 @dataclass
