@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -51,13 +52,14 @@ class RunOutcome:
     output_dir: Path
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback TCP port that is free now (the OS picks it)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-def _bin(name: str) -> str:
+def flower_bin(name: str) -> str:
     """An executable of this environment (the venv's flwr, not one on PATH)."""
     candidate = Path(sys.executable).parent / name
     return str(candidate) if candidate.exists() else name
@@ -78,13 +80,27 @@ def flower_env(flwr_home: Path, http_port: int) -> dict[str, str]:
     return env
 
 
-def _wait_healthy(port: int, process: subprocess.Popen, timeout_s: float) -> None:
+def wait_healthy(
+    port: int,
+    process: subprocess.Popen,
+    timeout_s: float,
+    ca_cert: Path | None = None,
+    host: str = "127.0.0.1",
+) -> None:
+    """Poll the SuperLink's ``/health`` until it answers; raise if it exits or times out.
+
+    With ``ca_cert`` the probe uses HTTPS and verifies the server certificate against it.
+    """
+    scheme, context = "http", None
+    if ca_cert is not None:
+        scheme, context = "https", ssl.create_default_context(cafile=str(ca_cert))
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise FederationRunError(f"flower-superlink exited with code {process.returncode}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
+            url = f"{scheme}://{host}:{port}/health"
+            with urllib.request.urlopen(url, timeout=1, context=context):
                 return
         except OSError:
             time.sleep(0.5)
@@ -97,7 +113,7 @@ def start_superlink(flwr_home: Path, env: dict[str, str], http_port: int) -> sub
     shutil.rmtree(runtime, ignore_errors=True)
     runtime.mkdir(parents=True)
     command = [
-        _bin("flower-superlink"), "--insecure", "--simulation", "--isolation", "subprocess",
+        flower_bin("flower-superlink"), "--insecure", "--simulation", "--isolation", "subprocess",
         "--disable-runtime-dependency-installation",
         "--host", "127.0.0.1", "--port", str(http_port),
         "--database", str(runtime / "state.db"),
@@ -107,7 +123,7 @@ def start_superlink(flwr_home: Path, env: dict[str, str], http_port: int) -> sub
     process = subprocess.Popen(
         command, env=env, stdout=console, stderr=subprocess.STDOUT,
     )  # fmt: skip
-    _wait_healthy(http_port, process, timeout_s=60)
+    wait_healthy(http_port, process, timeout_s=60)
     return process
 
 
@@ -131,10 +147,10 @@ def stop_process_tree(process: subprocess.Popen, grace_s: float = 10.0) -> None:
         child.kill()
 
 
-def run_status(env: dict[str, str]) -> tuple[int, str, str]:
-    """Run id, status and status details of the newest run on the local SuperLink."""
+def run_status(env: dict[str, str], connection: str = "local") -> tuple[int, str, str]:
+    """Run id, status and status details of the newest run on the SuperLink ``connection``."""
     listed = subprocess.run(
-        [_bin("flwr"), "list", "local", "--format", "json"],
+        [flower_bin("flwr"), "list", connection, "--format", "json"],
         env=env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     try:
@@ -147,6 +163,12 @@ def run_status(env: dict[str, str]) -> tuple[int, str, str]:
     return int(newest["run-id"]), str(newest["status"]), str(newest.get("status-details", ""))
 
 
+def default_cache_dir() -> Path:
+    """Where built base models are cached: $FED_AGENT_CACHE or the project's .cache."""
+    cache = Path(os.environ.get("FED_AGENT_CACHE", PROJECT_ROOT / ".cache" / "fed_agent"))
+    return cache.resolve()
+
+
 def effective_overrides(cfg_overrides: list[str], output_dir: Path, cache_dir: Path) -> list[str]:
     """Pin absolute output and cache paths: the apps run in other working directories."""
     keys = {o.split("=", 1)[0] for o in cfg_overrides}
@@ -156,6 +178,11 @@ def effective_overrides(cfg_overrides: list[str], output_dir: Path, cache_dir: P
     if "model.cache_dir" not in keys:
         extra.append(f"model.cache_dir={cache_dir}")
     return [*cfg_overrides, *extra]
+
+
+def run_config_arg(experiment: str, overrides: list[str]) -> str:
+    """Flower's ``--run-config`` value: the app reads only ``experiment`` and ``overrides``."""
+    return f'experiment="{experiment}" overrides="{" ".join(overrides)}"'
 
 
 def launch_simulation(
@@ -170,22 +197,21 @@ def launch_simulation(
     """
     items = split_overrides(overrides)
     cfg: ExperimentConfig = load_config(experiment, items)  # fail fast on a bad config
-    cache = Path(os.environ.get("FED_AGENT_CACHE", PROJECT_ROOT / ".cache" / "fed_agent"))
-    items = effective_overrides(items, Path(cfg.output_dir).resolve(), cache.resolve())
+    items = effective_overrides(items, Path(cfg.output_dir).resolve(), default_cache_dir())
     flwr_home = PROJECT_ROOT / ".flwr"
     flwr_home.mkdir(exist_ok=True)
     (flwr_home / "config.toml").write_text(FLWR_CONFIG)
-    http_port = _free_port()
+    http_port = free_port()
     env = flower_env(flwr_home, http_port)
     start = time.perf_counter()
     superlink = start_superlink(flwr_home, env, http_port)
     try:
         fed = cfg.federation
         command = [
-            _bin("flwr"), "run", str(PROJECT_ROOT), "local", "--stream",
+            flower_bin("flwr"), "run", str(PROJECT_ROOT), "local", "--stream",
             "--federation-config",
             f"num-supernodes={fed.num_es} client-resources-num-cpus={fed.client_cpus:g}",
-            "--run-config", f'experiment="{experiment}" overrides="{" ".join(items)}"',
+            "--run-config", run_config_arg(experiment, items),
         ]  # fmt: skip
         subprocess.run(command, env=env, timeout=timeout_s, check=False)
         run_id, status, details = run_status(env)

@@ -1,22 +1,35 @@
-"""Reply validation: nothing reaches aggregation or payment unchecked.
+"""Reply validation and update screening: nothing reaches aggregation or payment unchecked.
 
-A reply is accepted only if it carries no Flower error, exactly the allow-listed metric keys
-with finite values, an example count within bounds, and an adapter with the module's keys,
-shapes and finite values under the size cap. A rejected reply is logged with its reason.
+Stage 1, :func:`split_replies`: a reply is accepted only if it carries no Flower error,
+exactly the allow-listed records and metric keys with finite values, an integral example
+count in ``[1, max_examples]``, and an adapter with the module's keys, shapes, float32 dtype
+and finite values under the size cap.
+
+Stage 2, :func:`screen_updates`: the accepted adapters' *values* are judged against the
+global module (``fed_agent.modules.robust.screen``): stale (free-riding), scaled, sign-flipped
+and noise updates are removed.
+
+Every rejection is logged with its reason; a rejected reply must not be aggregated or paid.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from flwr.app import Message
 
 from fed_agent.modules.adapter import AdapterError, AdapterState, AgentModule
+from fed_agent.modules.robust import DEFAULT_SCREENING, ScreeningConfig, screen
 from fed_agent.protocol import ARRAYS, METRICS, ProtocolError, TrainReply
 from strategies.records import record_to_adapter
 
 log = logging.getLogger(__name__)
+
+SIZE_CAP_FACTOR = 2
+"""A reply's arrays may take at most this many times the bytes of one adapter."""
 
 
 @dataclass(frozen=True)
@@ -30,10 +43,23 @@ class AcceptedReply:
 
 @dataclass(frozen=True)
 class RejectedReply:
-    """A reply that was not used, and why."""
+    """A reply that was not used (and must not be paid), and why."""
 
     node_id: int
     reason: str
+
+
+def _check_example_count(values: Mapping[str, object], max_examples: int) -> None:
+    """Weight fraud: FedAvg weights and rewards follow this self-reported number."""
+    claimed = float(values["num-examples"])  # type: ignore[arg-type]
+    if not claimed.is_integer() or not 1 <= claimed <= max_examples:
+        raise ProtocolError(f"num-examples {claimed:g} is not an integer in [1, {max_examples}]")
+
+
+def _check_dtypes(adapter: AdapterState) -> None:
+    for key, value in adapter.items():
+        if value.dtype != np.float32:
+            raise ProtocolError(f"adapter tensor {key} has dtype {value.dtype}, expected float32")
 
 
 def validate_reply(
@@ -42,22 +68,28 @@ def validate_reply(
     """Check one train reply against the module and the protocol."""
     node_id = int(message.metadata.src_node_id)
     if message.has_error():
-        return RejectedReply(node_id, f"client error: {message.error.reason}")
+        return RejectedReply(node_id, f"client error {message.error.code}: {message.error.reason}")
     content = message.content
     if set(content.keys()) != {ARRAYS, METRICS}:
         return RejectedReply(node_id, f"unexpected records {sorted(content.keys())}")
     try:
-        metrics = TrainReply.from_dict(dict(content[METRICS]))
-        if metrics.num_examples > max_examples:
-            raise ProtocolError(f"num-examples {metrics.num_examples} exceeds {max_examples}")
+        values = dict(content[METRICS])
+        metrics = TrainReply.from_dict(values)
+        _check_example_count(values, max_examples)
         record = content[ARRAYS]
-        if record.count_bytes() > 2 * module.adapter_bytes:
+        # before decoding: an oversized payload is refused without materialising it twice
+        if record.count_bytes() > SIZE_CAP_FACTOR * module.adapter_bytes:
             raise ProtocolError(f"payload of {record.count_bytes()} bytes exceeds the size cap")
         adapter = record_to_adapter(record)
         module.check_state(adapter)
+        _check_dtypes(adapter)
     except (ProtocolError, AdapterError, TypeError, ValueError, KeyError) as err:
         return RejectedReply(node_id, str(err))
     return AcceptedReply(node_id, metrics, adapter)
+
+
+def _log_rejected(rejected: RejectedReply) -> None:
+    log.warning("rejected reply from node %s: %s", rejected.node_id, rejected.reason)
 
 
 def split_replies(
@@ -70,6 +102,41 @@ def split_replies(
         if isinstance(outcome, AcceptedReply):
             accepted.append(outcome)
         else:
-            log.warning("rejected reply from node %s: %s", outcome.node_id, outcome.reason)
+            _log_rejected(outcome)
             rejected.append(outcome)
     return accepted, rejected
+
+
+def screen_updates(
+    global_state: Mapping[str, np.ndarray],
+    accepted: Sequence[AcceptedReply],
+    cfg: ScreeningConfig = DEFAULT_SCREENING,
+) -> tuple[list[AcceptedReply], list[RejectedReply]]:
+    """Second stage: drop stale, scaled, sign-flipped and noise updates; log each reason.
+
+    Parameters
+    ----------
+    global_state
+        The global adapter state the round sent out (updates are measured from it).
+    accepted
+        Replies that passed :func:`split_replies` (keys and shapes already checked).
+    cfg
+        Screening thresholds.
+
+    Returns
+    -------
+    tuple
+        The replies to aggregate and pay, and the screened-out ones with their reasons.
+    """
+    if not accepted:
+        return [], []
+    results = screen([r.adapter for r in accepted], global_state, cfg)
+    kept, rejected = [], []
+    for reply, result in zip(accepted, results, strict=True):
+        if result.kept:
+            kept.append(reply)
+        else:
+            outcome = RejectedReply(reply.node_id, result.reason)
+            _log_rejected(outcome)
+            rejected.append(outcome)
+    return kept, rejected

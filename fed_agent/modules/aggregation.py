@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from fed_agent.choices import check_choice
 from fed_agent.modules.adapter import AdapterState
+from fed_agent.modules.robust import coordinate_median, trimmed_mean
 
 
 def weighted_average(states: Sequence[AdapterState], weights: Sequence[float]) -> AdapterState:
@@ -40,3 +42,36 @@ def weighted_average(states: Sequence[AdapterState], weights: Sequence[float]) -
         ).astype(np.float32)
         for k in keys
     }
+
+
+DEFAULT_TRIM_FRACTION = 0.2
+
+
+def aggregate(
+    name: str,
+    states: Sequence[AdapterState],
+    weights: Sequence[float],
+    trim_fraction: float = DEFAULT_TRIM_FRACTION,
+) -> AdapterState:
+    """Aggregate adapter states with the rule ``name`` (``federation.aggregation``).
+
+    ``fedavg`` weights by ``weights`` (the capped example counts); ``trimmed_mean`` and
+    ``median`` are coordinate-wise and unweighted, like Flower's FedTrimmedAvg/FedMedian:
+    a weight is self-reported, and a robust rule must not let one ES buy influence with it.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name (listing the choices) or states the rule cannot combine.
+    """
+    check_choice("federation.aggregation", name, AGGREGATORS)
+    return AGGREGATORS[name](states, weights, trim_fraction)
+
+
+AGGREGATORS: dict[str, Callable[[Sequence[AdapterState], Sequence[float], float], AdapterState]]
+AGGREGATORS = {
+    "fedavg": lambda states, weights, _: weighted_average(states, weights),
+    "trimmed_mean": lambda states, _, fraction: trimmed_mean(states, fraction),
+    "median": lambda states, _w, _f: coordinate_median(states),
+}
+"""Every ``federation.aggregation`` choice (the config schema lists the same names)."""

@@ -1,0 +1,141 @@
+"""Attack generators: turn an honest ES reply into a malicious or broken one (no flwr).
+
+Used by the robustness benchmark and the validation tests. Each attack takes the honest
+adapter state an ES trained, the global state it received and its honest reply metrics, and
+returns what a malicious ES would send instead. Malformed attacks (nan, inf, wrong_shape,
+missing_key, extra_key, fraud_count, oversized) must be rejected by reply validation;
+value attacks (stale, sign_flip, scale, noise) pass validation and must be caught by update
+screening or bounded by robust aggregation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from fed_agent.choices import check_choice
+
+AdapterState = dict[str, np.ndarray]
+Metrics = dict[str, float | int]
+
+MALFORMED_ATTACKS = (
+    "nan", "inf", "wrong_shape", "missing_key", "extra_key", "fraud_count", "oversized",
+)  # fmt: skip
+VALUE_ATTACKS = ("stale", "sign_flip", "scale", "noise")
+ATTACKS = (*MALFORMED_ATTACKS, *VALUE_ATTACKS)
+
+
+@dataclass(frozen=True)
+class AttackParams:
+    """Strengths of the attacks (defaults follow the reliability notes' probe)."""
+
+    sign_flip_factor: float = 4.0
+    """Sent update = -factor x honest update (a -4x flip cancels 4 honest ESs under FedAvg)."""
+    scale_factor: float = 10.0
+    """Sent update = factor x honest update (boosting / model replacement)."""
+    noise_factor: float = 3.0
+    """Sent update = Gaussian noise with factor x the honest update's RMS per coordinate."""
+    fraud_examples: int = 10**9
+    """Claimed example count of a weight-fraud attack (takes ~all FedAvg weight if accepted)."""
+    oversize_factor: int = 50
+    """An oversized reply pads the adapter with this many adapters' worth of float32 zeros."""
+
+
+def _update(honest: Mapping[str, np.ndarray], global_state: Mapping[str, np.ndarray], k: str):
+    return np.asarray(honest[k], np.float32) - np.asarray(global_state[k], np.float32)
+
+
+def _with_update(global_state, honest, transform) -> AdapterState:
+    return {
+        k: (
+            np.asarray(global_state[k], np.float32) + transform(_update(honest, global_state, k))
+        ).astype(np.float32)
+        for k in honest
+    }
+
+
+def _poison_first(honest: Mapping[str, np.ndarray], value: float) -> AdapterState:
+    state = {k: np.array(v, np.float32) for k, v in honest.items()}
+    first = next(iter(state))
+    state[first].flat[0] = value
+    return state
+
+
+def _wrong_shape(honest: Mapping[str, np.ndarray]) -> AdapterState:
+    """The first tensor transposed (a non-square LoRA A/B), else with one extra row."""
+    state = {k: np.array(v, np.float32) for k, v in honest.items()}
+    first = next(iter(state))
+    value = state[first]
+    if value.ndim == 2 and value.shape[0] != value.shape[1]:
+        state[first] = np.ascontiguousarray(value.T)
+    else:
+        state[first] = np.concatenate([value, value[:1]], axis=0)
+    return state
+
+
+def apply_attack(
+    name: str,
+    honest: Mapping[str, np.ndarray],
+    global_state: Mapping[str, np.ndarray],
+    metrics: Mapping[str, float | int],
+    rng: np.random.Generator,
+    params: AttackParams = AttackParams(),
+) -> tuple[AdapterState, Metrics]:
+    """What an attacker sends instead of its honest ``(adapter, metrics)`` reply.
+
+    Parameters
+    ----------
+    name
+        One of :data:`ATTACKS`.
+    honest
+        The adapter state the ES actually trained.
+    global_state
+        The global adapter state of the round (the update is ``honest - global_state``).
+    metrics
+        The honest reply metrics (keys of ``fed_agent.protocol.REPLY_METRIC_KEYS``).
+    rng
+        Randomness of the noise attack.
+    params
+        Attack strengths.
+
+    Returns
+    -------
+    tuple
+        The adapter state and metrics to send (fresh objects; the inputs are not changed).
+    """
+    check_choice("attack", name, ATTACKS)
+    sent_metrics: Metrics = dict(metrics)
+    build: dict[str, Callable[[], AdapterState]] = {
+        "nan": lambda: _poison_first(honest, np.nan),
+        "inf": lambda: _poison_first(honest, np.inf),
+        "wrong_shape": lambda: _wrong_shape(honest),
+        "missing_key": lambda: {k: np.array(v) for k, v in list(honest.items())[1:]},
+        "extra_key": lambda: {
+            **{k: np.array(v) for k, v in honest.items()},
+            "extra.lora_C.weight": np.zeros((2, 2), np.float32),
+        },
+        "fraud_count": lambda: {k: np.array(v) for k, v in honest.items()},
+        "oversized": lambda: {
+            **{k: np.array(v) for k, v in honest.items()},
+            "padding": np.zeros(
+                params.oversize_factor * sum(np.size(v) for v in honest.values()), np.float32
+            ),
+        },
+        "stale": lambda: {k: np.array(v, np.float32) for k, v in global_state.items()},
+        "sign_flip": lambda: _with_update(
+            global_state, honest, lambda d: -params.sign_flip_factor * d
+        ),
+        "scale": lambda: _with_update(global_state, honest, lambda d: params.scale_factor * d),
+        "noise": lambda: _with_update(
+            global_state,
+            honest,
+            lambda d: rng.normal(
+                0.0, params.noise_factor * float(np.sqrt(np.mean(d**2))) + 1e-8, d.shape
+            ),
+        ),  # fmt: skip
+    }
+    if name == "fraud_count":
+        sent_metrics["num-examples"] = params.fraud_examples
+    return build[name](), sent_metrics

@@ -1,0 +1,225 @@
+"""``fed-agent deploy``: the deployment engine (TLS SuperLink, authenticated SuperNodes).
+
+Sub-commands, in the order a real deployment uses them (docs/deployment.md):
+
+- ``certs``: a CA, a SuperLink certificate for the given hosts, SuperNode key pairs;
+- ``superlink``: run a SuperLink with TLS and SuperNode authentication (foreground);
+- ``register``: register SuperNode public keys on it;
+- ``supernode``: run one ES's SuperNode with its partition and private profile (foreground);
+- ``run``: run an experiment on the SuperLink and check its final status;
+- ``local``: all of the above on 127.0.0.1 in one command, stopping what it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from fed_agent.config import experiment_names
+
+DEFAULT_PORT = 9092
+"""The SuperLink's single HTTPS port (Fleet, Control and Runtime APIs in Flower 1.42)."""
+DEFAULT_HOME = Path(".flwr") / "deploy" / "flwr-home"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``deploy`` and its sub-commands to the top-level parser."""
+    parser = subparsers.add_parser("deploy", help="deployment engine: TLS, node auth, runs")
+    commands = parser.add_subparsers(dest="deploy_command", required=True, metavar="COMMAND")
+
+    certs = commands.add_parser("certs", help="generate a CA, a SuperLink cert, SuperNode keys")
+    certs.add_argument("--out", type=Path, required=True)
+    certs.add_argument("--host", action="append", default=None,
+                       help="SuperLink address or DNS name for the certificate (repeatable; "
+                            "default 127.0.0.1 and localhost)")  # fmt: skip
+    certs.add_argument("--num-keys", type=int, default=0, help="SuperNode key pairs to write")
+    certs.set_defaults(handler=_certs)
+
+    link = commands.add_parser("superlink", help="run a TLS SuperLink (foreground)")
+    link.add_argument("--certs", type=Path, required=True, help="folder written by `certs`")
+    link.add_argument("--host", default="0.0.0.0", help="interface to listen on")
+    link.add_argument("--port", type=int, default=DEFAULT_PORT)
+    link.add_argument("--no-auth", action="store_true", help="accept unregistered SuperNodes")
+    link.add_argument("--database", type=Path, default=None, help="SQLite state file")
+    link.add_argument("--log-dir", type=Path, default=Path(".flwr") / "deploy" / "logs")
+    link.set_defaults(handler=_superlink)
+
+    reg = commands.add_parser("register", help="register SuperNode public keys")
+    _connection_args(reg)
+    reg.add_argument("public_keys", nargs="+", type=Path)
+    reg.set_defaults(handler=_register)
+
+    node = commands.add_parser("supernode", help="run one ES's SuperNode (foreground)")
+    node.add_argument("--superlink", required=True, help="SuperLink host:port")
+    node.add_argument("--ca", type=Path, required=True, help="CA certificate (ca.crt)")
+    node.add_argument("--key", type=Path, required=True, help="this node's private key")
+    node.add_argument("--partition-id", type=int, required=True)
+    node.add_argument("--num-partitions", type=int, required=True)
+    node.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="YAML mapping of private node-config keys (e.g. willingness-type)",
+    )
+    node.add_argument("--node-config", nargs="*", default=[], metavar="KEY=VALUE",
+                      help="extra node-config pairs (override the profile)")  # fmt: skip
+    node.add_argument("--port", type=int, default=9094, help="local Runtime API port")
+    node.add_argument(
+        "--max-wait-time-s",
+        type=float,
+        default=None,
+        help="give up reconnecting after this long (default: retry forever)",
+    )
+    node.set_defaults(handler=_supernode)
+
+    run = commands.add_parser("run", help="run an experiment on a SuperLink, check its status")
+    _connection_args(run)
+    _experiment_args(run)
+    run.set_defaults(handler=_run)
+
+    local = commands.add_parser("local", help="TLS + auth federation on 127.0.0.1, one run")
+    local.add_argument("--num-nodes", type=int, default=3)
+    local.add_argument("--workdir", type=Path, default=Path(".flwr") / "deploy" / "local")
+    local.add_argument(
+        "--profile",
+        type=Path,
+        action="append",
+        default=None,
+        help="per-node profile YAML, once per node in order",
+    )
+    _experiment_args(local)
+    local.set_defaults(handler=_local)
+
+
+def _connection_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--superlink", required=True, help="SuperLink host:port")
+    parser.add_argument("--ca", type=Path, required=True, help="CA certificate (ca.crt)")
+    parser.add_argument(
+        "--flwr-home",
+        type=Path,
+        default=DEFAULT_HOME,
+        help="project-local Flower CLI home (its config.toml is rewritten)",
+    )
+
+
+def _experiment_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--experiment", default="default", choices=experiment_names())
+    parser.add_argument(
+        "overrides", nargs="*", help="Hydra overrides, e.g. federation.num_rounds=2"
+    )
+    parser.add_argument("--timeout-s", type=float, default=3600.0, help="bound on the run")
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _connection_env(args: argparse.Namespace) -> dict[str, str]:
+    from fed_agent.deploy.flwr_cli import write_connection
+    from fed_agent.deploy.local import CONNECTION
+    from fed_agent.launcher import flower_env
+
+    port = int(args.superlink.rsplit(":", 1)[1])
+    home = args.flwr_home.resolve()
+    write_connection(home, CONNECTION, args.superlink, args.ca.resolve())
+    return flower_env(home, port)
+
+
+def _certs(args: argparse.Namespace) -> int:
+    from fed_agent.deploy.certs import DEFAULT_HOSTS, generate_node_keys, generate_tls
+
+    tls = generate_tls(args.out, args.host or DEFAULT_HOSTS)
+    print(f"CA {tls.ca_cert}\nSuperLink certificate {tls.server_cert}, key {tls.server_key}")
+    if args.num_keys:
+        for key in generate_node_keys(args.out / "keys", args.num_keys):
+            print(f"SuperNode key {key.private_key} (register {key.public_key})")
+    return 0
+
+
+def _superlink(args: argparse.Namespace) -> int:
+    from fed_agent.deploy.certs import TlsFiles
+    from fed_agent.deploy.processes import SuperLinkSpec, serve, start_superlink
+    from fed_agent.launcher import flower_env
+
+    _logging()
+    tls = TlsFiles(args.certs / "ca.crt", args.certs / "server.pem", args.certs / "server.key")
+    missing = [str(p) for p in (tls.ca_cert, tls.server_cert, tls.server_key) if not p.is_file()]
+    if missing:
+        logging.error("TLS files missing: %s (run `fed-agent deploy certs` first)", missing)
+        return 2
+    spec = SuperLinkSpec(args.host, args.port, tls, auth=not args.no_auth, database=args.database)
+    env = flower_env(DEFAULT_HOME.resolve(), args.port)
+    process = start_superlink(spec, env, args.log_dir.resolve())
+    logging.info("SuperLink up on %s:%d (TLS, auth %s); logs in %s", args.host, args.port,
+                 "on" if spec.auth else "off", args.log_dir)  # fmt: skip
+    return serve(process)
+
+
+def _register(args: argparse.Namespace) -> int:
+    from fed_agent.deploy.flwr_cli import register_supernode
+    from fed_agent.deploy.local import CONNECTION
+
+    env = _connection_env(args)
+    for key in args.public_keys:
+        print(f"{key}: node id {register_supernode(key, CONNECTION, env)}")
+    return 0
+
+
+def _supernode(args: argparse.Namespace) -> int:
+    from fed_agent.deploy.nodes import load_profile, node_config, parse_pairs
+    from fed_agent.deploy.processes import SuperNodeSpec, serve, start_supernode
+    from fed_agent.launcher import flower_env
+
+    _logging()
+    profile = load_profile(args.profile) if args.profile else {}
+    profile.update(parse_pairs(args.node_config))
+    spec = SuperNodeSpec(
+        superlink=args.superlink,
+        ca_cert=args.ca.resolve(),
+        private_key=args.key.resolve(),
+        node_config=node_config(args.partition_id, args.num_partitions, profile),
+        runtime_port=args.port,
+        max_wait_time_s=args.max_wait_time_s,
+    )
+    env = flower_env(DEFAULT_HOME.resolve(), args.port)
+    console = Path(".flwr") / "deploy" / "logs" / f"supernode-{args.partition_id}.log"
+    process = start_supernode(spec, env, console.resolve())
+    logging.info("SuperNode for partition %d started; log %s", args.partition_id, console)
+    return serve(process)
+
+
+def _report(outcome) -> None:
+    print(f"run {outcome.run_id} {outcome.status} in {outcome.wall_s:.1f} s; outputs in "
+          f"{outcome.output_dir}")  # fmt: skip
+
+
+def _run(args: argparse.Namespace) -> int:
+    from fed_agent.deploy.local import run_experiment
+    from fed_agent.launcher import FederationRunError
+
+    _logging()
+    try:
+        _report(run_experiment(_connection_env(args), args.experiment, args.overrides,
+                               args.timeout_s))  # fmt: skip
+    except FederationRunError as err:
+        logging.error("%s", err)
+        return 1
+    return 0
+
+
+def _local(args: argparse.Namespace) -> int:
+    from fed_agent.deploy.local import local_federation, run_experiment
+    from fed_agent.deploy.nodes import load_profile
+    from fed_agent.launcher import FederationRunError
+
+    _logging()
+    profiles = [load_profile(p) for p in args.profile] if args.profile else None
+    try:
+        with local_federation(args.num_nodes, args.workdir, profiles) as federation:
+            _report(run_experiment(federation.env, args.experiment, args.overrides,
+                                   args.timeout_s))  # fmt: skip
+    except FederationRunError as err:
+        logging.error("%s", err)
+        return 1
+    return 0

@@ -1,0 +1,187 @@
+"""A whole federation on loopback: TLS SuperLink with SuperNode auth, N SuperNodes, one run.
+
+:func:`local_federation` brings the processes up (bounded waits at every step) and always
+stops exactly the processes it started, by PID, with their descendants. :func:`run_experiment`
+submits the FedAgent app to any TLS connection and checks the run's final status, because
+``flwr run`` itself exits 0 even when the ServerApp fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fed_agent.config import load_config
+from fed_agent.config.load import split_overrides
+from fed_agent.deploy.certs import NodeKey, TlsFiles, generate_node_keys, generate_tls
+from fed_agent.deploy.flwr_cli import (
+    COMPLETED,
+    DeploymentError,
+    register_supernode,
+    start_run,
+    wait_finished,
+    wait_online,
+    write_connection,
+)
+from fed_agent.deploy.nodes import Scalar, node_config
+from fed_agent.deploy.processes import (
+    SuperLinkSpec,
+    SuperNodeSpec,
+    start_superlink,
+    start_supernode,
+)
+from fed_agent.launcher import (
+    PROJECT_ROOT,
+    RunOutcome,
+    default_cache_dir,
+    effective_overrides,
+    flower_env,
+    free_port,
+    run_config_arg,
+    stop_process_tree,
+)
+
+log = logging.getLogger(__name__)
+CONNECTION = "fedagent"
+DEFAULT_WORKDIR = PROJECT_ROOT / ".flwr" / "deploy"
+NODES_ONLINE_TIMEOUT_S = 120.0
+
+
+@dataclass
+class SuperNodeProcess:
+    """A SuperNode this federation started."""
+
+    partition_id: int
+    process: subprocess.Popen
+    node_id: int | None
+    """The id its key was registered under (None for an unregistered node)."""
+    console: Path
+
+
+@dataclass
+class LocalFederation:
+    """Handles to a running loopback federation (see :func:`local_federation`)."""
+
+    workdir: Path
+    env: dict[str, str]
+    tls: TlsFiles
+    port: int
+    superlink: subprocess.Popen
+    supernodes: list[SuperNodeProcess] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        """The SuperLink's ``host:port``."""
+        return f"127.0.0.1:{self.port}"
+
+    def add_supernode(
+        self,
+        partition_id: int,
+        num_partitions: int,
+        key: NodeKey | None,
+        *,
+        profile: Mapping[str, Scalar] | None = None,
+        register: bool = True,
+        ca_cert: Path | None = None,
+        max_wait_time_s: float | None = None,
+    ) -> SuperNodeProcess:
+        """Start one more SuperNode, registering its key first unless ``register`` is False.
+
+        ``ca_cert`` defaults to the federation's CA; tests pass a foreign one.
+        """
+        node_id = register_supernode(key.public_key, CONNECTION, self.env) if (
+            register and key is not None) else None  # fmt: skip
+        spec = SuperNodeSpec(
+            superlink=self.address,
+            ca_cert=ca_cert or self.tls.ca_cert,
+            private_key=key.private_key if key else None,
+            node_config=node_config(partition_id, num_partitions, profile),
+            runtime_port=free_port(),
+            max_wait_time_s=max_wait_time_s,
+        )
+        console = self.workdir / "logs" / f"supernode-{len(self.supernodes)}.log"
+        node = SuperNodeProcess(partition_id, start_supernode(spec, self.env, console),
+                                node_id, console)  # fmt: skip
+        self.supernodes.append(node)
+        return node
+
+    def stop(self) -> None:
+        """Stop every process this federation started (SuperNodes first), by PID."""
+        for node in self.supernodes:
+            stop_process_tree(node.process)
+        stop_process_tree(self.superlink)
+
+
+@contextmanager
+def local_federation(
+    num_nodes: int,
+    workdir: Path = DEFAULT_WORKDIR,
+    profiles: Sequence[Mapping[str, Scalar]] | None = None,
+    online_timeout_s: float = NODES_ONLINE_TIMEOUT_S,
+) -> Iterator[LocalFederation]:
+    """A TLS + SuperNode-auth federation of ``num_nodes`` ESs on 127.0.0.1.
+
+    Generates a CA, a server certificate and one key per node under ``workdir``, starts the
+    SuperLink, registers the keys, starts the SuperNodes (node ``i`` holds partition ``i`` of
+    ``num_nodes``, plus ``profiles[i]``) and waits until all are online. On exit, normal or
+    not, it stops exactly the processes it started.
+    """
+    if num_nodes < 1:
+        raise ValueError(f"num_nodes must be >= 1, got {num_nodes}")
+    if profiles is not None and len(profiles) != num_nodes:
+        raise ValueError(f"{len(profiles)} profiles given for {num_nodes} nodes")
+    workdir = workdir.resolve()
+    tls = generate_tls(workdir / "tls")
+    keys = generate_node_keys(workdir / "keys", num_nodes)
+    port = free_port()
+    flwr_home = workdir / "flwr-home"
+    env = flower_env(flwr_home, port)
+    write_connection(flwr_home, CONNECTION, f"127.0.0.1:{port}", tls.ca_cert)
+    spec = SuperLinkSpec("127.0.0.1", port, tls, auth=True)
+    started = time.perf_counter()
+    federation = LocalFederation(workdir, env, tls, port,
+                                 start_superlink(spec, env, workdir / "logs"))  # fmt: skip
+    try:
+        for i, key in enumerate(keys):
+            federation.add_supernode(i, num_nodes, key, profile=profiles[i] if profiles else None)
+        node_ids = [n.node_id for n in federation.supernodes if n.node_id is not None]
+        wait_online(node_ids, CONNECTION, env, online_timeout_s)
+        log.info("federation of %d ESs up in %.1f s", num_nodes, time.perf_counter() - started)
+        yield federation
+    finally:
+        federation.stop()
+
+
+def run_experiment(
+    env: dict[str, str],
+    experiment: str,
+    overrides: str | Sequence[str] = (),
+    timeout_s: float = 3600.0,
+    connection: str = CONNECTION,
+    app_dir: Path = PROJECT_ROOT,
+) -> RunOutcome:
+    """Run the FedAgent app on a SuperLink connection and check its final status.
+
+    Raises
+    ------
+    DeploymentError
+        When the run is refused, does not finish within ``timeout_s``, or ends other than
+        ``finished:completed`` (the message holds Flower's status details).
+    """
+    items = split_overrides(overrides)
+    cfg = load_config(experiment, items)  # fail fast on a bad config, before any run starts
+    items = effective_overrides(items, Path(cfg.output_dir).resolve(), default_cache_dir())
+    started = time.perf_counter()
+    run_id = start_run(app_dir, connection, run_config_arg(experiment, items), env)
+    log.info("started run %d on %s", run_id, connection)
+    status, details = wait_finished(run_id, connection, env, timeout_s)
+    outcome = RunOutcome(run_id, status, details, time.perf_counter() - started,
+                         Path(cfg.output_dir).resolve() / cfg.run_name)  # fmt: skip
+    if status != COMPLETED:
+        raise DeploymentError(f"run {run_id} ended {status}: {details}")
+    return outcome

@@ -1,0 +1,133 @@
+"""Start a TLS SuperLink and SuperNodes as subprocesses; the caller stops them by PID.
+
+Flags follow Flower 1.42 (reliability notes, section 1): one HTTPS port per SuperLink for
+the Fleet, Control and Runtime APIs (``--host/--port``), server-side TLS
+(``--ssl-certfile/--ssl-keyfile/--ssl-ca-certfile``), SuperNode authentication
+(``--enable-supernode-auth`` + ``--auth-supernode-private-key``), runtime dependency
+installation off everywhere.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from fed_agent.deploy.certs import TlsFiles
+from fed_agent.deploy.nodes import Scalar, node_config_arg
+from fed_agent.launcher import flower_bin, stop_process_tree, wait_healthy
+
+SUPERLINK_START_TIMEOUT_S = 90.0
+
+
+@dataclass(frozen=True)
+class SuperLinkSpec:
+    """How to start a SuperLink."""
+
+    host: str
+    port: int
+    tls: TlsFiles | None
+    """None = ``--insecure`` (plain HTTP); only for local debugging."""
+    auth: bool = True
+    database: Path | None = None
+    """SQLite file that keeps nodes and runs over a restart; None = in memory."""
+
+    def command(self, log_file: Path) -> list[str]:
+        """The ``flower-superlink`` command line."""
+        command = [
+            flower_bin("flower-superlink"), "--disable-runtime-dependency-installation",
+            "--host", self.host, "--port", str(self.port), "--log-file", str(log_file),
+        ]  # fmt: skip
+        if self.tls is None:
+            command.append("--insecure")
+        else:
+            command += [
+                "--ssl-ca-certfile", str(self.tls.ca_cert),
+                "--ssl-certfile", str(self.tls.server_cert),
+                "--ssl-keyfile", str(self.tls.server_key),
+            ]  # fmt: skip
+        if self.auth:
+            command.append("--enable-supernode-auth")
+        if self.database is not None:
+            command += ["--database", str(self.database)]
+        return command
+
+
+@dataclass(frozen=True)
+class SuperNodeSpec:
+    """How to start one SuperNode (one ES)."""
+
+    superlink: str
+    """``host:port`` of the SuperLink's Fleet API."""
+    ca_cert: Path | None
+    """CA that signed the SuperLink's certificate; None = ``--insecure``."""
+    private_key: Path | None
+    """The node's ECDSA authentication key; None when the SuperLink runs without auth."""
+    node_config: Mapping[str, Scalar]
+    runtime_port: int
+    """The node's local Runtime API port (distinct per node on one host)."""
+    max_wait_time_s: float | None = None
+    """Give up reconnecting after this long (None = retry forever, Flower's default)."""
+
+    def command(self) -> list[str]:
+        """The ``flower-supernode`` command line."""
+        command = [
+            flower_bin("flower-supernode"), "--superlink", self.superlink,
+            "--node-config", node_config_arg(self.node_config),
+            "--host", "127.0.0.1", "--port", str(self.runtime_port),
+        ]  # fmt: skip
+        if self.ca_cert is None:
+            command.append("--insecure")
+        else:
+            command += ["--root-certificates", str(self.ca_cert)]
+        if self.private_key is not None:
+            command += ["--auth-supernode-private-key", str(self.private_key)]
+        if self.max_wait_time_s is not None:
+            command += ["--max-wait-time", f"{self.max_wait_time_s:g}"]
+        return command
+
+
+def _spawn(command: list[str], env: dict[str, str], console: Path) -> subprocess.Popen:
+    console.parent.mkdir(parents=True, exist_ok=True)
+    with console.open("w") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def start_superlink(
+    spec: SuperLinkSpec, env: dict[str, str], log_dir: Path,
+    timeout_s: float = SUPERLINK_START_TIMEOUT_S,
+) -> subprocess.Popen:  # fmt: skip
+    """Start the SuperLink and wait (bounded) until its ``/health`` answers over TLS."""
+    process = _spawn(spec.command(log_dir / "superlink.log"), env, log_dir / "superlink.out")
+    probe_host = "127.0.0.1" if spec.host in ("0.0.0.0", "::") else spec.host
+    try:
+        wait_healthy(spec.port, process, timeout_s,
+                     spec.tls.ca_cert if spec.tls else None, probe_host)  # fmt: skip
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    return process
+
+
+def start_supernode(spec: SuperNodeSpec, env: dict[str, str], console: Path) -> subprocess.Popen:
+    """Start a SuperNode; it connects (and retries) in the background."""
+    return _spawn(spec.command(), env, console)
+
+
+def serve(process: subprocess.Popen) -> int:
+    """Wait for a foreground service; on Ctrl-C or SIGTERM stop it (and its children)."""
+
+    def _terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        stop_process_tree(process)
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
