@@ -20,7 +20,7 @@ class FederationConfig:
 
     num_es: int = 10
     """Virtual ESs in a simulation (the number of SuperNodes)."""
-    num_rounds: int = 3
+    num_rounds: int = 5
     es_per_round: int = 10
     """Upper limit on ESs invited per round (the rest stay idle that round)."""
     min_available_es: int = 2
@@ -50,7 +50,7 @@ class ModelConfig:
     num_layers: int = 4
     num_heads: int = 4
     num_kv_heads: int = 2
-    intermediate_size: int = 256
+    intermediate_size: int = 384
     vocab_size: int = 1024
     """Target vocabulary of the locally trained byte-level BPE tokenizer."""
     max_seq_len: int = 128
@@ -88,10 +88,10 @@ class ModelConfig:
 class TrainingConfig:
     """Local training of an agent module on one ES."""
 
-    local_steps: int = 20
+    local_steps: int = 25
     """Optimiser steps per round at full effort (the step budget)."""
     batch_size: int = 16
-    learning_rate: float = 5e-3
+    learning_rate: float = 1e-2
     max_grad_norm: float = 1.0
     eval_batch_size: int = 64
 

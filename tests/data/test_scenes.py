@@ -1,0 +1,85 @@
+"""Synthetic scenes: deterministic, labelled by the documented rule, non-IID across ESs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fed_agent.config.schema import DataConfig
+from fed_agent.data import es_examples, heldout_examples, kind_mixture
+from fed_agent.data.render import describe, perception_log, render_image
+from fed_agent.data.scenes import Scene, SceneObject, decide_action, sample_scene
+
+
+def scene(*objects, weather="clear", light="day"):
+    return Scene("urban_crossing", weather, light, tuple(SceneObject(*o) for o in objects))
+
+
+@pytest.mark.parametrize(
+    ("objects", "weather", "light", "expected"),
+    [
+        ([("pedestrian", "crosswalk", "near", "crossing")], "clear", "day", "stop"),
+        ([("pedestrian", "crosswalk", "far", "crossing")], "clear", "day", "go"),
+        ([("dog", "ahead", "mid", "approaching")], "clear", "day", "stop"),
+        ([("dog", "left", "near", "approaching")], "clear", "day", "slow"),
+        ([("debris", "ahead", "near", "stationary")], "clear", "day", "stop"),
+        ([("truck", "ahead", "near", "receding")], "clear", "day", "slow"),
+        ([("cone", "crosswalk", "far", "stationary")], "clear", "day", "slow"),
+        ([("car", "right", "near", "approaching")], "clear", "day", "go"),
+        ([("car", "right", "near", "approaching")], "fog", "day", "slow"),
+        ([("car", "right", "far", "receding")], "rain", "night", "slow"),
+        ([("car", "right", "far", "receding")], "rain", "day", "go"),
+    ],
+)
+def test_decision_rule(objects, weather, light, expected):
+    assert decide_action(scene(*objects, weather=weather, light=light)) == expected
+
+
+def test_renderings_name_every_object():
+    s = scene(("cyclist", "left", "mid", "receding"), ("bus", "ahead", "far", "stationary"))
+    assert perception_log(s) == (
+        "weather=clear light=day | cyclist left mid receding ; bus ahead far stationary"
+    )
+    assert describe(s) == (
+        "By day in clear weather: a cyclist on the left a short way off, moving away; "
+        "a bus ahead in the distance, standing still."
+    )
+
+
+def test_image_is_normalised_and_encodes_objects():
+    rng = np.random.default_rng(0)
+    empty = render_image(scene(), 32, rng)
+    with_car = render_image(scene(("car", "ahead", "near", "stationary")), 32, rng)
+    assert empty.shape == (3, 32, 32) and empty.dtype == np.float32
+    assert -1.0 <= empty.min() and empty.max() <= 1.0
+    assert np.abs(with_car - empty).sum() > 10  # the car's square changed the picture
+
+
+def test_es_data_is_deterministic_and_differs_between_ess():
+    cfg = DataConfig(samples_per_es=40)
+    assert es_examples(cfg, 0, 1) == es_examples(cfg, 0, 1)
+    assert es_examples(cfg, 0, 1) != es_examples(cfg, 0, 2)
+    assert es_examples(cfg, 0, 1) != es_examples(cfg, 1, 1)
+
+
+def test_partitions_are_non_iid_dirichlet_mixtures():
+    mixtures = np.array([kind_mixture(0, i, 0.5) for i in range(20)])
+    assert np.allclose(mixtures.sum(axis=1), 1.0)
+    # with alpha=0.5 the ESs' dominant kinds differ and mixtures are far from uniform
+    assert len(set(mixtures.argmax(axis=1))) >= 3
+    assert mixtures.max(axis=1).mean() > 0.4
+    flat = np.array([kind_mixture(0, i, 1000.0) for i in range(20)])
+    assert flat.max(axis=1).mean() < 0.25
+
+
+def test_heldout_split_does_not_depend_on_any_es():
+    cfg = DataConfig(eval_samples=30, samples_per_es=30)
+    heldout = heldout_examples(cfg, 0)
+    assert heldout == heldout_examples(cfg, 0)
+    assert heldout != es_examples(cfg, 0, 0)
+    assert {e.task for e in heldout} == {"decide", "describe"}
+
+
+def test_unknown_scene_kind_lists_choices():
+    with pytest.raises(ValueError, match="valid choices"):
+        sample_scene(np.random.default_rng(0), "moon_base")

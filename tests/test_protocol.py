@@ -1,0 +1,52 @@
+"""Message payload codecs round-trip and refuse malformed payloads."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from fed_agent.protocol import REPLY_METRIC_KEYS, ProtocolError, TrainInstruction, TrainReply
+
+
+def test_train_instruction_round_trip():
+    instruction = TrainInstruction(3, 25, "ab" * 32)
+    assert instruction.to_dict() == {
+        "server-round": 3,
+        "local-steps": 25,
+        "base-fingerprint": "ab" * 32,
+    }
+    assert TrainInstruction.from_dict(instruction.to_dict()) == instruction
+
+
+def test_train_reply_round_trip_and_key_set():
+    reply = TrainReply(128, 0.75, 25, 3.5)
+    assert set(reply.to_dict()) == set(REPLY_METRIC_KEYS)
+    assert TrainReply.from_dict(reply.to_dict()) == reply
+
+
+def test_idle_reply_keeps_the_same_keys_with_a_finite_loss():
+    values = TrainReply(0, math.nan, 0, 0.0).to_dict()
+    assert set(values) == set(REPLY_METRIC_KEYS)
+    assert values["train-loss"] == -1.0
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"extra": 1.0}, "unexpected keys"),
+        ({"train-loss": float("nan")}, "non-finite"),
+        ({"num-examples": -5}, "negative"),
+    ],
+)
+def test_malformed_reply_is_refused(change, message):
+    values = {**TrainReply(10, 0.5, 2, 1.0).to_dict(), **change}
+    with pytest.raises(ProtocolError, match=message):
+        TrainReply.from_dict(values)
+
+
+def test_missing_key_is_refused():
+    values = TrainReply(10, 0.5, 2, 1.0).to_dict()
+    del values["train-steps"]
+    with pytest.raises(ProtocolError, match="missing keys"):
+        TrainReply.from_dict(values)
