@@ -157,6 +157,34 @@ def local_federation(
         federation.stop()
 
 
+@dataclass(frozen=True)
+class SubmittedRun:
+    """A run submitted to a SuperLink, and where its outputs go."""
+
+    run_id: int
+    output_dir: Path
+
+
+def submit_experiment(
+    env: dict[str, str],
+    experiment: str,
+    overrides: str | Sequence[str] = (),
+    connection: str = CONNECTION,
+    app_dir: Path = PROJECT_ROOT,
+) -> SubmittedRun:
+    """Submit the FedAgent app as a run on a SuperLink connection (returns at once).
+
+    The config is composed here first, so a bad experiment or override fails before a run
+    exists; output and cache paths are pinned absolute (the apps run elsewhere).
+    """
+    items = split_overrides(overrides)
+    cfg = load_config(experiment, items)
+    items = effective_overrides(items, Path(cfg.output_dir).resolve(), default_cache_dir())
+    run_id = start_run(app_dir, connection, run_config_arg(experiment, items), env)
+    log.info("started run %d on %s", run_id, connection)
+    return SubmittedRun(run_id, Path(cfg.output_dir).resolve() / cfg.run_name)
+
+
 def run_experiment(
     env: dict[str, str],
     experiment: str,
@@ -173,15 +201,10 @@ def run_experiment(
         When the run is refused, does not finish within ``timeout_s``, or ends other than
         ``finished:completed`` (the message holds Flower's status details).
     """
-    items = split_overrides(overrides)
-    cfg = load_config(experiment, items)  # fail fast on a bad config, before any run starts
-    items = effective_overrides(items, Path(cfg.output_dir).resolve(), default_cache_dir())
     started = time.perf_counter()
-    run_id = start_run(app_dir, connection, run_config_arg(experiment, items), env)
-    log.info("started run %d on %s", run_id, connection)
-    status, details = wait_finished(run_id, connection, env, timeout_s)
-    outcome = RunOutcome(run_id, status, details, time.perf_counter() - started,
-                         Path(cfg.output_dir).resolve() / cfg.run_name)  # fmt: skip
+    run = submit_experiment(env, experiment, overrides, connection, app_dir)
+    status, details = wait_finished(run.run_id, connection, env, timeout_s)
+    outcome = RunOutcome(run.run_id, status, details, time.perf_counter() - started, run.output_dir)
     if status != COMPLETED:
-        raise DeploymentError(f"run {run_id} ended {status}: {details}")
+        raise DeploymentError(f"run {run.run_id} ended {status}: {details}")
     return outcome
