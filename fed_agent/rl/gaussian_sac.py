@@ -36,7 +36,7 @@ class GaussianSACConfig:
     """Adam learning rate of log(alpha)"""
     gamma: float = 0.99
     """discount (irrelevant for one-step episodes)"""
-    tau: float = 0.005
+    tau: float = 0.05
     """Polyak step of the target critics"""
     alpha: float = 0.002
     """initial entropy temperature"""
@@ -46,9 +46,9 @@ class GaussianSACConfig:
     """target entropy per action dimension"""
     grad_clip_norm: float = 10.0
     """global gradient-norm clip"""
-    buffer_size: int = 100_000
+    buffer_size: int = 8_192
     """replay capacity"""
-    batch_size: int = 256
+    batch_size: int = 128
     """transitions per gradient step"""
 
     def __post_init__(self) -> None:

@@ -29,7 +29,7 @@ class PPOConfig:
     """epsilon of the clipped surrogate"""
     epochs: int = 4
     """passes over each rollout"""
-    minibatch_size: int = 256
+    minibatch_size: int = 128
     """transitions per gradient step"""
     value_coef: float = 0.5
     """weight of the value loss"""
@@ -39,6 +39,8 @@ class PPOConfig:
     """initial log standard deviation of the Gaussian policy"""
     grad_clip_norm: float = 0.5
     """global gradient-norm clip"""
+    rollout_size: int = 512
+    """on-policy transitions collected before each update"""
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.minibatch_size < 1 or not 0 < self.clip_ratio < 1:

@@ -64,9 +64,9 @@ class EDMSACConfig:
     """Adam learning rate of log(alpha) when auto_alpha is on"""
     gamma: float = 0.99
     """discount of the soft Bellman target (irrelevant for one-step episodes)"""
-    tau: float = 0.005
+    tau: float = 0.05
     """Polyak step of the target networks"""
-    alpha: float = 0.002
+    alpha: float = 0.0005
     """entropy temperature (initial value when auto_alpha is on)"""
     auto_alpha: bool = False
     """tune alpha towards target_entropy_per_dim * action_dim"""
@@ -82,9 +82,9 @@ class EDMSACConfig:
     """weight of the penalty on predicted x_0 leaving the action box"""
     grad_clip_norm: float = 10.0
     """global gradient-norm clip of actor and critic"""
-    buffer_size: int = 100_000
+    buffer_size: int = 8_192
     """replay capacity (transitions)"""
-    batch_size: int = 256
+    batch_size: int = 128
     """transitions per gradient step"""
 
     def __post_init__(self) -> None:

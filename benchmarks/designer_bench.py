@@ -1,0 +1,278 @@
+"""Learning curves and final quality of the contract designers (EDMSAC, DMSAC, SAC, PPO).
+
+Every learned designer gets the same budget (``--env-steps`` environment steps, the same
+updates per step) and the same seeds, on three tasks: the fixed "default" market (K = 3),
+the fixed "paper" market (K = 5), and random K = 3 markets from ``MarketRanges`` evaluated
+on held-out markets. The reference solutions of fed_agent.contracts get a row each.
+
+Writes to ``--out-dir`` (default benchmarks/results):
+
+- designer.csv: one row per (market, designer, seed) with utility_ratio (U / U*, mean over
+  the evaluation markets), violations (constraints violated by the returned contracts,
+  summed over the evaluation markets), steps_to_95pct and steps_to_99pct (first evaluation
+  at or above that ratio; empty if never), infer_ms_1000 (wall time to design contracts for
+  1,000 markets, one torch thread; for the solvers, their solve time x 1,000) and
+  active_neuron_frac;
+- designer_curves.png: utility ratio against environment steps, mean and min-max over seeds;
+- designer_pruning.csv: EDMSAC's prune rate rho against utility ratio and active neurons on
+  the default market (DMSAC is rho = 0).
+
+Command (about 20 minutes on 2 busy cores)::
+
+    .venv/bin/python benchmarks/designer_bench.py --workers 3
+
+``--quick`` runs a small smoke version (one seed, few steps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from fed_agent.contracts import (  # noqa: E402
+    MarketRanges,
+    audit,
+    named_market,
+    sample_market,
+)
+from fed_agent.contracts.solvers import REFERENCE_SOLVERS, solve_reference  # noqa: E402
+from fed_agent.designer import (  # noqa: E402
+    DESIGNERS,
+    ContractDesigner,
+    DesignerConfig,
+    EvaluationSet,
+    heldout_markets,
+)
+
+TASKS = ("default", "paper", "random")
+HELDOUT_SEED = 2024
+HELDOUT_COUNT = 16
+PRUNE_RATES = (0.75,)
+PRUNE_SEEDS = 2
+COLUMNS = [
+    "market",
+    "designer",
+    "seed",
+    "utility_ratio",
+    "violations",
+    "steps_to_95pct",
+    "steps_to_99pct",
+    "infer_ms_1000",
+    "active_neuron_frac",
+    "replaced_frac",
+    "lp_frac",
+    "prune_rate",
+    "train_s",
+]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run of the benchmark."""
+
+    task: str
+    designer: str
+    seed: int
+    env_steps: int
+    prune_rate: float | None = None
+
+
+def evaluation_for(task: str) -> EvaluationSet:
+    """The evaluation markets of a task with their exact optima."""
+    if task == "random":
+        return EvaluationSet.solve(heldout_markets(MarketRanges(), 3, HELDOUT_COUNT, HELDOUT_SEED))
+    return EvaluationSet.solve([named_market(task)])
+
+
+def first_reaching(history: list[dict[str, float]], level: float) -> float | None:
+    """Environment steps of the first evaluation with utility_ratio >= level."""
+    for row in history:
+        if row["utility_ratio"] >= level:
+            return row["env_steps"]
+    return None
+
+
+def count_violations(designer: ContractDesigner, evaluation: EvaluationSet) -> int:
+    """Constraints violated by the contracts ``propose`` returns, summed over markets."""
+    contracts = designer.propose(evaluation.markets)
+    return sum(len(audit(c, m)) for c, m in zip(contracts, evaluation.markets, strict=True))
+
+
+def train_one(run: Run, checkpoint_dir: str) -> dict[str, Any]:
+    """Train one designer; return its curve and final metrics (runs in a worker process)."""
+    torch.set_num_threads(1)
+    config = DesignerConfig(
+        algorithm=run.designer,
+        market=run.task,
+        env_steps=run.env_steps,
+        seed=run.seed,
+        eval_interval=max(run.env_steps // 12, 64),
+    )
+    if run.prune_rate is not None:
+        config.edmsac.prune_rate = run.prune_rate
+    evaluation = evaluation_for(run.task)
+    designer = ContractDesigner(config)
+    start = time.perf_counter()
+    history = designer.train(evaluation)
+    train_s = time.perf_counter() - start
+    path = Path(checkpoint_dir) / f"{run.task}_{run.designer}_{run.seed}_{run.prune_rate}.npz"
+    designer.save(path)
+    final = history[-1]
+    return {
+        "run": run,
+        "history": history,
+        "checkpoint": str(path),
+        "row": {
+            "market": run.task,
+            "designer": run.designer,
+            "seed": run.seed,
+            "utility_ratio": final["utility_ratio"],
+            "violations": count_violations(designer, evaluation),
+            "steps_to_95pct": first_reaching(history, 0.95),
+            "steps_to_99pct": first_reaching(history, 0.99),
+            "active_neuron_frac": final["active_neuron_frac"],
+            "replaced_frac": final["replaced_frac"],
+            "lp_frac": final["lp_frac"],
+            "prune_rate": config.edmsac.prune_rate if run.designer == "edmsac" else 0.0,
+            "train_s": round(train_s, 1),
+        },
+    }
+
+
+def inference_markets(task: str, count: int = 1000) -> list:
+    """1,000 markets for timing: copies of the named market, or fresh random markets."""
+    if task == "random":
+        rng = np.random.default_rng(HELDOUT_SEED + 1)
+        return [sample_market(rng, MarketRanges(), 3) for _ in range(count)]
+    return [named_market(task)] * count
+
+
+def reference_rows(task: str, evaluation: EvaluationSet) -> list[dict[str, Any]]:
+    """One row per reference solver of fed_agent.contracts."""
+    rows = []
+    rng = np.random.default_rng(0)
+    for name in sorted(REFERENCE_SOLVERS):
+        ratios, violations, seconds = [], 0, []
+        for market, optimum in zip(evaluation.markets, evaluation.optimum, strict=True):
+            solution = solve_reference(name, market, rng=rng)
+            ratios.append(solution.cloud_utility / optimum)
+            kinds = ("IR", "bounds") if name == "complete_information" else None
+            found = audit(solution.contract, market, kinds=kinds) if kinds else None
+            violations += len(found if found is not None else audit(solution.contract, market))
+            seconds.append(solution.solve_time_s)
+        rows.append(
+            {
+                "market": task,
+                "designer": f"ref:{name}",
+                "seed": "",
+                "utility_ratio": float(np.mean(ratios)),
+                "violations": violations,
+                "infer_ms_1000": 1e6 * float(np.mean(seconds)),
+            }
+        )
+    return rows
+
+
+def plot_curves(results: list[dict[str, Any]], path: Path) -> None:
+    """Utility ratio vs environment steps, mean and min-max band over seeds, per task."""
+    fig, axes = plt.subplots(1, len(TASKS), figsize=(5 * len(TASKS), 4), sharey=False)
+    for axis, task in zip(axes, TASKS, strict=True):
+        for designer in DESIGNERS:
+            curves = [
+                r["history"]
+                for r in results
+                if r["run"].task == task
+                and r["run"].designer == designer
+                and r["run"].prune_rate is None
+            ]
+            if not curves:
+                continue
+            steps = np.array([row["env_steps"] for row in curves[0]])
+            ratios = np.array([[row["utility_ratio"] for row in c] for c in curves])
+            mean = ratios.mean(axis=0)
+            axis.plot(steps, mean, label=f"{designer} (n={len(curves)})")
+            axis.fill_between(steps, ratios.min(axis=0), ratios.max(axis=0), alpha=0.2)
+        axis.axhline(1.0, color="black", linewidth=0.8, linestyle=":")
+        axis.axhline(0.99, color="grey", linewidth=0.8, linestyle="--")
+        title = "held-out random markets (K=3)" if task == "random" else f"{task} market"
+        axis.set(title=title, xlabel="environment steps", ylabel="utility / optimum")
+        axis.set_ylim(0.85, 1.005)
+        axis.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """Write ``rows`` with ``columns`` (missing values empty)."""
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
+
+
+def time_inference(results: list[dict[str, Any]]) -> None:
+    """Fill infer_ms_1000 with 2 threads, sequentially (not while training runs)."""
+    torch.set_num_threads(1)
+    markets = {task: inference_markets(task) for task in TASKS}
+    for result in results:
+        designer = ContractDesigner.load(result["checkpoint"])
+        result["row"]["infer_ms_1000"] = round(
+            designer.inference_ms(markets[result["run"].task]), 2
+        )
+
+
+def main() -> None:
+    """Run every training run, then time inference, then write the tables and the plot."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--env-steps", type=int, default=12_288)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out-dir", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 1,024 steps")
+    args = parser.parse_args()
+    steps, seeds = (1024, 1) if args.quick else (args.env_steps, args.seeds)
+    runs = [Run(t, d, s, steps) for t in TASKS for d in DESIGNERS for s in range(seeds)]
+    runs += [
+        Run("default", "edmsac", s, steps, rho)
+        for rho in PRUNE_RATES
+        for s in range(min(seeds, PRUNE_SEEDS))
+    ]
+    # the slow diffusion runs first, so the pool ends on short runs
+    runs.sort(key=lambda r: r.designer not in ("edmsac", "dmsac"))
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as checkpoints:
+        with ProcessPoolExecutor(max_workers=args.workers) as pool:
+            futures = [pool.submit(train_one, run, checkpoints) for run in runs]
+            results = []
+            for future in futures:
+                results.append(future.result())
+                row = results[-1]["row"]
+                print({k: row[k] for k in ("market", "designer", "seed", "utility_ratio")})
+        time_inference(results)
+    curve_results = [r for r in results if r["run"].prune_rate is None]
+    rows = [r["row"] for r in curve_results]
+    for task in TASKS:
+        rows += reference_rows(task, evaluation_for(task))
+    write_csv(args.out_dir / "designer.csv", rows, COLUMNS)
+    pruning = [r["row"] for r in results if r["run"].task == "default"]
+    pruning = [r for r in pruning if r["designer"] in ("edmsac", "dmsac")]
+    write_csv(args.out_dir / "designer_pruning.csv", pruning, COLUMNS)
+    plot_curves(curve_results, args.out_dir / "designer_curves.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""``fed-agent designer train|eval``: train a contract designer and measure it.
+
+Examples
+--------
+Reproduce the shipped checkpoint::
+
+    fed-agent designer train --out fed_agent/assets/edmsac_default.npz --seed 0
+
+Evaluate it on the named markets and on held-out random markets::
+
+    fed-agent designer eval --checkpoint fed_agent/assets/edmsac_default.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from fed_agent.contracts import named_market
+from fed_agent.designer import (
+    DESIGNERS,
+    TRAINING_MARKETS,
+    ContractDesigner,
+    DesignerConfig,
+    EvaluationSet,
+    heldout_markets,
+)
+from fed_agent.rl.seeding import seed_everything
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "edmsac_default.npz"
+DEFAULT_THREADS = 2
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``designer`` command with its ``train`` and ``eval`` sub-commands."""
+    parser = subparsers.add_parser("designer", help="train or evaluate a contract designer")
+    actions = parser.add_subparsers(dest="designer_command", required=True, metavar="ACTION")
+    train = actions.add_parser("train", help="train a designer and save a .npz checkpoint")
+    train.add_argument("--out", type=Path, required=True, help="checkpoint path (.npz)")
+    train.add_argument("--algorithm", choices=DESIGNERS, default=DesignerConfig.algorithm)
+    train.add_argument("--market", choices=TRAINING_MARKETS, default=DesignerConfig.market)
+    train.add_argument("--num-types", type=int, default=DesignerConfig.num_types)
+    train.add_argument("--env-steps", type=int, default=DesignerConfig.env_steps)
+    train.add_argument("--seed", type=int, default=DesignerConfig.seed)
+    train.add_argument("--prune-rate", type=float, default=None, help="EDMSAC's rho")
+    train.add_argument("--log", type=Path, default=None, help="metrics log (.jsonl)")
+    train.add_argument("--threads", type=int, default=DEFAULT_THREADS)
+    train.set_defaults(handler=run_train)
+    evaluate = actions.add_parser("eval", help="utility ratio of a checkpoint vs the optimum")
+    evaluate.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
+    evaluate.add_argument("--heldout", type=int, default=16, help="held-out random markets")
+    evaluate.add_argument("--out", type=Path, default=None, help="results table (.csv)")
+    evaluate.add_argument("--threads", type=int, default=DEFAULT_THREADS)
+    evaluate.set_defaults(handler=run_eval)
+
+
+def _config_from_args(args: argparse.Namespace) -> DesignerConfig:
+    config = DesignerConfig(
+        algorithm=args.algorithm,
+        market=args.market,
+        num_types=args.num_types,
+        env_steps=args.env_steps,
+        seed=args.seed,
+    )
+    if args.prune_rate is not None:
+        config.edmsac.prune_rate = args.prune_rate
+        config.edmsac.__post_init__()
+    return config
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Train with a progress bar, log metrics as JSON lines, save the checkpoint."""
+    torch.set_num_threads(args.threads)
+    seed_everything(args.seed)
+    config = _config_from_args(args)
+    designer = ContractDesigner(config)
+    log_path = args.log or args.out.with_suffix(".metrics.jsonl")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w") as log, tqdm(total=config.env_steps, unit="step") as bar:
+
+        def on_progress(steps: int, metrics: dict[str, float]) -> None:
+            bar.update(steps)
+            log.write(json.dumps({"env_steps": bar.n, **metrics}) + "\n")
+            if "eval/utility_ratio" in metrics:
+                bar.set_postfix(ratio=f"{metrics['eval/utility_ratio']:.4f}")
+
+        history = designer.train(on_progress=on_progress)
+    path = designer.save(args.out)
+    final = history[-1]
+    print(f"saved {path} ({path.stat().st_size / 1e6:.2f} MB); final evaluation: {final}")
+    return 0
+
+
+def evaluation_rows(designer: ContractDesigner, heldout: int) -> list[dict[str, Any]]:
+    """One row per evaluation market set: default, paper (if K fits) and held-out random."""
+    sets: dict[str, EvaluationSet] = {}
+    for name in ("default", "paper"):
+        market = named_market(name)
+        if market.num_types == designer.num_types:
+            sets[name] = EvaluationSet.solve([market])
+    if heldout > 0:
+        markets = heldout_markets(designer.ranges, designer.num_types, heldout, seed=12345)
+        sets["heldout"] = EvaluationSet.solve(markets)
+    rows = []
+    for name, evaluation in sets.items():
+        metrics = designer.evaluate(evaluation)
+        rows.append({"market": name, "designer": designer.name, **metrics})
+    return rows
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """Print (and optionally write) the utility ratio of a checkpoint per market set."""
+    torch.set_num_threads(args.threads)
+    designer = ContractDesigner.load(args.checkpoint)
+    rows = evaluation_rows(designer, args.heldout)
+    markets = heldout_markets(designer.ranges, designer.num_types, 8, seed=7)
+    batch = [markets[i % len(markets)] for i in range(1000)]
+    infer_ms = designer.inference_ms(batch)
+    for row in rows:
+        row["infer_ms_1000"] = infer_ms
+        print(", ".join(f"{k}={_fmt(v)}" for k, v in row.items()))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        with args.out.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    return 0
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float | np.floating) else str(value)
