@@ -13,6 +13,14 @@ from dataclasses import asdict, dataclass, fields
 ARRAYS = "arrays"
 CONFIG = "config"
 METRICS = "metrics"
+PROFILE = "profile"
+OFFER = "offer"
+PHASE = "phase"
+"""ConfigRecord key of a QUERY message: which of PHASES it is."""
+PHASES = (PROFILE, OFFER)
+ITEM = "item"
+DECLINE = -1
+"""The item index of a declined offer (and of 'no period-1 report' in an offer)."""
 
 
 class ProtocolError(ValueError):
@@ -31,18 +39,20 @@ def _kebab(name: str) -> str:
 
 @dataclass(frozen=True)
 class TrainInstruction:
-    """Cloud -> ES, with the global adapter: what to do this round."""
+    """Cloud -> ES, with the global adapter: the accepted item and the work it means."""
 
     server_round: int
     local_steps: int
     base_fingerprint: str
     """SHA-256 of the cloud's base weights; an ES whose base differs refuses to train."""
+    f_ghz: float
+    reward: float
 
     def __post_init__(self) -> None:
-        if self.server_round < 1 or self.local_steps < 0:
+        if self.server_round < 1 or self.local_steps < 0 or self.f_ghz <= 0 or self.reward < 0:
             raise ProtocolError(f"invalid train instruction {self}")
 
-    def to_dict(self) -> dict[str, int | str]:
+    def to_dict(self) -> dict[str, int | float | str]:
         """Flower ConfigRecord content."""
         return {_kebab(k): v for k, v in asdict(self).items()}
 
@@ -54,6 +64,58 @@ class TrainInstruction:
             int(values["server-round"]),
             int(values["local-steps"]),
             str(values["base-fingerprint"]),
+            float(values["f-ghz"]),
+            float(values["reward"]),
+        )
+
+
+@dataclass(frozen=True)
+class Offer:
+    """Cloud -> ES (a QUERY): the ES's two-period contract and where in it the ES stands.
+
+    ``report`` is the ES's period-1 report when ``period`` is 2 (else DECLINE). ``oracle``
+    marks the complete-information benchmark, in which the cloud knows the ES's type.
+    """
+
+    server_round: int
+    period: int
+    report: int
+    oracle: bool
+    f1: tuple[float, ...]
+    r1: tuple[float, ...]
+    f2: tuple[float, ...]
+    r2: tuple[float, ...]
+    """Period-2 menus, row-major K x K (row = period-1 report)."""
+
+    def __post_init__(self) -> None:
+        k = len(self.f1)
+        if self.period not in (1, 2) or not (
+            len(self.r1) == k and len(self.f2) == len(self.r2) == k * k
+        ):
+            raise ProtocolError(
+                f"malformed offer: period {self.period}, {k} period-1 items, "
+                f"{len(self.f2)} period-2 items"
+            )
+        if self.period == 2 and not 0 <= self.report < k:
+            raise ProtocolError(
+                f"a period-2 offer needs a period-1 report in [0, {k}), got {self.report}"
+            )
+
+    def to_dict(self) -> dict[str, object]:
+        """Flower ConfigRecord content (lists of floats)."""
+        values = {_kebab(k): v for k, v in asdict(self).items()}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, object]) -> Offer:
+        """Decode and validate."""
+        _check_keys("offer", values, {_kebab(f.name) for f in fields(cls)} | {PHASE})
+        return cls(
+            int(values["server-round"]),
+            int(values["period"]),
+            int(values["report"]),
+            bool(values["oracle"]),
+            *(tuple(float(x) for x in values[k]) for k in ("f1", "r1", "f2", "r2")),
         )
 
 
@@ -68,6 +130,10 @@ class TrainReply:
     train_loss: float
     train_steps: int
     train_wall_s: float
+    modelled_latency_s: float
+    """Construction latency by the model, W / f + S / r, with S the adapter's bytes."""
+    es_utility: float
+    """The ES's own utility of this round's item, R - c(f) / theta."""
 
     def to_dict(self) -> dict[str, int | float]:
         """Flower MetricRecord content (NaN loss is sent as -1 so the record stays finite)."""
@@ -90,6 +156,8 @@ class TrainReply:
             numbers["train-loss"],
             int(numbers["train-steps"]),
             numbers["train-wall-s"],
+            numbers["modelled-latency-s"],
+            numbers["es-utility"],
         )
 
 

@@ -13,11 +13,13 @@ from flwr.serverapp import Grid, ServerApp  # noqa: E402
 from fed_agent.config import ExperimentConfig, to_yaml  # noqa: E402
 from fed_agent.data.partition import heldout_examples  # noqa: E402
 from fed_agent.evaluation.quality import evaluate_quality  # noqa: E402
+from fed_agent.incentives.ledger import Ledger  # noqa: E402
+from fed_agent.incentives.policies import make_policy  # noqa: E402
 from fed_agent.modules.adapter import AgentModule, agent_module  # noqa: E402
 from fed_agent.modules.export import export_agent  # noqa: E402
 from fed_agent.outputs import RunOutputs  # noqa: E402
 from fed_agent.seeding import seed_everything  # noqa: E402
-from strategies.fedavg import LoraFedAvg  # noqa: E402
+from strategies.contract_strategy import ContractStrategy  # noqa: E402
 from strategies.records import (  # noqa: E402
     adapter_to_record,
     config_from_context,
@@ -63,15 +65,18 @@ def main(grid: Grid, context: Context) -> None:
     outputs = RunOutputs.create(cfg.output_dir, cfg.run_name)
     (outputs.root / "config.yaml").write_text(to_yaml(cfg))
     module = agent_module(cfg.model, cfg.seed)
-    strategy = LoraFedAvg(cfg, module, outputs)
-    result = strategy.start(
+    policy = make_policy(cfg.incentive)
+    ledger = Ledger(outputs.root / "ledger.csv")
+    strategy = ContractStrategy(cfg, module, outputs, policy, ledger)
+    strategy.start(
         grid=grid,
         initial_arrays=adapter_to_record(module.initial_state),
         num_rounds=cfg.federation.num_rounds,
         timeout=cfg.federation.round_timeout_s,
         evaluate_fn=make_evaluator(cfg, module, outputs),
     )
-    final = record_to_adapter(result.arrays)
+    # the strategy keeps the newest global module, also when no round could aggregate
+    final = strategy.latest_state
     agent_dir = export_agent(
         outputs.root / "agent",
         module,

@@ -21,7 +21,6 @@ from omegaconf.errors import OmegaConfBaseException
 from fed_agent.config.schema import ExperimentConfig
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
-GROUPS = ("federation", "model", "training", "data", "experiment")
 
 
 class ConfigError(ValueError):

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fed_agent.choices import check_choice
+from fed_agent.contracts.market import MarketParams
+from fed_agent.incentives.config import IncentiveConfig
 
 TASKS = ("decide", "describe")
 AGGREGATIONS = ("fedavg", "trimmed_mean", "median")
@@ -142,3 +144,6 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    contract: MarketParams = field(default_factory=MarketParams)
+    """The contract market (types, transitions, costs, value); defaults in MarketParams."""
+    incentive: IncentiveConfig = field(default_factory=IncentiveConfig)

@@ -1,0 +1,57 @@
+"""Settings of the contract-driven federation: the one home of their defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fed_agent.choices import check_choice
+
+POLICIES = (
+    "fedavg_flat_fee",
+    "uniform",
+    "static",
+    "complete_information",
+    "optimal",
+    "edmsac",
+    "dmsac",
+)
+SELECTION_RULES = ("surplus", "random")
+
+
+@dataclass
+class IncentiveConfig:
+    """How the cloud recruits ESs with contracts each round."""
+
+    policy: str = "edmsac"
+    """Who designs the contracts; see POLICIES (fedavg_flat_fee = no contract, a flat fee)."""
+    designer_checkpoint: str = ""
+    """Checkpoint of a learned designer; empty = the shipped one for edmsac/dmsac."""
+    rounds_per_period: int = 1
+    max_offers_per_round: int = 100
+    """Offers go to at most this many connected ESs per period-1 round (seeded sample)."""
+    selection: str = "surplus"
+    """Rule among accepting ESs when more accept than federation.es_per_round: ``surplus``
+    ranks by the cloud's value minus reward of the chosen item, G(f) - R (ties by a seeded
+    draw); ``random`` draws uniformly with the round's seed."""
+    flat_fee: float = 35.0
+    """fedavg_flat_fee: the reward for the fixed effort (an ES whose cost exceeds it leaves)."""
+    flat_fee_f_ghz: float = 3.0
+    """fedavg_flat_fee: the fixed computing resource asked of everyone."""
+    workload_spread: float = 0.5
+    """Simulated ESs' workloads vary by this factor around the market's (public facts)."""
+    channel_gain_spread_db: float = 10.0
+    """Simulated ESs' uplink gains vary by +/- this many dB around the market's."""
+    online_finetune: bool = False
+    """Let the designer learn from observed rounds (off: the checkpoint is used as is)."""
+
+    def __post_init__(self) -> None:
+        check_choice("incentive.policy", self.policy, POLICIES)
+        check_choice("incentive.selection", self.selection, SELECTION_RULES)
+        if self.rounds_per_period < 1 or self.max_offers_per_round < 1:
+            raise ValueError("incentive.rounds_per_period and max_offers_per_round must be >= 1")
+        if self.flat_fee < 0 or self.flat_fee_f_ghz <= 0:
+            raise ValueError("incentive.flat_fee must be >= 0 and flat_fee_f_ghz > 0")
+        if not 0 <= self.workload_spread < 1:
+            raise ValueError(
+                f"incentive.workload_spread must be in [0, 1), got {self.workload_spread}"
+            )

@@ -1,0 +1,88 @@
+"""The payment ledger: one row per ES offer per round, written every round.
+
+Only accepted, validated work is paid. Each row holds what the cloud offered and observed, the
+reward paid, the cloud's value of the work, and the ES's realised utility as it reported it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fed_agent.outputs import write_table_atomic
+
+STATUSES = ("declined", "not_selected", "paid", "rejected", "no_reply")
+
+
+@dataclass
+class LedgerEntry:
+    """One ES in one round."""
+
+    round: int
+    period: int
+    es_id: int
+    status: str
+    item: int = -1
+    f_ghz: float = 0.0
+    reward_offered: float = 0.0
+    paid: float = 0.0
+    cloud_value: float = 0.0
+    es_utility: float = 0.0
+    modelled_latency_s: float = 0.0
+    wall_s: float = 0.0
+    belief_on_revealed_type: float = float("nan")
+    reason: str = ""
+
+
+class Ledger:
+    """All entries of a run, persisted as CSV after every round."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.entries: list[LedgerEntry] = []
+        if path.is_file():
+            frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+            self.entries = [LedgerEntry(**row) for row in frame.to_dict("records")]
+
+    def add(self, entry: LedgerEntry) -> None:
+        """Append one entry (the status must be known)."""
+        if entry.status not in STATUSES:
+            raise ValueError(f"unknown ledger status {entry.status!r}; valid choices: {STATUSES}")
+        self.entries.append(entry)
+
+    def frame(self) -> pd.DataFrame:
+        """All entries as a table."""
+        return pd.DataFrame(
+            [asdict(e) for e in self.entries], columns=list(LedgerEntry.__annotations__)
+        )
+
+    def write(self) -> None:
+        """Persist atomically."""
+        write_table_atomic(self.frame(), self.path)
+
+    def paid_rounds(self, es_id: int) -> list[int]:
+        """Rounds in which ``es_id`` was paid (a double payment would repeat a round)."""
+        return [e.round for e in self.entries if e.es_id == es_id and e.status == "paid"]
+
+    def round_summary(self, server_round: int) -> dict[str, float]:
+        """Cloud utility, payments, participation and modelled latency of one round."""
+        rows = [e for e in self.entries if e.round == server_round]
+        paid = [e for e in rows if e.status == "paid"]
+        offered = len(rows)
+        return {
+            "offers": offered,
+            "participants": len(paid),
+            "participation_rate": len(paid) / offered if offered else 0.0,
+            "payments": float(sum(e.paid for e in paid)),
+            "cloud_utility": float(sum(e.cloud_value - e.paid for e in paid)),
+            "round_latency_model_s": float(max((e.modelled_latency_s for e in paid), default=0.0)),
+            "es_utility_mean": float(np.mean([e.es_utility for e in paid])) if paid else 0.0,
+            "belief_accuracy": float(
+                np.nanmean([e.belief_on_revealed_type for e in rows])
+                if any(not np.isnan(e.belief_on_revealed_type) for e in rows)
+                else np.nan
+            ),
+        }

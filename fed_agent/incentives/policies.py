@@ -1,0 +1,61 @@
+"""Contract policies: who designs each ES's two-period contract, by name.
+
+Every policy maps a batch of per-ES markets to one DynamicContract per market, so the round
+logic is the same for all of them: the learned designers (EDMSAC, DMSAC), the exact references
+of the contract model, and plain FedAvg's flat fee for a fixed effort.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from fed_agent.choices import check_choice
+from fed_agent.contracts import DynamicContract, Market, solve_reference
+from fed_agent.incentives.config import POLICIES, IncentiveConfig
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+SHIPPED_CHECKPOINTS = {
+    "edmsac": ASSETS / "edmsac_default.npz",
+    "dmsac": ASSETS / "dmsac_default.npz",
+}
+ORACLE_POLICIES = frozenset({"complete_information"})
+"""Policies that see each ES's type (a simulation-only upper bound): the ES reveals it."""
+
+Policy = Callable[[Sequence[Market]], list[DynamicContract]]
+
+
+def flat_fee_contract(market: Market, f_ghz: float, fee: float) -> DynamicContract:
+    """One item (f, fee) for every type in both periods: FedAvg with a fixed effort and fee."""
+    k = market.num_types
+    return DynamicContract(
+        np.full(k, f_ghz), np.full(k, fee), np.full((k, k), f_ghz), np.full((k, k), fee)
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _designer(path: str):
+    from fed_agent.designer import ContractDesigner  # torch only when a learned policy is used
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(
+            f"designer checkpoint {path} does not exist; train one with "
+            "`fed-agent designer train --out PATH` and set incentive.designer_checkpoint"
+        )
+    return ContractDesigner.load(path)
+
+
+def make_policy(cfg: IncentiveConfig) -> Policy:
+    """The contract policy named by ``cfg.policy``."""
+    name = check_choice("incentive.policy", cfg.policy, POLICIES)
+    if name == "fedavg_flat_fee":
+        return lambda markets: [
+            flat_fee_contract(m, cfg.flat_fee_f_ghz, cfg.flat_fee) for m in markets
+        ]
+    if name in ("edmsac", "dmsac"):
+        designer = _designer(str(cfg.designer_checkpoint or SHIPPED_CHECKPOINTS[name]))
+        return designer.propose
+    return lambda markets: [solve_reference(name, m).contract for m in markets]

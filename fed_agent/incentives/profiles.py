@@ -1,0 +1,107 @@
+"""What is public and what is private about an ES, and the market the cloud designs for it.
+
+Public (the cloud may know it): the workload of building the module on that ES and its uplink
+channel gain. Private (never sent): its willingness type now and how it drifts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from fed_agent.contracts import Market, MarketParams, willingness_path
+from fed_agent.incentives.config import IncentiveConfig
+from fed_agent.seeding import derive_seed, rng_for
+
+WORKLOAD = "workload-gcycles"
+CHANNEL_GAIN = "channel-gain"
+WILLINGNESS_TYPE = "willingness-type"
+WILLINGNESS_SEED = "willingness-seed"
+
+
+@dataclass(frozen=True)
+class PublicProfile:
+    """Facts about an ES the cloud may know (reported on first contact)."""
+
+    workload_gcycles: float
+    channel_gain: float
+
+    def __post_init__(self) -> None:
+        if not (self.workload_gcycles > 0 and self.channel_gain > 0):
+            raise ValueError(f"public profile values must be positive: {self}")
+
+    def to_dict(self) -> dict[str, float]:
+        """Message/node-config form."""
+        return {WORKLOAD: self.workload_gcycles, CHANNEL_GAIN: self.channel_gain}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> PublicProfile:
+        """Parse the message/node-config form."""
+        return cls(float(values[WORKLOAD]), float(values[CHANNEL_GAIN]))
+
+
+@dataclass(frozen=True)
+class PrivateProfile:
+    """An ES's willingness: its first period's type and the seed of its private Markov chain."""
+
+    initial_type: int
+    chain_seed: int
+
+    def type_at(self, market: Market, period_index: int) -> int:
+        """The type in global period ``period_index`` (0-based), by the market's chain."""
+        if period_index < 0:
+            raise ValueError(f"period index must be >= 0, got {period_index}")
+        rng = np.random.default_rng(self.chain_seed)
+        path = willingness_path(
+            market, rng, period_index // 2 + 1, initial=np.array([self.initial_type])
+        )
+        return int(path.reshape(-1)[period_index])
+
+
+def simulated_profiles(
+    seed: int, partition_id: int, params: MarketParams, incentive: IncentiveConfig
+) -> tuple[PublicProfile, PrivateProfile]:
+    """Deterministic profiles of a virtual ES (what a SuperNode's node config would carry)."""
+    rng = rng_for(seed, "es-profile", partition_id)
+    spread = incentive.workload_spread
+    workload = params.workload_gcycles * float(rng.uniform(1 - spread, 1 + spread))
+    gain_db = float(rng.uniform(-1, 1)) * incentive.channel_gain_spread_db
+    public = PublicProfile(workload, params.channel_gain * 10 ** (gain_db / 10))
+    market = Market.from_params(params)
+    initial = int(rng.choice(market.num_types, p=market.prior))
+    return public, PrivateProfile(initial, derive_seed(seed, "willingness-chain", partition_id))
+
+
+def es_market(
+    params: MarketParams, public: PublicProfile, module_bytes: float, belief: np.ndarray | None
+) -> Market:
+    """The market of one ES: the configured market with its public facts and the cloud's belief."""
+    changes = dict(
+        workload_gcycles=public.workload_gcycles,
+        channel_gain=public.channel_gain,
+        module_bytes=float(module_bytes),
+    )
+    if belief is not None:
+        changes["prior"] = [float(p) for p in belief]
+    return Market.from_params(dataclasses.replace(params, **changes))
+
+
+def period_of_round(server_round: int, rounds_per_period: int) -> tuple[int, int]:
+    """(global period index from 0, period within the epoch: 1 or 2) of a 1-based round."""
+    index = (server_round - 1) // rounds_per_period
+    return index, index % 2 + 1
+
+
+__all__ = [
+    "CHANNEL_GAIN",
+    "WILLINGNESS_SEED",
+    "WILLINGNESS_TYPE",
+    "WORKLOAD",
+    "PrivateProfile",
+    "PublicProfile",
+    "es_market",
+    "period_of_round",
+    "simulated_profiles",
+]

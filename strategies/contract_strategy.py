@@ -1,0 +1,362 @@
+"""ContractStrategy: every round, per-ES contracts decide who builds agent modules and for what.
+
+One round (``configure_train`` then ``aggregate_train``):
+
+1. Profile ESs seen for the first time (a QUERY: public workload and uplink gain).
+2. In a period-1 round, offer a seeded sample of ESs (at most ``max_offers_per_round``) a
+   two-period contract each, designed in one batched call of the contract policy for their
+   markets (public facts + the cloud's belief about their type). In a period-2 round, offer the
+   ESs that took a period-1 item the period-2 menu of their report.
+3. Each ES picks an item or declines (a QUERY); among those that accept, at most
+   ``federation.es_per_round`` are chosen by ``incentive.selection``.
+4. The chosen ESs get the global module and train for a number of steps proportional to the
+   committed computing resource f (a TRAIN message).
+5. Replies are validated and screened; accepted work is paid into the ledger; the accepted
+   modules are aggregated weighted by their work; the round's cloud utility, payments,
+   participation, modelled latency (the slowest participant) and wall time are recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from fed_agent.config import ExperimentConfig
+from fed_agent.contracts import DynamicContract, Market, value_of_work
+from fed_agent.incentives.beliefs import BeliefTracker
+from fed_agent.incentives.decision import item_terms, local_steps_for
+from fed_agent.incentives.ledger import Ledger, LedgerEntry
+from fed_agent.incentives.policies import ORACLE_POLICIES, Policy
+from fed_agent.incentives.profiles import PublicProfile, es_market, period_of_round
+from fed_agent.incentives.selection import select_participants
+from fed_agent.modules.adapter import AgentModule
+from fed_agent.modules.aggregation import aggregate
+from fed_agent.outputs import RunOutputs
+from fed_agent.protocol import (
+    ARRAYS,
+    CONFIG,
+    DECLINE,
+    ITEM,
+    METRICS,
+    OFFER,
+    PHASE,
+    PROFILE,
+    Offer,
+    TrainInstruction,
+)
+from fed_agent.seeding import rng_for
+from strategies.records import adapter_to_record, record_to_adapter, to_config_record
+from strategies.sampling import sample_nodes, wait_for_nodes
+from strategies.validation import AcceptedReply, RejectedReply, screen_updates, split_replies
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Engagement:
+    """An ES's current epoch: its contract, market and period-1 report."""
+
+    contract: DynamicContract
+    market: Market
+    report: int | None = None
+
+
+@dataclass(frozen=True)
+class _Assignment:
+    """What a chosen participant committed to this round."""
+
+    item: int
+    f_ghz: float
+    reward: float
+    cloud_value: float
+    steps: int
+    belief_on_item: float
+
+
+class ContractStrategy(Strategy):
+    """Contract-driven federated construction of agent modules (see the module docstring)."""
+
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        module: AgentModule,
+        outputs: RunOutputs,
+        policy: Policy,
+        ledger: Ledger,
+    ) -> None:
+        self.cfg = cfg
+        self.module = module
+        self.outputs = outputs
+        self.policy = policy
+        self.ledger = ledger
+        base_market = Market.from_params(cfg.contract)
+        self.beliefs = BeliefTracker(base_market.prior, base_market.transition)
+        self.profiles: dict[int, PublicProfile] = {}
+        self.engagements: dict[int, _Engagement] = {}
+        self._assignments: dict[int, _Assignment] = {}
+        self._global_state: dict[str, np.ndarray] = {}
+        self.latest_state: dict[str, np.ndarray] = dict(module.initial_state)
+        """The newest global module (what the run exports if it ends now)."""
+        self._round_started = 0.0
+        self._period = 1
+
+    def summary(self) -> None:
+        """Log the strategy's settings."""
+        inc = self.cfg.incentive
+        log.info("ContractStrategy: policy %s, <= %d participants, selection %s, aggregation %s",
+                 inc.policy, self.cfg.federation.es_per_round, inc.selection,
+                 self.cfg.federation.aggregation)  # fmt: skip
+
+    # ------------------------------------------------------------------ configure
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Offer contracts, collect choices, select participants, send them the module."""
+        self._round_started = time.perf_counter()
+        self._global_state = record_to_adapter(arrays)
+        self.latest_state = self._global_state
+        fed = self.cfg.federation
+        node_ids = wait_for_nodes(grid, fed.min_available_es, fed.round_timeout_s)
+        self._profile_new_nodes(grid, node_ids)
+        _, self._period = period_of_round(server_round, self.cfg.incentive.rounds_per_period)
+        offered = self._offer_targets(server_round, [n for n in node_ids if n in self.profiles])
+        choices = self._send_offers(grid, server_round, offered)
+        self._assignments = self._choose_participants(server_round, offered, choices)
+        return [
+            self._train_message(server_round, n, a, arrays) for n, a in self._assignments.items()
+        ]
+
+    def _profile_new_nodes(self, grid: Grid, node_ids: list[int]) -> None:
+        new = [n for n in node_ids if n not in self.profiles]
+        if not new:
+            return
+        queries = [self._query(n, {PHASE: PROFILE}) for n in new]
+        for reply in grid.send_and_receive(queries, timeout=self.cfg.federation.round_timeout_s):
+            node_id = int(reply.metadata.src_node_id)
+            try:
+                if reply.has_error():
+                    raise ValueError(reply.error.reason)
+                self.profiles[node_id] = PublicProfile.from_dict(dict(reply.content[PROFILE]))
+            except (KeyError, TypeError, ValueError) as err:
+                log.warning(
+                    "node %s sent no usable profile (%s); not offered this round", node_id, err
+                )
+
+    def _offer_targets(self, server_round: int, known: list[int]) -> list[int]:
+        """Period 1: a fresh sample gets new contracts; period 2: the period-1 participants."""
+        if self._period == 2:
+            return [
+                n for n in known if n in self.engagements and self.engagements[n].report is not None
+            ]
+        rng = rng_for(self.cfg.seed, "offers", server_round)
+        offered = sample_nodes(known, self.cfg.incentive.max_offers_per_round, rng)
+        self.beliefs.advance_unobserved([n for n in self.engagements if n not in offered])
+        markets = [
+            es_market(self.cfg.contract, self.profiles[n], self.module.adapter_bytes,
+                      self.beliefs.belief(n))
+            for n in offered
+        ]  # fmt: skip
+        contracts = self.policy(markets) if markets else []
+        self.engagements = {
+            n: _Engagement(c, m) for n, c, m in zip(offered, contracts, markets, strict=True)
+        }
+        return offered
+
+    def _query(self, node_id: int, values: dict) -> Message:
+        return Message(
+            RecordDict({CONFIG: to_config_record(values)}),
+            message_type=MessageType.QUERY,
+            dst_node_id=node_id,
+        )
+
+    def _send_offers(
+        self, grid: Grid, server_round: int, offered: list[int]
+    ) -> dict[int, int | None]:
+        """Each offered ES's chosen item index (None = declined); missing replies are absent."""
+        oracle = self.cfg.incentive.policy in ORACLE_POLICIES
+        messages = []
+        for node_id in offered:
+            engagement = self.engagements[node_id]
+            c = engagement.contract
+            report = engagement.report if self._period == 2 else None
+            offer = Offer(server_round, self._period, DECLINE if report is None else report, oracle,
+                          tuple(c.f1), tuple(c.r1), tuple(c.f2.ravel()), tuple(c.r2.ravel()))  # fmt: skip
+            messages.append(self._query(node_id, {PHASE: OFFER, **offer.to_dict()}))
+        choices: dict[int, int | None] = {}
+        k = self.cfg.contract.num_types
+        for reply in grid.send_and_receive(messages, timeout=self.cfg.federation.round_timeout_s):
+            node_id = int(reply.metadata.src_node_id)
+            try:
+                item = int(reply.content[METRICS][ITEM])
+                if not (item == DECLINE or 0 <= item < k):
+                    raise ValueError(f"item {item} outside [0, {k})")
+            except (KeyError, TypeError, ValueError) as err:
+                reason = reply.error.reason if reply.has_error() else str(err)
+                log.warning("node %s: unusable answer to the offer (%s)", node_id, reason)
+                continue
+            choices[node_id] = None if item == DECLINE else item
+        return choices
+
+    def _choose_participants(
+        self, server_round: int, offered: list[int], choices: dict[int, int | None]
+    ) -> dict[int, _Assignment]:
+        """Record declines, pick participants among accepters, update beliefs."""
+        candidates: dict[int, _Assignment] = {}
+        for node_id in offered:
+            if node_id not in choices:
+                self._ledger_add(server_round, node_id, "no_reply", reason="no answer to the offer")
+                self.beliefs.observe_choice(node_id, None)
+                continue
+            item = choices[node_id]
+            belief = self.beliefs.belief(node_id)
+            self.beliefs.observe_choice(node_id, item)
+            engagement = self.engagements[node_id]
+            if item is None:
+                self._ledger_add(server_round, node_id, "declined")
+                if self._period == 1:
+                    del self.engagements[node_id]
+                continue
+            if self._period == 1:
+                engagement.report = item
+            f, reward = item_terms(engagement.contract, self._period, item, engagement.report)
+            value = float(value_of_work(f, engagement.market))
+            steps = local_steps_for(f, self.cfg.contract.f_max_ghz, self.cfg.training.local_steps)
+            candidates[node_id] = _Assignment(item, f, reward, value, steps, float(belief[item]))
+        ids = list(candidates)
+        chosen = select_participants(
+            ids,
+            [candidates[n].cloud_value - candidates[n].reward for n in ids],
+            self.cfg.federation.es_per_round,
+            self.cfg.incentive.selection,
+            rng_for(self.cfg.seed, "selection", server_round),
+        )
+        for node_id in ids:
+            if node_id not in chosen:
+                a = candidates[node_id]
+                self._ledger_add(server_round, node_id, "not_selected", a, reason="over the limit")
+        return {n: candidates[n] for n in chosen}
+
+    def _train_message(
+        self, server_round: int, node_id: int, a: _Assignment, arrays: ArrayRecord
+    ) -> Message:
+        instruction = TrainInstruction(
+            server_round, a.steps, self.module.base.fingerprint, a.f_ghz, a.reward
+        )
+        content = RecordDict({ARRAYS: arrays, CONFIG: to_config_record(instruction.to_dict())})
+        return Message(content, message_type=MessageType.TRAIN, dst_node_id=node_id)
+
+    # ------------------------------------------------------------------ aggregate
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Validate, screen, pay and aggregate; record the round and write the ledger."""
+        replies = list(replies)
+        accepted, rejected = split_replies(replies, self.module, self.cfg.data.samples_per_es)
+        accepted, lying = self._check_claimed_work(accepted)
+        kept, screened = screen_updates(self._global_state, accepted)
+        for outcome in [*rejected, *lying, *screened]:
+            a = self._assignments.get(outcome.node_id)
+            self._ledger_add(server_round, outcome.node_id, "rejected", a, reason=outcome.reason)
+        answered = {int(m.metadata.src_node_id) for m in replies}
+        for node_id, a in self._assignments.items():
+            if node_id not in answered:
+                self._ledger_add(server_round, node_id, "no_reply", a, reason="no train reply")
+        for reply in kept:
+            self._pay(server_round, reply)
+        row = self._round_row(server_round, len(replies))
+        self.outputs.record_round(row)
+        self.ledger.write()
+        if not kept:
+            log.warning("round %d: no usable module; the global module is unchanged", server_round)
+            return None, MetricRecord({"participants": 0})
+        states = [r.adapter for r in kept]
+        weights = [r.metrics.train_steps for r in kept]  # work = optimiser steps done
+        merged = aggregate(self.cfg.federation.aggregation, states, weights)
+        self.latest_state = merged
+        return adapter_to_record(merged), MetricRecord(
+            {"participants": len(kept), "cloud-utility": row["cloud_utility"]}
+        )
+
+    def _check_claimed_work(
+        self, accepted: list[AcceptedReply]
+    ) -> tuple[list[AcceptedReply], list[RejectedReply]]:
+        """An ES is paid for the work it was asked for: a reply claiming other work is refused."""
+        honest, lying = [], []
+        for reply in accepted:
+            a = self._assignments.get(reply.node_id)
+            if a is None:
+                lying.append(RejectedReply(reply.node_id, "reply from an ES that was not chosen"))
+            elif reply.metrics.train_steps != a.steps:
+                lying.append(RejectedReply(
+                    reply.node_id, f"reported {reply.metrics.train_steps} steps, asked {a.steps}"
+                ))  # fmt: skip
+            else:
+                honest.append(reply)
+        return honest, lying
+
+    def _pay(self, server_round: int, reply: AcceptedReply) -> None:
+        a = self._assignments[reply.node_id]
+        m = reply.metrics
+        self._ledger_add(
+            server_round, reply.node_id, "paid", a, paid=a.reward, es_utility=m.es_utility,
+            modelled_latency_s=m.modelled_latency_s, wall_s=m.train_wall_s,
+        )  # fmt: skip
+
+    def _ledger_add(
+        self,
+        server_round: int,
+        node_id: int,
+        status: str,
+        a: _Assignment | None = None,
+        reason: str = "",
+        **paid_fields: float,
+    ) -> None:
+        entry = LedgerEntry(server_round, self._period, node_id, status, reason=reason)
+        if a is not None:
+            entry.item, entry.f_ghz, entry.reward_offered = a.item, a.f_ghz, a.reward
+            entry.cloud_value = a.cloud_value
+            entry.belief_on_revealed_type = a.belief_on_item
+        for key, value in paid_fields.items():
+            setattr(entry, key, value)
+        self.ledger.add(entry)
+
+    def _round_row(self, server_round: int, num_replies: int) -> dict:
+        adapter_bytes = self.module.adapter_bytes
+        return {
+            "round": server_round,
+            "period": self._period,
+            **self.ledger.round_summary(server_round),
+            "bytes_down": len(self._assignments) * adapter_bytes,
+            "bytes_up": num_replies * adapter_bytes,
+            "round_wall_s": time.perf_counter() - self._round_started,
+        }
+
+    # ------------------------------------------------------------------ evaluate
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """No federated evaluation: quality is measured on the cloud's held-out split."""
+        return []
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        """Nothing to aggregate (see configure_evaluate)."""
+        return None
