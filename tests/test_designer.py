@@ -1,0 +1,156 @@
+"""The contract designer: features, the action <-> menu boundary, scoring, checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fed_agent.contracts import (
+    MarketRanges,
+    audit,
+    cloud_utility,
+    named_market,
+    sample_market,
+    score_f_menus,
+)
+from fed_agent.contracts.solvers import efficient_resource, optimal_contract
+from fed_agent.designer import (
+    DESIGNERS,
+    ContractDesigner,
+    DesignerConfig,
+    EvaluationSet,
+    MarketBatch,
+    action_dim,
+    actions_to_menus,
+    menus_to_actions,
+    score_menus,
+    state_dim,
+    state_features,
+)
+from fed_agent.rl.sac import EDMSACConfig
+
+SHIPPED = Path(__file__).resolve().parents[1] / "fed_agent" / "assets" / "edmsac_default.npz"
+TINY = {"env_steps": 128, "num_envs": 32, "warmup_env_steps": 64, "eval_interval": 10_000}
+
+
+def random_markets(count: int, seed: int = 0, num_types: int = 3) -> list:
+    rng = np.random.default_rng(seed)
+    return [sample_market(rng, MarketRanges(), num_types) for _ in range(count)]
+
+
+def tiny_config(**changes: object) -> DesignerConfig:
+    small = EDMSACConfig(hidden_sizes=[32, 32], critic_hidden_sizes=[32, 32], batch_size=32)
+    return DesignerConfig(**{**TINY, "edmsac": small, **changes})
+
+
+def test_market_batch_recomputes_the_markets_derived_quantities() -> None:
+    markets = random_markets(20) + [named_market("default")]
+    batch = MarketBatch.from_markets(markets)
+    np.testing.assert_allclose(batch.upload_s, [m.upload_s for m in markets], rtol=1e-12)
+    np.testing.assert_allclose(batch.f_lo, [m.f_lower_ghz for m in markets], rtol=1e-12)
+    assert batch.closed_form.tolist() == [m.transition_is_monotone for m in markets]
+    expected = np.stack([efficient_resource(m.types, m) for m in markets])
+    np.testing.assert_allclose(batch.efficient_resource(), expected, rtol=1e-9)
+
+
+def test_state_features_have_fixed_width_and_stay_in_unit_box_inside_ranges() -> None:
+    features = state_features(MarketBatch.from_markets(random_markets(50)), MarketRanges())
+    assert features.shape == (50, state_dim(3))
+    assert features.dtype == np.float32
+    assert float(np.abs(features).max()) <= 1.0 + 1e-6
+
+
+def test_every_action_maps_to_a_rising_menu_below_the_efficient_level() -> None:
+    markets = random_markets(40, seed=1)
+    batch = MarketBatch.from_markets(markets)
+    actions = np.random.default_rng(2).uniform(-1, 1, (40, action_dim(3)))
+    f1, f2 = actions_to_menus(actions, batch)
+    caps = batch.efficient_resource()
+    for menu in (f1[:, None, :], f2):
+        assert np.all(np.diff(menu, axis=-1) >= 0)
+        assert np.all(menu >= batch.f_lo[:, None, None] - 1e-12)
+        assert np.all(menu <= caps[:, None, :] + 1e-12)
+    back = actions_to_menus(menus_to_actions(f1, f2, batch), batch)
+    np.testing.assert_allclose(back[0], f1, atol=1e-9)
+    np.testing.assert_allclose(back[1], f2, atol=1e-9)
+
+
+def test_most_of_the_action_space_is_implementable() -> None:
+    markets = random_markets(40, seed=3)
+    batch = MarketBatch.from_markets(markets)
+    actions = np.random.default_rng(4).uniform(-1, 1, (40, action_dim(3)))
+    scored = score_menus(*actions_to_menus(actions, batch), batch)
+    assert np.mean(scored.violations == 0) >= 0.5
+
+
+def test_batched_scoring_across_markets_agrees_with_the_contract_model() -> None:
+    markets = random_markets(30, seed=5) + [named_market("default")]
+    batch = MarketBatch.from_markets(markets)
+    actions = np.random.default_rng(6).uniform(-1, 1, (len(markets), action_dim(3)))
+    f1, f2 = actions_to_menus(actions, batch)
+    scored = score_menus(f1, f2, batch)
+    for row, market in enumerate(markets):
+        utility, violations = score_f_menus(f1[row : row + 1], f2[row : row + 1], market, False)
+        assert (violations[0] == 0) == (scored.violations[row] == 0)
+        if violations[0] == 0:
+            assert scored.utility[row] == pytest.approx(utility[0], rel=1e-9, abs=1e-9)
+
+
+@pytest.mark.parametrize("name", DESIGNERS)
+def test_each_designer_trains_and_proposes_contracts_that_pass_the_audit(name: str) -> None:
+    designer = ContractDesigner(tiny_config(algorithm=name, market="default"))
+    history = designer.train(EvaluationSet([named_market("default")], np.array([89.7])))
+    assert [row["env_steps"] for row in history] == [0.0, 128.0]
+    markets = random_markets(5, seed=7) + [named_market("default")]
+    for contract, market in zip(designer.propose(markets), markets, strict=True):
+        assert audit(contract, market) == []
+
+
+def test_unknown_designer_lists_the_valid_names() -> None:
+    with pytest.raises(ValueError, match=r"valid choices: \['dmsac', 'edmsac', 'ppo', 'sac'\]"):
+        DesignerConfig(algorithm="ddpg")
+
+
+def test_designer_rejects_markets_of_another_size() -> None:
+    designer = ContractDesigner(tiny_config())
+    with pytest.raises(ValueError, match="K = 3"):
+        designer.propose([named_market("paper")])
+
+
+def test_checkpoint_round_trip_proposes_identical_menus(tmp_path: Path) -> None:
+    designer = ContractDesigner(tiny_config(market="random"))
+    designer.train(EvaluationSet([named_market("default")], np.array([89.7])))
+    markets = random_markets(8, seed=9)
+    before = designer.propose_batch(markets)
+    loaded = ContractDesigner.load(designer.save(tmp_path / "d.npz"))
+    after = loaded.propose_batch(markets)
+    for name in ("f1", "r1", "f2", "r2"):
+        np.testing.assert_array_equal(getattr(before, name), getattr(after, name))
+    assert loaded.config == designer.config
+    assert loaded.active_neuron_fraction() == pytest.approx(0.5)
+
+
+def test_observe_is_off_by_default_and_fine_tunes_when_enabled() -> None:
+    market = named_market("default")
+    for updates, stored in ((0, 0), (2, 1)):
+        designer = ContractDesigner(tiny_config(online_updates=updates))
+        contract = designer.propose([market])[0]
+        metrics = designer.observe([market], [contract], np.array([80.0]))
+        assert len(designer.buffer) == stored
+        assert bool(metrics) == (updates > 0)
+
+
+def test_shipped_checkpoint_reaches_99_percent_of_the_optimum_on_the_default_market() -> None:
+    torch.set_num_threads(1)
+    designer = ContractDesigner.load(SHIPPED)
+    market = named_market("default")
+    assert SHIPPED.stat().st_size <= 5e6
+    contract = designer.propose([market])[0]
+    assert audit(contract, market) == []
+    ratio = cloud_utility(contract, market) / optimal_contract(market).cloud_utility
+    assert ratio >= 0.99
+    assert designer.evaluate(EvaluationSet.solve([market]))["utility_ratio"] == pytest.approx(ratio)
+    assert designer.active_neuron_fraction() <= 0.6
