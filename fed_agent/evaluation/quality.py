@@ -1,4 +1,9 @@
-"""Held-out quality of an agent module: decision accuracy and answer loss."""
+"""Held-out quality of an agent module: decision accuracy and answer loss.
+
+A ``generate`` module is scored by the log-likelihood of each candidate action after the
+prompt and by the next-token loss of the reference answers; a ``classify`` module by the argmax
+of its class logits and the cross-entropy of the right class, on the ``decide`` examples.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,14 @@ import torch
 from fed_agent.data.scenes import ACTIONS
 from fed_agent.data.tasks import Example, action_candidates
 from fed_agent.modules.adapter import AgentModule
-from fed_agent.modules.batching import IGNORE_INDEX, answer_log_likelihood, encode_batch
+from fed_agent.modules.base import TASK_KINDS
+from fed_agent.modules.batching import (
+    IGNORE_INDEX,
+    answer_log_likelihood,
+    encode_batch,
+    encode_classification,
+    usable_examples,
+)
 
 
 @dataclass(frozen=True)
@@ -21,7 +33,8 @@ class Quality:
     decision_accuracy: float
     """Share of ``decide`` examples whose most likely action is the right one (NaN if none)."""
     answer_loss: float
-    """Mean next-token loss over all answer tokens of all examples."""
+    """Mean next-token loss over all answer tokens of all examples (for a classifier: the mean
+    cross-entropy of the right class over the ``decide`` examples)."""
     num_examples: int
 
     @property
@@ -92,14 +105,36 @@ def answer_loss(module: AgentModule, examples: list[Example], batch_size: int) -
     return total / max(tokens, 1)
 
 
+@torch.no_grad()
+def _classifier_quality(module: AgentModule, examples: list[Example], batch_size: int) -> Quality:
+    decide = usable_examples(module.base, examples)
+    if not decide:
+        return Quality(float("nan"), float("nan"), 0)
+    correct, total_loss = 0, 0.0
+    for start in range(0, len(decide), batch_size):
+        batch = encode_classification(
+            decide[start : start + batch_size], module.base.tokenizer, module.cfg.max_seq_len
+        )
+        labels = batch.pop("labels")
+        logits = module.model(**batch).logits
+        correct += int((logits.argmax(dim=1) == labels).sum())
+        total_loss += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
+    return Quality(correct / len(decide), total_loss / len(decide), len(decide))
+
+
 def evaluate_quality(module: AgentModule, examples: list[Example], batch_size: int) -> Quality:
     """Decision accuracy and answer loss of the module's current adapter."""
     module.model.eval()
-    return Quality(
-        decision_accuracy(module, examples, batch_size),
-        answer_loss(module, examples, batch_size),
-        len(examples),
-    )
+    kind = module.base.task_kind
+    if kind == "generate":
+        return Quality(
+            decision_accuracy(module, examples, batch_size),
+            answer_loss(module, examples, batch_size),
+            len(examples),
+        )
+    if kind == "classify":
+        return _classifier_quality(module, examples, batch_size)
+    raise ValueError(f"unknown task_kind {kind!r}; valid choices: {list(TASK_KINDS)}")
 
 
 def mean_quality(qualities: list[Quality]) -> Quality:

@@ -7,6 +7,7 @@ Flower ArrayRecord or a safetensors file without torch-specific types.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from collections.abc import Mapping
@@ -29,22 +30,22 @@ class AdapterError(ValueError):
     """An adapter state or file that does not fit the agent module."""
 
 
-def lora_config(cfg: ModelConfig, is_vision: bool) -> LoraConfig:
-    """peft settings; on a VLM, LoRA goes on the language model only and the projector trains."""
-    if is_vision:
-        targets = rf".*language_model.*\.({'|'.join(cfg.lora_targets)})"
-        return LoraConfig(
-            r=cfg.lora_r,
-            lora_alpha=cfg.lora_alpha,
-            lora_dropout=cfg.lora_dropout,
-            target_modules=targets,
-            modules_to_save=["multi_modal_projector"],
-        )
+def lora_config(cfg: ModelConfig, base: BaseModel) -> LoraConfig:
+    """peft settings for ``base``.
+
+    LoRA goes on ``cfg.lora_targets`` inside ``base.lora_scope`` only (a VLM's vision tower has
+    q_proj/v_proj too); ``base.trainable_modules`` (projector, classifier head) train in full
+    and travel with the adapter, because they start from random weights.
+    """
+    targets: list[str] | str = list(cfg.lora_targets)
+    if base.lora_scope:
+        targets = rf".*{base.lora_scope}.*\.({'|'.join(cfg.lora_targets)})"
     return LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
-        target_modules=list(cfg.lora_targets),
+        target_modules=targets,
+        modules_to_save=list(base.trainable_modules) or None,
     )
 
 
@@ -55,7 +56,7 @@ class AgentModule:
         self.base = base
         self.cfg = cfg
         torch.manual_seed(seed)  # the initial A matrices: identical wherever the seed is
-        self.model: PeftModel = get_peft_model(base.model, lora_config(cfg, base.is_vision))
+        self.model: PeftModel = get_peft_model(base.model, lora_config(cfg, base))
         self.initial_state = self.adapter_state()
         self._shapes = {k: v.shape for k, v in self.initial_state.items()}
 
@@ -112,8 +113,6 @@ def _agent_module_cached(cfg_json: str, seed: int) -> AgentModule:
 
 def agent_module(cfg: ModelConfig, seed: int) -> AgentModule:
     """The process-wide agent module for ``cfg`` (base loaded once; adapters swapped per call)."""
-    import dataclasses
-
     return _agent_module_cached(json.dumps(dataclasses.asdict(cfg), sort_keys=True), seed)
 
 

@@ -1,4 +1,9 @@
-"""Examples -> padded tensors for training and scoring (loss on the answer tokens only)."""
+"""Examples -> padded tensors for training and scoring.
+
+A ``generate`` base gets prompt + answer tokens with the loss on the answer only; a ``classify``
+base gets the prompt and the index of the answer among the decision classes. :func:`encode_for`
+is the one place that picks between them.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from fed_agent.data.scenes import ACTIONS
 from fed_agent.data.tasks import Example
+from fed_agent.modules.base import TASK_KINDS, BaseModel
 
 IGNORE_INDEX = -100
 
@@ -40,14 +47,20 @@ def encode_batch(
         ``pixel_values`` of shape (B, 3, H, W).
     """
     answers = [e.answer for e in examples] if answers is None else answers
-    image_ids = [tokenizer.convert_tokens_to_ids(tokenizer.image_token)] * image_tokens
+    image_ids = (
+        [tokenizer.convert_tokens_to_ids(tokenizer.image_token)] * image_tokens
+        if image_tokens
+        else []
+    )
     rows, label_rows = [], []
     for example, answer in zip(examples, answers, strict=True):
         prompt = tokenizer.encode(example.prompt, add_special_tokens=False)
         target = tokenizer.encode(answer, add_special_tokens=False) + [tokenizer.eos_token_id]
         budget = max_len - len(target) - len(image_ids) - 1
         prompt = prompt[-budget:] if budget > 0 else []
-        ids = [tokenizer.bos_token_id, *image_ids, *prompt, *target][:max_len]
+        # some real tokenizers (SmolLM2's) have no BOS token: then nothing is prepended
+        bos = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
+        ids = [*bos, *image_ids, *prompt, *target][:max_len]
         labels = [IGNORE_INDEX] * (len(ids) - len(target)) + target
         rows.append(ids)
         label_rows.append(labels[: len(ids)])
@@ -63,6 +76,59 @@ def encode_batch(
     if image_tokens:
         batch["pixel_values"] = torch.from_numpy(np.stack([e.image for e in examples]))
     return batch
+
+
+def encode_classification(
+    examples: Sequence[Example], tokenizer, max_len: int
+) -> dict[str, torch.Tensor]:
+    """Tokenise the prompts; ``labels`` (B,) are the answers' indices in ACTIONS.
+
+    Raises
+    ------
+    ValueError
+        For an example whose answer is not a decision class (e.g. a ``describe`` example).
+    """
+    labels = []
+    for example in examples:
+        answer = example.answer.strip()
+        if answer not in ACTIONS:
+            raise ValueError(
+                f"a classifier scores decisions only; answer {answer!r} of a {example.task!r} "
+                f"example is not one of {list(ACTIONS)}"
+            )
+        labels.append(ACTIONS.index(answer))
+    batch = dict(
+        tokenizer(
+            [e.prompt for e in examples],
+            padding=True,
+            truncation=True,
+            max_length=max_len,
+            return_tensors="pt",
+        )
+    )
+    batch.pop("token_type_ids", None)
+    batch["labels"] = torch.tensor(labels, dtype=torch.long)
+    return batch
+
+
+def usable_examples(base: BaseModel, examples: Sequence[Example]) -> list[Example]:
+    """The examples ``base`` can learn from: all for ``generate``, decisions for ``classify``."""
+    if base.task_kind == "generate":
+        return list(examples)
+    if base.task_kind == "classify":
+        return [e for e in examples if e.task == "decide"]
+    raise ValueError(f"unknown task_kind {base.task_kind!r}; valid choices: {list(TASK_KINDS)}")
+
+
+def encode_for(
+    base: BaseModel, examples: Sequence[Example], max_len: int
+) -> dict[str, torch.Tensor]:
+    """The training batch of ``examples`` for ``base``'s task kind (see module docstring)."""
+    if base.task_kind == "generate":
+        return encode_batch(examples, base.tokenizer, max_len, base.image_tokens)
+    if base.task_kind == "classify":
+        return encode_classification(examples, base.tokenizer, max_len)
+    raise ValueError(f"unknown task_kind {base.task_kind!r}; valid choices: {list(TASK_KINDS)}")
 
 
 def answer_log_likelihood(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -1,11 +1,21 @@
-"""Export and load a deployable agent: base identity + adapter + manifest (+ merged weights).
+"""Export and load a deployable agent: base identity + adapter(s) + manifest (+ merged weights).
 
-Layout of an agent directory::
+Layout of a single-module agent directory (format 1, written by :func:`export_agent`)::
 
     manifest.json          format version, base model name/config/fingerprint, round, metrics
     adapter.safetensors    the aggregated LoRA agent module
     config.yaml            the run's resolved config
     merged/                optional: base with the adapter merged in (plain transformers model)
+
+A multi-module agent (format 2, written by :func:`export_modules`) holds several named modules,
+each on its own base, possibly built by different ESs or rounds::
+
+    manifest.json          {"format_version": 2, "chain": [names in run order],
+                            "modules": {name: {"base": ..., "adapter": ..., "inputs": [...]}}}
+    <name>.safetensors     one adapter per module
+
+:func:`module_specs` reads both formats into the format-2 shape (a format-1 agent is one module
+named ``agent``); ``fed_agent.runtime`` chains the modules.
 """
 
 from __future__ import annotations
@@ -14,6 +24,8 @@ import copy
 import dataclasses
 import json
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from fed_agent.config.schema import ModelConfig
@@ -28,8 +40,35 @@ from fed_agent.modules.adapter import (
 from fed_agent.outputs import write_json_atomic
 
 FORMAT_VERSION = 1
+"""Format of single-module agents (still written by export_agent, so older readers work)."""
+MULTI_FORMAT_VERSION = 2
+FORMAT_VERSIONS = (FORMAT_VERSION, MULTI_FORMAT_VERSION)
 MANIFEST = "manifest.json"
 ADAPTER_FILE = "adapter.safetensors"
+SINGLE_MODULE_NAME = "agent"
+"""The name a format-1 agent's only module gets when read as a chain."""
+
+
+@dataclass(frozen=True)
+class ModulePart:
+    """One named module of a multi-module agent: its module, adapter and upstream inputs."""
+
+    module: AgentModule
+    state: AdapterState
+    inputs: tuple[str, ...] = ()
+    """Names of earlier modules whose outputs are added to this module's prompt (runtime)."""
+
+
+def _base_entry(module: AgentModule) -> dict:
+    return {
+        "name": module.base.name,
+        "fingerprint": module.base.fingerprint,
+        "task_kind": module.base.task_kind,
+        # the cache folder is this machine's business, not the agent's
+        "model_config": {
+            k: v for k, v in dataclasses.asdict(module.cfg).items() if k != "cache_dir"
+        },
+    }
 
 
 def export_agent(
@@ -54,14 +93,7 @@ def export_agent(
     manifest = {
         "format_version": FORMAT_VERSION,
         "created_unix": time.time(),
-        "base": {
-            "name": module.base.name,
-            "fingerprint": module.base.fingerprint,
-            # the cache folder is this machine's business, not the agent's
-            "model_config": {
-                k: v for k, v in dataclasses.asdict(module.cfg).items() if k != "cache_dir"
-            },
-        },
+        "base": _base_entry(module),
         "adapter": {"file": ADAPTER_FILE, "bytes": module.adapter_bytes},
         "merged": merged,
         **info,
@@ -83,39 +115,117 @@ def _export_merged(module: AgentModule, state: AdapterState, path: Path) -> None
     module.base.tokenizer.save_pretrained(path)
 
 
+def export_modules(out_dir: Path, parts: Mapping[str, ModulePart], info: dict) -> Path:
+    """Write a multi-module agent (format 2); ``parts`` are in run order. Returns ``out_dir``.
+
+    Raises
+    ------
+    AdapterError
+        For an adapter that does not fit its module, or an input that names a module that does
+        not run earlier in the chain.
+    """
+    if not parts:
+        raise AdapterError("an agent needs at least one module")
+    chain = list(parts)
+    for position, (name, part) in enumerate(parts.items()):
+        part.module.check_state(part.state)
+        late = [i for i in part.inputs if i not in chain[:position]]
+        if late:
+            raise AdapterError(
+                f"module {name!r} takes inputs {late} that do not run before it in {chain}"
+            )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    modules = {}
+    for name, part in parts.items():
+        file = f"{name}.safetensors"
+        save_adapter(part.state, out_dir / file, {"base_fingerprint": part.module.base.fingerprint})
+        modules[name] = {
+            "base": _base_entry(part.module),
+            "adapter": {"file": file, "bytes": part.module.adapter_bytes},
+            "inputs": list(part.inputs),
+        }
+    manifest = {
+        "format_version": MULTI_FORMAT_VERSION,
+        "created_unix": time.time(),
+        "chain": chain,
+        "modules": modules,
+        **info,
+    }
+    write_json_atomic(manifest, out_dir / MANIFEST)
+    return out_dir
+
+
 def read_manifest(agent_dir: Path) -> dict:
-    """The manifest of an agent directory, checked for the fields loading needs."""
+    """The manifest of an agent directory (format 1 or 2), checked for what loading needs."""
     path = Path(agent_dir) / MANIFEST
     if not path.is_file():
         raise AdapterError(f"{agent_dir} is not an agent directory: {MANIFEST} is missing")
     try:
         manifest = json.loads(path.read_text())
-        manifest["base"]["model_config"], manifest["base"]["fingerprint"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        version = manifest.get("format_version")
+    except (json.JSONDecodeError, AttributeError) as err:
         raise AdapterError(f"{path} is not a valid agent manifest: {err}") from err
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if version not in FORMAT_VERSIONS:
         raise AdapterError(
-            f"{path}: format_version {manifest.get('format_version')} is not {FORMAT_VERSION}"
+            f"{path}: format_version {version} is not one of {list(FORMAT_VERSIONS)}"
         )
+    try:
+        for spec in module_specs(manifest).values():
+            spec["base"]["model_config"], spec["base"]["fingerprint"], spec["adapter"]["file"]
+    except (KeyError, TypeError) as err:
+        raise AdapterError(f"{path} is not a valid agent manifest: missing {err}") from err
     return manifest
 
 
-def load_agent(agent_dir: Path, seed: int) -> tuple[AgentModule, dict]:
-    """Rebuild the agent of ``agent_dir`` on this machine: base from the registry + adapter.
+def module_specs(manifest: dict) -> dict[str, dict]:
+    """``{name: {"base", "adapter", "inputs"}}`` in run order, for either format."""
+    if manifest.get("format_version") == FORMAT_VERSION:
+        single = {"base": manifest["base"], "adapter": manifest["adapter"], "inputs": []}
+        return {SINGLE_MODULE_NAME: single}
+    return {name: manifest["modules"][name] for name in manifest["chain"]}
+
+
+def load_module(agent_dir: Path, spec: dict, seed: int) -> tuple[AgentModule, AdapterState]:
+    """The module of one manifest entry (base from the registry) and its adapter state.
+
+    The adapter is returned, not loaded: modules on the same base config share one
+    process-wide AgentModule, so whoever runs a module loads its adapter first.
 
     Raises
     ------
     AdapterError
-        When the manifest or adapter is missing or corrupt, or this machine's base has other
-        weights than the base the agent was built on.
+        When the adapter file is missing or corrupt, or this machine's base has other weights
+        than the base the module was built on.
     """
-    manifest = read_manifest(agent_dir)
-    cfg = ModelConfig(**manifest["base"]["model_config"])
+    cfg = ModelConfig(**spec["base"]["model_config"])
     module = agent_module(cfg, seed)
-    if module.base.fingerprint != manifest["base"]["fingerprint"]:
+    if module.base.fingerprint != spec["base"]["fingerprint"]:
         raise AdapterError(
-            f"base model mismatch: the agent was built on {manifest['base']['fingerprint'][:12]}, "
+            f"base model mismatch: the agent was built on {spec['base']['fingerprint'][:12]}, "
             f"this machine's {cfg.name} is {module.base.fingerprint[:12]}"
         )
-    module.load_adapter(load_adapter_file(Path(agent_dir) / manifest["adapter"]["file"]))
+    state = load_adapter_file(Path(agent_dir) / spec["adapter"]["file"])
+    module.check_state(state)
+    return module, state
+
+
+def load_agent(agent_dir: Path, seed: int) -> tuple[AgentModule, dict]:
+    """Rebuild the single-module agent of ``agent_dir`` on this machine: base + adapter.
+
+    Raises
+    ------
+    AdapterError
+        When the manifest or adapter is missing or corrupt, this machine's base has other
+        weights than the base the agent was built on, or the agent holds several modules (use
+        ``fed_agent.runtime.AgentRuntime`` for those).
+    """
+    manifest = read_manifest(agent_dir)
+    specs = module_specs(manifest)
+    if len(specs) != 1:
+        raise AdapterError(
+            f"{agent_dir} holds {len(specs)} modules {list(specs)}; load it with "
+            "fed_agent.runtime.AgentRuntime"
+        )
+    module, state = load_module(agent_dir, next(iter(specs.values())), seed)
+    module.load_adapter(state)
     return module, manifest

@@ -1,15 +1,15 @@
-"""Base-model registry: ``model.name`` -> a built, pre-trained and cached base model.
+"""Base-model registry: ``model.name`` -> a loaded, frozen base model (``BUILDERS``).
 
 A base is loaded at most once per process (``load_base`` is cached), and built at most once
-per machine: the first process pre-trains it and stores it under the cache directory; later
-processes (Ray actors, deployment ClientApps, the ServerApp) load the stored weights. The
-fingerprint (SHA-256 of the weights) lets the cloud and every ES check they share one base.
+per machine: the first process builds it (pre-trains a tiny base, converts SmolLM2's GGUF) and
+stores it under the cache directory; later processes (Ray actors, deployment ClientApps, the
+ServerApp) load the stored weights. The fingerprint (SHA-256 of the weights) lets the cloud and
+every ES check they share one base. The real models live in ``real_models.py`` and ``vlm.py``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import functools
 import hashlib
 import json
@@ -17,7 +17,6 @@ import logging
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -33,48 +32,21 @@ from transformers import (
 
 from fed_agent.config.schema import ModelConfig
 from fed_agent.data.partition import public_corpus
+from fed_agent.modules import real_models, vlm
+from fed_agent.modules.base import (
+    BaseModel,
+    ModelLoadError,
+    build_lock,
+    cache_root,
+    freeze,
+    weights_fingerprint,
+)
 from fed_agent.modules.pretrain import pretrain_language_model
 from fed_agent.modules.tokenizer import train_tokenizer
 
 log = logging.getLogger(__name__)
 BUILD_VERSION = "1"
 """Bump when the way a base is built changes, so stale caches are not reused."""
-
-
-class ModelLoadError(RuntimeError):
-    """A base model that cannot be found, built or loaded."""
-
-
-@dataclass
-class BaseModel:
-    """A frozen base model with its tokenizer."""
-
-    name: str
-    model: PreTrainedModel
-    tokenizer: object
-    image_tokens: int
-    """``<image>`` placeholders per example (0 for a text-only model)."""
-    fingerprint: str
-    path: Path
-
-    @property
-    def is_vision(self) -> bool:
-        """True for a VLM (examples carry images)."""
-        return self.image_tokens > 0
-
-    @property
-    def num_parameters(self) -> int:
-        """Parameters of the base alone (LoRA not included)."""
-        return sum(p.numel() for n, p in self.model.named_parameters() if "lora_" not in n)
-
-    @property
-    def num_bytes(self) -> int:
-        """Bytes of the base's weights: what sending the full model would cost."""
-        return sum(
-            p.numel() * p.element_size()
-            for n, p in self.model.named_parameters()
-            if "lora_" not in n
-        )
 
 
 def _llama_config(cfg: ModelConfig, vocab_size: int) -> LlamaConfig:
@@ -119,17 +91,10 @@ def _build_tiny_vlm(cfg: ModelConfig, vocab_size: int) -> tuple[PreTrainedModel,
     return LlavaForConditionalGeneration(config), (image_size // cfg.patch_size) ** 2
 
 
-BUILDERS: dict[str, Callable[[ModelConfig, int], tuple[PreTrainedModel, int]]] = {
+TINY_ARCHITECTURES: dict[str, Callable[[ModelConfig, int], tuple[PreTrainedModel, int]]] = {
     "tiny-llm": _build_tiny_llm,
     "tiny-vlm": _build_tiny_vlm,
 }
-
-
-def cache_root(cfg: ModelConfig) -> Path:
-    """The directory that holds built bases."""
-    if cfg.cache_dir:
-        return Path(cfg.cache_dir).expanduser().resolve()
-    return Path(os.environ.get("FED_AGENT_CACHE", "~/.cache/fed_agent")).expanduser().resolve()
 
 
 def base_key(cfg: ModelConfig, seed: int) -> str:
@@ -143,15 +108,6 @@ def base_key(cfg: ModelConfig, seed: int) -> str:
     return f"{cfg.name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 
-def weights_fingerprint(model: torch.nn.Module) -> str:
-    """SHA-256 over the names and bytes of every parameter and buffer, in order."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
-    return digest.hexdigest()
-
-
 def _build_and_store(cfg: ModelConfig, seed: int, path: Path) -> None:
     log.info(
         "building base model %s (pre-training %d steps) -> %s", cfg.name, cfg.pretrain_steps, path
@@ -159,7 +115,7 @@ def _build_and_store(cfg: ModelConfig, seed: int, path: Path) -> None:
     corpus = public_corpus(seed, cfg.pretrain_corpus_size)
     tokenizer = train_tokenizer(corpus, cfg.vocab_size)
     torch.manual_seed(seed)
-    model, _ = BUILDERS[cfg.name](cfg, len(tokenizer))
+    model, _ = TINY_ARCHITECTURES[cfg.name](cfg, len(tokenizer))
     pretrain_language_model(model, tokenizer, corpus, cfg, seed)
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -181,24 +137,43 @@ def _load_stored(cfg: ModelConfig, path: Path) -> tuple[PreTrainedModel, object]
     return model, tokenizer
 
 
+def _load_tiny(cfg: ModelConfig, seed: int) -> BaseModel:
+    """A tiny base built from config, pre-trained once per machine on the public corpus."""
+    path = cache_root(cfg) / base_key(cfg, seed)
+    with build_lock(path):
+        if not (path / "config.json").exists():
+            _build_and_store(cfg, seed, path)
+    model, tokenizer = _load_stored(cfg, path)
+    if cfg.name == "tiny-vlm":
+        _, image_tokens = TINY_ARCHITECTURES[cfg.name](cfg, 8)
+        scope, trainable = "language_model", ("multi_modal_projector",)
+    else:
+        image_tokens, scope, trainable = 0, "", ()
+    return BaseModel(
+        cfg.name, model, tokenizer, image_tokens, weights_fingerprint(model), path,
+        lora_scope=scope, trainable_modules=trainable,
+    )  # fmt: skip
+
+
+BUILDERS: dict[str, Callable[[ModelConfig, int], BaseModel]] = {
+    "tiny-llm": _load_tiny,
+    "tiny-vlm": _load_tiny,
+    "smollm2-135m": real_models.load_smollm2,
+    "minilm-perception": real_models.load_minilm_perception,
+    "effnet-smollm2-vlm": vlm.load_effnet_smollm2_vlm,
+    "hf": real_models.load_hf,
+}
+"""Every ``model.name``: a loader ``(cfg, seed) -> BaseModel`` (frozen afterwards)."""
+
+
 @functools.lru_cache(maxsize=4)
 def _load_base_cached(cfg_json: str, seed: int) -> BaseModel:
     cfg = ModelConfig(**json.loads(cfg_json))
     if cfg.name not in BUILDERS:
         raise ModelLoadError(f"unknown model.name {cfg.name!r}; valid choices: {sorted(BUILDERS)}")
-    root = cache_root(cfg)
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / base_key(cfg, seed)
-    with open(root / f"{path.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one builder per machine; the others wait and load
-        if not (path / "config.json").exists():
-            _build_and_store(cfg, seed, path)
-    model, tokenizer = _load_stored(cfg, path)
-    model.eval()
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
-    _, image_tokens = BUILDERS[cfg.name](cfg, 8) if cfg.name == "tiny-vlm" else (None, 0)
-    return BaseModel(cfg.name, model, tokenizer, image_tokens, weights_fingerprint(model), path)
+    base = BUILDERS[cfg.name](cfg, seed)
+    freeze(base.model)
+    return base
 
 
 def load_base(cfg: ModelConfig, seed: int) -> BaseModel:
@@ -207,6 +182,18 @@ def load_base(cfg: ModelConfig, seed: int) -> BaseModel:
     Raises
     ------
     ModelLoadError
-        For an unknown model name or stored weights that cannot be read.
+        For an unknown model name, stored weights that cannot be read, or (``hf``) a model
+        that is neither a local directory nor in the local Hugging Face cache while offline.
     """
     return _load_base_cached(json.dumps(dataclasses.asdict(cfg), sort_keys=True), seed)
+
+
+__all__ = [
+    "BUILDERS",
+    "BaseModel",
+    "ModelLoadError",
+    "base_key",
+    "cache_root",
+    "load_base",
+    "weights_fingerprint",
+]

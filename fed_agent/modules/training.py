@@ -11,7 +11,7 @@ import torch
 from fed_agent.config.schema import TrainingConfig
 from fed_agent.data.tasks import Example
 from fed_agent.modules.adapter import AgentModule
-from fed_agent.modules.batching import encode_batch
+from fed_agent.modules.batching import encode_for, usable_examples
 
 
 @dataclass(frozen=True)
@@ -35,8 +35,10 @@ def train_locally(
     """Train the module's adapter for ``num_steps`` optimiser steps on ``examples``.
 
     Batches are drawn without replacement per epoch from a generator seeded with ``seed``. The
-    optimiser is new for every call: an ES keeps no optimiser state between rounds.
+    optimiser is new for every call: an ES keeps no optimiser state between rounds. A
+    classifier module learns from the ``decide`` examples only.
     """
+    examples = usable_examples(module.base, examples)
     if num_steps < 0:
         raise ValueError(f"num_steps must be >= 0, got {num_steps}")
     if not examples and num_steps:
@@ -53,12 +55,7 @@ def train_locally(
         if len(order) < cfg.batch_size:
             order.extend(rng.permutation(len(examples)).tolist())
         idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
-        batch = encode_batch(
-            [examples[i] for i in idx],
-            module.base.tokenizer,
-            module.cfg.max_seq_len,
-            module.base.image_tokens,
-        )
+        batch = encode_for(module.base, [examples[i] for i in idx], module.cfg.max_seq_len)
         loss = model(**batch).loss
         optimiser.zero_grad()
         loss.backward()

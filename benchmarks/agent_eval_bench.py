@@ -1,0 +1,179 @@
+"""Federated vs local-only vs centralised agent modules, and the deployed agent's latency.
+
+Run (from the repository root; ~30-60 min on 2 busy CPU cores, most of it SmolLM2)::
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/agent_eval_bench.py
+
+Writes ``benchmarks/results/agent_eval.csv`` and ``benchmarks/results/agent_eval.png``.
+
+With the same step budget per ES (``rounds * steps`` optimiser steps of batch ``batch_size``):
+
+* ``federated``: ``rounds`` rounds; in each, every ES trains the global module for ``steps``
+  steps on its own data, and the cloud averages the adapters weighted by example counts. This
+  is exactly what the Flower apps do (``train_locally`` on ``es_examples`` in the ClientApp,
+  ``weighted_average`` in the ServerApp's FedAvg), run in one process to share one base;
+* ``local-only``: each ES trains alone for ``rounds * steps`` steps; the mean over ESs;
+* ``centralised``: ``rounds * steps`` steps on the pooled data of all ESs (the same number of
+  sequential steps as the federation's global model; the upper bound of the issue);
+* ``centralised-equal-compute`` (with ``--equal-compute``): ``num_es * rounds * steps`` steps,
+  as many gradient steps as the whole federation spent;
+* ``none``: the base model without modules.
+
+The federated agent is exported, loaded by the runtime and timed (edge-agent, edge-base and a
+modelled cloud-only row); the other trained rows leave latency empty (same architecture).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from fed_agent.config import load_config, to_yaml  # noqa: E402
+from fed_agent.config.schema import ExperimentConfig  # noqa: E402
+from fed_agent.data.partition import es_examples, heldout_examples  # noqa: E402
+from fed_agent.evaluation.config import EvaluationConfig  # noqa: E402
+from fed_agent.evaluation.deployment import Latency, table_row  # noqa: E402
+from fed_agent.evaluation.evaluate_agent import evaluate_runtime  # noqa: E402
+from fed_agent.evaluation.quality import Quality, evaluate_quality, mean_quality  # noqa: E402
+from fed_agent.evaluation.report import plot_table, write_table  # noqa: E402
+from fed_agent.modules.adapter import AgentModule, agent_module  # noqa: E402
+from fed_agent.modules.aggregation import weighted_average  # noqa: E402
+from fed_agent.modules.export import export_agent  # noqa: E402
+from fed_agent.modules.registry import load_base  # noqa: E402
+from fed_agent.modules.training import train_locally  # noqa: E402
+from fed_agent.runtime import AgentRuntime  # noqa: E402
+from fed_agent.seeding import derive_seed, seed_everything  # noqa: E402
+
+log = logging.getLogger("agent_eval_bench")
+RESULTS = Path(__file__).resolve().parent / "results"
+NO_LATENCY = Latency(math.nan, math.nan, math.nan, math.nan, math.nan, 0)
+MODEL_EXPERIMENTS = {"smollm2-135m": "default", "tiny-llm": "smoke"}
+"""The tiny LLM uses the smoke experiment's small model (the tests' cached base)."""
+
+
+def experiment(model: str, args: argparse.Namespace) -> ExperimentConfig:
+    """The config of one model's comparison (decision task, small per-ES datasets)."""
+    return load_config(
+        MODEL_EXPERIMENTS[model],
+        [
+            f"model={model}",
+            f"federation.num_es={args.num_es}",
+            "data.tasks=[decide]",
+            f"data.samples_per_es={args.samples_per_es}",
+            f"data.eval_samples={args.eval_samples}",
+            f"training.batch_size={args.batch_size}",
+        ],
+    )
+
+
+def federated(module: AgentModule, cfg: ExperimentConfig, data: list, args) -> dict:
+    """FedAvg of the adapters over ``rounds`` rounds of ``steps`` local steps per ES."""
+    state = module.initial_state
+    for rnd in range(1, args.rounds + 1):
+        states = []
+        for es, examples in enumerate(data):
+            module.load_adapter(state)
+            seed = derive_seed(cfg.seed, "local-training", es, rnd)
+            report = train_locally(module, examples, cfg.training, args.steps, seed)
+            log.info("round %d ES %d loss %.3f (%.0f s)", rnd, es, report.mean_loss, report.wall_s)
+            states.append(module.adapter_state())
+        state = weighted_average(states, [len(x) for x in data])
+    module.load_adapter(state)
+    return state
+
+
+def trained_alone(
+    module: AgentModule, cfg: ExperimentConfig, examples: list, steps: int, key: int
+) -> None:
+    """Train a fresh module on ``examples`` for ``steps`` steps."""
+    module.reset()
+    train_locally(module, examples, cfg.training, steps, derive_seed(cfg.seed, "alone", key))
+
+
+def compare(model: str, args: argparse.Namespace, rows: list[dict]) -> None:
+    """Append the rows of one model to ``rows`` (and rewrite the results after each step)."""
+    cfg = experiment(model, args)
+    seed_everything(cfg.seed)
+    start = time.perf_counter()
+    load_base(cfg.model, cfg.seed)
+    base_s = time.perf_counter() - start
+    module = agent_module(cfg.model, cfg.seed)
+    heldout = heldout_examples(cfg.data, cfg.seed)
+    data = [es_examples(cfg.data, cfg.seed, es) for es in range(args.num_es)]
+    budget = args.rounds * args.steps
+
+    def quality() -> Quality:
+        return evaluate_quality(module, heldout, cfg.training.eval_batch_size)
+
+    def record(training: str, q: Quality) -> None:
+        rows.append(table_row(model, training, "edge-agent", q, NO_LATENCY))
+        log.info("%s %s: accuracy %.3f", model, training, q.decision_accuracy)
+        save(rows, args.out)
+
+    local = []
+    for es, examples in enumerate(data):
+        trained_alone(module, cfg, examples, budget, es)
+        local.append(quality())
+    record("local-only", mean_quality(local))
+    trained_alone(module, cfg, [e for x in data for e in x], budget, -1)
+    record("centralised", quality())
+    if args.equal_compute:
+        pooled = [e for x in data for e in x]
+        trained_alone(module, cfg, pooled, budget * args.num_es, -2)
+        record("centralised-equal-compute", quality())
+    state = federated(module, cfg, data, args)
+    with tempfile.TemporaryDirectory() as tmp:
+        info = {"training": "federated", "config_yaml": to_yaml(cfg)}
+        agent_dir = export_agent(Path(tmp) / "agent", module, state, info)
+        start = time.perf_counter()
+        runtime = AgentRuntime.load(agent_dir, cfg.seed)
+        agent_s = base_s + time.perf_counter() - start
+        ecfg = EvaluationConfig(requests=args.requests, max_new_tokens=args.max_new_tokens)
+        rows.extend(evaluate_runtime(runtime, heldout, ecfg, "federated", (base_s, agent_s)))
+    save(rows, args.out)
+
+
+def save(rows: list[dict], out: Path) -> None:
+    """Rewrite the CSV and the plot (so an interrupted run keeps what it measured)."""
+    frame = write_table(rows, out / "agent_eval.csv")
+    plot_table(frame, out / "agent_eval.png", "held-out accuracy and request latency")
+
+
+def main() -> None:
+    """Parse the budget, run every model, write the results."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", default="tiny-llm,smollm2-135m")
+    parser.add_argument("--num-es", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=6, help="local steps per ES per round")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--samples-per-es", type=int, default=64)
+    parser.add_argument("--eval-samples", type=int, default=90)
+    parser.add_argument("--requests", type=int, default=50)
+    parser.add_argument("--max-new-tokens", type=int, default=8)
+    parser.add_argument("--equal-compute", action="store_true")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1 is fastest on a busy box)"
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    torch.set_num_threads(args.threads)
+    rows: list[dict] = []
+    for model in args.models.split(","):
+        compare(model, args, rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""Evaluation tables and plots: one CSV and one PNG per evaluation."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from fed_agent.outputs import write_table_atomic
+
+
+def write_table(rows: Sequence[dict], path: Path) -> pd.DataFrame:
+    """Write ``rows`` (see ``deployment.table_row``) as a CSV; returns the frame."""
+    frame = pd.DataFrame(list(rows))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_table_atomic(frame, path)
+    return frame
+
+
+def plot_table(frame: pd.DataFrame, path: Path, title: str) -> None:
+    """Two panels: held-out decision accuracy, and p50/p95 request latency, per row."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers and in CI
+    import matplotlib.pyplot as plt
+
+    labels = [
+        "\n".join(str(r[k]) for k in ("model", "training", "deployment"))
+        for _, r in frame.iterrows()
+    ]
+    positions = range(len(frame))
+    fig, (acc, lat) = plt.subplots(1, 2, figsize=(max(8.0, 1.6 * len(frame)), 4.5))
+    acc.bar(positions, frame["quality"].fillna(0.0), color="tab:green")
+    acc.set_ylabel("held-out decision accuracy")
+    acc.set_ylim(0, 1)
+    width = 0.4
+    lat.bar([p - width / 2 for p in positions], frame["p50_ms"].fillna(0.0), width, label="p50")
+    lat.bar([p + width / 2 for p in positions], frame["p95_ms"].fillna(0.0), width, label="p95")
+    lat.set_ylabel("latency per request (ms)")
+    lat.legend()
+    for axis in (acc, lat):
+        axis.set_xticks(list(positions), labels, fontsize=7)
+    for p, value in zip(positions, frame["quality"], strict=True):
+        if not math.isnan(value):
+            acc.text(p, value + 0.02, f"{value:.2f}", ha="center", fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

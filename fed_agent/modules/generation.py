@@ -1,0 +1,119 @@
+"""Answering one request with one module, timed: greedy decoding or classification.
+
+The timing is part of the answer because the evaluation measures exactly what the deployed
+runtime does: time to first token (prefill + first token), then one cached decode step per
+further token.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from fed_agent.data.scenes import ACTIONS
+from fed_agent.data.tasks import Example
+from fed_agent.modules.adapter import AgentModule
+from fed_agent.modules.base import TASK_KINDS
+from fed_agent.modules.batching import encode_batch
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One module's answer to one request."""
+
+    text: str
+    """Generated text, or the predicted class for a classifier."""
+    action: str
+    """The decision read from the answer (its first word when that is an action, else "")."""
+    confidence: float
+    """Probability of the predicted class (classifier) or mean probability of the greedy
+    tokens (generator)."""
+    new_tokens: int
+    ttft_s: float
+    total_s: float
+
+
+def _prompt_batch(module: AgentModule, example: Example) -> dict[str, torch.Tensor]:
+    """The prompt exactly as training formats it (BOS, image slots, prompt), without answer."""
+    batch = encode_batch(
+        [example], module.base.tokenizer, module.cfg.max_seq_len, module.base.image_tokens, [""]
+    )
+    batch.pop("labels")
+    # an empty answer leaves only its EOS at the end: drop it to end on the prompt
+    batch["input_ids"] = batch["input_ids"][:, :-1]
+    batch["attention_mask"] = batch["attention_mask"][:, :-1]
+    return batch
+
+
+@torch.no_grad()
+def _generate(
+    module: AgentModule, example: Example, max_new_tokens: int, stop_at_eos: bool
+) -> Answer:
+    tokenizer = module.base.tokenizer
+    eos = tokenizer.eos_token_id
+    batch = _prompt_batch(module, example)
+    start = time.perf_counter()
+    out = module.model(**batch, use_cache=True)
+    probs = torch.softmax(out.logits[:, -1].float(), dim=-1)
+    token = probs.argmax(dim=-1, keepdim=True)
+    ttft = time.perf_counter() - start
+    tokens, confidences = [int(token)], [float(probs[0, token])]
+    mask = batch["attention_mask"]
+    while len(tokens) < max_new_tokens and not (stop_at_eos and tokens[-1] == eos):
+        mask = torch.cat([mask, mask.new_ones((1, 1))], dim=1)
+        out = module.model(
+            input_ids=token,
+            attention_mask=mask,
+            past_key_values=out.past_key_values,
+            use_cache=True,
+        )
+        probs = torch.softmax(out.logits[:, -1].float(), dim=-1)
+        token = probs.argmax(dim=-1, keepdim=True)
+        tokens.append(int(token))
+        confidences.append(float(probs[0, token]))
+    total = time.perf_counter() - start
+    answer_tokens = tokens[: tokens.index(eos)] if eos in tokens else tokens
+    text = tokenizer.decode(answer_tokens, skip_special_tokens=True)
+    words = text.split()
+    action = words[0].strip(".,") if words and words[0].strip(".,") in ACTIONS else ""
+    return Answer(text, action, sum(confidences) / len(confidences), len(tokens), ttft, total)
+
+
+@torch.no_grad()
+def _classify(module: AgentModule, example: Example) -> Answer:
+    batch = dict(
+        module.base.tokenizer(
+            [example.prompt],
+            truncation=True,
+            max_length=module.cfg.max_seq_len,
+            return_tensors="pt",
+        )
+    )
+    batch.pop("token_type_ids", None)
+    start = time.perf_counter()
+    probs = torch.softmax(module.model(**batch).logits[0].float(), dim=-1)
+    elapsed = time.perf_counter() - start
+    label = ACTIONS[int(probs.argmax())]
+    return Answer(label, label, float(probs.max()), 0, elapsed, elapsed)
+
+
+def answer(
+    module: AgentModule, example: Example, max_new_tokens: int, stop_at_eos: bool = True
+) -> Answer:
+    """Run ``module`` (with its currently loaded adapter) on one request.
+
+    With ``stop_at_eos=False`` a generator decodes exactly ``max_new_tokens`` tokens (its
+    answer text still ends at the first EOS): latency benchmarks time a fixed decode length so
+    that tokens/s and percentiles compare across models and adapters.
+    """
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    module.model.eval()
+    kind = module.base.task_kind
+    if kind == "generate":
+        return _generate(module, example, max_new_tokens, stop_at_eos)
+    if kind == "classify":
+        return _classify(module, example)
+    raise ValueError(f"unknown task_kind {kind!r}; valid choices: {list(TASK_KINDS)}")
