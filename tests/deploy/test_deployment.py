@@ -50,12 +50,12 @@ def _started_pids(federation) -> list[int]:
     return pids
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1500)
 def test_three_supernodes_over_tls_with_auth_complete_a_two_round_run(tmp_path: Path) -> None:
     with local_federation(3, tmp_path / "federation") as federation:
         outcome = run_experiment(
             federation.env, EXPERIMENT,
-            _overrides(tmp_path / "out", "federation.min_available_es=3"), timeout_s=720,
+            _overrides(tmp_path / "out", "federation.min_available_es=3"), timeout_s=1200,
         )  # fmt: skip
         pids = _started_pids(federation)
     assert outcome.status == COMPLETED
@@ -65,7 +65,7 @@ def test_three_supernodes_over_tls_with_auth_complete_a_two_round_run(tmp_path: 
     assert all_gone(pids)
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1500)
 def test_a_supernode_killed_mid_round_costs_only_its_reply(tmp_path: Path) -> None:
     """F1: the round waits (bounded) for the dead node's error reply, then aggregates the rest."""
     overrides = _overrides(
@@ -76,7 +76,7 @@ def test_a_supernode_killed_mid_round_costs_only_its_reply(tmp_path: Path) -> No
         victim = federation.supernodes[2]
         wait_until(lambda: running_clientapp(victim.process.pid), 300, "round 1 training")
         kill_tree(victim.process.pid)
-        status, details = wait_finished(run.run_id, CONNECTION, federation.env, timeout_s=600)
+        status, details = wait_finished(run.run_id, CONNECTION, federation.env, timeout_s=1200)
     assert status == COMPLETED, details
     metrics = round_metrics(run.output_dir)
     # the dead node's reply is missing (an error reply, rejected and never aggregated)
@@ -101,7 +101,8 @@ def test_a_supernode_whose_key_is_not_registered_is_refused(one_node_federation)
     assert node.process.returncode != 0
     assert list_supernodes(CONNECTION, federation.env) == before  # never got a node id
     log = node.console.read_text()
-    assert "401" in log or "authentication" in log.lower() or "unauthorized" in log.lower(), log
+    # flwr exits with SUPERNODE_CONNECTION_ERROR and the SuperLink's refusal (HTTP 401)
+    assert "Failed to initialize the connection" in log or "401" in log, log
 
 
 @pytest.mark.timeout(300)

@@ -127,12 +127,9 @@ def test_an_extra_record_is_rejected(smoke_module) -> None:
 
 
 def test_a_non_float32_adapter_is_rejected(smoke_module) -> None:
-    state = {k: v.astype(np.float64) for k, v in _honest_states(smoke_module, 1)[0].items()}
-    record = ArrayRecord({k: v for k, v in state.items()}, keep_input=True)
-    content = RecordDict({ARRAYS: record, METRICS: MetricRecord(HONEST_METRICS)})
-    outcome = validate_reply(Message(content=content, metadata=_metadata(1)), smoke_module, 32)
-    assert isinstance(outcome, RejectedReply)
-    assert "dtype float64" in outcome.reason or "size cap" in outcome.reason
+    state = {k: v.astype(np.float16) for k, v in _honest_states(smoke_module, 1)[0].items()}
+    outcome = validate_reply(_reply(1, state, HONEST_METRICS), smoke_module, MAX_EXAMPLES)
+    assert isinstance(outcome, RejectedReply) and "dtype float16" in outcome.reason
 
 
 def test_an_error_reply_from_a_dead_node_is_rejected_not_raised(smoke_module) -> None:
