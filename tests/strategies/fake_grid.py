@@ -1,0 +1,64 @@
+"""A Grid stand-in that routes QUERY messages to the real ClientApp handlers in-process."""
+
+from __future__ import annotations
+
+import time
+
+from flwr.app import Context, Message, MessageType, RecordDict
+from flwr.app.metadata import Metadata
+from flwr.supercore.task_identity import TaskIdentity
+
+from clients.client_app import query
+
+
+def set_task_identity(node_id: int) -> None:
+    """Flower reads the sender of a new Message from the process's task identity."""
+    TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, node_id
+
+
+def metadata(src: int, dst: int, kind: str, message_id: str = "") -> Metadata:
+    """Message metadata as the SuperLink would set it."""
+    return Metadata(
+        run_id=1, message_id=message_id, src_node_id=src, dst_node_id=dst,
+        reply_to_message_id="", group_id="1", created_at=time.time(), ttl=3600.0,
+        message_type=kind,
+    )  # fmt: skip
+
+
+class FakeGrid:
+    """Nodes ``node_ids[i]`` hold partition i; QUERYs are answered by clients.client_app."""
+
+    def __init__(self, node_ids: list[int], experiment: str, overrides: str = "") -> None:
+        self.node_ids = node_ids
+        self.contexts = {
+            n: Context(
+                run_id=1,
+                node_id=n,
+                state=RecordDict(),
+                node_config={"partition-id": i, "num-partitions": len(node_ids)},
+                run_config={"experiment": experiment, "overrides": overrides},
+            )  # fmt: skip
+            for i, n in enumerate(node_ids)
+        }
+        self.sent: list[Message] = []
+
+    def get_node_ids(self) -> list[int]:
+        return list(self.node_ids)
+
+    def send_and_receive(self, messages, timeout=None) -> list[Message]:
+        replies = []
+        for i, message in enumerate(messages):
+            self.sent.append(message)
+            dst = message.metadata.dst_node_id
+            addressed = Message(
+                content=message.content,
+                metadata=metadata(0, dst, message.metadata.message_type, f"m{len(self.sent)}-{i}"),
+            )
+            if message.metadata.message_type != MessageType.QUERY:
+                raise NotImplementedError("the fake grid only answers QUERY messages")
+            set_task_identity(dst)
+            try:
+                replies.append(query(addressed, self.contexts[dst]))
+            finally:
+                set_task_identity(0)
+        return replies

@@ -1,0 +1,163 @@
+"""ContractStrategy on a fake grid whose QUERYs reach the real ClientApp handlers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
+
+from fed_agent.config import load_config
+from fed_agent.contracts import value_of_work
+from fed_agent.incentives.ledger import Ledger
+from fed_agent.incentives.policies import make_policy
+from fed_agent.outputs import RunOutputs
+from fed_agent.protocol import ARRAYS, CONFIG, METRICS, TrainInstruction, TrainReply
+from strategies.contract_strategy import ContractStrategy
+from strategies.records import adapter_to_record, record_to_adapter
+from tests.strategies.fake_grid import FakeGrid, metadata, set_task_identity
+
+NODES = [101, 102, 103]
+
+
+def make_strategy(tmp_path, module, overrides: str):
+    cfg = load_config("smoke", overrides)
+    outputs = RunOutputs.create(str(tmp_path), "run")
+    ledger = Ledger(outputs.root / "ledger.csv")
+    strategy = ContractStrategy(cfg, module, outputs, make_policy(cfg.incentive), ledger)
+    return strategy, FakeGrid(NODES, "smoke", overrides)
+
+
+def train_round(strategy, grid, module, server_round=1):
+    set_task_identity(0)
+    arrays = adapter_to_record(module.initial_state)
+    messages = list(strategy.configure_train(server_round, arrays, ConfigRecord(), grid))
+    return messages, arrays
+
+
+def reply_for(message: Message, adapter: dict, steps: int | None = None) -> Message:
+    """A TRAIN reply from the message's destination, doing exactly the instructed work."""
+    instruction = TrainInstruction.from_dict(message.content[CONFIG])
+    metrics = TrainReply(32, 1.0, steps or instruction.local_steps, 0.5, 4.0, 1.0).to_dict()
+    node = message.metadata.dst_node_id
+    return Message(
+        RecordDict({ARRAYS: adapter_to_record(adapter), METRICS: MetricRecord(metrics)}),
+        metadata=metadata(node, 0, "train"),
+    )
+
+
+def honest_updates(module, n, seed=0):
+    rng = np.random.default_rng(seed)
+    direction = {k: rng.normal(size=v.shape) for k, v in module.initial_state.items()}
+    return [
+        {k: (v + 1e-2 * (direction[k] + 0.3 * rng.normal(size=v.shape))).astype(np.float32)
+         for k, v in module.initial_state.items()}
+        for _ in range(n)
+    ]  # fmt: skip
+
+
+def test_each_chosen_es_trains_on_the_item_it_picked_from_its_own_menu(tmp_path, smoke_module):
+    strategy, grid = make_strategy(tmp_path, smoke_module, "incentive=optimal")
+    messages, _ = train_round(strategy, grid, smoke_module)
+    assert sorted(m.metadata.dst_node_id for m in messages) == NODES
+    menus = {n: tuple(strategy.engagements[n].contract.f1) for n in NODES}
+    assert len(set(menus.values())) == 3  # different public workloads -> different menus
+    for message in messages:
+        node = message.metadata.dst_node_id
+        instruction = TrainInstruction.from_dict(message.content[CONFIG])
+        engagement = strategy.engagements[node]
+        item = engagement.report
+        assert instruction.f_ghz == pytest.approx(engagement.contract.f1[item])
+        assert instruction.reward == pytest.approx(engagement.contract.r1[item])
+        expected_steps = max(1, round(4 * instruction.f_ghz / 5.0))  # smoke: 4 steps at f_max
+        assert instruction.local_steps == expected_steps
+        assert (
+            record_to_adapter(message.content[ARRAYS]).keys() == smoke_module.initial_state.keys()
+        )
+
+
+def test_a_fee_below_every_cost_recruits_nobody(tmp_path, smoke_module):
+    strategy, grid = make_strategy(
+        tmp_path, smoke_module, "incentive=fedavg_flat_fee incentive.flat_fee=0.5"
+    )
+    messages, _ = train_round(strategy, grid, smoke_module)
+    assert messages == []
+    assert [e.status for e in strategy.ledger.entries] == ["declined"] * 3
+    # an all-declined round keeps the module and pays nothing
+    arrays, metrics = strategy.aggregate_train(1, [])
+    assert arrays is None and metrics["participants"] == 0
+    assert strategy.outputs.rows[-1]["payments"] == 0.0
+
+
+def test_participant_limit_keeps_the_largest_cloud_surplus(tmp_path, smoke_module):
+    strategy, grid = make_strategy(
+        tmp_path, smoke_module, "incentive=optimal federation.es_per_round=1"
+    )
+    messages, _ = train_round(strategy, grid, smoke_module)
+    assert len(messages) == 1
+    surplus = {}
+    for node, engagement in strategy.engagements.items():
+        item = engagement.report
+        f, r = engagement.contract.f1[item], engagement.contract.r1[item]
+        surplus[node] = float(value_of_work(f, engagement.market)) - r
+    assert messages[0].metadata.dst_node_id == max(surplus, key=surplus.get)
+    statuses = sorted(e.status for e in strategy.ledger.entries)
+    assert statuses == ["not_selected", "not_selected"]
+
+
+def test_aggregate_is_the_work_weighted_mean_and_accepted_work_is_paid(tmp_path, smoke_module):
+    strategy, grid = make_strategy(tmp_path, smoke_module, "incentive=optimal")
+    messages, _ = train_round(strategy, grid, smoke_module)
+    updates = honest_updates(smoke_module, len(messages))
+    replies = [reply_for(m, u) for m, u in zip(messages, updates, strict=True)]
+    arrays, metrics = strategy.aggregate_train(1, replies)
+    steps = [TrainInstruction.from_dict(m.content[CONFIG]).local_steps for m in messages]
+    w = np.array(steps, dtype=float) / sum(steps)
+    merged = record_to_adapter(arrays)
+    for key in merged:
+        expected = sum(wi * u[key].astype(np.float64) for wi, u in zip(w, updates, strict=True))
+        np.testing.assert_allclose(merged[key], expected, rtol=1e-5, atol=1e-7)
+    paid = [e for e in strategy.ledger.entries if e.status == "paid"]
+    assert len(paid) == 3 and metrics["participants"] == 3
+    row = strategy.outputs.rows[-1]
+    assert row["payments"] == pytest.approx(sum(e.reward_offered for e in paid))
+    assert row["cloud_utility"] == pytest.approx(sum(e.cloud_value - e.paid for e in paid))
+    assert row["round_latency_model_s"] == pytest.approx(4.0)
+    assert (tmp_path / "run" / "ledger.csv").is_file()
+
+
+def test_bad_or_lying_replies_are_neither_aggregated_nor_paid(tmp_path, smoke_module):
+    strategy, grid = make_strategy(tmp_path, smoke_module, "incentive=optimal")
+    messages, _ = train_round(strategy, grid, smoke_module)
+    updates = honest_updates(smoke_module, 3)
+    poisoned = {k: np.full_like(v, np.nan) for k, v in updates[0].items()}
+    replies = [
+        reply_for(messages[0], poisoned),
+        reply_for(messages[1], updates[1], steps=1000),  # claims more work than asked
+        reply_for(messages[2], updates[2]),
+    ]
+    arrays, _ = strategy.aggregate_train(1, replies)
+    by_node = {e.es_id: e for e in strategy.ledger.entries}
+    first, second, third = (m.metadata.dst_node_id for m in messages)
+    assert by_node[first].status == "rejected" and "NaN" in by_node[first].reason
+    assert by_node[second].status == "rejected" and "steps" in by_node[second].reason
+    assert by_node[third].status == "paid"
+    merged = record_to_adapter(arrays)
+    assert all(np.allclose(merged[k], updates[2][k]) for k in merged)
+
+
+def test_period_two_offers_go_to_period_one_participants_with_their_report(tmp_path, smoke_module):
+    strategy, grid = make_strategy(tmp_path, smoke_module, "incentive=optimal")
+    messages, _ = train_round(strategy, grid, smoke_module)
+    strategy.aggregate_train(
+        1, [reply_for(m, u) for m, u in zip(messages, honest_updates(smoke_module, 3), strict=True)]
+    )
+    reports = {n: e.report for n, e in strategy.engagements.items()}
+    messages2, _ = train_round(strategy, grid, smoke_module, server_round=2)
+    assert {m.metadata.dst_node_id for m in messages2} <= set(reports)
+    for message in messages2:
+        node = message.metadata.dst_node_id
+        instruction = TrainInstruction.from_dict(message.content[CONFIG])
+        row = strategy.engagements[node].contract.f2[reports[node]]
+        assert instruction.f_ghz in row
+    # every type has an individually rational period-2 item, so all three stay
+    assert len(messages2) == 3 and strategy._period == 2
