@@ -2,9 +2,9 @@
 
 One round (``configure_train`` then ``aggregate_train``):
 
-1. Profile ESs seen for the first time (a QUERY: public workload and uplink gain).
-2. In a period-1 round, offer a seeded sample of ESs (at most ``max_offers_per_round``) a
-   two-period contract each, designed in one batched call of the contract policy for their
+1. In a period-1 round, sample at most ``max_offers_per_round`` connected ESs (seeded) and
+   profile those seen for the first time (a QUERY: public workload and uplink gain).
+2. Offer each sampled ES a two-period contract, designed in one batched call of the contract policy for their
    markets (public facts + the cloud's belief about their type). In a period-2 round, offer the
    ESs that took a period-1 item the period-2 menu of their report.
 3. Each ES picks an item or declines (a QUERY); among those that accept, at most
@@ -132,9 +132,8 @@ class ContractStrategy(Strategy):
         self.latest_state = self._global_state
         fed = self.cfg.federation
         node_ids = wait_for_nodes(grid, fed.min_available_es, fed.round_timeout_s)
-        self._profile_new_nodes(grid, node_ids)
         _, self._period = period_of_round(server_round, self.cfg.incentive.rounds_per_period)
-        offered = self._offer_targets(server_round, [n for n in node_ids if n in self.profiles])
+        offered = self._offer_targets(server_round, node_ids, grid)
         choices = self._send_offers(grid, server_round, offered)
         self._assignments = self._choose_participants(server_round, offered, choices)
         return [
@@ -157,14 +156,19 @@ class ContractStrategy(Strategy):
                     "node %s sent no usable profile (%s); not offered this round", node_id, err
                 )
 
-    def _offer_targets(self, server_round: int, known: list[int]) -> list[int]:
-        """Period 1: a fresh sample gets new contracts; period 2: the period-1 participants."""
+    def _offer_targets(self, server_round: int, node_ids: list[int], grid: Grid) -> list[int]:
+        """Period 1: a fresh sample gets new contracts; period 2: the period-1 participants.
+
+        Only sampled ESs are profiled (once each), so a round's cost follows the offers, not
+        the number of connected ESs.
+        """
         if self._period == 2:
-            return [
-                n for n in known if n in self.engagements and self.engagements[n].report is not None
-            ]
+            engaged = {n for n, e in self.engagements.items() if e.report is not None}
+            return [n for n in node_ids if n in engaged]
         rng = rng_for(self.cfg.seed, "offers", server_round)
-        offered = sample_nodes(known, self.cfg.incentive.max_offers_per_round, rng)
+        sampled = sample_nodes(node_ids, self.cfg.incentive.max_offers_per_round, rng)
+        self._profile_new_nodes(grid, sampled)
+        offered = [n for n in sampled if n in self.profiles]
         self.beliefs.advance_unobserved([n for n in self.engagements if n not in offered])
         markets = [
             es_market(self.cfg.contract, self.profiles[n], self.module.adapter_bytes,

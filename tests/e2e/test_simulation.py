@@ -1,0 +1,51 @@
+"""End to end: `fed-agent run` launches a real Flower simulation and checks its final status."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import psutil
+import pytest
+
+from fed_agent.launcher import FederationRunError, launch_simulation
+from fed_agent.modules.export import load_agent
+
+pytestmark = pytest.mark.slow
+
+
+def _no_leftover_processes(before: set[int]) -> list[str]:
+    now = psutil.Process().children(recursive=True)
+    return [p.name() for p in now if p.pid not in before and p.is_running()]
+
+
+@pytest.mark.timeout(900)
+def test_contract_run_completes_pays_ledger_and_exports_a_loadable_agent(tmp_path):
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    outcome = launch_simulation("smoke", f"incentive=optimal output_dir={tmp_path}")
+    assert outcome.status == "finished:completed"
+    metrics = pd.read_csv(outcome.output_dir / "metrics.csv")
+    assert list(metrics["round"]) == [0, 1, 2]
+    assert metrics["participants"].iloc[1:].tolist() == [3, 3]
+    assert (metrics["cloud_utility"].iloc[1:] > 0).all()
+    # the held-out answer loss falls as the modules are aggregated
+    assert metrics["answer_loss"].iloc[-1] < metrics["answer_loss"].iloc[0]
+    ledger = pd.read_csv(outcome.output_dir / "ledger.csv")
+    paid = ledger[ledger["status"] == "paid"]
+    assert len(paid) == 6 and (paid["paid"] > 0).all()
+    assert not paid.duplicated(["round", "es_id"]).any()
+    manifest = json.loads((outcome.output_dir / "agent" / "manifest.json").read_text())
+    assert manifest["round"] == 2
+    module, _ = load_agent(outcome.output_dir / "agent", seed=0)
+    assert module.base.fingerprint == manifest["base"]["fingerprint"]
+    assert _no_leftover_processes(before) == []
+
+
+@pytest.mark.timeout(600)
+def test_a_failing_server_app_is_reported_as_failed(tmp_path):
+    # a designer checkpoint that does not exist makes the ServerApp raise after start-up
+    with pytest.raises(FederationRunError, match="finished:failed"):
+        launch_simulation(
+            "smoke",
+            f"incentive.designer_checkpoint={tmp_path}/missing.npz output_dir={tmp_path}",
+        )
