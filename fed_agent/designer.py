@@ -56,7 +56,26 @@ from fed_agent.rl.schedules import NoiseSchedule, make_schedule
 from fed_agent.rl.seeding import derive_seed, torch_generator
 
 DESIGNERS = ("edmsac", "dmsac", "sac", "ppo")
-TRAINING_MARKETS = ("random", "default", "paper")
+TRAINING_RANGES = {
+    "random": MarketRanges(),
+    # the neighbourhood of the default market that a federated run designs for: the default
+    # economics, with each ES's workload, module upload and the cloud's belief about its type
+    # (the prior) varying
+    "federation": MarketRanges(
+        theta_min=(0.2, 0.2),
+        theta_span=(1.8, 1.8),
+        prior_concentration=1.0,
+        transition_stay=(0.7, 0.7),
+        discount=(0.9, 0.9),
+        workload_gcycles=(10.0, 30.0),
+        module_bytes=(5e4, 2e7),
+        kappa=(0.2, 0.2),
+        omega=(30.0, 30.0),
+        t_max_s=(25.0, 25.0),
+    ),
+}
+TRAINING_MARKETS = (*TRAINING_RANGES, "default", "paper")
+FEATURE_RANGES = MarketRanges()
 CHECKPOINT_VERSION = 1
 TOLERANCE = 1e-6
 EVAL_KEY, MARKET_KEY, HELDOUT_KEY, TORCH_KEY = 1, 2, 3, 4
@@ -82,7 +101,7 @@ class DesignerConfig:
     algorithm: str = "edmsac"
     """which learner designs the menus: edmsac, dmsac, sac or ppo"""
     market: str = "random"
-    """training markets: random (drawn from MarketRanges) or a named market (default, paper)"""
+    """training markets: random or federation (drawn from TRAINING_RANGES), or a named market"""
     num_types: int = 3
     """K, the number of willingness types (taken from the named market when one is set)"""
     env_steps: int = 16_384
@@ -112,7 +131,7 @@ class DesignerConfig:
     def __post_init__(self) -> None:
         check_choice("designer", self.algorithm, DESIGNERS)
         check_choice("training market", self.market, TRAINING_MARKETS)
-        if self.market != "random":
+        if self.market not in TRAINING_RANGES:
             self.num_types = named_market(self.market).num_types
         if self.num_types < 2 or self.num_envs < 1 or self.env_steps < 1:
             raise ValueError("need num_types >= 2, num_envs >= 1 and env_steps >= 1")
@@ -256,13 +275,14 @@ class MarketBatch:
         return self.prior, self.discount[:, None, None] * self.prior[:, :, None] * self.transition
 
 
-def state_features(batch: MarketBatch, ranges: MarketRanges) -> np.ndarray:
+def state_features(batch: MarketBatch, ranges: MarketRanges = FEATURE_RANGES) -> np.ndarray:
     """The normalised state of each market, shape (B, 3K + K^2 + 6), float32.
 
     Columns: theta (K), prior (K), transition (K^2), discount, workload W, upload time S/r,
     kappa, omega, T_max, and the complete-information efficient f per type (K), which is a
     closed-form summary of how costs and value trade off. Every quantity is mapped linearly
-    from the range that ``ranges`` allows to [-1, 1] (probabilities from [0, 1]; upload time
+    from the range that ``ranges`` allows (by default the broad ``MarketRanges()``, the same
+    for every designer whatever it was trained on) to [-1, 1] (probabilities from [0, 1]; upload time
     from [0, 0.5] s; f from [f_lo, f_hi]); values outside the ranges stay finite.
     """
     theta_hi = ranges.theta_min[1] + ranges.theta_span[1]
@@ -619,12 +639,13 @@ class ContractDesigner:
     config : DesignerConfig
         Which learner, how it is trained, K.
     ranges : MarketRanges, optional
-        The markets it is trained for (and the normalisation of its state features).
+        The random markets it is trained for (default: ``TRAINING_RANGES[config.market]``,
+        or the broad ``MarketRanges()`` for a named market).
     """
 
     def __init__(self, config: DesignerConfig, ranges: MarketRanges | None = None) -> None:
         self.config = config
-        self.ranges = ranges or MarketRanges()
+        self.ranges = ranges or TRAINING_RANGES.get(config.market, FEATURE_RANGES)
         self.num_types = config.num_types
         self.learner = build_learner(config, derive_seed(config.seed, TORCH_KEY))
         self.buffer = self._make_buffer()
@@ -643,7 +664,7 @@ class ContractDesigner:
 
     def states(self, batch: MarketBatch) -> Tensor:
         """State features as a tensor, (B, state_dim)."""
-        return torch.from_numpy(state_features(batch, self.ranges))
+        return torch.from_numpy(state_features(batch))
 
     @torch.no_grad()
     def policy_actions(self, states: Tensor) -> Tensor:
@@ -731,13 +752,13 @@ class ContractDesigner:
     # ------------------------------------------------------------ training
 
     def _training_markets(self, rng: np.random.Generator, count: int) -> list[Market]:
-        if self.config.market == "random":
+        if self.config.market in TRAINING_RANGES:
             return [sample_market(rng, self.ranges, self.num_types) for _ in range(count)]
         return [named_market(self.config.market)] * count
 
     def evaluation_set(self) -> EvaluationSet:
         """The markets training reports on: the named market, or held-out random ones."""
-        if self.config.market == "random":
+        if self.config.market in TRAINING_RANGES:
             markets = heldout_markets(
                 self.ranges, self.num_types, self.config.eval_markets, self.config.seed
             )

@@ -19,6 +19,7 @@ from fed_agent.contracts import (
 from fed_agent.contracts.solvers import efficient_resource, optimal_contract
 from fed_agent.designer import (
     DESIGNERS,
+    TRAINING_RANGES,
     ContractDesigner,
     DesignerConfig,
     EvaluationSet,
@@ -154,3 +155,13 @@ def test_shipped_checkpoint_reaches_99_percent_of_the_optimum_on_the_default_mar
     assert ratio >= 0.99
     assert designer.evaluate(EvaluationSet.solve([market]))["utility_ratio"] == pytest.approx(ratio)
     assert designer.active_neuron_fraction() <= 0.6
+
+
+def test_federation_ranges_contain_the_default_market() -> None:
+    ranges = TRAINING_RANGES["federation"]
+    market = named_market("default")
+    assert ranges.workload_gcycles[0] <= market.workload_gcycles <= ranges.workload_gcycles[1]
+    assert ranges.module_bytes[0] <= market.module_bytes <= ranges.module_bytes[1]
+    drawn = sample_market(np.random.default_rng(0), ranges, 3)
+    np.testing.assert_allclose(drawn.types, market.types)
+    np.testing.assert_allclose(drawn.transition, market.transition)
