@@ -831,11 +831,15 @@ class ContractDesigner:
         self.buffer.add(one_step_batch(states, actions, rewards))
         if steps + self.config.num_envs > self.config.warmup_env_steps:
             for _ in range(self.config.updates_per_iteration):
-                batch_size = getattr(self.learner.config, "batch_size", 256)
+                batch_size = self._batch_size()
                 metrics |= _namespaced(
                     self.learner.update(self.buffer.sample(batch_size, generator))
                 )
         return metrics
+
+    def _batch_size(self) -> int:
+        """Transitions per off-policy gradient step, from the learner's own config."""
+        return self.config.sac.batch_size if self.name == "sac" else self.config.edmsac.batch_size
 
     def _explore(
         self, states: Tensor, generator: torch.Generator, steps: int
@@ -920,7 +924,7 @@ class ContractDesigner:
         self.buffer.add(one_step_batch(self.states(batch), actions, rewards))
         metrics: dict[str, float] = {}
         for _ in range(self.config.online_updates):
-            metrics = self.learner.update(self.buffer.sample(min(len(self.buffer), 256)))
+            metrics = self.learner.update(self.buffer.sample(self._batch_size()))
         return _namespaced(metrics)
 
     # --------------------------------------------------------- checkpoints

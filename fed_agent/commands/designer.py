@@ -2,9 +2,9 @@
 
 Examples
 --------
-Reproduce the shipped checkpoint::
+Reproduce the shipped checkpoint (about 5 minutes on one busy core)::
 
-    fed-agent designer train --out fed_agent/assets/edmsac_default.npz --seed 0
+    fed-agent designer train --out fed_agent/assets/edmsac_default.npz --market default --seed 0
 
 Evaluate it on the named markets and on held-out random markets::
 
@@ -35,7 +35,9 @@ from fed_agent.designer import (
 from fed_agent.rl.seeding import seed_everything
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "edmsac_default.npz"
-DEFAULT_THREADS = 2
+# one intra-op thread: these networks are small, and on a shared 2-core machine a second
+# thread spent more time synchronising than computing (measured 50x slower under load)
+DEFAULT_THREADS = 1
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
