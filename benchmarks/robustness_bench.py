@@ -11,9 +11,10 @@ of ``fed_agent.attacks`` is run under each defence, plus the no-attack run:
 
 - ``plain_fedavg``: what Flower's FedAvg does -- no value checks, weights = the claimed
   example counts; a key or shape mismatch raises and ends the run (recorded as ``crashed``);
-- ``validated_<rule>``: our reply validation (``strategies.validation.split_replies``) and
-  then ``<rule>`` (fedavg / trimmed_mean / median) -- robust aggregation alone;
-- ``screened_<rule>``: validation, then update screening (``screen_updates``), then ``<rule>``.
+- ``validated_median``: our reply validation (``strategies.validation.split_replies``), then
+  the coordinate-wise median -- robust aggregation alone, no screening;
+- ``screened_<rule>``: validation, then update screening (``screen_updates``), then ``<rule>``
+  (fedavg or trimmed_mean) -- our full defence.
 
 This mirrors the strategy's ``aggregate_train`` step: replies are real Flower Messages
 built with ``strategies.records``, validated and screened by the same functions, and
@@ -22,8 +23,10 @@ project's ``train_locally`` on ``es_examples``; quality is ``evaluate_quality`` 
 held-out split. Honest updates are cached per (ES, round, global-state hash), which is
 exact: the same global state and seed give the same training.
 
-Columns: ``final_quality`` = held-out decision accuracy after the last round (NaN when the
-run crashed or the global module became non-finite); ``answer_loss`` likewise;
+Columns: ``final_quality`` = ``exp(-answer_loss)``, the geometric-mean probability the
+final global module gives the held-out answer tokens (higher is better; NaN when the run
+crashed or the global module became non-finite) -- at this tiny scale the decision accuracy
+(also reported, ``decision_accuracy``) barely moves in 3 rounds, the answer loss does;
 ``rejected_replies`` = replies removed by validation or screening over all rounds (attackers'
 and honest ones: ``rejected_honest`` counts the latter, i.e. false positives);
 ``paid_to_attackers`` = attacker replies that were aggregated, i.e. passed every check the
@@ -53,6 +56,7 @@ from fed_agent.evaluation.quality import evaluate_quality
 from fed_agent.modules.adapter import AdapterState, agent_module
 from fed_agent.modules.aggregation import aggregate, weighted_average
 from fed_agent.modules.training import train_locally
+from fed_agent.outputs import write_table_atomic
 from fed_agent.protocol import ARRAYS, METRICS, TrainReply
 from fed_agent.seeding import derive_seed, seed_everything
 from strategies.records import adapter_to_record
@@ -61,10 +65,7 @@ from strategies.validation import screen_updates, split_replies
 NUM_ES = 10
 NUM_ATTACKERS = 2
 NUM_ROUNDS = 3
-DEFENCES = (
-    "plain_fedavg", "validated_fedavg", "validated_median", "screened_fedavg",
-    "screened_trimmed_mean",
-)  # fmt: skip
+DEFENCES = ("plain_fedavg", "validated_median", "screened_fedavg", "screened_trimmed_mean")
 OVERRIDES = [f"federation.num_es={NUM_ES}", f"federation.es_per_round={NUM_ES}"]
 
 
@@ -74,6 +75,7 @@ class Outcome:
 
     final_quality: float = math.nan
     answer_loss: float = math.nan
+    decision_accuracy: float = math.nan
     rejected_replies: int = 0
     rejected_honest: int = 0
     paid_to_attackers: int = 0
@@ -134,12 +136,14 @@ def _aggregate_round(defence: str, global_state, replies, module, max_examples, 
     return aggregate(rule, [r.adapter for r in accepted], weights)
 
 
-def run_scenario(attack: str, defence: str, trainer: HonestTrainer, heldout) -> Outcome:
-    """Run ``NUM_ROUNDS`` rounds with ESs 0..NUM_ATTACKERS-1 applying ``attack``."""
+def run_scenario(
+    attack: str, defence: str, trainer: HonestTrainer, heldout, num_rounds: int = NUM_ROUNDS
+) -> Outcome:
+    """Run ``num_rounds`` rounds with ESs 0..NUM_ATTACKERS-1 applying ``attack``."""
     cfg, module = trainer.cfg, trainer.module
     global_state = {k: v.copy() for k, v in module.initial_state.items()}
     outcome = Outcome()
-    for server_round in range(1, NUM_ROUNDS + 1):
+    for server_round in range(1, num_rounds + 1):
         replies = []
         for es in range(NUM_ES):
             adapter, metrics = trainer(es, server_round, global_state)
@@ -153,12 +157,14 @@ def run_scenario(attack: str, defence: str, trainer: HonestTrainer, heldout) -> 
         except ValueError as err:
             outcome.status = f"crashed in round {server_round}: {str(err)[:60]}"
             return outcome
-    if not all(np.isfinite(v).all() for v in global_state.values()):
-        outcome.status = "non-finite global module"
-        return outcome
+        if not all(np.isfinite(v).all() for v in global_state.values()):
+            # every ES would refuse to load it next round; the run is lost
+            outcome.status = f"non-finite global module after round {server_round}"
+            return outcome
     module.load_adapter(global_state)
     quality = evaluate_quality(module, heldout, cfg.training.eval_batch_size)
-    outcome.final_quality, outcome.answer_loss = quality.decision_accuracy, quality.answer_loss
+    outcome.answer_loss, outcome.decision_accuracy = quality.answer_loss, quality.decision_accuracy
+    outcome.final_quality = math.exp(-quality.answer_loss)
     return outcome
 
 
@@ -166,6 +172,7 @@ def main() -> None:
     """Run every (attack, defence) scenario and write the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/robustness.csv"))
+    parser.add_argument("--rounds", type=int, default=NUM_ROUNDS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)  # rejections are counted, not logged per reply
     cfg = load_config("smoke", OVERRIDES)
@@ -173,11 +180,12 @@ def main() -> None:
     module = agent_module(cfg.model, cfg.seed)
     trainer = HonestTrainer(cfg, module)
     heldout = heldout_examples(cfg.data, cfg.seed, module.base.is_vision)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     rows = []
     started = time.perf_counter()
     for attack in ("none", *ATTACKS):
         for defence in DEFENCES:
-            outcome = run_scenario(attack, defence, trainer, heldout)
+            outcome = run_scenario(attack, defence, trainer, heldout, args.rounds)
             aggregation = "fedavg" if defence == "plain_fedavg" else defence.split("_", 1)[1]
             rows.append({
                 "attack": attack,
@@ -187,9 +195,9 @@ def main() -> None:
                 **vars(outcome),
             })  # fmt: skip
             print(f"{time.perf_counter() - started:7.1f}s {attack:12s} {defence:22s} "
-                  f"{outcome.final_quality:.3f} {outcome.status}", flush=True)  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(args.out, index=False, float_format="%.4f")
+                  f"{outcome.final_quality:.4f} {outcome.status}", flush=True)  # fmt: skip
+            # rewritten after every scenario: an interrupted run keeps what it measured
+            write_table_atomic(pd.DataFrame(rows), args.out)
     print(f"wrote {args.out}")
 
 

@@ -111,6 +111,7 @@ def screen_updates(
     global_state: Mapping[str, np.ndarray],
     accepted: Sequence[AcceptedReply],
     cfg: ScreeningConfig = DEFAULT_SCREENING,
+    effort: Mapping[int, float] | None = None,
 ) -> tuple[list[AcceptedReply], list[RejectedReply]]:
     """Second stage: drop stale, scaled, sign-flipped and noise updates; log each reason.
 
@@ -122,6 +123,10 @@ def screen_updates(
         Replies that passed :func:`split_replies` (keys and shapes already checked).
     cfg
         Screening thresholds.
+    effort
+        Node id -> the effort (e.g. local steps) the server asked of that ES this round.
+        When ESs work different amounts (contracts), update norms are compared per unit of
+        effort; pass the *contracted* effort, never the ES's own claim.
 
     Returns
     -------
@@ -130,7 +135,8 @@ def screen_updates(
     """
     if not accepted:
         return [], []
-    results = screen([r.adapter for r in accepted], global_state, cfg)
+    scales = [float(effort[r.node_id]) for r in accepted] if effort is not None else None
+    results = screen([r.adapter for r in accepted], global_state, cfg, scales)
     kept, rejected = [], []
     for reply, result in zip(accepted, results, strict=True):
         if result.kept:

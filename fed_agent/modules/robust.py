@@ -162,22 +162,33 @@ def screen(
     states: Sequence[Mapping[str, np.ndarray]],
     global_state: Mapping[str, np.ndarray],
     cfg: ScreeningConfig = DEFAULT_SCREENING,
+    scales: Sequence[float] | None = None,
 ) -> list[Screened]:
     """Screen each state's update against the global state and the robust centre.
 
     The states must already have the global state's keys and shapes (reply validation's
     job); this only judges their values. Returns one result per state, in order.
+
+    ``scales`` (one positive number per state, e.g. the local steps each ES was contracted
+    for) divides each update norm before the norm tests, so that ESs asked for different
+    effort are compared fairly: a 1-step update is not "stale" next to 20-step ones, nor a
+    20-step update "scaled". The direction tests and the exact-copy test ignore it.
     """
+    if scales is not None and (
+        len(scales) != len(states) or not all(np.isfinite(x) and x > 0 for x in scales)
+    ):
+        raise ValueError(f"scales must be {len(states)} positive numbers, got {scales}")
     keys = list(global_state)
     reference = flatten(global_state, keys)
     with np.errstate(invalid="ignore", over="ignore"):
         deltas = [flatten(s, keys) - reference for s in states]
     finite = [bool(np.isfinite(d).all()) for d in deltas]
-    norms = np.array(
+    raw = np.array(
         [np.linalg.norm(d) if ok else np.inf for d, ok in zip(deltas, finite, strict=True)]
     )
+    norms = raw / (np.asarray(scales, dtype=np.float64) if scales is not None else 1.0)
     stale_floor = cfg.stale_abs * max(float(np.linalg.norm(reference)), 1.0)
-    live = [i for i, ok in enumerate(finite) if ok and norms[i] > stale_floor]
+    live = [i for i, ok in enumerate(finite) if ok and raw[i] > stale_floor]
     median_norm = float(np.median(norms[live])) if live else 0.0
     centre = np.median(np.stack([deltas[i] for i in live]), axis=0) if live else None
     centre_norm = float(np.linalg.norm(centre)) if centre is not None else 0.0
@@ -185,27 +196,26 @@ def screen(
     results = []
     for i, delta in enumerate(deltas):
         cosine = float("nan")
-        if with_outliers and finite[i] and norms[i] > 0:
-            cosine = float(delta @ centre / (norms[i] * centre_norm))
-        verdict = _verdict(
-            finite[i], norms[i], cosine, median_norm, stale_floor, cfg, with_outliers
-        )
+        if with_outliers and finite[i] and raw[i] > 0:
+            cosine = float(delta @ centre / (raw[i] * centre_norm))
+        unchanged = finite[i] and raw[i] <= stale_floor
+        verdict = _verdict(finite[i], unchanged, norms[i], cosine, median_norm, cfg, with_outliers)
         results.append(Screened(verdict, float(norms[i]), cosine, median_norm))
     return results
 
 
 def _verdict(
     finite: bool,
+    unchanged: bool,
     norm: float,
     cosine: float,
     median_norm: float,
-    stale_floor: float,
     cfg: ScreeningConfig,
     with_outliers: bool,
 ) -> Verdict:
     if not finite:
         return Verdict.NON_FINITE
-    if norm <= stale_floor or (with_outliers and norm < cfg.stale_ratio * median_norm):
+    if unchanged or (with_outliers and norm < cfg.stale_ratio * median_norm):
         return Verdict.STALE
     if not with_outliers:
         return Verdict.KEEP

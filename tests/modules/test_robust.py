@@ -156,3 +156,16 @@ def test_attacks_do_not_mutate_their_inputs() -> None:
         apply_attack(name, honest, global_state, dict(METRICS), np.random.default_rng(0))
     for key, value in before.items():
         np.testing.assert_array_equal(honest[key], value)
+
+
+def test_effort_scales_compare_updates_per_unit_of_work() -> None:
+    """Contracts ask different ESs for different effort: a 1-step ES is not a free-rider."""
+    global_state = _global()
+    states = _honest(global_state, 8)
+    steps = [20.0] * 7 + [1.0]
+    small = {k: global_state[k] + (v - global_state[k]) / 20 for k, v in states[7].items()}
+    states[7] = small
+    assert screen(states, global_state)[7].verdict is Verdict.STALE
+    assert screen(states, global_state, scales=steps)[7].verdict is Verdict.KEEP
+    with pytest.raises(ValueError, match="positive"):
+        screen(states, global_state, scales=[1.0] * 7 + [0.0])

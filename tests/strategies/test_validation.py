@@ -196,3 +196,16 @@ def test_a_client_reply_carries_only_adapter_tensors_and_allow_listed_metrics(
     assert all(isinstance(v, int | float) for v in content[METRICS].values())
     assert isinstance(validate_reply(reply, smoke_module, smoke_cfg.data.samples_per_es),
                       AcceptedReply)  # fmt: skip
+
+
+def test_screening_uses_the_contracted_effort_when_given(smoke_module) -> None:
+    global_state = smoke_module.initial_state
+    states = _honest_states(smoke_module, 6)
+    states[5] = {k: global_state[k] + (v - global_state[k]) / 20 for k, v in states[5].items()}
+    messages = [_reply(i, s, HONEST_METRICS) for i, s in enumerate(states)]
+    accepted, _ = split_replies(messages, smoke_module, MAX_EXAMPLES)
+    _, flagged = screen_updates(global_state, accepted)
+    assert [r.node_id for r in flagged] == [5]
+    effort = {i: 20.0 for i in range(5)} | {5: 1.0}
+    kept, flagged = screen_updates(global_state, accepted, effort=effort)
+    assert flagged == [] and len(kept) == 6
