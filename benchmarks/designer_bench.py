@@ -119,7 +119,7 @@ def train_one(run: Run, checkpoint_dir: str) -> dict[str, Any]:
         market=run.task,
         env_steps=run.env_steps,
         seed=run.seed,
-        eval_interval=max(run.env_steps // 12, 64),
+        eval_interval=max(run.env_steps // 8, 64),
     )
     if run.prune_rate is not None:
         config.edmsac.prune_rate = run.prune_rate
@@ -238,7 +238,7 @@ def time_inference(results: list[dict[str, Any]]) -> None:
 def main() -> None:
     """Run every training run, then time inference, then write the tables and the plot."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--env-steps", type=int, default=12_288)
+    parser.add_argument("--env-steps", type=int, default=8_192)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out-dir", type=Path, default=Path(__file__).parent / "results")
