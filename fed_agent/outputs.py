@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,8 +34,19 @@ class RunOutputs:
 
     @classmethod
     def create(cls, output_dir: str, run_name: str) -> RunOutputs:
-        """Make ``<output_dir>/<run_name>``; an earlier run's files there are kept, not mixed."""
+        """Make ``<output_dir>/<run_name>``.
+
+        An earlier run's folder of that name is renamed to ``<run_name>-<its time stamp>``
+        first, so its files are kept and never mixed with the new run's.
+        """
         root = Path(output_dir).expanduser().resolve() / run_name
+        if root.is_dir() and any(root.iterdir()):
+            stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(root.stat().st_mtime))
+            aside = root.with_name(f"{run_name}-{stamp}")
+            suffix = 1
+            while aside.exists():
+                aside, suffix = root.with_name(f"{run_name}-{stamp}-{suffix}"), suffix + 1
+            os.replace(root, aside)
         root.mkdir(parents=True, exist_ok=True)
         return cls(root)
 

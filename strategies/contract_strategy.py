@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from flwr.app import (
@@ -59,6 +60,7 @@ from fed_agent.protocol import (
     TrainInstruction,
 )
 from fed_agent.seeding import rng_for
+from strategies.checkpoint import save_checkpoint
 from strategies.records import adapter_to_record, record_to_adapter, to_config_record
 from strategies.sampling import sample_nodes, wait_for_nodes
 from strategies.validation import AcceptedReply, RejectedReply, screen_updates, split_replies
@@ -113,6 +115,10 @@ class ContractStrategy(Strategy):
         """The newest global module (what the run exports if it ends now)."""
         self._round_started = 0.0
         self._period = 1
+        self.round_offset = 0
+        """Rounds done before this run (a resumed run continues the numbering)."""
+        self.checkpoint_dir: Path | None = None
+        """Where to checkpoint after every ``federation.checkpoint_every`` rounds (None: never)."""
 
     def summary(self) -> None:
         """Log the strategy's settings."""
@@ -127,6 +133,7 @@ class ContractStrategy(Strategy):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Offer contracts, collect choices, select participants, send them the module."""
+        server_round += self.round_offset
         self._round_started = time.perf_counter()
         self._global_state = record_to_adapter(arrays)
         self.latest_state = self._global_state
@@ -269,11 +276,22 @@ class ContractStrategy(Strategy):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Validate, screen, pay and aggregate; record the round and write the ledger."""
-        replies = list(replies)
+        """Validate, screen, pay and aggregate; record the round, write ledger and checkpoint."""
+        server_round += self.round_offset
+        arrays, metrics = self._aggregate(server_round, list(replies))
+        every = self.cfg.federation.checkpoint_every
+        if self.checkpoint_dir is not None and server_round % every == 0:
+            save_checkpoint(self.checkpoint_dir, server_round, self.latest_state,
+                            self.state_dict(), self.ledger.path)  # fmt: skip
+        return arrays, metrics
+
+    def _aggregate(
+        self, server_round: int, replies: list[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         accepted, rejected = split_replies(replies, self.module, self.cfg.data.samples_per_es)
         accepted, lying = self._check_claimed_work(accepted)
-        kept, screened = screen_updates(self._global_state, accepted)
+        effort = {n: float(a.steps) for n, a in self._assignments.items()}
+        kept, screened = screen_updates(self._global_state, accepted, effort=effort)
         for outcome in [*rejected, *lying, *screened]:
             a = self._assignments.get(outcome.node_id)
             self._ledger_add(server_round, outcome.node_id, "rejected", a, reason=outcome.reason)
@@ -350,6 +368,35 @@ class ContractStrategy(Strategy):
             "bytes_up": num_replies * adapter_bytes,
             "round_wall_s": time.perf_counter() - self._round_started,
         }
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict:
+        """Beliefs, public profiles and current contracts, by node id (JSON-ready)."""
+        engagements = {
+            str(n): {
+                "f1": e.contract.f1.tolist(), "r1": e.contract.r1.tolist(),
+                "f2": e.contract.f2.tolist(), "r2": e.contract.r2.tolist(),
+                "prior": e.market.prior.tolist(), "report": e.report,
+            }
+            for n, e in self.engagements.items()
+        }  # fmt: skip
+        return {
+            "beliefs": {str(k): v for k, v in self.beliefs.state().items()},
+            "profiles": {str(n): p.to_dict() for n, p in self.profiles.items()},
+            "engagements": engagements,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` (node ids that do not reconnect are simply not used)."""
+        self.beliefs.load_state(state["beliefs"])
+        self.profiles = {int(n): PublicProfile.from_dict(p) for n, p in state["profiles"].items()}
+        self.engagements = {}
+        for n, e in state["engagements"].items():
+            market = es_market(self.cfg.contract, self.profiles[int(n)],
+                               self.module.adapter_bytes, np.asarray(e["prior"]))  # fmt: skip
+            contract = DynamicContract(e["f1"], e["r1"], e["f2"], e["r2"])
+            self.engagements[int(n)] = _Engagement(contract, market, e["report"])
 
     # ------------------------------------------------------------------ evaluate
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -19,6 +20,12 @@ from fed_agent.modules.adapter import AgentModule, agent_module  # noqa: E402
 from fed_agent.modules.export import export_agent  # noqa: E402
 from fed_agent.outputs import RunOutputs  # noqa: E402
 from fed_agent.seeding import seed_everything  # noqa: E402
+from strategies.checkpoint import (  # noqa: E402
+    Checkpoint,
+    adapter_sha256,
+    checkpoint_root,
+    load_latest,
+)
 from strategies.contract_strategy import ContractStrategy  # noqa: E402
 from strategies.records import (  # noqa: E402
     adapter_to_record,
@@ -30,26 +37,27 @@ log = logging.getLogger(__name__)
 app = ServerApp()
 
 
-def make_evaluator(cfg: ExperimentConfig, module: AgentModule, outputs: RunOutputs):
-    """Held-out quality of the global module after each round (round 0 = the base model)."""
+def make_evaluator(
+    cfg: ExperimentConfig, module: AgentModule, outputs: RunOutputs, round_offset: int
+):
+    """Held-out quality of the global module after each round (round 0 = the starting module)."""
     heldout = heldout_examples(cfg.data, cfg.seed, module.base.is_vision)
 
     def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
-        module.load_adapter(record_to_adapter(arrays))
+        server_round += round_offset
+        state = record_to_adapter(arrays)
+        module.load_adapter(state)
         quality = evaluate_quality(module, heldout, cfg.training.eval_batch_size)
         outputs.record_round(
             {
                 "round": server_round,
                 "decision_accuracy": quality.decision_accuracy,
                 "answer_loss": quality.answer_loss,
+                "adapter_sha256": adapter_sha256(state),
             }
         )
-        log.info(
-            "round %d held-out: accuracy %.3f, answer loss %.3f",
-            server_round,
-            quality.decision_accuracy,
-            quality.answer_loss,
-        )
+        log.info("round %d held-out: accuracy %.3f, answer loss %.3f", server_round,
+                 quality.decision_accuracy, quality.answer_loss)  # fmt: skip
         return MetricRecord(
             {"decision-accuracy": quality.decision_accuracy, "answer-loss": quality.answer_loss}
         )
@@ -57,34 +65,50 @@ def make_evaluator(cfg: ExperimentConfig, module: AgentModule, outputs: RunOutpu
     return evaluate
 
 
+def resume_point(cfg: ExperimentConfig) -> Checkpoint | None:
+    """The checkpoint to continue from, read before the run folder is (re)created."""
+    return load_latest(Path(cfg.federation.resume_from)) if cfg.federation.resume_from else None
+
+
+def restore(checkpoint: Checkpoint, outputs: RunOutputs) -> None:
+    """Carry the earlier run's ledger and metrics (up to the checkpoint) into this run."""
+    if checkpoint.ledger_csv:
+        (outputs.root / "ledger.csv").write_text(checkpoint.ledger_csv)
+    for row in checkpoint.metrics:
+        outputs.record_round(row)
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Run ``federation.num_rounds`` rounds and export the agent to the run's output folder."""
+    """Run ``federation.num_rounds`` rounds (continuing a checkpoint) and export the agent."""
     cfg = config_from_context(context)
     seed_everything(cfg.seed)
+    checkpoint = resume_point(cfg)
     outputs = RunOutputs.create(cfg.output_dir, cfg.run_name)
     (outputs.root / "config.yaml").write_text(to_yaml(cfg))
+    done = 0
+    if checkpoint is not None:
+        restore(checkpoint, outputs)
+        done = checkpoint.server_round
+        log.info("resuming after round %d of %s", done, cfg.federation.resume_from)
     module = agent_module(cfg.model, cfg.seed)
-    policy = make_policy(cfg.incentive)
     ledger = Ledger(outputs.root / "ledger.csv")
-    strategy = ContractStrategy(cfg, module, outputs, policy, ledger)
-    strategy.start(
-        grid=grid,
-        initial_arrays=adapter_to_record(module.initial_state),
-        num_rounds=cfg.federation.num_rounds,
-        timeout=cfg.federation.round_timeout_s,
-        evaluate_fn=make_evaluator(cfg, module, outputs),
-    )
-    # the strategy keeps the newest global module, also when no round could aggregate
-    final = strategy.latest_state
-    agent_dir = export_agent(
-        outputs.root / "agent",
-        module,
-        final,
-        {
-            "round": cfg.federation.num_rounds,
-            "config_yaml": to_yaml(cfg),
-            "metrics": outputs.rows[-1] if outputs.rows else {},
-        },
-    )
+    strategy = ContractStrategy(cfg, module, outputs, make_policy(cfg.incentive), ledger)
+    strategy.round_offset, strategy.checkpoint_dir = done, checkpoint_root(outputs.root)
+    initial = module.initial_state
+    if checkpoint is not None:
+        strategy.load_state_dict(checkpoint.state)
+        initial = checkpoint.adapter
+    strategy.latest_state = initial
+    if cfg.federation.num_rounds > done:
+        strategy.start(
+            grid=grid,
+            initial_arrays=adapter_to_record(initial),
+            num_rounds=cfg.federation.num_rounds - done,
+            timeout=cfg.federation.round_timeout_s,
+            evaluate_fn=make_evaluator(cfg, module, outputs, done),
+        )
+    info = {"round": max(done, cfg.federation.num_rounds), "config_yaml": to_yaml(cfg),
+            "metrics": outputs.rows[-1] if outputs.rows else {}}  # fmt: skip
+    agent_dir = export_agent(outputs.root / "agent", module, strategy.latest_state, info)
     log.info("exported the agent to %s", agent_dir)

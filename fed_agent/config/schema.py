@@ -32,9 +32,13 @@ class FederationConfig:
     client_cpus: float = 2.0
     """Ray CPUs reserved per ClientApp in simulation (2 on a 2-core box = one at a time)."""
     aggregation: str = "fedavg"
+    checkpoint_every: int = 1
+    """Checkpoint the cloud (module, ledger, beliefs, contracts) every this many rounds."""
+    resume_from: str = ""
+    """A previous run's output folder: continue after its newest checkpoint (empty = fresh)."""
 
     def __post_init__(self) -> None:
-        for name in ("num_es", "num_rounds", "es_per_round", "min_available_es"):
+        for name in ("num_es", "num_rounds", "es_per_round", "min_available_es", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"federation.{name} must be >= 1, got {getattr(self, name)}")
         if self.round_timeout_s <= 0:

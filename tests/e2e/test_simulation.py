@@ -49,3 +49,25 @@ def test_a_failing_server_app_is_reported_as_failed(tmp_path):
             "smoke",
             f"incentive.designer_checkpoint={tmp_path}/missing.npz output_dir={tmp_path}",
         )
+
+
+@pytest.mark.timeout(1500)
+def test_a_resumed_run_continues_with_the_same_module_and_pays_no_round_twice(tmp_path):
+    first = launch_simulation("smoke", f"incentive=optimal output_dir={tmp_path}")
+    latest = json.loads((first.output_dir / "checkpoints" / "LATEST.json").read_text())
+    assert latest["round"] == 2
+    resumed = launch_simulation(
+        "smoke",
+        f"incentive=optimal output_dir={tmp_path} run_name=resumed "
+        f"federation.num_rounds=3 federation.resume_from={first.output_dir}",
+    )
+    metrics = pd.read_csv(resumed.output_dir / "metrics.csv")
+    assert list(metrics["round"]) == [0, 1, 2, 3]
+    # the resumed run starts from the checkpointed module: its round-2 evaluation is of it
+    assert metrics.loc[metrics["round"] == 2, "adapter_sha256"].item() == latest["adapter_sha256"]
+    ledger = pd.read_csv(resumed.output_dir / "ledger.csv")
+    paid = ledger[ledger["status"] == "paid"]
+    assert sorted(paid["round"].unique()) == [1, 2, 3]
+    assert not paid.duplicated(["round", "es_id"]).any()
+    before = pd.read_csv(first.output_dir / "ledger.csv")
+    assert len(ledger[ledger["round"] <= 2]) == len(before)
