@@ -1,13 +1,15 @@
 """Robustness of the aggregation step to malformed, poisoned and free-riding replies.
 
-Command (from the repository root; a few minutes on 2 CPU cores)::
+Command (from the repository root; about 10 minutes on 2 idle CPU cores, 40 on a busy
+shared box)::
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/robustness_bench.py \
         --out benchmarks/results/robustness.csv
 
-Setup: the smoke experiment's tiny LLM with 10 ESs (each its own non-IID partition), 3
-rounds, every ES invited every round; ESs 0 and 1 (20 %) attack in every round. Each attack
-of ``fed_agent.attacks`` is run under each defence, plus the no-attack run:
+Setup: the smoke experiment's tiny LLM with 10 ESs (each its own non-IID partition), 2
+rounds (``--rounds``), every ES invited every round; ESs 0 and 1 (20 %) attack in every
+round. Each attack of ``fed_agent.attacks`` is run under each defence, plus the no-attack
+run:
 
 - ``plain_fedavg``: what Flower's FedAvg does -- no value checks, weights = the claimed
   example counts; a key or shape mismatch raises and ends the run (recorded as ``crashed``);
@@ -26,7 +28,7 @@ exact: the same global state and seed give the same training.
 Columns: ``final_quality`` = ``exp(-answer_loss)``, the geometric-mean probability the
 final global module gives the held-out answer tokens (higher is better; NaN when the run
 crashed or the global module became non-finite) -- at this tiny scale the decision accuracy
-(also reported, ``decision_accuracy``) barely moves in 3 rounds, the answer loss does;
+(also reported, ``decision_accuracy``) barely moves in a few rounds, the answer loss does;
 ``rejected_replies`` = replies removed by validation or screening over all rounds (attackers'
 and honest ones: ``rejected_honest`` counts the latter, i.e. false positives);
 ``paid_to_attackers`` = attacker replies that were aggregated, i.e. passed every check the
@@ -64,7 +66,7 @@ from strategies.validation import screen_updates, split_replies
 
 NUM_ES = 10
 NUM_ATTACKERS = 2
-NUM_ROUNDS = 3
+NUM_ROUNDS = 2
 DEFENCES = ("plain_fedavg", "validated_median", "screened_fedavg", "screened_trimmed_mean")
 OVERRIDES = [f"federation.num_es={NUM_ES}", f"federation.es_per_round={NUM_ES}"]
 
