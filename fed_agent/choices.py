@@ -9,5 +9,5 @@ def check_choice(field_name: str, value: str, choices: Iterable[str]) -> str:
     """Return ``value`` if it is one of ``choices``; otherwise raise a ValueError naming them."""
     valid = sorted(choices)
     if value not in valid:
-        raise ValueError(f"unknown {field_name} {value!r}; valid choices: {valid}")
+        raise ValueError(f"{field_name}: unknown value {value!r}; valid choices: {valid}")
     return value

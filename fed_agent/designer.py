@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from fed_agent import latency
+from fed_agent.choices import check_choice
 from fed_agent.contracts import (
     DynamicContract,
     Market,
@@ -53,7 +54,7 @@ from fed_agent.rl.pruning import active_neuron_fraction, compact_denoiser
 from fed_agent.rl.replay import ReplayBuffer, one_step_batch
 from fed_agent.rl.sac import DiffusionSAC, EDMSACConfig
 from fed_agent.rl.schedules import NoiseSchedule, make_schedule
-from fed_agent.rl.seeding import derive_seed, torch_generator
+from fed_agent.seeding import derive_seed, torch_generator
 
 DESIGNERS = ("edmsac", "dmsac", "sac", "ppo")
 TRAINING_RANGES = {
@@ -81,13 +82,6 @@ TOLERANCE = 1e-6
 EVAL_KEY, MARKET_KEY, HELDOUT_KEY, TORCH_KEY = 1, 2, 3, 4
 NEWTON_STEPS = 40
 HistoryRow = dict[str, float]
-
-
-def check_choice(field_name: str, value: str, choices: Sequence[str]) -> str:
-    """Return ``value`` if it is one of ``choices``; otherwise raise listing them."""
-    if value not in choices:
-        raise ValueError(f"unknown {field_name} {value!r}; valid choices: {sorted(choices)}")
-    return value
 
 
 @dataclass

@@ -28,13 +28,23 @@ def rng_for(base: int, *keys: int | str) -> np.random.Generator:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python and (if imported) torch for an entry point.
+    """Seed Python's, NumPy's legacy and (if installed) torch's global generators.
 
-    NumPy is not seeded globally: every NumPy draw in the project takes an explicit Generator.
+    The project's own draws take explicit generators; this is for library internals.
     """
     random.seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - third-party code still reads the legacy state
     try:
         import torch
     except ImportError:  # the contract tools run without torch
         return
     torch.manual_seed(seed)
+
+
+def torch_generator(seed: int):
+    """A CPU ``torch.Generator`` seeded with ``seed``."""
+    import torch
+
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return generator

@@ -32,7 +32,7 @@ from fed_agent.designer import (
     EvaluationSet,
     heldout_markets,
 )
-from fed_agent.rl.seeding import seed_everything
+from fed_agent.seeding import seed_everything
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "edmsac_default.npz"
 # one intra-op thread: these networks are small, and on a shared 2-core machine a second

@@ -7,26 +7,18 @@ validated, numpy-backed value object that every other module of ``fed_agent.cont
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 
 import numpy as np
 
 from fed_agent import latency
+from fed_agent.choices import check_choice
 
 PARTICIPATION_RULES = ("per_period", "ex_ante")
 # G(f) = omega ln(1 + T_max - T(f)) is -inf where 1 + T_max - T(f) <= 0; the effective lower
 # bound of f keeps the log argument at least this large so that G stays finite.
 MIN_LOG_ARGUMENT = 1e-3
 _PROB_TOL = 1e-8
-
-
-def check_choice(field_name: str, value: str, choices: Iterable[str]) -> str:
-    """Return ``value`` if it is one of ``choices``; otherwise raise naming the valid ones."""
-    valid = sorted(choices)
-    if value not in valid:
-        raise ValueError(f"{field_name}: unknown value {value!r}; valid choices: {valid}")
-    return value
 
 
 @dataclass

@@ -10,7 +10,7 @@ module that joins it with the contract model. Contents:
 - ``sac``: the diffusion soft actor-critic (EDMSAC with pruning, DMSAC without).
 - ``pruning``: dynamic structured pruning of the denoiser's hidden neurons.
 - ``gaussian_sac`` and ``ppo``: the baselines.
-- ``replay``, ``targets``, ``checkpoint``, ``seeding``: infrastructure.
+- ``replay``, ``targets``, ``checkpoint``: infrastructure (seeding: ``fed_agent.seeding``).
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ from torch import Tensor, nn
 from fed_agent.rl.critic import TwinQ, mlp
 from fed_agent.rl.replay import Batch
 from fed_agent.rl.sac import critic_loss, soft_q_target, temperature_loss
-from fed_agent.rl.seeding import torch_generator
 from fed_agent.rl.targets import polyak_update
+from fed_agent.seeding import torch_generator
 
 LOG_STD_MIN = -10.0
 LOG_STD_MAX = 2.0

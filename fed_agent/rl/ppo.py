@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from fed_agent.rl.critic import mlp
-from fed_agent.rl.seeding import torch_generator
+from fed_agent.seeding import torch_generator
 
 
 @dataclass

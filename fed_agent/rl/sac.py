@@ -31,8 +31,8 @@ from fed_agent.rl.diffusion_actor import PREDICTIONS, DiffusionActor
 from fed_agent.rl.pruning import DynamicPruner, active_neuron_fraction
 from fed_agent.rl.replay import Batch
 from fed_agent.rl.schedules import SCHEDULES, make_schedule
-from fed_agent.rl.seeding import torch_generator
 from fed_agent.rl.targets import polyak_update
+from fed_agent.seeding import torch_generator
 
 MIN_SAMPLE_VARIANCE = 1e-6
 

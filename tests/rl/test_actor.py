@@ -7,7 +7,7 @@ import torch
 from fed_agent.rl.denoiser import Denoiser, sinusoidal_embedding
 from fed_agent.rl.diffusion_actor import DiffusionActor
 from fed_agent.rl.schedules import make_schedule
-from fed_agent.rl.seeding import derive_seed, torch_generator
+from fed_agent.seeding import derive_seed, torch_generator
 
 STATE_DIM, ACTION_DIM = 7, 12
 

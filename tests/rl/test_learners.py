@@ -19,7 +19,7 @@ from fed_agent.rl.sac import (
     estimate_entropy,
     soft_q_target,
 )
-from fed_agent.rl.seeding import torch_generator
+from fed_agent.seeding import torch_generator
 
 STATE_DIM, ACTION_DIM = 5, 3
 SMALL = {"hidden_sizes": [16, 16], "critic_hidden_sizes": [16, 16], "batch_size": 32}

@@ -14,7 +14,7 @@ from fed_agent.rl.pruning import (
     structured_masks,
     zero_pruned_weights,
 )
-from fed_agent.rl.seeding import torch_generator
+from fed_agent.seeding import torch_generator
 
 STATE_DIM, ACTION_DIM = 6, 4
 

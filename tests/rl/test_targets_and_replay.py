@@ -11,8 +11,8 @@ from torch import nn
 from fed_agent.rl.checkpoint import load_checkpoint, save_checkpoint
 from fed_agent.rl.denoiser import Denoiser
 from fed_agent.rl.replay import ReplayBuffer, one_step_batch
-from fed_agent.rl.seeding import torch_generator
 from fed_agent.rl.targets import polyak_update
+from fed_agent.seeding import torch_generator
 
 
 def test_polyak_update_equals_the_formula_and_copies_buffers() -> None:
