@@ -72,6 +72,9 @@ class ModelConfig:
     lora_dropout: float = 0.0
     lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
     """Projection layers of the language model that carry LoRA (vision tower never does)."""
+    lora_freeze_a: bool = False
+    """FFA-LoRA: keep every A matrix at its shared seeded initialisation and train only B, so
+    the weighted mean of the B matrices is exactly the mean of the updates B @ A."""
     cache_dir: str = ""
     """Where built base models are cached; empty = $FED_AGENT_CACHE or ~/.cache/fed_agent."""
     path: str = ""

@@ -57,6 +57,10 @@ class AgentModule:
         self.cfg = cfg
         torch.manual_seed(seed)  # the initial A matrices: identical wherever the seed is
         self.model: PeftModel = get_peft_model(base.model, lora_config(cfg, base))
+        if cfg.lora_freeze_a:
+            for name, parameter in self.model.named_parameters():
+                if "lora_A" in name:
+                    parameter.requires_grad_(False)
         self.initial_state = self.adapter_state()
         self._shapes = {k: v.shape for k, v in self.initial_state.items()}
 
