@@ -82,7 +82,7 @@ def plot(frame: pd.DataFrame, path: Path) -> None:
     metrics = ["cloud_utility", "round_latency_model_s", "participation_rate", "agent_quality"]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 4))
     for ax, metric in zip(axes, metrics, strict=True):
-        table = frame.pivot(index="strategy", columns="num_es", values=metric)
+        table = frame.pivot_table(index="strategy", columns="num_es", values=metric)
         table.plot.bar(ax=ax, rot=60)
         ax.set_title(metric)
         ax.set_xlabel("")
@@ -96,6 +96,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--policies", nargs="+", default=list(POLICIES))
     parser.add_argument("--large", action="store_true", help="also the 1,000-ES run")
+    parser.add_argument("--ffa", action="store_true", help="also EDMSAC with FFA-LoRA")
     parser.add_argument(
         "--extra", nargs="*", default=["federation.es_per_round=10", "training.local_steps=10"]
     )
@@ -108,6 +109,12 @@ def main() -> None:
             rows.append(run_policy(policy, num_es, args.rounds, out, [*args.extra, *offers]))
             print(rows[-1], flush=True)
             pd.DataFrame(rows).to_csv(RESULTS / "strategies.csv", index=False)
+    if args.ffa:
+        # the exact aggregation alternative (frozen-A FFA-LoRA) against FedAvg of A and B
+        row = run_policy("edmsac", args.sizes[0], args.rounds, out,
+                         [*args.extra, "model.lora_freeze_a=true"])  # fmt: skip
+        rows.append({**row, "strategy": "edmsac_ffa_lora"})
+        pd.DataFrame(rows).to_csv(RESULTS / "strategies.csv", index=False)
     frame = pd.DataFrame(rows)
     plot(frame, RESULTS / "strategies.png")
     print(frame.to_string(index=False))
