@@ -114,14 +114,15 @@ def _message(node_id: int, adapter: AdapterState, metrics: dict) -> Message:
     return Message(content=content, metadata=metadata)
 
 
-def _aggregate_round(defence: str, global_state, replies, module, max_examples, outcome):
+def _aggregate_round(
+    defence: str, global_state, replies, attackers: set[int], module, max_examples, outcome
+):
     """One round's aggregate step under ``defence``; returns the new global state."""
-    attackers = set(range(NUM_ATTACKERS))
     if defence == "plain_fedavg":
         adapters = [a for a, _ in replies]
         weights = [float(m["num-examples"]) for _, m in replies]
         new = weighted_average(adapters, weights)  # raises on key/shape mismatch, like flwr
-        outcome.paid_to_attackers += NUM_ATTACKERS
+        outcome.paid_to_attackers += len(attackers)
         return new
     stage, rule = defence.split("_", 1)
     messages = [_message(i, a, m) for i, (a, m) in enumerate(replies)]
@@ -144,17 +145,18 @@ def run_scenario(
     """Run ``num_rounds`` rounds with ESs 0..NUM_ATTACKERS-1 applying ``attack``."""
     cfg, module = trainer.cfg, trainer.module
     global_state = {k: v.copy() for k, v in module.initial_state.items()}
+    attackers = set() if attack == "none" else set(range(NUM_ATTACKERS))
     outcome = Outcome()
     for server_round in range(1, num_rounds + 1):
         replies = []
         for es in range(NUM_ES):
             adapter, metrics = trainer(es, server_round, global_state)
-            if attack != "none" and es < NUM_ATTACKERS:
+            if es in attackers:
                 rng = np.random.default_rng(derive_seed(cfg.seed, "attack", es, server_round))
                 adapter, metrics = apply_attack(attack, adapter, global_state, metrics, rng)
             replies.append((adapter, metrics))
         try:
-            global_state = _aggregate_round(defence, global_state, replies, module,
+            global_state = _aggregate_round(defence, global_state, replies, attackers, module,
                                             cfg.data.samples_per_es, outcome)  # fmt: skip
         except ValueError as err:
             outcome.status = f"crashed in round {server_round}: {str(err)[:60]}"
