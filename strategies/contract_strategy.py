@@ -119,6 +119,10 @@ class ContractStrategy(Strategy):
         """Rounds done before this run (a resumed run continues the numbering)."""
         self.checkpoint_dir: Path | None = None
         """Where to checkpoint after every ``federation.checkpoint_every`` rounds (None: never)."""
+        self.uniform_weights = False
+        """Average the accepted modules with equal weights (central DP needs it)."""
+        self.pre_rejected: list[RejectedReply] = []
+        """Replies a wrapper refused before this strategy saw them, for the ledger."""
 
     def summary(self) -> None:
         """Log the strategy's settings."""
@@ -279,23 +283,28 @@ class ContractStrategy(Strategy):
         """Validate, screen, pay and aggregate; record the round, write ledger and checkpoint."""
         server_round += self.round_offset
         arrays, metrics = self._aggregate(server_round, list(replies))
-        every = self.cfg.federation.checkpoint_every
-        if self.checkpoint_dir is not None and server_round % every == 0:
-            save_checkpoint(self.checkpoint_dir, server_round, self.latest_state,
-                            self.state_dict(), self.ledger.path)  # fmt: skip
+        if self.checkpoint_dir is not None:
+            self.checkpoint(server_round, self.checkpoint_dir)
         return arrays, metrics
+
+    def checkpoint(self, server_round: int, root: Path) -> None:
+        """Checkpoint the cloud after ``server_round`` if it is a checkpoint round."""
+        if server_round % self.cfg.federation.checkpoint_every == 0:
+            save_checkpoint(root, server_round, self.latest_state, self.state_dict(),
+                            self.ledger.path)  # fmt: skip
 
     def _aggregate(
         self, server_round: int, replies: list[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         accepted, rejected = split_replies(replies, self.module, self.cfg.data.samples_per_es)
+        rejected, self.pre_rejected = [*self.pre_rejected, *rejected], []
         accepted, lying = self._check_claimed_work(accepted)
         effort = {n: float(a.steps) for n, a in self._assignments.items()}
         kept, screened = screen_updates(self._global_state, accepted, effort=effort)
         for outcome in [*rejected, *lying, *screened]:
             a = self._assignments.get(outcome.node_id)
             self._ledger_add(server_round, outcome.node_id, "rejected", a, reason=outcome.reason)
-        answered = {int(m.metadata.src_node_id) for m in replies}
+        answered = {int(m.metadata.src_node_id) for m in replies} | {r.node_id for r in rejected}
         for node_id, a in self._assignments.items():
             if node_id not in answered:
                 self._ledger_add(server_round, node_id, "no_reply", a, reason="no train reply")
@@ -308,7 +317,8 @@ class ContractStrategy(Strategy):
             log.warning("round %d: no usable module; the global module is unchanged", server_round)
             return None, MetricRecord({"participants": 0})
         states = [r.adapter for r in kept]
-        weights = [r.metrics.train_steps for r in kept]  # work = optimiser steps done
+        # work = optimiser steps done
+        weights = [1.0 if self.uniform_weights else r.metrics.train_steps for r in kept]
         merged = aggregate(self.cfg.federation.aggregation, states, weights)
         self.latest_state = merged
         return adapter_to_record(merged), MetricRecord(

@@ -27,6 +27,7 @@ from strategies.checkpoint import (  # noqa: E402
     load_latest,
 )
 from strategies.contract_strategy import ContractStrategy  # noqa: E402
+from strategies.privacy import ValidatedCentralDP  # noqa: E402
 from strategies.records import (  # noqa: E402
     adapter_to_record,
     config_from_context,
@@ -100,8 +101,9 @@ def main(grid: Grid, context: Context) -> None:
         strategy.load_state_dict(checkpoint.state)
         initial = checkpoint.adapter
     strategy.latest_state = initial
+    runner = ValidatedCentralDP(strategy, cfg.privacy) if cfg.privacy.enabled else strategy
     if cfg.federation.num_rounds > done:
-        strategy.start(
+        runner.start(
             grid=grid,
             initial_arrays=adapter_to_record(initial),
             num_rounds=cfg.federation.num_rounds - done,

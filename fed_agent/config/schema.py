@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from fed_agent.choices import check_choice
 from fed_agent.contracts.market import MarketParams
 from fed_agent.incentives.config import IncentiveConfig
+from fed_agent.privacy import PrivacyConfig
 
 TASKS = ("decide", "describe")
 AGGREGATIONS = ("fedavg", "trimmed_mean", "median")
@@ -154,3 +155,4 @@ class ExperimentConfig:
     contract: MarketParams = field(default_factory=MarketParams)
     """The contract market (types, transitions, costs, value); defaults in MarketParams."""
     incentive: IncentiveConfig = field(default_factory=IncentiveConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
