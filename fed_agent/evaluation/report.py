@@ -27,21 +27,22 @@ def plot_table(frame: pd.DataFrame, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     labels = [
-        "\n".join(str(r[k]) for k in ("model", "training", "deployment"))
+        " / ".join(str(r[k]) for k in ("model", "training", "deployment"))
         for _, r in frame.iterrows()
     ]
     positions = range(len(frame))
-    fig, (acc, lat) = plt.subplots(1, 2, figsize=(max(8.0, 1.6 * len(frame)), 4.5))
+    fig, (acc, lat) = plt.subplots(1, 2, figsize=(max(8.0, 0.9 * len(frame)), 6.0))
     acc.bar(positions, frame["quality"].fillna(0.0), color="tab:green")
     acc.set_ylabel("held-out decision accuracy")
     acc.set_ylim(0, 1)
     width = 0.4
     lat.bar([p - width / 2 for p in positions], frame["p50_ms"].fillna(0.0), width, label="p50")
     lat.bar([p + width / 2 for p in positions], frame["p95_ms"].fillna(0.0), width, label="p95")
-    lat.set_ylabel("latency per request (ms)")
+    lat.set_ylabel("latency per request (ms, log scale)")
+    lat.set_yscale("log")  # tiny and real models differ by ~40x
     lat.legend()
     for axis in (acc, lat):
-        axis.set_xticks(list(positions), labels, fontsize=7)
+        axis.set_xticks(list(positions), labels, fontsize=7, rotation=60, ha="right")
     for p, value in zip(positions, frame["quality"], strict=True):
         if not math.isnan(value):
             acc.text(p, value + 0.02, f"{value:.2f}", ha="center", fontsize=8)
