@@ -1,4 +1,5 @@
-"""fed_agent.rl knows nothing of contracts or Flower: it imports torch, numpy and itself."""
+"""fed_agent.rl knows nothing of contracts or Flower: torch, numpy, itself and the seeding
+helpers shared by the whole project."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ def test_rl_imports_only_torch_numpy_stdlib_and_itself() -> None:
     for path in sorted(RL_DIR.glob("*.py")):
         for name in imported_modules(path):
             if name.startswith("fed_agent."):
-                assert name.startswith("fed_agent.rl"), f"{path.name} imports {name}"
+                shared = name == "fed_agent.seeding"
+                assert shared or name.startswith("fed_agent.rl"), f"{path.name} imports {name}"
             else:
                 assert name.split(".")[0] in ALLOWED_ROOTS, f"{path.name} imports {name}"
