@@ -72,9 +72,10 @@ class PeakMemory:
         self._thread.join()
 
 
-def all_train_overrides(num_es: int, rounds: int, sampled: int) -> list[str]:
+def all_train_overrides(num_es: int, rounds: int, sampled: int, steps: int) -> list[str]:
     """Every offered ES accepts a flat fee for the full effort; ``sampled`` are offered."""
     return [
+        f"training.local_steps={steps}",
         f"federation.num_es={num_es}",
         f"federation.num_rounds={rounds}",
         f"federation.es_per_round={sampled}",
@@ -85,8 +86,8 @@ def all_train_overrides(num_es: int, rounds: int, sampled: int) -> list[str]:
     ]
 
 
-def flower_run(num_es: int, rounds: int, sampled: int, out: Path, extra: list[str]) -> dict:
-    overrides = [*all_train_overrides(num_es, rounds, sampled), *extra,
+def flower_run(num_es: int, rounds: int, sampled: int, steps: int, out: Path) -> dict:
+    overrides = [*all_train_overrides(num_es, rounds, sampled, steps),
                  f"output_dir={out}", f"run_name=overhead-{num_es}"]  # fmt: skip
     with PeakMemory() as memory:
         outcome = launch_simulation("default", overrides)
@@ -102,9 +103,9 @@ def flower_run(num_es: int, rounds: int, sampled: int, out: Path, extra: list[st
     }
 
 
-def plain_loop(num_es: int, rounds: int) -> dict:
+def plain_loop(num_es: int, rounds: int, steps: int) -> dict:
     """The same local training and aggregation, one ES after another, no framework."""
-    cfg = load_config("default", all_train_overrides(num_es, rounds, num_es))
+    cfg = load_config("default", all_train_overrides(num_es, rounds, num_es, steps))
     module = agent_module(cfg.model, cfg.seed)
     data = [es_examples(cfg.data, cfg.seed, pid) for pid in range(num_es)]
     global_state = module.initial_state
@@ -138,21 +139,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--memory-rounds", type=int, default=2)
+    parser.add_argument(
+        "--local-steps", type=int, default=None, help="default: the default run's step budget"
+    )
     args = parser.parse_args()
     out = Path(tempfile.mkdtemp(prefix="fed-agent-overhead-"))
     rows = []
-    plain = plain_loop(20, args.rounds)
+    steps = args.local_steps or load_config("default").training.local_steps
+    plain = plain_loop(20, args.rounds, steps)
     sizes = {
         "adapter_bytes": plain.pop("adapter_bytes"),
         "full_model_bytes": plain.pop("full_model_bytes"),
     }
     rows.append({"num_es": 20, "sampled_es": 20, "mode": "plain_pytorch", **plain})
-    flower = flower_run(20, args.rounds, 20, out, [])
+    flower = flower_run(20, args.rounds, 20, steps, out)
     rows.append({"num_es": 20, "sampled_es": 20, "mode": "flower_simulation", **flower})
     for num_es in (10, 100):
-        memory = flower_run(num_es, args.memory_rounds, 10, out, ["training.local_steps=5"])
+        memory = flower_run(num_es, args.memory_rounds, 10, 2, out)
         rows.append({"num_es": num_es, "sampled_es": 10, "mode": "flower_memory", **memory})
-    frame = pd.DataFrame(rows).assign(**sizes)
+    frame = pd.DataFrame(rows).assign(**sizes, local_steps=steps)
     frame["bytes_ratio_per_es"] = frame["adapter_bytes"] / frame["full_model_bytes"]
     base = frame.loc[frame["mode"] == "plain_pytorch", "round_time_s_median"].iloc[0]
     frame["overhead_ratio"] = frame["round_time_s_median"] / base
