@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE := 1
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 export FED_AGENT_CACHE ?= $(CURDIR)/.cache/fed_agent
 
-.PHONY: setup run test test-fast test-slow lint format clean
+.PHONY: setup run test test-fast test-slow test-deploy lint format clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	python3 -m venv $(VENV)
@@ -36,7 +36,11 @@ test-fast: setup
 	$(PY) -m pytest -m "not slow" -q
 
 test-slow: setup
-	$(PY) -m pytest -m slow -q
+	$(PY) -m pytest -m "slow and not deploy" -q
+
+# the deployment engine over TLS with SuperNode auth on 127.0.0.1 (about 25 min on 2 busy cores)
+test-deploy: setup
+	$(PY) -m pytest -m deploy -q
 
 test: lint test-fast
 

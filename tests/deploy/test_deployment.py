@@ -11,6 +11,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pandas as pd
 import psutil
 import pytest
 
@@ -60,8 +61,9 @@ def test_three_supernodes_over_tls_with_auth_complete_a_two_round_run(tmp_path: 
         pids = _started_pids(federation)
     assert outcome.status == COMPLETED
     metrics = round_metrics(outcome.output_dir)
-    assert metrics.loc[1, "accepted"] == 3 and metrics.loc[2, "accepted"] == 3
-    assert metrics.loc[[1, 2], "rejected"].sum() == 0
+    assert metrics.loc[1, "participants"] == 3 and metrics.loc[2, "participants"] == 3
+    ledger = pd.read_csv(outcome.output_dir / "ledger.csv")
+    assert (ledger["status"] == "paid").sum() == 6 and (ledger["status"] == "rejected").sum() == 0
     assert all_gone(pids)
 
 
@@ -79,9 +81,16 @@ def test_a_supernode_killed_mid_round_costs_only_its_reply(tmp_path: Path) -> No
         status, details = wait_finished(run.run_id, CONNECTION, federation.env, timeout_s=1200)
     assert status == COMPLETED, details
     metrics = round_metrics(run.output_dir)
-    # the dead node's reply is missing (an error reply, rejected and never aggregated)
-    assert metrics.loc[1, "accepted"] == 2
-    assert metrics.loc[2, "accepted"] == 2
+    # the dead node's reply is missing (an error reply or none): it is neither aggregated nor
+    # paid, and the two others are
+    assert metrics.loc[1, "participants"] == 2
+    ledger = pd.read_csv(run.output_dir / "ledger.csv")
+    first = ledger[ledger["round"] == 1]
+    assert (first["status"] == "paid").sum() == 2
+    unpaid = first[first["status"] != "paid"]
+    assert len(unpaid) == 1 and unpaid["paid"].item() == 0
+    assert unpaid["status"].item() in ("rejected", "no_reply")
+    assert metrics.loc[2, "participants"] == 2
 
 
 @pytest.fixture(scope="module")
