@@ -100,7 +100,10 @@ class HonestTrainer:
             seed = derive_seed(self.cfg.seed, "local-training", es, server_round)
             report = train_locally(self.module, self.data[es], self.cfg.training,
                                    self.cfg.training.local_steps, seed)  # fmt: skip
-            reply = TrainReply(len(self.data[es]), report.mean_loss, report.steps, report.wall_s)
+            # no contract in this benchmark: modelled latency and ES utility are not measured
+            reply = TrainReply(
+                len(self.data[es]), report.mean_loss, report.steps, report.wall_s, 0.0, 0.0
+            )
             self.cache[key] = (self.module.adapter_state(), reply.to_dict())
         return self.cache[key]
 

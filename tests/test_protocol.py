@@ -6,27 +6,48 @@ import math
 
 import pytest
 
-from fed_agent.protocol import REPLY_METRIC_KEYS, ProtocolError, TrainInstruction, TrainReply
+from fed_agent.protocol import (
+    REPLY_METRIC_KEYS,
+    Offer,
+    ProtocolError,
+    TrainInstruction,
+    TrainReply,
+)
 
 
 def test_train_instruction_round_trip():
-    instruction = TrainInstruction(3, 25, "ab" * 32)
+    instruction = TrainInstruction(3, 25, "ab" * 32, 2.5, 11.0)
     assert instruction.to_dict() == {
         "server-round": 3,
         "local-steps": 25,
         "base-fingerprint": "ab" * 32,
+        "f-ghz": 2.5,
+        "reward": 11.0,
     }
     assert TrainInstruction.from_dict(instruction.to_dict()) == instruction
 
 
+def test_offer_round_trip_and_checks():
+    offer = Offer(
+        2, 2, 1, False, (1.0, 2.0), (3.0, 4.0), (1.0, 1.5, 2.0, 2.5), (3.0, 3.5, 4.0, 4.5)
+    )
+    values = {**offer.to_dict(), "phase": "offer"}
+    assert values["f2"] == [1.0, 1.5, 2.0, 2.5]
+    assert Offer.from_dict(values) == offer
+    with pytest.raises(ProtocolError, match="period-1 report"):
+        Offer(2, 2, -1, False, (1.0,), (1.0,), (1.0,), (1.0,))
+    with pytest.raises(ProtocolError, match="malformed offer"):
+        Offer(1, 1, -1, False, (1.0, 2.0), (1.0, 2.0), (1.0,), (1.0,))
+
+
 def test_train_reply_round_trip_and_key_set():
-    reply = TrainReply(128, 0.75, 25, 3.5)
+    reply = TrainReply(128, 0.75, 25, 3.5, 9.0, 1.25)
     assert set(reply.to_dict()) == set(REPLY_METRIC_KEYS)
     assert TrainReply.from_dict(reply.to_dict()) == reply
 
 
 def test_idle_reply_keeps_the_same_keys_with_a_finite_loss():
-    values = TrainReply(0, math.nan, 0, 0.0).to_dict()
+    values = TrainReply(0, math.nan, 0, 0.0, 0.0, 0.0).to_dict()
     assert set(values) == set(REPLY_METRIC_KEYS)
     assert values["train-loss"] == -1.0
 
@@ -40,13 +61,13 @@ def test_idle_reply_keeps_the_same_keys_with_a_finite_loss():
     ],
 )
 def test_malformed_reply_is_refused(change, message):
-    values = {**TrainReply(10, 0.5, 2, 1.0).to_dict(), **change}
+    values = {**TrainReply(10, 0.5, 2, 1.0, 5.0, 0.0).to_dict(), **change}
     with pytest.raises(ProtocolError, match=message):
         TrainReply.from_dict(values)
 
 
 def test_missing_key_is_refused():
-    values = TrainReply(10, 0.5, 2, 1.0).to_dict()
+    values = TrainReply(10, 0.5, 2, 1.0, 5.0, 0.0).to_dict()
     del values["train-steps"]
     with pytest.raises(ProtocolError, match="missing keys"):
         TrainReply.from_dict(values)

@@ -23,7 +23,14 @@ from flwr.app import (
 )
 
 from fed_agent.attacks import MALFORMED_ATTACKS, VALUE_ATTACKS, apply_attack
-from fed_agent.protocol import ARRAYS, CONFIG, METRICS, REPLY_METRIC_KEYS, TrainInstruction
+from fed_agent.protocol import (
+    ARRAYS,
+    CONFIG,
+    METRICS,
+    REPLY_METRIC_KEYS,
+    TrainInstruction,
+    TrainReply,
+)
 from strategies.records import adapter_to_record, to_config_record
 from strategies.validation import (
     AcceptedReply,
@@ -34,7 +41,7 @@ from strategies.validation import (
 )
 
 MAX_EXAMPLES = 32
-HONEST_METRICS = {"num-examples": 32, "train-loss": 1.5, "train-steps": 4, "train-wall-s": 0.3}
+HONEST_METRICS = TrainReply(32, 1.5, 4, 0.3, 6.0, 2.5).to_dict()
 NODE_UNAVAILABLE = 5
 EXPECTED_REASON = {
     "nan": "NaN or Inf",
@@ -169,7 +176,7 @@ def test_a_client_reply_carries_only_adapter_tensors_and_allow_listed_metrics(
     """Privacy (reliability notes S6): no raw data, text or extra records leave an ES."""
     from clients.client_app import train
 
-    instruction = TrainInstruction(1, 1, smoke_module.base.fingerprint)
+    instruction = TrainInstruction(1, 1, smoke_module.base.fingerprint, 2.0, 10.0)
     message = Message(
         content=RecordDict({
             ARRAYS: adapter_to_record(smoke_module.initial_state),
