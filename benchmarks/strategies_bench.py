@@ -29,18 +29,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from benchmarks.federation_overhead import PeakMemory  # noqa: E402
+from fed_agent.incentives.config import POLICIES  # noqa: E402
 from fed_agent.launcher import launch_simulation  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-POLICIES = (
-    "fedavg_flat_fee",
-    "uniform",
-    "static",
-    "complete_information",
-    "optimal",
-    "edmsac",
-    "dmsac",
-)
 
 
 def run_policy(
