@@ -2,9 +2,13 @@
 
 Run (from the repository root; ~30-60 min on 2 busy CPU cores, most of it SmolLM2)::
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/agent_eval_bench.py
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/agent_eval_bench.py --equal-compute
 
-Writes ``benchmarks/results/agent_eval.csv`` and ``benchmarks/results/agent_eval.png``.
+Writes ``benchmarks/results/agent_eval.csv`` and ``benchmarks/results/agent_eval.png``. The
+committed ``agent_eval_steps10.csv`` is the same with a larger budget::
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/agent_eval_bench.py \
+        --models smollm2-135m,tiny-llm --steps 10 --out /tmp/run2   # then copy the CSV
 
 With the same step budget per ES (``rounds * steps`` optimiser steps of batch ``batch_size``):
 
