@@ -34,4 +34,6 @@ def sample_nodes(node_ids: list[int], k: int, rng: np.random.Generator) -> list[
     """Up to ``k`` distinct node ids drawn uniformly (all of them when k >= len)."""
     if k >= len(node_ids):
         return list(node_ids)
-    return sorted(int(n) for n in rng.choice(node_ids, size=k, replace=False))
+    # draw positions, not ids: ids are unsigned 64-bit and numpy would turn them into floats
+    picked = rng.choice(len(node_ids), size=k, replace=False)
+    return sorted(node_ids[int(i)] for i in picked)
