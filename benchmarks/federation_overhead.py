@@ -41,6 +41,8 @@ from fed_agent.modules.training import train_locally
 from fed_agent.seeding import derive_seed
 
 RESULTS = Path(__file__).resolve().parent / "results" / "federation_overhead.csv"
+MEMORY_STEPS = 2
+"""Memory does not depend on the step budget; few steps keep the memory runs short."""
 
 
 class PeakMemory:
@@ -130,34 +132,45 @@ def plain_loop(num_es: int, rounds: int, steps: int) -> dict:
         "bytes_per_round": 0.0,
         "peak_rss_mb": memory.peak_bytes / 2**20,
         "participants_median": float(num_es),
-        "adapter_bytes": module.adapter_bytes,
-        "full_model_bytes": module.base.num_bytes,
     }
+
+
+def sizes_of_default_model() -> dict[str, int]:
+    """Bytes of one adapter and of the full base model of the default run."""
+    cfg = load_config("default")
+    module = agent_module(cfg.model, cfg.seed)
+    return {"adapter_bytes": module.adapter_bytes, "full_model_bytes": module.base.num_bytes}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--memory-rounds", type=int, default=2)
+    parser.add_argument("--parts", nargs="+", default=["timing", "memory"],
+                        choices=["timing", "memory"])  # fmt: skip
     parser.add_argument(
         "--local-steps", type=int, default=None, help="default: the default run's step budget"
     )
     args = parser.parse_args()
     out = Path(tempfile.mkdtemp(prefix="fed-agent-overhead-"))
-    rows = []
     steps = args.local_steps or load_config("default").training.local_steps
-    plain = plain_loop(20, args.rounds, steps)
-    sizes = {
-        "adapter_bytes": plain.pop("adapter_bytes"),
-        "full_model_bytes": plain.pop("full_model_bytes"),
-    }
-    rows.append({"num_es": 20, "sampled_es": 20, "mode": "plain_pytorch", **plain})
-    flower = flower_run(20, args.rounds, 20, steps, out)
-    rows.append({"num_es": 20, "sampled_es": 20, "mode": "flower_simulation", **flower})
-    for num_es in (10, 100):
-        memory = flower_run(num_es, args.memory_rounds, 10, 2, out)
-        rows.append({"num_es": num_es, "sampled_es": 10, "mode": "flower_memory", **memory})
-    frame = pd.DataFrame(rows).assign(**sizes, local_steps=steps)
+    if "timing" in args.parts:
+        plain = plain_loop(20, args.rounds, steps)
+        rows = [{"num_es": 20, "sampled_es": 20, "mode": "plain_pytorch", "local_steps": steps,
+                 **plain}]  # fmt: skip
+        flower = flower_run(20, args.rounds, 20, steps, out)
+        rows.append({"num_es": 20, "sampled_es": 20, "mode": "flower_simulation",
+                     "local_steps": steps, **flower})  # fmt: skip
+    else:  # keep the timing rows of the previous run of this script
+        previous = pd.read_csv(RESULTS)
+        rows = previous[~previous["mode"].eq("flower_memory")].to_dict("records")
+    if "memory" in args.parts:
+        for num_es in (10, 100):
+            memory = flower_run(num_es, args.memory_rounds, 10, MEMORY_STEPS, out)
+            rows.append({"num_es": num_es, "sampled_es": 10, "mode": "flower_memory",
+                         "local_steps": MEMORY_STEPS, **memory})  # fmt: skip
+    sizes = sizes_of_default_model()
+    frame = pd.DataFrame(rows).assign(**sizes)
     frame["bytes_ratio_per_es"] = frame["adapter_bytes"] / frame["full_model_bytes"]
     base = frame.loc[frame["mode"] == "plain_pytorch", "round_time_s_median"].iloc[0]
     frame["overhead_ratio"] = frame["round_time_s_median"] / base
