@@ -8,6 +8,9 @@ of the contract model, and plain FedAvg's flat fee for a fixed effort.
 from __future__ import annotations
 
 import functools
+import importlib.metadata
+import json
+import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -18,10 +21,7 @@ from fed_agent.contracts import DynamicContract, Market, solve_reference
 from fed_agent.incentives.config import POLICIES, IncentiveConfig
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
-SHIPPED_CHECKPOINTS = {
-    "edmsac": ASSETS / "edmsac_default.npz",
-    "dmsac": ASSETS / "dmsac_default.npz",
-}
+SHIPPED_CHECKPOINTS = {"edmsac": "edmsac_default.npz", "dmsac": "dmsac_default.npz"}
 ORACLE_POLICIES = frozenset({"complete_information"})
 """Policies that see each ES's type (a simulation-only upper bound): the ES reveals it."""
 
@@ -33,6 +33,37 @@ def flat_fee_contract(market: Market, f_ghz: float, fee: float) -> DynamicContra
     k = market.num_types
     return DynamicContract(
         np.full(k, f_ghz), np.full(k, fee), np.full((k, k), f_ghz), np.full((k, k), fee)
+    )
+
+
+def _installed_assets() -> Path | None:
+    """The assets folder of the installed fed-agent distribution (editable or not).
+
+    Flower copies an app into a bundle that holds only source and text files, so a ServerApp
+    running from the bundle finds the shipped checkpoints here, not next to its own code.
+    """
+    try:
+        dist = importlib.metadata.distribution("fed-agent")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    direct_url = dist.read_text("direct_url.json")
+    if direct_url:  # an editable install points at the source tree
+        url = json.loads(direct_url).get("url", "")
+        if url.startswith("file://"):
+            return Path(urllib.parse.unquote(url[len("file://") :])) / "fed_agent" / "assets"
+    return Path(str(dist.locate_file("fed_agent/assets")))
+
+
+def shipped_checkpoint(policy: str) -> Path:
+    """The shipped checkpoint of a learned policy, next to this code or in the installation."""
+    name = SHIPPED_CHECKPOINTS[policy]
+    places = [ASSETS, _installed_assets()]
+    for folder in places:
+        if folder is not None and (folder / name).is_file():
+            return folder / name
+    raise FileNotFoundError(
+        f"shipped designer checkpoint {name} not found in {[str(p) for p in places if p]}; "
+        "reinstall fed-agent or set incentive.designer_checkpoint"
     )
 
 
@@ -56,6 +87,6 @@ def make_policy(cfg: IncentiveConfig) -> Policy:
             flat_fee_contract(m, cfg.flat_fee_f_ghz, cfg.flat_fee) for m in markets
         ]
     if name in ("edmsac", "dmsac"):
-        designer = _designer(str(cfg.designer_checkpoint or SHIPPED_CHECKPOINTS[name]))
+        designer = _designer(str(cfg.designer_checkpoint or shipped_checkpoint(name)))
         return designer.propose
     return lambda markets: [solve_reference(name, m).contract for m in markets]
