@@ -58,7 +58,7 @@ def run_policy(
         "strategy": policy,
         "cloud_utility": rounds_df["cloud_utility"].mean(),
         "payments": rounds_df["payments"].mean(),
-        "participation_rate": rounds_df["participation_rate"].mean(),
+        "participation_rate": participation_from_ledger(outcome.output_dir / "ledger.csv"),
         "participants": rounds_df["participants"].mean(),
         "round_latency_model_s": rounds_df["round_latency_model_s"].mean(),
         "round_wall_s": rounds_df["round_wall_s"].median(),
@@ -68,6 +68,12 @@ def run_policy(
         "run_wall_s": time.perf_counter() - start,
         "peak_rss_mb": memory.peak_bytes / 2**20,
     }
+
+
+def participation_from_ledger(ledger_csv: Path) -> float:
+    """Mean over rounds of the share of offered ESs that took an item (ledger ``item >= 0``)."""
+    ledger = pd.read_csv(ledger_csv)
+    return float(ledger.groupby("round")["item"].apply(lambda items: (items >= 0).mean()).mean())
 
 
 def plot(frame: pd.DataFrame, path: Path) -> None:
@@ -92,7 +98,19 @@ def main() -> None:
     parser.add_argument(
         "--extra", nargs="*", default=["federation.es_per_round=10", "training.local_steps=10"]
     )
+    parser.add_argument("--recompute", type=Path, help="redo participation from run folders")
     args = parser.parse_args()
+    if args.recompute:  # participation from the ledgers of an earlier invocation's runs
+        frame = pd.read_csv(RESULTS / "strategies.csv")
+        for i, row in frame.iterrows():
+            name = f"{row['strategy'].replace('_ffa_lora', '')}-{row['num_es']}"
+            ledger = args.recompute / name / "ledger.csv"
+            if ledger.is_file() and row["strategy"] != "edmsac_ffa_lora":
+                frame.loc[i, "participation_rate"] = participation_from_ledger(ledger)
+        frame.to_csv(RESULTS / "strategies.csv", index=False)
+        plot(frame, RESULTS / "strategies.png")
+        print(frame.to_string(index=False))
+        return
     out = Path(tempfile.mkdtemp(prefix="fed-agent-strategies-"))
     rows = []
     for num_es in args.sizes:

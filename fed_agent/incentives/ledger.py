@@ -68,14 +68,19 @@ class Ledger:
         return [e.round for e in self.entries if e.es_id == es_id and e.status == "paid"]
 
     def round_summary(self, server_round: int) -> dict[str, float]:
-        """Cloud utility, payments, participation and modelled latency of one round."""
+        """Cloud utility, payments, participation and modelled latency of one round.
+
+        ``participation_rate``: the share of offered ESs that took an item (whether or not
+        they were then chosen); ``participants``: the ESs paid for accepted work.
+        """
         rows = [e for e in self.entries if e.round == server_round]
         paid = [e for e in rows if e.status == "paid"]
+        accepted = [e for e in rows if e.item >= 0]  # took an item (chosen or not)
         offered = len(rows)
         return {
             "offers": offered,
             "participants": len(paid),
-            "participation_rate": len(paid) / offered if offered else 0.0,
+            "participation_rate": len(accepted) / offered if offered else 0.0,
             "payments": float(sum(e.paid for e in paid)),
             "cloud_utility": float(sum(e.cloud_value - e.paid for e in paid)),
             "round_latency_model_s": float(max((e.modelled_latency_s for e in paid), default=0.0)),
