@@ -104,7 +104,9 @@ def main() -> None:
         frame = pd.read_csv(RESULTS / "strategies.csv")
         for i, row in frame.iterrows():
             name = f"{row['strategy'].replace('_ffa_lora', '')}-{row['num_es']}"
-            ledger = args.recompute / name / "ledger.csv"
+            # a later run of the same name (the FFA-LoRA row) moved the earlier folder aside
+            folders = sorted(args.recompute.glob(f"{name}-*")) or [args.recompute / name]
+            ledger = folders[0] / "ledger.csv"
             if ledger.is_file() and row["strategy"] != "edmsac_ffa_lora":
                 frame.loc[i, "participation_rate"] = participation_from_ledger(ledger)
         frame.to_csv(RESULTS / "strategies.csv", index=False)
