@@ -39,7 +39,13 @@ class FederationConfig:
     """A previous run's output folder: continue after its newest checkpoint (empty = fresh)."""
 
     def __post_init__(self) -> None:
-        for name in ("num_es", "num_rounds", "es_per_round", "min_available_es", "checkpoint_every"):
+        for name in (
+            "num_es",
+            "num_rounds",
+            "es_per_round",
+            "min_available_es",
+            "checkpoint_every",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"federation.{name} must be >= 1, got {getattr(self, name)}")
         if self.round_timeout_s <= 0:
