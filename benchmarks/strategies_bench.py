@@ -77,7 +77,7 @@ def participation_from_ledger(ledger_csv: Path) -> float:
 
 
 def plot(frame: pd.DataFrame, path: Path) -> None:
-    metrics = ["cloud_utility", "round_latency_model_s", "participation_rate", "agent_quality"]
+    metrics = ["cloud_utility", "round_latency_model_s", "participation_rate", "answer_loss"]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 4))
     for ax, metric in zip(axes, metrics, strict=True):
         table = frame.pivot_table(index="strategy", columns="num_es", values=metric)
