@@ -42,10 +42,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from fed_agent.contracts import (  # noqa: E402
+from fed_agent.contracts import (
     MarketRanges,
     audit,
     named_market,
+    reference_violations,  # noqa: E402
     sample_market,
 )
 from fed_agent.contracts.solvers import REFERENCE_SOLVERS, solve_reference  # noqa: E402
@@ -169,9 +170,7 @@ def reference_rows(task: str, evaluation: EvaluationSet) -> list[dict[str, Any]]
         for market, optimum in zip(evaluation.markets, evaluation.optimum, strict=True):
             solution = solve_reference(name, market, rng=rng)
             ratios.append(solution.cloud_utility / optimum)
-            kinds = ("IR", "bounds") if name == "complete_information" else None
-            found = audit(solution.contract, market, kinds=kinds) if kinds else None
-            violations += len(found if found is not None else audit(solution.contract, market))
+            violations += len(reference_violations(name, solution.contract, market))
             seconds.append(solution.solve_time_s)
         rows.append(
             {

@@ -14,9 +14,9 @@ from fed_agent.contracts import (
     MarketParams,
     MarketRanges,
     Solution,
-    audit,
     es_rents,
     named_market,
+    reference_violations,
     sample_market,
     solve_reference,
 )
@@ -88,8 +88,7 @@ def solve_table(market: Market, names: list[str], seed: int) -> tuple[list[dict]
     rows, blocks = [], []
     for name in names:
         solution = solve_reference(name, market, np.random.default_rng(seed))
-        kinds = ("IR", "bounds") if name == "complete_information" else None
-        violations = audit(solution.contract, market, **({"kinds": kinds} if kinds else {}))
+        violations = reference_violations(name, solution.contract, market)
         rows.append(
             {
                 "solution": name,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fed_agent.contracts.audit import Violation, audit
 from fed_agent.contracts.constraints import item_types
 from fed_agent.contracts.contract import DynamicContract
 from fed_agent.contracts.market import Market, check_choice
@@ -152,3 +153,14 @@ def solve_reference(name: str, market: Market, rng: np.random.Generator | None =
     if name == "random":
         return random_feasible_contract(market, rng or np.random.default_rng(0))
     return REFERENCE_SOLVERS[name](market)
+
+
+def reference_violations(name: str, contract: DynamicContract, market: Market) -> list[Violation]:
+    """Audit a reference contract by the constraints it is meant to meet.
+
+    The complete-information contract knows each type, so it is checked for IR and bounds only;
+    every other reference must also be incentive compatible.
+    """
+    if name == "complete_information":
+        return audit(contract, market, kinds=("IR", "bounds"))
+    return audit(contract, market)
