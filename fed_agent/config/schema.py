@@ -14,6 +14,10 @@ from fed_agent.incentives.config import IncentiveConfig
 from fed_agent.privacy import PrivacyConfig
 
 TASKS = ("decide", "describe")
+PROMPT_STYLES = ("log", "natural")
+"""``log``: the compact perception log (what the tiny bases are pre-trained on); ``natural``:
+an instruction in words around the scene's description (what instruction-tuned bases such
+as SmolLM2-Instruct read best)."""
 AGGREGATIONS = ("fedavg", "trimmed_mean", "median")
 
 
@@ -132,8 +136,11 @@ class DataConfig:
     """Concentration of each ES's mixture over scene kinds (small = more non-IID)."""
     tasks: list[str] = field(default_factory=lambda: ["decide", "describe"])
     image_size: int = 32
+    prompt_style: str = "log"
+    """How text prompts are worded: log or natural (see PROMPT_STYLES)."""
 
     def __post_init__(self) -> None:
+        check_choice("data.prompt_style", self.prompt_style, PROMPT_STYLES)
         if self.samples_per_es < 1 or self.eval_samples < 1:
             raise ValueError("data.samples_per_es and data.eval_samples must be >= 1")
         if not self.dirichlet_alpha > 0:

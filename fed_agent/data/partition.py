@@ -37,14 +37,16 @@ def es_examples(
     """Training examples of one ES (images instead of logs when ``with_images``)."""
     scenes = es_scenes(cfg, seed, partition_id)
     rng = rng_for(seed, "es-render", partition_id)
-    return make_examples(scenes, cfg.tasks, rng, cfg.image_size if with_images else None)
+    size = cfg.image_size if with_images else None
+    return make_examples(scenes, cfg.tasks, rng, size, cfg.prompt_style)
 
 
 def heldout_examples(cfg: DataConfig, seed: int, with_images: bool = False) -> list[Example]:
     """The evaluation split: uniform over scene kinds, never trained on."""
     scenes = sample_scenes(rng_for(seed, "heldout-scenes"), cfg.eval_samples)
     rng = rng_for(seed, "heldout-render")
-    return make_examples(scenes, cfg.tasks, rng, cfg.image_size if with_images else None)
+    size = cfg.image_size if with_images else None
+    return make_examples(scenes, cfg.tasks, rng, size, cfg.prompt_style)
 
 
 def public_corpus(seed: int, size: int) -> list[str]:

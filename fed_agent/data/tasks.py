@@ -6,11 +6,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fed_agent.choices import check_choice
+from fed_agent.config.schema import PROMPT_STYLES, TASKS
 from fed_agent.data.render import describe, perception_log, render_image
 from fed_agent.data.scenes import ACTIONS, Scene
 
 DECIDE_PROMPT = "{log}\nAction:"
 DESCRIBE_PROMPT = "{log}\nDescribe:"
+NATURAL_DECIDE_PROMPT = "Driving assistant. {scene} Choose action (stop, slow, go). Action:"
+NATURAL_DESCRIBE_PROMPT = "Driving assistant. Sensor log: {log}. Describe the scene:"
 IMAGE_DECIDE_PROMPT = "Scene image.\nAction:"
 IMAGE_DESCRIBE_PROMPT = "Scene image.\nDescribe:"
 
@@ -29,29 +33,43 @@ class Example:
 
 
 def make_examples(
-    scenes: list[Scene], tasks: list[str], rng: np.random.Generator, image_size: int | None = None
+    scenes: list[Scene],
+    tasks: list[str],
+    rng: np.random.Generator,
+    image_size: int | None = None,
+    prompt_style: str = "log",
 ) -> list[Example]:
     """Turn scenes into examples, one per scene, cycling through ``tasks``.
 
-    With ``image_size`` the prompt is the rendered image instead of the perception log.
+    With ``image_size`` the prompt is the rendered image instead of the perception log;
+    ``prompt_style`` (one of :data:`PROMPT_STYLES`) words the text prompts.
     """
+    check_choice("data.prompt_style", prompt_style, PROMPT_STYLES)
     examples = []
     for i, scene in enumerate(scenes):
         task = tasks[i % len(tasks)]
         image = render_image(scene, image_size, rng) if image_size else None
-        examples.append(_example(scene, task, image))
+        examples.append(_example(scene, task, image, prompt_style))
     return examples
 
 
-def _example(scene: Scene, task: str, image: np.ndarray | None) -> Example:
+def _text_prompt(scene: Scene, task: str, prompt_style: str) -> str:
     log = perception_log(scene)
-    if task == "decide":
-        prompt = IMAGE_DECIDE_PROMPT if image is not None else DECIDE_PROMPT.format(log=log)
-        return Example(task, prompt, f" {scene.action}", image)
-    if task == "describe":
-        prompt = IMAGE_DESCRIBE_PROMPT if image is not None else DESCRIBE_PROMPT.format(log=log)
-        return Example(task, prompt, f" {describe(scene)}", image)
-    raise ValueError(f"unknown task {task!r}; valid choices: ['decide', 'describe']")
+    if prompt_style == "natural":
+        if task == "decide":
+            return NATURAL_DECIDE_PROMPT.format(scene=describe(scene))
+        return NATURAL_DESCRIBE_PROMPT.format(log=log)
+    return (DECIDE_PROMPT if task == "decide" else DESCRIBE_PROMPT).format(log=log)
+
+
+def _example(scene: Scene, task: str, image: np.ndarray | None, prompt_style: str) -> Example:
+    check_choice("data.tasks", task, TASKS)
+    if image is not None:
+        prompt = IMAGE_DECIDE_PROMPT if task == "decide" else IMAGE_DESCRIBE_PROMPT
+    else:
+        prompt = _text_prompt(scene, task, prompt_style)
+    answer = scene.action if task == "decide" else describe(scene)
+    return Example(task, prompt, f" {answer}", image)
 
 
 def action_candidates() -> list[str]:

@@ -83,3 +83,22 @@ def test_heldout_split_does_not_depend_on_any_es():
 def test_unknown_scene_kind_lists_choices():
     with pytest.raises(ValueError, match="valid choices"):
         sample_scene(np.random.default_rng(0), "moon_base")
+
+
+def test_natural_prompts_word_the_scene_and_keep_the_answers():
+    natural = DataConfig(samples_per_es=12, tasks=["decide", "describe"], prompt_style="natural")
+    logs = DataConfig(samples_per_es=12, tasks=["decide", "describe"])
+    for plain, worded in zip(es_examples(logs, 0, 1), es_examples(natural, 0, 1), strict=True):
+        assert plain.answer == worded.answer
+        assert plain.prompt != worded.prompt
+        if worded.task == "decide":
+            assert worded.prompt.startswith("Driving assistant. ")
+            assert worded.prompt.endswith("Choose action (stop, slow, go). Action:")
+            assert "weather=" not in worded.prompt
+        else:
+            assert plain.prompt.split("\n")[0] in worded.prompt
+
+
+def test_unknown_prompt_style_lists_choices():
+    with pytest.raises(ValueError, match=r"data.prompt_style.*\['log', 'natural'\]"):
+        DataConfig(prompt_style="chatty")
