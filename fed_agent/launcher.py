@@ -169,10 +169,16 @@ def default_cache_dir() -> Path:
     return cache.resolve()
 
 
-def effective_overrides(cfg_overrides: list[str], output_dir: Path, cache_dir: Path) -> list[str]:
-    """Pin absolute output and cache paths: the apps run in other working directories."""
+def effective_overrides(
+    cfg_overrides: list[str], output_dir: Path, cache_dir: Path, extend: str = ""
+) -> list[str]:
+    """Pin absolute output, cache and ``agent.extend`` paths: the apps run in other working
+    directories (``extend`` is the composed config's ``agent.extend``, resolved here)."""
     keys = {o.split("=", 1)[0] for o in cfg_overrides}
     extra = []
+    if extend:
+        cfg_overrides = [o for o in cfg_overrides if o.split("=", 1)[0] != "agent.extend"]
+        extra.append(f"agent.extend={Path(extend).expanduser().resolve()}")
     if "output_dir" not in keys:
         extra.append(f"output_dir={output_dir}")
     if "model.cache_dir" not in keys:
@@ -197,7 +203,16 @@ def launch_simulation(
     """
     items = split_overrides(overrides)
     cfg: ExperimentConfig = load_config(experiment, items)  # fail fast on a bad config
-    items = effective_overrides(items, Path(cfg.output_dir).resolve(), default_cache_dir())
+    if cfg.agent.extend:  # and on a bad agent.extend (the ServerApp then loads its modules)
+        from fed_agent.modules.extend import ExtendError, extension_specs  # torch: lazily
+
+        try:
+            extension_specs(cfg.agent)
+        except ExtendError as err:
+            raise FederationRunError(str(err)) from err
+    items = effective_overrides(
+        items, Path(cfg.output_dir).resolve(), default_cache_dir(), cfg.agent.extend
+    )
     flwr_home = PROJECT_ROOT / ".flwr"
     flwr_home.mkdir(exist_ok=True)
     (flwr_home / "config.toml").write_text(FLWR_CONFIG)

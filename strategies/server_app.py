@@ -17,7 +17,7 @@ from fed_agent.evaluation.quality import evaluate_quality  # noqa: E402
 from fed_agent.incentives.ledger import Ledger  # noqa: E402
 from fed_agent.incentives.policies import make_policy  # noqa: E402
 from fed_agent.modules.adapter import AgentModule, agent_module  # noqa: E402
-from fed_agent.modules.export import export_agent  # noqa: E402
+from fed_agent.modules.extend import export_run_agent, load_extension  # noqa: E402
 from fed_agent.outputs import RunOutputs  # noqa: E402
 from fed_agent.seeding import seed_everything  # noqa: E402
 from strategies.checkpoint import (  # noqa: E402
@@ -85,6 +85,8 @@ def main(grid: Grid, context: Context) -> None:
     cfg = config_from_context(context)
     seed_everything(cfg.seed)
     checkpoint = resume_point(cfg)
+    # before the run folder and the first round: a bad agent.extend fails here, losing nothing
+    extension = load_extension(cfg.agent, cfg.seed)
     outputs = RunOutputs.create(cfg.output_dir, cfg.run_name)
     (outputs.root / "config.yaml").write_text(to_yaml(cfg))
     done = 0
@@ -112,5 +114,6 @@ def main(grid: Grid, context: Context) -> None:
         )
     info = {"round": max(done, cfg.federation.num_rounds), "config_yaml": to_yaml(cfg),
             "metrics": outputs.rows[-1] if outputs.rows else {}}  # fmt: skip
-    agent_dir = export_agent(outputs.root / "agent", module, strategy.latest_state, info)
+    agent_dir = export_run_agent(outputs.root / "agent", module, strategy.latest_state, info,
+                                 cfg.agent.module_name, extension)  # fmt: skip
     log.info("exported the agent to %s", agent_dir)

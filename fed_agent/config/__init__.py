@@ -2,6 +2,7 @@
 
 from fed_agent.config.load import ConfigError, experiment_names, load_config, to_yaml
 from fed_agent.config.schema import (
+    AgentConfig,
     DataConfig,
     ExperimentConfig,
     FederationConfig,
@@ -10,6 +11,7 @@ from fed_agent.config.schema import (
 )
 
 __all__ = [
+    "AgentConfig",
     "ConfigError",
     "DataConfig",
     "ExperimentConfig",

@@ -6,6 +6,7 @@ the dataclass registered for its group, so a misspelt key fails at compose time.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from fed_agent.choices import check_choice
@@ -19,6 +20,8 @@ PROMPT_STYLES = ("log", "natural")
 an instruction in words around the scene's description (what instruction-tuned bases such
 as SmolLM2-Instruct read best)."""
 AGGREGATIONS = ("fedavg", "trimmed_mean", "median")
+MODULE_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+"""A module name also names its adapter file ``<name>.safetensors`` in the agent directory."""
 
 
 @dataclass
@@ -154,6 +157,27 @@ class DataConfig:
 
 
 @dataclass
+class AgentConfig:
+    """The deployable agent a run exports: its module's name and an earlier agent to extend."""
+
+    module_name: str = "agent"
+    """Name of this run's module in the exported agent (a format-1 agent records it only when
+    it is not the default)."""
+    extend: str = ""
+    """An earlier agent directory (format 1 or 2) to extend (empty = a single-module agent).
+    Its modules run first and are copied unchanged, checked against this machine's bases with
+    this run's seed; this run's module is appended last, with no ``inputs``: it sees the plain
+    request prompt, as it did in training (fed_agent/runtime.py)."""
+
+    def __post_init__(self) -> None:
+        if not MODULE_NAME_PATTERN.fullmatch(self.module_name):
+            raise ValueError(
+                "agent.module_name must start with a letter or digit and hold only letters, "
+                f"digits, _ or - (it names <name>.safetensors), got {self.module_name!r}"
+            )
+
+
+@dataclass
 class ExperimentConfig:
     """The whole configuration of one federated run."""
 
@@ -169,3 +193,5 @@ class ExperimentConfig:
     """The contract market (types, transitions, costs, value); defaults in MarketParams."""
     incentive: IncentiveConfig = field(default_factory=IncentiveConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    """The exported agent: this run's module name and an earlier agent to extend."""

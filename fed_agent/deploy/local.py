@@ -179,7 +179,9 @@ def submit_experiment(
     """
     items = split_overrides(overrides)
     cfg = load_config(experiment, items)
-    items = effective_overrides(items, Path(cfg.output_dir).resolve(), default_cache_dir())
+    items = effective_overrides(
+        items, Path(cfg.output_dir).resolve(), default_cache_dir(), cfg.agent.extend
+    )
     run_id = start_run(app_dir, connection, run_config_arg(experiment, items), env)
     log.info("started run %d on %s", run_id, connection)
     return SubmittedRun(run_id, Path(cfg.output_dir).resolve() / cfg.run_name)

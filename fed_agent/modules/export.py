@@ -14,8 +14,9 @@ each on its own base, possibly built by different ESs or rounds::
                             "modules": {name: {"base": ..., "adapter": ..., "inputs": [...]}}}
     <name>.safetensors     one adapter per module
 
-:func:`module_specs` reads both formats into the format-2 shape (a format-1 agent is one module
-named ``agent``); ``fed_agent.runtime`` chains the modules.
+:func:`module_specs` reads both formats into the format-2 shape (a format-1 agent is one module,
+named by its manifest's ``module_name`` or else ``agent``); ``fed_agent.runtime`` chains the
+modules and ``fed_agent.modules.extend`` exports a run's module into an earlier agent.
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ FORMAT_VERSIONS = (FORMAT_VERSION, MULTI_FORMAT_VERSION)
 MANIFEST = "manifest.json"
 ADAPTER_FILE = "adapter.safetensors"
 SINGLE_MODULE_NAME = "agent"
-"""The name a format-1 agent's only module gets when read as a chain."""
+"""The name a format-1 agent's only module gets when read as a chain (unless it names one)."""
+MODULE_NAME_KEY = "module_name"
+"""Optional key of a format-1 manifest: its module's name when that is not ``agent``."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,9 @@ def _export_merged(module: AgentModule, state: AdapterState, path: Path) -> None
 def export_modules(out_dir: Path, parts: Mapping[str, ModulePart], info: dict) -> Path:
     """Write a multi-module agent (format 2); ``parts`` are in run order. Returns ``out_dir``.
 
+    ``info`` goes into the manifest, except ``config_yaml`` which is written to ``config.yaml``
+    (as :func:`export_agent` does).
+
     Raises
     ------
     AdapterError
@@ -135,6 +141,10 @@ def export_modules(out_dir: Path, parts: Mapping[str, ModulePart], info: dict) -
                 f"module {name!r} takes inputs {late} that do not run before it in {chain}"
             )
     out_dir.mkdir(parents=True, exist_ok=True)
+    info = dict(info)
+    config_yaml = info.pop("config_yaml", None)
+    if config_yaml is not None:
+        (out_dir / "config.yaml").write_text(config_yaml)
     modules = {}
     for name, part in parts.items():
         file = f"{name}.safetensors"
@@ -181,7 +191,7 @@ def module_specs(manifest: dict) -> dict[str, dict]:
     """``{name: {"base", "adapter", "inputs"}}`` in run order, for either format."""
     if manifest.get("format_version") == FORMAT_VERSION:
         single = {"base": manifest["base"], "adapter": manifest["adapter"], "inputs": []}
-        return {SINGLE_MODULE_NAME: single}
+        return {manifest.get(MODULE_NAME_KEY, SINGLE_MODULE_NAME): single}
     return {name: manifest["modules"][name] for name in manifest["chain"]}
 
 

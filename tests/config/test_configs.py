@@ -48,3 +48,15 @@ def test_invalid_value_is_refused_with_the_field_name():
 def test_wrong_type_is_refused():
     with pytest.raises(ConfigError):
         load_config("default", "training.batch_size=many")
+
+
+def test_agent_section_defaults_overrides_and_errors():
+    from fed_agent.config.schema import AgentConfig
+
+    assert load_config("default").agent == AgentConfig(module_name="agent", extend="")
+    cfg = load_config("default", ["agent.module_name=decision", "agent.extend=out/p/agent"])
+    assert (cfg.agent.module_name, cfg.agent.extend) == ("decision", "out/p/agent")
+    with pytest.raises(ConfigError, match=r"Valid keys at agent: \['extend', 'module_name'\]"):
+        load_config("default", ["agent.modul_name=decision"])
+    with pytest.raises(ConfigError, match="agent.module_name must start with a letter"):
+        load_config("default", ["agent.module_name=../x"])
