@@ -1,14 +1,12 @@
 """Federated vs local-only vs centralised agent modules, and the deployed agent's latency.
 
-Run (from the repository root; ~30-60 min on 2 busy CPU cores, most of it SmolLM2)::
+Run (from the repository root; ~60 min on 2 busy CPU cores, most of it SmolLM2)::
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/agent_eval_bench.py --equal-compute
 
-Writes ``benchmarks/results/agent_eval.csv`` and ``benchmarks/results/agent_eval.png``. The
-committed ``agent_eval_steps10.csv`` is the same with a larger budget::
-
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/agent_eval_bench.py \
-        --models smollm2-135m,tiny-llm --steps 10 --out /tmp/run2   # then copy the CSV
+Writes ``benchmarks/results/agent_eval.csv`` and ``benchmarks/results/agent_eval.png``.
+Each model runs with its own config (``model=<name>``: SmolLM2 brings its learning rate and
+natural-language prompts, ``configs/model/smollm2-135m.yaml``) on the decision task.
 
 With the same step budget per ES (``rounds * steps`` optimiser steps of batch ``batch_size``):
 
@@ -159,9 +157,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default="tiny-llm,smollm2-135m")
     parser.add_argument("--num-es", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=6, help="local steps per ES per round")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--samples-per-es", type=int, default=64)
     parser.add_argument("--eval-samples", type=int, default=90)
     parser.add_argument("--requests", type=int, default=50)

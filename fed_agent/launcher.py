@@ -169,21 +169,32 @@ def default_cache_dir() -> Path:
     return cache.resolve()
 
 
+PINNED_PATHS = ("agent.extend", "federation.resume_from")
+"""Path fields resolved against the launcher's working directory (the apps run elsewhere)."""
+
+
 def effective_overrides(
-    cfg_overrides: list[str], output_dir: Path, cache_dir: Path, extend: str = ""
+    cfg_overrides: list[str], cfg: ExperimentConfig, cache_dir: Path
 ) -> list[str]:
-    """Pin absolute output, cache and ``agent.extend`` paths: the apps run in other working
-    directories (``extend`` is the composed config's ``agent.extend``, resolved here)."""
+    """Pin absolute output, cache and input paths: the apps run in other working directories.
+
+    ``cfg`` is the config composed from ``cfg_overrides``; its :data:`PINNED_PATHS` that are set
+    (an experiment file may set them too) are resolved here.
+    """
+    pinned = {}
+    for key in PINNED_PATHS:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value:
+            pinned[key] = Path(value).expanduser().resolve()
     keys = {o.split("=", 1)[0] for o in cfg_overrides}
-    extra = []
-    if extend:
-        cfg_overrides = [o for o in cfg_overrides if o.split("=", 1)[0] != "agent.extend"]
-        extra.append(f"agent.extend={Path(extend).expanduser().resolve()}")
+    kept = [o for o in cfg_overrides if o.split("=", 1)[0] not in pinned]
+    extra = [f"{key}={path}" for key, path in pinned.items()]
     if "output_dir" not in keys:
-        extra.append(f"output_dir={output_dir}")
+        extra.append(f"output_dir={Path(cfg.output_dir).resolve()}")
     if "model.cache_dir" not in keys:
         extra.append(f"model.cache_dir={cache_dir}")
-    return [*cfg_overrides, *extra]
+    return [*kept, *extra]
 
 
 def run_config_arg(experiment: str, overrides: list[str]) -> str:
@@ -210,9 +221,7 @@ def launch_simulation(
             extension_specs(cfg.agent)
         except ExtendError as err:
             raise FederationRunError(str(err)) from err
-    items = effective_overrides(
-        items, Path(cfg.output_dir).resolve(), default_cache_dir(), cfg.agent.extend
-    )
+    items = effective_overrides(items, cfg, default_cache_dir())
     flwr_home = PROJECT_ROOT / ".flwr"
     flwr_home.mkdir(exist_ok=True)
     (flwr_home / "config.toml").write_text(FLWR_CONFIG)

@@ -175,13 +175,11 @@ def submit_experiment(
     """Submit the FedAgent app as a run on a SuperLink connection (returns at once).
 
     The config is composed here first, so a bad experiment or override fails before a run
-    exists; output and cache paths are pinned absolute (the apps run elsewhere).
+    exists; output, cache and input paths are pinned absolute (the apps run elsewhere).
     """
     items = split_overrides(overrides)
     cfg = load_config(experiment, items)
-    items = effective_overrides(
-        items, Path(cfg.output_dir).resolve(), default_cache_dir(), cfg.agent.extend
-    )
+    items = effective_overrides(items, cfg, default_cache_dir())
     run_id = start_run(app_dir, connection, run_config_arg(experiment, items), env)
     log.info("started run %d on %s", run_id, connection)
     return SubmittedRun(run_id, Path(cfg.output_dir).resolve() / cfg.run_name)

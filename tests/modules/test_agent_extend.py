@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from fed_agent import launcher
+from fed_agent.config import load_config
 from fed_agent.config.schema import AgentConfig
 from fed_agent.data import heldout_examples
 from fed_agent.modules.export import (
@@ -188,13 +189,17 @@ def test_the_cheap_check_reads_the_chain_without_loading_models(format1_agent):
     assert list(extension_specs(AgentConfig("decision", str(old_dir)))) == ["agent"]
 
 
-def test_the_launcher_pins_a_relative_extend_and_fails_before_flower(tmp_path, monkeypatch):
+def test_the_launcher_pins_relative_input_paths_and_fails_before_flower(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    items = launcher.effective_overrides(
-        ["agent.extend=outputs/p/agent", "federation.num_es=3"], tmp_path, tmp_path,
-        "outputs/p/agent",
-    )  # fmt: skip
+    given = [
+        "agent.extend=outputs/p/agent",
+        "federation.resume_from=outputs/r",
+        "federation.num_es=3",
+    ]
+    items = launcher.effective_overrides(given, load_config("smoke", given), tmp_path)
     assert f"agent.extend={tmp_path / 'outputs/p/agent'}" in items
+    assert f"federation.resume_from={tmp_path / 'outputs/r'}" in items
+    assert f"output_dir={tmp_path / 'outputs'}" in items
     assert "agent.extend=outputs/p/agent" not in items and "federation.num_es=3" in items
 
     def no_flower(*args, **kwargs):
