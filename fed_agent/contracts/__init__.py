@@ -4,6 +4,15 @@ numpy/scipy only: this package never imports torch or flwr (a test checks it).
 """
 
 from fed_agent.contracts.audit import VIOLATION_KINDS, Violation, audit
+from fed_agent.contracts.batch import (
+    MarketBatch,
+    ScoredMenus,
+    cloud_utility_batch,
+    complete_information_utility,
+    count_violations,
+    least_rent_rewards,
+    score_menus,
+)
 from fed_agent.contracts.constraints import item_types, item_weights
 from fed_agent.contracts.contract import ContractItem, DynamicContract
 from fed_agent.contracts.market import (
@@ -47,21 +56,27 @@ __all__ = [
     "ContractItem",
     "DynamicContract",
     "Market",
+    "MarketBatch",
     "MarketParams",
     "MarketRanges",
+    "ScoredMenus",
     "Solution",
     "Violation",
     "audit",
     "best_response",
     "cloud_utility",
+    "cloud_utility_batch",
     "cloud_utility_best_response",
     "complete_information",
+    "complete_information_utility",
+    "count_violations",
     "energy_cost",
     "es_choice",
     "es_rents",
     "es_utility",
     "item_types",
     "item_weights",
+    "least_rent_rewards",
     "minimal_payments",
     "minimal_payments_batch",
     "named_market",
@@ -73,6 +88,7 @@ __all__ = [
     "sample_initial_types",
     "sample_market",
     "score_f_menus",
+    "score_menus",
     "solve_reference",
     "static_contract",
     "uniform_contract",

@@ -4,7 +4,9 @@
 ``minimal_payments_batch`` / ``score_f_menus`` serve the RL designer: they compute the
 closed-form rewards of the local-binding structure for a whole batch at once and certify
 them (see docs/contract-model.md, "Minimal payments in closed form"); only rows that the
-closed form cannot certify fall back to the LP.
+closed form cannot certify fall back to the LP. ``per_period_closed_form`` is the one home
+of the per-period closed form, row by row (each row may be its own market): it also serves
+``fed_agent.contracts.batch``, which scores menus of many markets at once.
 """
 
 from __future__ import annotations
@@ -97,55 +99,111 @@ def _least_solution(lower: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, n
     return y, downward
 
 
+def _rent_terms(
+    x1: np.ndarray,
+    x2: np.ndarray,
+    inv_theta: np.ndarray,
+    transition: np.ndarray,
+    discount: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Period-2 rents of the least-rent structure and the terms of the period-1 ICs.
+
+    Every row b is a menu for its own market: costs x1 (B, K) and x2 (B, K, K), inverse
+    types 1/theta (B, K), transition matrices (B, K, K), discounts (B,). Period 2: the
+    lowest type's participation floor and every local downward IC bind (rents m).
+
+    Returns
+    -------
+    rent2 : np.ndarray
+        (B, K, K) period-2 rents m.
+    gain : np.ndarray
+        (B, K, K): gain[b, i, h] = c(f_h) (1/theta_h - 1/theta_i) + delta sum_j P_ij m_hj,
+        what true type i gets besides item h's period-1 rent by reporting h (-inf for h = i).
+    own : np.ndarray
+        (B, K): own[b, i] = delta sum_j P_ij m_ij, the continuation rent of truth-telling.
+    """
+    k = inv_theta.shape[1]
+    gap = inv_theta[:, :-1] - inv_theta[:, 1:]
+    rent2 = np.zeros_like(x2)
+    rent2[:, :, 1:] = np.cumsum(x2[:, :, :-1] * gap[:, None, :], axis=2)
+    # continuation[b, i, h] = delta sum_j P_ij rent2[b, h, j]: true type i, period-1 report h
+    continuation = discount[:, None, None] * np.einsum("bij,bhj->bih", transition, rent2)
+    own = continuation[:, np.arange(k), np.arange(k)]
+    # mimic[b, i, h] = period-1 cost saving of type i taking item h: c(f_h) (1/theta_h - 1/theta_i)
+    mimic = x1[:, None, :] * (inv_theta[:, None, :] - inv_theta[:, :, None])
+    not_self = np.where(np.eye(k, dtype=bool), -np.inf, 0.0)
+    return rent2, mimic + continuation + not_self, own
+
+
+def per_period_closed_form(
+    x1: np.ndarray,
+    x2: np.ndarray,
+    inv_theta: np.ndarray,
+    transition: np.ndarray,
+    discount: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Least-rent rewards of the per-period rule, every row a menu for its own market.
+
+    The one home of the per-period closed form: ``_closed_form_rewards`` (one market, many
+    menus) and ``fed_agent.contracts.batch.least_rent_rewards`` (many markets) both call it.
+    Given the period-2 rents of :func:`_rent_terms`, the intertemporal IC constraints are
+    difference constraints in the period-1 rents U1_i >= 0, whose least solution is a
+    longest-path problem.
+
+    Parameters
+    ----------
+    x1, x2 : np.ndarray
+        Energy costs c(f) of the menus, (B, K) and (B, K, K).
+    inv_theta : np.ndarray
+        1 / theta per row, (B, K).
+    transition : np.ndarray
+        (B, K, K).
+    discount : np.ndarray
+        (B,).
+
+    Returns
+    -------
+    tuple[np.ndarray, np.ndarray, np.ndarray]
+        r1 (B, K) (NaN rows where a positive cycle leaves no least rents), r2 (B, K, K) and
+        a (B,) mask where only downward constraints bind, which (with a monotone transition
+        matrix) certifies that the rewards are least-cost.
+    """
+    rent2, gain, own = _rent_terms(x1, x2, inv_theta, transition, discount)
+    rent1, downward = _least_solution(np.zeros_like(x1), gain - own[:, :, None])
+    only_downward = np.all(np.abs(rent1 - downward) <= 1e-9 * (1 + np.abs(downward)), axis=1)
+    return rent1 + x1 * inv_theta, rent2 + x2 * inv_theta[:, None, :], only_downward
+
+
 def _closed_form_rewards(
     x1: np.ndarray, x2: np.ndarray, market: Market
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rewards of the least-rent structure for a batch of costs x1 (B,K), x2 (B,K,K).
 
-    Period 2: the lowest type's participation floor and every local downward IC bind (rents
-    m). Period 1: given those period-2 rents, the intertemporal IC constraints are difference
-    constraints in the period-1 rents (per_period) or epoch rents (ex_ante), whose least
-    solution is a longest-path problem. Also returns where only downward constraints bind,
-    which (with a monotone transition matrix) certifies that the rewards are least-cost.
+    The market's arrays are broadcast to the B rows. per_period: :func:`per_period_closed_form`.
+    ex_ante: given the period-2 rents, the intertemporal IC constraints are difference
+    constraints in the epoch rents, whose least solution is again a longest-path problem.
+    Also returns where only downward constraints bind, which (with a monotone transition
+    matrix) certifies that the rewards are least-cost.
     """
-    k = market.num_types
-    inv_theta = 1.0 / market.types
-    gap = inv_theta[:-1] - inv_theta[1:]
-    delta = market.discount
-    batch = x1.shape[0]
-    rent2 = np.zeros_like(x2)
-    rent2[:, :, 1:] = np.cumsum(x2[:, :, :-1] * gap, axis=2)
-    # continuation[b, i, h] = delta sum_j P_ij rent2[b, h, j]: true type i, period-1 report h
-    continuation = delta * np.einsum("ij,bhj->bih", market.transition, rent2)
-    own = continuation[:, np.arange(k), np.arange(k)]
-    # mimic[b, i, h] = period-1 cost saving of type i taking item h: c(f_h) (1/theta_h - 1/theta_i)
-    mimic = x1[:, None, :] * (inv_theta[None, None, :] - inv_theta[None, :, None])
-    not_self = np.where(np.eye(k, dtype=bool), -np.inf, 0.0)
-    level = np.zeros((batch, k))
+    k, rows = market.num_types, x1.shape[0]
+    inv_theta = np.broadcast_to(1.0 / market.types, (rows, k))
+    transition = np.broadcast_to(market.transition, (rows, k, k))
+    discount = np.full(rows, market.discount)
     if market.participation == "per_period":
-        # variables: period-1 rents U1_i >= 0
-        edges = mimic + continuation - own[:, :, None] + not_self
-        rent1, downward = _least_solution(np.zeros((batch, k)), edges)
-    elif market.participation == "ex_ante":
-        # variables: epoch rents W_i; the level of a period-2 menu cancels in every IC
-        floor = -x1 * inv_theta + own - delta * x2[:, :, 0] * inv_theta[0]
-        edges = mimic + continuation - own[:, None, :] + not_self
-        total, downward = _least_solution(np.maximum(floor, 0.0), edges)
-        # Keep period 2 at its per-period rents; shift the rest into period 1 until R_i = 0.
-        rent1 = np.maximum(total - own, -x1 * inv_theta)
-        if delta > 0:
-            level = (total - rent1 - own) / delta
-        downward = downward - own
-    else:
+        return per_period_closed_form(x1, x2, inv_theta, transition, discount)
+    if market.participation != "ex_ante":
         raise ValueError(f"participation: unknown rule {market.participation!r}")
-    if market.participation == "per_period":
-        only_downward = np.all(np.abs(rent1 - downward) <= 1e-9 * (1 + np.abs(downward)), axis=1)
-    else:
-        only_downward = np.all(
-            np.abs(total - (downward + own)) <= 1e-9 * (1 + np.abs(total)), axis=1
-        )
+    # variables: epoch rents W_i; the level of a period-2 menu cancels in every IC
+    delta = market.discount
+    rent2, gain, own = _rent_terms(x1, x2, inv_theta, transition, discount)
+    floor = -x1 * inv_theta + own - delta * x2[:, :, 0] * inv_theta[:, :1]
+    total, downward = _least_solution(np.maximum(floor, 0.0), gain - own[:, None, :])
+    # Keep period 2 at its per-period rents; shift the rest into period 1 until R_i = 0.
+    rent1 = np.maximum(total - own, -x1 * inv_theta)
+    level = (total - rent1 - own) / delta if delta > 0 else np.zeros((rows, k))
+    only_downward = np.all(np.abs(total - downward) <= 1e-9 * (1 + np.abs(total)), axis=1)
     r1 = rent1 + x1 * inv_theta
-    r2 = rent2 + level[:, :, None] + x2 * inv_theta
+    r2 = rent2 + level[:, :, None] + x2 * inv_theta[:, None, :]
     return r1, r2, only_downward
 
 

@@ -1,0 +1,256 @@
+"""Contract maths over a batch of markets: many markets with the same K, one pass.
+
+:class:`MarketBatch` stacks the numbers of B markets (B first in every array) and
+:func:`score_menus` gives each market's menu its least-rent rewards, cloud utility and
+violated-constraint count at once, which is what lets the RL designer
+(``fed_agent.designer``) score a thousand markets in a few milliseconds. The per-period
+closed form itself is ``fed_agent.contracts.payments.per_period_closed_form``, shared with the
+single-market path (``score_f_menus``); tests/contracts/test_batch.py checks every function
+here against the single-market contract model.
+
+numpy only, like the rest of ``fed_agent.contracts``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from fed_agent import latency
+from fed_agent.contracts.audit import DEFAULT_TOLERANCE
+from fed_agent.contracts.market import MIN_LOG_ARGUMENT, Market
+from fed_agent.contracts.payments import per_period_closed_form
+
+NEWTON_STEPS = 40
+
+
+@dataclass(frozen=True)
+class MarketBatch:
+    """The numbers of B markets with the same K, stacked (B first in every array).
+
+    Attributes
+    ----------
+    types, prior : np.ndarray
+        (B, K).
+    transition : np.ndarray
+        (B, K, K).
+    discount, workload, upload_s, kappa, omega, t_max, f_lo, f_hi : np.ndarray
+        (B,); f_lo is the effective lower bound ``Market.f_lower_ghz``.
+    closed_form : np.ndarray
+        (B,) bool: per-period participation and a monotone transition matrix, where the
+        closed-form rewards are least-cost whenever they are feasible.
+    """
+
+    types: np.ndarray
+    prior: np.ndarray
+    transition: np.ndarray
+    discount: np.ndarray
+    workload: np.ndarray
+    upload_s: np.ndarray
+    kappa: np.ndarray
+    omega: np.ndarray
+    t_max: np.ndarray
+    f_lo: np.ndarray
+    f_hi: np.ndarray
+    closed_form: np.ndarray
+
+    @classmethod
+    def from_markets(cls, markets: Sequence[Market]) -> MarketBatch:
+        """Stack ``markets`` (all with the same number of types).
+
+        Only raw fields are read per market; the derived quantities (upload time, effective
+        lower bound of f, monotone transitions) are recomputed here for the whole batch with
+        the formulas of ``Market`` and ``fed_agent.latency``, which is what keeps a batch of
+        a thousand markets within a few milliseconds (a test checks both agree).
+        """
+        sizes = {m.num_types for m in markets}
+        if len(sizes) != 1:
+            raise ValueError(f"markets must share one number of types, got {sorted(sizes)}")
+
+        def column(name: str) -> np.ndarray:
+            return np.array([getattr(m, name) for m in markets], dtype=float)
+
+        transition = np.stack([m.transition for m in markets])
+        snr = (
+            latency.dbm_to_watts(column("tx_power_dbm"))
+            * column("channel_gain")
+            / latency.dbm_to_watts(column("noise_dbm"))
+        )
+        upload = (
+            latency.BITS_PER_BYTE
+            * column("module_bytes")
+            / (column("bandwidth_hz") * np.log2(1.0 + snr))
+        )
+        workload, t_max = column("workload_gcycles"), column("t_max_s")
+        headroom = 1.0 + t_max - upload - MIN_LOG_ARGUMENT
+        f_lo = np.where(
+            headroom > 0,
+            np.maximum(column("f_min_ghz"), workload / np.where(headroom > 0, headroom, 1.0)),
+            np.inf,
+        )
+        tails = np.cumsum(transition[:, :, ::-1], axis=2)[:, :, ::-1]
+        monotone = np.all(np.diff(tails, axis=1) >= -1e-12, axis=(1, 2))
+        per_period = np.array([m.participation == "per_period" for m in markets])
+        return cls(
+            types=np.stack([m.types for m in markets]),
+            prior=np.stack([m.prior for m in markets]),
+            transition=transition,
+            discount=column("discount"),
+            workload=workload,
+            upload_s=upload,
+            kappa=column("kappa"),
+            omega=column("omega"),
+            t_max=t_max,
+            f_lo=f_lo,
+            f_hi=column("f_max_ghz"),
+            closed_form=per_period & monotone,
+        )
+
+    @property
+    def size(self) -> int:
+        """Number of markets B."""
+        return int(self.types.shape[0])
+
+    @property
+    def num_types(self) -> int:
+        """Number of types K."""
+        return int(self.types.shape[1])
+
+    def value_of_work(self, f: np.ndarray) -> np.ndarray:
+        """G(f) = omega ln(1 + T_max - W/f - S/r) for f of shape (B, ...)."""
+        extra = (1,) * (f.ndim - 1)
+        headroom = (1 + self.t_max - self.upload_s).reshape(-1, *extra) - self.workload.reshape(
+            -1, *extra
+        ) / f
+        return self.omega.reshape(-1, *extra) * np.log(np.maximum(headroom, 1e-300))
+
+    def energy_cost(self, f: np.ndarray) -> np.ndarray:
+        """c(f) = kappa W f^2 for f of shape (B, ...)."""
+        extra = (1,) * (f.ndim - 1)
+        return (self.kappa * self.workload).reshape(-1, *extra) * f * f
+
+    def efficient_resource(self) -> np.ndarray:
+        """Complete-information f per type, argmax G(f) - c(f)/theta, shape (B, K).
+
+        The root above W/A of 2 kappa A f^3 - 2 kappa W f^2 - omega theta = 0 (A = 1 + T_max
+        - S/r), found by Newton's method from a point where the cubic is positive: it is
+        convex and increasing there, so the iterates decrease monotonically to the root.
+        Clipped to [f_lo, f_hi], as ``fed_agent.contracts.solvers.efficient_resource``.
+        """
+        a = (1 + self.t_max - self.upload_s)[:, None]
+        w, kappa = self.workload[:, None], self.kappa[:, None]
+        target = self.omega[:, None] * self.types
+        f = w / a + np.cbrt(target / (2 * kappa * a))
+        for _ in range(NEWTON_STEPS):
+            value = 2 * kappa * f * f * (a * f - w) - target
+            slope = 2 * kappa * f * (3 * a * f - 2 * w)
+            f = f - value / slope
+        return np.clip(f, self.f_lo[:, None], self.f_hi[:, None])
+
+    def item_weights(self) -> tuple[np.ndarray, np.ndarray]:
+        """Probability weights rho_i (B, K) and delta rho_i P_ij (B, K, K) of the items."""
+        return self.prior, self.discount[:, None, None] * self.prior[:, :, None] * self.transition
+
+
+def least_rent_rewards(
+    f1: np.ndarray, f2: np.ndarray, batch: MarketBatch
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Least-cost rewards of the per-period rule for menus of B different markets.
+
+    Period 2: the lowest type's participation and every local downward IC bind. Period 1:
+    the intertemporal IC constraints are difference constraints in the period-1 rents,
+    solved as longest paths. The closed form of ``fed_agent.contracts.payments``
+    (``per_period_closed_form``), each row with its own market's numbers.
+
+    Returns
+    -------
+    tuple[np.ndarray, np.ndarray, np.ndarray]
+        r1 (B, K) (NaN rows where a positive cycle leaves no least rents), r2 (B, K, K) and
+        a (B,) mask where only downward constraints bind (which, with a monotone transition
+        matrix, certifies least cost).
+    """
+    x1, x2 = batch.energy_cost(f1), batch.energy_cost(f2)
+    return per_period_closed_form(x1, x2, 1.0 / batch.types, batch.transition, batch.discount)
+
+
+def count_violations(
+    f1: np.ndarray, r1: np.ndarray, f2: np.ndarray, r2: np.ndarray, batch: MarketBatch
+) -> np.ndarray:
+    """Violated per-period IR, period-2 IC and intertemporal IC constraints per market, (B,).
+
+    Uses the relative tolerance of ``fed_agent.contracts.audit`` (1e-6 (1 + max |R|)).
+    """
+    k = batch.num_types
+    inv = 1.0 / batch.types
+    x1, x2 = batch.energy_cost(f1), batch.energy_cost(f2)
+    tol = DEFAULT_TOLERANCE * (1 + np.maximum(np.abs(r1).max(axis=1), np.abs(r2).max(axis=(1, 2))))
+    ir = np.sum(x1 * inv - r1 > tol[:, None], axis=1) + np.sum(
+        x2 * inv[:, None, :] - r2 > tol[:, None, None], axis=(1, 2)
+    )
+    # u2[b, i, j, m]: period-2 type j after history i taking item m
+    u2 = r2[:, :, None, :] - x2[:, :, None, :] * inv[:, None, :, None]
+    truthful2 = u2[:, :, np.arange(k), np.arange(k)]
+    ic2 = np.sum(u2 - truthful2[..., None] > tol[:, None, None, None], axis=(1, 2, 3))
+    # lifetime[b, i, h]: period-1 type i reporting h, then truthful in period 2
+    period2 = r2 - x2 * inv[:, None, :]
+    lifetime = (
+        r1[:, None, :]
+        - x1[:, None, :] * inv[:, :, None]
+        + batch.discount[:, None, None] * np.einsum("bij,bhj->bih", batch.transition, period2)
+    )
+    truthful1 = lifetime[:, np.arange(k), np.arange(k)]
+    ic1 = np.sum(lifetime - truthful1[..., None] > tol[:, None, None], axis=(1, 2))
+    return ir + ic2 + ic1
+
+
+def cloud_utility_batch(
+    f1: np.ndarray, r1: np.ndarray, f2: np.ndarray, r2: np.ndarray, batch: MarketBatch
+) -> np.ndarray:
+    """Expected cloud utility per ES of B contracts under truthful self-selection, (B,)."""
+    w1, w2 = batch.item_weights()
+    period1 = np.sum(w1 * (batch.value_of_work(f1) - r1), axis=1)
+    return period1 + np.sum(w2 * (batch.value_of_work(f2) - r2), axis=(1, 2))
+
+
+def complete_information_utility(batch: MarketBatch) -> np.ndarray:
+    """Cloud utility when the cloud sees the types (the upper bound), (B,), closed form."""
+    f = batch.efficient_resource()
+    surplus = batch.value_of_work(f) - batch.energy_cost(f) / batch.types
+    w1, w2 = batch.item_weights()
+    return np.sum(w1 * surplus, axis=1) + np.sum(w2 * surplus[:, None, :], axis=(1, 2))
+
+
+@dataclass(frozen=True)
+class ScoredMenus:
+    """Rewards, utility and feasibility of B menus.
+
+    Attributes
+    ----------
+    r1, r2 : np.ndarray
+        (B, K) and (B, K, K) rewards of the least-rent structure.
+    utility : np.ndarray
+        (B,) cloud utility with those rewards.
+    violations : np.ndarray
+        (B,) number of violated constraints (0 = implementable by these rewards).
+    certified : np.ndarray
+        (B,) bool: feasible and provably least-cost (else the LP decides, see ``propose``).
+    """
+
+    r1: np.ndarray
+    r2: np.ndarray
+    utility: np.ndarray
+    violations: np.ndarray
+    certified: np.ndarray
+
+
+def score_menus(f1: np.ndarray, f2: np.ndarray, batch: MarketBatch) -> ScoredMenus:
+    """Closed-form rewards, utility and constraint count of menus for B markets."""
+    r1, r2, only_downward = least_rent_rewards(f1, f2, batch)
+    cycle = ~np.all(np.isfinite(r1), axis=1)
+    r1 = np.where(np.isfinite(r1), r1, 0.0)
+    violations = count_violations(f1, r1, f2, r2, batch) + cycle
+    utility = cloud_utility_batch(f1, r1, f2, r2, batch)
+    certified = (violations == 0) & only_downward & batch.closed_form
+    return ScoredMenus(r1, r2, utility, violations, certified)
