@@ -2,7 +2,14 @@
 
 Run (from the repository root; ~60 min on 2 busy CPU cores, most of it SmolLM2)::
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/agent_eval_bench.py --equal-compute
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/agent_eval_bench.py \
+        --trainings local-only,centralised,centralised-equal-compute
+
+and the VLM assembled from real parts, trained on the rendered images (``--out`` elsewhere,
+then the rows are appended to the committed table)::
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/agent_eval_bench.py \
+        --models effnet-smollm2-vlm --trainings federated --out /tmp/vlm
 
 Writes ``benchmarks/results/agent_eval.csv`` and ``benchmarks/results/agent_eval.png``.
 Each model runs with its own config (``model=<name>``: SmolLM2 brings its learning rate and
@@ -17,7 +24,7 @@ With the same step budget per ES (``rounds * steps`` optimiser steps of batch ``
 * ``local-only``: each ES trains alone for ``rounds * steps`` steps; the mean over ESs;
 * ``centralised``: ``rounds * steps`` steps on the pooled data of all ESs (the same number of
   sequential steps as the federation's global model; the upper bound of the issue);
-* ``centralised-equal-compute`` (with ``--equal-compute``): ``num_es * rounds * steps`` steps,
+* ``centralised-equal-compute``: ``num_es * rounds * steps`` steps,
   as many gradient steps as the whole federation spent;
 * ``none``: the base model without modules.
 
@@ -60,8 +67,15 @@ from fed_agent.seeding import derive_seed, seed_everything  # noqa: E402
 log = logging.getLogger("agent_eval_bench")
 RESULTS = Path(__file__).resolve().parent / "results"
 NO_LATENCY = Latency(math.nan, math.nan, math.nan, math.nan, math.nan, 0)
-MODEL_EXPERIMENTS = {"smollm2-135m": "default", "tiny-llm": "smoke"}
-"""The tiny LLM uses the smoke experiment's small model (the tests' cached base)."""
+MODEL_EXPERIMENTS = {
+    "smollm2-135m": "default",
+    "tiny-llm": "smoke",
+    "effnet-smollm2-vlm": "vlm",
+    "tiny-vlm": "vlm",
+}
+"""The tiny LLM uses the smoke experiment's small model (the tests' cached base); the VLMs
+read the rendered scene images instead of the perception logs."""
+TRAININGS = ("local-only", "centralised", "centralised-equal-compute", "federated")
 
 
 def experiment(model: str, args: argparse.Namespace) -> ExperimentConfig:
@@ -111,8 +125,10 @@ def compare(model: str, args: argparse.Namespace, rows: list[dict]) -> None:
     load_base(cfg.model, cfg.seed)
     base_s = time.perf_counter() - start
     module = agent_module(cfg.model, cfg.seed)
-    heldout = heldout_examples(cfg.data, cfg.seed)
-    data = [es_examples(cfg.data, cfg.seed, es) for es in range(args.num_es)]
+    images = module.base.is_vision
+    heldout = heldout_examples(cfg.data, cfg.seed, images)
+    data = [es_examples(cfg.data, cfg.seed, es, images) for es in range(args.num_es)]
+    trainings = set(args.trainings.split(","))
     budget = args.rounds * args.steps
 
     def quality() -> Quality:
@@ -123,15 +139,17 @@ def compare(model: str, args: argparse.Namespace, rows: list[dict]) -> None:
         log.info("%s %s: accuracy %.3f", model, training, q.decision_accuracy)
         save(rows, args.out)
 
-    local = []
-    for es, examples in enumerate(data):
-        trained_alone(module, cfg, examples, budget, es)
-        local.append(quality())
-    record("local-only", mean_quality(local))
-    trained_alone(module, cfg, [e for x in data for e in x], budget, -1)
-    record("centralised", quality())
-    if args.equal_compute:
-        pooled = [e for x in data for e in x]
+    if "local-only" in trainings:
+        local = []
+        for es, examples in enumerate(data):
+            trained_alone(module, cfg, examples, budget, es)
+            local.append(quality())
+        record("local-only", mean_quality(local))
+    pooled = [e for x in data for e in x]
+    if "centralised" in trainings:
+        trained_alone(module, cfg, pooled, budget, -1)
+        record("centralised", quality())
+    if "centralised-equal-compute" in trainings:
         trained_alone(module, cfg, pooled, budget * args.num_es, -2)
         record("centralised-equal-compute", quality())
     state = federated(module, cfg, data, args)
@@ -164,12 +182,20 @@ def main() -> None:
     parser.add_argument("--eval-samples", type=int, default=90)
     parser.add_argument("--requests", type=int, default=50)
     parser.add_argument("--max-new-tokens", type=int, default=8)
-    parser.add_argument("--equal-compute", action="store_true")
+    parser.add_argument(
+        "--trainings",
+        default="local-only,centralised,federated",
+        help=f"comma-separated subset of {','.join(TRAININGS)} (federated always runs: "
+        "its agent is the one timed)",
+    )
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (1 is fastest on a busy box)"
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    unknown = set(args.trainings.split(",")) - set(TRAININGS)
+    if unknown:
+        parser.error(f"--trainings: unknown {sorted(unknown)}; valid choices: {list(TRAININGS)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
     rows: list[dict] = []
