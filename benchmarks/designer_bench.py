@@ -237,7 +237,7 @@ def time_inference(results: list[dict[str, Any]]) -> None:
 def main() -> None:
     """Run every training run, then time inference, then write the tables and the plot."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--env-steps", type=int, default=8_192)
+    parser.add_argument("--env-steps", type=int, default=DesignerConfig().env_steps)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out-dir", type=Path, default=Path(__file__).parent / "results")

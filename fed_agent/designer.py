@@ -81,7 +81,7 @@ TRAINING_RANGES = {
 TRAINING_MARKETS = (*TRAINING_RANGES, "default", "paper")
 FEATURE_RANGES = MarketRanges()
 CHECKPOINT_VERSION = 1
-EVAL_KEY, MARKET_KEY, HELDOUT_KEY, TORCH_KEY = 1, 2, 3, 4
+MARKET_KEY, HELDOUT_KEY, TORCH_KEY = 2, 3, 4  # seed-stream keys (1 was the old proposal noise)
 HistoryRow = dict[str, float]
 
 
@@ -99,7 +99,7 @@ class DesignerConfig:
     """training markets: random or federation (drawn from TRAINING_RANGES), or a named market"""
     num_types: int = 3
     """K, the number of willingness types (taken from the named market when one is set)"""
-    env_steps: int = 16_384
+    env_steps: int = 32_768
     """training budget in environment steps (one step = one market, one menu)"""
     num_envs: int = 64
     """markets designed in parallel per iteration"""
@@ -384,7 +384,6 @@ class ContractDesigner:
         self.num_types = config.num_types
         self.learner = build_learner(config, derive_seed(config.seed, TORCH_KEY))
         self.buffer = self._make_buffer()
-        self._eval_seed = derive_seed(config.seed, EVAL_KEY)
 
     @property
     def name(self) -> str:
@@ -403,11 +402,14 @@ class ContractDesigner:
 
     @torch.no_grad()
     def policy_actions(self, states: Tensor) -> Tensor:
-        """Deterministic proposals: fixed-seed chain noise (diffusion) or the mean action.
+        """Deterministic proposals: the noise-free reverse chain (diffusion) or the mean action.
 
         A diffusion learner proposes with its Polyak-averaged target actor (the EMA model
         that Diffusion-QL samples from), pruned and compacted to its active neurons: the
         average of recent actors is steadier than the latest one, which chases its critic.
+        Its chain starts at x_T = 0 and takes every posterior mean
+        (:meth:`DiffusionActor.sample_mean_path`): no random numbers, so a market gets the same
+        menu in any batch.
         """
         learner = self.learner
         if isinstance(learner, DiffusionSAC):
@@ -416,7 +418,7 @@ class ContractDesigner:
                 _schedule_of(learner),
                 prediction=learner.config.prediction,
             )
-            return actor.sample(states, torch_generator(self._eval_seed))
+            return actor.sample_mean_path(states)
         if isinstance(learner, GaussianSAC):
             return learner.act(states, deterministic=True)
         if isinstance(learner, PPO):

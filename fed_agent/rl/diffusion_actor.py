@@ -71,7 +71,7 @@ class DiffusionActor(nn.Module):
         )
 
     def _denoise_step(
-        self, x: Tensor, step: int, states: Tensor, noise: Tensor
+        self, x: Tensor, step: int, states: Tensor, noise: Tensor | None
     ) -> tuple[Tensor, Tensor]:
         """One reverse step x_t -> x_{t-1}; also returns the x_0 overshoot, shape (batch,)."""
         steps = torch.full((x.shape[0],), step, dtype=torch.long, device=x.device)
@@ -87,7 +87,7 @@ class DiffusionActor(nn.Module):
         # clamp x0 before the posterior step; unclamped x0 makes early steps explode (Diffusion-QL)
         x0 = straight_through_clamp(x0, self.action_bound)
         mean = self.posterior_mean_coef1[step] * x0 + self.posterior_mean_coef2[step] * x
-        if step == 0:
+        if step == 0 or noise is None:
             return mean, overshoot
         return mean + self.posterior_std[step] * noise, overshoot
 
@@ -123,6 +123,18 @@ class DiffusionActor(nn.Module):
         for step in reversed(range(self.num_steps)):
             x, overshoot = self._denoise_step(x, step, states, noise[step + 1])
         return straight_through_clamp(x, self.action_bound), overshoot
+
+    @torch.no_grad()
+    def sample_mean_path(self, states: Tensor) -> Tensor:
+        """The noise-free reverse chain: start at x_T = 0 and take each posterior mean.
+
+        The deterministic proposal of a trained actor (no random numbers, so the same state
+        gives the same action on any batch), shape (batch, action_dim).
+        """
+        x = torch.zeros(states.shape[0], self.action_dim, dtype=states.dtype)
+        for step in reversed(range(self.num_steps)):
+            x, _ = self._denoise_step(x, step, states, None)
+        return x.clamp(-self.action_bound, self.action_bound)
 
     def sample(self, states: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Draw one action per state by running the reverse chain (differentiable in theta).

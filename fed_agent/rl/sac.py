@@ -64,10 +64,12 @@ class EDMSACConfig:
     """Adam learning rate of log(alpha) when auto_alpha is on"""
     gamma: float = 0.99
     """discount of the soft Bellman target (irrelevant for one-step episodes)"""
-    tau: float = 0.05
-    """Polyak step of the target networks"""
-    alpha: float = 0.0005
-    """entropy temperature (initial value when auto_alpha is on)"""
+    tau: float = 0.01
+    """Polyak step of the target networks (the target actor, an EMA over ~1/tau updates, is
+    what the designer proposes with: 0.01 averages out the actor's chase of its critic)"""
+    alpha: float = 0.002
+    """entropy temperature (initial value when auto_alpha is on); 0.002 keeps the policy
+    spread wide enough for the critic to see the bunching corners of the optimal menus"""
     auto_alpha: bool = False
     """tune alpha towards target_entropy_per_dim * action_dim"""
     target_entropy_per_dim: float = -2.0

@@ -59,3 +59,30 @@ def test_sampling_is_differentiable_through_the_chain() -> None:
 def test_derive_seed_is_stable_and_key_sensitive() -> None:
     assert derive_seed(0, 1, 2) == derive_seed(0, 1, 2)
     assert derive_seed(0, 1, 2) != derive_seed(0, 2, 1)
+
+
+class _ConstantDenoiser(torch.nn.Module):
+    """Predicts the same clean action c for every input (an x_t-blind, trained-looking net)."""
+
+    def __init__(self, value: torch.Tensor) -> None:
+        super().__init__()
+        self.value = value
+        self.action_dim = value.shape[-1]
+
+    def forward(self, x: torch.Tensor, steps: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        return self.value.expand(x.shape[0], -1)
+
+
+def test_mean_path_is_deterministic_batch_invariant_and_in_bounds() -> None:
+    value = torch.linspace(-0.9, 0.9, ACTION_DIM)
+    constant = DiffusionActor(_ConstantDenoiser(value), make_schedule("vp", 5))
+    # an x_t-blind x0 prediction is a deterministic policy: its mean path is that action
+    assert torch.allclose(constant.sample_mean_path(torch.randn(3, STATE_DIM)), value.expand(3, -1))
+    actor = make_actor(seed=2)
+    states = 100.0 * torch.randn(64, STATE_DIM)
+    path = actor.sample_mean_path(states)
+    assert float(path.abs().max()) <= 1.0
+    assert torch.equal(path, actor.sample_mean_path(states))
+    assert torch.allclose(actor.sample_mean_path(states[:1]), path[:1], atol=1e-6)
+    with torch.no_grad():
+        assert not torch.allclose(actor.sample(states, torch_generator(0)), path, atol=1e-3)
