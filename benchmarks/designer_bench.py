@@ -71,6 +71,7 @@ COLUMNS = [
     "violations",
     "steps_to_95pct",
     "steps_to_99pct",
+    "kept_env_steps",
     "infer_ms_1000",
     "active_neuron_frac",
     "replaced_frac",
@@ -120,7 +121,7 @@ def train_one(run: Run, checkpoint_dir: str) -> dict[str, Any]:
         market=run.task,
         env_steps=run.env_steps,
         seed=run.seed,
-        eval_interval=max(run.env_steps // 8, 64),
+        eval_interval=max(run.env_steps // 16, 64),
     )
     if run.prune_rate is not None:
         config.edmsac.prune_rate = run.prune_rate
@@ -144,6 +145,7 @@ def train_one(run: Run, checkpoint_dir: str) -> dict[str, Any]:
             "violations": count_violations(designer, evaluation),
             "steps_to_95pct": first_reaching(history, 0.95),
             "steps_to_99pct": first_reaching(history, 0.99),
+            "kept_env_steps": final["kept_env_steps"],
             "active_neuron_frac": final["active_neuron_frac"],
             "replaced_frac": final["replaced_frac"],
             "lp_frac": final["lp_frac"],
@@ -199,11 +201,14 @@ def plot_curves(results: list[dict[str, Any]], path: Path) -> None:
             ]
             if not curves:
                 continue
-            steps = np.array([row["env_steps"] for row in curves[0]])
-            ratios = np.array([[row["utility_ratio"] for row in c] for c in curves])
+            # every history ends with the kept learner (DesignerConfig.keep_best): a marker
+            steps = np.array([row["env_steps"] for row in curves[0][:-1]])
+            ratios = np.array([[row["utility_ratio"] for row in c[:-1]] for c in curves])
             mean = ratios.mean(axis=0)
-            axis.plot(steps, mean, label=f"{designer} (n={len(curves)})")
+            (line,) = axis.plot(steps, mean, label=f"{designer} (n={len(curves)})")
             axis.fill_between(steps, ratios.min(axis=0), ratios.max(axis=0), alpha=0.2)
+            kept = np.mean([c[-1]["utility_ratio"] for c in curves])
+            axis.plot(steps[-1], kept, marker="*", markersize=11, color=line.get_color())
         axis.axhline(1.0, color="black", linewidth=0.8, linestyle=":")
         axis.axhline(0.99, color="grey", linewidth=0.8, linestyle="--")
         title = "held-out random markets (K=3)" if task == "random" else f"{task} market"

@@ -115,6 +115,10 @@ class DesignerConfig:
     """environment steps between evaluations during training"""
     eval_markets: int = 16
     """held-out markets evaluated when training on random markets"""
+    keep_best: bool = True
+    """end training with the learner of the best evaluation on the designer's own validation
+    markets (the named market, or held-out markets from the training ranges): later updates
+    can drift off a good menu, and the cloud can score a menu exactly, so it keeps the best"""
     online_updates: int = 0
     """gradient steps per observe() call (0 = no online fine-tuning)"""
     seed: int = 0
@@ -521,23 +525,50 @@ class ContractDesigner:
         Returns
         -------
         list[dict[str, float]]
-            One row per evaluation: env_steps, utility_ratio, violations, ...
+            One row per evaluation: env_steps, utility_ratio, violations, kept_env_steps ...;
+            with ``config.keep_best`` one more last row: the learner kept (the best on the
+            validation markets, restored).
         """
-        evaluation = evaluation or self.evaluation_set()
+        validation = self.evaluation_set()
+        evaluation = evaluation or validation
         rng = np.random.default_rng(derive_seed(self.config.seed, MARKET_KEY))
         generator = torch_generator(derive_seed(self.config.seed, MARKET_KEY))
         history = [{"env_steps": 0.0, **self.evaluate(evaluation)}]
+        best = (
+            self._validation_ratio(validation, evaluation, history[-1]),
+            0.0,
+            _snapshot(self.learner),
+        )
         steps, next_eval, rollout = 0, self.config.eval_interval, _Rollout()
         while steps < self.config.env_steps:
             metrics = self._iteration(rng, generator, steps, rollout)
             steps += self.config.num_envs
             if steps >= next_eval or steps >= self.config.env_steps:
                 history.append({"env_steps": float(steps), **self.evaluate(evaluation)})
+                ratio = self._validation_ratio(validation, evaluation, history[-1])
+                if ratio > best[0]:
+                    best = (ratio, float(steps), _snapshot(self.learner))
                 metrics |= {f"eval/{k}": v for k, v in history[-1].items()}
                 next_eval += self.config.eval_interval
             if on_progress is not None:
                 on_progress(self.config.num_envs, metrics)
+        if self.config.keep_best:
+            # the last row is always the learner that training ends with
+            if best[1] < steps:
+                self.learner.load_state_dict(best[2])
+            history.append({"env_steps": float(steps), **self.evaluate(evaluation)})
+        for row in history:
+            row["kept_env_steps"] = best[1] if self.config.keep_best else float(steps)
         return history
+
+    def _validation_ratio(
+        self, validation: EvaluationSet, evaluation: EvaluationSet, row: HistoryRow
+    ) -> float:
+        """The utility ratio that model selection compares (never the caller's test set,
+        unless it is the validation set itself)."""
+        if validation.markets == evaluation.markets:
+            return row["utility_ratio"]
+        return self.evaluate(validation)["utility_ratio"]
 
     def _iteration(
         self, rng: np.random.Generator, generator: torch.Generator, steps: int, rollout: _Rollout
@@ -709,6 +740,14 @@ class _Rollout:
         columns = [torch.cat(column) for column in zip(*self.parts, strict=True)]
         self.parts = []
         return RolloutBatch(*columns)
+
+
+def _snapshot(learner: Learner) -> dict[str, dict[str, Tensor]]:
+    """A detached copy of the learner's state (to restore the best one later)."""
+    return {
+        name: {key: value.detach().clone() for key, value in part.items()}
+        for name, part in learner.state_dict().items()
+    }
 
 
 def _namespaced(metrics: dict[str, float]) -> dict[str, float]:

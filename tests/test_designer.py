@@ -80,10 +80,29 @@ def test_most_of_the_action_space_is_implementable() -> None:
 def test_each_designer_trains_and_proposes_contracts_that_pass_the_audit(name: str) -> None:
     designer = ContractDesigner(tiny_config(algorithm=name, market="default"))
     history = designer.train(EvaluationSet([named_market("default")], np.array([89.7])))
-    assert [row["env_steps"] for row in history] == [0.0, 128.0]
+    assert [row["env_steps"] for row in history] == [0.0, 128.0, 128.0]  # + the kept learner
     markets = random_markets(5, seed=7) + [named_market("default")]
     for contract, market in zip(designer.propose(markets), markets, strict=True):
         assert audit(contract, market) == []
+
+
+@pytest.mark.parametrize("keep_best", [True, False])
+def test_training_ends_with_the_best_evaluated_learner(keep_best: bool) -> None:
+    # the named market is its own validation set: the kept learner is the best row's
+    config = tiny_config(market="default", env_steps=512, eval_interval=64, keep_best=keep_best)
+    designer = ContractDesigner(config)
+    history = designer.train()
+    curve = history[:-1] if keep_best else history
+    ratios = [row["utility_ratio"] for row in curve]
+    assert len(set(np.round(ratios, 6))) > 2  # the policy moved, so selection matters
+    final = designer.evaluate(designer.evaluation_set())["utility_ratio"]
+    if keep_best:
+        best = int(np.argmax(ratios))
+        assert history[-1]["kept_env_steps"] == curve[best]["env_steps"]
+        assert final == pytest.approx(max(ratios), abs=1e-12)
+    else:
+        assert final == pytest.approx(ratios[-1], abs=1e-12)
+        assert history[-1]["kept_env_steps"] == 512.0
 
 
 def test_unknown_designer_lists_the_valid_names() -> None:
