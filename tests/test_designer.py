@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from fed_agent.contracts import (
+    Market,
     MarketBatch,
     MarketRanges,
     audit,
@@ -17,6 +18,7 @@ from fed_agent.contracts import (
     sample_market,
     score_menus,
 )
+from fed_agent.contracts.market import MarketParams
 from fed_agent.contracts.solvers import optimal_contract
 from fed_agent.designer import (
     DESIGNERS,
@@ -30,6 +32,9 @@ from fed_agent.designer import (
     state_dim,
     state_features,
 )
+from fed_agent.incentives.config import IncentiveConfig
+from fed_agent.incentives.policies import shipped_checkpoint
+from fed_agent.incentives.profiles import es_market, simulated_profiles
 from fed_agent.rl.sac import EDMSACConfig
 
 SHIPPED = Path(__file__).resolve().parents[1] / "fed_agent" / "assets" / "edmsac_default.npz"
@@ -160,3 +165,22 @@ def test_federation_ranges_contain_the_default_market() -> None:
     drawn = sample_market(np.random.default_rng(0), ranges, 3)
     np.testing.assert_allclose(drawn.types, market.types)
     np.testing.assert_allclose(drawn.transition, market.transition)
+
+
+def test_shipped_federation_checkpoint_serves_the_markets_of_a_federated_run() -> None:
+    # each ES's market: its public facts, the measured adapter size and the cloud's belief
+    # (the prior before its first choice, a row of P after it): what ContractStrategy builds
+    torch.set_num_threads(1)
+    designer = ContractDesigner.load(shipped_checkpoint("edmsac"))
+    params, incentive = MarketParams(), IncentiveConfig()
+    transition = Market.from_params(params).transition
+    markets = []
+    for partition_id in range(10):
+        public, _ = simulated_profiles(0, partition_id, params, incentive)
+        for belief in (None, *transition):
+            markets.append(es_market(params, public, 28_672, belief))
+    contracts = designer.propose(markets)
+    assert all(audit(c, m) == [] for c, m in zip(contracts, markets, strict=True))
+    utility = sum(cloud_utility(c, m) for c, m in zip(contracts, markets, strict=True))
+    optimum = sum(optimal_contract(m).cloud_utility for m in markets)
+    assert utility >= 0.97 * optimum

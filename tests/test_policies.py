@@ -36,7 +36,7 @@ def test_checkpoint_is_found_in_the_installation_when_missing_beside_the_code(
     # a Flower app bundle carries only source and text files: no .npz next to the code
     monkeypatch.setattr(policies, "ASSETS", tmp_path)
     found = policies.shipped_checkpoint("edmsac")
-    assert found.is_file() and found.name == "edmsac_default.npz"
+    assert found.is_file() and found.name == "edmsac_federation.npz"
     monkeypatch.setattr(policies, "_installed_assets", lambda: None)
-    with pytest.raises(FileNotFoundError, match="edmsac_default.npz not found"):
+    with pytest.raises(FileNotFoundError, match="edmsac_federation.npz not found"):
         policies.shipped_checkpoint("edmsac")

@@ -21,7 +21,11 @@ from fed_agent.contracts import DynamicContract, Market, solve_reference
 from fed_agent.incentives.config import POLICIES, IncentiveConfig
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
-SHIPPED_CHECKPOINTS = {"edmsac": "edmsac_default.npz", "dmsac": "dmsac_default.npz"}
+SHIPPED_CHECKPOINTS = {"edmsac": "edmsac_federation.npz", "dmsac": "dmsac_federation.npz"}
+"""Designers trained on federation-like markets (``--market federation``): each ES's market
+differs from the configured one by its workload, upload and the cloud's belief, and the
+default-market specialist ``edmsac_default.npz`` loses money on 17 % of such markets
+(docs/designer.md, "The shipped checkpoints")."""
 ORACLE_POLICIES = frozenset({"complete_information"})
 """Policies that see each ES's type (a simulation-only upper bound): the ES reveals it."""
 
