@@ -89,6 +89,7 @@ def experiment(model: str, args: argparse.Namespace) -> ExperimentConfig:
             f"data.samples_per_es={args.samples_per_es}",
             f"data.eval_samples={args.eval_samples}",
             f"training.batch_size={args.batch_size}",
+            *args.overrides,
         ],
     )
 
@@ -182,6 +183,12 @@ def main() -> None:
     parser.add_argument("--eval-samples", type=int, default=90)
     parser.add_argument("--requests", type=int, default=50)
     parser.add_argument("--max-new-tokens", type=int, default=8)
+    parser.add_argument(
+        "--overrides",
+        nargs="*",
+        default=[],
+        help="extra config overrides, e.g. model.lora_freeze_a=true",
+    )
     parser.add_argument(
         "--trainings",
         default="local-only,centralised,federated",
