@@ -5,11 +5,15 @@ Run (from the repository root; ~60 min on 2 busy CPU cores, most of it SmolLM2):
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/agent_eval_bench.py \
         --trainings local-only,centralised,centralised-equal-compute
 
-and the VLM assembled from real parts, trained on the rendered images (``--out`` elsewhere,
-then the rows are appended to the committed table)::
+and the VLM assembled from real parts, trained on the rendered images (its rows are merged
+into the same table: a run replaces only the rows of the models it ran)::
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/agent_eval_bench.py \
-        --models effnet-smollm2-vlm --trainings federated --out /tmp/vlm
+        --models effnet-smollm2-vlm --trainings local-only,centralised
+
+The FFA-LoRA row of the VLM (``agent_eval_vlm_ffa.csv``) is the same with
+``--trainings federated --overrides model.lora_freeze_a=true --out /tmp/vlm_ffa``, its
+``agent_eval.csv`` copied.
 
 Writes ``benchmarks/results/agent_eval.csv`` and ``benchmarks/results/agent_eval.png``.
 Each model runs with its own config (``model=<name>``: SmolLM2 brings its learning rate and
@@ -55,7 +59,7 @@ from fed_agent.evaluation.config import EvaluationConfig  # noqa: E402
 from fed_agent.evaluation.deployment import Latency, table_row  # noqa: E402
 from fed_agent.evaluation.evaluate_agent import evaluate_runtime  # noqa: E402
 from fed_agent.evaluation.quality import Quality, evaluate_quality, mean_quality  # noqa: E402
-from fed_agent.evaluation.report import plot_table, write_table  # noqa: E402
+from fed_agent.evaluation.report import plot_table, upsert_table  # noqa: E402
 from fed_agent.modules.adapter import AgentModule, agent_module  # noqa: E402
 from fed_agent.modules.aggregation import weighted_average  # noqa: E402
 from fed_agent.modules.export import export_agent  # noqa: E402
@@ -166,8 +170,9 @@ def compare(model: str, args: argparse.Namespace, rows: list[dict]) -> None:
 
 
 def save(rows: list[dict], out: Path) -> None:
-    """Rewrite the CSV and the plot (so an interrupted run keeps what it measured)."""
-    frame = write_table(rows, out / "agent_eval.csv")
+    """Merge this run's rows into the CSV and redraw the plot (after every step, so an
+    interrupted run keeps what it measured; rows of models not re-run stay)."""
+    frame = upsert_table(rows, out / "agent_eval.csv", ("model", "training", "deployment"))
     plot_table(frame, out / "agent_eval.png", "held-out accuracy and request latency")
 
 

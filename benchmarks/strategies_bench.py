@@ -8,7 +8,8 @@ payments, participation rate, modelled round latency (slowest participant, W/f +
 measured round wall time and the final agent's held-out quality.
 
 Run:  .venv/bin/python benchmarks/strategies_bench.py [--sizes 20 100] [--rounds 4]
-Out:  benchmarks/results/strategies.csv, benchmarks/results/strategies.png
+Out:  benchmarks/results/strategies.csv (a run replaces the rows of the sizes and policies it
+      ran and keeps the others), benchmarks/results/strategies.png
       and, with --large, benchmarks/results/strategies_1000.csv (1,000 virtual ESs, tiny model)
 """
 
@@ -29,10 +30,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from benchmarks.federation_overhead import PeakMemory  # noqa: E402
+from fed_agent.evaluation.report import upsert_table  # noqa: E402
 from fed_agent.incentives.config import POLICIES  # noqa: E402
 from fed_agent.launcher import launch_simulation  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
+TABLE_KEYS = ("num_es", "strategy")
 
 
 def run_policy(
@@ -114,20 +117,20 @@ def main() -> None:
         print(frame.to_string(index=False))
         return
     out = Path(tempfile.mkdtemp(prefix="fed-agent-strategies-"))
-    rows = []
+    rows, table = [], RESULTS / "strategies.csv"
     for num_es in args.sizes:
         offers = [f"incentive.max_offers_per_round={min(num_es, 40)}"]
         for policy in args.policies:
             rows.append(run_policy(policy, num_es, args.rounds, out, [*args.extra, *offers]))
             print(rows[-1], flush=True)
-            pd.DataFrame(rows).to_csv(RESULTS / "strategies.csv", index=False)
+            upsert_table(rows, table, TABLE_KEYS)
     if args.ffa:
         # the exact aggregation alternative (frozen-A FFA-LoRA) against FedAvg of A and B
         row = run_policy("edmsac", args.sizes[0], args.rounds, out,
                          [*args.extra, "model.lora_freeze_a=true"])  # fmt: skip
         rows.append({**row, "strategy": "edmsac_ffa_lora"})
-        pd.DataFrame(rows).to_csv(RESULTS / "strategies.csv", index=False)
-    frame = pd.DataFrame(rows)
+    # a run of some sizes or policies replaces their rows and keeps the others
+    frame = upsert_table(rows, table, TABLE_KEYS)
     plot(frame, RESULTS / "strategies.png")
     print(frame.to_string(index=False))
     if args.large:

@@ -529,36 +529,38 @@ class ContractDesigner:
             with ``config.keep_best`` one more last row: the learner kept (the best on the
             validation markets, restored).
         """
-        validation = self.evaluation_set()
+        keep_best = self.config.keep_best
+        validation = self.evaluation_set() if keep_best or evaluation is None else None
         evaluation = evaluation or validation
         rng = np.random.default_rng(derive_seed(self.config.seed, MARKET_KEY))
         generator = torch_generator(derive_seed(self.config.seed, MARKET_KEY))
         history = [{"env_steps": 0.0, **self.evaluate(evaluation)}]
-        best = (
-            self._validation_ratio(validation, evaluation, history[-1]),
-            0.0,
-            _snapshot(self.learner),
-        )
+        if keep_best:  # (validation ratio, env steps, learner state) of the best evaluation
+            ratio = self._validation_ratio(validation, evaluation, history[-1])
+            best = (ratio, 0.0, _snapshot(self.learner))
         steps, next_eval, rollout = 0, self.config.eval_interval, _Rollout()
         while steps < self.config.env_steps:
             metrics = self._iteration(rng, generator, steps, rollout)
             steps += self.config.num_envs
             if steps >= next_eval or steps >= self.config.env_steps:
                 history.append({"env_steps": float(steps), **self.evaluate(evaluation)})
-                ratio = self._validation_ratio(validation, evaluation, history[-1])
-                if ratio > best[0]:
-                    best = (ratio, float(steps), _snapshot(self.learner))
+                if keep_best:
+                    ratio = self._validation_ratio(validation, evaluation, history[-1])
+                    if ratio > best[0]:
+                        best = (ratio, float(steps), _snapshot(self.learner))
                 metrics |= {f"eval/{k}": v for k, v in history[-1].items()}
                 next_eval += self.config.eval_interval
             if on_progress is not None:
                 on_progress(self.config.num_envs, metrics)
-        if self.config.keep_best:
+        kept_steps = float(steps)
+        if keep_best:
             # the last row is always the learner that training ends with
-            if best[1] < steps:
+            kept_steps = best[1]
+            if kept_steps < steps:
                 self.learner.load_state_dict(best[2])
             history.append({"env_steps": float(steps), **self.evaluate(evaluation)})
         for row in history:
-            row["kept_env_steps"] = best[1] if self.config.keep_best else float(steps)
+            row["kept_env_steps"] = kept_steps
         return history
 
     def _validation_ratio(

@@ -45,6 +45,8 @@ def make_examples(
     ``prompt_style`` (one of :data:`PROMPT_STYLES`) words the text prompts.
     """
     check_choice("data.prompt_style", prompt_style, PROMPT_STYLES)
+    for task in tasks:
+        check_choice("data.tasks", task, TASKS)
     examples = []
     for i, scene in enumerate(scenes):
         task = tasks[i % len(tasks)]
@@ -63,7 +65,6 @@ def _text_prompt(scene: Scene, task: str, prompt_style: str) -> str:
 
 
 def _example(scene: Scene, task: str, image: np.ndarray | None, prompt_style: str) -> Example:
-    check_choice("data.tasks", task, TASKS)
     if image is not None:
         prompt = IMAGE_DECIDE_PROMPT if task == "decide" else IMAGE_DESCRIBE_PROMPT
     else:

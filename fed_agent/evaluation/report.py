@@ -19,6 +19,27 @@ def write_table(rows: Sequence[dict], path: Path) -> pd.DataFrame:
     return frame
 
 
+def upsert_table(rows: Sequence[dict], path: Path, keys: Sequence[str]) -> pd.DataFrame:
+    """Merge ``rows`` into the CSV at ``path``: a row replaces the one with its ``keys``,
+    other rows stay in place and new ones are appended. Returns the merged frame.
+
+    Benchmarks re-run a subset (one model, a few policies) without losing the other rows of
+    the table the docs cite.
+    """
+    new = pd.DataFrame(list(rows))
+    if path.is_file():
+        old = pd.read_csv(path)
+        index = {tuple(r): i for i, r in enumerate(new[list(keys)].itertuples(index=False))}
+        kept = [
+            new.iloc[[index.pop(tuple(r))]] if tuple(r) in index else old.iloc[[i]]
+            for i, r in enumerate(old[list(keys)].itertuples(index=False))
+        ]
+        new = pd.concat([*kept, new.iloc[sorted(index.values())]], ignore_index=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_table_atomic(new, path)
+    return new
+
+
 def plot_table(frame: pd.DataFrame, path: Path, title: str) -> None:
     """Two panels: held-out decision accuracy, and p50/p95 request latency, per row."""
     import matplotlib
