@@ -34,7 +34,7 @@ import psutil
 
 from fed_agent.config import load_config
 from fed_agent.data.partition import es_examples
-from fed_agent.launcher import launch_simulation
+from fed_agent.deploy.launcher import launch_simulation
 from fed_agent.modules.adapter import agent_module
 from fed_agent.modules.aggregation import weighted_average
 from fed_agent.modules.training import train_locally

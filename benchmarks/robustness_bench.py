@@ -8,7 +8,7 @@ shared box)::
 
 Setup: the smoke experiment's tiny LLM with 10 ESs (each its own non-IID partition), 2
 rounds (``--rounds``), every ES invited every round; ESs 0 and 1 (20 %) attack in every
-round. Each attack of ``fed_agent.attacks`` is run under each defence, plus the no-attack
+round. Each attack of ``benchmarks.attacks`` is run under each defence, plus the no-attack
 run:
 
 - ``plain_fedavg``: what Flower's FedAvg does -- no value checks, weights = the claimed
@@ -51,7 +51,7 @@ import numpy as np
 import pandas as pd
 from flwr.app import Message, MessageType, Metadata, MetricRecord, RecordDict
 
-from fed_agent.attacks import ATTACKS, apply_attack
+from benchmarks.attacks import ATTACKS, apply_attack
 from fed_agent.config import load_config
 from fed_agent.data.partition import es_examples, heldout_examples
 from fed_agent.evaluation.quality import evaluate_quality

@@ -32,7 +32,7 @@ import pandas as pd  # noqa: E402
 from benchmarks.federation_overhead import PeakMemory  # noqa: E402
 from fed_agent.evaluation.report import upsert_table  # noqa: E402
 from fed_agent.incentives.config import POLICIES  # noqa: E402
-from fed_agent.launcher import launch_simulation  # noqa: E402
+from fed_agent.deploy.launcher import launch_simulation  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TABLE_KEYS = ("num_es", "strategy")

@@ -1,19 +1,28 @@
-"""The ES's private side: its partition, its profiles and its data, from its node config.
+"""One edge server (ES), framework-free: everything it knows, decides and computes.
 
-In deployment a SuperNode's ``--node-config`` carries ``partition-id``, ``num-partitions`` and
-optionally the ES profile (``workload-gcycles``, ``channel-gain``, ``willingness-type``,
-``willingness-seed``). In simulation only the first two exist, and the profile is derived
-deterministically from the partition id (``fed_agent.incentives.profiles.simulated_profiles``).
+It reads its partition (``partition-id``, ``num-partitions``) and its profile from its
+SuperNode's node config (``fed_agent.incentives.profiles``: public facts and private
+willingness). In simulation only the partition exists, and the profile is derived from the
+partition id and the seed. The willingness type never leaves this module: an offer is answered
+with an item index (the ES's best response, ``es_choice``), and a training instruction with the
+trained adapter and the allow-listed metrics, among them the ES's utility of the item by the
+contract model's one formula (``es_period_utility``).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
+from fed_agent import latency
 from fed_agent.config import ExperimentConfig
 from fed_agent.config.schema import DataConfig
+from fed_agent.contracts import DynamicContract, Market, es_choice, period2_choice
+from fed_agent.contracts.utility import es_period_utility
 from fed_agent.data.partition import es_examples
 from fed_agent.data.tasks import Example
 from fed_agent.incentives.profiles import (
@@ -21,66 +30,147 @@ from fed_agent.incentives.profiles import (
     WILLINGNESS_SEED,
     WILLINGNESS_TYPE,
     WORKLOAD,
-    PrivateProfile,
-    PublicProfile,
+    PublicFacts,
+    Willingness,
+    es_market,
+    period_of_round,
     simulated_profiles,
 )
+from fed_agent.modules.adapter import AdapterError, agent_module
+from fed_agent.modules.training import train_locally
+from fed_agent.protocol import (
+    DECLINE,
+    NUM_PARTITIONS,
+    PARTITION_ID,
+    AdapterState,
+    Offer,
+    TrainInstruction,
+    TrainReply,
+)
+from fed_agent.seeding import derive_seed
 
-PARTITION_ID = "partition-id"
-NUM_PARTITIONS = "num-partitions"
+ORACLE_TOLERANCE = 1e-9
+"""Complete information: the ES takes its own type's item unless it loses more than this."""
+
+
+def _partition(node_config: Mapping[str, object]) -> tuple[int, int]:
+    """``partition-id`` and ``num-partitions``; a missing or bad value raises."""
+    try:
+        pid, num = int(node_config[PARTITION_ID]), int(node_config[NUM_PARTITIONS])  # type: ignore[arg-type]
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(
+            f"node config needs integer '{PARTITION_ID}' and '{NUM_PARTITIONS}', got "
+            f"{dict(node_config)}"
+        ) from err
+    if not 0 <= pid < num:
+        raise ValueError(f"{PARTITION_ID}={pid} is outside [0, {NUM_PARTITIONS}={num})")
+    return pid, num
 
 
 @dataclass(frozen=True)
-class EdgeServerProfile:
-    """What an ES knows about itself: read from its SuperNode's node config."""
+class EdgeServer:
+    """An ES: its data shard, its profile and the experiment's settings."""
 
+    cfg: ExperimentConfig
     partition_id: int
     num_partitions: int
+    facts: PublicFacts
+    willingness: Willingness
 
     @classmethod
-    def from_node_config(cls, node_config: dict) -> EdgeServerProfile:
-        """Parse ``partition-id`` and ``num-partitions``; a missing or bad value raises."""
-        try:
-            pid, num = int(node_config[PARTITION_ID]), int(node_config[NUM_PARTITIONS])
-        except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(
-                f"node config needs integer '{PARTITION_ID}' and '{NUM_PARTITIONS}', got "
-                f"{dict(node_config)}"
-            ) from err
-        if not 0 <= pid < num:
-            raise ValueError(f"{PARTITION_ID}={pid} is outside [0, {NUM_PARTITIONS}={num})")
-        return cls(pid, num)
+    def from_node_config(cls, cfg: ExperimentConfig, node_config: Mapping[str, object]) -> EdgeServer:
+        """The ES a SuperNode's node config describes; profile keys override the simulated ones."""
+        pid, num = _partition(node_config)
+        facts, willingness = simulated_profiles(cfg.seed, pid, cfg.market, cfg.incentive)
+        if WORKLOAD in node_config or CHANNEL_GAIN in node_config:
+            facts = PublicFacts(
+                float(node_config.get(WORKLOAD, facts.workload_gcycles)),  # type: ignore[arg-type]
+                float(node_config.get(CHANNEL_GAIN, facts.channel_gain)),  # type: ignore[arg-type]
+            )
+        if WILLINGNESS_TYPE in node_config:
+            initial = int(node_config[WILLINGNESS_TYPE])  # type: ignore[arg-type]
+            if not 0 <= initial < cfg.market.num_types:
+                raise ValueError(
+                    f"{WILLINGNESS_TYPE}={initial} outside [0, {cfg.market.num_types})"
+                )
+            seed = int(node_config.get(WILLINGNESS_SEED, willingness.chain_seed))  # type: ignore[arg-type]
+            willingness = Willingness(initial, seed)
+        return cls(cfg, pid, num, facts, willingness)
 
+    def market(self, module_bytes: float | None = None) -> Market:
+        """This ES's market as it sees it (no belief: it knows its own type)."""
+        return es_market(self.cfg.market, self.facts, module_bytes, None)
 
-def es_profiles(
-    cfg: ExperimentConfig, node_config: dict
-) -> tuple[EdgeServerProfile, PublicProfile, PrivateProfile]:
-    """The ES's partition, public profile and private willingness, node config first."""
-    es = EdgeServerProfile.from_node_config(node_config)
-    public, private = simulated_profiles(cfg.seed, es.partition_id, cfg.contract, cfg.incentive)
-    if WORKLOAD in node_config or CHANNEL_GAIN in node_config:
-        public = PublicProfile(
-            float(node_config.get(WORKLOAD, public.workload_gcycles)),
-            float(node_config.get(CHANNEL_GAIN, public.channel_gain)),
+    def type_in_round(self, server_round: int, market: Market) -> int:
+        """The ES's private willingness type in ``server_round``."""
+        period_index, _ = period_of_round(server_round, self.cfg.incentive.rounds_per_period)
+        return self.willingness.type_at(market, period_index)
+
+    def answer_offer(self, offer: Offer) -> int:
+        """The item the ES takes from the offered menu, or DECLINE.
+
+        Self-selection by ``es_choice`` (period 1) or ``period2_choice`` (period 2, after its
+        period-1 report). Under complete information (``offer.oracle``) the cloud knows the
+        type: the ES can only take its own type's item or decline.
+        """
+        k = len(offer.f1)
+        contract = DynamicContract.from_flat(
+            np.array([*offer.f1, *offer.f2]), np.array([*offer.r1, *offer.r2]), k
         )
-    if WILLINGNESS_TYPE in node_config:
-        initial = int(node_config[WILLINGNESS_TYPE])
-        if not 0 <= initial < cfg.contract.num_types:
-            raise ValueError(f"{WILLINGNESS_TYPE}={initial} outside [0, {cfg.contract.num_types})")
-        seed = int(node_config.get(WILLINGNESS_SEED, private.chain_seed))
-        private = PrivateProfile(initial, seed)
-    return es, public, private
+        market = self.market()
+        true_type = self.type_in_round(offer.server_round, market)
+        report = None if offer.report == DECLINE else offer.report
+        if offer.oracle:
+            f, reward = contract.terms(offer.period, true_type, report)
+            utility = es_period_utility(reward, f, market.types[true_type], market)
+            item = true_type if utility >= -ORACLE_TOLERANCE else None
+        elif offer.period == 1:
+            item = es_choice(contract, market, true_type)
+        else:
+            item = period2_choice(contract, market, offer.report, true_type)
+        return DECLINE if item is None else item
+
+    def examples(self, with_images: bool) -> list[Example]:
+        """This ES's training data, generated once per process."""
+        return _examples_cached(
+            json.dumps(asdict(self.cfg.data), sort_keys=True),
+            self.cfg.seed,
+            self.partition_id,
+            with_images,
+        )
+
+    def train(
+        self, instruction: TrainInstruction, adapter: AdapterState
+    ) -> tuple[AdapterState, TrainReply]:
+        """Train the received module for the instructed steps; the adapter and the metrics."""
+        cfg = self.cfg
+        module = agent_module(cfg.model, cfg.seed)
+        if module.base.fingerprint != instruction.base_fingerprint:
+            raise AdapterError(
+                f"ES {self.partition_id}: base model {module.base.fingerprint[:12]} differs from "
+                f"the cloud's {instruction.base_fingerprint[:12]}; same model config and seed "
+                "needed"
+            )
+        module.load_adapter(adapter)
+        examples = self.examples(module.base.is_vision)
+        seed = derive_seed(cfg.seed, "local-training", self.partition_id, instruction.server_round)
+        report = train_locally(module, examples, cfg.training, instruction.local_steps, seed)
+        market = self.market(module.adapter_bytes)
+        theta = market.types[self.type_in_round(instruction.server_round, market)]
+        f = instruction.f_ghz
+        reply = TrainReply(
+            num_examples=len(examples),
+            train_loss=report.mean_loss,
+            train_steps=report.steps,
+            train_wall_s=report.wall_s,
+            modelled_latency_s=float(
+                latency.construction_latency_s(f, market.workload_gcycles, market.upload_s)
+            ),
+            es_utility=float(es_period_utility(instruction.reward, f, theta, market)),
+        )
+        return module.adapter_state(), reply
 
 
 @functools.lru_cache(maxsize=8)
 def _examples_cached(data_json: str, seed: int, partition_id: int, with_images: bool):
     return es_examples(DataConfig(**json.loads(data_json)), seed, partition_id, with_images)
-
-
-def local_examples(
-    cfg: DataConfig, seed: int, profile: EdgeServerProfile, with_images: bool
-) -> list[Example]:
-    """This ES's training data, generated once per process."""
-    return _examples_cached(
-        json.dumps(asdict(cfg), sort_keys=True), seed, profile.partition_id, with_images
-    )

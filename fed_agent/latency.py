@@ -43,14 +43,14 @@ def construction_latency_s(
     return workload_gcycles / np.asarray(f_ghz, dtype=float) + upload_s
 
 
-def energy_cost(f_ghz: ArrayLike, workload_gcycles: float, kappa: float) -> np.ndarray:
+def construction_cost(f_ghz: ArrayLike, workload_gcycles: float, kappa: float) -> np.ndarray:
     """Energy cost ``c(f) = kappa * W * f**2`` of one period's construction (element-wise)."""
     f = np.asarray(f_ghz, dtype=float)
     return kappa * workload_gcycles * f * f
 
 
 def frequency_for_cost(cost: ArrayLike, workload_gcycles: float, kappa: float) -> np.ndarray:
-    """Inverse of :func:`energy_cost`: the computing resource ``f`` whose cost is ``cost``."""
+    """Inverse of :func:`construction_cost`: the computing resource ``f`` whose cost is ``cost``."""
     return np.sqrt(np.maximum(np.asarray(cost, dtype=float), 0.0) / (kappa * workload_gcycles))
 
 

@@ -10,17 +10,25 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 
+import numpy as np
+
+AdapterState = dict[str, np.ndarray]
+"""An agent module's adapter: parameter name -> float32 array (the ARRAYS record's content)."""
+
 ARRAYS = "arrays"
 CONFIG = "config"
 METRICS = "metrics"
-PROFILE = "profile"
+PUBLIC_FACTS = "public-facts"
 OFFER = "offer"
 PHASE = "phase"
 """ConfigRecord key of a QUERY message: which of PHASES it is."""
-PHASES = (PROFILE, OFFER)
+PHASES = (PUBLIC_FACTS, OFFER)
 ITEM = "item"
 DECLINE = -1
 """The item index of a declined offer (and of 'no period-1 report' in an offer)."""
+PARTITION_ID = "partition-id"
+NUM_PARTITIONS = "num-partitions"
+"""Node-config keys of an ES's data shard (every SuperNode has them; see deploy/nodes.py)."""
 
 
 class ProtocolError(ValueError):

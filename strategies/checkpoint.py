@@ -2,8 +2,7 @@
 
 A checkpoint is a folder ``checkpoints/round-NNNNN`` holding the global module
 (``adapter.safetensors``), the ledger as it stood after that round (``ledger.csv``) and the
-strategy's state (``state.json``: beliefs, profiles and current contracts by node id, the
-designer checkpoint's path and hash). It is written under a temporary name and renamed, and
+strategy's state (``state.json``: beliefs, public facts and current contracts by node id). It is written under a temporary name and renamed, and
 ``LATEST.json`` is replaced atomically afterwards, so a crash at any point leaves the previous
 checkpoint intact.
 """
@@ -19,7 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from fed_agent.modules.adapter import AdapterState, load_adapter_file, save_adapter
+from fed_agent.modules.adapter import load_adapter_file, save_adapter
+from fed_agent.protocol import AdapterState
 from fed_agent.outputs import write_json_atomic
 
 LATEST = "LATEST.json"

@@ -3,49 +3,41 @@
 from __future__ import annotations
 
 import logging
-import os
+from collections.abc import Callable
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from flwr.app import ArrayRecord, Context, MetricRecord
+from flwr.serverapp import Grid, ServerApp
 
-from flwr.app import ArrayRecord, Context, MetricRecord  # noqa: E402
-from flwr.serverapp import Grid, ServerApp  # noqa: E402
-
-from fed_agent.config import ExperimentConfig, to_yaml  # noqa: E402
-from fed_agent.data.partition import heldout_examples  # noqa: E402
-from fed_agent.evaluation.quality import evaluate_quality  # noqa: E402
-from fed_agent.incentives.ledger import Ledger  # noqa: E402
-from fed_agent.incentives.policies import make_policy  # noqa: E402
-from fed_agent.modules.adapter import AgentModule, agent_module  # noqa: E402
-from fed_agent.modules.extend import export_run_agent, load_extension  # noqa: E402
-from fed_agent.outputs import RunOutputs  # noqa: E402
-from fed_agent.seeding import seed_everything  # noqa: E402
-from strategies.checkpoint import (  # noqa: E402
-    Checkpoint,
-    adapter_sha256,
-    checkpoint_root,
-    load_latest,
-)
-from strategies.contract_strategy import ContractStrategy  # noqa: E402
-from strategies.privacy import ValidatedCentralDP  # noqa: E402
-from strategies.records import (  # noqa: E402
-    adapter_to_record,
-    config_from_context,
-    record_to_adapter,
-)
+from fed_agent.config import ExperimentConfig, config_from_run_config, to_yaml
+from fed_agent.data.partition import heldout_examples
+from fed_agent.evaluation.quality import evaluate_quality
+from fed_agent.incentives.ledger import Ledger
+from fed_agent.incentives.policies import make_policy
+from fed_agent.modules.adapter import AgentModule, agent_module
+from fed_agent.modules.extend import export_run_agent, load_extension
+from fed_agent.outputs import RunOutputs
+from fed_agent.seeding import seed_everything
+from strategies.checkpoint import Checkpoint, adapter_sha256, checkpoint_root, load_latest
+from strategies.contract_strategy import ContractStrategy
+from strategies.privacy import ValidatedCentralDP
+from strategies.records import adapter_to_record, record_to_adapter
 
 log = logging.getLogger(__name__)
 app = ServerApp()
 
 
 def make_evaluator(
-    cfg: ExperimentConfig, module: AgentModule, outputs: RunOutputs, round_offset: int
+    cfg: ExperimentConfig,
+    module: AgentModule,
+    outputs: RunOutputs,
+    absolute_round: Callable[[int], int],
 ):
     """Held-out quality of the global module after each round (round 0 = the starting module)."""
     heldout = heldout_examples(cfg.data, cfg.seed, module.base.is_vision)
 
     def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
-        server_round += round_offset
+        server_round = absolute_round(server_round)
         state = record_to_adapter(arrays)
         module.load_adapter(state)
         quality = evaluate_quality(module, heldout, cfg.training.eval_batch_size)
@@ -57,8 +49,12 @@ def make_evaluator(
                 "adapter_sha256": adapter_sha256(state),
             }
         )
-        log.info("round %d held-out: accuracy %.3f, answer loss %.3f", server_round,
-                 quality.decision_accuracy, quality.answer_loss)  # fmt: skip
+        log.info(
+            "round %d held-out: accuracy %.3f, answer loss %.3f",
+            server_round,
+            quality.decision_accuracy,
+            quality.answer_loss,
+        )
         return MetricRecord(
             {"decision-accuracy": quality.decision_accuracy, "answer-loss": quality.answer_loss}
         )
@@ -82,7 +78,7 @@ def restore(checkpoint: Checkpoint, outputs: RunOutputs) -> None:
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Run ``federation.num_rounds`` rounds (continuing a checkpoint) and export the agent."""
-    cfg = config_from_context(context)
+    cfg = config_from_run_config(context.run_config)
     seed_everything(cfg.seed)
     checkpoint = resume_point(cfg)
     # before the run folder and the first round: a bad agent.extend fails here, losing nothing
@@ -95,25 +91,37 @@ def main(grid: Grid, context: Context) -> None:
         done = checkpoint.server_round
         log.info("resuming after round %d of %s", done, cfg.federation.resume_from)
     module = agent_module(cfg.model, cfg.seed)
-    ledger = Ledger(outputs.root / "ledger.csv")
-    strategy = ContractStrategy(cfg, module, outputs, make_policy(cfg.incentive), ledger)
-    strategy.round_offset, strategy.checkpoint_dir = done, checkpoint_root(outputs.root)
-    initial = module.initial_state
-    if checkpoint is not None:
-        strategy.load_state_dict(checkpoint.state)
-        initial = checkpoint.adapter
-    strategy.latest_state = initial
-    runner = ValidatedCentralDP(strategy, cfg.privacy) if cfg.privacy.enabled else strategy
+    checkpoints = checkpoint_root(outputs.root)
+    dp = cfg.privacy.enabled
+    strategy = ContractStrategy(
+        cfg,
+        module,
+        outputs,
+        make_policy(cfg.incentive),
+        Ledger(outputs.root / "ledger.csv"),
+        round_offset=done,
+        checkpoint_dir=None if dp else checkpoints,  # under DP: after the noise, by the wrapper
+        weighting="uniform" if dp else "work",
+        saved_state=None if checkpoint is None else checkpoint.state,
+    )
+    runner = ValidatedCentralDP(strategy, cfg.privacy, checkpoints) if dp else strategy
+    final = module.initial_state if checkpoint is None else checkpoint.adapter
     if cfg.federation.num_rounds > done:
-        runner.start(
+        result = runner.start(
             grid=grid,
-            initial_arrays=adapter_to_record(initial),
+            initial_arrays=adapter_to_record(final),
             num_rounds=cfg.federation.num_rounds - done,
             timeout=cfg.federation.round_timeout_s,
-            evaluate_fn=make_evaluator(cfg, module, outputs, done),
+            evaluate_fn=make_evaluator(cfg, module, outputs, strategy.absolute_round),
         )
-    info = {"round": max(done, cfg.federation.num_rounds), "config_yaml": to_yaml(cfg),
-            "metrics": outputs.rows[-1] if outputs.rows else {}}  # fmt: skip
-    agent_dir = export_run_agent(outputs.root / "agent", module, strategy.latest_state, info,
-                                 cfg.agent.module_name, extension)  # fmt: skip
+        if len(result.arrays) > 0:  # empty when no round produced a module
+            final = record_to_adapter(result.arrays)
+    info = {
+        "round": max(done, cfg.federation.num_rounds),
+        "config_yaml": to_yaml(cfg),
+        "metrics": outputs.rows[-1] if outputs.rows else {},
+    }
+    agent_dir = export_run_agent(
+        outputs.root / "agent", module, final, info, cfg.agent.module_name, extension
+    )
     log.info("exported the agent to %s", agent_dir)

@@ -50,7 +50,8 @@ class RejectedReply:
 
 
 def _check_example_count(values: Mapping[str, object], max_examples: int) -> None:
-    """Weight fraud: FedAvg weights and rewards follow this self-reported number."""
+    """Weight fraud: a self-reported example count must be a plausible integer (aggregation
+    weights are the contracted optimiser steps, never this number)."""
     claimed = float(values["num-examples"])  # type: ignore[arg-type]
     if not claimed.is_integer() or not 1 <= claimed <= max_examples:
         raise ProtocolError(f"num-examples {claimed:g} is not an integer in [1, {max_examples}]")

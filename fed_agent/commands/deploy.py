@@ -118,7 +118,7 @@ def _logging() -> None:
 def _connection_env(args: argparse.Namespace) -> dict[str, str]:
     from fed_agent.deploy.flwr_cli import write_connection
     from fed_agent.deploy.local import CONNECTION
-    from fed_agent.launcher import flower_env
+    from fed_agent.deploy.launcher import flower_env
 
     port = int(args.superlink.rsplit(":", 1)[1])
     home = args.flwr_home.resolve()
@@ -140,7 +140,7 @@ def _certs(args: argparse.Namespace) -> int:
 def _superlink(args: argparse.Namespace) -> int:
     from fed_agent.deploy.certs import TlsFiles
     from fed_agent.deploy.processes import SuperLinkSpec, serve, start_superlink
-    from fed_agent.launcher import flower_env
+    from fed_agent.deploy.launcher import flower_env
 
     _logging()
     tls = TlsFiles(args.certs / "ca.crt", args.certs / "server.pem", args.certs / "server.key")
@@ -169,7 +169,7 @@ def _register(args: argparse.Namespace) -> int:
 def _supernode(args: argparse.Namespace) -> int:
     from fed_agent.deploy.nodes import load_profile, node_config, parse_pairs
     from fed_agent.deploy.processes import SuperNodeSpec, serve, start_supernode
-    from fed_agent.launcher import flower_env
+    from fed_agent.deploy.launcher import flower_env
 
     _logging()
     profile = load_profile(args.profile) if args.profile else {}
@@ -196,7 +196,7 @@ def _report(outcome) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from fed_agent.deploy.local import run_experiment
-    from fed_agent.launcher import FederationRunError
+    from fed_agent.deploy.launcher import FederationRunError
 
     _logging()
     try:
@@ -211,7 +211,7 @@ def _run(args: argparse.Namespace) -> int:
 def _local(args: argparse.Namespace) -> int:
     from fed_agent.deploy.local import local_federation, run_experiment
     from fed_agent.deploy.nodes import load_profile
-    from fed_agent.launcher import FederationRunError
+    from fed_agent.deploy.launcher import FederationRunError
 
     _logging()
     profiles = [load_profile(p) for p in args.profile] if args.profile else None

@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from fed_agent.launcher import FederationRunError, launch_simulation
+    from fed_agent.deploy.launcher import FederationRunError, launch_simulation
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:

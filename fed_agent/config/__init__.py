@@ -1,6 +1,13 @@
 """Typed configuration: dataclass schemas and the Hydra loader."""
 
-from fed_agent.config.load import ConfigError, experiment_names, load_config, to_yaml
+from fed_agent.config.load import (
+    ConfigError,
+    config_from_run_config,
+    experiment_names,
+    load_config,
+    run_config_arg,
+    to_yaml,
+)
 from fed_agent.config.schema import (
     AgentConfig,
     DataConfig,
@@ -18,7 +25,9 @@ __all__ = [
     "FederationConfig",
     "ModelConfig",
     "TrainingConfig",
+    "config_from_run_config",
     "experiment_names",
     "load_config",
+    "run_config_arg",
     "to_yaml",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -21,6 +21,9 @@ from omegaconf.errors import OmegaConfBaseException
 from fed_agent.config.schema import ExperimentConfig
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+RUN_CONFIG_EXPERIMENT = "experiment"
+RUN_CONFIG_OVERRIDES = "overrides"
+"""The only two keys of Flower's run config: the apps compose everything else themselves."""
 
 
 class ConfigError(ValueError):
@@ -101,6 +104,19 @@ def load_config(
         a value that its schema refuses.
     """
     return _compose(experiment, tuple(split_overrides(overrides)))
+
+
+def config_from_run_config(run_config: Mapping[str, object]) -> ExperimentConfig:
+    """The typed config named by a Flower run config (``experiment`` and ``overrides``)."""
+    return load_config(
+        str(run_config.get(RUN_CONFIG_EXPERIMENT, "default")),
+        str(run_config.get(RUN_CONFIG_OVERRIDES, "")),
+    )
+
+
+def run_config_arg(experiment: str, overrides: Sequence[str]) -> str:
+    """Flower's ``--run-config`` value that :func:`config_from_run_config` reads back."""
+    return f'{RUN_CONFIG_EXPERIMENT}="{experiment}" {RUN_CONFIG_OVERRIDES}="{" ".join(overrides)}"'
 
 
 def to_yaml(cfg: ExperimentConfig) -> str:

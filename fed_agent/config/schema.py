@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from fed_agent.choices import check_choice
 from fed_agent.contracts.market import MarketParams
 from fed_agent.incentives.config import IncentiveConfig
+from fed_agent.modules.aggregation import AGGREGATORS
 from fed_agent.privacy import PrivacyConfig
 
 TASKS = ("decide", "describe")
@@ -19,7 +20,7 @@ PROMPT_STYLES = ("log", "natural")
 """``log``: the compact perception log (what the tiny bases are pre-trained on); ``natural``:
 an instruction in words around the scene's description (what instruction-tuned bases such
 as SmolLM2-Instruct read best)."""
-AGGREGATIONS = ("fedavg", "trimmed_mean", "median")
+AGGREGATIONS = tuple(AGGREGATORS)
 MODULE_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 """A module name also names its adapter file ``<name>.safetensors`` in the agent directory."""
 
@@ -189,7 +190,7 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    contract: MarketParams = field(default_factory=MarketParams)
+    market: MarketParams = field(default_factory=MarketParams)
     """The contract market (types, transitions, costs, value); defaults in MarketParams."""
     incentive: IncentiveConfig = field(default_factory=IncentiveConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)

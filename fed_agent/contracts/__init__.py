@@ -26,7 +26,12 @@ from fed_agent.contracts.market import (
     sample_market,
 )
 from fed_agent.contracts.payments import minimal_payments, minimal_payments_batch, score_f_menus
-from fed_agent.contracts.response import best_response, es_choice, period2_choice
+from fed_agent.contracts.response import (
+    best_response,
+    cloud_utility_best_response,
+    es_choice,
+    period2_choice,
+)
 from fed_agent.contracts.solvers import (
     REFERENCE_SOLVERS,
     Solution,
@@ -40,7 +45,6 @@ from fed_agent.contracts.solvers import (
 )
 from fed_agent.contracts.utility import (
     cloud_utility,
-    cloud_utility_best_response,
     energy_cost,
     es_rents,
     es_utility,

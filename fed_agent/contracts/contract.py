@@ -79,6 +79,14 @@ class DynamicContract:
             for f, r in zip(self.f2[report], self.r2[report], strict=True)
         ]
 
+    def terms(self, period: int, item: int, report: int | None = None) -> tuple[float, float]:
+        """(f in GHz, reward) of item ``item`` of the period's menu (period 2: row ``report``)."""
+        if period == 1:
+            return float(self.f1[item]), float(self.r1[item])
+        if period == 2 and report is not None:
+            return float(self.f2[report, item]), float(self.r2[report, item])
+        raise ValueError(f"period must be 1, or 2 with a period-1 report; got {period}, {report}")
+
     @classmethod
     def static(cls, f: np.ndarray, r: np.ndarray) -> DynamicContract:
         """The contract that offers the same menu (f, r) in both periods, whatever the history."""

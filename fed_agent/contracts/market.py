@@ -1,7 +1,7 @@
 """The contract market: the facts the cloud knows when it designs a two-period contract.
 
 ``MarketParams`` is the one home of the defaults table of docs/contract-model.md (a plain
-dataclass that Hydra uses as the schema of the ``contract`` config group); ``Market`` is the
+dataclass that Hydra uses as the schema of the ``market`` config group); ``Market`` is the
 validated, numpy-backed value object that every other module of ``fed_agent.contracts`` reads.
 """
 

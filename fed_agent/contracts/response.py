@@ -1,4 +1,5 @@
-"""An ES's best response: which item it picks (or whether it declines), period by period."""
+"""An ES's best response: which item it picks (or whether it declines), period by period, and
+the cloud's utility when every ES best-responds."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 
 from fed_agent.contracts.contract import ContractItem, DynamicContract
 from fed_agent.contracts.market import Market
-from fed_agent.contracts.utility import es_period_utility
+from fed_agent.contracts.utility import es_period_utility, value_of_work
 
 # Utilities closer than this (relative to the largest reward) count as a tie: binding IC
 # constraints make a type exactly indifferent between its item and the one below.
@@ -111,3 +112,31 @@ def es_choice(
     tie = tol * (1.0 + float(np.max(np.abs(contract.flat_r()))))
     allowed = total >= -tie if committed else period1 >= -tie
     return _pick(total, contract.f1, allowed, period1_type, tie)
+
+
+def cloud_utility_best_response(contract: DynamicContract, market: Market) -> float:
+    """Expected cloud utility per ES when every ES best-responds (``es_choice`` and
+    ``period2_choice``): a menu that breaks IC or IR is scored by what ESs really do.
+
+    An ES that declines period 1 sits out the epoch (value 0); one that declines in period 2
+    contributes nothing in period 2.
+    """
+    g1 = value_of_work(contract.f1, market)
+    g2 = value_of_work(contract.f2, market)
+    total = 0.0
+    for i in range(market.num_types):
+        if market.prior[i] == 0:
+            continue
+        report = es_choice(contract, market, i)
+        if report is None:
+            continue
+        epoch = g1[report] - contract.r1[report]
+        for j in range(market.num_types):
+            if market.transition[i, j] == 0:
+                continue
+            pick = period2_choice(contract, market, report, j)
+            if pick is not None:
+                value = g2[report, pick] - contract.r2[report, pick]
+                epoch += market.discount * market.transition[i, j] * value
+        total += market.prior[i] * epoch
+    return float(total)

@@ -26,8 +26,8 @@ def value_of_work(f_ghz: ArrayLike, market: Market) -> np.ndarray:
 
 
 def energy_cost(f_ghz: ArrayLike, market: Market) -> np.ndarray:
-    """Energy cost c(f) = kappa W f^2 of one period's work."""
-    return latency.energy_cost(f_ghz, market.workload_gcycles, market.kappa)
+    """Energy cost c(f) = kappa W f^2 of one period's work on ``market``."""
+    return latency.construction_cost(f_ghz, market.workload_gcycles, market.kappa)
 
 
 def es_period_utility(reward: ArrayLike, f_ghz: ArrayLike, theta: ArrayLike, market: Market):
@@ -56,33 +56,3 @@ def cloud_utility(contract: DynamicContract, market: Market) -> float:
     values = value_of_work(contract.flat_f(), market) - contract.flat_r()
     used = weights > 0  # a zero-probability item never counts, even if its G is -inf
     return float(weights[used] @ values[used])
-
-
-def cloud_utility_best_response(contract: DynamicContract, market: Market) -> float:
-    """Expected cloud utility per ES when every ES best-responds (``es_choice`` and
-    ``period2_choice``): a menu that breaks IC or IR is scored by what ESs really do.
-
-    An ES that declines period 1 sits out the epoch (value 0); one that declines in period 2
-    contributes nothing in period 2.
-    """
-    from fed_agent.contracts.response import es_choice, period2_choice  # avoids an import cycle
-
-    g1 = value_of_work(contract.f1, market)
-    g2 = value_of_work(contract.f2, market)
-    total = 0.0
-    for i in range(market.num_types):
-        if market.prior[i] == 0:
-            continue
-        report = es_choice(contract, market, i)
-        if report is None:
-            continue
-        epoch = g1[report] - contract.r1[report]
-        for j in range(market.num_types):
-            if market.transition[i, j] == 0:
-                continue
-            pick = period2_choice(contract, market, report, j)
-            if pick is not None:
-                value = g2[report, pick] - contract.r2[report, pick]
-                epoch += market.discount * market.transition[i, j] * value
-        total += market.prior[i] * epoch
-    return float(total)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from fed_agent.launcher import FederationRunError, flower_bin, run_status
+from fed_agent.deploy.launcher import FederationRunError, flower_bin, run_status
 
 CLI_TIMEOUT_S = 120.0
 """One CLI call (a cold ``flwr`` start takes several seconds on a loaded 2-core box)."""

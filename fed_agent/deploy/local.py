@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fed_agent.config import load_config
+from fed_agent.config import load_config, run_config_arg
 from fed_agent.config.load import split_overrides
 from fed_agent.deploy.certs import NodeKey, TlsFiles, generate_node_keys, generate_tls
 from fed_agent.deploy.flwr_cli import (
@@ -35,14 +35,13 @@ from fed_agent.deploy.processes import (
     start_superlink,
     start_supernode,
 )
-from fed_agent.launcher import (
+from fed_agent.deploy.launcher import (
     PROJECT_ROOT,
     RunOutcome,
     default_cache_dir,
     effective_overrides,
     flower_env,
     free_port,
-    run_config_arg,
     stop_process_tree,
 )
 

@@ -1,6 +1,6 @@
 """Start a TLS SuperLink and SuperNodes as subprocesses; the caller stops them by PID.
 
-Flags follow Flower 1.42 (reliability notes, section 1): one HTTPS port per SuperLink for
+Flags follow Flower 1.42 (docs/deployment.md, section 1): one HTTPS port per SuperLink for
 the Fleet, Control and Runtime APIs (``--host/--port``), server-side TLS
 (``--ssl-certfile/--ssl-keyfile/--ssl-ca-certfile``), SuperNode authentication
 (``--enable-supernode-auth`` + ``--auth-supernode-private-key``), runtime dependency
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from fed_agent.deploy.certs import TlsFiles
 from fed_agent.deploy.nodes import Scalar, node_config_arg
-from fed_agent.launcher import flower_bin, stop_process_tree, wait_healthy
+from fed_agent.deploy.launcher import flower_bin, stop_process_tree, wait_healthy
 
 SUPERLINK_START_TIMEOUT_S = 90.0
 

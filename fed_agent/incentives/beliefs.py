@@ -19,26 +19,26 @@ class BeliefTracker:
         self.transition = np.asarray(transition, dtype=float)
         self._beliefs: dict[int, np.ndarray] = {}
 
-    def belief(self, es_id: int) -> np.ndarray:
-        """The current belief about ``es_id`` (the prior for an ES never seen)."""
-        return self._beliefs.get(es_id, self.prior).copy()
+    def belief(self, node_id: int) -> np.ndarray:
+        """The current belief about ``node_id`` (the prior for an ES never seen)."""
+        return self._beliefs.get(node_id, self.prior).copy()
 
-    def observe_choice(self, es_id: int, revealed_type: int | None) -> None:
+    def observe_choice(self, node_id: int, revealed_type: int | None) -> None:
         """Record this period's choice and move the belief to the next period.
 
         ``revealed_type`` is the type the chosen item is designed for, or None for a decline or
         no observation (then the belief just follows the chain).
         """
-        current = self.belief(es_id)
+        current = self.belief(node_id)
         if revealed_type is not None:
             current = np.eye(len(self.prior))[revealed_type]
-        self._beliefs[es_id] = current @ self.transition
+        self._beliefs[node_id] = current @ self.transition
 
-    def advance_unobserved(self, es_ids: list[int]) -> None:
+    def advance_unobserved(self, node_ids: list[int]) -> None:
         """Move ESs that were not offered anything this period one step along the chain."""
-        for es_id in es_ids:
-            if es_id in self._beliefs:
-                self._beliefs[es_id] = self._beliefs[es_id] @ self.transition
+        for node_id in node_ids:
+            if node_id in self._beliefs:
+                self._beliefs[node_id] = self._beliefs[node_id] @ self.transition
 
     def state(self) -> dict[int, list[float]]:
         """Checkpointable form."""
@@ -48,7 +48,3 @@ class BeliefTracker:
         """Restore :meth:`state`."""
         self._beliefs = {int(k): np.asarray(v, dtype=float) for k, v in state.items()}
 
-
-def probability_of_truth(belief: np.ndarray, true_type: int) -> float:
-    """How much the belief held on the type the ES turned out to have (1 = perfect)."""
-    return float(belief[true_type])

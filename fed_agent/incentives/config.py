@@ -41,8 +41,6 @@ class IncentiveConfig:
     """Simulated ESs' workloads vary by this factor around the market's (public facts)."""
     channel_gain_spread_db: float = 10.0
     """Simulated ESs' uplink gains vary by +/- this many dB around the market's."""
-    online_finetune: bool = False
-    """Let the designer learn from observed rounds (off: the checkpoint is used as is)."""
 
     def __post_init__(self) -> None:
         check_choice("incentive.policy", self.policy, POLICIES)

@@ -23,7 +23,8 @@ class LedgerEntry:
 
     round: int
     period: int
-    es_id: int
+    node_id: int
+    """The Flower node id of the ES."""
     status: str
     item: int = -1
     f_ghz: float = 0.0
@@ -62,10 +63,6 @@ class Ledger:
     def write(self) -> None:
         """Persist atomically."""
         write_table_atomic(self.frame(), self.path)
-
-    def paid_rounds(self, es_id: int) -> list[int]:
-        """Rounds in which ``es_id`` was paid (a double payment would repeat a round)."""
-        return [e.round for e in self.entries if e.es_id == es_id and e.status == "paid"]
 
     def round_summary(self, server_round: int) -> dict[str, float]:
         """Cloud utility, payments, participation and modelled latency of one round.

@@ -23,9 +23,9 @@ from fed_agent.incentives.config import POLICIES, IncentiveConfig
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 SHIPPED_CHECKPOINTS = {"edmsac": "edmsac_federation.npz", "dmsac": "dmsac_federation.npz"}
 """Designers trained on federation-like markets (``--market federation``): each ES's market
-differs from the configured one by its workload, upload and the cloud's belief, and the
-default-market specialist ``edmsac_default.npz`` loses money on 17 % of such markets
-(docs/designer.md, "The shipped checkpoints")."""
+differs from the configured one by its workload, upload and the cloud's belief, on which the
+default-market specialist ``edmsac_default.npz`` does worse (docs/designer.md, "The shipped
+checkpoints", has the figures)."""
 ORACLE_POLICIES = frozenset({"complete_information"})
 """Policies that see each ES's type (a simulation-only upper bound): the ES reveals it."""
 

@@ -1,7 +1,11 @@
-"""What is public and what is private about an ES, and the market the cloud designs for it.
+"""An ES's profile, and the market the cloud designs for it.
 
-Public (the cloud may know it): the workload of building the module on that ES and its uplink
-channel gain. Private (never sent): its willingness type now and how it drifts.
+"Profile" means one thing in this project: what an ES's SuperNode node config says about it
+(the keys below; ``fed-agent deploy supernode --profile`` writes them). It has a public part,
+:class:`PublicFacts` (the workload of building the module on that ES and its uplink channel
+gain, which the cloud may know), and a private part, :class:`Willingness` (its willingness
+type now and how it drifts, which never leaves the ES). A simulated ES has no such keys: its
+profile is derived from its partition id and the seed (:func:`simulated_profiles`).
 """
 
 from __future__ import annotations
@@ -22,29 +26,30 @@ WILLINGNESS_SEED = "willingness-seed"
 
 
 @dataclass(frozen=True)
-class PublicProfile:
-    """Facts about an ES the cloud may know (reported on first contact)."""
+class PublicFacts:
+    """The public part of an ES's profile (reported to the cloud on first contact)."""
 
     workload_gcycles: float
     channel_gain: float
 
     def __post_init__(self) -> None:
         if not (self.workload_gcycles > 0 and self.channel_gain > 0):
-            raise ValueError(f"public profile values must be positive: {self}")
+            raise ValueError(f"public facts must be positive: {self}")
 
     def to_dict(self) -> dict[str, float]:
         """Message/node-config form."""
         return {WORKLOAD: self.workload_gcycles, CHANNEL_GAIN: self.channel_gain}
 
     @classmethod
-    def from_dict(cls, values: dict) -> PublicProfile:
+    def from_dict(cls, values: dict) -> PublicFacts:
         """Parse the message/node-config form."""
         return cls(float(values[WORKLOAD]), float(values[CHANNEL_GAIN]))
 
 
 @dataclass(frozen=True)
-class PrivateProfile:
-    """An ES's willingness: its first period's type and the seed of its private Markov chain."""
+class Willingness:
+    """The private part of an ES's profile: its first period's willingness type and the seed of
+    its private Markov chain over types."""
 
     initial_type: int
     chain_seed: int
@@ -62,27 +67,34 @@ class PrivateProfile:
 
 def simulated_profiles(
     seed: int, partition_id: int, params: MarketParams, incentive: IncentiveConfig
-) -> tuple[PublicProfile, PrivateProfile]:
-    """Deterministic profiles of a virtual ES (what a SuperNode's node config would carry)."""
+) -> tuple[PublicFacts, Willingness]:
+    """The deterministic profile of a virtual ES (what a SuperNode's node config would carry)."""
     rng = rng_for(seed, "es-profile", partition_id)
     spread = incentive.workload_spread
     workload = params.workload_gcycles * float(rng.uniform(1 - spread, 1 + spread))
     gain_db = float(rng.uniform(-1, 1)) * incentive.channel_gain_spread_db
-    public = PublicProfile(workload, params.channel_gain * 10 ** (gain_db / 10))
+    public = PublicFacts(workload, params.channel_gain * 10 ** (gain_db / 10))
     market = Market.from_params(params)
     initial = int(rng.choice(market.num_types, p=market.prior))
-    return public, PrivateProfile(initial, derive_seed(seed, "willingness-chain", partition_id))
+    return public, Willingness(initial, derive_seed(seed, "willingness-chain", partition_id))
 
 
 def es_market(
-    params: MarketParams, public: PublicProfile, module_bytes: float, belief: np.ndarray | None
+    params: MarketParams,
+    public: PublicFacts,
+    module_bytes: float | None,
+    belief: np.ndarray | None,
 ) -> Market:
-    """The market of one ES: the configured market with its public facts and the cloud's belief."""
-    changes = dict(
-        workload_gcycles=public.workload_gcycles,
-        channel_gain=public.channel_gain,
-        module_bytes=float(module_bytes),
+    """The market of one ES: the configured market with its public facts and the cloud's belief.
+
+    ``module_bytes`` None keeps the configured size: an ES's own choice of item does not depend
+    on the upload time, so it need not build the module to answer an offer.
+    """
+    changes: dict[str, object] = dict(
+        workload_gcycles=public.workload_gcycles, channel_gain=public.channel_gain
     )
+    if module_bytes is not None:
+        changes["module_bytes"] = float(module_bytes)
     if belief is not None:
         changes["prior"] = [float(p) for p in belief]
     return Market.from_params(dataclasses.replace(params, **changes))
@@ -99,8 +111,8 @@ __all__ = [
     "WILLINGNESS_SEED",
     "WILLINGNESS_TYPE",
     "WORKLOAD",
-    "PrivateProfile",
-    "PublicProfile",
+    "PublicFacts",
+    "Willingness",
     "es_market",
     "period_of_round",
     "simulated_profiles",

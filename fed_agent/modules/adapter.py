@@ -22,8 +22,7 @@ from safetensors.numpy import load_file, save_file
 
 from fed_agent.config.schema import ModelConfig
 from fed_agent.modules.registry import BaseModel, load_base
-
-AdapterState = dict[str, np.ndarray]
+from fed_agent.protocol import AdapterState
 
 
 class AdapterError(ValueError):

@@ -7,8 +7,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from fed_agent.choices import check_choice
-from fed_agent.modules.adapter import AdapterState
 from fed_agent.modules.robust import coordinate_median, trimmed_mean
+from fed_agent.protocol import AdapterState
 
 
 def weighted_average(states: Sequence[AdapterState], weights: Sequence[float]) -> AdapterState:
@@ -55,7 +55,7 @@ def aggregate(
 ) -> AdapterState:
     """Aggregate adapter states with the rule ``name`` (``federation.aggregation``).
 
-    ``fedavg`` weights by ``weights`` (the capped example counts); ``trimmed_mean`` and
+    ``fedavg`` weights by ``weights`` (each ES's optimiser steps, or equal weights); ``trimmed_mean`` and
     ``median`` are coordinate-wise and unweighted, like Flower's FedTrimmedAvg/FedMedian:
     a weight is self-reported, and a robust rule must not let one ES buy influence with it.
 
@@ -74,4 +74,4 @@ AGGREGATORS = {
     "trimmed_mean": lambda states, _, fraction: trimmed_mean(states, fraction),
     "median": lambda states, _w, _f: coordinate_median(states),
 }
-"""Every ``federation.aggregation`` choice (the config schema lists the same names)."""
+"""Every ``federation.aggregation`` choice (the config schema derives its choices from it)."""

@@ -1,7 +1,6 @@
 """Robust aggregation and update screening for LoRA adapter states (pure numpy, no flwr).
 
-Two separate defences, because one cannot stand in for the other (reliability notes, section
-4.2): Krum-like "pick the most central update" rules *select* free-riders, whose zero update
+Two separate defences, because one cannot stand in for the other: Krum-like "pick the most central update" rules *select* free-riders, whose zero update
 sits in the middle of the cloud, so free-riders are screened out explicitly here, and
 poisoned updates that slip through screening are bounded by a coordinate-wise robust
 aggregator (trimmed mean or median).
@@ -30,7 +29,7 @@ from enum import StrEnum
 
 import numpy as np
 
-AdapterState = dict[str, np.ndarray]
+from fed_agent.protocol import AdapterState
 
 
 class Verdict(StrEnum):

@@ -67,3 +67,8 @@ def train_locally(
     return TrainingReport(
         num_steps, num_steps * cfg.batch_size, mean_loss, time.perf_counter() - start
     )
+
+
+def local_steps_for(f_ghz: float, f_max_ghz: float, full_steps: int) -> int:
+    """Training steps for a committed computing resource: proportional to f, at least 1."""
+    return max(1, round(full_steps * f_ghz / f_max_ghz))

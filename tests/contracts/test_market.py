@@ -36,7 +36,7 @@ def test_uplink_rate_and_upload_time_by_hand() -> None:
 def test_latency_and_energy_by_hand() -> None:
     assert latency.dbm_to_watts(30.0) == pytest.approx(1.0)
     np.testing.assert_allclose(latency.construction_latency_s([2.0, 4.0], 20.0, 0.5), [10.5, 5.5])
-    np.testing.assert_allclose(latency.energy_cost([1.0, 3.0], 20.0, 0.2), [4.0, 36.0])
+    np.testing.assert_allclose(latency.construction_cost([1.0, 3.0], 20.0, 0.2), [4.0, 36.0])
     np.testing.assert_allclose(latency.frequency_for_cost(36.0, 20.0, 0.2), 3.0)
     assert latency.round_latency_s([1.0, 7.0, 3.0]) == 7.0
     assert latency.round_latency_s([]) == 0.0

@@ -92,7 +92,7 @@ def test_a_supernode_killed_mid_round_costs_only_its_reply(tmp_path: Path) -> No
     unpaid = first[first["status"] != "paid"]
     assert (unpaid["paid"] == 0).all()
     assert set(unpaid["status"]) <= {"rejected", "no_reply"}
-    assert ledger.loc[ledger["status"] == "paid", "es_id"].nunique() == 2
+    assert ledger.loc[ledger["status"] == "paid", "node_id"].nunique() == 2
     assert metrics.loc[2, "participants"] == 2
 
 

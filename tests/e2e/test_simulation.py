@@ -8,7 +8,7 @@ import pandas as pd
 import psutil
 import pytest
 
-from fed_agent.launcher import FederationRunError, launch_simulation
+from fed_agent.deploy.launcher import FederationRunError, launch_simulation
 from fed_agent.modules.export import load_agent
 
 pytestmark = pytest.mark.slow
@@ -33,7 +33,7 @@ def test_contract_run_completes_pays_ledger_and_exports_a_loadable_agent(tmp_pat
     ledger = pd.read_csv(outcome.output_dir / "ledger.csv")
     paid = ledger[ledger["status"] == "paid"]
     assert len(paid) == 6 and (paid["paid"] > 0).all()
-    assert not paid.duplicated(["round", "es_id"]).any()
+    assert not paid.duplicated(["round", "node_id"]).any()
     manifest = json.loads((outcome.output_dir / "agent" / "manifest.json").read_text())
     assert manifest["round"] == 2
     module, _ = load_agent(outcome.output_dir / "agent", seed=0)
@@ -68,6 +68,6 @@ def test_a_resumed_run_continues_with_the_same_module_and_pays_no_round_twice(tm
     ledger = pd.read_csv(resumed.output_dir / "ledger.csv")
     paid = ledger[ledger["status"] == "paid"]
     assert sorted(paid["round"].unique()) == [1, 2, 3]
-    assert not paid.duplicated(["round", "es_id"]).any()
+    assert not paid.duplicated(["round", "node_id"]).any()
     before = pd.read_csv(first.output_dir / "ledger.csv")
     assert len(ledger[ledger["round"] <= 2]) == len(before)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fed_agent import launcher
+from fed_agent.deploy import launcher
 from fed_agent.config import load_config
 from fed_agent.config.schema import AgentConfig
 from fed_agent.data import heldout_examples
@@ -205,6 +205,6 @@ def test_the_launcher_pins_relative_input_paths_and_fails_before_flower(tmp_path
     def no_flower(*args, **kwargs):
         raise AssertionError("a SuperLink was started for a run that cannot export its agent")
 
-    monkeypatch.setattr(launcher, "start_superlink", no_flower)
+    monkeypatch.setattr(launcher, "start_simulation_superlink", no_flower)
     with pytest.raises(launcher.FederationRunError, match="outputs/p/agent.*is not a directory"):
         launcher.launch_simulation("smoke", ["agent.module_name=d", "agent.extend=outputs/p/agent"])

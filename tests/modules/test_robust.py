@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fed_agent.attacks import ATTACKS, MALFORMED_ATTACKS, VALUE_ATTACKS, apply_attack
-from fed_agent.config.schema import AGGREGATIONS
+from benchmarks.attacks import ATTACKS, MALFORMED_ATTACKS, VALUE_ATTACKS, apply_attack
 from fed_agent.modules.aggregation import AGGREGATORS, aggregate, weighted_average
 from fed_agent.modules.robust import (
     ScreeningConfig,
@@ -38,10 +37,6 @@ def _honest(global_state, n: int, seed: int = 1) -> list[dict[str, np.ndarray]]:
         }
         for _ in range(n)
     ]
-
-
-def test_aggregation_choices_match_the_config_schema() -> None:
-    assert set(AGGREGATORS) == set(AGGREGATIONS)
 
 
 def test_unknown_aggregation_raises_listing_the_choices() -> None:

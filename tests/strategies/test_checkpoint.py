@@ -47,7 +47,7 @@ def test_strategy_state_survives_a_round_trip(tmp_path, smoke_module):
     state = json.loads(json.dumps(strategy.state_dict()))
     restored, _ = make_strategy(tmp_path / "b", smoke_module, "incentive=optimal")
     restored.load_state_dict(state)
-    assert restored.profiles == strategy.profiles
+    assert restored.facts == strategy.facts
     for node, engagement in strategy.engagements.items():
         other = restored.engagements[node]
         assert other.report == engagement.report

@@ -19,11 +19,12 @@ from tests.strategies.fake_grid import FakeGrid, metadata, set_task_identity
 NODES = [101, 102, 103]
 
 
-def make_strategy(tmp_path, module, overrides: str):
+def make_strategy(tmp_path, module, overrides: str, **settings):
     cfg = load_config("smoke", overrides)
     outputs = RunOutputs.create(str(tmp_path), "run")
     ledger = Ledger(outputs.root / "ledger.csv")
-    strategy = ContractStrategy(cfg, module, outputs, make_policy(cfg.incentive), ledger)
+    policy = make_policy(cfg.incentive)
+    strategy = ContractStrategy(cfg, module, outputs, policy, ledger, **settings)
     return strategy, FakeGrid(NODES, "smoke", overrides)
 
 
@@ -136,7 +137,7 @@ def test_bad_or_lying_replies_are_neither_aggregated_nor_paid(tmp_path, smoke_mo
         reply_for(messages[2], updates[2]),
     ]
     arrays, _ = strategy.aggregate_train(1, replies)
-    by_node = {e.es_id: e for e in strategy.ledger.entries}
+    by_node = {e.node_id: e for e in strategy.ledger.entries}
     first, second, third = (m.metadata.dst_node_id for m in messages)
     assert by_node[first].status == "rejected" and "NaN" in by_node[first].reason
     assert by_node[second].status == "rejected" and "steps" in by_node[second].reason

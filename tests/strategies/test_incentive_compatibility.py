@@ -24,7 +24,7 @@ def test_reported_items_are_truthful_and_no_lie_pays_more(tmp_path, smoke_module
     for partition, node in enumerate(NODES):
         engagement = strategy.engagements[node]
         market: Market = engagement.market
-        _, private = simulated_profiles(cfg.seed, partition, cfg.contract, cfg.incentive)
+        _, private = simulated_profiles(cfg.seed, partition, cfg.market, cfg.incentive)
         true_type = private.type_at(market, 0)
         # the ES's choice (the item on its ledger row) is its true type ...
         assert engagement.report == true_type
@@ -35,5 +35,5 @@ def test_reported_items_are_truthful_and_no_lie_pays_more(tmp_path, smoke_module
         true_types[node] = true_type
     strategy.aggregate_train(1, [reply_for(m, u) for m, u in
                                  zip(messages, honest_updates(smoke_module, 3), strict=True)])  # fmt: skip
-    paid = {e.es_id: e.item for e in strategy.ledger.entries if e.status == "paid"}
+    paid = {e.node_id: e.item for e in strategy.ledger.entries if e.status == "paid"}
     assert paid == true_types  # every ES was paid for the item of its true type

@@ -15,10 +15,12 @@ from tests.strategies.test_contract_strategy import honest_updates, make_strateg
 def test_dp_round_clips_averages_equally_records_budget_and_rejects_bad_shapes(
     tmp_path, smoke_module
 ):
-    strategy, grid = make_strategy(tmp_path, smoke_module, "incentive=optimal")
+    strategy, grid = make_strategy(
+        tmp_path, smoke_module, "incentive=optimal", weighting="uniform"
+    )
     clip = 1e-3
-    dp = ValidatedCentralDP(strategy, PrivacyConfig(enabled=True, noise_multiplier=1e-9,
-                                                     clipping_norm=clip))  # fmt: skip
+    privacy = PrivacyConfig(enabled=True, noise_multiplier=1e-9, clipping_norm=clip)
+    dp = ValidatedCentralDP(strategy, privacy)
     set_task_identity(0)
     initial = smoke_module.initial_state
     messages = list(dp.configure_train(1, adapter_to_record(initial), ConfigRecord(), grid))
@@ -38,7 +40,7 @@ def test_dp_round_clips_averages_equally_records_budget_and_rejects_bad_shapes(
     for key in initial:
         mean = initial[key] + (expected[0][key] + expected[1][key]) / 2
         np.testing.assert_allclose(merged[key], mean, atol=1e-6)
-    statuses = {e.es_id: e.status for e in strategy.ledger.entries}
+    statuses = {e.node_id: e.status for e in strategy.ledger.entries}
     assert statuses[messages[0].metadata.dst_node_id] == "rejected"
     assert sorted(statuses.values()) == ["paid", "paid", "rejected"]
     assert strategy.outputs.rows[-1]["dp_epsilon"] == gaussian_epsilon(1e-9, 1, 1e-5)

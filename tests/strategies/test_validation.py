@@ -1,6 +1,6 @@
 """Reply validation and update screening on hand-built Flower reply Messages.
 
-Every attack of ``fed_agent.attacks`` is rejected before aggregation with its reason; a reply
+Every attack of ``benchmarks.attacks`` is rejected before aggregation with its reason; a reply
 produced by the real ClientApp carries nothing but adapter tensors and allow-listed metrics.
 """
 
@@ -22,7 +22,7 @@ from flwr.app import (
     RecordDict,
 )
 
-from fed_agent.attacks import MALFORMED_ATTACKS, VALUE_ATTACKS, apply_attack
+from benchmarks.attacks import MALFORMED_ATTACKS, VALUE_ATTACKS, apply_attack
 from fed_agent.protocol import (
     ARRAYS,
     CONFIG,
@@ -31,7 +31,7 @@ from fed_agent.protocol import (
     TrainInstruction,
     TrainReply,
 )
-from strategies.records import adapter_to_record, to_config_record
+from strategies.records import adapter_to_record
 from strategies.validation import (
     AcceptedReply,
     RejectedReply,
@@ -173,14 +173,14 @@ def test_screening_nothing_returns_nothing() -> None:
 def test_a_client_reply_carries_only_adapter_tensors_and_allow_listed_metrics(
     smoke_cfg, smoke_module
 ) -> None:
-    """Privacy (reliability notes S6): no raw data, text or extra records leave an ES."""
+    """Privacy: no raw data, text or extra records leave an ES."""
     from clients.client_app import train
 
     instruction = TrainInstruction(1, 1, smoke_module.base.fingerprint, 2.0, 10.0)
     message = Message(
         content=RecordDict({
             ARRAYS: adapter_to_record(smoke_module.initial_state),
-            CONFIG: to_config_record(instruction.to_dict()),
+            CONFIG: ConfigRecord(instruction.to_dict()),
         }),
         metadata=_metadata(0),
     )  # fmt: skip

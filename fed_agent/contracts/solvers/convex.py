@@ -18,11 +18,10 @@ from scipy.optimize import linprog
 
 from fed_agent.contracts.constraints import build_constraints, item_weights
 from fed_agent.contracts.market import Market
+from fed_agent.contracts.payments import HIGHS_OPTIONS, TIE_BREAK_WEIGHT
 from fed_agent.contracts.utility import energy_cost, value_of_work
 
 INITIAL_CUTS = 12
-HIGHS_OPTIONS = {"primal_feasibility_tolerance": 1e-10, "dual_feasibility_tolerance": 1e-10}
-TIE_BREAK_WEIGHT = 1e-9
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import psutil
 
-from fed_agent.config import ExperimentConfig, load_config
+from fed_agent.config import ExperimentConfig, load_config, run_config_arg
 from fed_agent.config.load import CONFIG_DIR, split_overrides
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,9 @@ def wait_healthy(
     raise FederationRunError(f"flower-superlink not healthy on port {port} after {timeout_s} s")
 
 
-def start_superlink(flwr_home: Path, env: dict[str, str], http_port: int) -> subprocess.Popen:
+def start_simulation_superlink(
+    flwr_home: Path, env: dict[str, str], http_port: int
+) -> subprocess.Popen:
     """Start a simulation SuperLink in its own process group; the caller stops it."""
     runtime = flwr_home / f"superlink-{http_port}"
     shutil.rmtree(runtime, ignore_errors=True)
@@ -197,11 +199,6 @@ def effective_overrides(
     return [*kept, *extra]
 
 
-def run_config_arg(experiment: str, overrides: list[str]) -> str:
-    """Flower's ``--run-config`` value: the app reads only ``experiment`` and ``overrides``."""
-    return f'experiment="{experiment}" overrides="{" ".join(overrides)}"'
-
-
 def launch_simulation(
     experiment: str, overrides: str | list[str] = (), timeout_s: float = 3600
 ) -> RunOutcome:
@@ -228,7 +225,7 @@ def launch_simulation(
     http_port = free_port()
     env = flower_env(flwr_home, http_port)
     start = time.perf_counter()
-    superlink = start_superlink(flwr_home, env, http_port)
+    superlink = start_simulation_superlink(flwr_home, env, http_port)
     try:
         fed = cfg.federation
         command = [

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from fed_agent.choices import check_choice
+from fed_agent.protocol import AdapterState
 
-AdapterState = dict[str, np.ndarray]
 Metrics = dict[str, float | int]
 
 MALFORMED_ATTACKS = (
@@ -29,7 +29,7 @@ ATTACKS = (*MALFORMED_ATTACKS, *VALUE_ATTACKS)
 
 @dataclass(frozen=True)
 class AttackParams:
-    """Strengths of the attacks (defaults follow the reliability notes' probe)."""
+    """Strengths of the attacks."""
 
     sign_flip_factor: float = 4.0
     """Sent update = -factor x honest update (a -4x flip cancels 4 honest ESs under FedAvg)."""
