@@ -56,6 +56,7 @@ from fed_agent.designer import (  # noqa: E402
     DesignerConfig,
     EvaluationSet,
     heldout_markets,
+    train_designer,
 )
 
 TASKS = ("default", "paper", "random")
@@ -128,7 +129,7 @@ def train_one(run: Run, checkpoint_dir: str) -> dict[str, Any]:
     evaluation = evaluation_for(run.task)
     designer = ContractDesigner(config)
     start = time.perf_counter()
-    history = designer.train(evaluation)
+    history = train_designer(designer, evaluation)
     train_s = time.perf_counter() - start
     path = Path(checkpoint_dir) / f"{run.task}_{run.designer}_{run.seed}_{run.prune_rate}.npz"
     designer.save(path)

@@ -30,11 +30,12 @@ from tqdm import tqdm
 from fed_agent.contracts import named_market
 from fed_agent.designer import (
     DESIGNERS,
-    TRAINING_MARKETS,
     ContractDesigner,
     DesignerConfig,
     EvaluationSet,
     heldout_markets,
+    train_designer,
+    training_markets,
 )
 from fed_agent.seeding import seed_everything
 
@@ -51,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train = actions.add_parser("train", help="train a designer and save a .npz checkpoint")
     train.add_argument("--out", type=Path, required=True, help="checkpoint path (.npz)")
     train.add_argument("--algorithm", choices=DESIGNERS, default=DesignerConfig.algorithm)
-    train.add_argument("--market", choices=TRAINING_MARKETS, default=DesignerConfig.market)
+    train.add_argument("--market", choices=training_markets(), default=DesignerConfig.market)
     train.add_argument("--num-types", type=int, default=DesignerConfig.num_types)
     train.add_argument("--env-steps", type=int, default=DesignerConfig.env_steps)
     train.add_argument("--seed", type=int, default=DesignerConfig.seed)
@@ -97,7 +98,7 @@ def run_train(args: argparse.Namespace) -> int:
             if "eval/utility_ratio" in metrics:
                 bar.set_postfix(ratio=f"{metrics['eval/utility_ratio']:.4f}")
 
-        history = designer.train(on_progress=on_progress)
+        history = train_designer(designer, on_progress=on_progress)
     path = designer.save(args.out)
     final = history[-1]
     print(f"saved {path} ({path.stat().st_size / 1e6:.2f} MB); final evaluation: {final}")

@@ -21,7 +21,7 @@ import numpy as np
 from fed_agent import latency
 from fed_agent.contracts.audit import DEFAULT_TOLERANCE
 from fed_agent.contracts.market import MIN_LOG_ARGUMENT, Market
-from fed_agent.contracts.payments import per_period_closed_form
+from fed_agent.contracts.payments import ex_ante_closed_form, per_period_closed_form
 
 NEWTON_STEPS = 40
 
@@ -38,9 +38,11 @@ class MarketBatch:
         (B, K, K).
     discount, workload, upload_s, kappa, omega, t_max, f_lo, f_hi : np.ndarray
         (B,); f_lo is the effective lower bound ``Market.f_lower_ghz``.
+    ex_ante : np.ndarray
+        (B,) bool: the market's participation rule is ex ante (else per period).
     closed_form : np.ndarray
-        (B,) bool: per-period participation and a monotone transition matrix, where the
-        closed-form rewards are least-cost whenever they are feasible.
+        (B,) bool: a monotone transition matrix, where the closed-form rewards of either
+        rule are least-cost whenever they are feasible and only downward constraints bind.
     """
 
     types: np.ndarray
@@ -54,6 +56,7 @@ class MarketBatch:
     t_max: np.ndarray
     f_lo: np.ndarray
     f_hi: np.ndarray
+    ex_ante: np.ndarray
     closed_form: np.ndarray
 
     @classmethod
@@ -92,7 +95,7 @@ class MarketBatch:
         )
         tails = np.cumsum(transition[:, :, ::-1], axis=2)[:, :, ::-1]
         monotone = np.all(np.diff(tails, axis=1) >= -1e-12, axis=(1, 2))
-        per_period = np.array([m.participation == "per_period" for m in markets])
+        ex_ante = np.array([m.participation == "ex_ante" for m in markets])
         return cls(
             types=np.stack([m.types for m in markets]),
             prior=np.stack([m.prior for m in markets]),
@@ -105,7 +108,8 @@ class MarketBatch:
             t_max=t_max,
             f_lo=f_lo,
             f_hi=column("f_max_ghz"),
-            closed_form=per_period & monotone,
+            ex_ante=ex_ante,
+            closed_form=monotone,
         )
 
     @property
@@ -157,12 +161,12 @@ class MarketBatch:
 def least_rent_rewards(
     f1: np.ndarray, f2: np.ndarray, batch: MarketBatch
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Least-cost rewards of the per-period rule for menus of B different markets.
+    """Least-cost rewards of each market's participation rule for menus of B markets.
 
     Period 2: the lowest type's participation and every local downward IC bind. Period 1:
-    the intertemporal IC constraints are difference constraints in the period-1 rents,
-    solved as longest paths. The closed form of ``fed_agent.contracts.payments``
-    (``per_period_closed_form``), each row with its own market's numbers.
+    the intertemporal IC constraints are difference constraints in the period-1 (per
+    period) or epoch (ex ante) rents, solved as longest paths. The closed forms of
+    ``fed_agent.contracts.payments``, each row with its own market's numbers.
 
     Returns
     -------
@@ -172,21 +176,33 @@ def least_rent_rewards(
         matrix, certifies least cost).
     """
     x1, x2 = batch.energy_cost(f1), batch.energy_cost(f2)
-    return per_period_closed_form(x1, x2, 1.0 / batch.types, batch.transition, batch.discount)
+    args = (x1, x2, 1.0 / batch.types, batch.transition, batch.discount)
+    r1, r2, only_downward = per_period_closed_form(*args)
+    if not batch.ex_ante.any():
+        return r1, r2, only_downward
+    e1, e2, e_down = ex_ante_closed_form(*args)
+    rows = batch.ex_ante
+    return (
+        np.where(rows[:, None], e1, r1),
+        np.where(rows[:, None, None], e2, r2),
+        np.where(rows, e_down, only_downward),
+    )
 
 
 def count_violations(
     f1: np.ndarray, r1: np.ndarray, f2: np.ndarray, r2: np.ndarray, batch: MarketBatch
 ) -> np.ndarray:
-    """Violated per-period IR, period-2 IC and intertemporal IC constraints per market, (B,).
+    """Violated IR, period-2 IC and intertemporal IC constraints per market, (B,).
 
-    Uses the relative tolerance of ``fed_agent.contracts.audit`` (1e-6 (1 + max |R|)).
+    IR is each market's rule: per period (every item) or ex ante (one lifetime IR per
+    period-1 type). Uses the relative tolerance of ``fed_agent.contracts.audit``
+    (1e-6 (1 + max |R|)).
     """
     k = batch.num_types
     inv = 1.0 / batch.types
     x1, x2 = batch.energy_cost(f1), batch.energy_cost(f2)
     tol = DEFAULT_TOLERANCE * (1 + np.maximum(np.abs(r1).max(axis=1), np.abs(r2).max(axis=(1, 2))))
-    ir = np.sum(x1 * inv - r1 > tol[:, None], axis=1) + np.sum(
+    per_period_ir = np.sum(x1 * inv - r1 > tol[:, None], axis=1) + np.sum(
         x2 * inv[:, None, :] - r2 > tol[:, None, None], axis=(1, 2)
     )
     # u2[b, i, j, m]: period-2 type j after history i taking item m
@@ -202,7 +218,8 @@ def count_violations(
     )
     truthful1 = lifetime[:, np.arange(k), np.arange(k)]
     ic1 = np.sum(lifetime - truthful1[..., None] > tol[:, None, None], axis=(1, 2))
-    return ir + ic2 + ic1
+    ex_ante_ir = np.sum(-truthful1 > tol[:, None], axis=1)
+    return np.where(batch.ex_ante, ex_ante_ir, per_period_ir) + ic2 + ic1
 
 
 def cloud_utility_batch(
@@ -250,6 +267,7 @@ def score_menus(f1: np.ndarray, f2: np.ndarray, batch: MarketBatch) -> ScoredMen
     r1, r2, only_downward = least_rent_rewards(f1, f2, batch)
     cycle = ~np.all(np.isfinite(r1), axis=1)
     r1 = np.where(np.isfinite(r1), r1, 0.0)
+    r2 = np.where(np.isfinite(r2), r2, 0.0)  # ex ante: a cycle leaves no period-2 level
     violations = count_violations(f1, r1, f2, r2, batch) + cycle
     utility = cloud_utility_batch(f1, r1, f2, r2, batch)
     certified = (violations == 0) & only_downward & batch.closed_form

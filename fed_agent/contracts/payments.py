@@ -11,7 +11,10 @@ of the per-period closed form, row by row (each row may be its own market): it a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+from scipy import sparse
 from scipy.optimize import linprog
 
 from fed_agent.contracts.audit import DEFAULT_TOLERANCE
@@ -24,6 +27,8 @@ from fed_agent.contracts.utility import energy_cost, value_of_work
 # type uses with positive probability (their rewards would otherwise be arbitrary).
 TIE_BREAK_WEIGHT = 1e-9
 HIGHS_OPTIONS = {"primal_feasibility_tolerance": 1e-10, "dual_feasibility_tolerance": 1e-10}
+# A block of the stacked feasibility LP is implementable when its relative slack is this small.
+FEASIBILITY_SLACK = 1e-9
 
 
 def _within_bounds(f: np.ndarray, market: Market) -> np.ndarray:
@@ -75,6 +80,106 @@ def minimal_payments(f1: np.ndarray, f2: np.ndarray, market: Market) -> DynamicC
     if rewards is None:
         return None
     return DynamicContract.from_flat(f, np.maximum(rewards, 0.0), k)
+
+
+def minimal_payments_stacked(
+    f: np.ndarray, markets: Sequence[Market], known_implementable: np.ndarray | None = None
+) -> np.ndarray:
+    """Least-cost rewards for one flat menu per market, in two sparse LPs for all markets.
+
+    The B minimal payment LPs are independent, so their sum is one block-diagonal LP that
+    HiGHS solves at once, without the per-call overhead of B separate solves. An infeasible
+    block would make that LP infeasible, so a first LP finds the implementable menus: each
+    block gets one slack s_b >= 0 on all its constraints and the LP minimises sum s_b, which
+    is 0 exactly on implementable blocks. The second LP prices those.
+
+    Parameters
+    ----------
+    f : np.ndarray
+        (B, K + K^2) flat menus, ``markets[b]``'s in row b.
+    markets : Sequence[Market]
+        B markets with the same K.
+    known_implementable : np.ndarray, optional
+        (B,) rows already known to be implementable (e.g. feasible closed-form rewards):
+        the feasibility LP skips them.
+
+    Returns
+    -------
+    np.ndarray
+        (B, K + K^2) rewards (>= 0); NaN rows where the menu is not implementable.
+    """
+    f = np.asarray(f, dtype=float)
+    rewards = np.full_like(f, np.nan)
+    known = np.zeros(len(markets), bool) if known_implementable is None else known_implementable
+    rows = np.array([r for r in range(len(markets)) if _within_bounds(f[r], markets[r])], int)
+    unknown = rows[~known[rows]]
+    if unknown.size:
+        blocks = _StackedBlocks(f[unknown], [markets[r] for r in unknown])
+        rows = np.union1d(rows[known[rows]], unknown[blocks.implementable()])
+    if rows.size == 0:
+        return rewards
+    blocks = _StackedBlocks(f[rows], [markets[r] for r in rows])
+    rewards[rows] = blocks.least_rewards()
+    return rewards
+
+
+class _StackedBlocks:
+    """The block-diagonal constraint system of several markets' minimal payment LPs."""
+
+    def __init__(self, f: np.ndarray, markets: Sequence[Market]) -> None:
+        systems = [build_constraints(m) for m in markets]
+        self.shape = f.shape
+        self.a_ub = sparse.block_diag([s.a_reward for s in systems], format="csr")
+        self.b_ub = np.concatenate(
+            [-s.a_cost @ energy_cost(row, m) for s, row, m in zip(systems, f, markets, strict=True)]
+        )
+        rows_per_block = [s.a_reward.shape[0] for s in systems]
+        self.block_of_row = np.repeat(np.arange(len(markets)), rows_per_block)
+        # each block's slack is measured relative to its own cost scale
+        block_scale = np.array(
+            [
+                1.0 + np.abs(s.a_cost).max() * energy_cost(row, m).max()
+                for s, row, m in zip(systems, f, markets, strict=True)
+            ]
+        )
+        self.scale = block_scale[self.block_of_row]
+        weights = [item_weights(m) for m in markets]
+        self.objective = np.concatenate(
+            [w + TIE_BREAK_WEIGHT * max(w.max(), 1e-12) for w in weights]
+        )
+
+    def implementable(self) -> np.ndarray:
+        """(B,) mask of blocks whose constraints some rewards R >= 0 satisfy."""
+        blocks = self.shape[0]
+        slack = sparse.csr_matrix(
+            (-self.scale, (np.arange(self.b_ub.size), self.block_of_row)),
+            shape=(self.b_ub.size, blocks),
+        )
+        result = linprog(
+            np.concatenate([np.zeros(self.a_ub.shape[1]), np.ones(blocks)]),
+            A_ub=sparse.hstack([self.a_ub, slack], format="csr"),
+            b_ub=self.b_ub,
+            bounds=(0, None),
+            method="highs",
+            options=HIGHS_OPTIONS,
+        )
+        if result.status != 0:
+            raise RuntimeError(f"feasibility LP failed: {result.message}")
+        return result.x[-blocks:] <= FEASIBILITY_SLACK
+
+    def least_rewards(self) -> np.ndarray:
+        """(B, K + K^2) least-cost rewards of blocks that are all implementable."""
+        result = linprog(
+            self.objective,
+            A_ub=self.a_ub,
+            b_ub=self.b_ub,
+            bounds=(0, None),
+            method="highs",
+            options=HIGHS_OPTIONS,
+        )
+        if result.status != 0:
+            raise RuntimeError(f"stacked minimal payment LP failed: {result.message}")
+        return np.maximum(result.x.reshape(self.shape), 0.0)
 
 
 def _least_solution(lower: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -174,37 +279,55 @@ def per_period_closed_form(
     return rent1 + x1 * inv_theta, rent2 + x2 * inv_theta[:, None, :], only_downward
 
 
+def ex_ante_closed_form(
+    x1: np.ndarray,
+    x2: np.ndarray,
+    inv_theta: np.ndarray,
+    transition: np.ndarray,
+    discount: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Least-rent rewards of the ex ante rule, every row a menu for its own market.
+
+    Given the period-2 rents of :func:`_rent_terms`, the intertemporal IC constraints are
+    difference constraints in the epoch rents W_i >= 0 (the level of a period-2 menu cancels
+    in every IC), whose least solution is again a longest-path problem. Period 2 keeps its
+    per-period rents; the rest of the epoch rent goes into period 1 until R_i = 0, then into
+    the level of the period-2 menu. Arguments and returns as :func:`per_period_closed_form`.
+    """
+    rows, k = x1.shape
+    delta = discount[:, None]
+    rent2, gain, own = _rent_terms(x1, x2, inv_theta, transition, discount)
+    floor = -x1 * inv_theta + own - delta * x2[:, :, 0] * inv_theta[:, :1]
+    total, downward = _least_solution(np.maximum(floor, 0.0), gain - own[:, None, :])
+    rent1 = np.maximum(total - own, -x1 * inv_theta)
+    level = np.where(delta > 0, (total - rent1 - own) / np.where(delta > 0, delta, 1.0), 0.0)
+    only_downward = np.all(np.abs(total - downward) <= 1e-9 * (1 + np.abs(total)), axis=1)
+    r1 = rent1 + x1 * inv_theta
+    r2 = rent2 + level[:, :, None] + x2 * inv_theta[:, None, :]
+    return r1, r2, only_downward
+
+
+CLOSED_FORMS = {"per_period": per_period_closed_form, "ex_ante": ex_ante_closed_form}
+"""The least-rent closed form of each participation rule (row-wise over markets)."""
+
+
 def _closed_form_rewards(
     x1: np.ndarray, x2: np.ndarray, market: Market
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rewards of the least-rent structure for a batch of costs x1 (B,K), x2 (B,K,K).
 
-    The market's arrays are broadcast to the B rows. per_period: :func:`per_period_closed_form`.
-    ex_ante: given the period-2 rents, the intertemporal IC constraints are difference
-    constraints in the epoch rents, whose least solution is again a longest-path problem.
-    Also returns where only downward constraints bind, which (with a monotone transition
-    matrix) certifies that the rewards are least-cost.
+    The market's arrays are broadcast to the B rows of the closed form of its participation
+    rule (:data:`CLOSED_FORMS`). Also returns where only downward constraints bind, which
+    (with a monotone transition matrix) certifies that the rewards are least-cost.
     """
     k, rows = market.num_types, x1.shape[0]
     inv_theta = np.broadcast_to(1.0 / market.types, (rows, k))
     transition = np.broadcast_to(market.transition, (rows, k, k))
     discount = np.full(rows, market.discount)
-    if market.participation == "per_period":
-        return per_period_closed_form(x1, x2, inv_theta, transition, discount)
-    if market.participation != "ex_ante":
+    closed_form = CLOSED_FORMS.get(market.participation)
+    if closed_form is None:
         raise ValueError(f"participation: unknown rule {market.participation!r}")
-    # variables: epoch rents W_i; the level of a period-2 menu cancels in every IC
-    delta = market.discount
-    rent2, gain, own = _rent_terms(x1, x2, inv_theta, transition, discount)
-    floor = -x1 * inv_theta + own - delta * x2[:, :, 0] * inv_theta[:, :1]
-    total, downward = _least_solution(np.maximum(floor, 0.0), gain - own[:, None, :])
-    # Keep period 2 at its per-period rents; shift the rest into period 1 until R_i = 0.
-    rent1 = np.maximum(total - own, -x1 * inv_theta)
-    level = (total - rent1 - own) / delta if delta > 0 else np.zeros((rows, k))
-    only_downward = np.all(np.abs(total - downward) <= 1e-9 * (1 + np.abs(total)), axis=1)
-    r1 = rent1 + x1 * inv_theta
-    r2 = rent2 + level[:, :, None] + x2 * inv_theta[:, None, :]
-    return r1, r2, only_downward
+    return closed_form(x1, x2, inv_theta, transition, discount)
 
 
 def _constraint_excess(f: np.ndarray, r: np.ndarray, market: Market) -> np.ndarray:

@@ -110,13 +110,32 @@ class GaussianSAC:
         """Current entropy temperature."""
         return self.log_alpha.exp().item() if self.config.auto_alpha else self.config.alpha
 
+    on_policy = False
+    """Learns from a replay buffer of any behaviour's transitions."""
+
+    @property
+    def batch_size(self) -> int:
+        """Transitions per gradient step."""
+        return self.config.batch_size
+
+    @property
+    def buffer_size(self) -> int:
+        """Capacity of the replay buffer the caller keeps for this learner."""
+        return self.config.buffer_size
+
     @torch.no_grad()
-    def act(
-        self, states: Tensor, generator: torch.Generator | None = None, deterministic: bool = False
-    ) -> Tensor:
+    def act(self, states: Tensor, deterministic: bool = False) -> Tensor:
         """Actions of shape (batch, action_dim): sampled, or tanh(mu) when deterministic."""
-        action, _, mean_action = self.actor(states, generator or self.generator)
+        action, _, mean_action = self.actor(states, self.generator)
         return mean_action if deterministic else action
+
+    def explore(self, states: Tensor) -> tuple[Tensor, None]:
+        """Behaviour actions for training (no log-probabilities: off-policy)."""
+        return self.act(states), None
+
+    def active_neuron_fraction(self) -> float:
+        """Fraction of the actor's hidden neurons in use (no pruning: always 1.0)."""
+        return 1.0
 
     def begin_episode(self, probe_states: Tensor) -> dict[str, float]:
         """Nothing to do at episode start (no pruning)."""

@@ -108,6 +108,9 @@ class PPO:
         Seeds initialisation and the learner's generator.
     """
 
+    on_policy = True
+    """Learns only from rollouts of its current policy (with their log-probabilities)."""
+
     def __init__(self, state_dim: int, action_dim: int, config: PPOConfig, seed: int) -> None:
         self.config = config
         self.generator = torch_generator(seed)
@@ -129,13 +132,15 @@ class PPO:
         return actions, self.policy.log_prob(states, actions)
 
     @torch.no_grad()
-    def act(
-        self, states: Tensor, generator: torch.Generator | None = None, deterministic: bool = True
-    ) -> Tensor:
+    def act(self, states: Tensor, deterministic: bool = False) -> Tensor:
         """Actions clipped to [-1, 1]: the mean when deterministic, else a sample."""
         if deterministic:
             return self.policy.mean(states)
         return self.explore(states)[0].clamp(-1.0, 1.0)
+
+    def active_neuron_fraction(self) -> float:
+        """Fraction of the policy's hidden neurons in use (no pruning: always 1.0)."""
+        return 1.0
 
     def begin_episode(self, probe_states: Tensor) -> dict[str, float]:
         """Nothing to do at episode start."""

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from fed_agent.rl.critic import TwinQ
 from fed_agent.rl.denoiser import Denoiser
 from fed_agent.rl.diffusion_actor import PREDICTIONS, DiffusionActor
-from fed_agent.rl.pruning import DynamicPruner, active_neuron_fraction
+from fed_agent.rl.pruning import DynamicPruner, active_neuron_fraction, compact_denoiser
 from fed_agent.rl.replay import Batch
 from fed_agent.rl.schedules import SCHEDULES, make_schedule
 from fed_agent.rl.targets import polyak_update
@@ -189,10 +189,46 @@ class DiffusionSAC:
         """Current entropy temperature."""
         return self.log_alpha.exp().item() if self.config.auto_alpha else self.config.alpha
 
+    on_policy = False
+    """Learns from a replay buffer of any behaviour's transitions."""
+
+    @property
+    def batch_size(self) -> int:
+        """Transitions per gradient step."""
+        return self.config.batch_size
+
+    @property
+    def buffer_size(self) -> int:
+        """Capacity of the replay buffer the caller keeps for this learner."""
+        return self.config.buffer_size
+
     @torch.no_grad()
-    def act(self, states: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Sample actions of shape (batch, action_dim) in [-1, 1] without gradients."""
-        return self.actor.sample(states, generator or self.generator)
+    def act(self, states: Tensor, deterministic: bool = False) -> Tensor:
+        """Actions of shape (batch, action_dim) in [-1, 1], without gradients.
+
+        Stochastic: a sample of the online actor's reverse chain (exploration).
+        Deterministic: the Polyak-averaged target actor (the EMA model that Diffusion-QL
+        samples from), pruned and compacted to its active neurons, run along the noise-free
+        chain (x_T = 0, then every posterior mean): no random numbers, so a state gets the
+        same action in any batch, and the average of recent actors is steadier than the
+        latest one, which chases its critic.
+        """
+        if not deterministic:
+            return self.actor.sample(states, self.generator)
+        actor = DiffusionActor(
+            compact_denoiser(self.actor_target.denoiser),
+            make_schedule(self.config.schedule, self.config.denoising_steps),
+            prediction=self.config.prediction,
+        )
+        return actor.sample_mean_path(states)
+
+    def explore(self, states: Tensor) -> tuple[Tensor, None]:
+        """Behaviour actions for training (no log-probabilities: off-policy)."""
+        return self.act(states), None
+
+    def active_neuron_fraction(self) -> float:
+        """Fraction of the actor's hidden neurons in use (1.0 without pruning)."""
+        return active_neuron_fraction(self.actor.denoiser)
 
     def begin_episode(self, probe_states: Tensor) -> dict[str, float]:
         """Recompute the pruning masks on probe states (a no-op for DMSAC)."""

@@ -91,10 +91,8 @@ def test_market_batch_stacks_the_markets_and_recomputes_their_derived_quantities
     np.testing.assert_allclose(batch.upload_s, [m.upload_s for m in markets], rtol=1e-12)
     np.testing.assert_allclose(batch.f_lo, [m.f_lower_ghz for m in markets], rtol=1e-12)
     np.testing.assert_array_equal(batch.f_hi, [m.f_max_ghz for m in markets])
-    expected_closed_form = [
-        m.participation == "per_period" and m.transition_is_monotone for m in markets
-    ]
-    assert batch.closed_form.tolist() == expected_closed_form
+    assert batch.closed_form.tolist() == [m.transition_is_monotone for m in markets]
+    assert batch.ex_ante.tolist() == [m.participation == "ex_ante" for m in markets]
     expected = np.stack([efficient_resource(m.types, m) for m in markets])
     np.testing.assert_allclose(batch.efficient_resource(), expected, rtol=1e-9)
 
@@ -138,10 +136,6 @@ def test_score_menus_agrees_with_score_f_menus_market_by_market(group: str, risi
     scored = score_menus(f1, f2, batch)
     for row, market in enumerate(markets):
         menu = f1[row : row + 1], f2[row : row + 1]
-        if market.participation != "per_period":
-            # the batch knows the per-period closed form only: it never certifies these
-            assert not scored.certified[row]
-            continue
         utility, violations = score_f_menus(*menu, market, exact=False)
         assert (violations[0] == 0) == (scored.violations[row] == 0)
         # infeasible rows too: both score the same closed-form rewards
