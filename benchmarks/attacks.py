@@ -21,8 +21,14 @@ from fed_agent.protocol import AdapterState
 Metrics = dict[str, float | int]
 
 MALFORMED_ATTACKS = (
-    "nan", "inf", "wrong_shape", "missing_key", "extra_key", "fraud_count", "oversized",
-)  # fmt: skip
+    "nan",
+    "inf",
+    "wrong_shape",
+    "missing_key",
+    "extra_key",
+    "fraud_count",
+    "oversized",
+)
 VALUE_ATTACKS = ("stale", "sign_flip", "scale", "noise")
 ATTACKS = (*MALFORMED_ATTACKS, *VALUE_ATTACKS)
 
@@ -134,7 +140,7 @@ def apply_attack(
             lambda d: rng.normal(
                 0.0, params.noise_factor * float(np.sqrt(np.mean(d**2))) + 1e-8, d.shape
             ),
-        ),  # fmt: skip
+        ),
     }
     if name == "fraud_count":
         sent_metrics["num-examples"] = params.fraud_examples

@@ -20,13 +20,10 @@ Out:  benchmarks/results/federation_overhead.csv
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import threading
 import time
 from pathlib import Path
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 import pandas as pd
@@ -89,8 +86,11 @@ def all_train_overrides(num_es: int, rounds: int, sampled: int, steps: int) -> l
 
 
 def flower_run(num_es: int, rounds: int, sampled: int, steps: int, out: Path) -> dict:
-    overrides = [*all_train_overrides(num_es, rounds, sampled, steps),
-                 f"output_dir={out}", f"run_name=overhead-{num_es}"]  # fmt: skip
+    overrides = [
+        *all_train_overrides(num_es, rounds, sampled, steps),
+        f"output_dir={out}",
+        f"run_name=overhead-{num_es}",
+    ]
     with PeakMemory() as memory:
         outcome = launch_simulation("default", overrides)
     metrics = pd.read_csv(outcome.output_dir / "metrics.csv")
@@ -146,8 +146,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--memory-rounds", type=int, default=2)
-    parser.add_argument("--parts", nargs="+", default=["timing", "memory"],
-                        choices=["timing", "memory"])  # fmt: skip
+    parser.add_argument(
+        "--parts", nargs="+", default=["timing", "memory"], choices=["timing", "memory"]
+    )
     parser.add_argument(
         "--local-steps", type=int, default=None, help="default: the default run's step budget"
     )
@@ -156,19 +157,34 @@ def main() -> None:
     steps = args.local_steps or load_config("default").training.local_steps
     if "timing" in args.parts:
         plain = plain_loop(20, args.rounds, steps)
-        rows = [{"num_es": 20, "sampled_es": 20, "mode": "plain_pytorch", "local_steps": steps,
-                 **plain}]  # fmt: skip
+        rows = [
+            {"num_es": 20, "sampled_es": 20, "mode": "plain_pytorch", "local_steps": steps, **plain}
+        ]
         flower = flower_run(20, args.rounds, 20, steps, out)
-        rows.append({"num_es": 20, "sampled_es": 20, "mode": "flower_simulation",
-                     "local_steps": steps, **flower})  # fmt: skip
+        rows.append(
+            {
+                "num_es": 20,
+                "sampled_es": 20,
+                "mode": "flower_simulation",
+                "local_steps": steps,
+                **flower,
+            }
+        )
     else:  # keep the timing rows of the previous run of this script
         previous = pd.read_csv(RESULTS)
         rows = previous[~previous["mode"].eq("flower_memory")].to_dict("records")
     if "memory" in args.parts:
         for num_es in (10, 100):
             memory = flower_run(num_es, args.memory_rounds, 10, MEMORY_STEPS, out)
-            rows.append({"num_es": num_es, "sampled_es": 10, "mode": "flower_memory",
-                         "local_steps": MEMORY_STEPS, **memory})  # fmt: skip
+            rows.append(
+                {
+                    "num_es": num_es,
+                    "sampled_es": 10,
+                    "mode": "flower_memory",
+                    "local_steps": MEMORY_STEPS,
+                    **memory,
+                }
+            )
     sizes = sizes_of_default_model()
     frame = pd.DataFrame(rows).assign(**sizes)
     frame["bytes_ratio_per_es"] = frame["adapter_bytes"] / frame["full_model_bytes"]

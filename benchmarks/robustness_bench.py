@@ -98,8 +98,9 @@ class HonestTrainer:
         if key not in self.cache:
             self.module.load_adapter(global_state)
             seed = derive_seed(self.cfg.seed, "local-training", es, server_round)
-            report = train_locally(self.module, self.data[es], self.cfg.training,
-                                   self.cfg.training.local_steps, seed)  # fmt: skip
+            report = train_locally(
+                self.module, self.data[es], self.cfg.training, self.cfg.training.local_steps, seed
+            )
             # no contract in this benchmark: modelled latency and ES utility are not measured
             reply = TrainReply(
                 len(self.data[es]), report.mean_loss, report.steps, report.wall_s, 0.0, 0.0
@@ -110,9 +111,16 @@ class HonestTrainer:
 
 def _message(node_id: int, adapter: AdapterState, metrics: dict) -> Message:
     metadata = Metadata(
-        run_id=1, message_id="", src_node_id=node_id, dst_node_id=0, reply_to_message_id="",
-        group_id="", created_at=time.time(), ttl=3600.0, message_type=MessageType.TRAIN,
-    )  # fmt: skip
+        run_id=1,
+        message_id="",
+        src_node_id=node_id,
+        dst_node_id=0,
+        reply_to_message_id="",
+        group_id="",
+        created_at=time.time(),
+        ttl=3600.0,
+        message_type=MessageType.TRAIN,
+    )
     content = RecordDict({ARRAYS: adapter_to_record(adapter), METRICS: MetricRecord(metrics)})
     return Message(content=content, metadata=metadata)
 
@@ -159,8 +167,9 @@ def run_scenario(
                 adapter, metrics = apply_attack(attack, adapter, global_state, metrics, rng)
             replies.append((adapter, metrics))
         try:
-            global_state = _aggregate_round(defence, global_state, replies, attackers, module,
-                                            cfg.data.samples_per_es, outcome)  # fmt: skip
+            global_state = _aggregate_round(
+                defence, global_state, replies, attackers, module, cfg.data.samples_per_es, outcome
+            )
         except ValueError as err:
             outcome.status = f"crashed in round {server_round}: {str(err)[:60]}"
             return outcome
@@ -194,15 +203,20 @@ def main() -> None:
         for defence in DEFENCES:
             outcome = run_scenario(attack, defence, trainer, heldout, args.rounds)
             aggregation = "fedavg" if defence == "plain_fedavg" else defence.split("_", 1)[1]
-            rows.append({
-                "attack": attack,
-                "fraction_attackers": 0.0 if attack == "none" else NUM_ATTACKERS / NUM_ES,
-                "defence": defence.split("_", 1)[0],
-                "aggregation": aggregation,
-                **vars(outcome),
-            })  # fmt: skip
-            print(f"{time.perf_counter() - started:7.1f}s {attack:12s} {defence:22s} "
-                  f"{outcome.final_quality:.4f} {outcome.status}", flush=True)  # fmt: skip
+            rows.append(
+                {
+                    "attack": attack,
+                    "fraction_attackers": 0.0 if attack == "none" else NUM_ATTACKERS / NUM_ES,
+                    "defence": defence.split("_", 1)[0],
+                    "aggregation": aggregation,
+                    **vars(outcome),
+                }
+            )
+            print(
+                f"{time.perf_counter() - started:7.1f}s {attack:12s} {defence:22s} "
+                f"{outcome.final_quality:.4f} {outcome.status}",
+                flush=True,
+            )
             # rewritten after every scenario: an interrupted run keeps what it measured
             write_table_atomic(pd.DataFrame(rows), args.out)
     print(f"wrote {args.out}")

@@ -16,23 +16,20 @@ Out:  benchmarks/results/strategies.csv (a run replaces the rows of the sizes an
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from pathlib import Path
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import pandas as pd
 
-from benchmarks.federation_overhead import PeakMemory  # noqa: E402
-from fed_agent.evaluation.report import upsert_table  # noqa: E402
-from fed_agent.incentives.config import POLICIES  # noqa: E402
-from fed_agent.deploy.launcher import launch_simulation  # noqa: E402
+from benchmarks.federation_overhead import PeakMemory
+from fed_agent.deploy.launcher import launch_simulation
+from fed_agent.evaluation.report import upsert_table
+from fed_agent.incentives.config import POLICIES
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TABLE_KEYS = ("num_es", "strategy")
@@ -126,8 +123,9 @@ def main() -> None:
             upsert_table(rows, table, TABLE_KEYS)
     if args.ffa:
         # the exact aggregation alternative (frozen-A FFA-LoRA) against FedAvg of A and B
-        row = run_policy("edmsac", args.sizes[0], args.rounds, out,
-                         [*args.extra, "model.lora_freeze_a=true"])  # fmt: skip
+        row = run_policy(
+            "edmsac", args.sizes[0], args.rounds, out, [*args.extra, "model.lora_freeze_a=true"]
+        )
         rows.append({**row, "strategy": "edmsac_ffa_lora"})
     # a run of some sizes or policies replaces their rows and keeps the others
     frame = upsert_table(rows, table, TABLE_KEYS)
@@ -136,9 +134,13 @@ def main() -> None:
     if args.large:
         # the smoke experiment's tiny model; 10 % of the ESs are offered contracts each round
         large = run_policy(
-            "edmsac", 1000, 2, out,
-            ["incentive.max_offers_per_round=100", "federation.es_per_round=100"], "smoke",
-        )  # fmt: skip
+            "edmsac",
+            1000,
+            2,
+            out,
+            ["incentive.max_offers_per_round=100", "federation.es_per_round=100"],
+            "smoke",
+        )
         pd.DataFrame([large]).to_csv(RESULTS / "strategies_1000.csv", index=False)
         print(large)
 

@@ -78,7 +78,9 @@ class EdgeServer:
     willingness: Willingness
 
     @classmethod
-    def from_node_config(cls, cfg: ExperimentConfig, node_config: Mapping[str, object]) -> EdgeServer:
+    def from_node_config(
+        cls, cfg: ExperimentConfig, node_config: Mapping[str, object]
+    ) -> EdgeServer:
         """The ES a SuperNode's node config describes; profile keys override the simulated ones."""
         pid, num = _partition(node_config)
         facts, willingness = simulated_profiles(cfg.seed, pid, cfg.market, cfg.incentive)

@@ -19,8 +19,8 @@ from pathlib import Path
 import pandas as pd
 
 from fed_agent.modules.adapter import load_adapter_file, save_adapter
-from fed_agent.protocol import AdapterState
 from fed_agent.outputs import write_json_atomic
+from fed_agent.protocol import AdapterState
 
 LATEST = "LATEST.json"
 KEEP = 2

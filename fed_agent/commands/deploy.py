@@ -30,9 +30,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     certs = commands.add_parser("certs", help="generate a CA, a SuperLink cert, SuperNode keys")
     certs.add_argument("--out", type=Path, required=True)
-    certs.add_argument("--host", action="append", default=None,
-                       help="SuperLink address or DNS name for the certificate (repeatable; "
-                            "default 127.0.0.1 and localhost)")  # fmt: skip
+    certs.add_argument(
+        "--host",
+        action="append",
+        default=None,
+        help="SuperLink address or DNS name for the certificate (repeatable; "
+        "default 127.0.0.1 and localhost)",
+    )
     certs.add_argument("--num-keys", type=int, default=0, help="SuperNode key pairs to write")
     certs.set_defaults(handler=_certs)
 
@@ -62,8 +66,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="YAML mapping of private node-config keys (e.g. willingness-type)",
     )
-    node.add_argument("--node-config", nargs="*", default=[], metavar="KEY=VALUE",
-                      help="extra node-config pairs (override the profile)")  # fmt: skip
+    node.add_argument(
+        "--node-config",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra node-config pairs (override the profile)",
+    )
     node.add_argument("--port", type=int, default=9094, help="local Runtime API port")
     node.add_argument(
         "--max-wait-time-s",
@@ -117,8 +126,8 @@ def _logging() -> None:
 
 def _connection_env(args: argparse.Namespace) -> dict[str, str]:
     from fed_agent.deploy.flwr_cli import write_connection
-    from fed_agent.deploy.local import CONNECTION
     from fed_agent.deploy.launcher import flower_env
+    from fed_agent.deploy.local import CONNECTION
 
     port = int(args.superlink.rsplit(":", 1)[1])
     home = args.flwr_home.resolve()
@@ -139,8 +148,8 @@ def _certs(args: argparse.Namespace) -> int:
 
 def _superlink(args: argparse.Namespace) -> int:
     from fed_agent.deploy.certs import TlsFiles
-    from fed_agent.deploy.processes import SuperLinkSpec, serve, start_superlink
     from fed_agent.deploy.launcher import flower_env
+    from fed_agent.deploy.processes import SuperLinkSpec, serve, start_superlink
 
     _logging()
     tls = TlsFiles(args.certs / "ca.crt", args.certs / "server.pem", args.certs / "server.key")
@@ -151,8 +160,13 @@ def _superlink(args: argparse.Namespace) -> int:
     spec = SuperLinkSpec(args.host, args.port, tls, auth=not args.no_auth, database=args.database)
     env = flower_env(DEFAULT_HOME.resolve(), args.port)
     process = start_superlink(spec, env, args.log_dir.resolve())
-    logging.info("SuperLink up on %s:%d (TLS, auth %s); logs in %s", args.host, args.port,
-                 "on" if spec.auth else "off", args.log_dir)  # fmt: skip
+    logging.info(
+        "SuperLink up on %s:%d (TLS, auth %s); logs in %s",
+        args.host,
+        args.port,
+        "on" if spec.auth else "off",
+        args.log_dir,
+    )
     return serve(process)
 
 
@@ -167,9 +181,9 @@ def _register(args: argparse.Namespace) -> int:
 
 
 def _supernode(args: argparse.Namespace) -> int:
+    from fed_agent.deploy.launcher import flower_env
     from fed_agent.deploy.nodes import load_profile, node_config, parse_pairs
     from fed_agent.deploy.processes import SuperNodeSpec, serve, start_supernode
-    from fed_agent.deploy.launcher import flower_env
 
     _logging()
     profile = load_profile(args.profile) if args.profile else {}
@@ -190,18 +204,21 @@ def _supernode(args: argparse.Namespace) -> int:
 
 
 def _report(outcome) -> None:
-    print(f"run {outcome.run_id} {outcome.status} in {outcome.wall_s:.1f} s; outputs in "
-          f"{outcome.output_dir}")  # fmt: skip
+    print(
+        f"run {outcome.run_id} {outcome.status} in {outcome.wall_s:.1f} s; outputs in "
+        f"{outcome.output_dir}"
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
-    from fed_agent.deploy.local import run_experiment
     from fed_agent.deploy.launcher import FederationRunError
+    from fed_agent.deploy.local import run_experiment
 
     _logging()
     try:
-        _report(run_experiment(_connection_env(args), args.experiment, args.overrides,
-                               args.timeout_s))  # fmt: skip
+        _report(
+            run_experiment(_connection_env(args), args.experiment, args.overrides, args.timeout_s)
+        )
     except FederationRunError as err:
         logging.error("%s", err)
         return 1
@@ -209,16 +226,15 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _local(args: argparse.Namespace) -> int:
+    from fed_agent.deploy.launcher import FederationRunError
     from fed_agent.deploy.local import local_federation, run_experiment
     from fed_agent.deploy.nodes import load_profile
-    from fed_agent.deploy.launcher import FederationRunError
 
     _logging()
     profiles = [load_profile(p) for p in args.profile] if args.profile else None
     try:
         with local_federation(args.num_nodes, args.workdir, profiles) as federation:
-            _report(run_experiment(federation.env, args.experiment, args.overrides,
-                                   args.timeout_s))  # fmt: skip
+            _report(run_experiment(federation.env, args.experiment, args.overrides, args.timeout_s))
     except FederationRunError as err:
         logging.error("%s", err)
         return 1

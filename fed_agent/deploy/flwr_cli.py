@@ -54,8 +54,12 @@ def flwr(
     try:
         done = subprocess.run(
             [flower_bin("flwr"), *args],
-            env=env, capture_output=True, text=True, timeout=timeout_s, check=False,
-        )  # fmt: skip
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
     except subprocess.TimeoutExpired as err:
         raise DeploymentError(f"flwr {' '.join(args[:2])} timed out after {timeout_s} s") from err
     if done.returncode != 0:
@@ -75,8 +79,9 @@ def _json(done: subprocess.CompletedProcess) -> dict:
 
 def register_supernode(public_key: Path, connection: str, env: dict[str, str]) -> int:
     """Register a SuperNode's public key on the SuperLink; return the node id it gets."""
-    reply = _json(flwr(["supernode", "register", str(public_key), connection, "--format", "json"],
-                       env))  # fmt: skip
+    reply = _json(
+        flwr(["supernode", "register", str(public_key), connection, "--format", "json"], env)
+    )
     if not reply.get("success"):
         raise DeploymentError(f"registering {public_key} failed: {reply}")
     return int(reply["node-id"])
@@ -108,8 +113,9 @@ def wait_online(
 
 def start_run(app_dir: Path, connection: str, run_config: str, env: dict[str, str]) -> int:
     """Submit the Flower app in ``app_dir`` as a run (not streamed); return its run id."""
-    reply = _json(flwr(["run", str(app_dir), connection, "--run-config", run_config,
-                        "--format", "json"], env))  # fmt: skip
+    reply = _json(
+        flwr(["run", str(app_dir), connection, "--run-config", run_config, "--format", "json"], env)
+    )
     if not reply.get("success") or "run-id" not in reply:
         raise DeploymentError(f"flwr run was refused: {reply}")
     return int(reply["run-id"])

@@ -115,16 +115,28 @@ def start_simulation_superlink(
     shutil.rmtree(runtime, ignore_errors=True)
     runtime.mkdir(parents=True)
     command = [
-        flower_bin("flower-superlink"), "--insecure", "--simulation", "--isolation", "subprocess",
+        flower_bin("flower-superlink"),
+        "--insecure",
+        "--simulation",
+        "--isolation",
+        "subprocess",
         "--disable-runtime-dependency-installation",
-        "--host", "127.0.0.1", "--port", str(http_port),
-        "--database", str(runtime / "state.db"),
-        "--log-file", str(runtime / "superlink.log"),
-    ]  # fmt: skip
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(http_port),
+        "--database",
+        str(runtime / "state.db"),
+        "--log-file",
+        str(runtime / "superlink.log"),
+    ]
     console = (runtime / "console.log").open("w")
     process = subprocess.Popen(
-        command, env=env, stdout=console, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        command,
+        env=env,
+        stdout=console,
+        stderr=subprocess.STDOUT,
+    )
     wait_healthy(http_port, process, timeout_s=60)
     return process
 
@@ -153,8 +165,12 @@ def run_status(env: dict[str, str], connection: str = "local") -> tuple[int, str
     """Run id, status and status details of the newest run on the SuperLink ``connection``."""
     listed = subprocess.run(
         [flower_bin("flwr"), "list", connection, "--format", "json"],
-        env=env, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     try:
         runs = json.loads(listed.stdout)["runs"]
         newest = max(runs, key=lambda r: int(r["run-id"]))
@@ -229,11 +245,16 @@ def launch_simulation(
     try:
         fed = cfg.federation
         command = [
-            flower_bin("flwr"), "run", str(PROJECT_ROOT), "local", "--stream",
+            flower_bin("flwr"),
+            "run",
+            str(PROJECT_ROOT),
+            "local",
+            "--stream",
             "--federation-config",
             f"num-supernodes={fed.num_es} client-resources-num-cpus={fed.client_cpus:g}",
-            "--run-config", run_config_arg(experiment, items),
-        ]  # fmt: skip
+            "--run-config",
+            run_config_arg(experiment, items),
+        ]
         subprocess.run(command, env=env, timeout=timeout_s, check=False)
         run_id, status, details = run_status(env)
     finally:

@@ -28,13 +28,6 @@ from fed_agent.deploy.flwr_cli import (
     wait_online,
     write_connection,
 )
-from fed_agent.deploy.nodes import Scalar, node_config
-from fed_agent.deploy.processes import (
-    SuperLinkSpec,
-    SuperNodeSpec,
-    start_superlink,
-    start_supernode,
-)
 from fed_agent.deploy.launcher import (
     PROJECT_ROOT,
     RunOutcome,
@@ -43,6 +36,13 @@ from fed_agent.deploy.launcher import (
     flower_env,
     free_port,
     stop_process_tree,
+)
+from fed_agent.deploy.nodes import Scalar, node_config
+from fed_agent.deploy.processes import (
+    SuperLinkSpec,
+    SuperNodeSpec,
+    start_superlink,
+    start_supernode,
 )
 
 log = logging.getLogger(__name__)
@@ -93,8 +93,11 @@ class LocalFederation:
 
         ``ca_cert`` defaults to the federation's CA; tests pass a foreign one.
         """
-        node_id = register_supernode(key.public_key, CONNECTION, self.env) if (
-            register and key is not None) else None  # fmt: skip
+        node_id = (
+            register_supernode(key.public_key, CONNECTION, self.env)
+            if (register and key is not None)
+            else None
+        )
         spec = SuperNodeSpec(
             superlink=self.address,
             ca_cert=ca_cert or self.tls.ca_cert,
@@ -104,8 +107,9 @@ class LocalFederation:
             max_wait_time_s=max_wait_time_s,
         )
         console = self.workdir / "logs" / f"supernode-{len(self.supernodes)}.log"
-        node = SuperNodeProcess(partition_id, start_supernode(spec, self.env, console),
-                                node_id, console)  # fmt: skip
+        node = SuperNodeProcess(
+            partition_id, start_supernode(spec, self.env, console), node_id, console
+        )
         self.supernodes.append(node)
         return node
 
@@ -143,8 +147,9 @@ def local_federation(
     write_connection(flwr_home, CONNECTION, f"127.0.0.1:{port}", tls.ca_cert)
     spec = SuperLinkSpec("127.0.0.1", port, tls, auth=True)
     started = time.perf_counter()
-    federation = LocalFederation(workdir, env, tls, port,
-                                 start_superlink(spec, env, workdir / "logs"))  # fmt: skip
+    federation = LocalFederation(
+        workdir, env, tls, port, start_superlink(spec, env, workdir / "logs")
+    )
     try:
         for i, key in enumerate(keys):
             federation.add_supernode(i, num_nodes, key, profile=profiles[i] if profiles else None)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import yaml
 
-PARTITION_ID = "partition-id"
-NUM_PARTITIONS = "num-partitions"
+from fed_agent.protocol import NUM_PARTITIONS, PARTITION_ID
+
 Scalar = bool | int | float | str
 
 

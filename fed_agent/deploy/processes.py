@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fed_agent.deploy.certs import TlsFiles
-from fed_agent.deploy.nodes import Scalar, node_config_arg
 from fed_agent.deploy.launcher import flower_bin, stop_process_tree, wait_healthy
+from fed_agent.deploy.nodes import Scalar, node_config_arg
 
 SUPERLINK_START_TIMEOUT_S = 90.0
 
@@ -37,17 +37,26 @@ class SuperLinkSpec:
     def command(self, log_file: Path) -> list[str]:
         """The ``flower-superlink`` command line."""
         command = [
-            flower_bin("flower-superlink"), "--disable-runtime-dependency-installation",
-            "--host", self.host, "--port", str(self.port), "--log-file", str(log_file),
-        ]  # fmt: skip
+            flower_bin("flower-superlink"),
+            "--disable-runtime-dependency-installation",
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--log-file",
+            str(log_file),
+        ]
         if self.tls is None:
             command.append("--insecure")
         else:
             command += [
-                "--ssl-ca-certfile", str(self.tls.ca_cert),
-                "--ssl-certfile", str(self.tls.server_cert),
-                "--ssl-keyfile", str(self.tls.server_key),
-            ]  # fmt: skip
+                "--ssl-ca-certfile",
+                str(self.tls.ca_cert),
+                "--ssl-certfile",
+                str(self.tls.server_cert),
+                "--ssl-keyfile",
+                str(self.tls.server_key),
+            ]
         if self.auth:
             command.append("--enable-supernode-auth")
         if self.database is not None:
@@ -74,10 +83,16 @@ class SuperNodeSpec:
     def command(self) -> list[str]:
         """The ``flower-supernode`` command line."""
         command = [
-            flower_bin("flower-supernode"), "--superlink", self.superlink,
-            "--node-config", node_config_arg(self.node_config),
-            "--host", "127.0.0.1", "--port", str(self.runtime_port),
-        ]  # fmt: skip
+            flower_bin("flower-supernode"),
+            "--superlink",
+            self.superlink,
+            "--node-config",
+            node_config_arg(self.node_config),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.runtime_port),
+        ]
         if self.ca_cert is None:
             command.append("--insecure")
         else:
@@ -96,15 +111,18 @@ def _spawn(command: list[str], env: dict[str, str], console: Path) -> subprocess
 
 
 def start_superlink(
-    spec: SuperLinkSpec, env: dict[str, str], log_dir: Path,
+    spec: SuperLinkSpec,
+    env: dict[str, str],
+    log_dir: Path,
     timeout_s: float = SUPERLINK_START_TIMEOUT_S,
-) -> subprocess.Popen:  # fmt: skip
+) -> subprocess.Popen:
     """Start the SuperLink and wait (bounded) until its ``/health`` answers over TLS."""
     process = _spawn(spec.command(log_dir / "superlink.log"), env, log_dir / "superlink.out")
     probe_host = "127.0.0.1" if spec.host in ("0.0.0.0", "::") else spec.host
     try:
-        wait_healthy(spec.port, process, timeout_s,
-                     spec.tls.ca_cert if spec.tls else None, probe_host)  # fmt: skip
+        wait_healthy(
+            spec.port, process, timeout_s, spec.tls.ca_cert if spec.tls else None, probe_host
+        )
     except BaseException:
         process.kill()
         process.wait()

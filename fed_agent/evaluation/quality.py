@@ -56,9 +56,12 @@ def _scores(module: AgentModule, examples: list[Example], answers: list[str]) ->
 def _first_token_scores(module: AgentModule, examples: list[Example], token_ids: list[int]):
     """Next-token logits of single-token answers after each prompt: one forward per batch."""
     batch = encode_batch(
-        examples, module.base.tokenizer, module.cfg.max_seq_len, module.base.image_tokens,
+        examples,
+        module.base.tokenizer,
+        module.cfg.max_seq_len,
+        module.base.image_tokens,
         [""] * len(examples),
-    )  # fmt: skip
+    )
     labels = batch.pop("labels")
     logits = module.model(**batch).logits
     # the empty answer leaves only EOS as label: the position before it ends the prompt

@@ -47,4 +47,3 @@ class BeliefTracker:
     def load_state(self, state: dict) -> None:
         """Restore :meth:`state`."""
         self._beliefs = {int(k): np.asarray(v, dtype=float) for k, v in state.items()}
-

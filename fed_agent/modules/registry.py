@@ -150,9 +150,15 @@ def _load_tiny(cfg: ModelConfig, seed: int) -> BaseModel:
     else:
         image_tokens, scope, trainable = 0, "", ()
     return BaseModel(
-        cfg.name, model, tokenizer, image_tokens, weights_fingerprint(model), path,
-        lora_scope=scope, trainable_modules=trainable,
-    )  # fmt: skip
+        cfg.name,
+        model,
+        tokenizer,
+        image_tokens,
+        weights_fingerprint(model),
+        path,
+        lora_scope=scope,
+        trainable_modules=trainable,
+    )
 
 
 BUILDERS: dict[str, Callable[[ModelConfig, int], BaseModel]] = {

@@ -55,9 +55,11 @@ def _started_pids(federation) -> list[int]:
 def test_three_supernodes_over_tls_with_auth_complete_a_two_round_run(tmp_path: Path) -> None:
     with local_federation(3, tmp_path / "federation") as federation:
         outcome = run_experiment(
-            federation.env, EXPERIMENT,
-            _overrides(tmp_path / "out", "federation.min_available_es=3"), timeout_s=1200,
-        )  # fmt: skip
+            federation.env,
+            EXPERIMENT,
+            _overrides(tmp_path / "out", "federation.min_available_es=3"),
+            timeout_s=1200,
+        )
         pids = _started_pids(federation)
     assert outcome.status == COMPLETED
     metrics = round_metrics(outcome.output_dir)

@@ -66,9 +66,13 @@ def test_node_config_carries_partition_and_passes_profile_keys_through(tmp_path:
     from flwr.common.config import parse_config_args
 
     assert parse_config_args([rendered]) == {
-        "willingness-type": 2, "region": "north-east", "has-gpu": False, "unit-cost": 0.25,
-        "partition-id": 1, "num-partitions": 3,
-    }  # fmt: skip
+        "willingness-type": 2,
+        "region": "north-east",
+        "has-gpu": False,
+        "unit-cost": 0.25,
+        "partition-id": 1,
+        "num-partitions": 3,
+    }
 
 
 @pytest.mark.parametrize(
@@ -90,8 +94,9 @@ def test_connection_config_trusts_the_ca(tls, tmp_path: Path) -> None:
     config = tomllib.loads(path.read_text())
     assert config["superlink"]["default"] == "fedagent"
     assert config["superlink"]["fedagent"] == {
-        "address": "127.0.0.1:9092", "root-certificates": str(tls.ca_cert),
-    }  # fmt: skip
+        "address": "127.0.0.1:9092",
+        "root-certificates": str(tls.ca_cert),
+    }
     with pytest.raises(ValueError, match="CA certificate"):
         write_connection(tmp_path, "fedagent", "127.0.0.1:9092", None)
 
@@ -102,8 +107,14 @@ def test_command_lines_use_tls_auth_and_no_runtime_installs(tls, tmp_path: Path)
     assert "--enable-supernode-auth" in link
     assert "--disable-runtime-dependency-installation" in link
     assert link[link.index("--ssl-certfile") + 1] == str(tls.server_cert)
-    node = SuperNodeSpec("127.0.0.1:9092", tls.ca_cert, tmp_path / "key",
-                         {"partition-id": 0, "num-partitions": 1}, 9094, 30).command()  # fmt: skip
+    node = SuperNodeSpec(
+        "127.0.0.1:9092",
+        tls.ca_cert,
+        tmp_path / "key",
+        {"partition-id": 0, "num-partitions": 1},
+        9094,
+        30,
+    ).command()
     assert "--insecure" not in node
     assert node[node.index("--root-certificates") + 1] == str(tls.ca_cert)
     assert node[node.index("--auth-supernode-private-key") + 1] == str(tmp_path / "key")
@@ -125,7 +136,21 @@ def test_the_cli_lists_the_deploy_commands() -> None:
     from fed_agent.cli import build_parser
 
     args = build_parser().parse_args(
-        ["deploy", "supernode", "--superlink", "h:1", "--ca", "c", "--key", "k",
-         "--partition-id", "0", "--num-partitions", "2", "--node-config", "willingness-type=1"]
-    )  # fmt: skip
+        [
+            "deploy",
+            "supernode",
+            "--superlink",
+            "h:1",
+            "--ca",
+            "c",
+            "--key",
+            "k",
+            "--partition-id",
+            "0",
+            "--num-partitions",
+            "2",
+            "--node-config",
+            "willingness-type=1",
+        ]
+    )
     assert args.deploy_command == "supernode" and args.node_config == ["willingness-type=1"]

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fed_agent.deploy import launcher
 from fed_agent.config import load_config
 from fed_agent.config.schema import AgentConfig
 from fed_agent.data import heldout_examples
+from fed_agent.deploy import launcher
 from fed_agent.modules.export import (
     ADAPTER_FILE,
     MANIFEST,
@@ -84,8 +84,9 @@ def test_extending_a_format_1_agent_chains_the_old_module_then_the_new(
     extension = load_extension(AgentConfig("decision", str(old_dir)), smoke_cfg.seed)
     new_state = _shifted(smoke_module.initial_state, -0.03)
     info = {"round": 3, "config_yaml": "seed: 0\n"}
-    new_dir = export_run_agent(tmp_path / "second", smoke_module, new_state, info, "decision",
-                               extension)  # fmt: skip
+    new_dir = export_run_agent(
+        tmp_path / "second", smoke_module, new_state, info, "decision", extension
+    )
     manifest = _manifest(new_dir)
     assert manifest["format_version"] == 2 and manifest["chain"] == ["agent", "decision"]
     assert manifest["modules"]["decision"]["inputs"] == []

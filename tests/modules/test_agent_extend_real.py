@@ -19,17 +19,28 @@ from fed_agent.runtime import AgentRuntime
 def test_minilm_perception_then_smollm2_decision_answer_held_out_requests(tmp_path) -> None:
     perception_cfg = load_config("default", ["model=minilm-perception"])
     perception = agent_module(perception_cfg.model, 0)
-    first = export_run_agent(tmp_path / "perception" / "agent", perception,
-                             perception.initial_state, {"round": 1}, "perception")  # fmt: skip
+    first = export_run_agent(
+        tmp_path / "perception" / "agent",
+        perception,
+        perception.initial_state,
+        {"round": 1},
+        "perception",
+    )
 
-    decision_cfg = load_config("default", ["model=smollm2-135m", "agent.module_name=decision",
-                                           f"agent.extend={first}"])  # fmt: skip
+    decision_cfg = load_config(
+        "default", ["model=smollm2-135m", "agent.module_name=decision", f"agent.extend={first}"]
+    )
     extension = load_extension(decision_cfg.agent, decision_cfg.seed)
     assert extension is not None and list(extension.parts) == ["perception"]
     decision = agent_module(decision_cfg.model, 0)
-    agent_dir = export_run_agent(tmp_path / "decision" / "agent", decision,
-                                 decision.initial_state, {"round": 1},
-                                 decision_cfg.agent.module_name, extension)  # fmt: skip
+    agent_dir = export_run_agent(
+        tmp_path / "decision" / "agent",
+        decision,
+        decision.initial_state,
+        {"round": 1},
+        decision_cfg.agent.module_name,
+        extension,
+    )
 
     manifest = json.loads((agent_dir / MANIFEST).read_text())
     assert manifest["format_version"] == 2 and manifest["chain"] == ["perception", "decision"]

@@ -13,8 +13,10 @@ from fed_agent.modules.training import train_locally
 
 
 def test_adapter_state_round_trips_exactly(smoke_module):
-    state = {k: np.random.default_rng(0).normal(size=v.shape).astype(np.float32)
-             for k, v in smoke_module.initial_state.items()}  # fmt: skip
+    state = {
+        k: np.random.default_rng(0).normal(size=v.shape).astype(np.float32)
+        for k, v in smoke_module.initial_state.items()
+    }
     smoke_module.load_adapter(state)
     back = smoke_module.adapter_state()
     assert list(back) == list(state)
@@ -65,8 +67,9 @@ def test_local_training_lowers_heldout_loss(smoke_module, smoke_cfg):
 
 def test_zero_steps_is_a_no_op(smoke_module, smoke_cfg):
     before = smoke_module.adapter_state()
-    report = train_locally(smoke_module, es_examples(smoke_cfg.data, 0, 0), smoke_cfg.training,
-                           0, seed=0)  # fmt: skip
+    report = train_locally(
+        smoke_module, es_examples(smoke_cfg.data, 0, 0), smoke_cfg.training, 0, seed=0
+    )
     assert report.steps == 0 and np.isnan(report.mean_loss)
     assert all(np.array_equal(before[k], smoke_module.adapter_state()[k]) for k in before)
 

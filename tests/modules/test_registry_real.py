@@ -21,8 +21,10 @@ from fed_agent.modules.training import train_locally
 def test_every_model_yaml_names_a_registry_entry() -> None:
     from fed_agent.config.load import CONFIG_DIR
 
-    names = {load_config("default", [f"model={p.stem}"]).model.name for p in
-             (CONFIG_DIR / "model").glob("*.yaml")}  # fmt: skip
+    names = {
+        load_config("default", [f"model={p.stem}"]).model.name
+        for p in (CONFIG_DIR / "model").glob("*.yaml")
+    }
     assert names == set(BUILDERS)
 
 
@@ -88,13 +90,28 @@ def _tiny_classifier_base() -> BaseModel:
 
     tokenizer = AutoTokenizer.from_pretrained(_package_dir(MINILM_PACKAGE, "x") / "model")
     torch.manual_seed(0)
-    encoder = BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
-                                   num_attention_heads=2, intermediate_size=64))  # fmt: skip
+    encoder = BertModel(
+        BertConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+        )
+    )
     model = PerceptionClassifier(encoder, 3).eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    return BaseModel("tiny-classifier", model, tokenizer, 0, weights_fingerprint(model), None,
-                     task_kind="classify", trainable_modules=("head",))  # fmt: skip
+    return BaseModel(
+        "tiny-classifier",
+        model,
+        tokenizer,
+        0,
+        weights_fingerprint(model),
+        None,
+        task_kind="classify",
+        trainable_modules=("head",),
+    )
 
 
 def test_classifier_kind_trains_on_decisions_and_its_head_travels(smoke_cfg) -> None:

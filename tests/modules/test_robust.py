@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from benchmarks.attacks import ATTACKS, MALFORMED_ATTACKS, VALUE_ATTACKS, apply_attack
-from fed_agent.modules.aggregation import AGGREGATORS, aggregate, weighted_average
+from fed_agent.modules.aggregation import aggregate, weighted_average
 from fed_agent.modules.robust import (
     ScreeningConfig,
     Verdict,
@@ -113,8 +113,9 @@ def test_each_value_attack_is_screened_with_its_reason(attack: str, verdict: Ver
 
 def test_non_finite_update_is_screened_even_alone() -> None:
     global_state = _global()
-    poisoned, _ = apply_attack("nan", _honest(global_state, 1)[0], global_state, METRICS,
-                               np.random.default_rng(0))  # fmt: skip
+    poisoned, _ = apply_attack(
+        "nan", _honest(global_state, 1)[0], global_state, METRICS, np.random.default_rng(0)
+    )
     assert screen([poisoned], global_state)[0].verdict is Verdict.NON_FINITE
 
 

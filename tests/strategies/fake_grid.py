@@ -19,10 +19,16 @@ def set_task_identity(node_id: int) -> None:
 def metadata(src: int, dst: int, kind: str, message_id: str = "") -> Metadata:
     """Message metadata as the SuperLink would set it."""
     return Metadata(
-        run_id=1, message_id=message_id, src_node_id=src, dst_node_id=dst,
-        reply_to_message_id="", group_id="1", created_at=time.time(), ttl=3600.0,
+        run_id=1,
+        message_id=message_id,
+        src_node_id=src,
+        dst_node_id=dst,
+        reply_to_message_id="",
+        group_id="1",
+        created_at=time.time(),
+        ttl=3600.0,
         message_type=kind,
-    )  # fmt: skip
+    )
 
 
 class FakeGrid:
@@ -37,7 +43,7 @@ class FakeGrid:
                 state=RecordDict(),
                 node_config={"partition-id": i, "num-partitions": len(node_ids)},
                 run_config={"experiment": experiment, "overrides": overrides},
-            )  # fmt: skip
+            )
             for i, n in enumerate(node_ids)
         }
         self.sent: list[Message] = []

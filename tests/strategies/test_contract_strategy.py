@@ -50,10 +50,12 @@ def honest_updates(module, n, seed=0):
     rng = np.random.default_rng(seed)
     direction = {k: rng.normal(size=v.shape) for k, v in module.initial_state.items()}
     return [
-        {k: (v + 1e-2 * (direction[k] + 0.3 * rng.normal(size=v.shape))).astype(np.float32)
-         for k, v in module.initial_state.items()}
+        {
+            k: (v + 1e-2 * (direction[k] + 0.3 * rng.normal(size=v.shape))).astype(np.float32)
+            for k, v in module.initial_state.items()
+        }
         for _ in range(n)
-    ]  # fmt: skip
+    ]
 
 
 def test_each_chosen_es_trains_on_the_item_it_picked_from_its_own_menu(tmp_path, smoke_module):

@@ -15,9 +15,7 @@ from tests.strategies.test_contract_strategy import honest_updates, make_strateg
 def test_dp_round_clips_averages_equally_records_budget_and_rejects_bad_shapes(
     tmp_path, smoke_module
 ):
-    strategy, grid = make_strategy(
-        tmp_path, smoke_module, "incentive=optimal", weighting="uniform"
-    )
+    strategy, grid = make_strategy(tmp_path, smoke_module, "incentive=optimal", weighting="uniform")
     clip = 1e-3
     privacy = PrivacyConfig(enabled=True, noise_multiplier=1e-9, clipping_norm=clip)
     dp = ValidatedCentralDP(strategy, privacy)
@@ -26,8 +24,10 @@ def test_dp_round_clips_averages_equally_records_budget_and_rejects_bad_shapes(
     messages = list(dp.configure_train(1, adapter_to_record(initial), ConfigRecord(), grid))
     updates = honest_updates(smoke_module, 3)
     bad = {k: np.zeros((2, 2), np.float32) for k in initial}
-    replies = [reply_for(messages[0], bad), *(reply_for(m, u) for m, u in
-                                              zip(messages[1:], updates[1:], strict=True))]  # fmt: skip
+    replies = [
+        reply_for(messages[0], bad),
+        *(reply_for(m, u) for m, u in zip(messages[1:], updates[1:], strict=True)),
+    ]
     arrays, _ = dp.aggregate_train(1, replies)
 
     def clipped(update):

@@ -15,11 +15,15 @@ def test_a_bad_extend_fails_before_the_first_round_and_loses_nothing(tmp_path):
     (earlier / "metrics.csv").write_text("round\n1\n")
     missing = tmp_path / "perception" / "agent"
     context = Context(
-        run_id=1, node_id=0, state=RecordDict(), node_config={},
-        run_config={"experiment": "smoke",
-                    "overrides": f"output_dir={tmp_path} agent.module_name=decision "
-                                 f"agent.extend={missing}"},
-    )  # fmt: skip
+        run_id=1,
+        node_id=0,
+        state=RecordDict(),
+        node_config={},
+        run_config={
+            "experiment": "smoke",
+            "overrides": f"output_dir={tmp_path} agent.module_name=decision agent.extend={missing}",
+        },
+    )
 
     class NoGrid:
         def __getattr__(self, name):

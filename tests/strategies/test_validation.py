@@ -56,10 +56,16 @@ EXPECTED_REASON = {
 
 def _metadata(node_id: int) -> Metadata:
     return Metadata(
-        run_id=1, message_id="", src_node_id=node_id, dst_node_id=0,
-        reply_to_message_id="instruction", group_id="1", created_at=time.time(), ttl=3600.0,
+        run_id=1,
+        message_id="",
+        src_node_id=node_id,
+        dst_node_id=0,
+        reply_to_message_id="instruction",
+        group_id="1",
+        created_at=time.time(),
+        ttl=3600.0,
         message_type=MessageType.TRAIN,
-    )  # fmt: skip
+    )
 
 
 def _reply(node_id: int, adapter: dict, metrics: dict) -> Message:
@@ -125,10 +131,13 @@ def test_metric_keys_and_values_are_checked(smoke_module, metrics: dict, reason:
 
 def test_an_extra_record_is_rejected(smoke_module) -> None:
     state = _honest_states(smoke_module, 1)[0]
-    content = RecordDict({
-        ARRAYS: adapter_to_record(state), METRICS: MetricRecord(HONEST_METRICS),
-        "leak": ConfigRecord({"sample": "a scene description"}),
-    })  # fmt: skip
+    content = RecordDict(
+        {
+            ARRAYS: adapter_to_record(state),
+            METRICS: MetricRecord(HONEST_METRICS),
+            "leak": ConfigRecord({"sample": "a scene description"}),
+        }
+    )
     outcome = validate_reply(Message(content=content, metadata=_metadata(1)), smoke_module, 32)
     assert isinstance(outcome, RejectedReply) and "unexpected records" in outcome.reason
 
@@ -153,9 +162,10 @@ def test_screening_removes_value_attacks_at_20_percent(smoke_module, attack: str
     rng = np.random.default_rng(1)
     messages = [
         _reply(i, *apply_attack(attack, s, global_state, HONEST_METRICS, rng))
-        if i < 2 else _reply(i, s, HONEST_METRICS)
+        if i < 2
+        else _reply(i, s, HONEST_METRICS)
         for i, s in enumerate(states)
-    ]  # fmt: skip
+    ]
     accepted, rejected = split_replies(messages, smoke_module, MAX_EXAMPLES)
     assert len(accepted) == 10 and rejected == []  # well-formed: validation cannot tell
     kept, screened = screen_updates(global_state, accepted)
@@ -178,16 +188,21 @@ def test_a_client_reply_carries_only_adapter_tensors_and_allow_listed_metrics(
 
     instruction = TrainInstruction(1, 1, smoke_module.base.fingerprint, 2.0, 10.0)
     message = Message(
-        content=RecordDict({
-            ARRAYS: adapter_to_record(smoke_module.initial_state),
-            CONFIG: ConfigRecord(instruction.to_dict()),
-        }),
+        content=RecordDict(
+            {
+                ARRAYS: adapter_to_record(smoke_module.initial_state),
+                CONFIG: ConfigRecord(instruction.to_dict()),
+            }
+        ),
         metadata=_metadata(0),
-    )  # fmt: skip
+    )
     context = Context(
-        run_id=1, node_id=5, node_config={"partition-id": 0, "num-partitions": 3},
-        state=RecordDict(), run_config={"experiment": "smoke", "overrides": ""},
-    )  # fmt: skip
+        run_id=1,
+        node_id=5,
+        node_config={"partition-id": 0, "num-partitions": 3},
+        state=RecordDict(),
+        run_config={"experiment": "smoke", "overrides": ""},
+    )
     reply = train(message, context)
     content = reply.content
     assert set(content.keys()) == {ARRAYS, METRICS}
@@ -201,8 +216,9 @@ def test_a_client_reply_carries_only_adapter_tensors_and_allow_listed_metrics(
     }
     assert set(content[METRICS]) == set(REPLY_METRIC_KEYS)
     assert all(isinstance(v, int | float) for v in content[METRICS].values())
-    assert isinstance(validate_reply(reply, smoke_module, smoke_cfg.data.samples_per_es),
-                      AcceptedReply)  # fmt: skip
+    assert isinstance(
+        validate_reply(reply, smoke_module, smoke_cfg.data.samples_per_es), AcceptedReply
+    )
 
 
 def test_screening_uses_the_contracted_effort_when_given(smoke_module) -> None:
