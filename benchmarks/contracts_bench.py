@@ -9,10 +9,24 @@ default (K = 3) and paper (K = 5) markets, a K = 8 market and 20 random markets 
 neighbour transition structure, 10 with arbitrary Dirichlet transitions), under both
 participation rules, and writes benchmarks/results/contracts.csv. It also prints the
 throughput of the batch scorer ``score_f_menus`` that the RL designer uses.
+
+``--part sweep`` adds the persistence sweep (docs/contract-model.md, "Where dynamics pay
+off"): the persistence family of fed_agent/contracts/families.py x participation rule x delta,
+K = 3 and K = 5, with the exact optimum, the exact static menu and complete information, the
+ratio optimum / static and the rent share (optimum - static) / (complete information -
+static); rows are merged into contracts.csv (keyed by market, K, participation, solution) and
+plotted in benchmarks/results/contracts_sweep.png. ``--part federation`` solves 50 federation
+markets per K (the ranges of ``TRAINING_RANGES["federation"]`` in
+fed_agent/designer/config.py) moved onto the recommended family member and left on today's
+neighbour transition, and writes
+benchmarks/results/contracts_federation.csv. ``--part all`` (the default) runs all three::
+
+    .venv/bin/python benchmarks/contracts_bench.py --part sweep
 """
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
@@ -22,19 +36,49 @@ import pandas as pd
 from fed_agent.contracts import (
     PARTICIPATION_RULES,
     REFERENCE_SOLVERS,
+    REVERSAL_PARTICIPATION,
+    REVERSAL_PERSISTENCE,
     Market,
     MarketParams,
     MarketRanges,
+    family_market,
     named_market,
     reference_violations,
     sample_market,
     score_f_menus,
     solve_reference,
+    with_persistence,
 )
+from fed_agent.evaluation.report import upsert_table
 
 RESULTS = Path(__file__).parent / "results" / "contracts.csv"
+SWEEP_PLOT = RESULTS.with_name("contracts_sweep.png")
+FEDERATION_RESULTS = RESULTS.with_name("contracts_federation.csv")
 SEED = 2026
 NUM_RANDOM = 20
+KEYS = ("market", "K", "participation", "solution")
+# The persistence sweep: persistence p of fed_agent/contracts/families.py (1 persistent,
+# 0 i.i.d., -1 reversal), finer where the optimum departs from the static menu.
+PERSISTENCES = (1.0, 0.7, 0.4, 0.2, 0.0, -0.2, -0.3, -0.4, -0.5, -0.7, -1.0)
+DISCOUNTS = (0.5, 0.9, 0.99)
+SWEEP_TYPES = (3, 5)
+SWEEP_SOLUTIONS = ("complete_information", "optimal", "static")
+# TRAINING_RANGES["federation"] of fed_agent/designer/config.py (copied so that this numpy-only
+# benchmark does not import the designer): the default economics, with each ES's workload,
+# module upload and the cloud's belief about its type (a Dirichlet prior) varying.
+FEDERATION_RANGES = MarketRanges(
+    theta_min=(0.2, 0.2),
+    theta_span=(1.8, 1.8),
+    prior_concentration=1.0,
+    transition_stay=(0.7, 0.7),
+    discount=(0.9, 0.9),
+    workload_gcycles=(10.0, 30.0),
+    module_bytes=(5e4, 2e7),
+    kappa=(0.2, 0.2),
+    omega=(30.0, 30.0),
+    t_max_s=(25.0, 25.0),
+)
+NUM_FEDERATION = 50
 
 
 def markets() -> list[tuple[str, Market]]:
@@ -53,10 +97,14 @@ def markets() -> list[tuple[str, Market]]:
     return chosen
 
 
-def solve_all(label: str, market: Market) -> list[dict]:
-    """One row per reference contract of ``market``."""
+def solve_all(
+    label: str, market: Market, solutions: tuple[str, ...] = tuple(REFERENCE_SOLVERS)
+) -> list[dict]:
+    """One row per reference contract of ``market`` (all of ``REFERENCE_SOLVERS`` by default;
+    ``complete_information``, ``optimal`` and ``static`` are always solved, for the ratios)."""
     rows = []
-    for name in REFERENCE_SOLVERS:
+    names = [n for n in REFERENCE_SOLVERS if n in {*solutions, *SWEEP_SOLUTIONS}]
+    for name in names:
         solution = solve_reference(name, market, np.random.default_rng(SEED))
         found = reference_violations(name, solution.contract, market)
         rows.append(
@@ -72,10 +120,172 @@ def solve_all(label: str, market: Market) -> list[dict]:
                 "transition_monotone": market.transition_is_monotone,
             }
         )
-    optimum = next(row["cloud_utility"] for row in rows if row["solution"] == "optimal")
+    utility = {row["solution"]: row["cloud_utility"] for row in rows}
+    static, complete = utility["static"], utility["complete_information"]
     for row in rows:
-        row["utility_ratio_to_optimum"] = row["cloud_utility"] / optimum
+        row["utility_ratio_to_optimum"] = row["cloud_utility"] / utility["optimal"]
+        # a ratio to a loss-making (or zero) static menu would read backwards: left undefined
+        row["ratio_to_static"] = row["cloud_utility"] / static if static > 0 else float("nan")
+        # share of the information rent (complete information - static) that this contract
+        # recovers over the static menu; 0 when the static menu already reaches complete info
+        rent = complete - static
+        row["rent_share"] = (row["cloud_utility"] - static) / rent if rent > 1e-9 else 0.0
     return rows
+
+
+def sweep_rows() -> list[dict]:
+    """The persistence sweep: family member x participation rule x delta x K."""
+    rows = []
+    for k in SWEEP_TYPES:
+        for rule in PARTICIPATION_RULES:
+            for delta in DISCOUNTS:
+                for persistence in PERSISTENCES:
+                    market = family_market(persistence, k, rule, discount=delta)
+                    label = f"family_p{persistence:+.1f}_d{delta:g}"
+                    for row in solve_all(label, market, SWEEP_SOLUTIONS):
+                        rows.append({**row, "persistence": persistence, "delta": delta})
+    return rows
+
+
+def print_sweep(table: pd.DataFrame) -> None:
+    """The optimum's ratio to the static menu and rent share, one line per family member."""
+    optimal = table[table["solution"] == "optimal"]
+    pivot = optimal.pivot_table(
+        index=["K", "participation", "delta"],
+        columns="persistence",
+        values=["ratio_to_static", "rent_share"],
+    )
+    with pd.option_context("display.width", 200, "display.precision", 3):
+        print(pivot["ratio_to_static"].sort_index(axis=1, ascending=False).to_string())
+        print(pivot["rent_share"].sort_index(axis=1, ascending=False).to_string())
+    hits = optimal[(optimal["ratio_to_static"] >= 1.05) & (optimal["rent_share"] >= 0.3)]
+    print("\nmembers with optimum >= 1.05 x static and rent share >= 0.3:")
+    print(
+        hits[["K", "participation", "delta", "persistence", "ratio_to_static", "rent_share"]]
+        .sort_values(["K", "participation", "delta", "persistence"])
+        .to_string(index=False)
+    )
+    print(
+        f"solve time per market (optimum): max {optimal['solve_time_s'].max():.3f} s "
+        f"(K=3 {optimal[optimal['K'] == 3]['solve_time_s'].max():.3f} s, "
+        f"K=5 {optimal[optimal['K'] == 5]['solve_time_s'].max():.3f} s); "
+        f"violations {int(table['violations'].sum())}"
+    )
+
+
+def plot_sweep(table: pd.DataFrame, path: Path) -> None:
+    """Ratio optimum / static and rent share vs persistence; a panel per K, a line per rule x
+    delta, dashed lines at the targets (1.05 and 0.3)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers and in CI
+    import matplotlib.pyplot as plt
+
+    optimal = table[table["solution"] == "optimal"]
+    fig, axes = plt.subplots(2, len(SWEEP_TYPES), figsize=(11, 7), sharex=True, sharey="row")
+    styles = {"per_period": "-", "ex_ante": "--"}
+    colours = dict(zip(DISCOUNTS, ("tab:blue", "tab:orange", "tab:green"), strict=True))
+    for column, k in enumerate(SWEEP_TYPES):
+        for row, (metric, target, ylabel) in enumerate(
+            (
+                ("ratio_to_static", 1.05, "optimum / static"),
+                ("rent_share", 0.3, "rent share (opt - static) / (CI - static)"),
+            )
+        ):
+            axis = axes[row, column]
+            for rule in PARTICIPATION_RULES:
+                for delta in DISCOUNTS:
+                    line = optimal[
+                        (optimal["K"] == k)
+                        & (optimal["participation"] == rule)
+                        & (optimal["delta"] == delta)
+                    ].sort_values("persistence")
+                    axis.plot(
+                        line["persistence"],
+                        line[metric],
+                        styles[rule],
+                        color=colours[delta],
+                        marker="o",
+                        markersize=3,
+                        label=f"{rule}, delta {delta:g}",
+                    )
+            axis.axhline(target, color="grey", linestyle=":", linewidth=1)
+            axis.grid(alpha=0.3)
+            if row == 0:
+                axis.set_title(f"K = {k}")
+            else:
+                axis.set_xlabel("persistence p (1 persistent, 0 i.i.d., -1 reversal)")
+            if column == 0:
+                axis.set_ylabel(ylabel)
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle("Exact dynamic optimum vs exact static menu across the persistence family")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def federation_rows() -> list[dict]:
+    """Federation markets moved onto the recommended family member (its rule) and, for
+    contrast, left on today's neighbour transition (stay 0.7) under both rules."""
+    rows = []
+    for k in SWEEP_TYPES:
+        rng = np.random.default_rng(SEED + k)
+        for index in range(NUM_FEDERATION):
+            base = sample_market(rng, FEDERATION_RANGES, k)
+            variants = {
+                f"reversal{REVERSAL_PERSISTENCE:+.1f}": with_persistence(
+                    base, REVERSAL_PERSISTENCE
+                ).replace(participation=REVERSAL_PARTICIPATION),
+                "neighbour0.7": base,
+                "neighbour0.7_ex_ante": base.replace(participation="ex_ante"),
+            }
+            for transition, market in variants.items():
+                for row in solve_all(f"federation{index:02d}", market, SWEEP_SOLUTIONS):
+                    rows.append({**row, "transition": transition})
+    return rows
+
+
+def print_federation(table: pd.DataFrame) -> None:
+    """Per K and transition: the optimum's ratio to the static menu over the markets (median,
+    min, share >= 1.05), the ratio of the totals (what a run of one ES per market earns) and
+    the rent share."""
+    pivot = table.pivot_table(
+        index=["K", "transition", "participation", "market"],
+        columns="solution",
+        values="cloud_utility",
+    )
+    pivot["ratio"] = pivot["optimal"] / pivot["static"].where(pivot["static"] > 0)
+    pivot["share"] = (pivot["optimal"] - pivot["static"]) / (
+        pivot["complete_information"] - pivot["static"]
+    )
+    groups = pivot.groupby(level=["K", "transition", "participation"])
+    summary = groups.agg(
+        markets=("ratio", "size"),
+        static_le_0=("static", lambda v: int((v <= 0).sum())),
+        ratio_median=("ratio", "median"),
+        ratio_min=("ratio", "min"),
+        ratio_max=("ratio", "max"),
+        frac_ge_1_05=("ratio", lambda r: float((r >= 1.05).mean())),
+        share_mean=("share", "mean"),
+        share_min=("share", "min"),
+    )
+    summary["total_ratio"] = groups["optimal"].sum() / groups["static"].sum()
+    summary["total_share"] = (groups["optimal"].sum() - groups["static"].sum()) / (
+        groups["complete_information"].sum() - groups["static"].sum()
+    )
+    times = table[table["solution"] == "optimal"].groupby("K")["solve_time_s"]
+    with pd.option_context("display.width", 220, "display.precision", 4):
+        print(summary.to_string())
+        print(f"optimum solve time per market: max {times.max().to_dict()}")
+
+
+def round_rows(rows: list[dict]) -> list[dict]:
+    """Ten significant digits, as the committed tables (stable diffs between re-runs)."""
+    return [
+        {k: float(f"{v:.10g}") if isinstance(v, float) else v for k, v in row.items()}
+        for row in rows
+    ]
 
 
 def batch_throughput(market: Market, batch: int = 4096) -> tuple[float, float]:
@@ -92,14 +302,14 @@ def batch_throughput(market: Market, batch: int = 4096) -> tuple[float, float]:
     return rates[0], rates[1]
 
 
-def main() -> None:
+def references() -> None:
+    """The reference contracts on the default, paper, K = 8 and random markets."""
     rows = []
     for label, market in markets():
         for rule in PARTICIPATION_RULES:
             rows.extend(solve_all(label, market.replace(participation=rule)))
+    upsert_table(round_rows(rows), RESULTS, KEYS)
     table = pd.DataFrame(rows)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(RESULTS, index=False, float_format="%.10g")
     fixed = table[table["market"].isin(["default", "paper", "k8"])]
     print(
         fixed[
@@ -116,6 +326,42 @@ def main() -> None:
     for name in ("default", "paper"):
         fast, exact = batch_throughput(named_market(name))
         print(f"score_f_menus on {name}: {fast:,.0f} menus/s closed form, {exact:,.0f} exact")
+
+
+def sweep() -> None:
+    """The persistence sweep, merged into contracts.csv, and its plot."""
+    start = time.perf_counter()
+    rows = sweep_rows()
+    upsert_table(round_rows(rows), RESULTS, KEYS)
+    table = pd.DataFrame(rows)
+    print_sweep(table)
+    plot_sweep(table, SWEEP_PLOT)
+    print(f"sweep: {len(rows) // 3} markets in {time.perf_counter() - start:.1f} s")
+    print(f"wrote {SWEEP_PLOT}")
+
+
+def federation() -> None:
+    """The federation markets on the recommended family member."""
+    start = time.perf_counter()
+    rows = round_rows(federation_rows())
+    upsert_table(rows, FEDERATION_RESULTS, ("transition", *KEYS))
+    print_federation(pd.DataFrame(rows))
+    print(f"federation: {len(rows) // 3} markets in {time.perf_counter() - start:.1f} s")
+    print(f"wrote {FEDERATION_RESULTS}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--part", choices=("all", "references", "sweep", "federation"), default="all"
+    )
+    part = parser.parse_args().part
+    if part in ("all", "references"):
+        references()
+    if part in ("all", "sweep"):
+        sweep()
+    if part in ("all", "federation"):
+        federation()
     print(f"wrote {RESULTS}")
 
 

@@ -15,6 +15,17 @@ from fed_agent.contracts.batch import (
 )
 from fed_agent.contracts.constraints import item_types, item_weights
 from fed_agent.contracts.contract import ContractItem, DynamicContract
+from fed_agent.contracts.families import (
+    PERSISTENCE_RANGE,
+    REVERSAL_PARTICIPATION,
+    REVERSAL_PERSISTENCE,
+    family_market,
+    family_params,
+    iid_transition,
+    persistence_transition,
+    reversal_matrix,
+    with_persistence,
+)
 from fed_agent.contracts.market import (
     NAMED_MARKETS,
     PARTICIPATION_RULES,
@@ -55,7 +66,10 @@ from fed_agent.contracts.willingness import sample_initial_types, willingness_pa
 __all__ = [
     "NAMED_MARKETS",
     "PARTICIPATION_RULES",
+    "PERSISTENCE_RANGE",
     "REFERENCE_SOLVERS",
+    "REVERSAL_PARTICIPATION",
+    "REVERSAL_PERSISTENCE",
     "VIOLATION_KINDS",
     "ContractItem",
     "DynamicContract",
@@ -78,6 +92,9 @@ __all__ = [
     "es_choice",
     "es_rents",
     "es_utility",
+    "family_market",
+    "family_params",
+    "iid_transition",
     "item_types",
     "item_weights",
     "least_rent_rewards",
@@ -87,8 +104,10 @@ __all__ = [
     "neighbour_transition",
     "optimal_contract",
     "period2_choice",
+    "persistence_transition",
     "random_feasible_contract",
     "reference_violations",
+    "reversal_matrix",
     "sample_initial_types",
     "sample_market",
     "score_f_menus",
@@ -98,4 +117,5 @@ __all__ = [
     "uniform_contract",
     "value_of_work",
     "willingness_path",
+    "with_persistence",
 ]

@@ -102,7 +102,7 @@ def test_bad_market_is_refused_naming_field_and_rule(
 
 
 def test_unknown_market_name_lists_the_choices() -> None:
-    with pytest.raises(ValueError, match=r"market.*\['default', 'paper'\]"):
+    with pytest.raises(ValueError, match=r"market.*\['default', 'paper', 'persistent'"):
         named_market("huge")
 
 
