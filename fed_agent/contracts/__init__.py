@@ -16,6 +16,7 @@ from fed_agent.contracts.batch import (
 from fed_agent.contracts.constraints import item_types, item_weights
 from fed_agent.contracts.contract import ContractItem, DynamicContract
 from fed_agent.contracts.families import (
+    FAMILY_MARKETS,
     PERSISTENCE_RANGE,
     REVERSAL_PARTICIPATION,
     REVERSAL_PERSISTENCE,
@@ -66,6 +67,7 @@ from fed_agent.contracts.willingness import sample_initial_types, willingness_pa
 __all__ = [
     "NAMED_MARKETS",
     "PARTICIPATION_RULES",
+    "FAMILY_MARKETS",
     "PERSISTENCE_RANGE",
     "REFERENCE_SOLVERS",
     "REVERSAL_PARTICIPATION",

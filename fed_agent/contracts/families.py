@@ -13,20 +13,19 @@ prior (i.i.d.), and p = -1 is the pure reversal: an ES with spare capacity in pe
 type) is loaded in period 2 (a low type) and vice versa. For odd K the middle type is its own
 mirror image, so it stays put with probability |p| + (1 - |p|) rho_mid.
 
-This module is numpy-only at import time: ``fed_agent.contracts.market`` builds its named
-markets from it, and the helpers that return ``MarketParams``/``Market`` import them lazily.
+The family's named members (``uncorrelated``, ``reversal`` and their K = 5 ``*_paper``
+siblings) are added to ``fed_agent.contracts.market.NAMED_MARKETS`` here, when the package
+is imported (market.py cannot import this module: no import cycles).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from fed_agent.choices import check_choice
-
-if TYPE_CHECKING:
-    from fed_agent.contracts.market import Market, MarketParams
+from fed_agent.contracts.market import NAMED_MARKETS, PARTICIPATION_RULES, Market, MarketParams
 
 PERSISTENCE_RANGE = (-1.0, 1.0)
 # The family member recommended as the market where dynamics pay off (benchmarks/contracts_bench.py
@@ -114,8 +113,6 @@ def family_params(
     ``overrides`` sets any other ``MarketParams`` field (``discount``, ``prior``, ...); the
     transition is built from the ``prior`` override when one is given.
     """
-    from fed_agent.contracts.market import PARTICIPATION_RULES, MarketParams
-
     check_choice("participation", participation, PARTICIPATION_RULES)
     if "transition" in overrides or "transition_stay" in overrides:
         raise ValueError(
@@ -138,8 +135,6 @@ def family_market(
     **overrides: Any,
 ) -> Market:
     """The validated ``Market`` of a family member (see :func:`family_params`)."""
-    from fed_agent.contracts.market import Market
-
     return Market.from_params(family_params(persistence, num_types, participation, **overrides))
 
 
@@ -149,3 +144,15 @@ def with_persistence(market: Market, persistence: float) -> Market:
     return market.replace(
         transition=persistence_transition(market.num_types, persistence, market.prior)
     )
+
+
+FAMILY_MARKETS = {
+    # i.i.d. types (persistence 0): every row of P is the prior
+    "uncorrelated": family_params(0.0, 3, "per_period"),
+    "uncorrelated_paper": family_params(0.0, 5, "per_period"),
+    # a mild reversal of willingness with ex-ante participation: where the dynamic contract
+    # pays off (docs/contract-model.md, "Where dynamics pay off")
+    "reversal": family_params(REVERSAL_PERSISTENCE, 3, REVERSAL_PARTICIPATION),
+    "reversal_paper": family_params(REVERSAL_PERSISTENCE, 5, REVERSAL_PARTICIPATION),
+}
+NAMED_MARKETS.update(FAMILY_MARKETS)

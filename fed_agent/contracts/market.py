@@ -13,11 +13,6 @@ import numpy as np
 
 from fed_agent import latency
 from fed_agent.choices import check_choice
-from fed_agent.contracts.families import (
-    REVERSAL_PARTICIPATION,
-    REVERSAL_PERSISTENCE,
-    persistence_transition,
-)
 
 PARTICIPATION_RULES = ("per_period", "ex_ante")
 # G(f) = omega ln(1 + T_max - T(f)) is -inf where 1 + T_max - T(f) <= 0; the effective lower
@@ -256,26 +251,15 @@ class Market:
         return Market(**values)
 
 
-def _family(num_types: int, persistence: float, participation: str) -> MarketParams:
-    """A member of the persistence family (fed_agent/contracts/families.py), uniform prior."""
-    transition = persistence_transition(num_types, persistence).tolist()
-    return MarketParams(num_types=num_types, transition=transition, participation=participation)
-
-
 NAMED_MARKETS = {
     "default": MarketParams(),
     "paper": MarketParams(num_types=5),
     # the defaults table's neighbour transition (stay 0.7): kept under its own name
     "persistent": MarketParams(),
     "persistent_paper": MarketParams(num_types=5),
-    # i.i.d. types (persistence 0): every row of P is the prior
-    "uncorrelated": _family(3, 0.0, "per_period"),
-    "uncorrelated_paper": _family(5, 0.0, "per_period"),
-    # a mild reversal of willingness with ex-ante participation: where the dynamic contract
-    # pays off (docs/contract-model.md, "Where dynamics pay off")
-    "reversal": _family(3, REVERSAL_PERSISTENCE, REVERSAL_PARTICIPATION),
-    "reversal_paper": _family(5, REVERSAL_PERSISTENCE, REVERSAL_PARTICIPATION),
 }
+# fed_agent/contracts/families.py adds the members of the persistence family (uncorrelated,
+# reversal and their *_paper siblings) when the package is imported.
 
 
 def named_market(name: str, participation: str | None = None) -> Market:
