@@ -6,8 +6,6 @@ produced by the real ClientApp carries nothing but adapter tensors and allow-lis
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from flwr.app import (
@@ -39,6 +37,7 @@ from strategies.validation import (
     split_replies,
     validate_reply,
 )
+from tests.strategies.fake_grid import metadata
 
 MAX_EXAMPLES = 32
 HONEST_METRICS = TrainReply(32, 1.5, 4, 0.3, 6.0, 2.5).to_dict()
@@ -55,17 +54,7 @@ EXPECTED_REASON = {
 
 
 def _metadata(node_id: int) -> Metadata:
-    return Metadata(
-        run_id=1,
-        message_id="",
-        src_node_id=node_id,
-        dst_node_id=0,
-        reply_to_message_id="instruction",
-        group_id="1",
-        created_at=time.time(),
-        ttl=3600.0,
-        message_type=MessageType.TRAIN,
-    )
+    return metadata(node_id, 0, MessageType.TRAIN)
 
 
 def _reply(node_id: int, adapter: dict, metrics: dict) -> Message:
