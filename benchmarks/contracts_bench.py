@@ -36,12 +36,11 @@ import pandas as pd
 from fed_agent.contracts import (
     PARTICIPATION_RULES,
     REFERENCE_SOLVERS,
-    REVERSAL_PARTICIPATION,
-    REVERSAL_PERSISTENCE,
     Market,
     MarketParams,
     MarketRanges,
     family_market,
+    federation_ranges,
     named_market,
     reference_violations,
     sample_market,
@@ -63,21 +62,10 @@ PERSISTENCES = (1.0, 0.7, 0.4, 0.2, 0.0, -0.2, -0.3, -0.4, -0.5, -0.7, -1.0)
 DISCOUNTS = (0.5, 0.9, 0.99)
 SWEEP_TYPES = (3, 5)
 SWEEP_SOLUTIONS = ("complete_information", "optimal", "static")
-# TRAINING_RANGES["federation"] of fed_agent/designer/config.py (copied so that this numpy-only
-# benchmark does not import the designer): the default economics, with each ES's workload,
-# module upload and the cloud's belief about its type (a Dirichlet prior) varying.
-FEDERATION_RANGES = MarketRanges(
-    theta_min=(0.2, 0.2),
-    theta_span=(1.8, 1.8),
-    prior_concentration=1.0,
-    transition_stay=(0.7, 0.7),
-    discount=(0.9, 0.9),
-    workload_gcycles=(10.0, 30.0),
-    module_bytes=(5e4, 2e7),
-    kappa=(0.2, 0.2),
-    omega=(30.0, 30.0),
-    t_max_s=(25.0, 25.0),
-)
+DEFAULT = MarketParams()
+# the per-ES markets a federated run on the default market builds (what the designer's
+# "federation" training markets are drawn from)
+FEDERATION_RANGES = federation_ranges(DEFAULT)
 NUM_FEDERATION = 50
 
 
@@ -87,6 +75,8 @@ def markets() -> list[tuple[str, Market]]:
     chosen = [
         ("default", named_market("default")),
         ("paper", named_market("paper")),
+        ("persistent", named_market("persistent")),
+        ("persistent_paper", named_market("persistent_paper")),
         ("k8", Market.from_params(MarketParams(num_types=8))),
     ]
     for index in range(NUM_RANDOM):
@@ -234,9 +224,9 @@ def federation_rows() -> list[dict]:
         for index in range(NUM_FEDERATION):
             base = sample_market(rng, FEDERATION_RANGES, k)
             variants = {
-                f"reversal{REVERSAL_PERSISTENCE:+.1f}": with_persistence(
-                    base, REVERSAL_PERSISTENCE
-                ).replace(participation=REVERSAL_PARTICIPATION),
+                f"reversal{DEFAULT.persistence:+.1f}": with_persistence(
+                    base, DEFAULT.persistence
+                ).replace(participation=DEFAULT.participation),
                 "neighbour0.7": base,
                 "neighbour0.7_ex_ante": base.replace(participation="ex_ante"),
             }

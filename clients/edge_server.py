@@ -129,7 +129,9 @@ class EdgeServer:
         elif offer.period == 1:
             item = es_choice(contract, market, true_type)
         else:
-            item = period2_choice(contract, market, offer.report, true_type)
+            # ex ante: walking away forfeits the held period-1 pay, nothing more
+            forfeit = offer.held if market.participation == "ex_ante" else None
+            item = period2_choice(contract, market, offer.report, true_type, forfeit=forfeit)
         return DECLINE if item is None else item
 
     def examples(self, with_images: bool) -> list[Example]:

@@ -94,6 +94,9 @@ class Offer:
     f2: tuple[float, ...]
     r2: tuple[float, ...]
     """Period-2 menus, row-major K x K (row = period-1 report)."""
+    held: float = 0.0
+    """Period-1 pay the cloud holds back from this ES until its period-2 work is delivered
+    (ex ante participation): an ES that walks away in period 2 forfeits it."""
 
     def __post_init__(self) -> None:
         k = len(self.f1)
@@ -104,6 +107,8 @@ class Offer:
                 f"malformed offer: period {self.period}, {k} period-1 items, "
                 f"{len(self.f2)} period-2 items"
             )
+        if not (np.isfinite(self.held) and self.held >= 0):
+            raise ProtocolError(f"held pay must be a finite number >= 0, got {self.held}")
         if self.period == 2 and not 0 <= self.report < k:
             raise ProtocolError(
                 f"a period-2 offer needs a period-1 report in [0, {k}), got {self.report}"
@@ -124,6 +129,7 @@ class Offer:
             int(values["report"]),
             bool(values["oracle"]),
             *(tuple(float(x) for x in values[k]) for k in ("f1", "r1", "f2", "r2")),
+            float(values["held"]),
         )
 
 

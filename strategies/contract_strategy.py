@@ -47,7 +47,7 @@ from fed_agent.config import ExperimentConfig
 from fed_agent.contracts import DynamicContract, Market, value_of_work
 from fed_agent.incentives.beliefs import BeliefTracker
 from fed_agent.incentives.ledger import Ledger, LedgerEntry
-from fed_agent.incentives.policies import ORACLE_POLICIES, Policy
+from fed_agent.incentives.policies import ORACLE_POLICIES, ContractPolicy
 from fed_agent.incentives.profiles import PublicFacts, es_market, period_of_round
 from fed_agent.incentives.selection import select_participants
 from fed_agent.modules.adapter import AgentModule
@@ -79,11 +79,14 @@ WEIGHTINGS = ("work", "uniform")
 
 @dataclass
 class _Engagement:
-    """An ES's current epoch: its contract, market and period-1 report."""
+    """An ES's current epoch: its contract, where it came from, market, period-1 report,
+    and the period-1 pay held back until its period-2 work is delivered (ex ante)."""
 
     contract: DynamicContract
     market: Market
+    source: str
     report: int | None = None
+    held: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,7 @@ class ContractStrategy(Strategy):
         cfg: ExperimentConfig,
         module: AgentModule,
         outputs: RunOutputs,
-        policy: Policy,
+        policy: ContractPolicy,
         ledger: Ledger,
         *,
         round_offset: int = 0,
@@ -154,6 +157,7 @@ class ContractStrategy(Strategy):
         self._global_state: AdapterState = {}
         self._validated: _ValidatedReplies | None = None
         self._round_started = 0.0
+        self._design_times = {"design_s": 0.0, "guard_s": 0.0}
         self._period = 1
         if saved_state is not None:
             self.load_state_dict(saved_state)
@@ -190,6 +194,7 @@ class ContractStrategy(Strategy):
         fed = self.cfg.federation
         node_ids = wait_for_nodes(grid, fed.min_available_es, fed.round_timeout_s)
         _, self._period = period_of_round(server_round, self.cfg.incentive.rounds_per_period)
+        self._design_times = {"design_s": 0.0, "guard_s": 0.0}
         offered = self._design_offers(server_round, node_ids, grid)
         choices = self._collect_choices(grid, server_round, offered)
         self._assignments = self._select_participants(server_round, offered, choices)
@@ -233,11 +238,31 @@ class ContractStrategy(Strategy):
         offered = [n for n in sampled if n in self.facts]
         self.beliefs.advance_unobserved([n for n in self.engagements if n not in offered])
         markets = [self._market_of(n, self.beliefs.belief(n)) for n in offered]
-        contracts = self.policy(markets) if markets else []
-        self.engagements = {
-            n: _Engagement(c, m) for n, c, m in zip(offered, contracts, markets, strict=True)
-        }
-        return offered
+        self._forfeit_unfinished_epochs(server_round)
+        self.engagements = {}
+        if not markets:
+            return []
+        offers = self.policy(markets)
+        self._design_times = {"design_s": offers.design_s, "guard_s": offers.guard_s}
+        for node_id, contract, market, source in zip(
+            offered, offers.contracts, markets, offers.sources, strict=True
+        ):
+            if contract is None:
+                reason = "every contract would lose money on this ES"
+                self._ledger_add(server_round, node_id, "no_offer", reason=reason, source=source)
+                continue
+            self.engagements[node_id] = _Engagement(contract, market, source)
+        return [n for n in offered if n in self.engagements]
+
+    def _forfeit_unfinished_epochs(self, server_round: int) -> None:
+        """Held pay of an epoch whose period-2 work never came is the cloud's (ex ante)."""
+        for node_id, engagement in self.engagements.items():
+            if engagement.held > 0:
+                reason = "gone before period 2: held period-1 pay forfeited"
+                self._ledger_add(
+                    server_round, node_id, "forfeit", reason=reason, forfeited=engagement.held
+                )
+                engagement.held = 0.0
 
     def _market_of(self, node_id: int, belief: np.ndarray) -> Market:
         return es_market(self.cfg.market, self.facts[node_id], self.module.adapter_bytes, belief)
@@ -262,6 +287,7 @@ class ContractStrategy(Strategy):
             r1=tuple(c.r1),
             f2=tuple(c.f2.ravel()),
             r2=tuple(c.r2.ravel()),
+            held=engagement.held if self._period == 2 else 0.0,
         )
         return self._query(node_id, {PHASE: OFFER, **offer.to_dict()})
 
@@ -292,7 +318,13 @@ class ContractStrategy(Strategy):
         candidates: dict[int, _Assignment] = {}
         for node_id in offered:
             if node_id not in choices:
-                self._ledger_add(server_round, node_id, "no_reply", reason="no answer to the offer")
+                self._ledger_add(
+                    server_round,
+                    node_id,
+                    "no_reply",
+                    reason="no answer to the offer",
+                    **self._settle_held(node_id, delivered=False),
+                )
                 self.beliefs.observe_choice(node_id, None)
                 continue
             item = choices[node_id]
@@ -300,7 +332,8 @@ class ContractStrategy(Strategy):
             self.beliefs.observe_choice(node_id, item)
             engagement = self.engagements[node_id]
             if item is None:
-                self._ledger_add(server_round, node_id, "declined")
+                settled = self._settle_held(node_id, delivered=False)
+                self._ledger_add(server_round, node_id, "declined", **settled)
                 if self._period == 1:
                     del self.engagements[node_id]
                 continue
@@ -320,9 +353,32 @@ class ContractStrategy(Strategy):
         )
         for node_id in ids:
             if node_id not in chosen:
+                # the ES kept its commitment; the cloud chose not to use it: pay what it holds
+                settled = self._settle_held(node_id, delivered=True)
                 a = candidates[node_id]
-                self._ledger_add(server_round, node_id, "not_selected", a, reason="over the limit")
+                self._ledger_add(
+                    server_round, node_id, "not_selected", a, reason="over the limit", **settled
+                )
         return {n: candidates[n] for n in chosen}
+
+    def _settle_held(self, node_id: int, delivered: bool) -> dict[str, float]:
+        """Ledger fields that settle an ES's held pay: paid out if it kept its commitment,
+        forfeited if it did not (only in period 2; nothing is held otherwise)."""
+        engagement = self.engagements.get(node_id)
+        if self._period != 2 or engagement is None or engagement.held == 0:
+            return {}
+        held, engagement.held = engagement.held, 0.0
+        return {"paid": held, "released": held} if delivered else {"forfeited": held}
+
+    def _holds_back(self, server_round: int, node_id: int) -> bool:
+        """Ex ante: period-1 pay waits for the period-2 work (unless the run ends first)."""
+        engagement = self.engagements.get(node_id)
+        return (
+            self._period == 1
+            and engagement is not None
+            and engagement.market.participation == "ex_ante"
+            and server_round < self.cfg.federation.num_rounds
+        )
 
     def _train_message(
         self, server_round: int, node_id: int, a: _Assignment, arrays: ArrayRecord
@@ -385,12 +441,18 @@ class ContractStrategy(Strategy):
         kept, screened = screen_updates(self._global_state, accepted, effort=effort)
         for outcome in [*validated.rejected, *lying, *screened]:
             a = self._assignments.get(outcome.node_id)
-            self._ledger_add(server_round, outcome.node_id, "rejected", a, reason=outcome.reason)
+            settled = self._settle_held(outcome.node_id, delivered=False) if a else {}
+            self._ledger_add(
+                server_round, outcome.node_id, "rejected", a, reason=outcome.reason, **settled
+            )
         answered = {int(m.metadata.src_node_id) for m in replies}
         answered |= {r.node_id for r in validated.rejected}
         for node_id, a in self._assignments.items():
             if node_id not in answered:
-                self._ledger_add(server_round, node_id, "no_reply", a, reason="no train reply")
+                settled = self._settle_held(node_id, delivered=False)
+                self._ledger_add(
+                    server_round, node_id, "no_reply", a, reason="no train reply", **settled
+                )
         for reply in kept:
             self._pay(server_round, reply)
         row = self._round_row(server_round, len(replies))
@@ -424,14 +486,21 @@ class ContractStrategy(Strategy):
         return honest, lying
 
     def _pay(self, server_round: int, reply: AcceptedReply) -> None:
+        """Pay accepted work: now, or (ex ante, period 1) held until the period-2 work."""
         a = self._assignments[reply.node_id]
         m = reply.metrics
+        if self._holds_back(server_round, reply.node_id):
+            self.engagements[reply.node_id].held = a.reward
+            pay = {"paid": 0.0, "held": a.reward}
+        else:
+            released = self._settle_held(reply.node_id, delivered=True).get("released", 0.0)
+            pay = {"paid": a.reward + released, "released": released}
         self._ledger_add(
             server_round,
             reply.node_id,
             "paid",
             a,
-            paid=a.reward,
+            **pay,
             es_utility=m.es_utility,
             modelled_latency_s=m.modelled_latency_s,
             wall_s=m.train_wall_s,
@@ -444,9 +513,12 @@ class ContractStrategy(Strategy):
         status: str,
         a: _Assignment | None = None,
         reason: str = "",
+        source: str | None = None,
         **paid_fields: float,
     ) -> None:
         entry = LedgerEntry(server_round, self._period, node_id, status, reason=reason)
+        engagement = self.engagements.get(node_id)
+        entry.offer_source = source or (engagement.source if engagement else "")
         if a is not None:
             entry.item, entry.f_ghz, entry.reward_offered = a.item, a.f_ghz, a.reward
             entry.cloud_value = a.cloud_value
@@ -461,6 +533,7 @@ class ContractStrategy(Strategy):
             "round": server_round,
             "period": self._period,
             **self.ledger.round_summary(server_round),
+            **self._design_times,
             "bytes_down": len(self._assignments) * adapter_bytes,
             "bytes_up": num_replies * adapter_bytes,
             "round_wall_s": time.perf_counter() - self._round_started,
@@ -478,6 +551,8 @@ class ContractStrategy(Strategy):
                 "r2": e.contract.r2.tolist(),
                 "prior": e.market.prior.tolist(),
                 "report": e.report,
+                "source": e.source,
+                "held": e.held,
             }
             for n, e in self.engagements.items()
         }
@@ -495,7 +570,9 @@ class ContractStrategy(Strategy):
         for n, e in state["engagements"].items():
             market = self._market_of(int(n), np.asarray(e["prior"]))
             contract = DynamicContract(e["f1"], e["r1"], e["f2"], e["r2"])
-            self.engagements[int(n)] = _Engagement(contract, market, e["report"])
+            self.engagements[int(n)] = _Engagement(
+                contract, market, e["source"], e["report"], float(e["held"])
+            )
 
     # ------------------------------------------------------------------ evaluate
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from fed_agent.choices import check_choice
 from fed_agent.contracts.market import MarketParams
 from fed_agent.incentives.config import IncentiveConfig
+from fed_agent.incentives.policies import LEARNED_POLICIES, designer_checkpoint
 from fed_agent.modules.aggregation import AGGREGATORS
 from fed_agent.privacy import PrivacyConfig
 
@@ -196,3 +197,11 @@ class ExperimentConfig:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     """The exported agent: this run's module name and an earlier agent to extend."""
+
+    def __post_init__(self) -> None:
+        # a learned policy needs a designer for this K: fail here, before any run folder
+        if self.incentive.policy in LEARNED_POLICIES:
+            try:
+                designer_checkpoint(self.incentive, self.market.num_types)
+            except FileNotFoundError as err:
+                raise ValueError(str(err)) from err

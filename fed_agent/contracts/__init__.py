@@ -15,26 +15,15 @@ from fed_agent.contracts.batch import (
 )
 from fed_agent.contracts.constraints import item_types, item_weights
 from fed_agent.contracts.contract import ContractItem, DynamicContract
-from fed_agent.contracts.families import (
-    FAMILY_MARKETS,
-    PERSISTENCE_RANGE,
-    REVERSAL_PARTICIPATION,
-    REVERSAL_PERSISTENCE,
-    family_market,
-    family_params,
-    iid_transition,
-    persistence_transition,
-    reversal_matrix,
-    with_persistence,
-)
+from fed_agent.contracts.families import family_market, family_params, with_persistence
 from fed_agent.contracts.market import (
     NAMED_MARKETS,
     PARTICIPATION_RULES,
     Market,
     MarketParams,
     MarketRanges,
+    federation_ranges,
     named_market,
-    neighbour_transition,
     sample_market,
 )
 from fed_agent.contracts.payments import minimal_payments, minimal_payments_batch, score_f_menus
@@ -55,6 +44,13 @@ from fed_agent.contracts.solvers import (
     static_contract,
     uniform_contract,
 )
+from fed_agent.contracts.transitions import (
+    PERSISTENCE_RANGE,
+    iid_transition,
+    neighbour_transition,
+    persistence_transition,
+    reversal_matrix,
+)
 from fed_agent.contracts.utility import (
     cloud_utility,
     energy_cost,
@@ -67,11 +63,8 @@ from fed_agent.contracts.willingness import sample_initial_types, willingness_pa
 __all__ = [
     "NAMED_MARKETS",
     "PARTICIPATION_RULES",
-    "FAMILY_MARKETS",
     "PERSISTENCE_RANGE",
     "REFERENCE_SOLVERS",
-    "REVERSAL_PARTICIPATION",
-    "REVERSAL_PERSISTENCE",
     "VIOLATION_KINDS",
     "ContractItem",
     "DynamicContract",
@@ -95,6 +88,7 @@ __all__ = [
     "es_rents",
     "es_utility",
     "family_market",
+    "federation_ranges",
     "family_params",
     "iid_transition",
     "item_types",

@@ -143,9 +143,16 @@ class MarketBatch:
         convex and increasing there, so the iterates decrease monotonically to the root.
         Clipped to [f_lo, f_hi], as ``fed_agent.contracts.solvers.efficient_resource``.
         """
+        return self.efficient_resource_for(self.types)
+
+    def efficient_resource_for(self, theta: np.ndarray) -> np.ndarray:
+        """argmax_f G(f) - c(f)/theta for willingness values theta of shape (B, M), (B, M).
+
+        See :meth:`efficient_resource`, which is this at the market's own types.
+        """
         a = (1 + self.t_max - self.upload_s)[:, None]
         w, kappa = self.workload[:, None], self.kappa[:, None]
-        target = self.omega[:, None] * self.types
+        target = self.omega[:, None] * theta
         f = w / a + np.cbrt(target / (2 * kappa * a))
         for _ in range(NEWTON_STEPS):
             value = 2 * kappa * f * f * (a * f - w) - target
@@ -218,7 +225,11 @@ def count_violations(
     )
     truthful1 = lifetime[:, np.arange(k), np.arange(k)]
     ic1 = np.sum(lifetime - truthful1[..., None] > tol[:, None, None], axis=(1, 2))
-    ex_ante_ir = np.sum(-truthful1 > tol[:, None], axis=1)
+    # ex ante: the epoch IR, and the enforceable commitment (held period-1 pay plus the
+    # period-2 item covers the period-2 cost, fed_agent.contracts.constraints)
+    ex_ante_ir = np.sum(-truthful1 > tol[:, None], axis=1) + np.sum(
+        -(r1[:, :, None] + period2) > tol[:, None, None], axis=(1, 2)
+    )
     return np.where(batch.ex_ante, ex_ante_ir, per_period_ir) + ic2 + ic1
 
 

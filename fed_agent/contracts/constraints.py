@@ -99,6 +99,15 @@ def build_constraints(market: Market) -> ConstraintSystem:
         for i in range(k):
             c, r = _lifetime_row(market, i, i)
             add("IR", (i,), -c, -r)
+        # Commitment the federation can enforce: it holds period-1 pay back until the
+        # period-2 work is delivered, so an ES stays only if the held pay plus its period-2
+        # item covers its period-2 cost (R_i + R_ij - x_ij / theta_j >= 0): no history may
+        # ask for a period-2 loss larger than what walking away would forfeit.
+        for i in range(k):
+            for j in range(k):
+                c, r = _utility_row(n, period2_index(i, j, k), theta[j])
+                r[period1_index(i)] += 1.0
+                add("IR", (i, j), -c, -r)
     else:
         raise ValueError(f"participation: unknown rule {market.participation!r}")
     # Period-2 IC: type j after history i prefers item (i, j) to item (i, j').

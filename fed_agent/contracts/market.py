@@ -13,6 +13,7 @@ import numpy as np
 
 from fed_agent import latency
 from fed_agent.choices import check_choice
+from fed_agent.contracts.transitions import neighbour_transition, persistence_transition
 
 PARTICIPATION_RULES = ("per_period", "ex_ante")
 # G(f) = omega ln(1 + T_max - T(f)) is -inf where 1 + T_max - T(f) <= 0; the effective lower
@@ -21,13 +22,51 @@ MIN_LOG_ARGUMENT = 1e-3
 _PROB_TOL = 1e-8
 
 
+MAX_TYPES = 10
+"""Largest K a market may have: the exact solver's LPs grow with K^2 (K = 10: 110 items)."""
+DOMAINS: dict[str, tuple[float, float, str]] = {
+    # field: (low, high, which ends are open: "()" "(]" "[)" "[]")
+    "theta_min": (0.0, np.inf, "()"),
+    "theta_max": (0.0, np.inf, "()"),
+    "transition_stay": (0.0, 1.0, "[]"),
+    "persistence": (-1.0, 1.0, "[]"),
+    "discount": (0.0, 1.0, "[]"),
+    "workload_gcycles": (0.0, np.inf, "()"),
+    "module_bytes": (0.0, np.inf, "[)"),
+    "bandwidth_hz": (0.0, np.inf, "()"),
+    "tx_power_dbm": (-np.inf, np.inf, "()"),
+    "channel_gain": (0.0, np.inf, "()"),
+    "noise_dbm": (-np.inf, np.inf, "()"),
+    "kappa": (0.0, np.inf, "()"),
+    "omega": (0.0, np.inf, "()"),
+    "t_max_s": (0.0, np.inf, "()"),
+    "f_min_ghz": (0.0, np.inf, "()"),
+    "f_max_ghz": (0.0, np.inf, "()"),
+}
+"""The domain of every scalar market field; :class:`MarketParams` refuses a value outside."""
+
+
+def check_in_domain(name: str, value: object) -> None:
+    """Raise ``ValueError("<name>: must be in <range>, got <value>")`` outside the domain."""
+    low, high, ends = DOMAINS[name]
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        number = float("nan")
+    above = number > low if ends[0] == "(" else number >= low
+    below = number < high if ends[1] == ")" else number <= high
+    if isinstance(value, bool) or not (above and below):
+        raise ValueError(f"{name}: must be in {ends[0]}{low:g}, {high:g}{ends[1]}, got {value!r}")
+
+
 @dataclass
 class MarketParams:
     """Plain configuration of a market: the defaults table of docs/contract-model.md.
 
     Only int/float/str/bool/list/Optional fields, so that it works as a Hydra/OmegaConf
     structured config. ``types``, ``prior`` and ``transition`` override the generated values
-    when given.
+    when given. Every scalar is checked against :data:`DOMAINS` on construction (so a bad
+    override fails when the config is loaded, naming the field and its range).
     """
 
     num_types: int = 3
@@ -35,9 +74,17 @@ class MarketParams:
     theta_max: float = 2.0
     types: list[float] | None = None
     prior: list[float] | None = None  # None = uniform
+    persistence: float | None = -0.8
+    """Persistence p of willingness (transitions.persistence_transition): 1 persistent,
+    0 i.i.d., -1 reversal; the default, a strong reversal with ex ante participation and
+    discount 0.5, is where a dynamic contract beats a static menu (docs/contract-model.md,
+    "Where dynamics pay off"). None: the neighbour transition with ``transition_stay``."""
     transition_stay: float = 0.7
+    """Diagonal of the neighbour transition (used when ``persistence`` is None)."""
     transition: list[list[float]] | None = None
-    discount: float = 0.9
+    discount: float = 0.5
+    """Weight delta of period 2 (0.5: a period is a round, and an ES's next round is worth
+    half of this one to the cloud, which wants a good agent soon)."""
     workload_gcycles: float = 20.0
     module_bytes: float = 2e6
     bandwidth_hz: float = 20e6
@@ -49,20 +96,31 @@ class MarketParams:
     t_max_s: float = 25.0
     f_min_ghz: float = 1.0
     f_max_ghz: float = 5.0
-    participation: str = "per_period"
+    participation: str = "ex_ante"
+    """``ex_ante``: an ES commits to both periods of an epoch once it knows its period-1 type
+    (the federation enforces it by holding back period-1 pay); ``per_period``: it may leave
+    in any period."""
 
-
-def neighbour_transition(num_types: int, stay: float) -> np.ndarray:
-    """The default transition matrix: ``stay`` on the diagonal, the rest split evenly over the
-    neighbouring types (an end type gives it all to its single neighbour)."""
-    if num_types == 1:
-        return np.ones((1, 1))
-    matrix = np.zeros((num_types, num_types))
-    for i in range(num_types):
-        neighbours = [j for j in (i - 1, i + 1) if 0 <= j < num_types]
-        matrix[i, i] = stay
-        matrix[i, neighbours] = (1.0 - stay) / len(neighbours)
-    return matrix
+    def __post_init__(self) -> None:
+        if isinstance(self.num_types, bool) or not (
+            isinstance(self.num_types, int) and 2 <= self.num_types <= MAX_TYPES
+        ):
+            raise ValueError(
+                f"num_types: must be an integer in [2, {MAX_TYPES}], got {self.num_types!r}"
+            )
+        for name in DOMAINS:
+            value = getattr(self, name)
+            if value is not None or name != "persistence":
+                check_in_domain(name, value)
+        if self.theta_max <= self.theta_min:
+            raise ValueError(
+                f"theta_max: must be > theta_min = {self.theta_min}, got {self.theta_max}"
+            )
+        if self.f_max_ghz <= self.f_min_ghz:
+            raise ValueError(
+                f"f_max_ghz: must be > f_min_ghz = {self.f_min_ghz}, got {self.f_max_ghz}"
+            )
+        check_choice("participation", self.participation, PARTICIPATION_RULES)
 
 
 def _frozen_array(values: object, name: str, ndim: int) -> np.ndarray:
@@ -229,16 +287,17 @@ class Market:
         else:
             types = np.linspace(params.theta_min, params.theta_max, k)
         prior = np.full(k, 1.0 / k) if params.prior is None else np.asarray(list(params.prior))
-        transition = (
-            neighbour_transition(k, params.transition_stay)
-            if params.transition is None
-            else np.asarray([list(row) for row in params.transition], dtype=float)
-        )
+        if params.transition is not None:
+            transition = np.asarray([list(row) for row in params.transition], dtype=float)
+        elif params.persistence is not None:
+            transition = persistence_transition(k, params.persistence, prior)
+        else:
+            transition = neighbour_transition(k, params.transition_stay)
         scalars = {
             f.name: getattr(params, f.name)
             for f in fields(params)
             if f.name not in {"num_types", "theta_min", "theta_max", "types", "prior", "transition"}
-            and f.name != "transition_stay"
+            and f.name not in {"transition_stay", "persistence"}
         }
         return cls(types=types, prior=prior, transition=transition, **scalars)
 
@@ -251,21 +310,30 @@ class Market:
         return Market(**values)
 
 
+_PERSISTENT = {"persistence": None, "participation": "per_period"}
+_UNCORRELATED = {"persistence": 0.0, "participation": "per_period", "discount": 0.9}
 NAMED_MARKETS = {
+    # the defaults table: a strong reversal of willingness (p = -0.8) with ex ante
+    # participation and discount 0.5, where the dynamic contract pays (docs/contract-model.md)
     "default": MarketParams(),
     "paper": MarketParams(num_types=5),
-    # the defaults table's neighbour transition (stay 0.7): kept under its own name
-    "persistent": MarketParams(),
-    "persistent_paper": MarketParams(num_types=5),
+    # the earlier default: neighbour transition (stay 0.7), per-period participation,
+    # discount 0.9, where a static menu is within 0.1 % of the dynamic optimum
+    "persistent": MarketParams(discount=0.9, **_PERSISTENT),
+    "persistent_paper": MarketParams(num_types=5, discount=0.9, **_PERSISTENT),
+    # i.i.d. types (persistence 0): every row of P is the prior
+    "uncorrelated": MarketParams(**_UNCORRELATED),
+    "uncorrelated_paper": MarketParams(num_types=5, **_UNCORRELATED),
+    # the default's family name (benchmark tables use it)
+    "reversal": MarketParams(),
+    "reversal_paper": MarketParams(num_types=5),
 }
-# fed_agent/contracts/families.py adds the members of the persistence family (uncorrelated,
-# reversal and their *_paper siblings) when the package is imported.
 
 
 def named_market(name: str, participation: str | None = None) -> Market:
     """The fixed market called ``name`` (a key of ``NAMED_MARKETS``): ``"default"`` (K = 3),
-    ``"paper"`` (K = 5), and the persistence-family members ``persistent``, ``uncorrelated``
-    and ``reversal`` with their K = 5 ``*_paper`` siblings."""
+    ``"paper"`` (its K = 5 sibling), ``persistent`` (the earlier default), ``uncorrelated``
+    and ``reversal`` (= default), each with a K = 5 ``*_paper`` sibling."""
     check_choice("market", name, NAMED_MARKETS)
     market = Market.from_params(NAMED_MARKETS[name])
     return market if participation is None else market.replace(participation=participation)
@@ -275,9 +343,10 @@ def named_market(name: str, participation: str | None = None) -> Market:
 class MarketRanges:
     """Ranges (low, high) of domain randomisation around the defaults of ``MarketParams``.
 
-    ``transition`` is ``"neighbour"`` (the default structure with a random diagonal, whose
-    rows dominate each other stochastically for ``stay >= 0.5``) or ``"dirichlet"`` (any
-    row-stochastic matrix, rows drawn from a Dirichlet distribution).
+    ``transition`` is ``"neighbour"`` (the neighbour structure with a random diagonal, whose
+    rows dominate each other stochastically for ``stay >= 0.5``), ``"persistence"`` (the
+    persistence family around the drawn prior, p drawn from ``persistence``) or
+    ``"dirichlet"`` (any row-stochastic matrix, rows drawn from a Dirichlet distribution).
     """
 
     theta_min: tuple[float, float] = (0.1, 0.5)
@@ -285,6 +354,7 @@ class MarketRanges:
     prior_concentration: float = 5.0
     transition: str = "neighbour"
     transition_stay: tuple[float, float] = (0.5, 0.9)
+    persistence: tuple[float, float] = (-1.0, 1.0)
     discount: tuple[float, float] = (0.5, 1.0)
     workload_gcycles: tuple[float, float] = (10.0, 30.0)
     module_bytes: tuple[float, float] = (1e6, 8e6)
@@ -294,7 +364,7 @@ class MarketRanges:
     participation: str = "per_period"
 
     def __post_init__(self) -> None:
-        check_choice("transition", self.transition, ("neighbour", "dirichlet"))
+        check_choice("transition", self.transition, ("neighbour", "persistence", "dirichlet"))
         check_choice("participation", self.participation, PARTICIPATION_RULES)
 
 
@@ -313,6 +383,10 @@ def sample_market(rng: np.random.Generator, ranges: MarketRanges, num_types: int
     prior = (prior + 0.01) / (prior + 0.01).sum()
     if ranges.transition == "neighbour":
         transition = neighbour_transition(num_types, draw(ranges.transition_stay))
+    elif ranges.transition == "persistence":
+        # around the uniform distribution: the drawn prior stands for the cloud's belief
+        # about one ES (a federation market), not for how types move
+        transition = persistence_transition(num_types, draw(ranges.persistence))
     else:
         transition = rng.dirichlet(np.ones(num_types), size=num_types)
     params = MarketParams(
@@ -329,3 +403,35 @@ def sample_market(rng: np.random.Generator, ranges: MarketRanges, num_types: int
         participation=ranges.participation,
     )
     return Market.from_params(params)
+
+
+def federation_ranges(params: MarketParams) -> MarketRanges:
+    """The per-ES markets a federated run builds around the configured market.
+
+    Each ES's market has the configured economics, with its own workload (public, varying
+    around W), its measured module upload and the cloud's belief about its type as the prior
+    (uniform before its first choice, a row of P after), so: workload, module size and prior
+    vary, everything else is the configured market's.
+    """
+
+    def fixed(value: float) -> tuple[float, float]:
+        return (value, value)
+
+    structure = (
+        {"transition": "persistence", "persistence": fixed(params.persistence)}
+        if params.persistence is not None
+        else {"transition": "neighbour", "transition_stay": fixed(params.transition_stay)}
+    )
+    return MarketRanges(
+        theta_min=fixed(params.theta_min),
+        theta_span=fixed(params.theta_max - params.theta_min),
+        prior_concentration=1.0,
+        discount=fixed(params.discount),
+        workload_gcycles=(0.5 * params.workload_gcycles, 1.5 * params.workload_gcycles),
+        module_bytes=(5e4, 2e7),
+        kappa=fixed(params.kappa),
+        omega=fixed(params.omega),
+        t_max_s=fixed(params.t_max_s),
+        participation=params.participation,
+        **structure,
+    )

@@ -116,10 +116,14 @@ def minimal_payments_stacked(
     if unknown.size:
         blocks = _StackedBlocks(f[unknown], [markets[r] for r in unknown])
         rows = np.union1d(rows[known[rows]], unknown[blocks.implementable()])
-    if rows.size == 0:
-        return rewards
-    blocks = _StackedBlocks(f[rows], [markets[r] for r in rows])
-    rewards[rows] = blocks.least_rewards()
+    pending = [rows] if rows.size else []
+    while pending:  # a block the feasibility test passed at its tolerance may still fail
+        part = pending.pop()
+        priced = _StackedBlocks(f[part], [markets[r] for r in part]).least_rewards()
+        if priced is not None:
+            rewards[part] = priced
+        elif part.size > 1:
+            pending += [part[: part.size // 2], part[part.size // 2 :]]
     return rewards
 
 
@@ -167,8 +171,8 @@ class _StackedBlocks:
             raise RuntimeError(f"feasibility LP failed: {result.message}")
         return result.x[-blocks:] <= FEASIBILITY_SLACK
 
-    def least_rewards(self) -> np.ndarray:
-        """(B, K + K^2) least-cost rewards of blocks that are all implementable."""
+    def least_rewards(self) -> np.ndarray | None:
+        """(B, K + K^2) least-cost rewards; None when some block is not implementable."""
         result = linprog(
             self.objective,
             A_ub=self.a_ub,
@@ -178,7 +182,7 @@ class _StackedBlocks:
             options=HIGHS_OPTIONS,
         )
         if result.status != 0:
-            raise RuntimeError(f"stacked minimal payment LP failed: {result.message}")
+            return None
         return np.maximum(result.x.reshape(self.shape), 0.0)
 
 

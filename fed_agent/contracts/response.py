@@ -72,18 +72,21 @@ def period2_choice(
     report: int,
     period2_type: int,
     tol: float = TIE_TOLERANCE,
+    forfeit: float | None = None,
 ) -> int | None:
     """Item the ES picks in period 2 after period-1 ``report`` given its period-2 type.
 
-    Under ``ex_ante`` participation the ES is committed and always picks an item.
+    Under ``ex_ante`` participation the ES is committed: with ``forfeit`` None (the contract
+    model) it always picks an item; with ``forfeit`` the pay it would lose by walking away
+    (the period-1 pay the federation holds back), it picks its best item if that loses no
+    more than ``forfeit``, and otherwise walks away (None).
     """
     theta = float(market.types[period2_type])
     if market.participation == "ex_ante":
         values = es_period_utility(contract.r2[report], contract.f2[report], theta, market)
         tie = tol * (1.0 + float(np.max(contract.r2[report])))
-        return _pick(
-            values, contract.f2[report], np.ones_like(values, dtype=bool), period2_type, tie
-        )
+        floor = -np.inf if forfeit is None else -float(forfeit) - tie
+        return _pick(values, contract.f2[report], values >= floor, period2_type, tie)
     return best_response(contract.period2_menu(report), theta, market, period2_type, tol)
 
 

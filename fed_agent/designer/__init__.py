@@ -14,7 +14,6 @@ from fed_agent.designer.designer import (
     EvaluationSet,
     ProposedMenus,
     heldout_markets,
-    safe_contract,
 )
 from fed_agent.designer.mdp import (
     action_dim,
@@ -38,7 +37,6 @@ __all__ = [
     "designer_reward",
     "heldout_markets",
     "menus_to_actions",
-    "safe_contract",
     "state_dim",
     "state_features",
     "train_designer",

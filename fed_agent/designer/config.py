@@ -6,7 +6,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fed_agent.choices import check_choice
-from fed_agent.contracts import NAMED_MARKETS, MarketRanges, named_market
+from fed_agent.contracts import (
+    NAMED_MARKETS,
+    MarketParams,
+    MarketRanges,
+    federation_ranges,
+    named_market,
+)
 from fed_agent.rl.gaussian_sac import GaussianSACConfig
 from fed_agent.rl.ppo import PPOConfig
 from fed_agent.rl.sac import EDMSACConfig
@@ -14,21 +20,8 @@ from fed_agent.rl.sac import EDMSACConfig
 DESIGNERS = ("edmsac", "dmsac", "sac", "ppo")
 TRAINING_RANGES = {
     "random": MarketRanges(),
-    # the neighbourhood of the default market that a federated run designs for: the default
-    # economics, with each ES's workload, module upload and the cloud's belief about its type
-    # (the prior) varying
-    "federation": MarketRanges(
-        theta_min=(0.2, 0.2),
-        theta_span=(1.8, 1.8),
-        prior_concentration=1.0,
-        transition_stay=(0.7, 0.7),
-        discount=(0.9, 0.9),
-        workload_gcycles=(10.0, 30.0),
-        module_bytes=(5e4, 2e7),
-        kappa=(0.2, 0.2),
-        omega=(30.0, 30.0),
-        t_max_s=(25.0, 25.0),
-    ),
+    # the per-ES markets a federated run on the default market designs for
+    "federation": federation_ranges(MarketParams()),
 }
 
 

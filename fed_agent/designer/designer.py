@@ -29,7 +29,7 @@ from fed_agent.contracts import (
     cloud_utility_batch,
     sample_market,
 )
-from fed_agent.contracts.pricing import PricedMenus, price_menus
+from fed_agent.contracts.pricing import PricedMenus, price_menus, reference_menus
 from fed_agent.contracts.solvers import optimal_contract
 from fed_agent.designer.config import DESIGNERS, TRAINING_RANGES, DesignerConfig
 from fed_agent.designer.mdp import (
@@ -88,14 +88,6 @@ def build_learner(config: DesignerConfig, seed: int) -> Learner:
     raise AssertionError(f"unreachable: {name}")
 
 
-def safe_contract(market: Market) -> DynamicContract:
-    """Everyone gets f_lo paid its cost to the least willing type: always implementable."""
-    k = market.num_types
-    f = np.full(k * (k + 1), market.f_lower_ghz)
-    reward = market.kappa * market.workload_gcycles * market.f_lower_ghz**2 / market.types[0]
-    return DynamicContract.from_flat(f, np.full_like(f, reward), k)
-
-
 @dataclass(frozen=True)
 class ProposedMenus:
     """Contracts for B markets as stacked arrays.
@@ -109,7 +101,7 @@ class ProposedMenus:
     certified : np.ndarray
         (B,) rewards from the certified closed form (else from the LP).
     replaced : np.ndarray
-        (B,) the designed menu was not implementable and the safe contract was used.
+        (B,) the designed menu was not implementable and the pooling reference was used.
     utility : np.ndarray
         (B,) expected cloud utility per ES of each contract.
     """
@@ -130,17 +122,17 @@ class ProposedMenus:
         ]
 
     @classmethod
-    def from_priced(
-        cls, priced: PricedMenus, markets: Sequence[Market], batch: MarketBatch
-    ) -> ProposedMenus:
-        """Priced menus, with the safe contract where a menu is not implementable."""
-        f1, r1, f2, r2 = (a.copy() for a in (priced.f1, priced.r1, priced.f2, priced.r2))
+    def from_priced(cls, priced: PricedMenus, batch: MarketBatch) -> ProposedMenus:
+        """Priced menus, with the pooling reference where a menu is not implementable."""
         replaced = ~priced.implementable
-        for row in np.flatnonzero(replaced):
-            safe = safe_contract(markets[row])
-            f1[row], r1[row], f2[row], r2[row] = safe.f1, safe.r1, safe.f2, safe.r2
-        utility = cloud_utility_batch(f1, r1, f2, r2, batch)
-        return cls(f1, r1, f2, r2, priced.certified, replaced, utility)
+        menus = []
+        for designed, reference in zip(
+            (priced.f1, priced.r1, priced.f2, priced.r2), reference_menus(batch), strict=True
+        ):
+            mask = replaced.reshape(-1, *([1] * (designed.ndim - 1)))
+            menus.append(np.where(mask, reference, designed))
+        utility = cloud_utility_batch(*menus, batch)
+        return cls(*menus, priced.certified, replaced, utility)
 
 
 @dataclass(frozen=True)
@@ -210,11 +202,11 @@ class ContractDesigner:
         """Contracts for ``markets`` as stacked arrays, designed in one batched pass.
 
         Menus from the policy, least-cost rewards from :func:`price_menus` (closed form
-        where certified, one stacked LP for the rest), the safe contract where a menu is
-        not implementable.
+        where certified, one stacked LP for the rest), the pooling reference contract where a
+        menu is not implementable.
         """
         batch, f1, f2 = self.design(markets)
-        return ProposedMenus.from_priced(price_menus(f1, f2, markets, batch), markets, batch)
+        return ProposedMenus.from_priced(price_menus(f1, f2, markets, batch), batch)
 
     def propose(self, markets: Sequence[Market]) -> list[DynamicContract]:
         """One implementable, least-cost contract per market (see :meth:`propose_batch`)."""

@@ -14,7 +14,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fed_agent.contracts import Market, MarketBatch, named_market, sample_market, score_menus
+from fed_agent.contracts import (
+    Market,
+    MarketBatch,
+    cloud_utility_batch,
+    named_market,
+    sample_market,
+    score_menus,
+)
+from fed_agent.contracts.pricing import price_menus, reference_menus
 from fed_agent.designer.config import TRAINING_RANGES
 from fed_agent.designer.designer import (
     ContractDesigner,
@@ -100,6 +108,28 @@ def train_designer(
     return history
 
 
+def menu_scores(
+    f1: np.ndarray, f2: np.ndarray, markets: list[Market], batch: MarketBatch
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cloud utility and violated constraints of training menus, (B,) each.
+
+    The utility is the exact one that proposals will have: the certified closed form, else
+    the minimal payment LP (:func:`price_menus`; on markets with non-monotone transitions
+    the closed form's rewards can be feasible yet dearer than the least). A menu that no
+    rewards implement is worth what the cloud would then offer, the pooling reference
+    (:func:`reference_menus`), with its violation count for the penalty: the closed form's
+    utility of such a menu is too optimistic and would pull the policy towards it.
+    """
+    scored = score_menus(f1, f2, batch)
+    if bool(scored.certified.all()):
+        return scored.utility, scored.violations
+    priced = price_menus(f1, f2, markets, batch, scored)
+    fallback = cloud_utility_batch(*reference_menus(batch), batch)
+    utility = np.where(priced.implementable, priced.utility, fallback)
+    violations = np.where(priced.implementable, 0, np.maximum(scored.violations, 1))
+    return utility, violations
+
+
 def _selection_ratio(
     designer: ContractDesigner,
     validation: EvaluationSet,
@@ -139,22 +169,23 @@ class _Loop:
     def iteration(self, steps: int) -> HistoryRow:
         """One batch of one-step episodes and the learner's updates; namespaced metrics."""
         learner: Learner = self.designer.learner
-        batch = MarketBatch.from_markets(self.markets())
+        markets = self.markets()
+        batch = MarketBatch.from_markets(markets)
         states = self.designer.states(batch)
         metrics = _namespaced(learner.begin_episode(states))
         actions, log_probs = self.behaviour(states, steps)
         f1, f2 = actions_to_menus(actions.clamp(-1, 1).numpy().astype(float), batch)
-        scored = score_menus(f1, f2, batch)
+        utility, violations = menu_scores(f1, f2, markets, batch)
         reward = designer_reward(
-            scored.utility,
-            scored.violations,
+            utility,
+            violations,
             batch,
             self.config.reward_scale_frac,
             self.config.violation_penalty,
         )
         rewards = torch.from_numpy(reward.astype(np.float32))
         metrics["designer/reward"] = float(reward.mean())
-        metrics["designer/feasible_frac"] = float(np.mean(scored.violations == 0))
+        metrics["designer/feasible_frac"] = float(np.mean(violations == 0))
         if learner.on_policy:
             return metrics | self.learn_on_policy(states, actions, log_probs, rewards)
         self.buffer.add(one_step_batch(states, actions, rewards))

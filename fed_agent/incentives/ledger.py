@@ -14,7 +14,8 @@ import pandas as pd
 
 from fed_agent.outputs import write_table_atomic
 
-STATUSES = ("declined", "not_selected", "paid", "rejected", "no_reply")
+STATUSES = ("no_offer", "declined", "not_selected", "paid", "rejected", "no_reply", "forfeit")
+"""``forfeit``: an ES engaged ex ante vanished before period 2; its held pay is forfeited."""
 
 
 @dataclass
@@ -36,6 +37,15 @@ class LedgerEntry:
     wall_s: float = 0.0
     belief_on_revealed_type: float = float("nan")
     reason: str = ""
+    offer_source: str = ""
+    """Who designed the contract offered: designer (the policy), fallback (the guard's
+    reference was better) or no_offer (even the better one would lose money)."""
+    held: float = 0.0
+    """Pay earned this round but held back until the epoch's period-2 work is delivered."""
+    released: float = 0.0
+    """Earlier held pay paid out this round (included in ``paid``)."""
+    forfeited: float = 0.0
+    """Held pay the ES lost by not delivering its period-2 work."""
 
 
 class Ledger:
@@ -72,14 +82,23 @@ class Ledger:
         """
         rows = [e for e in self.entries if e.round == server_round]
         paid = [e for e in rows if e.status == "paid"]
+        offered = [e for e in rows if e.status not in ("no_offer", "forfeit")]
         accepted = [e for e in rows if e.item >= 0]  # took an item (chosen or not)
-        offered = len(rows)
+        earned = float(sum(e.paid - e.released + e.held for e in paid))
         return {
-            "offers": offered,
+            "offers": len(offered),
+            "no_offers": len(rows) - len(offered),
             "participants": len(paid),
-            "participation_rate": len(accepted) / offered if offered else 0.0,
-            "payments": float(sum(e.paid for e in paid)),
-            "cloud_utility": float(sum(e.cloud_value - e.paid for e in paid)),
+            "participation_rate": len(accepted) / len(offered) if offered else 0.0,
+            # what this round's work earns, whether paid now or held back to period 2
+            "payments": earned,
+            "cash_paid": float(sum(e.paid for e in rows)),
+            "held": float(sum(e.held for e in rows)),
+            "forfeited": float(sum(e.forfeited for e in rows)),
+            # value of the work minus its pay; held pay an ES forfeits comes back to the cloud
+            "cloud_utility": float(sum(e.cloud_value for e in paid))
+            - earned
+            + float(sum(e.forfeited for e in rows)),
             "round_latency_model_s": float(max((e.modelled_latency_s for e in paid), default=0.0)),
             "es_utility_mean": float(np.mean([e.es_utility for e in paid])) if paid else 0.0,
             "belief_accuracy": float(

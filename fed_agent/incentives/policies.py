@@ -1,17 +1,22 @@
 """Contract policies: who designs each ES's two-period contract, by name.
 
-Every policy maps a batch of per-ES markets to one DynamicContract per market, so the round
+Every policy maps a batch of per-ES markets to what the cloud offers each ES, so the round
 logic is the same for all of them: the learned designers (EDMSAC, DMSAC), the exact references
-of the contract model, and plain FedAvg's flat fee for a fixed effort.
+of the contract model, and plain FedAvg's flat fee for a fixed effort. Contract designers
+(learned and exact) go through the guard (``fed_agent.incentives.guard``): their proposal is
+priced, compared with a cheap reference, and withdrawn where it would lose money.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.metadata
 import json
+import time
 import urllib.parse
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,17 +24,43 @@ import numpy as np
 from fed_agent.choices import check_choice
 from fed_agent.contracts import DynamicContract, Market, solve_reference
 from fed_agent.incentives.config import POLICIES, IncentiveConfig
+from fed_agent.incentives.guard import GuardedOffers, guard_offers, unguarded_offers
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
-SHIPPED_CHECKPOINTS = {"edmsac": "edmsac_federation.npz", "dmsac": "dmsac_federation.npz"}
-"""Designers trained on federation-like markets (``--market federation``): each ES's market
-differs from the configured one by its workload, upload and the cloud's belief, on which the
-default-market specialist ``edmsac_default.npz`` does worse (docs/designer.md, "The shipped
-checkpoints", has the figures)."""
+LEARNED_POLICIES = ("edmsac", "dmsac")
+CHECKPOINT_TEMPLATE = "{policy}_federation_k{num_types}.npz"
+"""Shipped designers, one per learner and K, trained on federation-like markets
+(``--market federation``): each ES's market differs from the configured one by its workload,
+upload and the cloud's belief (docs/designer.md, "The shipped checkpoints", has the figures)."""
 ORACLE_POLICIES = frozenset({"complete_information"})
 """Policies that see each ES's type (a simulation-only upper bound): the ES reveals it."""
+UNGUARDED_POLICIES = frozenset({"fedavg_flat_fee", "complete_information"})
+"""Not contract designs, so not guarded: the flat fee is the no-contract baseline as is, and
+the oracle's contract is not incentive compatible by construction."""
+PRICED_POLICIES = frozenset({"edmsac", "dmsac", "optimal", "static", "uniform"})
+"""Policies whose rewards are the least-cost rewards of their f: the guard verifies them."""
 
-Policy = Callable[[Sequence[Market]], list[DynamicContract]]
+
+@dataclass(frozen=True)
+class ContractPolicy:
+    """A named policy: designs contracts for markets, then (if guarded) the guard decides.
+
+    Calling it with the markets of a round returns the :class:`GuardedOffers`.
+    """
+
+    name: str
+    design: Callable[[Sequence[Market]], list[DynamicContract]]
+
+    def __call__(self, markets: Sequence[Market]) -> GuardedOffers:
+        start = time.perf_counter()
+        proposals = self.design(markets)
+        designed = time.perf_counter()
+        if self.name in UNGUARDED_POLICIES:
+            offers = unguarded_offers(markets, proposals)
+        else:
+            offers = guard_offers(markets, proposals, priced=self.name in PRICED_POLICIES)
+        timing = {"design_s": designed - start, "guard_s": time.perf_counter() - designed}
+        return dataclasses.replace(offers, **timing)
 
 
 def flat_fee_contract(market: Market, f_ghz: float, fee: float) -> DynamicContract:
@@ -58,39 +89,68 @@ def _installed_assets() -> Path | None:
     return Path(str(dist.locate_file("fed_agent/assets")))
 
 
-def shipped_checkpoint(policy: str) -> Path:
-    """The shipped checkpoint of a learned policy, next to this code or in the installation."""
-    name = SHIPPED_CHECKPOINTS[policy]
-    places = [ASSETS, _installed_assets()]
+def shipped_checkpoint(policy: str, num_types: int) -> Path:
+    """The shipped checkpoint of a learned policy for K types, next to this code or in the
+    installation; a missing K names the K values that exist and how to train one."""
+    name = CHECKPOINT_TEMPLATE.format(policy=policy, num_types=num_types)
+    places = list(dict.fromkeys(p for p in (ASSETS, _installed_assets()) if p is not None))
     for folder in places:
-        if folder is not None and (folder / name).is_file():
+        if (folder / name).is_file():
             return folder / name
+    shipped = sorted({k for folder in places for k in _shipped_types(folder, policy)})
     raise FileNotFoundError(
-        f"shipped designer checkpoint {name} not found in {[str(p) for p in places if p]}; "
-        "reinstall fed-agent or set incentive.designer_checkpoint"
+        f"no shipped {policy} designer for K = {num_types} types ({name} not found in "
+        f"{[str(p) for p in places]}); shipped K values: {shipped}. Train one with "
+        f"`fed-agent designer train --algorithm {policy} --market federation "
+        f"--num-types {num_types} --out PATH` and set incentive.designer_checkpoint=PATH"
     )
 
 
+def _shipped_types(folder: Path, policy: str) -> list[int]:
+    prefix, suffix = CHECKPOINT_TEMPLATE.split("{num_types}")
+    prefix = prefix.format(policy=policy)
+    return [
+        int(path.name[len(prefix) : -len(suffix)])
+        for path in folder.glob(f"{prefix}*{suffix}")
+        if path.name[len(prefix) : -len(suffix)].isdigit()
+    ]
+
+
+def designer_checkpoint(cfg: IncentiveConfig, num_types: int) -> Path:
+    """The checkpoint a learned policy loads: the configured one, or the shipped one for K."""
+    if cfg.designer_checkpoint:
+        path = Path(cfg.designer_checkpoint)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"incentive.designer_checkpoint={path} does not exist; train one with "
+                "`fed-agent designer train --out PATH`"
+            )
+        return path
+    return shipped_checkpoint(cfg.policy, num_types)
+
+
 @functools.lru_cache(maxsize=4)
-def _designer(path: str):
+def _designer(path: str, num_types: int):
     from fed_agent.designer import ContractDesigner  # torch only when a learned policy is used
 
-    if not Path(path).is_file():
-        raise FileNotFoundError(
-            f"designer checkpoint {path} does not exist; train one with "
-            "`fed-agent designer train --out PATH` and set incentive.designer_checkpoint"
+    designer = ContractDesigner.load(path)
+    if designer.num_types != num_types:
+        raise ValueError(
+            f"designer checkpoint {path} serves K = {designer.num_types} types, the market "
+            f"has K = {num_types}; train one with `fed-agent designer train --num-types "
+            f"{num_types} --out PATH`"
         )
-    return ContractDesigner.load(path)
+    return designer
 
 
-def make_policy(cfg: IncentiveConfig) -> Policy:
-    """The contract policy named by ``cfg.policy``."""
+def make_policy(cfg: IncentiveConfig, num_types: int) -> ContractPolicy:
+    """The contract policy named by ``cfg.policy`` for markets of K = ``num_types`` types."""
     name = check_choice("incentive.policy", cfg.policy, POLICIES)
     if name == "fedavg_flat_fee":
-        return lambda markets: [
-            flat_fee_contract(m, cfg.flat_fee_f_ghz, cfg.flat_fee) for m in markets
-        ]
-    if name in ("edmsac", "dmsac"):
-        designer = _designer(str(cfg.designer_checkpoint or shipped_checkpoint(name)))
-        return designer.propose
-    return lambda markets: [solve_reference(name, m).contract for m in markets]
+        return ContractPolicy(
+            name, lambda ms: [flat_fee_contract(m, cfg.flat_fee_f_ghz, cfg.flat_fee) for m in ms]
+        )
+    if name in LEARNED_POLICIES:
+        designer = _designer(str(designer_checkpoint(cfg, num_types)), num_types)
+        return ContractPolicy(name, designer.propose)
+    return ContractPolicy(name, lambda ms: [solve_reference(name, m).contract for m in ms])

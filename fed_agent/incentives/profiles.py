@@ -95,9 +95,11 @@ def es_market(
     )
     if module_bytes is not None:
         changes["module_bytes"] = float(module_bytes)
-    if belief is not None:
-        changes["prior"] = [float(p) for p in belief]
-    return Market.from_params(dataclasses.replace(params, **changes))
+    market = Market.from_params(dataclasses.replace(params, **changes))
+    if belief is None:
+        return market
+    # the belief replaces the prior; the type dynamics stay the configured market's
+    return market.replace(prior=np.asarray(belief, dtype=float))
 
 
 def period_of_round(server_round: int, rounds_per_period: int) -> tuple[int, int]:

@@ -23,7 +23,7 @@ from fed_agent.contracts import (
 
 @pytest.fixture(scope="module")
 def optimum():
-    market = named_market("default")
+    market = named_market("persistent")
     return market, optimal_contract(market).contract
 
 
@@ -56,7 +56,7 @@ def test_audit_reports_a_raised_low_item_as_intertemporal_ic(optimum) -> None:
 
 
 def test_audit_reports_bounds_and_period2_ic() -> None:
-    market = named_market("default")
+    market = named_market("persistent")
     contract = DynamicContract(
         f1=np.array([0.5, 2.0, 3.0]),
         r1=np.array([10.0, 20.0, 30.0]),
@@ -84,7 +84,7 @@ def test_optimum_is_truthful_and_rents_match(optimum) -> None:
 
 
 def test_best_response_declines_and_breaks_ties() -> None:
-    market = named_market("default")
+    market = named_market("persistent")
     # c(2 GHz) = 0.2 * 20 * 4 = 16 and c(1 GHz) = 4
     menu = [ContractItem(2.0, 16.0 / 1.1), ContractItem(1.0, 4.0 / 1.1)]
     # type 1.1 gets 0 from both: a tie goes to the higher f, or to the intended item

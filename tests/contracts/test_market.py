@@ -12,7 +12,7 @@ from fed_agent.contracts import Market, MarketParams, named_market, neighbour_tr
 
 
 def test_default_market_matches_the_defaults_table() -> None:
-    market = named_market("default")
+    market = named_market("persistent")
     np.testing.assert_allclose(market.types, [0.2, 1.1, 2.0])
     np.testing.assert_allclose(market.prior, [1 / 3] * 3)
     np.testing.assert_allclose(
@@ -20,14 +20,14 @@ def test_default_market_matches_the_defaults_table() -> None:
     )
     assert (market.discount, market.workload_gcycles, market.kappa) == (0.9, 20.0, 0.2)
     assert (market.omega, market.t_max_s, market.participation) == (30.0, 25.0, "per_period")
-    assert named_market("paper").num_types == 5
+    assert named_market("persistent_paper").num_types == 5
 
 
 def test_uplink_rate_and_upload_time_by_hand() -> None:
     # 23 dBm = 0.19953 W, -100 dBm = 1e-13 W: SNR = 0.19953 * 1e-8 / 1e-13 = 19952.6
     snr = 10 ** (-0.7) * 1e-8 / 1e-13
     rate = 20e6 * np.log2(1 + snr)
-    market = named_market("default")
+    market = named_market("persistent")
     assert market.uplink_rate_bps == pytest.approx(rate, rel=1e-12)
     assert market.uplink_rate_bps == pytest.approx(285.6e6, rel=1e-3)
     assert market.upload_s == pytest.approx(16e6 / rate, rel=1e-12)
@@ -43,7 +43,7 @@ def test_latency_and_energy_by_hand() -> None:
 
 
 def test_effective_lower_bound_is_raised_when_the_latency_bound_needs_it() -> None:
-    market = named_market("default")
+    market = named_market("persistent")
     assert market.f_lower_ghz == 1.0
     tight = market.replace(t_max_s=5.0)  # needs 20 / f < 6 - S/r
     expected = 20.0 / (6.0 - tight.upload_s - 1e-3)
@@ -72,7 +72,7 @@ def test_explicit_params_override_generated_values() -> None:
 
 
 def _market(**changes: object) -> Market:
-    return named_market("default").replace(**changes)
+    return named_market("persistent").replace(**changes)
 
 
 @pytest.mark.parametrize(
@@ -107,7 +107,7 @@ def test_unknown_market_name_lists_the_choices() -> None:
 
 
 def test_market_arrays_are_read_only() -> None:
-    market = named_market("default")
+    market = named_market("persistent")
     with pytest.raises(ValueError):
         market.types[0] = 5.0
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -40,7 +40,7 @@ def test_one_period_rewards_by_hand() -> None:
 
 
 def test_period2_rents_chain_up_from_the_lowest_type() -> None:
-    market = named_market("default")
+    market = named_market("persistent")
     f1 = np.array([1.0, 2.0, 3.0])
     f2 = np.tile([1.5, 2.0, 2.5], (3, 1))
     contract = minimal_payments(f1, f2, market)
@@ -53,7 +53,7 @@ def test_period2_rents_chain_up_from_the_lowest_type() -> None:
 
 
 def test_decreasing_period2_menu_is_not_implementable() -> None:
-    market = named_market("default")
+    market = named_market("persistent")
     f2 = np.tile([3.0, 2.0, 2.5], (3, 1))
     assert minimal_payments(np.array([1.0, 2.0, 3.0]), f2, market) is None
     _, _, feasible = minimal_payments_batch(np.array([[1.0, 2.0, 3.0]]), f2[None], market)
@@ -61,7 +61,7 @@ def test_decreasing_period2_menu_is_not_implementable() -> None:
 
 
 def test_out_of_bounds_menu_is_refused() -> None:
-    market = named_market("default")
+    market = named_market("persistent")
     assert minimal_payments(np.array([0.5, 2.0, 3.0]), np.full((3, 3), 2.0), market) is None
 
 
@@ -99,7 +99,7 @@ def test_batch_closed_form_is_exact_near_the_optimum() -> None:
     # Optimal menus are regular (only downward constraints bind): the vectorised closed form
     # must reproduce the LP rewards there without any fallback.
     for participation in PARTICIPATION_RULES:
-        market = named_market("paper", participation)
+        market = named_market("persistent_paper", participation)
         optimum = optimal_contract(market).contract
         rng = np.random.default_rng(0)
         f1 = np.clip(optimum.f1 + rng.normal(0, 0.01, (64, 5)), 1.0, 5.0)
@@ -115,13 +115,13 @@ def test_batch_closed_form_is_exact_near_the_optimum() -> None:
 
 
 def test_batch_shapes_are_checked() -> None:
-    market = named_market("default")
+    market = named_market("persistent")
     with pytest.raises(ValueError, match="f1/f2"):
         score_f_menus(np.ones((4, 2)), np.ones((4, 3, 3)), market)
 
 
 def test_infeasible_menus_are_scored_with_their_violation_count() -> None:
-    market = named_market("default")
+    market = named_market("persistent")
     f1 = np.array([[3.0, 2.0, 1.0]])  # decreasing: higher types mimic the lowest
     f2 = np.tile([3.0, 2.0, 1.0], (1, 3, 1))
     values, violations = score_f_menus(f1, f2, market)

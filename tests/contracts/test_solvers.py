@@ -55,7 +55,7 @@ def one_period_screening_value(market: Market, weights: np.ndarray) -> tuple[np.
 
 @pytest.mark.parametrize("participation", PARTICIPATION_RULES)
 def test_zero_discount_reduces_to_one_period_screening(participation: str) -> None:
-    market = named_market("paper", participation).replace(discount=0.0)
+    market = named_market("persistent_paper", participation).replace(discount=0.0)
     f, value = one_period_screening_value(market, market.prior)
     solution = optimal_contract(market)
     assert solution.cloud_utility == pytest.approx(value, rel=1e-7)
@@ -65,7 +65,7 @@ def test_zero_discount_reduces_to_one_period_screening(participation: str) -> No
 @pytest.mark.parametrize("participation", PARTICIPATION_RULES)
 def test_identity_transition_repeats_the_static_screening_contract(participation: str) -> None:
     # Perfectly persistent types: the optimum repeats the one-period optimum (Baron-Besanko).
-    market = named_market("default", participation).replace(transition=np.eye(3))
+    market = named_market("persistent", participation).replace(transition=np.eye(3))
     _, value = one_period_screening_value(market, market.prior)
     optimum = optimal_contract(market)
     assert optimum.cloud_utility == pytest.approx((1 + market.discount) * value, rel=1e-7)
@@ -74,7 +74,7 @@ def test_identity_transition_repeats_the_static_screening_contract(participation
 
 
 def test_complete_information_solves_the_first_order_condition() -> None:
-    market = named_market("default")
+    market = named_market("persistent")
     solution = complete_information(market)
     a = 1 + market.t_max_s - market.upload_s
     for theta, f in zip(market.types, solution.contract.f1, strict=True):
@@ -158,13 +158,13 @@ def test_references_are_feasible_and_ordered(name: str, participation: str) -> N
 
 def test_default_market_figures_are_pinned() -> None:
     # Regression values of the exact optimum (docs/contract-model.md quotes them).
-    assert optimal_contract(named_market("default")).cloud_utility == pytest.approx(
+    assert optimal_contract(named_market("persistent")).cloud_utility == pytest.approx(
         89.7093047, abs=1e-5
     )
-    assert optimal_contract(named_market("default", "ex_ante")).cloud_utility == pytest.approx(
+    assert optimal_contract(named_market("persistent", "ex_ante")).cloud_utility == pytest.approx(
         94.1431098, abs=1e-5
     )
-    assert complete_information(named_market("default")).cloud_utility == pytest.approx(
+    assert complete_information(named_market("persistent")).cloud_utility == pytest.approx(
         116.596999, abs=1e-5
     )
 
@@ -177,7 +177,7 @@ def test_ex_ante_participation_is_worth_at_least_per_period() -> None:
 
 
 def test_paper_scale_optimum_is_fast() -> None:
-    market = named_market("paper")
+    market = named_market("persistent_paper")
     optimal_contract(market)  # warm caches and imports
     start = time.perf_counter()
     solution = optimal_contract(market)
@@ -187,4 +187,4 @@ def test_paper_scale_optimum_is_fast() -> None:
 
 def test_unknown_reference_lists_the_choices() -> None:
     with pytest.raises(ValueError, match="complete_information.*uniform"):
-        solve_reference("best", named_market("default"))
+        solve_reference("best", named_market("persistent"))

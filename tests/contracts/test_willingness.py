@@ -15,7 +15,7 @@ def test_identity_chain_keeps_every_type() -> None:
 
 
 def test_empirical_transitions_match_the_matrix() -> None:
-    market = named_market("default")
+    market = named_market("persistent")
     rng = np.random.default_rng(1)
     path = willingness_path(market, rng, 50, num_es=400).reshape(400, -1)
     counts = np.zeros((3, 3))

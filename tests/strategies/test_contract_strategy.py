@@ -7,9 +7,10 @@ import pytest
 from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
 from fed_agent.config import load_config
-from fed_agent.contracts import value_of_work
+from fed_agent.contracts import DynamicContract, cloud_utility, value_of_work
+from fed_agent.incentives.guard import FALLBACK, NO_OFFER
 from fed_agent.incentives.ledger import Ledger
-from fed_agent.incentives.policies import make_policy
+from fed_agent.incentives.policies import ContractPolicy, make_policy
 from fed_agent.outputs import RunOutputs
 from fed_agent.protocol import ARRAYS, CONFIG, METRICS, TrainInstruction, TrainReply
 from strategies.contract_strategy import ContractStrategy
@@ -23,7 +24,7 @@ def make_strategy(tmp_path, module, overrides: str, **settings):
     cfg = load_config("smoke", overrides)
     outputs = RunOutputs.create(str(tmp_path), "run")
     ledger = Ledger(outputs.root / "ledger.csv")
-    policy = make_policy(cfg.incentive)
+    policy = make_policy(cfg.incentive, cfg.market.num_types)
     strategy = ContractStrategy(cfg, module, outputs, policy, ledger, **settings)
     return strategy, FakeGrid(NODES, "smoke", overrides)
 
@@ -123,7 +124,13 @@ def test_aggregate_is_the_work_weighted_mean_and_accepted_work_is_paid(tmp_path,
     assert len(paid) == 3 and metrics["participants"] == 3
     row = strategy.outputs.rows[-1]
     assert row["payments"] == pytest.approx(sum(e.reward_offered for e in paid))
-    assert row["cloud_utility"] == pytest.approx(sum(e.cloud_value - e.paid for e in paid))
+    assert row["cloud_utility"] == pytest.approx(
+        sum(e.cloud_value - e.reward_offered for e in paid)
+    )
+    # ex ante (the default market): period-1 pay waits for the period-2 work
+    assert all(e.paid == 0 and e.held == e.reward_offered for e in paid)
+    assert any(e.held > 0 for e in paid)
+    assert row["cash_paid"] == 0.0 and row["held"] == pytest.approx(row["payments"])
     assert row["round_latency_model_s"] == pytest.approx(4.0)
     assert (tmp_path / "run" / "ledger.csv").is_file()
 
@@ -164,3 +171,63 @@ def test_period_two_offers_go_to_period_one_participants_with_their_report(tmp_p
         assert instruction.f_ghz in row
     # every type has an individually rational period-2 item, so all three stay
     assert len(messages2) == 3 and strategy._period == 2
+
+
+def bad_policy(markets):
+    """Top effort for everyone at five times the least willing type's cost."""
+    contracts = []
+    for market in markets:
+        k, f = market.num_types, market.f_max_ghz
+        reward = 5 * market.kappa * market.workload_gcycles * f * f / market.types[0]
+        flat = np.full(k * (k + 1), f)
+        contracts.append(DynamicContract.from_flat(flat, np.full(k * (k + 1), reward), k))
+    return contracts
+
+
+@pytest.mark.parametrize("name", ["edmsac", "my_policy"])
+def test_a_loss_making_policy_never_makes_the_cloud_lose_money(tmp_path, smoke_module, name):
+    # "edmsac" is trusted to price exactly (verified); "my_policy" is repriced from its f
+    strategy, grid = make_strategy(tmp_path, smoke_module, "incentive=optimal")
+    strategy.policy = ContractPolicy(name, bad_policy)
+    messages, _ = train_round(strategy, grid, smoke_module)
+    sources = {e.node_id: e.offer_source for e in strategy.ledger.entries}
+    sources |= {n: e.source for n, e in strategy.engagements.items()}
+    assert set(sources.values()) <= {FALLBACK, NO_OFFER} and sources
+    for engagement in strategy.engagements.values():
+        assert cloud_utility(engagement.contract, engagement.market) >= 0
+    replies = [
+        reply_for(m, u) for m, u in zip(messages, honest_updates(smoke_module, 3), strict=True)
+    ]
+    strategy.aggregate_train(1, replies)
+    assert strategy.outputs.rows[-1]["cloud_utility"] >= 0
+    assert strategy.outputs.rows[-1]["guard_s"] > 0
+
+
+def test_a_committed_es_that_walks_away_in_period_two_forfeits_its_held_pay(tmp_path, smoke_module):
+    strategy, grid = make_strategy(tmp_path, smoke_module, "incentive=optimal")
+    messages, _ = train_round(strategy, grid, smoke_module)
+    strategy.aggregate_train(
+        1, [reply_for(m, u) for m, u in zip(messages, honest_updates(smoke_module, 3), strict=True)]
+    )
+    held = {e.node_id: e.held for e in strategy.ledger.entries if e.status == "paid"}
+    assert len(held) == 3 and sum(held.values()) > 0
+    messages2, _ = train_round(strategy, grid, smoke_module, server_round=2)
+    assert len(messages2) == 3
+    # the first ES dies before replying: it forfeits; the others are paid both periods
+    strategy.aggregate_train(
+        2,
+        [
+            reply_for(m, u)
+            for m, u in zip(messages2[1:], honest_updates(smoke_module, 2), strict=True)
+        ],
+    )
+    period2 = {e.node_id: e for e in strategy.ledger.entries if e.round == 2}
+    dead = messages2[0].metadata.dst_node_id
+    assert period2[dead].status == "no_reply" and period2[dead].paid == 0.0
+    assert period2[dead].forfeited == pytest.approx(held[dead])
+    for message in messages2[1:]:
+        entry = period2[message.metadata.dst_node_id]
+        assert entry.status == "paid" and entry.released == pytest.approx(held[entry.node_id])
+        assert entry.paid == pytest.approx(entry.reward_offered + held[entry.node_id])
+    row = strategy.outputs.rows[-1]
+    assert row["forfeited"] == pytest.approx(held[dead])

@@ -1,0 +1,111 @@
+"""The guard never lets a policy make the cloud lose money on an ES."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fed_agent.contracts import (
+    DynamicContract,
+    MarketBatch,
+    MarketRanges,
+    audit,
+    cloud_utility,
+    named_market,
+    optimal_contract,
+    sample_market,
+    solve_reference,
+)
+from fed_agent.contracts.pricing import reference_menus
+from fed_agent.incentives.guard import (
+    DESIGNED,
+    FALLBACK,
+    NO_OFFER,
+    guard_offers,
+)
+
+
+def markets(count: int, participation: str = "per_period", seed: int = 0) -> list:
+    rng = np.random.default_rng(seed)
+    ranges = MarketRanges(participation=participation)
+    return [sample_market(rng, ranges, 3) for _ in range(count)]
+
+
+def loss_making(market) -> DynamicContract:
+    """Top effort for everyone, paid five times the least willing type's cost."""
+    k, f = market.num_types, market.f_max_ghz
+    reward = 5 * market.kappa * market.workload_gcycles * f * f / market.types[0]
+    return DynamicContract.from_flat(np.full(k * (k + 1), f), np.full(k * (k + 1), reward), k)
+
+
+def unimplementable(market) -> DynamicContract:
+    """Period-2 menus that fall with the type, paid nothing: breaks IR and IC."""
+    k = market.num_types
+    f2 = np.tile(np.linspace(market.f_max_ghz, market.f_lower_ghz, k), (k, 1))
+    return DynamicContract(np.full(k, market.f_lower_ghz), np.zeros(k), f2, np.zeros((k, k)))
+
+
+@pytest.mark.parametrize("participation", ["per_period", "ex_ante"])
+@pytest.mark.parametrize("priced", [True, False])
+@pytest.mark.parametrize("bad", [loss_making, unimplementable])
+def test_a_bad_policy_never_makes_the_cloud_lose_money(participation, priced, bad) -> None:
+    given = markets(30, participation, seed=1)
+    offers = guard_offers(given, [bad(m) for m in given], priced=priced)
+    for market, contract, source, utility in zip(
+        given, offers.contracts, offers.sources, offers.cloud_utility, strict=True
+    ):
+        if source == NO_OFFER:
+            assert contract is None and utility == 0.0
+            continue
+        assert audit(contract, market) == []
+        assert cloud_utility(contract, market) == pytest.approx(utility, rel=1e-9, abs=1e-9)
+        assert utility >= 0.0
+    assert FALLBACK in offers.sources
+
+
+def test_an_exact_optimum_is_kept_and_scored_as_such() -> None:
+    given = markets(10, seed=2)
+    optima = [optimal_contract(m) for m in given]
+    offers = guard_offers(given, [s.contract for s in optima], priced=True)
+    positive = [s.cloud_utility > 0 for s in optima]
+    assert [s == DESIGNED for s in offers.sources] == positive
+    for solution, utility, keep in zip(optima, offers.cloud_utility, positive, strict=True):
+        if keep:
+            assert utility == pytest.approx(solution.cloud_utility, rel=1e-9)
+
+
+def test_repricing_lowers_overpaid_rewards_to_the_least_cost() -> None:
+    market = named_market("default")
+    optimum = optimal_contract(market).contract
+    overpaid = DynamicContract(optimum.f1, optimum.r1 + 3.0, optimum.f2, optimum.r2 + 3.0)
+    offers = guard_offers([market], [overpaid], priced=False)
+    assert offers.sources == [DESIGNED]
+    assert offers.cloud_utility[0] == pytest.approx(
+        optimal_contract(market).cloud_utility, rel=1e-6
+    )
+
+
+def test_no_offer_where_even_the_optimum_loses_money() -> None:
+    # cheap work value, expensive energy: every contract that all types must take loses
+    market = named_market("default").replace(omega=3.0, kappa=2.0)
+    assert optimal_contract(market).cloud_utility < 0
+    offers = guard_offers([market], [optimal_contract(market).contract], priced=True)
+    assert offers.sources == [NO_OFFER] and offers.contracts == [None]
+
+
+@pytest.mark.parametrize("participation", ["per_period", "ex_ante"])
+def test_reference_is_the_exact_uniform_contract_per_period_and_feasible_ex_ante(
+    participation: str,
+) -> None:
+    given = markets(12, participation, seed=3)
+    batch = MarketBatch.from_markets(given)
+    f1, r1, f2, r2 = reference_menus(batch)
+    for row, market in enumerate(given):
+        contract = DynamicContract(f1[row], r1[row], f2[row], r2[row])
+        assert audit(contract, market) == []
+        exact = solve_reference("uniform", market).cloud_utility
+        utility = cloud_utility(contract, market)
+        if participation == "per_period":
+            assert utility == pytest.approx(exact, rel=1e-6, abs=1e-6)
+        else:
+            assert utility <= exact + 1e-6 * (1 + abs(exact))
