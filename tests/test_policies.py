@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -19,8 +21,9 @@ def test_flat_fee_is_one_item_for_everyone_in_both_periods():
 @pytest.mark.parametrize("name", ["optimal", "static", "uniform", "complete_information"])
 def test_reference_policies_design_feasible_menus_in_one_call(name):
     markets = [named_market("default"), named_market("default", participation="ex_ante")]
-    contracts = policies.make_policy(IncentiveConfig(policy=name))(markets)
-    assert len(contracts) == 2
+    offers = policies.make_policy(IncentiveConfig(policy=name), 3)(markets)
+    contracts = offers.contracts
+    assert len(contracts) == 2 and None not in contracts
     if name != "complete_information":  # the oracle is IR only, not IC
         assert all(audit(c, m) == [] for c, m in zip(contracts, markets, strict=True))
 
@@ -35,8 +38,34 @@ def test_checkpoint_is_found_in_the_installation_when_missing_beside_the_code(
 ):
     # a Flower app bundle carries only source and text files: no .npz next to the code
     monkeypatch.setattr(policies, "ASSETS", tmp_path)
-    found = policies.shipped_checkpoint("edmsac")
-    assert found.is_file() and found.name == "edmsac_federation.npz"
+    found = policies.shipped_checkpoint("edmsac", 3)
+    assert found.is_file() and found.name == "edmsac_federation_k3.npz"
     monkeypatch.setattr(policies, "_installed_assets", lambda: None)
-    with pytest.raises(FileNotFoundError, match="edmsac_federation.npz not found"):
-        policies.shipped_checkpoint("edmsac")
+    with pytest.raises(FileNotFoundError, match="edmsac_federation_k3.npz not found"):
+        policies.shipped_checkpoint("edmsac", 3)
+
+
+def test_a_k_without_a_checkpoint_fails_at_config_time_naming_the_shipped_ones():
+    from fed_agent.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"K = 7 .*shipped K values: \[3, 5\].*--num-types 7"):
+        load_config("default", "market.num_types=7")
+    assert load_config("default", "market.num_types=5").market.num_types == 5
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ("market.kappa=-1", "kappa: must be in (0, inf)"),
+        ("market.discount=1.5", "discount: must be in [0, 1]"),
+        ("market.persistence=2", "persistence: must be in [-1, 1]"),
+        ("market.num_types=50", "num_types: must be an integer in [2, 10]"),
+        ("market.f_max_ghz=0.5", "f_max_ghz: must be > f_min_ghz"),
+        ("market.participation=sometimes", "participation: unknown value"),
+    ],
+)
+def test_a_market_outside_its_domain_fails_when_the_config_loads(override, field):
+    from fed_agent.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=re.escape(field)):
+        load_config("default", override)

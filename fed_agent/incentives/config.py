@@ -14,6 +14,7 @@ POLICIES = (
     "optimal",
     "edmsac",
     "dmsac",
+    "ppo",
 )
 SELECTION_RULES = ("surplus", "random")
 

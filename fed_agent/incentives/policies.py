@@ -27,7 +27,7 @@ from fed_agent.incentives.config import POLICIES, IncentiveConfig
 from fed_agent.incentives.guard import GuardedOffers, guard_offers, unguarded_offers
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
-LEARNED_POLICIES = ("edmsac", "dmsac")
+LEARNED_POLICIES = ("edmsac", "dmsac", "ppo")
 CHECKPOINT_TEMPLATE = "{policy}_federation_k{num_types}.npz"
 """Shipped designers, one per learner and K, trained on federation-like markets
 (``--market federation``): each ES's market differs from the configured one by its workload,
@@ -37,7 +37,7 @@ ORACLE_POLICIES = frozenset({"complete_information"})
 UNGUARDED_POLICIES = frozenset({"fedavg_flat_fee", "complete_information"})
 """Not contract designs, so not guarded: the flat fee is the no-contract baseline as is, and
 the oracle's contract is not incentive compatible by construction."""
-PRICED_POLICIES = frozenset({"edmsac", "dmsac", "optimal", "static", "uniform"})
+PRICED_POLICIES = frozenset({*LEARNED_POLICIES, "optimal", "static", "uniform"})
 """Policies whose rewards are the least-cost rewards of their f: the guard verifies them."""
 
 
