@@ -18,11 +18,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from fed_agent.config import ConfigError
     from fed_agent.deploy.launcher import FederationRunError, launch_simulation
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         outcome = launch_simulation(args.experiment, args.overrides, args.timeout_s)
+    except ConfigError as err:  # refused before any SuperLink or run folder exists
+        logging.error("bad config: %s", err)
+        return 2
     except FederationRunError as err:
         logging.error("%s", err)
         return 1

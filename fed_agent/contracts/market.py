@@ -56,7 +56,9 @@ def check_in_domain(name: str, value: object) -> None:
     above = number > low if ends[0] == "(" else number >= low
     below = number < high if ends[1] == ")" else number <= high
     if isinstance(value, bool) or not (above and below):
-        raise ValueError(f"{name}: must be in {ends[0]}{low:g}, {high:g}{ends[1]}, got {value!r}")
+        raise ValueError(
+            f"market.{name}: must be in {ends[0]}{low:g}, {high:g}{ends[1]}, got {value!r}"
+        )
 
 
 @dataclass
