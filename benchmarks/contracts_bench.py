@@ -42,11 +42,11 @@ from fed_agent.contracts import (
     family_market,
     federation_ranges,
     named_market,
+    neighbour_transition,
     reference_violations,
     sample_market,
     score_f_menus,
     solve_reference,
-    with_persistence,
 )
 from fed_agent.evaluation.report import upsert_table
 
@@ -58,7 +58,7 @@ NUM_RANDOM = 20
 KEYS = ("market", "K", "participation", "solution")
 # The persistence sweep: persistence p of fed_agent/contracts/families.py (1 persistent,
 # 0 i.i.d., -1 reversal), finer where the optimum departs from the static menu.
-PERSISTENCES = (1.0, 0.7, 0.4, 0.2, 0.0, -0.2, -0.3, -0.4, -0.5, -0.7, -1.0)
+PERSISTENCES = (1.0, 0.7, 0.4, 0.2, 0.0, -0.2, -0.3, -0.4, -0.5, -0.7, -0.8, -1.0)
 DISCOUNTS = (0.5, 0.9, 0.99)
 SWEEP_TYPES = (3, 5)
 SWEEP_SOLUTIONS = ("complete_information", "optimal", "static")
@@ -216,19 +216,20 @@ def plot_sweep(table: pd.DataFrame, path: Path) -> None:
 
 
 def federation_rows() -> list[dict]:
-    """Federation markets moved onto the recommended family member (its rule) and, for
-    contrast, left on today's neighbour transition (stay 0.7) under both rules."""
+    """The per-ES markets of a run on the default market and, for contrast, the same markets
+    on the earlier neighbour transition (stay 0.7) under both rules."""
     rows = []
     for k in SWEEP_TYPES:
         rng = np.random.default_rng(SEED + k)
         for index in range(NUM_FEDERATION):
             base = sample_market(rng, FEDERATION_RANGES, k)
+            # the run's own markets (the default market's transition, the belief as prior),
+            # and for contrast the same markets on the earlier neighbour transition
+            neighbour = base.replace(transition=neighbour_transition(k, 0.7))
             variants = {
-                f"reversal{DEFAULT.persistence:+.1f}": with_persistence(
-                    base, DEFAULT.persistence
-                ).replace(participation=DEFAULT.participation),
-                "neighbour0.7": base,
-                "neighbour0.7_ex_ante": base.replace(participation="ex_ante"),
+                f"reversal{DEFAULT.persistence:+.1f}": base,
+                "neighbour0.7": neighbour.replace(participation="per_period"),
+                "neighbour0.7_ex_ante": neighbour.replace(participation="ex_ante"),
             }
             for transition, market in variants.items():
                 for row in solve_all(f"federation{index:02d}", market, SWEEP_SOLUTIONS):

@@ -31,6 +31,7 @@ Command (about an hour on 2 cores; ``--checkpoint-dir`` keeps the trained design
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -225,6 +226,21 @@ def mean_interval(values: list[float], level: float = 0.95) -> tuple[float, floa
     return float(values.mean() - half), float(values.mean() + half)
 
 
+def merge_histories(results: list[dict[str, Any]], path: Path) -> list[dict[str, Any]]:
+    """Merge this invocation's learning curves into the JSON file of earlier ones (by task,
+    designer and seed), so the plot shows every task however the runs were split up."""
+    stored = json.loads(path.read_text()) if path.is_file() else {}
+    for result in results:
+        run = result["run"]
+        stored[f"{run.task}/{run.designer}/{run.seed}"] = result["history"]
+    path.write_text(json.dumps(stored))
+    merged = []
+    for key, history in sorted(stored.items()):
+        task, designer, seed = key.split("/")
+        merged.append({"run": Run(task, designer, int(seed), 0), "history": history})
+    return merged
+
+
 def plot_curves(results: list[dict[str, Any]], path: Path) -> None:
     """Utility ratio vs environment steps, mean and min-max band over seeds, per task."""
     fig, axes = plt.subplots(1, len(TASKS), figsize=(5 * len(TASKS), 4), sharey=False)
@@ -304,7 +320,8 @@ def main() -> None:
     upsert_table(summary_rows(rows), args.out_dir / "designer_summary.csv", ("market", "designer"))
     pruning = [r for r in rows if r["designer"] in ("edmsac", "dmsac")]
     upsert_table(pruning, args.out_dir / "designer_pruning.csv", keys)
-    plot_curves(results, args.out_dir / "designer_curves.png")
+    curves = merge_histories(results, args.out_dir / "designer_histories.json")
+    plot_curves(curves, args.out_dir / "designer_curves.png")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from fed_agent.rl.critic import TwinQ, mlp
+from fed_agent.rl.off_policy import OffPolicyLearner
 from fed_agent.rl.replay import Batch
 from fed_agent.rl.sac import critic_loss, soft_q_target, temperature_loss
 from fed_agent.rl.targets import polyak_update
@@ -85,7 +86,7 @@ class TanhGaussianPolicy(nn.Module):
         return action, log_prob, torch.tanh(mean)
 
 
-class GaussianSAC:
+class GaussianSAC(OffPolicyLearner):
     """SAC with a tanh-Gaussian actor; the same update(batch) interface as DiffusionSAC."""
 
     def __init__(
@@ -105,33 +106,11 @@ class GaussianSAC:
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
         self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=config.alpha_lr)
 
-    @property
-    def alpha(self) -> float:
-        """Current entropy temperature."""
-        return self.log_alpha.exp().item() if self.config.auto_alpha else self.config.alpha
-
-    on_policy = False
-    """Learns from a replay buffer of any behaviour's transitions."""
-
-    @property
-    def batch_size(self) -> int:
-        """Transitions per gradient step."""
-        return self.config.batch_size
-
-    @property
-    def buffer_size(self) -> int:
-        """Capacity of the replay buffer the caller keeps for this learner."""
-        return self.config.buffer_size
-
     @torch.no_grad()
     def act(self, states: Tensor, deterministic: bool = False) -> Tensor:
         """Actions of shape (batch, action_dim): sampled, or tanh(mu) when deterministic."""
         action, _, mean_action = self.actor(states, self.generator)
         return mean_action if deterministic else action
-
-    def explore(self, states: Tensor) -> tuple[Tensor, None]:
-        """Behaviour actions for training (no log-probabilities: off-policy)."""
-        return self.act(states), None
 
     def active_neuron_fraction(self) -> float:
         """Fraction of the actor's hidden neurons in use (no pruning: always 1.0)."""

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from fed_agent.rl.critic import TwinQ
 from fed_agent.rl.denoiser import Denoiser
 from fed_agent.rl.diffusion_actor import PREDICTIONS, DiffusionActor
+from fed_agent.rl.off_policy import OffPolicyLearner
 from fed_agent.rl.pruning import DynamicPruner, active_neuron_fraction, compact_denoiser
 from fed_agent.rl.replay import Batch
 from fed_agent.rl.schedules import SCHEDULES, make_schedule
@@ -151,7 +152,7 @@ def temperature_loss(log_alpha: Tensor, entropy: Tensor, target_entropy: float) 
     return (log_alpha * (entropy.detach() - target_entropy)).mean()
 
 
-class DiffusionSAC:
+class DiffusionSAC(OffPolicyLearner):
     """Soft actor-critic with a diffusion actor and optional dynamic structured pruning.
 
     Parameters
@@ -184,24 +185,6 @@ class DiffusionSAC:
         self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=config.alpha_lr)
         self.pruner = DynamicPruner(config.prune_rate) if config.prune_rate > 0 else None
 
-    @property
-    def alpha(self) -> float:
-        """Current entropy temperature."""
-        return self.log_alpha.exp().item() if self.config.auto_alpha else self.config.alpha
-
-    on_policy = False
-    """Learns from a replay buffer of any behaviour's transitions."""
-
-    @property
-    def batch_size(self) -> int:
-        """Transitions per gradient step."""
-        return self.config.batch_size
-
-    @property
-    def buffer_size(self) -> int:
-        """Capacity of the replay buffer the caller keeps for this learner."""
-        return self.config.buffer_size
-
     @torch.no_grad()
     def act(self, states: Tensor, deterministic: bool = False) -> Tensor:
         """Actions of shape (batch, action_dim) in [-1, 1], without gradients.
@@ -221,10 +204,6 @@ class DiffusionSAC:
             prediction=self.config.prediction,
         )
         return actor.sample_mean_path(states)
-
-    def explore(self, states: Tensor) -> tuple[Tensor, None]:
-        """Behaviour actions for training (no log-probabilities: off-policy)."""
-        return self.act(states), None
 
     def active_neuron_fraction(self) -> float:
         """Fraction of the actor's hidden neurons in use (1.0 without pruning)."""
