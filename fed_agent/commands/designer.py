@@ -2,17 +2,22 @@
 
 Examples
 --------
-Reproduce the shipped checkpoints (about 1.5, 5.5 and 5.5 minutes on one core)::
+Reproduce the shipped checkpoints (each a few minutes on one quiet core; docs/designer.md,
+"The shipped checkpoints", says which seed of benchmarks/designer_bench.py each one is)::
 
-    fed-agent designer train --out fed_agent/assets/edmsac_default.npz --market default --seed 0
-    fed-agent designer train --out fed_agent/assets/edmsac_federation.npz \
-        --market federation --env-steps 65536 --seed 0
-    fed-agent designer train --out fed_agent/assets/dmsac_federation.npz --algorithm dmsac \
-        --market federation --env-steps 65536 --seed 0
+    fed-agent designer train --out fed_agent/assets/edmsac_default_k3.npz --market default
+    fed-agent designer train --out fed_agent/assets/edmsac_paper_k5.npz --market paper
+    fed-agent designer train --out fed_agent/assets/edmsac_federation_k3.npz --market federation
+    fed-agent designer train --out fed_agent/assets/edmsac_federation_k5.npz \
+        --market federation --num-types 5
+    fed-agent designer train --out fed_agent/assets/dmsac_federation_k3.npz --algorithm dmsac \
+        --market federation
+    fed-agent designer train --out fed_agent/assets/ppo_federation_k3.npz --algorithm ppo \
+        --market federation
 
 Evaluate one on the named markets and on held-out markets from its training ranges::
 
-    fed-agent designer eval --checkpoint fed_agent/assets/edmsac_federation.npz
+    fed-agent designer eval --checkpoint fed_agent/assets/edmsac_federation_k3.npz
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from fed_agent.designer import (
 )
 from fed_agent.seeding import seed_everything
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "edmsac_federation.npz"
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "edmsac_federation_k3.npz"
 # one intra-op thread: these networks are small, and on a shared 2-core machine a second
 # thread spent more time synchronising than computing (measured 50x slower under load)
 DEFAULT_THREADS = 1
