@@ -101,9 +101,9 @@ class HonestTrainer:
             report = train_locally(
                 self.module, self.data[es], self.cfg.training, self.cfg.training.local_steps, seed
             )
-            # no contract in this benchmark: modelled latency and ES utility are not measured
+            # no strategy here: the round and nonce echo is not checked (nonce 0)
             reply = TrainReply(
-                len(self.data[es]), report.mean_loss, report.steps, report.wall_s, 0.0, 0.0
+                len(self.data[es]), report.mean_loss, report.steps, report.wall_s, server_round, 0
             )
             self.cache[key] = (self.module.adapter_state(), reply.to_dict())
         return self.cache[key]

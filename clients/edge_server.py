@@ -5,8 +5,8 @@ SuperNode's node config (``fed_agent.incentives.profiles``: public facts and pri
 willingness). In simulation only the partition exists, and the profile is derived from the
 partition id and the seed. The willingness type never leaves this module: an offer is answered
 with an item index (the ES's best response, ``es_choice``), and a training instruction with the
-trained adapter and the allow-listed metrics, among them the ES's utility of the item by the
-contract model's one formula (``es_period_utility``).
+trained adapter and the allow-listed metrics (``TrainReply``), none of which depends on the
+type; the reply echoes the instruction's round and nonce.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from fed_agent import latency
 from fed_agent.config import ExperimentConfig
 from fed_agent.config.schema import DataConfig
 from fed_agent.contracts import DynamicContract, Market, es_choice, period2_choice
@@ -159,18 +158,15 @@ class EdgeServer:
         examples = self.examples(module.base.is_vision)
         seed = derive_seed(cfg.seed, "local-training", self.partition_id, instruction.server_round)
         report = train_locally(module, examples, cfg.training, instruction.local_steps, seed)
-        market = self.market(module.adapter_bytes)
-        theta = market.types[self.type_in_round(instruction.server_round, market)]
-        f = instruction.f_ghz
+        # nothing here depends on the private type: the cloud derives the modelled latency
+        # and its estimate of the ES's utility from the contract and the public facts
         reply = TrainReply(
             num_examples=len(examples),
             train_loss=report.mean_loss,
             train_steps=report.steps,
             train_wall_s=report.wall_s,
-            modelled_latency_s=float(
-                latency.construction_latency_s(f, market.workload_gcycles, market.upload_s)
-            ),
-            es_utility=float(es_period_utility(instruction.reward, f, theta, market)),
+            server_round=instruction.server_round,
+            nonce=instruction.nonce,
         )
         return module.adapter_state(), reply
 

@@ -7,6 +7,7 @@ the frozen payload classes, which validate what they decode.
 from __future__ import annotations
 
 import math
+import secrets
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 
@@ -45,9 +46,30 @@ def _kebab(name: str) -> str:
     return name.replace("_", "-")
 
 
+NONCE_LIMIT = 2**53
+"""A train instruction's nonce is an integer in [0, NONCE_LIMIT) (exact as a float too)."""
+
+
+def new_nonce() -> int:
+    """A fresh unpredictable nonce for one train instruction."""
+    return secrets.randbelow(NONCE_LIMIT)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+
+
+def _is_number(value: object) -> bool:
+    return _is_int(value) or isinstance(value, float | np.floating)
+
+
 @dataclass(frozen=True)
 class TrainInstruction:
-    """Cloud -> ES, with the global adapter: the accepted item and the work it means."""
+    """Cloud -> ES, with the global adapter: the accepted item and the work it means.
+
+    ``server_round`` and ``nonce`` come back in the reply (:class:`TrainReply`): a reply to
+    another round's or another offer's instruction is refused as a replay.
+    """
 
     server_round: int
     local_steps: int
@@ -55,9 +77,17 @@ class TrainInstruction:
     """SHA-256 of the cloud's base weights; an ES whose base differs refuses to train."""
     f_ghz: float
     reward: float
+    nonce: int = 0
+    """Fresh per instruction (:func:`new_nonce`); the reply must echo it."""
 
     def __post_init__(self) -> None:
-        if self.server_round < 1 or self.local_steps < 0 or self.f_ghz <= 0 or self.reward < 0:
+        if (
+            self.server_round < 1
+            or self.local_steps < 0
+            or self.f_ghz <= 0
+            or self.reward < 0
+            or not 0 <= self.nonce < NONCE_LIMIT
+        ):
             raise ProtocolError(f"invalid train instruction {self}")
 
     def to_dict(self) -> dict[str, int | float | str]:
@@ -74,6 +104,7 @@ class TrainInstruction:
             str(values["base-fingerprint"]),
             float(values["f-ghz"]),
             float(values["reward"]),
+            int(values["nonce"]),
         )
 
 
@@ -133,10 +164,19 @@ class Offer:
         )
 
 
+MAX_WALL_S = 7 * 24 * 3600.0
+"""The longest training wall time a reply may claim (a week; anything longer is not sane)."""
+MAX_LOSS = 1e6
+"""The largest mean training loss a reply may claim (-1 stands for a NaN loss)."""
+
+
 @dataclass(frozen=True)
 class TrainReply:
     """ES -> cloud, with the trained adapter: the allow-listed metrics of a reply.
 
+    Only what the cloud needs and cannot derive: the ES's private type does not enter any of
+    them (the cloud computes the modelled latency and its estimate of the ES's utility from
+    the contract and the public facts). ``server_round`` and ``nonce`` echo the instruction.
     Every ES replies with exactly these keys, also an ES that did no work.
     """
 
@@ -144,10 +184,9 @@ class TrainReply:
     train_loss: float
     train_steps: int
     train_wall_s: float
-    modelled_latency_s: float
-    """Construction latency by the model, W / f + S / r, with S the adapter's bytes."""
-    es_utility: float
-    """The ES's own utility of this round's item, R - c(f) / theta."""
+    """Measured wall time of the local training (self-reported; bounded, never paid for)."""
+    server_round: int
+    nonce: int
 
     def to_dict(self) -> dict[str, int | float]:
         """Flower MetricRecord content (NaN loss is sent as -1 so the record stays finite)."""
@@ -158,21 +197,32 @@ class TrainReply:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, object]) -> TrainReply:
-        """Decode and validate: exact keys, finite numbers, non-negative counts."""
+        """Decode and validate: exact keys and types, finite numbers within their bounds.
+
+        Counts, the round and the nonce must be integers (not a bool, a string or a float);
+        the loss and the wall time finite numbers in their ranges. Nothing is coerced.
+        """
         _check_keys("train reply", values, set(REPLY_METRIC_KEYS))
-        numbers = {k: float(values[k]) for k in REPLY_METRIC_KEYS}
-        if not all(math.isfinite(v) for v in numbers.values()):
-            raise ProtocolError(f"train reply holds non-finite metrics: {numbers}")
-        if numbers["num-examples"] < 0 or numbers["train-steps"] < 0:
-            raise ProtocolError(f"train reply holds negative counts: {numbers}")
-        return cls(
-            int(numbers["num-examples"]),
-            numbers["train-loss"],
-            int(numbers["train-steps"]),
-            numbers["train-wall-s"],
-            numbers["modelled-latency-s"],
-            numbers["es-utility"],
-        )
+        for key in ("num-examples", "train-steps", "server-round", "nonce"):
+            if not _is_int(values[key]):
+                raise ProtocolError(f"train reply: {key} must be an integer, got {values[key]!r}")
+        for key in ("train-loss", "train-wall-s"):
+            if not _is_number(values[key]) or not math.isfinite(float(values[key])):  # type: ignore[arg-type]
+                raise ProtocolError(
+                    f"train reply: {key} must be a finite number, got {values[key]!r}"
+                )
+        counts = {k: int(values[k]) for k in ("num-examples", "train-steps")}  # type: ignore[call-overload]
+        if min(counts.values()) < 0:
+            raise ProtocolError(f"train reply holds negative counts: {counts}")
+        loss, wall = float(values["train-loss"]), float(values["train-wall-s"])  # type: ignore[arg-type]
+        if not (loss == -1.0 or 0 <= loss <= MAX_LOSS):
+            raise ProtocolError(f"train reply: train-loss {loss:g} outside [0, {MAX_LOSS:g}]")
+        if not 0 <= wall <= MAX_WALL_S:
+            raise ProtocolError(f"train reply: train-wall-s {wall:g} outside [0, {MAX_WALL_S:g}]")
+        server_round, nonce = int(values["server-round"]), int(values["nonce"])  # type: ignore[call-overload]
+        if server_round < 1 or not 0 <= nonce < NONCE_LIMIT:
+            raise ProtocolError(f"train reply: invalid round {server_round} or nonce {nonce}")
+        return cls(counts["num-examples"], loss, counts["train-steps"], wall, server_round, nonce)
 
 
 REPLY_METRIC_KEYS = tuple(_kebab(f.name) for f in fields(TrainReply))

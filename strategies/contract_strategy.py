@@ -11,10 +11,19 @@ One round (``configure_train`` then ``aggregate_train``):
    ``federation.es_per_round`` are chosen by ``incentive.selection``.
 4. The chosen ESs get the global module and train for a number of steps proportional to the
    committed computing resource f (a TRAIN message).
-5. Replies are validated (once) and screened; accepted work is paid into the ledger; the
-   accepted modules are aggregated, weighted by their work (optimiser steps) or uniformly;
-   the round's cloud utility, payments,
-   participation, modelled latency (the slowest participant) and wall time are recorded.
+5. Replies are validated (once) and screened; the accepted modules are aggregated, weighted
+   by their work (optimiser steps) or uniformly, and only the work actually aggregated is
+   paid into the ledger; the round's cloud utility, payments, participation, modelled
+   latency (the slowest participant, computed by the cloud) and wall time are recorded.
+
+One reply per chosen ES per round: a reply must echo the round and the nonce of its TRAIN
+instruction (else it is a replay and rejected), a second reply from the same node is a
+duplicate, and a reply from an ES that was not asked to train is unsolicited. Duplicates and
+unsolicited replies are logged and ignored: unpaid, and absent from the ledger and the
+participation figures (the round row counts them as ``ignored_replies``). Nothing a reply
+holds can end the round: a reply that fails to decode, or whose module cannot be aggregated,
+is rejected alone. Self-reported figures are typed and bounded by the protocol; the ledger's
+latency and ES utility are the cloud's own figures (see docs/strategy.md).
 
 Round numbers: Flower counts the rounds of this run from 1; a resumed run continues the
 numbering of the run it resumes. :meth:`ContractStrategy.absolute_round` is the one place that
@@ -42,9 +51,11 @@ from flwr.app import (
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from fed_agent import latency
 from fed_agent.choices import check_choice
 from fed_agent.config import ExperimentConfig
 from fed_agent.contracts import DynamicContract, Market, value_of_work
+from fed_agent.contracts.utility import es_period_utility
 from fed_agent.incentives.beliefs import BeliefTracker
 from fed_agent.incentives.ledger import Ledger, LedgerEntry
 from fed_agent.incentives.policies import ORACLE_POLICIES, ContractPolicy
@@ -66,12 +77,19 @@ from fed_agent.protocol import (
     AdapterState,
     Offer,
     TrainInstruction,
+    new_nonce,
 )
 from fed_agent.seeding import rng_for
 from strategies.checkpoint import save_checkpoint
 from strategies.records import adapter_to_record, record_to_adapter
 from strategies.sampling import sample_nodes, wait_for_nodes
-from strategies.validation import AcceptedReply, RejectedReply, screen_updates, split_replies
+from strategies.validation import (
+    AcceptedReply,
+    RejectedReply,
+    decode_adapter,
+    screen_updates,
+    split_replies,
+)
 
 log = logging.getLogger(__name__)
 WEIGHTINGS = ("work", "uniform")
@@ -91,10 +109,13 @@ class _Engagement:
 
 @dataclass(frozen=True)
 class _ValidatedReplies:
-    """A round's replies after validation: the accepted by node id, and the rejected."""
+    """A round's replies after validation: the accepted by node id, the rejected (one per
+    chosen ES at most, recorded in the ledger) and the ignored (duplicates and unsolicited
+    replies: logged only)."""
 
     accepted: dict[int, AcceptedReply]
     rejected: list[RejectedReply]
+    ignored: list[RejectedReply]
 
 
 @dataclass(frozen=True)
@@ -107,6 +128,13 @@ class _Assignment:
     cloud_value: float
     steps: int
     belief_on_item: float
+    modelled_latency_s: float
+    """The cloud's own W / f + S / r of this ES (public facts and the contracted f)."""
+    es_utility_est: float
+    """The cloud's estimate of the ES's utility: R - c(f) / theta of the type the item is
+    designed for (a function of the choice, never of a figure the ES reports)."""
+    nonce: int = 0
+    """The TRAIN instruction's nonce; the reply must echo it."""
 
 
 class ContractStrategy(Strategy):
@@ -156,6 +184,8 @@ class ContractStrategy(Strategy):
         self._assignments: dict[int, _Assignment] = {}
         self._global_state: AdapterState = {}
         self._validated: _ValidatedReplies | None = None
+        self._round = 0
+        """The absolute round being configured / aggregated (what TRAIN replies must echo)."""
         self._round_started = 0.0
         self._design_times = {"design_s": 0.0, "guard_s": 0.0}
         self._period = 1
@@ -189,6 +219,8 @@ class ContractStrategy(Strategy):
     ) -> Iterable[Message]:
         """Design offers, collect choices, select participants, send them the module."""
         server_round = self.absolute_round(server_round)
+        self._round = server_round
+        self._validated = None
         self._round_started = time.perf_counter()
         self._global_state = record_to_adapter(arrays)
         fed = self.cfg.federation
@@ -342,7 +374,20 @@ class ContractStrategy(Strategy):
             f, reward = engagement.contract.terms(self._period, item, engagement.report)
             value = float(value_of_work(f, engagement.market))
             steps = local_steps_for(f, self.cfg.market.f_max_ghz, self.cfg.training.local_steps)
-            candidates[node_id] = _Assignment(item, f, reward, value, steps, float(belief[item]))
+            market = engagement.market
+            modelled = latency.construction_latency_s(f, market.workload_gcycles, market.upload_s)
+            utility = es_period_utility(reward, f, market.types[item], market)
+            candidates[node_id] = _Assignment(
+                item,
+                f,
+                reward,
+                value,
+                steps,
+                float(belief[item]),
+                float(modelled),
+                float(utility),
+                new_nonce(),
+            )
         ids = list(candidates)
         chosen = select_participants(
             ids,
@@ -384,7 +429,7 @@ class ContractStrategy(Strategy):
         self, server_round: int, node_id: int, a: _Assignment, arrays: ArrayRecord
     ) -> Message:
         instruction = TrainInstruction(
-            server_round, a.steps, self.module.base.fingerprint, a.f_ghz, a.reward
+            server_round, a.steps, self.module.base.fingerprint, a.f_ghz, a.reward, a.nonce
         )
         content = RecordDict({ARRAYS: arrays, CONFIG: ConfigRecord(instruction.to_dict())})
         return Message(content, message_type=MessageType.TRAIN, dst_node_id=node_id)
@@ -392,15 +437,35 @@ class ContractStrategy(Strategy):
     # ------------------------------------------------------------------ aggregate
 
     def validate_replies(self, replies: list[Message]) -> list[Message]:
-        """Validate every train reply (once a round); the valid ones, in order.
+        """Validate every train reply (once a round); the valid ones, one per ES, in order.
 
-        The rejections are kept for this round's ledger. A wrapper that must drop invalid
-        replies before it touches them (central DP clips them) calls this first; otherwise
-        :meth:`aggregate_train` does.
+        The first reply of a node is the one judged: later ones are duplicates; a reply from a
+        node that was not asked to train is unsolicited (both are logged and ignored). A
+        reply is rejected unless it is well-formed (:func:`split_replies`), echoes its
+        instruction's round and nonce, and claims the work asked. The rejections are kept for
+        this round's ledger. A wrapper that must drop invalid replies before it touches them
+        (central DP clips them) calls this first; otherwise :meth:`aggregate_train` does.
         """
-        accepted, rejected = split_replies(replies, self.module, self.cfg.data.samples_per_es)
-        self._validated = _ValidatedReplies({r.node_id: r for r in accepted}, rejected)
-        return [m for m in replies if int(m.metadata.src_node_id) in self._validated.accepted]
+        ignored: list[RejectedReply] = []
+        firsts: list[Message] = []
+        seen: set[int] = set()
+        for message in replies:
+            node_id = int(message.metadata.src_node_id)
+            if node_id in seen:
+                ignored.append(RejectedReply(node_id, "duplicate reply (the first one counts)"))
+            elif node_id not in self._assignments:
+                ignored.append(RejectedReply(node_id, "unsolicited: not asked to train"))
+            else:
+                firsts.append(message)
+            seen.add(node_id)
+        for outcome in ignored:
+            log.warning("ignored reply from node %s: %s", outcome.node_id, outcome.reason)
+        accepted, rejected = split_replies(firsts, self.module, self.cfg.data.samples_per_es)
+        accepted, refused = self._check_instruction_echo(accepted)
+        self._validated = _ValidatedReplies(
+            {r.node_id: r for r in accepted}, [*rejected, *refused], ignored
+        )
+        return [m for m in firsts if int(m.metadata.src_node_id) in self._validated.accepted]
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -429,17 +494,21 @@ class ContractStrategy(Strategy):
         self, server_round: int, replies: list[Message], validated: _ValidatedReplies
     ) -> tuple[AdapterState | None, MetricRecord]:
         # the adapters are read from the replies given: a DP wrapper has clipped them since
-        accepted = [
-            dataclasses.replace(
-                validated.accepted[node_id], adapter=record_to_adapter(m.content[ARRAYS])
-            )
-            for m in replies
-            if (node_id := int(m.metadata.src_node_id)) in validated.accepted
-        ]
-        accepted, lying = self._check_claimed_work(accepted)
+        accepted, failed = [], []
+        for message in replies:
+            node_id = int(message.metadata.src_node_id)
+            if node_id not in validated.accepted or node_id in {r.node_id for r in accepted}:
+                continue
+            try:
+                adapter = decode_adapter(message.content[ARRAYS], self.module)
+            except Exception as err:  # noqa: BLE001 -- one bad reply never ends the round
+                failed.append(RejectedReply(node_id, f"undecodable module: {err}"))
+                continue
+            accepted.append(dataclasses.replace(validated.accepted[node_id], adapter=adapter))
         effort = {n: float(a.steps) for n, a in self._assignments.items()}
         kept, screened = screen_updates(self._global_state, accepted, effort=effort)
-        for outcome in [*validated.rejected, *lying, *screened]:
+        merged, kept, unmerged = self._merge(kept)
+        for outcome in [*validated.rejected, *failed, *screened, *unmerged]:
             a = self._assignments.get(outcome.node_id)
             settled = self._settle_held(outcome.node_id, delivered=False) if a else {}
             self._ledger_add(
@@ -453,42 +522,78 @@ class ContractStrategy(Strategy):
                 self._ledger_add(
                     server_round, node_id, "no_reply", a, reason="no train reply", **settled
                 )
+        # only work that is in the aggregate is paid
         for reply in kept:
             self._pay(server_round, reply)
         row = self._round_row(server_round, len(replies))
+        row["ignored_replies"] = len(validated.ignored)
         self.outputs.record_round(row)
         self.ledger.write()
-        if not kept:
+        if merged is None:
             log.warning("round %d: no usable module; the global module is unchanged", server_round)
             return None, MetricRecord({"participants": 0})
-        states = [r.adapter for r in kept]
-        uniform = self.weighting == "uniform"
-        weights = [1.0 if uniform else r.metrics.train_steps for r in kept]
-        merged = aggregate(self.cfg.federation.aggregation, states, weights)
         return merged, MetricRecord(
             {"participants": len(kept), "cloud-utility": row["cloud_utility"]}
         )
 
-    def _check_claimed_work(
+    def _merge(
+        self, kept: list[AcceptedReply]
+    ) -> tuple[AdapterState | None, list[AcceptedReply], list[RejectedReply]]:
+        """Aggregate the kept replies; a reply whose module cannot be aggregated is rejected
+        alone. Returns the aggregate (None if nothing), the replies in it, the rejected."""
+        if not kept:
+            return None, [], []
+        try:
+            return self._combine(kept), kept, []
+        except Exception as err:  # noqa: BLE001 -- find the culprit, keep the rest
+            log.warning("round aggregation failed (%s); aggregating reply by reply", err)
+        usable, unmerged = [], []
+        for reply in kept:
+            try:
+                self._combine([reply])
+                usable.append(reply)
+            except Exception as err:  # noqa: BLE001
+                unmerged.append(RejectedReply(reply.node_id, f"cannot be aggregated: {err}"))
+        if usable:
+            try:
+                return self._combine(usable), usable, unmerged
+            except Exception as err:  # noqa: BLE001
+                reason = f"the round's aggregation failed: {err}"
+                unmerged += [RejectedReply(r.node_id, reason) for r in usable]
+        return None, [], unmerged
+
+    def _combine(self, replies: list[AcceptedReply]) -> AdapterState:
+        states = [r.adapter for r in replies]
+        weights = [float(self._assignments[r.node_id].steps) for r in replies]
+        if self.weighting == "uniform" or not sum(weights) > 0:
+            weights = [1.0] * len(replies)
+        return aggregate(self.cfg.federation.aggregation, states, weights)
+
+    def _check_instruction_echo(
         self, accepted: list[AcceptedReply]
     ) -> tuple[list[AcceptedReply], list[RejectedReply]]:
-        """An ES is paid for the work it was asked for: a reply claiming other work is refused."""
-        honest, lying = [], []
+        """A reply must answer this round's instruction (its round and nonce: else it is a
+        replay) and claim the work that was asked (an ES is paid for that work only)."""
+        honest, refused = [], []
         for reply in accepted:
-            a = self._assignments.get(reply.node_id)
-            if a is None:
-                lying.append(RejectedReply(reply.node_id, "reply from an ES that was not chosen"))
-            elif reply.metrics.train_steps != a.steps:
-                claim = f"reported {reply.metrics.train_steps} steps, asked {a.steps}"
-                lying.append(RejectedReply(reply.node_id, claim))
+            a, m = self._assignments[reply.node_id], reply.metrics
+            if m.server_round != self._round or m.nonce != a.nonce:
+                reason = f"replay: answers round {m.server_round}'s instruction, not this one"
+                if m.server_round == self._round:
+                    reason = "replay: the nonce is not this round's instruction's"
+                refused.append(RejectedReply(reply.node_id, reason))
+            elif m.train_steps != a.steps:
+                claim = f"reported {m.train_steps} steps, asked {a.steps}"
+                refused.append(RejectedReply(reply.node_id, claim))
             else:
                 honest.append(reply)
-        return honest, lying
+        for outcome in refused:
+            log.warning("rejected reply from node %s: %s", outcome.node_id, outcome.reason)
+        return honest, refused
 
     def _pay(self, server_round: int, reply: AcceptedReply) -> None:
         """Pay accepted work: now, or (ex ante, period 1) held until the period-2 work."""
         a = self._assignments[reply.node_id]
-        m = reply.metrics
         if self._holds_back(server_round, reply.node_id):
             self.engagements[reply.node_id].held = a.reward
             pay = {"paid": 0.0, "held": a.reward}
@@ -501,9 +606,9 @@ class ContractStrategy(Strategy):
             "paid",
             a,
             **pay,
-            es_utility=m.es_utility,
-            modelled_latency_s=m.modelled_latency_s,
-            wall_s=m.train_wall_s,
+            es_utility=a.es_utility_est,
+            modelled_latency_s=a.modelled_latency_s,
+            wall_s=reply.metrics.train_wall_s,
         )
 
     def _ledger_add(

@@ -1,9 +1,13 @@
 """Reply validation and update screening: nothing reaches aggregation or payment unchecked.
 
 Stage 1, :func:`split_replies`: a reply is accepted only if it carries no Flower error,
-exactly the allow-listed records and metric keys with finite values, an integral example
-count in ``[1, max_examples]``, and an adapter with the module's keys, shapes, float32 dtype
-and finite values under the size cap.
+exactly the allow-listed records of the right kinds (an ArrayRecord and a MetricRecord), the
+allow-listed metric keys with values of the right types within their bounds, an integral
+example count in ``[1, max_examples]``, and an adapter with the module's keys, shapes, float32
+dtype and finite values under the size cap. Each tensor's claimed shape and dtype (the Array's
+fields and its ``.npy`` header) are checked against the module *before* anything is allocated,
+and the tensors are put in the module's key order (:func:`decode_adapter`). Any other failure
+while decoding a reply rejects that reply only.
 
 Stage 2, :func:`screen_updates`: the accepted adapters' *values* are judged against the
 global module (``fed_agent.modules.robust.screen``): stale (free-riding), scaled, sign-flipped
@@ -14,17 +18,18 @@ Every rejection is logged with its reason; a rejected reply must not be aggregat
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from flwr.app import Message
+from flwr.app import Array, ArrayRecord, Message, MetricRecord
+from flwr.common.constant import SType
 
 from fed_agent.modules.adapter import AdapterError, AdapterState, AgentModule
 from fed_agent.modules.robust import DEFAULT_SCREENING, ScreeningConfig, screen
 from fed_agent.protocol import ARRAYS, METRICS, ProtocolError, TrainReply
-from strategies.records import record_to_adapter
 
 log = logging.getLogger(__name__)
 
@@ -49,43 +54,102 @@ class RejectedReply:
     reason: str
 
 
-def _check_example_count(values: Mapping[str, object], max_examples: int) -> None:
+def _check_example_count(claimed: int, max_examples: int) -> None:
     """Weight fraud: a self-reported example count must be a plausible integer (aggregation
     weights are the contracted optimiser steps, never this number)."""
-    claimed = float(values["num-examples"])  # type: ignore[arg-type]
-    if not claimed.is_integer() or not 1 <= claimed <= max_examples:
+    if not 1 <= claimed <= max_examples:
         raise ProtocolError(f"num-examples {claimed:g} is not an integer in [1, {max_examples}]")
 
 
-def _check_dtypes(adapter: AdapterState) -> None:
-    for key, value in adapter.items():
-        if value.dtype != np.float32:
-            raise ProtocolError(f"adapter tensor {key} has dtype {value.dtype}, expected float32")
+EXPECTED_DTYPE = np.dtype("<f4")
+_NPY_HEADER_READERS = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+}
+
+
+def _array_from_npy(key: str, array: object, shape: tuple[int, ...]) -> np.ndarray:
+    """One tensor, its claims checked before its bytes are read (no allocation on a lie)."""
+    if not isinstance(array, Array):
+        raise ProtocolError(f"adapter tensor {key} is a {type(array).__name__}, not an Array")
+    if array.stype != SType.NUMPY:
+        raise ProtocolError(f"adapter tensor {key} has serialisation {array.stype!r}")
+    if np.dtype(array.dtype) != EXPECTED_DTYPE:
+        raise ProtocolError(f"adapter tensor {key} has dtype {array.dtype}, expected float32")
+    if tuple(array.shape) != shape:
+        raise AdapterError(f"adapter tensor {key} has shape {tuple(array.shape)}, expected {shape}")
+    data = array.data
+    if not isinstance(data, bytes):
+        raise ProtocolError(f"adapter tensor {key} carries no bytes")
+    stream = io.BytesIO(data)
+    version = np.lib.format.read_magic(stream)
+    if version not in _NPY_HEADER_READERS:
+        raise ProtocolError(f"adapter tensor {key}: unsupported .npy version {version}")
+    claimed_shape, fortran, dtype = _NPY_HEADER_READERS[version](stream)
+    if dtype != EXPECTED_DTYPE:
+        raise ProtocolError(f"adapter tensor {key} has dtype {dtype}, expected float32")
+    if tuple(claimed_shape) != shape:
+        raise AdapterError(
+            f"adapter tensor {key} has shape {tuple(claimed_shape)} in its .npy header, "
+            f"expected {shape}"
+        )
+    offset, count = stream.tell(), int(np.prod(shape, dtype=np.int64))
+    if len(data) - offset != count * EXPECTED_DTYPE.itemsize:
+        raise ProtocolError(
+            f"adapter tensor {key} holds {len(data) - offset} bytes of data, expected "
+            f"{count * EXPECTED_DTYPE.itemsize}"
+        )
+    flat = np.frombuffer(data, dtype=EXPECTED_DTYPE, count=count, offset=offset)
+    return flat.reshape(shape, order="F" if fortran else "C").astype(np.float32)
+
+
+def decode_adapter(record: object, module: AgentModule) -> AdapterState:
+    """The adapter an arrays record holds, in the module's key order (any order accepted).
+
+    Checked before decoding: the record is an ArrayRecord under the size cap with exactly the
+    module's keys, and every tensor's claimed dtype and shape (its Array fields and its
+    ``.npy`` header) are the module's; after: finite values.
+
+    Raises
+    ------
+    ProtocolError, AdapterError
+        Naming what is wrong.
+    """
+    if not isinstance(record, ArrayRecord):
+        raise ProtocolError(f"the arrays record is a {type(record).__name__}, not an ArrayRecord")
+    # before decoding: an oversized payload is refused without materialising it
+    if record.count_bytes() > SIZE_CAP_FACTOR * module.adapter_bytes:
+        raise ProtocolError(f"payload of {record.count_bytes()} bytes exceeds the size cap")
+    shapes = {k: tuple(v.shape) for k, v in module.initial_state.items()}
+    missing, extra = sorted(set(shapes) - set(record)), sorted(set(record) - set(shapes))
+    if missing or extra:
+        raise AdapterError(f"adapter keys differ: missing {missing[:3]}, unexpected {extra[:3]}")
+    adapter = {k: _array_from_npy(k, record[k], shape) for k, shape in shapes.items()}
+    module.check_state(adapter)
+    return adapter
 
 
 def validate_reply(
     message: Message, module: AgentModule, max_examples: int
 ) -> AcceptedReply | RejectedReply:
-    """Check one train reply against the module and the protocol."""
+    """Check one train reply against the module and the protocol (never raises)."""
     node_id = int(message.metadata.src_node_id)
     if message.has_error():
         return RejectedReply(node_id, f"client error {message.error.code}: {message.error.reason}")
-    content = message.content
-    if set(content.keys()) != {ARRAYS, METRICS}:
-        return RejectedReply(node_id, f"unexpected records {sorted(content.keys())}")
     try:
-        values = dict(content[METRICS])
-        metrics = TrainReply.from_dict(values)
-        _check_example_count(values, max_examples)
-        record = content[ARRAYS]
-        # before decoding: an oversized payload is refused without materialising it twice
-        if record.count_bytes() > SIZE_CAP_FACTOR * module.adapter_bytes:
-            raise ProtocolError(f"payload of {record.count_bytes()} bytes exceeds the size cap")
-        adapter = record_to_adapter(record)
-        module.check_state(adapter)
-        _check_dtypes(adapter)
-    except (ProtocolError, AdapterError, TypeError, ValueError, KeyError) as err:
+        content = message.content
+        if set(content.keys()) != {ARRAYS, METRICS}:
+            return RejectedReply(node_id, f"unexpected records {sorted(content.keys())}")
+        if not isinstance(content[METRICS], MetricRecord):
+            kind = type(content[METRICS]).__name__
+            raise ProtocolError(f"the metrics record is a {kind}, not a MetricRecord")
+        metrics = TrainReply.from_dict(dict(content[METRICS]))
+        _check_example_count(metrics.num_examples, max_examples)
+        adapter = decode_adapter(content[ARRAYS], module)
+    except (ProtocolError, AdapterError) as err:
         return RejectedReply(node_id, str(err))
+    except Exception as err:  # noqa: BLE001 -- hostile input: one bad reply never ends a round
+        return RejectedReply(node_id, f"undecodable reply ({type(err).__name__}: {err})")
     return AcceptedReply(node_id, metrics, adapter)
 
 

@@ -1,7 +1,9 @@
 """The payment ledger: one row per ES offer per round, written every round.
 
-Only accepted, validated work is paid. Each row holds what the cloud offered and observed, the
-reward paid, the cloud's value of the work, and the ES's realised utility as it reported it.
+Only accepted, validated and aggregated work is paid. Each row holds what the cloud offered and
+observed, the reward paid, the cloud's value of the work, and the cloud's own estimates of the
+ES's utility and modelled latency: nothing in a row comes from a figure the ES reports about
+its private type (only ``wall_s`` is self-reported, typed and bounded by the protocol).
 """
 
 from __future__ import annotations
@@ -33,8 +35,12 @@ class LedgerEntry:
     paid: float = 0.0
     cloud_value: float = 0.0
     es_utility: float = 0.0
+    """The cloud's estimate: R - c(f) / theta of the type the chosen item is designed for (a
+    function of the ES's choice; the ES's true utility never leaves it)."""
     modelled_latency_s: float = 0.0
+    """The cloud's W / f + S / r from the ES's public facts and the contracted f."""
     wall_s: float = 0.0
+    """Local training wall time as the ES reported it (bounded; never used for pay)."""
     belief_on_revealed_type: float = float("nan")
     reason: str = ""
     offer_source: str = ""

@@ -39,7 +39,9 @@ def train_round(strategy, grid, module, server_round=1):
 def reply_for(message: Message, adapter: dict, steps: int | None = None) -> Message:
     """A TRAIN reply from the message's destination, doing exactly the instructed work."""
     instruction = TrainInstruction.from_dict(message.content[CONFIG])
-    metrics = TrainReply(32, 1.0, steps or instruction.local_steps, 0.5, 4.0, 1.0).to_dict()
+    steps = steps or instruction.local_steps
+    metrics = TrainReply(32, 1.0, steps, 0.5, instruction.server_round, instruction.nonce)
+    metrics = metrics.to_dict()
     node = message.metadata.dst_node_id
     return Message(
         RecordDict({ARRAYS: adapter_to_record(adapter), METRICS: MetricRecord(metrics)}),
@@ -131,7 +133,13 @@ def test_aggregate_is_the_work_weighted_mean_and_accepted_work_is_paid(tmp_path,
     assert all(e.paid == 0 and e.held == e.reward_offered for e in paid)
     assert any(e.held > 0 for e in paid)
     assert row["cash_paid"] == 0.0 and row["held"] == pytest.approx(row["payments"])
-    assert row["round_latency_model_s"] == pytest.approx(4.0)
+    # the modelled latency is the cloud's own W / f + S / r, not a figure the ES reports
+    latencies = []
+    for e in paid:
+        market = strategy.engagements[e.node_id].market
+        latencies.append(market.workload_gcycles / e.f_ghz + market.upload_s)
+        assert e.modelled_latency_s == pytest.approx(latencies[-1])
+    assert row["round_latency_model_s"] == pytest.approx(max(latencies))
     assert (tmp_path / "run" / "ledger.csv").is_file()
 
 

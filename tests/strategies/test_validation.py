@@ -40,7 +40,7 @@ from strategies.validation import (
 from tests.strategies.fake_grid import metadata
 
 MAX_EXAMPLES = 32
-HONEST_METRICS = TrainReply(32, 1.5, 4, 0.3, 6.0, 2.5).to_dict()
+HONEST_METRICS = TrainReply(32, 1.5, 4, 0.3, 1, 7).to_dict()
 NODE_UNAVAILABLE = 5
 EXPECTED_REASON = {
     "nan": "NaN or Inf",
@@ -109,7 +109,7 @@ def test_fraudulent_example_counts_are_rejected(smoke_module, claimed: float) ->
     [
         ({k: v for k, v in HONEST_METRICS.items() if k != "train-loss"}, "missing keys"),
         ({**HONEST_METRICS, "label-histogram": 3.0}, "unexpected keys ['label-histogram']"),
-        ({**HONEST_METRICS, "train-loss": float("nan")}, "non-finite"),
+        ({**HONEST_METRICS, "train-loss": float("nan")}, "train-loss must be a finite number"),
     ],
 )
 def test_metric_keys_and_values_are_checked(smoke_module, metrics: dict, reason: str) -> None:
@@ -175,7 +175,7 @@ def test_a_client_reply_carries_only_adapter_tensors_and_allow_listed_metrics(
     """Privacy: no raw data, text or extra records leave an ES."""
     from clients.client_app import train
 
-    instruction = TrainInstruction(1, 1, smoke_module.base.fingerprint, 2.0, 10.0)
+    instruction = TrainInstruction(1, 1, smoke_module.base.fingerprint, 2.0, 10.0, 99)
     message = Message(
         content=RecordDict(
             {
