@@ -1,33 +1,36 @@
 """Federated vs local-only vs centralised agent modules, and the deployed agent's latency.
 
-Run (from the repository root; ~60 min on 2 busy CPU cores, most of it SmolLM2)::
+Run (from the repository root; the tiny default takes minutes, SmolLM2 most of an hour on 2
+busy CPU cores)::
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/agent_eval_bench.py \
-        --trainings local-only,centralised,centralised-equal-compute
+        --models tiny-llm,smollm2-135m --trainings local-only,centralised,centralised-equal-compute
 
-and the VLM assembled from real parts, trained on the rendered images (its rows are merged
-into the same table: a run replaces only the rows of the models it ran)::
+and the VLMs, trained on the rendered images (their rows are merged into the same table: a
+run replaces only the rows of the models it ran)::
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/agent_eval_bench.py \
-        --models effnet-smollm2-vlm --trainings local-only,centralised
-
-The FFA-LoRA row of the VLM (``agent_eval_vlm_ffa.csv``) is the same with
-``--trainings federated --overrides model.lora_freeze_a=true --out /tmp/vlm_ffa``, its
-``agent_eval.csv`` copied.
+        --models tiny-vlm --trainings local-only,centralised
 
 Writes ``benchmarks/results/agent_eval.csv`` and ``benchmarks/results/agent_eval.png``.
-Each model runs with its own config (``model=<name>``: SmolLM2 brings its learning rate and
-natural-language prompts, ``configs/model/smollm2-135m.yaml``) on the decision task.
+Each model runs with its own config (``model=<name>`` on the experiment of
+``MODEL_EXPERIMENTS``: the tiny LLM as in ``make run``, SmolLM2 with its learning rate and
+natural-language prompts) on the decision task, and with the federation of
+``MODEL_BUDGETS`` (ESs, local steps per round) unless ``--num-es``/``--steps`` say otherwise.
+Every accuracy is on ``--eval-samples`` held-out scenes (500) with its Wilson 95 % interval
+(``ci_low``, ``ci_high``, over ``n_eval`` decisions; ``fed_agent.evaluation.intervals``).
 
 With the same step budget per ES (``rounds * steps`` optimiser steps of batch ``batch_size``):
 
 * ``federated``: ``rounds`` rounds; in each, every ES trains the global module for ``steps``
   steps on its own data, and the cloud averages the adapters weighted by example counts. This
-  is exactly what the Flower apps do (``train_locally`` on ``es_examples`` in the ClientApp,
-  ``weighted_average`` in the ServerApp's FedAvg), run in one process to share one base;
-* ``local-only``: each ES trains alone for ``rounds * steps`` steps; the mean over ESs;
+  is what the Flower apps do (``train_locally`` on ``es_examples`` in the ClientApp,
+  ``weighted_average`` in the ServerApp's FedAvg), run in one process to share one base; the
+  apps give each ES steps in proportion to its contracted f instead of the same ``steps``;
+* ``local-only``: each ES trains alone for ``rounds * steps`` steps; the mean over ESs (its
+  interval is that of one module on the held-out set: the ESs answer the same scenes);
 * ``centralised``: ``rounds * steps`` steps on the pooled data of all ESs (the same number of
-  sequential steps as the federation's global model; the upper bound of the issue);
+  sequential steps as the federation's global model);
 * ``centralised-equal-compute``: ``num_es * rounds * steps`` steps,
   as many gradient steps as the whole federation spent;
 * ``none``: the base model without modules.
@@ -71,12 +74,20 @@ RESULTS = Path(__file__).resolve().parent / "results"
 NO_LATENCY = Latency(math.nan, math.nan, math.nan, math.nan, math.nan, 0)
 MODEL_EXPERIMENTS = {
     "smollm2-135m": "default",
-    "tiny-llm": "smoke",
+    "tiny-llm": "default",
     "effnet-smollm2-vlm": "vlm",
     "tiny-vlm": "vlm",
 }
-"""The tiny LLM uses the smoke experiment's small model (the tests' cached base); the VLMs
-read the rendered scene images instead of the perception logs."""
+"""The tiny LLM is ``make run``'s model; the VLMs read the rendered scene images (labelled by
+the rule an image can show: no motion) instead of the perception logs."""
+MODEL_BUDGETS = {
+    "tiny-llm": (10, 70),
+    "smollm2-135m": (3, 10),
+    "effnet-smollm2-vlm": (3, 6),
+    "tiny-vlm": (3, 60),
+}
+"""(ESs, local steps per ES per round): the tiny LLM as in ``make run`` (10 ESs; 60 steps is
+about the mean of what the default contracts buy: 250 x 1.4 GHz / 5 GHz), the ~1 s/step real models at 3 ESs."""
 TRAININGS = ("local-only", "centralised", "centralised-equal-compute", "federated")
 
 
@@ -86,11 +97,12 @@ def experiment(model: str, args: argparse.Namespace) -> ExperimentConfig:
         MODEL_EXPERIMENTS[model],
         [
             f"model={model}",
+            "incentive=optimal",  # no designer checkpoint needed: contracts play no part here
             f"federation.num_es={args.num_es}",
             "data.tasks=[decide]",
-            f"data.samples_per_es={args.samples_per_es}",
             f"data.eval_samples={args.eval_samples}",
-            f"training.batch_size={args.batch_size}",
+            *([f"data.samples_per_es={args.samples_per_es}"] if args.samples_per_es else []),
+            *([f"training.batch_size={args.batch_size}"] if args.batch_size else []),
             *args.overrides,
         ],
     )
@@ -122,6 +134,9 @@ def trained_alone(
 
 def compare(model: str, args: argparse.Namespace, rows: list[dict]) -> None:
     """Append the rows of one model to ``rows`` (and rewrite the results after each step)."""
+    num_es, steps = MODEL_BUDGETS[model]
+    args = argparse.Namespace(**{**vars(args), "num_es": args.num_es or num_es})
+    args.steps = args.steps or steps
     cfg = experiment(model, args)
     seed_everything(cfg.seed)
     start = time.perf_counter()
@@ -139,9 +154,29 @@ def compare(model: str, args: argparse.Namespace, rows: list[dict]) -> None:
 
     def record(training: str, q: Quality) -> None:
         rows.append(table_row(model, training, "edge-agent", q, NO_LATENCY))
-        log.info("%s %s: accuracy %.3f", model, training, q.decision_accuracy)
+        low, high = q.accuracy_interval
+        log.info(
+            "%s %s: accuracy %.3f [%.3f, %.3f] on %d",
+            model,
+            training,
+            q.decision_accuracy,
+            low,
+            high,
+            q.num_decisions,
+        )
         save(rows, args.out)
 
+    # the federated agent first: the row the others are compared with, and the one timed
+    state = federated(module, cfg, data, args)
+    with tempfile.TemporaryDirectory() as tmp:
+        info = {"training": "federated", "config_yaml": to_yaml(cfg)}
+        agent_dir = export_agent(Path(tmp) / "agent", module, state, info)
+        start = time.perf_counter()
+        runtime = AgentRuntime.load(agent_dir, cfg.seed)
+        agent_s = base_s + time.perf_counter() - start
+        ecfg = EvaluationConfig(requests=args.requests, max_new_tokens=args.max_new_tokens)
+        rows.extend(evaluate_runtime(runtime, heldout, ecfg, "federated", (base_s, agent_s)))
+    save(rows, args.out)
     if "local-only" in trainings:
         local = []
         for es, examples in enumerate(data):
@@ -155,16 +190,6 @@ def compare(model: str, args: argparse.Namespace, rows: list[dict]) -> None:
     if "centralised-equal-compute" in trainings:
         trained_alone(module, cfg, pooled, budget * args.num_es, -2)
         record("centralised-equal-compute", quality())
-    state = federated(module, cfg, data, args)
-    with tempfile.TemporaryDirectory() as tmp:
-        info = {"training": "federated", "config_yaml": to_yaml(cfg)}
-        agent_dir = export_agent(Path(tmp) / "agent", module, state, info)
-        start = time.perf_counter()
-        runtime = AgentRuntime.load(agent_dir, cfg.seed)
-        agent_s = base_s + time.perf_counter() - start
-        ecfg = EvaluationConfig(requests=args.requests, max_new_tokens=args.max_new_tokens)
-        rows.extend(evaluate_runtime(runtime, heldout, ecfg, "federated", (base_s, agent_s)))
-    save(rows, args.out)
 
 
 def save(rows: list[dict], out: Path) -> None:
@@ -178,12 +203,14 @@ def main() -> None:
     """Parse the budget, run every model, write the results."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default="tiny-llm,smollm2-135m")
-    parser.add_argument("--num-es", type=int, default=3)
+    parser.add_argument("--num-es", type=int, default=0, help="0: the model's MODEL_BUDGETS")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=6, help="local steps per ES per round")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--samples-per-es", type=int, default=64)
-    parser.add_argument("--eval-samples", type=int, default=90)
+    parser.add_argument(
+        "--steps", type=int, default=0, help="local steps per ES per round (0: MODEL_BUDGETS)"
+    )
+    parser.add_argument("--batch-size", type=int, default=0, help="0: the config's")
+    parser.add_argument("--samples-per-es", type=int, default=0, help="0: the config's")
+    parser.add_argument("--eval-samples", type=int, default=500)
     parser.add_argument("--requests", type=int, default=50)
     parser.add_argument("--max-new-tokens", type=int, default=8)
     parser.add_argument(

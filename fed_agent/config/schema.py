@@ -22,6 +22,7 @@ PROMPT_STYLES = ("log", "natural")
 an instruction in words around the scene's description (what instruction-tuned bases such
 as SmolLM2-Instruct read best)."""
 AGGREGATIONS = tuple(AGGREGATORS)
+LR_SCHEDULES = ("constant", "linear")
 MODULE_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 """A module name also names its adapter file ``<name>.safetensors`` in the agent directory."""
 
@@ -113,12 +114,15 @@ class ModelConfig:
 class TrainingConfig:
     """Local training of an agent module on one ES."""
 
-    local_steps: int = 25
-    """Optimiser steps per round at full effort (the step budget)."""
+    local_steps: int = 250
+    """Optimiser steps per round at full effort (the step budget); an ES contracted at f GHz
+    takes ``local_steps * f / market.f_max_ghz`` of them (50-95 at the default contracts)."""
     batch_size: int = 16
-    learning_rate: float = 1e-2
+    learning_rate: float = 3e-3
     max_grad_norm: float = 1.0
     eval_batch_size: int = 64
+    lr_schedule: str = "linear"
+    """Learning rate over one local training call: constant or linear (decay to 0)."""
 
     def __post_init__(self) -> None:
         if self.local_steps < 0 or self.batch_size < 1 or self.eval_batch_size < 1:
@@ -128,6 +132,7 @@ class TrainingConfig:
             )
         if not self.learning_rate > 0:
             raise ValueError(f"training.learning_rate must be > 0, got {self.learning_rate}")
+        check_choice("training.lr_schedule", self.lr_schedule, LR_SCHEDULES)
 
 
 @dataclass
@@ -135,11 +140,13 @@ class DataConfig:
     """Synthetic mobile-metaverse perception data and its split over ESs."""
 
     samples_per_es: int = 256
-    eval_samples: int = 200
-    """Held-out evaluation split, generated from its own seed stream; no ES trains on it."""
+    eval_samples: int = 500
+    """Held-out scenes, generated from their own seed stream (no ES trains on them); each is
+    asked as every task, so 500 scenes put one standard error of an accuracy at <= 2.2 points."""
     dirichlet_alpha: float = 0.5
     """Concentration of each ES's mixture over scene kinds (small = more non-IID)."""
-    tasks: list[str] = field(default_factory=lambda: ["decide", "describe"])
+    tasks: list[str] = field(default_factory=lambda: ["decide"])
+    """What the ESs train on; ``describe`` (text generation) costs steps the decision needs."""
     image_size: int = 32
     prompt_style: str = "log"
     """How text prompts are worded: log or natural (see PROMPT_STYLES)."""

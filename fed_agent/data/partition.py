@@ -42,11 +42,18 @@ def es_examples(
 
 
 def heldout_examples(cfg: DataConfig, seed: int, with_images: bool = False) -> list[Example]:
-    """The evaluation split: uniform over scene kinds, never trained on."""
+    """The evaluation split: ``cfg.eval_samples`` scenes, uniform over scene kinds, never
+    trained on; every scene is asked as each task of ``cfg.tasks`` (task by task, in order),
+    so the decision accuracy is measured on all ``eval_samples`` scenes whatever the mix."""
     scenes = sample_scenes(rng_for(seed, "heldout-scenes"), cfg.eval_samples)
-    rng = rng_for(seed, "heldout-render")
     size = cfg.image_size if with_images else None
-    return make_examples(scenes, cfg.tasks, rng, size, cfg.prompt_style)
+    return [
+        example
+        for task in cfg.tasks
+        for example in make_examples(
+            scenes, [task], rng_for(seed, "heldout-render", task), size, cfg.prompt_style
+        )
+    ]
 
 
 def public_corpus(seed: int, size: int) -> list[str]:

@@ -66,15 +66,19 @@ def _in_path(obj: SceneObject) -> bool:
     return obj.position in ("ahead", "crosswalk")
 
 
-def decide_action(scene: Scene) -> str:
+def decide_action(scene: Scene, sees_motion: bool = True) -> str:
     """Ground-truth rule of the decision task.
 
     stop: a vulnerable road user in the path (ahead or on the crosswalk) that is near or mid and
     crossing or approaching, or debris near ahead. slow: any other vulnerable user near, a
     vehicle near in the path, a cone in the path, fog or snow, or rain at night. go: otherwise.
+
+    With ``sees_motion=False`` (the rule of the image task: one still frame cannot show
+    whether a road user is crossing or moving away) every vulnerable user near or mid in the
+    path counts as moving in: stop whatever its motion.
     """
     for obj in scene.objects:
-        moving_in = obj.motion in ("crossing", "approaching")
+        moving_in = obj.motion in ("crossing", "approaching") or not sees_motion
         if obj.kind in VULNERABLE and _in_path(obj) and obj.distance != "far" and moving_in:
             return "stop"
         if obj.kind == "debris" and _in_path(obj) and obj.distance == "near":

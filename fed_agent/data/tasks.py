@@ -9,7 +9,7 @@ import numpy as np
 from fed_agent.choices import check_choice
 from fed_agent.config.schema import PROMPT_STYLES, TASKS
 from fed_agent.data.render import describe, perception_log, render_image
-from fed_agent.data.scenes import ACTIONS, Scene
+from fed_agent.data.scenes import ACTIONS, Scene, decide_action
 
 DECIDE_PROMPT = "{log}\nAction:"
 DESCRIBE_PROMPT = "{log}\nDescribe:"
@@ -69,7 +69,11 @@ def _example(scene: Scene, task: str, image: np.ndarray | None, prompt_style: st
         prompt = IMAGE_DECIDE_PROMPT if task == "decide" else IMAGE_DESCRIBE_PROMPT
     else:
         prompt = _text_prompt(scene, task, prompt_style)
-    answer = scene.action if task == "decide" else describe(scene)
+    if task == "decide":
+        # a still image shows no motion: its examples follow the rule an image can show
+        answer = decide_action(scene, sees_motion=image is None)
+    else:
+        answer = describe(scene)
     return Example(task, prompt, f" {answer}", image)
 
 

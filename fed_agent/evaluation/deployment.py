@@ -143,13 +143,21 @@ def cloud_only(
 def table_row(
     model: str, training: str, deployment: str, quality: Quality, latency: Latency
 ) -> dict[str, float | str | int]:
-    """One row of the evaluation table (the columns of benchmarks/results/agent_eval.csv)."""
+    """One row of the evaluation table (the columns of benchmarks/results/agent_eval.csv).
+
+    ``quality`` is the held-out decision accuracy, ``ci_low``/``ci_high`` its Wilson 95 %
+    interval over ``n_eval`` held-out decisions.
+    """
     loss = quality.answer_loss
+    ci_low, ci_high = quality.accuracy_interval
     return {
         "model": model,
         "training": training,
         "deployment": deployment,
         "quality": quality.decision_accuracy,
+        "ci_low": ci_low,
+        "ci_high": ci_high,
+        "n_eval": quality.num_decisions,
         "answer_loss": loss,
         "perplexity": math.exp(loss) if math.isfinite(loss) else math.nan,
         "load_s": latency.load_s,

@@ -15,6 +15,7 @@ import torch
 
 from fed_agent.data.scenes import ACTIONS
 from fed_agent.data.tasks import Example, action_candidates
+from fed_agent.evaluation.intervals import accuracy_interval
 from fed_agent.modules.adapter import AgentModule
 from fed_agent.modules.base import TASK_KINDS
 from fed_agent.modules.batching import (
@@ -36,11 +37,18 @@ class Quality:
     """Mean next-token loss over all answer tokens of all examples (for a classifier: the mean
     cross-entropy of the right class over the ``decide`` examples)."""
     num_examples: int
+    num_decisions: int = 0
+    """Held-out decisions behind ``decision_accuracy``: the n of its 95 % interval."""
 
     @property
     def answer_perplexity(self) -> float:
         """exp(answer_loss)."""
         return math.exp(self.answer_loss)
+
+    @property
+    def accuracy_interval(self) -> tuple[float, float]:
+        """Wilson 95 % interval of ``decision_accuracy`` over ``num_decisions`` decisions."""
+        return accuracy_interval(self.decision_accuracy, self.num_decisions)
 
 
 @torch.no_grad()
@@ -122,7 +130,7 @@ def _classifier_quality(module: AgentModule, examples: list[Example], batch_size
         logits = module.model(**batch).logits
         correct += int((logits.argmax(dim=1) == labels).sum())
         total_loss += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
-    return Quality(correct / len(decide), total_loss / len(decide), len(decide))
+    return Quality(correct / len(decide), total_loss / len(decide), len(decide), len(decide))
 
 
 def evaluate_quality(module: AgentModule, examples: list[Example], batch_size: int) -> Quality:
@@ -134,6 +142,7 @@ def evaluate_quality(module: AgentModule, examples: list[Example], batch_size: i
             decision_accuracy(module, examples, batch_size),
             answer_loss(module, examples, batch_size),
             len(examples),
+            sum(e.task == "decide" for e in examples),
         )
     if kind == "classify":
         return _classifier_quality(module, examples, batch_size)
@@ -141,10 +150,16 @@ def evaluate_quality(module: AgentModule, examples: list[Example], batch_size: i
 
 
 def mean_quality(qualities: list[Quality]) -> Quality:
-    """Example-weighted mean of several qualities (e.g. over ESs)."""
+    """Example-weighted mean of several qualities of modules scored on one held-out set.
+
+    ``num_decisions`` stays that set's size (the largest of the parts), not the sum: the
+    modules answered the same scenes, so their mean is no more precise than one of them, and
+    its interval is the (conservative) one of a single module's accuracy.
+    """
     weights = np.array([q.num_examples for q in qualities], dtype=float)
     return Quality(
         float(np.average([q.decision_accuracy for q in qualities], weights=weights)),
         float(np.average([q.answer_loss for q in qualities], weights=weights)),
         int(weights.sum()),
+        max(q.num_decisions for q in qualities),
     )

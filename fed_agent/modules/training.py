@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fed_agent.config.schema import TrainingConfig
+from fed_agent.choices import check_choice
+from fed_agent.config.schema import LR_SCHEDULES, TrainingConfig
 from fed_agent.data.tasks import Example
 from fed_agent.modules.adapter import AgentModule
 from fed_agent.modules.batching import encode_for, usable_examples
@@ -47,6 +48,9 @@ def train_locally(
     model = module.model
     params = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda step: learning_rate_factor(cfg.lr_schedule, step, num_steps)
+    )
     rng = np.random.default_rng(seed)
     order: list[int] = []
     losses = []
@@ -61,12 +65,28 @@ def train_locally(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         optimiser.step()
+        schedule.step()
         losses.append(float(loss.item()))
     model.eval()
     mean_loss = float(np.mean(losses)) if losses else float("nan")
     return TrainingReport(
         num_steps, num_steps * cfg.batch_size, mean_loss, time.perf_counter() - start
     )
+
+
+def learning_rate_factor(schedule: str, step: int, num_steps: int) -> float:
+    """The share of ``training.learning_rate`` used at optimiser step ``step`` of ``num_steps``.
+
+    ``constant``: 1 throughout. ``linear``: from 1 down to ``1 / num_steps`` at the last step
+    of each local training call, so that every ES hands back a settled module rather than one
+    caught mid-jump by the last noisy batch (what FedAvg then averages).
+    """
+    check_choice("training.lr_schedule", schedule, LR_SCHEDULES)
+    if schedule == "constant":
+        return 1.0
+    if schedule == "linear":
+        return 1.0 - step / max(num_steps, 1)
+    raise AssertionError("unreachable: check_choice covers every schedule")
 
 
 def local_steps_for(f_ghz: float, f_max_ghz: float, full_steps: int) -> int:

@@ -73,7 +73,7 @@ def test_partitions_are_non_iid_dirichlet_mixtures():
 
 
 def test_heldout_split_does_not_depend_on_any_es():
-    cfg = DataConfig(eval_samples=30, samples_per_es=30)
+    cfg = DataConfig(eval_samples=30, samples_per_es=30, tasks=["decide", "describe"])
     heldout = heldout_examples(cfg, 0)
     assert heldout == heldout_examples(cfg, 0)
     assert heldout != es_examples(cfg, 0, 0)
@@ -102,3 +102,35 @@ def test_natural_prompts_word_the_scene_and_keep_the_answers():
 def test_unknown_prompt_style_lists_choices():
     with pytest.raises(ValueError, match=r"data.prompt_style.*\['log', 'natural'\]"):
         DataConfig(prompt_style="chatty")
+
+
+def test_heldout_split_asks_every_scene_as_every_task():
+    cfg = DataConfig(eval_samples=30, tasks=["decide", "describe"])
+    heldout = heldout_examples(cfg, 0)
+    decide = [e for e in heldout if e.task == "decide"]
+    describe_ = [e for e in heldout if e.task == "describe"]
+    # all 30 scenes count for the decision accuracy, whatever the task mix
+    assert len(decide) == len(describe_) == 30
+    assert [e.task for e in heldout] == ["decide"] * 30 + ["describe"] * 30
+    # and the decision scenes are the same as with the decision task alone
+    only_decide = heldout_examples(DataConfig(eval_samples=30, tasks=["decide"]), 0)
+    assert only_decide == decide
+
+
+def test_image_rule_cannot_see_motion_so_a_receding_pedestrian_in_the_path_means_stop():
+    receding = scene(("pedestrian", "ahead", "mid", "receding"))
+    assert decide_action(receding) == "go"
+    assert decide_action(receding, sees_motion=False) == "stop"
+    # what an image does show keeps its rule: far away, or beside the path
+    assert decide_action(scene(("pedestrian", "ahead", "far", "receding")), False) == "go"
+    assert decide_action(scene(("dog", "left", "near", "receding")), False) == "slow"
+
+
+def test_image_examples_are_labelled_by_the_image_rule_and_text_ones_by_the_full_rule():
+    from fed_agent.data.tasks import make_examples
+
+    receding = [scene(("child", "crosswalk", "near", "receding"))]
+    rng = np.random.default_rng(0)
+    [text] = make_examples(receding, ["decide"], rng)
+    [image] = make_examples(receding, ["decide"], rng, image_size=32)
+    assert (text.answer, image.answer) == (" slow", " stop")
