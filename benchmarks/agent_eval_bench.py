@@ -99,6 +99,8 @@ def experiment(model: str, args: argparse.Namespace) -> ExperimentConfig:
             f"model={model}",
             "incentive=optimal",  # no designer checkpoint needed: contracts play no part here
             f"federation.num_es={args.num_es}",
+            f"federation.es_per_round={args.num_es}",  # both must be <= num_es
+            f"federation.min_available_es={min(args.num_es, 2)}",
             "data.tasks=[decide]",
             f"data.eval_samples={args.eval_samples}",
             *([f"data.samples_per_es={args.samples_per_es}"] if args.samples_per_es else []),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from fed_agent.contracts import (
     sample_market,
     solve_reference,
 )
+from fed_agent.contracts.market import MAX_TYPES
 
 MARKET_CHOICES = ("default", "paper", "random")
 
@@ -31,7 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     solve = commands.add_parser("solve", help="solve and print every reference contract")
     solve.add_argument("--market", choices=MARKET_CHOICES, default="default")
     solve.add_argument("--seed", type=int, default=0, help="seed of a random market and menu")
-    solve.add_argument("--num-types", type=int, default=None, help="K (default: the market's)")
+    solve.add_argument(
+        "--num-types", type=int, default=None, help=f"K in [2, {MAX_TYPES}] (default: the market's)"
+    )
     solve.add_argument("--participation", choices=PARTICIPATION_RULES, default=None)
     solve.add_argument(
         "--solution",
@@ -108,6 +112,13 @@ def solve_table(market: Market, names: list[str], seed: int) -> tuple[list[dict]
 
 def run_solve(args: argparse.Namespace) -> int:
     """Handler of ``fed-agent contract solve``."""
+    if args.num_types is not None and not 2 <= args.num_types <= MAX_TYPES:
+        print(
+            f"bad option: --num-types must be an integer in [2, {MAX_TYPES}] (the solver's "
+            f"range), got {args.num_types}",
+            file=sys.stderr,
+        )
+        return 2
     market = build_market(args.market, args.seed, args.num_types, args.participation)
     names = args.solution or list(REFERENCE_SOLVERS)
     print(

@@ -6,8 +6,11 @@ the dataclass registered for its group, so a misspelt key fails at compose time.
 
 from __future__ import annotations
 
+import math
+import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from fed_agent.choices import check_choice
 from fed_agent.contracts.market import MarketParams
@@ -25,6 +28,51 @@ AGGREGATIONS = tuple(AGGREGATORS)
 LR_SCHEDULES = ("constant", "linear")
 MODULE_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 """A module name also names its adapter file ``<name>.safetensors`` in the agent directory."""
+RUN_NAME_FORBIDDEN = ("/", "\\", "\0")
+"""A run name names its folder ``<output_dir>/<run_name>``: it holds none of these and is not
+empty, ``.`` or ``..`` (spaces and quotes are fine)."""
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+def check_hf_model_available(path: str) -> None:
+    """``model=hf``: refuse, at config time, a ``model.path`` that cannot load here.
+
+    A local directory must hold a Hugging Face model (``config.json``); offline
+    (``HF_HUB_OFFLINE=1``, the project default) a hub id must already be in the local Hugging
+    Face cache. Only the cache is looked at (no network, no weights read).
+
+    Raises
+    ------
+    ValueError
+        One line naming ``model.path`` and the rule.
+    """
+    if not path:
+        raise ValueError("model.path must name a Hugging Face model id or a local directory")
+    local = Path(path).expanduser()
+    if path.startswith(("/", ".", "~")) or local.exists():
+        if not (local / "config.json").is_file():
+            raise ValueError(
+                f"model.path {path!r} must be a directory holding a Hugging Face model "
+                "(config.json)"
+            )
+        return
+    if not _offline():
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(path, "config.json")
+    except ValueError as err:  # HFValidationError: not a valid repo id
+        raise ValueError(f"model.path {path!r} is neither a model id nor a directory") from err
+    if not isinstance(cached, str):
+        raise ValueError(
+            f"model.path {path!r} must be available offline (HF_HUB_OFFLINE=1): it is not in the "
+            "local Hugging Face cache; download it where there is network (`hf download <id>`) "
+            "or set model.path to a local directory"
+        )
 
 
 @dataclass
@@ -58,8 +106,16 @@ class FederationConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"federation.{name} must be >= 1, got {getattr(self, name)}")
-        if self.round_timeout_s <= 0:
-            raise ValueError(f"federation.round_timeout_s must be > 0, got {self.round_timeout_s}")
+        if not (math.isfinite(self.round_timeout_s) and self.round_timeout_s > 0):
+            raise ValueError(
+                f"federation.round_timeout_s must be a finite number > 0, got {self.round_timeout_s}"
+            )
+        for name in ("es_per_round", "min_available_es"):
+            if getattr(self, name) > self.num_es:
+                raise ValueError(
+                    f"federation.{name} must be <= federation.num_es ({self.num_es}), got "
+                    f"{getattr(self, name)}"
+                )
         check_choice("federation.aggregation", self.aggregation, AGGREGATIONS)
 
 
@@ -108,6 +164,13 @@ class ModelConfig:
             )
         if self.lora_r < 1 or not self.lora_targets:
             raise ValueError("model.lora_r must be >= 1 and model.lora_targets non-empty")
+        if not 1 <= self.num_kv_heads <= self.num_heads or self.num_heads % self.num_kv_heads:
+            raise ValueError(
+                f"model.num_kv_heads ({self.num_kv_heads}) must be >= 1 and divide "
+                f"model.num_heads ({self.num_heads})"
+            )
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"model.lora_dropout must be in [0, 1), got {self.lora_dropout}")
 
 
 @dataclass
@@ -206,6 +269,14 @@ class ExperimentConfig:
     """The exported agent: this run's module name and an earlier agent to extend."""
 
     def __post_init__(self) -> None:
+        name = self.run_name
+        if name in ("", ".", "..") or any(c in name for c in RUN_NAME_FORBIDDEN):
+            raise ValueError(
+                "run_name must name one folder: not empty, '.' or '..', and without path "
+                f"separators (/ or \\), got {name!r}"
+            )
+        if self.model.name == "hf":
+            check_hf_model_available(self.model.path)
         # a learned policy needs a designer for this K: fail here, before any run folder
         if self.incentive.policy in LEARNED_POLICIES:
             try:

@@ -18,11 +18,14 @@ from fed_agent.modules.registry import BUILDERS, ModelLoadError, load_base
 from fed_agent.modules.training import train_locally
 
 
-def test_every_model_yaml_names_a_registry_entry() -> None:
+def test_every_model_yaml_names_a_registry_entry(tmp_path) -> None:
     from fed_agent.config.load import CONFIG_DIR
 
+    (tmp_path / "config.json").write_text("{}")  # model=hf needs a loadable model.path
     names = {
-        load_config("default", [f"model={p.stem}"]).model.name
+        load_config(
+            "default", [f"model={p.stem}", *([f"model.path={tmp_path}"] * (p.stem == "hf"))]
+        ).model.name
         for p in (CONFIG_DIR / "model").glob("*.yaml")
     }
     assert names == set(BUILDERS)

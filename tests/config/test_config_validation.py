@@ -1,0 +1,113 @@
+"""Validation before side effects: every bad value is refused when the config loads.
+
+Each error is one line naming the field and the rule; ``fed-agent run`` exits 2 before any
+SuperLink starts or any run folder is created, and prints no traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fed_agent.config import ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            "federation.round_timeout_s=nan",
+            "federation.round_timeout_s must be a finite number > 0",
+        ),
+        (
+            "federation.round_timeout_s=inf",
+            "federation.round_timeout_s must be a finite number > 0",
+        ),
+        ("federation.round_timeout_s=-1", "federation.round_timeout_s must be a finite number > 0"),
+        ("federation.es_per_round=11", r"federation.es_per_round must be <= federation.num_es"),
+        ("federation.min_available_es=11", "federation.min_available_es must be <= federation"),
+        ("model.lora_dropout=1.5", r"model.lora_dropout must be in \[0, 1\)"),
+        ("model.lora_dropout=1.0", r"model.lora_dropout must be in \[0, 1\)"),
+        ("model.lora_dropout=-0.1", r"model.lora_dropout must be in \[0, 1\)"),
+        ("model.num_kv_heads=3", r"model.num_kv_heads \(3\) must be >= 1 and divide"),
+        ("model.num_kv_heads=0", r"model.num_kv_heads \(0\) must be >= 1 and divide"),
+        ("model.num_heads=3", r"model.hidden_size \(128\) must be divisible by model.num_heads"),
+        ("run_name=../../escape", "run_name must name one folder"),
+        ("run_name=a/b", "run_name must name one folder"),
+        ("run_name=..", "run_name must name one folder"),
+        ("model=hf", "model.path must name a Hugging Face model id or a local directory"),
+        ("model=hf model.path=./no-such-dir", "model.path './no-such-dir' must be a directory"),
+        (
+            "model=hf model.path=fedagent-test/not-downloaded",
+            "model.path 'fedagent-test/not-downloaded' must be available offline",
+        ),
+    ],
+)
+def test_a_bad_value_is_refused_at_load_time_in_one_line(overrides, message, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config("default", overrides)
+    assert "\n" not in str(err.value)
+
+
+def test_good_values_at_the_limits_load():
+    cfg = load_config(
+        "default",
+        "federation.es_per_round=10 federation.min_available_es=10 model.lora_dropout=0.5 "
+        "model.num_kv_heads=4",
+    )
+    assert cfg.federation.es_per_round == cfg.federation.num_es == 10
+    assert load_config("default", ["run_name=my run"]).run_name == "my run"
+
+
+def test_an_hf_model_in_a_local_directory_passes_the_check(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    assert load_config("default", ["model=hf", f"model.path={tmp_path}"]).model.path == str(
+        tmp_path
+    )
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "fed_agent.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.timeout(300)
+def test_fed_agent_run_refuses_a_bad_config_before_any_folder_exists(tmp_path):
+    out = tmp_path / "outputs"
+    for overrides in (
+        ["model=hf", "model.path=openai-community/gpt2"],  # not cached, and offline
+        ["federation.round_timeout_s=nan"],
+        ["run_name=../../escape"],
+    ):
+        result = _cli("run", "--experiment", "smoke", *overrides, f"output_dir={out}")
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2, result.stderr
+        assert len(lines) == 1 and lines[0].startswith("ERROR") and "bad config: " in lines[0]
+        assert "Traceback" not in result.stderr + result.stdout
+        assert not out.exists()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("num_types", ["50", "-3", "1"])
+def test_contract_solve_refuses_k_outside_the_solvers_range(num_types):
+    result = _cli("contract", "solve", "--num-types", num_types)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"bad option: --num-types must be an integer in [2, 10] (the solver's range), got "
+        f"{num_types}"
+    ]
+    assert "Traceback" not in result.stderr
