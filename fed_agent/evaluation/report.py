@@ -53,8 +53,15 @@ def plot_table(frame: pd.DataFrame, path: Path, title: str) -> None:
     ]
     positions = range(len(frame))
     fig, (acc, lat) = plt.subplots(1, 2, figsize=(max(8.0, 0.9 * len(frame)), 6.0))
-    acc.bar(positions, frame["quality"].fillna(0.0), color="tab:green")
-    acc.set_ylabel("held-out decision accuracy")
+    quality = frame["quality"].fillna(0.0)
+    error = None
+    if {"ci_low", "ci_high"} <= set(frame.columns):  # the 95 % interval as an error bar
+        error = [
+            (quality - frame["ci_low"].fillna(quality)).clip(lower=0),
+            (frame["ci_high"].fillna(quality) - quality).clip(lower=0),
+        ]
+    acc.bar(positions, quality, color="tab:green", yerr=error, capsize=2)
+    acc.set_ylabel("held-out decision accuracy (95 % CI)")
     acc.set_ylim(0, 1)
     width = 0.4
     lat.bar([p - width / 2 for p in positions], frame["p50_ms"].fillna(0.0), width, label="p50")

@@ -45,3 +45,14 @@ def test_upsert_writes_a_new_table(tmp_path) -> None:
     assert pd.read_csv(path).to_dict("records") == [
         {"num_es": 20, "strategy": "static", "utility": 4.0}
     ]
+
+
+def test_plot_draws_accuracy_with_and_without_intervals(tmp_path) -> None:
+    from fed_agent.evaluation.report import plot_table
+
+    base = {"model": "m", "training": "t", "deployment": "edge-agent", "p50_ms": 1.0}
+    plain = pd.DataFrame([{**base, "quality": 0.8, "p95_ms": 2.0}])
+    plot_table(plain, tmp_path / "plain.png", "no intervals")
+    with_ci = plain.assign(ci_low=[0.76], ci_high=[0.84])
+    plot_table(with_ci, tmp_path / "ci.png", "intervals")
+    assert (tmp_path / "plain.png").stat().st_size > 0 and (tmp_path / "ci.png").stat().st_size > 0
