@@ -9,7 +9,7 @@ Reproduce the shipped checkpoints (each a few minutes on one quiet core; docs/de
     fed-agent designer train --out fed_agent/assets/edmsac_paper_k5.npz --market paper
     fed-agent designer train --out fed_agent/assets/edmsac_federation_k3.npz --market federation
     fed-agent designer train --out fed_agent/assets/edmsac_federation_k5.npz \
-        --market federation --num-types 5
+        --market federation --num-types 5 --env-steps 16384 --violation-penalty 0.05
     fed-agent designer train --out fed_agent/assets/dmsac_federation_k3.npz --algorithm dmsac \
         --market federation
     fed-agent designer train --out fed_agent/assets/ppo_federation_k3.npz --algorithm ppo \
@@ -62,6 +62,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--env-steps", type=int, default=DesignerConfig.env_steps)
     train.add_argument("--seed", type=int, default=DesignerConfig.seed)
     train.add_argument("--prune-rate", type=float, default=None, help="EDMSAC's rho")
+    train.add_argument(
+        "--violation-penalty",
+        type=float,
+        default=DesignerConfig.violation_penalty,
+        help="reward per violated constraint of a menu no rewards implement",
+    )
     train.add_argument("--log", type=Path, default=None, help="metrics log (.jsonl)")
     train.add_argument("--threads", type=int, default=DEFAULT_THREADS)
     train.set_defaults(handler=run_train)
@@ -80,6 +86,7 @@ def _config_from_args(args: argparse.Namespace) -> DesignerConfig:
         num_types=args.num_types,
         env_steps=args.env_steps,
         seed=args.seed,
+        violation_penalty=args.violation_penalty,
     )
     if args.prune_rate is not None:
         config.edmsac.prune_rate = args.prune_rate

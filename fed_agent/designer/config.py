@@ -49,8 +49,8 @@ class DesignerConfig:
     num_envs: int = 64
     """markets designed in parallel per iteration"""
     updates_per_iteration: int = 8
-    """gradient steps of an off-policy learner per iteration (2 left EDMSAC at 0.976 of the
-    optimum on the default market, 4 at 0.988, 8 at 0.991: docs/designer.md)"""
+    """gradient steps of an off-policy learner per iteration (fewer left EDMSAC short of the
+    optimum on the default market: docs/designer.md, "EDMSAC")"""
     warmup_env_steps: int = 2_048
     """uniformly random menus before the policy acts (off-policy learners)"""
     reward_scale_frac: float = 0.1
