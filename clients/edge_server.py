@@ -118,7 +118,7 @@ class EdgeServer:
         contract = DynamicContract.from_flat(
             np.array([*offer.f1, *offer.f2]), np.array([*offer.r1, *offer.r2]), k
         )
-        market = self.market()
+        market = self.market().replace(participation=offer.participation)
         true_type = self.type_in_round(offer.server_round, market)
         report = None if offer.report == DECLINE else offer.report
         if offer.oracle:

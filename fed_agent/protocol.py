@@ -128,6 +128,9 @@ class Offer:
     held: float = 0.0
     """Period-1 pay the cloud holds back from this ES until its period-2 work is delivered
     (ex ante participation): an ES that walks away in period 2 forfeits it."""
+    participation: str = "ex_ante"
+    """The rule the contract is offered under: ``ex_ante`` (signing commits the ES to period
+    2) or ``per_period`` (it may leave in any period; e.g. a flat fee, which commits no one)."""
 
     def __post_init__(self) -> None:
         k = len(self.f1)
@@ -138,6 +141,8 @@ class Offer:
                 f"malformed offer: period {self.period}, {k} period-1 items, "
                 f"{len(self.f2)} period-2 items"
             )
+        if self.participation not in ("per_period", "ex_ante"):
+            raise ProtocolError(f"unknown participation rule {self.participation!r}")
         if not (np.isfinite(self.held) and self.held >= 0):
             raise ProtocolError(f"held pay must be a finite number >= 0, got {self.held}")
         if self.period == 2 and not 0 <= self.report < k:
@@ -161,6 +166,7 @@ class Offer:
             bool(values["oracle"]),
             *(tuple(float(x) for x in values[k]) for k in ("f1", "r1", "f2", "r2")),
             float(values["held"]),
+            str(values["participation"]),
         )
 
 

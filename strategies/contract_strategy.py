@@ -58,7 +58,7 @@ from fed_agent.contracts import DynamicContract, Market, value_of_work
 from fed_agent.contracts.utility import es_period_utility
 from fed_agent.incentives.beliefs import BeliefTracker
 from fed_agent.incentives.ledger import Ledger, LedgerEntry
-from fed_agent.incentives.policies import ORACLE_POLICIES, ContractPolicy
+from fed_agent.incentives.policies import ORACLE_POLICIES, UNCOMMITTED_POLICIES, ContractPolicy
 from fed_agent.incentives.profiles import PublicFacts, es_market, period_of_round
 from fed_agent.incentives.selection import select_participants
 from fed_agent.modules.adapter import AgentModule
@@ -270,6 +270,8 @@ class ContractStrategy(Strategy):
         offered = [n for n in sampled if n in self.facts]
         self.beliefs.advance_unobserved([n for n in self.engagements if n not in offered])
         markets = [self._market_of(n, self.beliefs.belief(n)) for n in offered]
+        if self.cfg.incentive.policy in UNCOMMITTED_POLICIES:
+            markets = [m.replace(participation="per_period") for m in markets]
         self._forfeit_unfinished_epochs(server_round)
         self.engagements = {}
         if not markets:
@@ -320,6 +322,7 @@ class ContractStrategy(Strategy):
             f2=tuple(c.f2.ravel()),
             r2=tuple(c.r2.ravel()),
             held=engagement.held if self._period == 2 else 0.0,
+            participation=engagement.market.participation,
         )
         return self._query(node_id, {PHASE: OFFER, **offer.to_dict()})
 

@@ -37,6 +37,9 @@ ORACLE_POLICIES = frozenset({"complete_information"})
 UNGUARDED_POLICIES = frozenset({"fedavg_flat_fee", "complete_information"})
 """Not contract designs, so not guarded: the flat fee is the no-contract baseline as is, and
 the oracle's contract is not incentive compatible by construction."""
+UNCOMMITTED_POLICIES = frozenset({"fedavg_flat_fee"})
+"""Offers that commit no one: a flat fee is offered round by round (per-period participation,
+nothing held back), whatever the market's rule."""
 PRICED_POLICIES = frozenset({*LEARNED_POLICIES, "optimal", "static", "uniform"})
 """Policies whose rewards are the least-cost rewards of their f: the guard verifies them."""
 

@@ -239,3 +239,19 @@ def test_a_committed_es_that_walks_away_in_period_two_forfeits_its_held_pay(tmp_
         assert entry.paid == pytest.approx(entry.reward_offered + held[entry.node_id])
     row = strategy.outputs.rows[-1]
     assert row["forfeited"] == pytest.approx(held[dead])
+
+
+def test_a_flat_fee_commits_no_one_whatever_the_markets_rule(tmp_path, smoke_module):
+    # the default market is ex ante, under which a flat fee would bind an ES to a period 2
+    # in which it is likely loaded: offered round by round, the most willing take it
+    strategy, grid = make_strategy(tmp_path, smoke_module, "incentive=fedavg_flat_fee")
+    messages, _ = train_round(strategy, grid, smoke_module)
+    assert all(e.market.participation == "per_period" for e in strategy.engagements.values())
+    strategy.aggregate_train(
+        1,
+        [
+            reply_for(m, u)
+            for m, u in zip(messages, honest_updates(smoke_module, len(messages)), strict=True)
+        ],
+    )
+    assert all(e.held == 0.0 for e in strategy.ledger.entries)
