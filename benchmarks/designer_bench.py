@@ -148,6 +148,34 @@ def train_one(run: Run, checkpoint_dir: str) -> dict[str, Any]:
     }
 
 
+def score_saved(run: Run, checkpoint_dir: str) -> dict[str, Any] | None:
+    """The final metrics of a designer an earlier invocation trained into ``checkpoint_dir``
+    (``--reuse-checkpoints``: no learning curve, no training time); None if there is none."""
+    path = Path(checkpoint_dir) / f"{run.designer}_{run.task}_seed{run.seed}.npz"
+    if not path.is_file():
+        return None
+    torch.set_num_threads(1)
+    designer = ContractDesigner.load(path)
+    evaluation = evaluation_for(run.task)
+    final = designer.evaluate(evaluation)
+    return {
+        "run": run,
+        "history": [],
+        "checkpoint": str(path),
+        "row": {
+            "market": run.task,
+            "designer": run.designer,
+            "seed": run.seed,
+            "utility_ratio": final["utility_ratio"],
+            "violations": count_violations(designer, evaluation),
+            "active_neuron_frac": final["active_neuron_frac"],
+            "replaced_frac": final["replaced_frac"],
+            "lp_frac": final["lp_frac"],
+            "prune_rate": designer.config.edmsac.prune_rate if run.designer == "edmsac" else 0.0,
+        },
+    }
+
+
 def inference_markets(task: str, count: int = 1000) -> list:
     """1,000 markets for timing: copies of the named market, or fresh federation markets."""
     if task == "federation":
@@ -232,10 +260,14 @@ def merge_histories(results: list[dict[str, Any]], path: Path) -> list[dict[str,
     stored = json.loads(path.read_text()) if path.is_file() else {}
     for result in results:
         run = result["run"]
-        stored[f"{run.task}/{run.designer}/{run.seed}"] = result["history"]
+        key = f"{run.task}/{run.designer}/{run.seed}"
+        if result["history"] or key not in stored:
+            stored[key] = result["history"]
     path.write_text(json.dumps(stored))
     merged = []
     for key, history in sorted(stored.items()):
+        if not history:  # a reused checkpoint has no curve
+            continue
         task, designer, seed = key.split("/")
         merged.append({"run": Run(task, designer, int(seed), 0), "history": history})
     return merged
@@ -294,6 +326,12 @@ def main() -> None:
     parser.add_argument(
         "--checkpoint-dir", type=Path, default=None, help="keep every trained checkpoint here"
     )
+    parser.add_argument(
+        "--reuse-checkpoints",
+        action="store_true",
+        help="only score the designers already in --checkpoint-dir (e.g. of an invocation cut "
+        "short), training none",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 1,024 steps")
     args = parser.parse_args()
     steps, seeds = (1024, 1) if args.quick else (args.env_steps, args.seeds)
@@ -304,9 +342,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         checkpoints = str(args.checkpoint_dir or scratch)
         Path(checkpoints).mkdir(parents=True, exist_ok=True)
+        results = []
+        if args.reuse_checkpoints:
+            saved = [score_saved(run, checkpoints) for run in runs]
+            results = [r for r in saved if r is not None]
+            runs = []  # score only what exists: a cut-short invocation's designers
         with ProcessPoolExecutor(max_workers=args.workers) as pool:
             futures = [pool.submit(train_one, run, checkpoints) for run in runs]
-            results = []
             for future in futures:
                 results.append(future.result())
                 row = results[-1]["row"]
