@@ -148,7 +148,9 @@ def test_smollm2_loads_offline_with_single_token_actions(smoke_cfg) -> None:
 
 @pytest.mark.slow
 def test_minilm_perception_learns_decisions_quickly() -> None:
-    cfg = load_config("smoke", ["model=minilm-perception", "data.samples_per_es=96"])
+    # the smoke experiment sets q/v LoRA targets for the tiny LLM; BERT names them query/value
+    overrides = ["model=minilm-perception", "model.lora_targets=[query,value]"]
+    cfg = load_config("smoke", [*overrides, "data.samples_per_es=96"])
     base = load_base(cfg.model, 0)
     assert base.task_kind == "classify" and 22_000_000 < base.num_parameters < 23_000_000
     module = AgentModule(base, cfg.model, 0)
