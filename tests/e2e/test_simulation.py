@@ -32,8 +32,13 @@ def test_contract_run_completes_pays_ledger_and_exports_a_loadable_agent(tmp_pat
     assert metrics["answer_loss"].iloc[-1] < metrics["answer_loss"].iloc[0]
     ledger = pd.read_csv(outcome.output_dir / "ledger.csv")
     paid = ledger[ledger["status"] == "paid"]
-    assert len(paid) == 6 and (paid["paid"] > 0).all()
-    assert not paid.duplicated(["round", "node_id"]).any()
+    assert len(paid) == 6 and not paid.duplicated(["round", "node_id"]).any()
+    # ex ante (the default market): period-1 pay is held until the period-2 work, then paid
+    first, second = paid[paid["round"] == 1], paid[paid["round"] == 2]
+    assert (first["paid"] == 0).all() and (first["held"] == first["reward_offered"]).all()
+    assert (second["paid"] == second["reward_offered"] + second["released"]).all()
+    assert second["released"].sum() == pytest.approx(first["held"].sum())
+    assert (paid["reward_offered"] >= 0).all() and paid["reward_offered"].sum() > 0
     manifest = json.loads((outcome.output_dir / "agent" / "manifest.json").read_text())
     assert manifest["round"] == 2
     module, _ = load_agent(outcome.output_dir / "agent", seed=0)
@@ -43,12 +48,12 @@ def test_contract_run_completes_pays_ledger_and_exports_a_loadable_agent(tmp_pat
 
 @pytest.mark.timeout(600)
 def test_a_failing_server_app_is_reported_as_failed(tmp_path):
-    # a designer checkpoint that does not exist makes the ServerApp raise after start-up
+    # a designer checkpoint that exists but is not one makes the ServerApp raise after
+    # start-up (a missing one is refused earlier, when the config loads)
+    corrupt = tmp_path / "corrupt.npz"
+    corrupt.write_bytes(b"not a checkpoint")
     with pytest.raises(FederationRunError, match="finished:failed"):
-        launch_simulation(
-            "smoke",
-            f"incentive.designer_checkpoint={tmp_path}/missing.npz output_dir={tmp_path}",
-        )
+        launch_simulation("smoke", f"incentive.designer_checkpoint={corrupt} output_dir={tmp_path}")
 
 
 @pytest.mark.timeout(1500)
