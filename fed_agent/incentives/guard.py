@@ -104,7 +104,11 @@ def guard_offers(
             contracts.append(None)
             sources.append(NO_OFFER)
         elif proposed[row] >= reference[row]:
-            contracts.append(DynamicContract(f1[row], r1[row], f2[row], r2[row]))
+            # a verified proposal is offered as it is; a re-priced one with its new rewards
+            if priced:
+                contracts.append(proposals[row])
+            else:
+                contracts.append(DynamicContract(f1[row], r1[row], f2[row], r2[row]))
             sources.append(DESIGNED)
         else:
             contracts.append(DynamicContract(ref[0][row], ref[1][row], ref[2][row], ref[3][row]))
