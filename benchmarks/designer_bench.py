@@ -108,24 +108,17 @@ def count_violations(designer: ContractDesigner, evaluation: EvaluationSet) -> i
     return sum(len(audit(c, m)) for c, m in zip(contracts, evaluation.markets, strict=True))
 
 
-def train_one(run: Run, checkpoint_dir: str) -> dict[str, Any]:
-    """Train one designer; return its curve and final metrics (runs in a worker process)."""
-    torch.set_num_threads(1)
-    config = DesignerConfig(
-        algorithm=run.designer,
-        market=run.task,
-        env_steps=run.env_steps,
-        seed=run.seed,
-        eval_interval=max(run.env_steps // 16, 64),
-    )
+def checkpoint_path(run: Run, checkpoint_dir: str) -> Path:
+    """Where a run's trained designer is saved."""
+    return Path(checkpoint_dir) / f"{run.designer}_{run.task}_seed{run.seed}.npz"
+
+
+def result_of(
+    run: Run, designer: ContractDesigner, path: Path, history: list, final: dict, **extra: Any
+) -> dict[str, Any]:
+    """A run's curve, checkpoint and row (final metrics of the designer kept)."""
     evaluation = evaluation_for(run.task)
-    designer = ContractDesigner(config)
-    start = time.perf_counter()
-    history = train_designer(designer, evaluation)
-    train_s = time.perf_counter() - start
-    path = Path(checkpoint_dir) / f"{run.designer}_{run.task}_seed{run.seed}.npz"
-    designer.save(path)
-    final = history[-1]
+    prune_rate = designer.config.edmsac.prune_rate if run.designer == "edmsac" else 0.0
     return {
         "run": run,
         "history": history,
@@ -136,44 +129,53 @@ def train_one(run: Run, checkpoint_dir: str) -> dict[str, Any]:
             "seed": run.seed,
             "utility_ratio": final["utility_ratio"],
             "violations": count_violations(designer, evaluation),
-            "steps_to_95pct": first_reaching(history, 0.95),
-            "steps_to_99pct": first_reaching(history, 0.99),
-            "kept_env_steps": final["kept_env_steps"],
             "active_neuron_frac": final["active_neuron_frac"],
             "replaced_frac": final["replaced_frac"],
             "lp_frac": final["lp_frac"],
-            "prune_rate": config.edmsac.prune_rate if run.designer == "edmsac" else 0.0,
-            "train_s": round(train_s, 1),
+            "prune_rate": prune_rate,
+            **extra,
         },
     }
+
+
+def train_one(run: Run, checkpoint_dir: str) -> dict[str, Any]:
+    """Train one designer; return its curve and final metrics (runs in a worker process)."""
+    torch.set_num_threads(1)
+    config = DesignerConfig(
+        algorithm=run.designer,
+        market=run.task,
+        env_steps=run.env_steps,
+        seed=run.seed,
+        eval_interval=max(run.env_steps // 16, 64),
+    )
+    designer = ContractDesigner(config)
+    start = time.perf_counter()
+    history = train_designer(designer, evaluation_for(run.task))
+    train_s = time.perf_counter() - start
+    path = designer.save(checkpoint_path(run, checkpoint_dir))
+    final = history[-1]
+    return result_of(
+        run,
+        designer,
+        path,
+        history,
+        final,
+        steps_to_95pct=first_reaching(history, 0.95),
+        steps_to_99pct=first_reaching(history, 0.99),
+        kept_env_steps=final["kept_env_steps"],
+        train_s=round(train_s, 1),
+    )
 
 
 def score_saved(run: Run, checkpoint_dir: str) -> dict[str, Any] | None:
     """The final metrics of a designer an earlier invocation trained into ``checkpoint_dir``
     (``--reuse-checkpoints``: no learning curve, no training time); None if there is none."""
-    path = Path(checkpoint_dir) / f"{run.designer}_{run.task}_seed{run.seed}.npz"
+    path = checkpoint_path(run, checkpoint_dir)
     if not path.is_file():
         return None
     torch.set_num_threads(1)
     designer = ContractDesigner.load(path)
-    evaluation = evaluation_for(run.task)
-    final = designer.evaluate(evaluation)
-    return {
-        "run": run,
-        "history": [],
-        "checkpoint": str(path),
-        "row": {
-            "market": run.task,
-            "designer": run.designer,
-            "seed": run.seed,
-            "utility_ratio": final["utility_ratio"],
-            "violations": count_violations(designer, evaluation),
-            "active_neuron_frac": final["active_neuron_frac"],
-            "replaced_frac": final["replaced_frac"],
-            "lp_frac": final["lp_frac"],
-            "prune_rate": designer.config.edmsac.prune_rate if run.designer == "edmsac" else 0.0,
-        },
-    }
+    return result_of(run, designer, path, [], designer.evaluate(evaluation_for(run.task)))
 
 
 def inference_markets(task: str, count: int = 1000) -> list:
