@@ -27,8 +27,8 @@ from fed_agent.contracts.utility import energy_cost, value_of_work
 # type uses with positive probability (their rewards would otherwise be arbitrary).
 TIE_BREAK_WEIGHT = 1e-9
 HIGHS_OPTIONS = {"primal_feasibility_tolerance": 1e-10, "dual_feasibility_tolerance": 1e-10}
-# Markets per stacked LP: simplex time grows faster than the LP, and 100 was the fastest size
-# measured for 1,000 K = 3 markets (docs/designer.md; design_time_bench.py times the whole step).
+# Markets per stacked LP: simplex time grows faster than the LP, so large batches go in pieces
+# (benchmarks/design_time_bench.py times the whole design step).
 STACK_SIZE = 100
 # A block of the stacked feasibility LP is implementable when its relative slack is this small.
 FEASIBILITY_SLACK = 1e-9

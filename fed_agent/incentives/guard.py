@@ -28,7 +28,6 @@ from fed_agent.contracts import (
 from fed_agent.contracts.pricing import price_menus, reference_menus
 
 DESIGNED, FALLBACK, NO_OFFER = "designer", "fallback", "no_offer"
-OFFER_SOURCES = (DESIGNED, FALLBACK, NO_OFFER)
 
 
 @dataclass(frozen=True)
@@ -44,17 +43,11 @@ class GuardedOffers:
         ``no_offer``.
     cloud_utility : np.ndarray
         (B,) expected cloud utility per ES of what is offered (0 for no offer).
-    proposed_utility : np.ndarray
-        (B,) the proposal's, as priced (-inf where it is not implementable).
-    reference_utility : np.ndarray
-        (B,) the reference contract's.
     """
 
     contracts: list[DynamicContract | None]
     sources: list[str]
     cloud_utility: np.ndarray
-    proposed_utility: np.ndarray
-    reference_utility: np.ndarray
     design_s: float = 0.0
     """Wall time of the policy's design call."""
     guard_s: float = 0.0
@@ -114,7 +107,7 @@ def guard_offers(
             contracts.append(DynamicContract(ref[0][row], ref[1][row], ref[2][row], ref[3][row]))
             sources.append(FALLBACK)
     utility = np.where([s == NO_OFFER for s in sources], 0.0, np.maximum(proposed, reference))
-    return GuardedOffers(contracts, sources, utility, proposed, reference)
+    return GuardedOffers(contracts, sources, utility)
 
 
 def _within_bounds(f1: np.ndarray, f2: np.ndarray, batch: MarketBatch) -> np.ndarray:
@@ -132,5 +125,4 @@ def unguarded_offers(
     batch = MarketBatch.from_markets(markets)
     stacked = [np.stack([getattr(c, name) for c in proposals]) for name in ("f1", "r1", "f2", "r2")]
     utility = cloud_utility_batch(*stacked, batch)
-    reference = cloud_utility_batch(*reference_menus(batch), batch)
-    return GuardedOffers(list(proposals), [DESIGNED] * len(proposals), utility, utility, reference)
+    return GuardedOffers(list(proposals), [DESIGNED] * len(proposals), utility)
