@@ -145,6 +145,19 @@ def test_adapter_tensors_in_another_key_order_are_accepted(tmp_path, smoke_modul
         np.testing.assert_allclose(merged[key], expected, rtol=1e-5, atol=1e-7)
 
 
+def _with_metrics(reply: Message, metrics) -> Message:
+    """The reply with its metrics record replaced."""
+    content = RecordDict({ARRAYS: reply.content[ARRAYS], METRICS: metrics})
+    return Message(content, metadata=reply.metadata)
+
+
+def _aggregate(strategy, messages, replies):
+    """Aggregate the round: the first instructed ES's ledger entry, the arrays, the metrics."""
+    arrays, metrics = strategy.aggregate_train(1, replies)
+    bad = messages[0].metadata.dst_node_id
+    return next(e for e in strategy.ledger.entries if e.node_id == bad), arrays, metrics
+
+
 @pytest.mark.parametrize("kind", ["metric_record", "config_record"])
 def test_an_arrays_record_of_another_kind_is_rejected_for_that_reply_only(
     tmp_path, smoke_module, kind
@@ -153,9 +166,7 @@ def test_an_arrays_record_of_another_kind_is_rejected_for_that_reply_only(
     replies = [reply_for(m, u) for m, u in zip(messages, updates, strict=True)]
     wrong = MetricRecord({"x": 1.0}) if kind == "metric_record" else ConfigRecord({"x": "y"})
     replies[0] = _with_arrays(replies[0], wrong)
-    arrays, metrics = strategy.aggregate_train(1, replies)
-    bad = messages[0].metadata.dst_node_id
-    entry = next(e for e in strategy.ledger.entries if e.node_id == bad)
+    entry, arrays, metrics = _aggregate(strategy, messages, replies)
     assert entry.status == "rejected" and "not an ArrayRecord" in entry.reason and entry.paid == 0
     assert arrays is not None and metrics["participants"] == 2
 
@@ -176,9 +187,7 @@ def test_a_tensor_claiming_a_huge_shape_is_rejected_before_allocating(
     else:
         record[key] = Array(dtype="float32", shape=huge, stype=real.stype, data=real.data)
     replies[0] = _with_arrays(replies[0], record)
-    arrays, metrics = strategy.aggregate_train(1, replies)
-    bad = messages[0].metadata.dst_node_id
-    entry = next(e for e in strategy.ledger.entries if e.node_id == bad)
+    entry, arrays, metrics = _aggregate(strategy, messages, replies)
     assert entry.status == "rejected" and "2000000" in entry.reason and entry.paid == 0
     assert arrays is not None and metrics["participants"] == 2
 
@@ -199,9 +208,7 @@ def test_a_reply_whose_module_cannot_be_aggregated_is_rejected_alone_and_unpaid(
 
     monkeypatch.setattr(contract_strategy, "aggregate", fragile)
     replies = [reply_for(m, u) for m, u in zip(messages, updates, strict=True)]
-    arrays, metrics = strategy.aggregate_train(1, replies)
-    bad = messages[0].metadata.dst_node_id
-    entry = next(e for e in strategy.ledger.entries if e.node_id == bad)
+    entry, arrays, metrics = _aggregate(strategy, messages, replies)
     assert entry.status == "rejected" and "cannot be aggregated" in entry.reason
     assert entry.paid == 0 and entry.held == 0
     assert metrics["participants"] == 2 and strategy.outputs.rows[-1]["participants"] == 2
@@ -246,13 +253,8 @@ def test_out_of_bounds_or_mistyped_figures_are_rejected_unpaid_and_unrecorded(
     strategy, _, messages, updates = _round(tmp_path, smoke_module)
     replies = [reply_for(m, u) for m, u in zip(messages, updates, strict=True)]
     values = dict(replies[0].content[METRICS]) | {key: value}
-    replies[0] = Message(
-        RecordDict({ARRAYS: replies[0].content[ARRAYS], METRICS: MetricRecord(values)}),
-        metadata=replies[0].metadata,
-    )
-    strategy.aggregate_train(1, replies)
-    bad = messages[0].metadata.dst_node_id
-    entry = next(e for e in strategy.ledger.entries if e.node_id == bad)
+    replies[0] = _with_metrics(replies[0], MetricRecord(values))
+    entry, _, _ = _aggregate(strategy, messages, replies)
     assert entry.status == "rejected" and reason in entry.reason
     assert entry.paid == 0 and entry.held == 0 and entry.wall_s == 0 and entry.es_utility == 0
     assert strategy.outputs.rows[-1]["participants"] == 2
@@ -262,11 +264,6 @@ def test_metrics_sent_as_a_config_record_are_rejected(tmp_path, smoke_module):
     strategy, _, messages, updates = _round(tmp_path, smoke_module)
     replies = [reply_for(m, u) for m, u in zip(messages, updates, strict=True)]
     values = {k: str(v) for k, v in replies[0].content[METRICS].items()}  # "32", not 32
-    replies[0] = Message(
-        RecordDict({ARRAYS: replies[0].content[ARRAYS], METRICS: ConfigRecord(values)}),
-        metadata=replies[0].metadata,
-    )
-    strategy.aggregate_train(1, replies)
-    bad = messages[0].metadata.dst_node_id
-    entry = next(e for e in strategy.ledger.entries if e.node_id == bad)
+    replies[0] = _with_metrics(replies[0], ConfigRecord(values))
+    entry, _, _ = _aggregate(strategy, messages, replies)
     assert entry.status == "rejected" and "not a MetricRecord" in entry.reason
