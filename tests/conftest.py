@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ.setdefault(
-    "FED_AGENT_CACHE", str(Path(__file__).resolve().parents[1] / ".cache" / "fed_agent")
-)
+# built bases are cached where every command caches them (fed_agent/cache.py)
 
 from fed_agent.config import ExperimentConfig, load_config  # noqa: E402
 

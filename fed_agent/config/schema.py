@@ -149,7 +149,8 @@ class ModelConfig:
     """FFA-LoRA: keep every A matrix at its shared seeded initialisation and train only B, so
     the weighted mean of the B matrices is exactly the mean of the updates B @ A."""
     cache_dir: str = ""
-    """Where built base models are cached; empty = $FED_AGENT_CACHE or ~/.cache/fed_agent."""
+    """Where built base models are cached; empty = the machine's cache (fed_agent.cache:
+    $FED_AGENT_CACHE, else the project's .cache/fed_agent)."""
     path: str = ""
     """For ``name: hf``: a Hugging Face model id or a local directory (ignored otherwise)."""
 

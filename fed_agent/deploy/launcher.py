@@ -24,6 +24,7 @@ from pathlib import Path
 
 import psutil
 
+from fed_agent.cache import default_cache_dir
 from fed_agent.config import ExperimentConfig, load_config, run_config_arg
 from fed_agent.config.load import CONFIG_DIR, split_overrides
 
@@ -179,12 +180,6 @@ def run_status(env: dict[str, str], connection: str = "local") -> tuple[int, str
             f"cannot read the run status: {listed.stdout or listed.stderr}"
         ) from err
     return int(newest["run-id"]), str(newest["status"]), str(newest.get("status-details", ""))
-
-
-def default_cache_dir() -> Path:
-    """Where built base models are cached: $FED_AGENT_CACHE or the project's .cache."""
-    cache = Path(os.environ.get("FED_AGENT_CACHE", PROJECT_ROOT / ".cache" / "fed_agent"))
-    return cache.resolve()
 
 
 PINNED_PATHS = ("agent.extend", "federation.resume_from")

@@ -9,13 +9,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from fed_agent.cache import default_cache_dir
 from fed_agent.config.schema import ModelConfig
 
 TASK_KINDS = ("generate", "classify")
@@ -101,10 +101,11 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
 
 
 def cache_root(cfg: ModelConfig) -> Path:
-    """The directory that holds built bases."""
+    """The directory that holds built bases: ``model.cache_dir``, else the machine's cache
+    (:func:`fed_agent.cache.default_cache_dir`)."""
     if cfg.cache_dir:
         return Path(cfg.cache_dir).expanduser().resolve()
-    return Path(os.environ.get("FED_AGENT_CACHE", "~/.cache/fed_agent")).expanduser().resolve()
+    return default_cache_dir()
 
 
 @contextlib.contextmanager

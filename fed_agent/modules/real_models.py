@@ -73,13 +73,19 @@ def export_smollm2(out_dir: Path) -> Path:
     return out_dir
 
 
-def load_smollm2(cfg: ModelConfig, seed: int) -> BaseModel:
-    """SmolLM2-135M-Instruct (real weights), converted once per machine and cached."""
+def store_smollm2(cfg: ModelConfig, seed: int) -> Path:
+    """The cached plain checkpoint of SmolLM2-135M-Instruct, converted first if missing."""
     del seed  # real weights: nothing random
     path = cache_root(cfg) / SMOLLM2_CACHE_NAME
     with build_lock(path):
         if not (path / "config.json").exists():
             export_smollm2(path)
+    return path
+
+
+def load_smollm2(cfg: ModelConfig, seed: int) -> BaseModel:
+    """SmolLM2-135M-Instruct (real weights), converted once per machine and cached."""
+    path = store_smollm2(cfg, seed)
     model, tokenizer = _load_causal_lm(str(path), local_only=True)
     return BaseModel(cfg.name, model, tokenizer, 0, weights_fingerprint(model), path)
 

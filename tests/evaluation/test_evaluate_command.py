@@ -16,7 +16,7 @@ from fed_agent.modules.export import export_agent
 from fed_agent.modules.generation import Answer
 from fed_agent.runtime import Response
 
-REQUIRED = {"model", "training", "quality", "p50_ms", "p95_ms", "tokens_per_s"}
+REQUIRED = {"model", "training", "quality", "p50_ms", "p95_ms", "tokens_per_s", "base_build_s"}
 
 
 def _response(total_ms: float, ttft_ms: float, tokens: int) -> Response:
@@ -72,6 +72,8 @@ def test_evaluate_command_writes_table_and_plot(tmp_path, smoke_module, smoke_cf
     agent, base, cloud = (frame.iloc[i] for i in range(3))
     assert 0 < agent.p50_ms <= agent.p95_ms and agent.tokens_per_s > 0
     assert cloud.p50_ms >= agent.p50_ms + 80.0 and cloud.quality == agent.quality
+    # the smoke base is in the cache already: nothing is built, the load is the agent's own
+    assert agent.base_build_s < 1.0 and agent.load_s < 30.0
     # the initial adapter has B = 0: the agent is exactly its base
     assert agent.quality == base.quality and agent.answer_loss == pytest.approx(base.answer_loss)
     assert (out / "agent_eval.png").stat().st_size > 10_000
