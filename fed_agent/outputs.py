@@ -18,11 +18,16 @@ def write_table_atomic(frame: pd.DataFrame, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def write_text_atomic(text: str, path: Path) -> None:
+    """Write text atomically (see :func:`write_table_atomic`)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def write_json_atomic(data: dict, path: Path) -> None:
     """Write JSON atomically (see :func:`write_table_atomic`)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    write_text_atomic(json.dumps(data, indent=2, sort_keys=True, default=str), path)
 
 
 @dataclass

@@ -52,6 +52,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fed_agent import latency
+from fed_agent.checkpoints import resume_fields, save_checkpoint
 from fed_agent.choices import check_choice
 from fed_agent.config import ExperimentConfig
 from fed_agent.contracts import DynamicContract, Market, value_of_work
@@ -80,7 +81,6 @@ from fed_agent.protocol import (
     new_nonce,
 )
 from fed_agent.seeding import rng_for
-from strategies.checkpoint import save_checkpoint
 from strategies.records import adapter_to_record, record_to_adapter
 from strategies.sampling import sample_nodes, wait_for_nodes
 from strategies.validation import (
@@ -152,6 +152,7 @@ class ContractStrategy(Strategy):
         checkpoint_dir: Path | None = None,
         weighting: str = "work",
         saved_state: dict | None = None,
+        commits: bool = True,
     ) -> None:
         """
         Parameters
@@ -159,14 +160,16 @@ class ContractStrategy(Strategy):
         round_offset
             Rounds done before this run (a resumed run continues the numbering).
         checkpoint_dir
-            Where to checkpoint after every ``federation.checkpoint_every`` rounds (None: the
-            strategy never checkpoints; a wrapper that changes the module calls
-            :meth:`checkpoint` itself).
+            Where to checkpoint after every ``federation.checkpoint_every`` rounds and after
+            the last (None: the strategy never checkpoints).
         weighting
             ``work``: average the accepted modules weighted by their optimiser steps;
             ``uniform``: with equal weights (the sensitivity central DP assumes).
         saved_state
             A checkpoint's :meth:`state_dict` to continue from.
+        commits
+            Whether :meth:`aggregate_train` commits the round (:meth:`commit_round`); False
+            for a wrapper that changes the module after it and commits the round itself.
         """
         check_choice("weighting", weighting, WEIGHTINGS)
         self.cfg = cfg
@@ -176,6 +179,7 @@ class ContractStrategy(Strategy):
         self.ledger = ledger
         self.round_offset = round_offset
         self.checkpoint_dir = checkpoint_dir
+        self.commits = commits
         self.weighting = weighting
         base_market = Market.from_params(cfg.market)
         self.beliefs = BeliefTracker(base_market.prior, base_market.transition)
@@ -473,25 +477,41 @@ class ContractStrategy(Strategy):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Screen, pay and aggregate the valid replies; record the round; checkpoint."""
+        """Screen, pay and aggregate the valid replies; record the round; commit it."""
         replies = list(replies)
         if self._validated is None:
             self.validate_replies(replies)
         validated, self._validated = self._validated, None
         merged, metrics = self._aggregate(self.absolute_round(server_round), replies, validated)
-        if self.checkpoint_dir is not None:
-            self.checkpoint(server_round, self.checkpoint_dir, merged)
+        if self.commits:
+            self.commit_round(server_round, self.checkpoint_dir, merged)
         return (None if merged is None else adapter_to_record(merged)), metrics
 
-    def checkpoint(self, server_round: int, root: Path, adapter: AdapterState | None) -> None:
-        """Checkpoint the cloud after Flower's ``server_round`` if it is a checkpoint round.
+    def commit_round(
+        self, server_round: int, root: Path | None, adapter: AdapterState | None
+    ) -> None:
+        """Make Flower's ``server_round`` final: checkpoint it, then write the ledger.
 
+        The round's ledger rows (offers, rejections, payments) are in memory until here. The
+        checkpoint (the module after the round, the strategy's state and the ledger with these
+        rows) is the commit point; only once it is in place is the run's ``ledger.csv``
+        rewritten, with the same bytes. A crash before that leaves both as they were and a
+        resumed run redoes the round, paying it once. Between checkpoint rounds
+        (``federation.checkpoint_every`` > 1) the rows wait for the next checkpoint; without
+        ``root`` (no checkpoints, nothing to resume) the ledger is written every round.
         ``adapter`` is the module after the round (None: unchanged, the one the round sent).
         """
         server_round = self.absolute_round(server_round)
-        if server_round % self.cfg.federation.checkpoint_every == 0:
+        fed = self.cfg.federation
+        due = server_round % fed.checkpoint_every == 0 or server_round >= fed.num_rounds
+        if root is not None and not due:
+            return
+        ledger_csv = self.ledger.csv_text()
+        if root is not None:
             state = self._global_state if adapter is None else adapter
-            save_checkpoint(root, server_round, state, self.state_dict(), self.ledger.path)
+            config = resume_fields(self.cfg)
+            save_checkpoint(root, server_round, state, self.state_dict(), ledger_csv, config)
+        self.ledger.write(ledger_csv)
 
     def _aggregate(
         self, server_round: int, replies: list[Message], validated: _ValidatedReplies
@@ -531,7 +551,6 @@ class ContractStrategy(Strategy):
         row = self._round_row(server_round, len(replies))
         row["ignored_replies"] = len(validated.ignored)
         self.outputs.record_round(row)
-        self.ledger.write()
         if merged is None:
             log.warning("round %d: no usable module; the global module is unchanged", server_round)
             return None, MetricRecord({"participants": 0})

@@ -23,8 +23,9 @@ class ValidatedCentralDP(DifferentialPrivacyServerSideFixedClipping):
     of the wrong shape. Here the strategy validates the replies first (it records the invalid
     ones as rejected and unpaid), the noise is scaled to the number of updates actually
     averaged, and the checkpoint holds the noised module. The strategy must average with equal
-    weights (``weighting="uniform"``, the sensitivity the noise assumes) and must not checkpoint
-    itself (``checkpoint_dir=None``): this wrapper checkpoints after the noise. The spent budget
+    weights (``weighting="uniform"``, the sensitivity the noise assumes) and must not commit its
+    rounds itself (``commits=False``): this wrapper commits each round (checkpoint and ledger)
+    after the noise. The spent budget
     is written to the run's metrics as ``dp_epsilon`` (``fed_agent.privacy``).
     """
 
@@ -55,7 +56,6 @@ class ValidatedCentralDP(DifferentialPrivacyServerSideFixedClipping):
             epsilon,
             self.privacy.delta,
         )
-        if self.checkpoint_dir is not None:
-            noised = None if arrays is None else record_to_adapter(arrays)
-            inner.checkpoint(server_round, self.checkpoint_dir, noised)
+        noised = None if arrays is None else record_to_adapter(arrays)
+        inner.commit_round(server_round, self.checkpoint_dir, noised)
         return arrays, metrics

@@ -9,6 +9,13 @@ from pathlib import Path
 from flwr.app import ArrayRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
+from fed_agent.checkpoints import (
+    Checkpoint,
+    adapter_sha256,
+    check_resume_config,
+    checkpoint_root,
+    load_latest,
+)
 from fed_agent.config import ExperimentConfig, config_from_run_config, to_yaml
 from fed_agent.data.partition import heldout_examples
 from fed_agent.evaluation.quality import evaluate_quality
@@ -18,7 +25,6 @@ from fed_agent.modules.adapter import AgentModule, agent_module
 from fed_agent.modules.extend import export_run_agent, load_extension
 from fed_agent.outputs import RunOutputs
 from fed_agent.seeding import seed_everything
-from strategies.checkpoint import Checkpoint, adapter_sha256, checkpoint_root, load_latest
 from strategies.contract_strategy import ContractStrategy
 from strategies.privacy import ValidatedCentralDP
 from strategies.records import adapter_to_record, record_to_adapter
@@ -63,8 +69,13 @@ def make_evaluator(
 
 
 def resume_point(cfg: ExperimentConfig) -> Checkpoint | None:
-    """The checkpoint to continue from, read before the run folder is (re)created."""
-    return load_latest(Path(cfg.federation.resume_from)) if cfg.federation.resume_from else None
+    """The checkpoint to continue from, read and checked against ``cfg`` before the run folder
+    is (re)created: a corrupt or mismatching checkpoint moves nothing aside."""
+    if not cfg.federation.resume_from:
+        return None
+    checkpoint = load_latest(Path(cfg.federation.resume_from))
+    check_resume_config(checkpoint, cfg)
+    return checkpoint
 
 
 def restore(checkpoint: Checkpoint, outputs: RunOutputs) -> None:
@@ -103,6 +114,7 @@ def main(grid: Grid, context: Context) -> None:
         checkpoint_dir=None if dp else checkpoints,  # under DP: after the noise, by the wrapper
         weighting="uniform" if dp else "work",
         saved_state=None if checkpoint is None else checkpoint.state,
+        commits=not dp,  # under DP the wrapper commits each round, after the noise
     )
     runner = ValidatedCentralDP(strategy, cfg.privacy, checkpoints) if dp else strategy
     final = module.initial_state if checkpoint is None else checkpoint.adapter

@@ -1,4 +1,8 @@
-"""The payment ledger: one row per ES offer per round, written every round.
+"""The payment ledger: one row per ES offer per round, written when the round commits.
+
+A round's rows become final together with the round's aggregate and checkpoint (the strategy's
+``commit_round``): until then they live in memory only, so a run that dies mid-round has
+written none of them and a resumed run that redoes the round pays it once.
 
 Only accepted, validated and aggregated work is paid. Each row holds what the cloud offered and
 observed, the reward paid, the cloud's value of the work, and the cloud's own estimates of the
@@ -8,13 +12,14 @@ its private type (only ``wall_s`` is self-reported, typed and bounded by the pro
 
 from __future__ import annotations
 
+import io
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from fed_agent.outputs import write_table_atomic
+from fed_agent.outputs import write_text_atomic
 
 STATUSES = ("no_offer", "declined", "not_selected", "paid", "rejected", "no_reply", "forfeit")
 """``forfeit``: an ES engaged ex ante vanished before period 2; its held pay is forfeited."""
@@ -54,6 +59,28 @@ class LedgerEntry:
     """Held pay the ES lost by not delivering its period-2 work."""
 
 
+def parse_entries(csv_text: str, source: str) -> list[LedgerEntry]:
+    """The entries of a ledger CSV.
+
+    Raises
+    ------
+    ValueError
+        Naming ``source`` (the file) when the text is not a ledger: unparseable CSV, unknown
+        or missing columns, or an unknown status.
+    """
+    if not csv_text.strip():
+        return []
+    try:
+        frame = pd.read_csv(io.StringIO(csv_text), keep_default_na=False, na_values=[""])
+        entries = [LedgerEntry(**row) for row in frame.to_dict("records")]
+    except (pd.errors.ParserError, TypeError, ValueError) as err:
+        raise ValueError(f"{source} is not a ledger: {err}") from err
+    unknown = sorted({e.status for e in entries} - set(STATUSES))
+    if unknown:
+        raise ValueError(f"{source} is not a ledger: unknown status {unknown[:3]}")
+    return entries
+
+
 class Ledger:
     """All entries of a run, persisted as CSV after every round."""
 
@@ -61,8 +88,7 @@ class Ledger:
         self.path = path
         self.entries: list[LedgerEntry] = []
         if path.is_file():
-            frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
-            self.entries = [LedgerEntry(**row) for row in frame.to_dict("records")]
+            self.entries = parse_entries(path.read_text(), str(path))
 
     def add(self, entry: LedgerEntry) -> None:
         """Append one entry (the status must be known)."""
@@ -76,9 +102,14 @@ class Ledger:
             [asdict(e) for e in self.entries], columns=list(LedgerEntry.__annotations__)
         )
 
-    def write(self) -> None:
-        """Persist atomically."""
-        write_table_atomic(self.frame(), self.path)
+    def csv_text(self) -> str:
+        """All entries as CSV text (what :meth:`write` writes and a checkpoint keeps)."""
+        return self.frame().to_csv(index=False)
+
+    def write(self, text: str | None = None) -> None:
+        """Persist atomically (``text``: the :meth:`csv_text` already taken, e.g. for the
+        checkpoint, so that both copies are the same bytes)."""
+        write_text_atomic(self.csv_text() if text is None else text, self.path)
 
     def round_summary(self, server_round: int) -> dict[str, float]:
         """Cloud utility, payments, participation and modelled latency of one round.

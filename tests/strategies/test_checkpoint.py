@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
+from fed_agent.checkpoints import CheckpointError, adapter_sha256, load_latest, save_checkpoint
 from fed_agent.incentives.ledger import Ledger, LedgerEntry
-from strategies.checkpoint import CheckpointError, adapter_sha256, load_latest, save_checkpoint
 from tests.strategies.test_contract_strategy import make_strategy, train_round
 
 
@@ -20,7 +20,7 @@ def test_latest_checkpoint_round_trips_and_keeps_two(tmp_path):
     root = tmp_path / "checkpoints"
     for r in (1, 2, 3):
         state = {"a": np.full((2, 2), r, np.float32)}
-        save_checkpoint(root, r, state, {"round": r}, ledger.path)
+        save_checkpoint(root, r, state, {"round": r}, ledger.csv_text())
     assert sorted(p.name for p in root.glob("round-*")) == ["round-00002", "round-00003"]
     checkpoint = load_latest(tmp_path)
     assert checkpoint.server_round == 3 and checkpoint.state == {"round": 3}
@@ -31,7 +31,7 @@ def test_latest_checkpoint_round_trips_and_keeps_two(tmp_path):
 
 def test_a_checkpoint_that_does_not_match_its_hash_is_refused(tmp_path):
     root = tmp_path / "checkpoints"
-    save_checkpoint(root, 1, {"a": np.zeros(3, np.float32)}, {}, tmp_path / "none.csv")
+    save_checkpoint(root, 1, {"a": np.zeros(3, np.float32)}, {}, "")
     pointer = json.loads((root / "LATEST.json").read_text())
     pointer["adapter_sha256"] = adapter_sha256({"a": np.ones(3, np.float32)})
     (root / "LATEST.json").write_text(json.dumps(pointer))
@@ -63,7 +63,9 @@ def _three_checkpoints(tmp_path):
     for r in (1, 2, 3):
         ledger.add(LedgerEntry(r, 1, 7, "paid", item=1, f_ghz=2.0, reward_offered=3.0, paid=3.0))
         ledger.write()
-        save_checkpoint(root, r, {"a": np.full((2, 2), r, np.float32)}, {"round": r}, ledger.path)
+        save_checkpoint(
+            root, r, {"a": np.full((2, 2), r, np.float32)}, {"round": r}, ledger.csv_text()
+        )
     return root
 
 
@@ -93,7 +95,7 @@ def test_a_paid_row_added_to_the_checkpoint_ledger_is_caught_by_the_hash(tmp_pat
 
 def test_a_truncated_state_json_is_an_error_naming_the_file(tmp_path):
     root = tmp_path / "checkpoints"
-    save_checkpoint(root, 1, {"a": np.zeros(3, np.float32)}, {"x": 1}, tmp_path / "none.csv")
+    save_checkpoint(root, 1, {"a": np.zeros(3, np.float32)}, {"x": 1}, "")
     state = root / "round-00001" / "state.json"
     _truncate(state)
     with pytest.raises(CheckpointError, match="no intact checkpoint") as err:

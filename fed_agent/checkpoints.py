@@ -3,16 +3,25 @@
 A checkpoint is a folder ``checkpoints/round-NNNNN`` holding the global module
 (``adapter.safetensors``), the ledger as it stood after that round (``ledger.csv``) and the
 strategy's state (``state.json``: beliefs, public facts and current contracts by node id), and
-a manifest (``checkpoint.json``: the round and the SHA-256 of the adapter and of every file,
-the ledger included). It is written under a temporary name and renamed, and ``LATEST.json`` is
-replaced atomically afterwards, so a crash at any point leaves the previous checkpoint intact.
+a manifest (``checkpoint.json``: the round, the SHA-256 of the adapter and of every file, the
+ledger included, and the config values the checkpoint is tied to, :func:`resume_fields`). It
+is written under a temporary name and renamed, and ``LATEST.json`` is replaced atomically
+afterwards, so a crash at any point leaves the previous checkpoint intact.
 
-Resuming takes the newest *intact* checkpoint: one whose files are readable and match their
-hashes; a truncated or altered newer one is skipped with a warning. Every error names the file.
+A checkpoint is the commit point of a round: the strategy writes the round's ledger rows into
+the checkpoint first and only then into the run's ``ledger.csv``, so payments are final only
+with the round's aggregate (``ContractStrategy.commit_round``).
+
+Resuming takes the newest *intact* checkpoint: one whose files are readable, match their
+hashes and whose ledger parses; a truncated or altered newer one is skipped with a warning.
+A checkpoint written under another config (:func:`check_resume_config`) is refused with the
+mismatching fields. Every error names the file. This module is framework-free so that
+``fed-agent run`` can refuse a bad checkpoint before it starts anything.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -23,6 +32,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from fed_agent.config import ExperimentConfig
+from fed_agent.incentives.ledger import parse_entries
 from fed_agent.modules.adapter import AdapterError, load_adapter_file, save_adapter
 from fed_agent.outputs import write_json_atomic
 from fed_agent.protocol import AdapterState
@@ -54,6 +65,30 @@ def adapter_sha256(state: AdapterState) -> str:
     return digest.hexdigest()
 
 
+RESUME_SECTIONS = ("model",)
+"""Config sections a checkpoint is tied to whole (the module's shapes and base)."""
+RESUME_FIELDS = ("market.num_types", "incentive.rounds_per_period")
+"""Single fields a checkpoint is tied to (the beliefs' and contracts' size, the periods)."""
+UNTIED_FIELDS = ("model.cache_dir",)
+"""Fields of a tied section that may differ (where a base is cached is not what it is)."""
+
+
+def resume_fields(cfg: ExperimentConfig) -> dict[str, object]:
+    """The config values a checkpoint is tied to, by dotted name (JSON-ready).
+
+    A run may resume a checkpoint only with the same values: another base model, LoRA shape
+    or number of types makes the saved module, beliefs or contracts meaningless.
+    """
+    values: dict[str, object] = {}
+    for section in RESUME_SECTIONS:
+        for name, value in dataclasses.asdict(getattr(cfg, section)).items():
+            values[f"{section}.{name}"] = value
+    for dotted in RESUME_FIELDS:
+        section, name = dotted.split(".")
+        values[dotted] = getattr(getattr(cfg, section), name)
+    return {k: v for k, v in json.loads(json.dumps(values)).items() if k not in UNTIED_FIELDS}
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     """A loaded checkpoint."""
@@ -65,23 +100,61 @@ class Checkpoint:
     """The ledger as it stood after ``server_round`` (CSV text; empty if none)."""
     metrics: list[dict]
     """The earlier run's per-round metrics up to ``server_round``."""
+    folder: Path | None = None
+    """Where it was read from."""
+    config: dict | None = None
+    """Its :func:`resume_fields` (None: written before checkpoints recorded them)."""
+
+
+def check_resume_config(checkpoint: Checkpoint, cfg: ExperimentConfig) -> None:
+    """Refuse to resume ``checkpoint`` under a config it was not written with.
+
+    Raises
+    ------
+    CheckpointError
+        Naming the checkpoint's manifest and every mismatching field, both values.
+    """
+    if checkpoint.config is None:
+        log.warning("checkpoint %s records no config; not checked against it", checkpoint.folder)
+        return
+    now = resume_fields(cfg)
+    keys = sorted(set(now) | set(checkpoint.config))
+    diffs = [
+        f"{k}={checkpoint.config.get(k)!r} (checkpoint) vs {now.get(k)!r} (config)"
+        for k in keys
+        if checkpoint.config.get(k) != now.get(k)
+    ]
+    if diffs:
+        manifest = (checkpoint.folder or Path(".")) / MANIFEST
+        raise CheckpointError(f"{manifest} was written under another config: " + ", ".join(diffs))
 
 
 def save_checkpoint(
-    root: Path, server_round: int, adapter: AdapterState, state: dict, ledger_csv: Path
+    root: Path,
+    server_round: int,
+    adapter: AdapterState,
+    state: dict,
+    ledger_csv: str,
+    config: dict | None = None,
 ) -> Path:
-    """Write the checkpoint of ``server_round`` under ``root`` and point LATEST.json at it."""
+    """Write the checkpoint of ``server_round`` under ``root`` and point LATEST.json at it.
+
+    ``ledger_csv`` is the ledger's CSV text after the round (empty: no ledger file);
+    ``config`` the run's :func:`resume_fields`.
+    """
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"round-{server_round:05d}"
     tmp = root / f".round-{server_round:05d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_adapter(adapter, tmp / "adapter.safetensors", {"round": str(server_round)})
-    if ledger_csv.is_file():
-        shutil.copy2(ledger_csv, tmp / "ledger.csv")
+    if ledger_csv:
+        (tmp / "ledger.csv").write_text(ledger_csv)
     (tmp / "state.json").write_text(json.dumps(state, sort_keys=True))
     files = {n: _file_sha256(tmp / n) for n in HASHED_FILES if (tmp / n).is_file()}
     manifest = {"round": server_round, "adapter_sha256": adapter_sha256(adapter), "files": files}
+    if config is not None:
+        manifest["config"] = config
     (tmp / MANIFEST).write_text(json.dumps(manifest, sort_keys=True))
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
@@ -111,8 +184,19 @@ def _read_json(path: Path) -> dict:
     return value
 
 
-def _load_folder(folder: Path, pointer: dict | None) -> tuple[int, AdapterState, dict, str]:
-    """One checkpoint folder, verified: its round, adapter, state and ledger CSV text.
+@dataclass(frozen=True)
+class _Folder:
+    """One checkpoint folder's verified contents."""
+
+    server_round: int
+    adapter: AdapterState
+    state: dict
+    ledger_csv: str
+    config: dict | None
+
+
+def _load_folder(folder: Path, pointer: dict | None) -> _Folder:
+    """One checkpoint folder, verified: its round, adapter, state, ledger CSV text, config.
 
     Checked against its manifest (every file's hash, the ledger's too) and, for the folder
     LATEST.json points at, against the pointer's adapter hash.
@@ -140,8 +224,24 @@ def _load_folder(folder: Path, pointer: dict | None) -> tuple[int, AdapterState,
     state = _read_json(folder / "state.json")
     server_round = int((manifest or pointer or {})["round"])
     ledger = folder / "ledger.csv"
-    ledger_csv = ledger.read_text() if ledger.is_file() else ""
-    return server_round, adapter, state, ledger_csv
+    try:
+        ledger_csv = ledger.read_text() if ledger.is_file() else ""
+        parse_entries(ledger_csv, str(ledger))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise CheckpointError(str(err) if str(ledger) in str(err) else f"{ledger}: {err}") from err
+    config = None if manifest is None else manifest.get("config")
+    return _Folder(server_round, adapter, state, ledger_csv, config)
+
+
+def _metrics_until(path: Path, server_round: int) -> list[dict]:
+    """The earlier run's metric rows up to ``server_round`` (none if it has no metrics file)."""
+    if not path.is_file():
+        return []
+    try:
+        rows = pd.read_csv(path).to_dict("records")
+        return [row for row in rows if int(row["round"]) <= server_round]
+    except (OSError, UnicodeDecodeError, KeyError, ValueError, pd.errors.ParserError) as err:
+        raise CheckpointError(f"{path} is not a metrics table ({err})") from err
 
 
 def load_latest(path: Path) -> Checkpoint:
@@ -179,11 +279,14 @@ def load_latest(path: Path) -> Checkpoint:
             errors.append(str(err))
             log.warning("checkpoint %s is not usable (%s); trying an older one", folder, err)
             continue
-        server_round, adapter, state, ledger_csv = loaded
-        metrics_path = root.parent / "metrics.csv"
-        metrics = []
-        if metrics_path.is_file():
-            rows = pd.read_csv(metrics_path).to_dict("records")
-            metrics = [row for row in rows if row["round"] <= server_round]
-        return Checkpoint(server_round, adapter, state, ledger_csv, metrics)
+        metrics = _metrics_until(root.parent / "metrics.csv", loaded.server_round)
+        return Checkpoint(
+            loaded.server_round,
+            loaded.adapter,
+            loaded.state,
+            loaded.ledger_csv,
+            metrics,
+            folder,
+            loaded.config,
+        )
     raise CheckpointError(f"no intact checkpoint under {root}: " + "; ".join(errors))
