@@ -5,6 +5,8 @@ Layout of a single-module agent directory (format 1, written by :func:`export_ag
     manifest.json          format version, base model name/config/fingerprint, round, metrics
     adapter.safetensors    the aggregated LoRA agent module
     config.yaml            the run's resolved config
+    peft/agent/            the same module as a standard peft adapter folder
+    base/<base folder>/    the base as a standard save_pretrained folder (small bases only)
     merged/                optional: base with the adapter merged in (plain transformers model)
 
 A multi-module agent (format 2, written by :func:`export_modules`) holds several named modules,
@@ -13,6 +15,19 @@ each on its own base, possibly built by different ESs or rounds::
     manifest.json          {"format_version": 2, "chain": [names in run order],
                             "modules": {name: {"base": ..., "adapter": ..., "inputs": [...]}}}
     <name>.safetensors     one adapter per module
+    peft/<name>/           each module as a standard peft adapter folder
+    base/<base folder>/    each small base once, as a standard save_pretrained folder
+
+Standard folders (both formats): ``peft/<name>/`` holds ``adapter_config.json`` and
+``adapter_model.safetensors``, loadable by stock ``peft.PeftModel.from_pretrained(base, dir)``.
+A base of at most :data:`EMBED_BASE_MAX_BYTES` (the tiny bases, which exist nowhere else:
+they are built from config) is copied to ``base/<folder>/`` for stock
+``AutoModelForCausalLM``/``LlavaForConditionalGeneration.from_pretrained``; the adapter
+config's ``base_model_name_or_path`` names it relative to the agent folder. A larger base
+(SmolLM2-135M) is not copied: ``base_model_name_or_path`` is its source on the exporting
+machine, and ``fed_agent.modules.registry.load_base`` rebuilds it anywhere (docs/deployment.md).
+The manifest records both folders (``adapter.peft_dir``, ``base.folder``) and stays the
+source of truth for fingerprints and the chain; the runtime reads the manifest's adapter file.
 
 :func:`module_specs` reads both formats into the format-2 shape (a format-1 agent is one module,
 named by its manifest's ``module_name`` or else ``agent``); ``fed_agent.runtime`` chains the
@@ -21,13 +36,17 @@ modules and ``fed_agent.modules.extend`` exports a run's module into an earlier 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
+import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from transformers import PreTrainedModel
 
 from fed_agent.config.schema import ModelConfig
 from fed_agent.modules.adapter import (
@@ -50,6 +69,14 @@ SINGLE_MODULE_NAME = "agent"
 """The name a format-1 agent's only module gets when read as a chain (unless it names one)."""
 MODULE_NAME_KEY = "module_name"
 """Optional key of a format-1 manifest: its module's name when that is not ``agent``."""
+PEFT_DIR = "peft"
+"""Folder of the standard peft adapter folders, one per module name."""
+BASE_DIR = "base"
+"""Folder of the copied bases, one save_pretrained folder per base."""
+MERGED_DIR = "merged"
+EMBED_BASE_MAX_BYTES = 64 * 2**20
+"""Bases up to this size are copied into the agent (the tiny ones: 0.5-4 MB); larger ones
+(SmolLM2-135M: 538 MB) are named by their source instead of copied into every export."""
 
 
 @dataclass(frozen=True)
@@ -62,8 +89,8 @@ class ModulePart:
     """Names of earlier modules whose outputs are added to this module's prompt (runtime)."""
 
 
-def _base_entry(module: AgentModule) -> dict:
-    return {
+def _base_entry(module: AgentModule, folder: str | None = None) -> dict:
+    entry = {
         "name": module.base.name,
         "fingerprint": module.base.fingerprint,
         "task_kind": module.base.task_kind,
@@ -72,6 +99,53 @@ def _base_entry(module: AgentModule) -> dict:
             k: v for k, v in dataclasses.asdict(module.cfg).items() if k != "cache_dir"
         },
     }
+    if folder is not None:
+        entry["folder"] = folder
+    return entry
+
+
+@contextlib.contextmanager
+def _adapter_active(module: AgentModule, state: AdapterState) -> Iterator[None]:
+    """``module`` with ``state`` loaded; its previous adapter is back afterwards."""
+    previous = module.adapter_state()
+    module.load_adapter(state)
+    try:
+        yield
+    finally:
+        module.load_adapter(previous)
+
+
+def _base_folder(module: AgentModule, out_dir: Path) -> str | None:
+    """Copy a small base's save_pretrained folder into ``out_dir/base/``; its relative path.
+
+    None for a base too large to copy, or one whose weights are no save_pretrained folder
+    (MiniLM perception: an encoder plus a head only this project defines).
+    """
+    source = Path(module.base.path)
+    if module.base.num_bytes > EMBED_BASE_MAX_BYTES or not (source / "config.json").is_file():
+        return None
+    if not isinstance(module.base.model, PreTrainedModel):
+        return None
+    relative = f"{BASE_DIR}/{source.name}"
+    if not (out_dir / relative / "config.json").is_file():  # modules may share one base
+        shutil.copytree(source, out_dir / relative, dirs_exist_ok=True)
+    return relative
+
+
+def _write_standard(
+    out_dir: Path, name: str, module: AgentModule, state: AdapterState
+) -> tuple[str, str | None]:
+    """Write ``peft/<name>/`` (and the base when small); returns (peft dir, base folder)."""
+    base_folder = _base_folder(module, out_dir)
+    peft_dir = f"{PEFT_DIR}/{name}"
+    with _adapter_active(module, state):
+        module.model.save_pretrained(out_dir / peft_dir, safe_serialization=True)
+    # where stock loaders find the base: the copy in this agent, else the exporting machine's
+    config_file = out_dir / peft_dir / "adapter_config.json"
+    config = json.loads(config_file.read_text())
+    config["base_model_name_or_path"] = base_folder or str(module.base.path)
+    write_json_atomic(config, config_file)
+    return peft_dir, base_folder
 
 
 def export_agent(
@@ -93,27 +167,26 @@ def export_agent(
     if config_yaml is not None:
         (out_dir / "config.yaml").write_text(config_yaml)
     save_adapter(state, out_dir / ADAPTER_FILE, {"base_fingerprint": module.base.fingerprint})
+    name = info.get(MODULE_NAME_KEY, SINGLE_MODULE_NAME)
+    peft_dir, base_folder = _write_standard(out_dir, name, module, state)
     manifest = {
         "format_version": FORMAT_VERSION,
         "created_unix": time.time(),
-        "base": _base_entry(module),
-        "adapter": {"file": ADAPTER_FILE, "bytes": module.adapter_bytes},
+        "base": _base_entry(module, base_folder),
+        "adapter": {"file": ADAPTER_FILE, "bytes": module.adapter_bytes, "peft_dir": peft_dir},
         "merged": merged,
         **info,
     }
     if merged:
-        _export_merged(module, state, out_dir / "merged")
+        _export_merged(module, state, out_dir / MERGED_DIR)
     write_json_atomic(manifest, out_dir / MANIFEST)
     return out_dir
 
 
 def _export_merged(module: AgentModule, state: AdapterState, path: Path) -> None:
-    previous = module.adapter_state()
-    module.load_adapter(state)
-    try:
+    """The base with the adapter merged in, as a stock ``save_pretrained`` folder."""
+    with _adapter_active(module, state):
         merged = copy.deepcopy(module.model).merge_and_unload()
-    finally:
-        module.load_adapter(previous)
     merged.save_pretrained(path)
     module.base.tokenizer.save_pretrained(path)
 
@@ -149,9 +222,10 @@ def export_modules(out_dir: Path, parts: Mapping[str, ModulePart], info: dict) -
     for name, part in parts.items():
         file = f"{name}.safetensors"
         save_adapter(part.state, out_dir / file, {"base_fingerprint": part.module.base.fingerprint})
+        peft_dir, base_folder = _write_standard(out_dir, name, part.module, part.state)
         modules[name] = {
-            "base": _base_entry(part.module),
-            "adapter": {"file": file, "bytes": part.module.adapter_bytes},
+            "base": _base_entry(part.module, base_folder),
+            "adapter": {"file": file, "bytes": part.module.adapter_bytes, "peft_dir": peft_dir},
             "inputs": list(part.inputs),
         }
     manifest = {
