@@ -48,25 +48,71 @@ def item_weights(market: Market) -> np.ndarray:
     return np.concatenate([market.prior, period2.ravel()])
 
 
-def _utility_row(n: int, index: int, theta: float, weight: float = 1.0) -> tuple:
-    """Coefficients of weight * (R_index - x_index / theta)."""
-    cost, reward = np.zeros(n), np.zeros(n)
-    cost[index] = -weight / theta
-    reward[index] = weight
-    return cost, reward
+def constraint_labels(num_types: int) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """(kind, type indices) of every row of the system, in row order, for K types:
+    IR (period 1, then each (i, j)), period-2 IC (i, j, j'), intertemporal IC (i, i')."""
+    k = num_types
+    labels: list[tuple[str, tuple[int, ...]]] = [("IR", (i,)) for i in range(k)]
+    labels += [("IR", (i, j)) for i in range(k) for j in range(k)]
+    labels += [("IC2", (i, j, o)) for i in range(k) for j in range(k) for o in range(k) if o != j]
+    labels += [("IC_intertemporal", (i, o)) for i in range(k) for o in range(k) if o != i]
+    return tuple(labels)
 
 
-def _lifetime_row(market: Market, true_type: int, report: int) -> tuple[np.ndarray, np.ndarray]:
-    """Coefficients of the epoch utility of period-1 type ``true_type`` reporting ``report``
-    and then telling its period-2 type truthfully."""
-    k, n = market.num_types, market.num_types * (market.num_types + 1)
-    theta = market.types
-    cost, reward = _utility_row(n, period1_index(report), theta[true_type])
-    for j in range(k):
-        weight = market.discount * market.transition[true_type, j]
-        c, r = _utility_row(n, period2_index(report, j, k), theta[j], weight)
-        cost += c
-        reward += r
+def constraint_arrays(
+    types: np.ndarray, discount: np.ndarray, transition: np.ndarray, ex_ante: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``A_cost`` and ``A_reward`` of B markets at once, each of shape (B, M, K + K^2).
+
+    Rows follow :func:`constraint_labels`. ``types`` (B, K), ``discount`` (B,), ``transition``
+    (B, K, K), ``ex_ante`` (B,) bool (the participation rule; else per period). The loops run
+    over the M rows, never over markets, so a thousand markets cost about as much as one.
+    """
+    b, k = types.shape
+    n = k * (k + 1)
+    labels = constraint_labels(k)
+    cost, reward = np.zeros((b, len(labels), n)), np.zeros((b, len(labels), n))
+    ex_ante = np.asarray(ex_ante, dtype=float)
+    per_period = 1.0 - ex_ante
+
+    def utility(row: int, index: int, theta: np.ndarray, weight: np.ndarray | float) -> None:
+        """Add weight * (R_index - x_index / theta) to ``row``."""
+        cost[:, row, index] -= weight / theta
+        reward[:, row, index] += weight
+
+    def lifetime(row: int, true_type: int, report: int, sign: np.ndarray | float) -> None:
+        """Add sign * the epoch utility of type ``true_type`` reporting ``report``, then the
+        truth in period 2."""
+        utility(row, period1_index(report), types[:, true_type], sign)
+        for j in range(k):
+            weight = sign * discount * transition[:, true_type, j]
+            utility(row, period2_index(report, j, k), types[:, j], weight)
+
+    for row, (kind, index) in enumerate(labels):
+        if kind == "IR" and len(index) == 1:
+            # per period: -(period-1 utility) <= 0; ex ante: -(epoch utility) <= 0
+            (i,) = index
+            utility(row, period1_index(i), types[:, i], -per_period)
+            lifetime(row, i, i, -ex_ante)
+        elif kind == "IR":
+            # per period: -(period-2 utility) <= 0. Ex ante, the commitment the federation
+            # can enforce: it holds period-1 pay back until the period-2 work is delivered, so
+            # an ES stays only if the held pay plus its period-2 item covers its period-2
+            # cost (R_i + R_ij - x_ij / theta_j >= 0): no history may ask for a period-2 loss
+            # larger than what walking away would forfeit.
+            i, j = index
+            utility(row, period2_index(i, j, k), types[:, j], -1.0)
+            reward[:, row, period1_index(i)] -= ex_ante
+        elif kind == "IC2":
+            # type j after history i prefers item (i, j) to item (i, other)
+            i, j, other = index
+            utility(row, period2_index(i, other, k), types[:, j], 1.0)
+            utility(row, period2_index(i, j, k), types[:, j], -1.0)
+        else:
+            # period-1 type i prefers reporting i to any other (then truthful)
+            i, other = index
+            lifetime(row, i, other, 1.0)
+            lifetime(row, i, i, -1.0)
     return cost, reward
 
 
@@ -75,59 +121,22 @@ def build_constraints(market: Market) -> ConstraintSystem:
     cached = market._derived.get("constraints")
     if cached is not None:
         return cached
-    k, n = market.num_types, market.num_types * (market.num_types + 1)
-    theta = market.types
-    costs: list[np.ndarray] = []
-    rewards: list[np.ndarray] = []
-    labels: list[tuple[str, tuple[int, ...]]] = []
-
-    def add(kind: str, index: tuple[int, ...], cost: np.ndarray, reward: np.ndarray) -> None:
-        costs.append(cost)
-        rewards.append(reward)
-        labels.append((kind, index))
-
-    # Individual rationality, written as -(utility) <= 0.
-    if market.participation == "per_period":
-        for i in range(k):
-            c, r = _utility_row(n, period1_index(i), theta[i])
-            add("IR", (i,), -c, -r)
-        for i in range(k):
-            for j in range(k):
-                c, r = _utility_row(n, period2_index(i, j, k), theta[j])
-                add("IR", (i, j), -c, -r)
-    elif market.participation == "ex_ante":
-        for i in range(k):
-            c, r = _lifetime_row(market, i, i)
-            add("IR", (i,), -c, -r)
-        # Commitment the federation can enforce: it holds period-1 pay back until the
-        # period-2 work is delivered, so an ES stays only if the held pay plus its period-2
-        # item covers its period-2 cost (R_i + R_ij - x_ij / theta_j >= 0): no history may
-        # ask for a period-2 loss larger than what walking away would forfeit.
-        for i in range(k):
-            for j in range(k):
-                c, r = _utility_row(n, period2_index(i, j, k), theta[j])
-                r[period1_index(i)] += 1.0
-                add("IR", (i, j), -c, -r)
-    else:
-        raise ValueError(f"participation: unknown rule {market.participation!r}")
-    # Period-2 IC: type j after history i prefers item (i, j) to item (i, j').
-    for i in range(k):
-        for j in range(k):
-            truthful_c, truthful_r = _utility_row(n, period2_index(i, j, k), theta[j])
-            for other in range(k):
-                if other != j:
-                    c, r = _utility_row(n, period2_index(i, other, k), theta[j])
-                    add("IC2", (i, j, other), c - truthful_c, r - truthful_r)
-    # Intertemporal IC: period-1 type i prefers reporting i to any i' (then truthful).
-    for i in range(k):
-        truthful_c, truthful_r = _lifetime_row(market, i, i)
-        for other in range(k):
-            if other != i:
-                c, r = _lifetime_row(market, i, other)
-                add("IC_intertemporal", (i, other), c - truthful_c, r - truthful_r)
-    system = ConstraintSystem(np.array(costs), np.array(rewards), tuple(labels))
+    cost, reward = constraint_arrays(
+        market.types[None],
+        np.array([market.discount]),
+        market.transition[None],
+        np.array([_ex_ante(market)]),
+    )
+    system = ConstraintSystem(cost[0], reward[0], constraint_labels(market.num_types))
     market._derived["constraints"] = system
     return system
+
+
+def _ex_ante(market: Market) -> bool:
+    """The market's participation rule is ex ante (else per period)."""
+    if market.participation not in ("per_period", "ex_ante"):
+        raise ValueError(f"participation: unknown rule {market.participation!r}")
+    return market.participation == "ex_ante"
 
 
 def constraint_slack_scale(rewards: np.ndarray) -> np.ndarray | float:

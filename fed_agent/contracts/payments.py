@@ -18,10 +18,11 @@ from scipy import sparse
 from scipy.optimize import linprog
 
 from fed_agent.contracts.audit import DEFAULT_TOLERANCE
-from fed_agent.contracts.constraints import build_constraints, item_weights
+from fed_agent.contracts.constraints import build_constraints, constraint_arrays, item_weights
 from fed_agent.contracts.contract import DynamicContract
 from fed_agent.contracts.market import Market
 from fed_agent.contracts.utility import energy_cost, value_of_work
+from fed_agent.latency import construction_cost
 
 # A tiny weight on every reward makes the LP pick the least rewards also for items that no
 # type uses with positive probability (their rewards would otherwise be arbitrary).
@@ -138,29 +139,42 @@ def _chunks(rows: np.ndarray) -> list[np.ndarray]:
 
 
 class _StackedBlocks:
-    """The block-diagonal constraint system of several markets' minimal payment LPs."""
+    """The block-diagonal constraint system of several markets' minimal payment LPs.
+
+    The blocks come from one vectorised build (:func:`constraint_arrays`), not one
+    :func:`build_constraints` per market: at a thousand fresh markets a round, building the
+    systems market by market cost more than solving them.
+    """
 
     def __init__(self, f: np.ndarray, markets: Sequence[Market]) -> None:
-        systems = [build_constraints(m) for m in markets]
         self.shape = f.shape
-        self.a_ub = sparse.block_diag([s.a_reward for s in systems], format="csr")
-        self.b_ub = np.concatenate(
-            [-s.a_cost @ energy_cost(row, m) for s, row, m in zip(systems, f, markets, strict=True)]
+        blocks, n = f.shape
+        a_cost, a_reward = constraint_arrays(
+            np.stack([m.types for m in markets]),
+            np.array([m.discount for m in markets]),
+            np.stack([m.transition for m in markets]),
+            np.array([m.participation == "ex_ante" for m in markets]),
         )
-        rows_per_block = [s.a_reward.shape[0] for s in systems]
-        self.block_of_row = np.repeat(np.arange(len(markets)), rows_per_block)
+        rows = a_cost.shape[1]
+        cost = construction_cost(
+            f,
+            np.array([[m.workload_gcycles] for m in markets]),
+            np.array([[m.kappa] for m in markets]),
+        )
+        block, row, col = np.nonzero(a_reward)
+        self.a_ub = sparse.csr_matrix(
+            (a_reward[block, row, col], (block * rows + row, block * n + col)),
+            shape=(blocks * rows, blocks * n),
+        )
+        self.b_ub = -np.einsum("bmn,bn->bm", a_cost, cost).ravel()
+        self.block_of_row = np.repeat(np.arange(blocks), rows)
         # each block's slack is measured relative to its own cost scale
-        block_scale = np.array(
-            [
-                1.0 + np.abs(s.a_cost).max() * energy_cost(row, m).max()
-                for s, row, m in zip(systems, f, markets, strict=True)
-            ]
-        )
+        block_scale = 1.0 + np.abs(a_cost).max(axis=(1, 2)) * cost.max(axis=1)
         self.scale = block_scale[self.block_of_row]
-        weights = [item_weights(m) for m in markets]
-        self.objective = np.concatenate(
-            [w + TIE_BREAK_WEIGHT * max(w.max(), 1e-12) for w in weights]
-        )
+        weights = np.stack([item_weights(m) for m in markets])
+        self.objective = (
+            weights + TIE_BREAK_WEIGHT * np.maximum(weights.max(axis=1), 1e-12)[:, None]
+        ).ravel()
 
     def implementable(self) -> np.ndarray:
         """(B,) mask of blocks whose constraints some rewards R >= 0 satisfy."""
