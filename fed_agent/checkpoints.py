@@ -129,6 +129,22 @@ def check_resume_config(checkpoint: Checkpoint, cfg: ExperimentConfig) -> None:
         raise CheckpointError(f"{manifest} was written under another config: " + ", ".join(diffs))
 
 
+def resume_point(cfg: ExperimentConfig) -> Checkpoint | None:
+    """The checkpoint ``federation.resume_from`` names, checked against ``cfg`` (None: the run
+    starts fresh). Read before anything is started, created or moved aside.
+
+    Raises
+    ------
+    FileNotFoundError, CheckpointError
+        As :func:`load_latest` and :func:`check_resume_config`, naming the file.
+    """
+    if not cfg.federation.resume_from:
+        return None
+    checkpoint = load_latest(Path(cfg.federation.resume_from).expanduser())
+    check_resume_config(checkpoint, cfg)
+    return checkpoint
+
+
 def save_checkpoint(
     root: Path,
     server_round: int,

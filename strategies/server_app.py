@@ -4,18 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from pathlib import Path
 
 from flwr.app import ArrayRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
-from fed_agent.checkpoints import (
-    Checkpoint,
-    adapter_sha256,
-    check_resume_config,
-    checkpoint_root,
-    load_latest,
-)
+from fed_agent.checkpoints import Checkpoint, adapter_sha256, checkpoint_root, resume_point
 from fed_agent.config import ExperimentConfig, config_from_run_config, to_yaml
 from fed_agent.data.partition import heldout_examples
 from fed_agent.evaluation.quality import evaluate_quality
@@ -68,16 +61,6 @@ def make_evaluator(
     return evaluate
 
 
-def resume_point(cfg: ExperimentConfig) -> Checkpoint | None:
-    """The checkpoint to continue from, read and checked against ``cfg`` before the run folder
-    is (re)created: a corrupt or mismatching checkpoint moves nothing aside."""
-    if not cfg.federation.resume_from:
-        return None
-    checkpoint = load_latest(Path(cfg.federation.resume_from))
-    check_resume_config(checkpoint, cfg)
-    return checkpoint
-
-
 def restore(checkpoint: Checkpoint, outputs: RunOutputs) -> None:
     """Carry the earlier run's ledger and metrics (up to the checkpoint) into this run."""
     if checkpoint.ledger_csv:
@@ -91,6 +74,7 @@ def main(grid: Grid, context: Context) -> None:
     """Run ``federation.num_rounds`` rounds (continuing a checkpoint) and export the agent."""
     cfg = config_from_run_config(context.run_config)
     seed_everything(cfg.seed)
+    # before the run folder: a corrupt or mismatching checkpoint moves nothing aside
     checkpoint = resume_point(cfg)
     # before the run folder and the first round: a bad agent.extend fails here, losing nothing
     extension = load_extension(cfg.agent, cfg.seed)

@@ -211,6 +211,7 @@ def _report(outcome) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from fed_agent.config import ConfigError
     from fed_agent.deploy.launcher import FederationRunError
     from fed_agent.deploy.local import run_experiment
 
@@ -219,6 +220,9 @@ def _run(args: argparse.Namespace) -> int:
         _report(
             run_experiment(_connection_env(args), args.experiment, args.overrides, args.timeout_s)
         )
+    except ConfigError as err:  # refused before a run is submitted
+        logging.error("bad config: %s", err)
+        return 2
     except FederationRunError as err:
         logging.error("%s", err)
         return 1

@@ -25,7 +25,7 @@ from pathlib import Path
 import psutil
 
 from fed_agent.cache import default_cache_dir
-from fed_agent.config import ExperimentConfig, load_config, run_config_arg
+from fed_agent.config import ConfigError, ExperimentConfig, load_config, run_config_arg
 from fed_agent.config.load import CONFIG_DIR, split_overrides
 
 log = logging.getLogger(__name__)
@@ -210,6 +210,23 @@ def effective_overrides(
     return [*kept, *extra]
 
 
+def check_resume_from(cfg: ExperimentConfig) -> None:
+    """Refuse, before anything starts, a ``federation.resume_from`` that cannot be resumed.
+
+    Raises
+    ------
+    ConfigError
+        One line naming the file: no checkpoint there, none intact, or one written under
+        another config (with the mismatching fields).
+    """
+    from fed_agent.checkpoints import CheckpointError, resume_point  # torch: lazily
+
+    try:
+        resume_point(cfg)
+    except (FileNotFoundError, CheckpointError) as err:
+        raise ConfigError(f"federation.resume_from: {err}") from err
+
+
 def launch_simulation(
     experiment: str, overrides: str | list[str] = (), timeout_s: float = 3600
 ) -> RunOutcome:
@@ -222,6 +239,7 @@ def launch_simulation(
     """
     items = split_overrides(overrides)
     cfg: ExperimentConfig = load_config(experiment, items)  # fail fast on a bad config
+    check_resume_from(cfg)
     if cfg.agent.extend:  # and on a bad agent.extend (the ServerApp then loads its modules)
         from fed_agent.modules.extend import ExtendError, extension_specs  # torch: lazily
 

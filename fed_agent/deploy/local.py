@@ -31,6 +31,7 @@ from fed_agent.deploy.flwr_cli import (
 from fed_agent.deploy.launcher import (
     PROJECT_ROOT,
     RunOutcome,
+    check_resume_from,
     default_cache_dir,
     effective_overrides,
     flower_env,
@@ -183,6 +184,7 @@ def submit_experiment(
     """
     items = split_overrides(overrides)
     cfg = load_config(experiment, items)
+    check_resume_from(cfg)
     items = effective_overrides(items, cfg, default_cache_dir())
     run_id = start_run(app_dir, connection, run_config_arg(experiment, items), env)
     log.info("started run %d on %s", run_id, connection)

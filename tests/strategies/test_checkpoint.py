@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 
 import numpy as np
 import pytest
 
-from fed_agent.checkpoints import CheckpointError, adapter_sha256, load_latest, save_checkpoint
+from fed_agent import cli
+from fed_agent.checkpoints import (
+    CheckpointError,
+    adapter_sha256,
+    check_resume_config,
+    checkpoint_root,
+    load_latest,
+    resume_fields,
+    save_checkpoint,
+)
+from fed_agent.config import load_config
 from fed_agent.incentives.ledger import Ledger, LedgerEntry
 from tests.strategies.test_contract_strategy import make_strategy, train_round
 
@@ -106,3 +118,71 @@ def test_a_truncated_state_json_is_an_error_naming_the_file(tmp_path):
     _truncate(manifest)
     with pytest.raises(CheckpointError, match="checkpoint.json is corrupt or truncated"):
         load_latest(tmp_path)
+
+
+# ------------------------------------------------- refused up front, before anything moves
+
+
+def _run_folder_with_checkpoint(tmp_path, overrides: str = ""):
+    """``<tmp>/smoke``: a run folder of the smoke experiment with one checkpoint (round 1)."""
+    cfg = load_config("smoke", overrides)
+    run_dir = tmp_path / "smoke"
+    ledger = Ledger(run_dir / "ledger.csv")
+    ledger.add(LedgerEntry(1, 1, 7, "paid", item=1, f_ghz=2.0, reward_offered=3.0, paid=3.0))
+    run_dir.mkdir()
+    ledger.write()
+    adapter = {"a": np.zeros(3, np.float32)}
+    save_checkpoint(
+        checkpoint_root(run_dir), 1, adapter, {"x": 1}, ledger.csv_text(), resume_fields(cfg)
+    )
+    return run_dir
+
+
+def _snapshot(folder):
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _refused_run(tmp_path, run_dir, caplog, overrides: str = "") -> str:
+    """``fed-agent run`` resuming ``run_dir``: exit 2, one logged line, nothing moved."""
+    before = _snapshot(run_dir)
+    argv = ["run", "--experiment", "smoke", f"output_dir={tmp_path}"]
+    argv += [f"federation.resume_from={run_dir}", *overrides.split()]
+    with caplog.at_level(logging.ERROR):
+        assert cli.main(argv) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["smoke"]  # not moved aside
+    assert _snapshot(run_dir) == before  # every file unchanged
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "\n" not in errors[0] and "Traceback" not in caplog.text
+    return errors[0]
+
+
+def test_resuming_under_another_config_is_refused_up_front_naming_the_fields(tmp_path, caplog):
+    run_dir = _run_folder_with_checkpoint(tmp_path)
+    message = _refused_run(tmp_path, run_dir, caplog, "model.lora_r=8 market.num_types=5")
+    assert str(run_dir / "checkpoints" / "round-00001" / "checkpoint.json") in message
+    assert "model.lora_r=4 (checkpoint) vs 8 (config)" in message
+    assert "market.num_types=3 (checkpoint) vs 5 (config)" in message
+    # the same config resumes: the check passes and names no field
+    checkpoint = load_latest(run_dir)
+    check_resume_config(checkpoint, load_config("smoke"))
+
+
+def test_a_corrupt_checkpoint_is_refused_in_one_line_naming_the_file(tmp_path, caplog):
+    run_dir = _run_folder_with_checkpoint(tmp_path)
+    state = run_dir / "checkpoints" / "round-00001" / "state.json"
+    _truncate(state)
+    message = _refused_run(tmp_path, run_dir, caplog)
+    assert str(state) in message and "does not match its hash" in message
+
+
+def test_a_checkpoint_ledger_that_is_no_ledger_is_refused_naming_it(tmp_path):
+    run_dir = _run_folder_with_checkpoint(tmp_path)
+    folder = run_dir / "checkpoints" / "round-00001"
+    ledger = folder / "ledger.csv"
+    ledger.write_text("round,node_id,status,surprise\n1,7,paid,1\n")
+    manifest = json.loads((folder / "checkpoint.json").read_text())
+    manifest["files"]["ledger.csv"] = hashlib.sha256(ledger.read_bytes()).hexdigest()
+    (folder / "checkpoint.json").write_text(json.dumps(manifest))  # hashes made to agree
+    with pytest.raises(CheckpointError, match="is not a ledger") as err:
+        load_latest(run_dir)
+    assert str(ledger) in str(err.value)

@@ -22,7 +22,8 @@ from fed_agent.incentives.policies import make_policy
 from fed_agent.outputs import RunOutputs
 from strategies.contract_strategy import ContractStrategy
 from strategies.records import adapter_to_record, record_to_adapter
-from strategies.server_app import restore, resume_point
+from fed_agent.checkpoints import resume_point
+from strategies.server_app import restore
 from tests.strategies.fake_grid import FakeGrid, set_task_identity
 from tests.strategies.test_contract_strategy import NODES, reply_for
 
