@@ -256,9 +256,40 @@ def read_manifest(agent_dir: Path) -> dict:
     try:
         for spec in module_specs(manifest).values():
             spec["base"]["model_config"], spec["base"]["fingerprint"], spec["adapter"]["file"]
+            for what, relative in _manifest_paths(spec):
+                confined_path(agent_dir, relative, f"{path}: {what}")
     except (KeyError, TypeError) as err:
         raise AdapterError(f"{path} is not a valid agent manifest: missing {err}") from err
     return manifest
+
+
+def _manifest_paths(spec: dict) -> list[tuple[str, object]]:
+    """Every path one module's manifest entry names (those that are set)."""
+    paths = [("adapter.file", spec["adapter"]["file"])]
+    for section, key in (("adapter", "peft_dir"), ("base", "folder")):
+        if spec[section].get(key) is not None:
+            paths.append((f"{section}.{key}", spec[section][key]))
+    return paths
+
+
+def confined_path(agent_dir: Path, relative: object, what: str) -> Path:
+    """``agent_dir / relative``, refused unless it stays inside the agent folder.
+
+    An agent folder is data from elsewhere: a manifest path such as ``../outside.safetensors``,
+    an absolute path, or a link out of the folder must not make loading read another file.
+
+    Raises
+    ------
+    AdapterError
+        Naming ``what`` (the manifest and field) and the path.
+    """
+    if not isinstance(relative, str) or not relative:
+        raise AdapterError(f"{what} must be a non-empty relative path, got {relative!r}")
+    root = Path(agent_dir).resolve()
+    target = (root / relative).resolve()
+    if Path(relative).is_absolute() or not target.is_relative_to(root):
+        raise AdapterError(f"{what} {relative!r} is outside the agent folder {root}")
+    return target
 
 
 def module_specs(manifest: dict) -> dict[str, dict]:
@@ -288,7 +319,7 @@ def load_module(agent_dir: Path, spec: dict, seed: int) -> tuple[AgentModule, Ad
             f"base model mismatch: the agent was built on {spec['base']['fingerprint'][:12]}, "
             f"this machine's {cfg.name} is {module.base.fingerprint[:12]}"
         )
-    state = load_adapter_file(Path(agent_dir) / spec["adapter"]["file"])
+    state = load_adapter_file(confined_path(agent_dir, spec["adapter"]["file"], "adapter.file"))
     module.check_state(state)
     return module, state
 
