@@ -61,7 +61,7 @@ from fed_agent.incentives.beliefs import BeliefTracker
 from fed_agent.incentives.ledger import Ledger, LedgerEntry
 from fed_agent.incentives.policies import ORACLE_POLICIES, UNCOMMITTED_POLICIES, ContractPolicy
 from fed_agent.incentives.profiles import PublicFacts, es_market, period_of_round
-from fed_agent.incentives.selection import select_participants
+from fed_agent.incentives.selection import Candidate, select_participants
 from fed_agent.modules.adapter import AgentModule
 from fed_agent.modules.aggregation import aggregate
 from fed_agent.modules.training import local_steps_for
@@ -135,6 +135,8 @@ class _Assignment:
     designed for (a function of the choice, never of a figure the ES reports)."""
     nonce: int = 0
     """The TRAIN instruction's nonce; the reply must echo it."""
+    chosen_because: str = ""
+    """Why selection chose this ES (the ledger's reason for its work)."""
 
 
 class ContractStrategy(Strategy):
@@ -193,6 +195,8 @@ class ContractStrategy(Strategy):
         self._round_started = 0.0
         self._design_times = {"design_s": 0.0, "guard_s": 0.0}
         self._period = 1
+        self._deadline_s = 0.0
+        """The round's deadline chosen with its participants (see incentives.selection)."""
         if saved_state is not None:
             self.load_state_dict(saved_state)
 
@@ -395,23 +399,34 @@ class ContractStrategy(Strategy):
                 float(utility),
                 new_nonce(),
             )
-        ids = list(candidates)
-        chosen = select_participants(
-            ids,
-            [candidates[n].cloud_value - candidates[n].reward for n in ids],
+        selection = select_participants(
+            [
+                Candidate(n, a.cloud_value - a.reward, a.modelled_latency_s)
+                for n, a in candidates.items()
+            ],
             self.cfg.federation.es_per_round,
-            self.cfg.incentive.selection,
+            self.cfg.incentive,
             rng_for(self.cfg.seed, "selection", server_round),
         )
-        for node_id in ids:
-            if node_id not in chosen:
+        self._deadline_s = selection.deadline_s
+        for node_id, a in candidates.items():
+            if node_id not in selection.chosen:
                 # the ES kept its commitment; the cloud chose not to use it: pay what it holds
                 settled = self._settle_held(node_id, delivered=True)
-                a = candidates[node_id]
+                reason = selection.reasons[node_id]
                 self._ledger_add(
-                    server_round, node_id, "not_selected", a, reason="over the limit", **settled
+                    server_round,
+                    node_id,
+                    "not_selected",
+                    a,
+                    reason=reason,
+                    modelled_latency_s=a.modelled_latency_s,
+                    **settled,
                 )
-        return {n: candidates[n] for n in chosen}
+        return {
+            n: dataclasses.replace(candidates[n], chosen_because=selection.reasons[n])
+            for n in selection.chosen
+        }
 
     def _settle_held(self, node_id: int, delivered: bool) -> dict[str, float]:
         """Ledger fields that settle an ES's held pay: paid out if it kept its commitment,
@@ -643,6 +658,7 @@ class ContractStrategy(Strategy):
         source: str | None = None,
         **paid_fields: float,
     ) -> None:
+        reason = reason or (a.chosen_because if a is not None else "")
         entry = LedgerEntry(server_round, self._period, node_id, status, reason=reason)
         engagement = self.engagements.get(node_id)
         entry.offer_source = source or (engagement.source if engagement else "")
@@ -661,6 +677,7 @@ class ContractStrategy(Strategy):
             "period": self._period,
             **self.ledger.round_summary(server_round),
             **self._design_times,
+            "round_deadline_s": self._deadline_s,
             "bytes_down": len(self._assignments) * adapter_bytes,
             "bytes_up": num_replies * adapter_bytes,
             "round_wall_s": time.perf_counter() - self._round_started,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from fed_agent.choices import check_choice
@@ -16,7 +17,7 @@ POLICIES = (
     "dmsac",
     "ppo",
 )
-SELECTION_RULES = ("surplus", "random")
+SELECTION_RULES = ("surplus", "random", "deadline", "latency_priced")
 
 
 @dataclass
@@ -31,9 +32,18 @@ class IncentiveConfig:
     max_offers_per_round: int = 100
     """Offers go to at most this many connected ESs per period-1 round (seeded sample)."""
     selection: str = "surplus"
-    """Rule among accepting ESs when more accept than federation.es_per_round: ``surplus``
-    ranks by the cloud's value minus reward of the chosen item, G(f) - R (ties by a seeded
-    draw); ``random`` draws uniformly with the round's seed."""
+    """Who of the accepting ESs takes part (at most federation.es_per_round) and so how long
+    the round lasts (its slowest participant's W/f + S/r); fed_agent.incentives.selection:
+    ``surplus`` keeps the largest cloud surpluses G(f) - R of the chosen items (ties by a
+    seeded draw); ``random`` draws uniformly with the round's seed; ``deadline`` keeps the
+    largest positive surpluses among the ESs that meet ``deadline_s``; ``latency_priced``
+    maximises total surplus minus ``latency_price`` times the round's latency."""
+    latency_price: float = 10.0
+    """``latency_priced``: what one second of round latency costs the cloud, in units of cloud
+    utility (G(f) - R) per round."""
+    deadline_s: float = 8.0
+    """``deadline``: the longest modelled latency W/f + S/r (seconds) an ES may take to be
+    chosen; ESs whose item misses it are not chosen and not paid."""
     flat_fee: float = 35.0
     """fedavg_flat_fee: the reward for the fixed effort (an ES whose cost exceeds it leaves)."""
     flat_fee_f_ghz: float = 3.0
@@ -48,6 +58,14 @@ class IncentiveConfig:
         check_choice("incentive.selection", self.selection, SELECTION_RULES)
         if self.rounds_per_period < 1 or self.max_offers_per_round < 1:
             raise ValueError("incentive.rounds_per_period and max_offers_per_round must be >= 1")
+        if not (math.isfinite(self.latency_price) and self.latency_price >= 0):
+            raise ValueError(
+                f"incentive.latency_price must be a finite number >= 0, got {self.latency_price}"
+            )
+        if not (math.isfinite(self.deadline_s) and self.deadline_s > 0):
+            raise ValueError(
+                f"incentive.deadline_s must be a finite number > 0, got {self.deadline_s}"
+            )
         if self.flat_fee < 0 or self.flat_fee_f_ghz <= 0:
             raise ValueError("incentive.flat_fee must be >= 0 and flat_fee_f_ghz > 0")
         if not 0 <= self.workload_spread < 1:
