@@ -8,12 +8,20 @@ Sub-commands, in the order a real deployment uses them (docs/deployment.md):
 - ``supernode``: run one ES's SuperNode with its partition and private profile (foreground);
 - ``run``: run an experiment on the SuperLink and check its final status;
 - ``local``: all of the above on 127.0.0.1 in one command, stopping what it started.
+
+Every sub-command checks its inputs before it starts anything (``fed_agent.deploy.preflight``:
+certificate and key files exist and parse, ports are free, the database folder exists or is
+created, the SuperLink answers over TLS) and reports an operator's mistake in one line, never a
+traceback: exit code 2 for a bad input, 1 for a step that failed (a child process that exits
+is reported with the last error line of its log).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from fed_agent.config import experiment_names
@@ -38,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "default 127.0.0.1 and localhost)",
     )
     certs.add_argument("--num-keys", type=int, default=0, help="SuperNode key pairs to write")
-    certs.set_defaults(handler=_certs)
+    certs.set_defaults(handler=_operator_errors(_certs))
 
     link = commands.add_parser("superlink", help="run a TLS SuperLink (foreground)")
     link.add_argument("--certs", type=Path, required=True, help="folder written by `certs`")
@@ -47,12 +55,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     link.add_argument("--no-auth", action="store_true", help="accept unregistered SuperNodes")
     link.add_argument("--database", type=Path, default=None, help="SQLite state file")
     link.add_argument("--log-dir", type=Path, default=Path(".flwr") / "deploy" / "logs")
-    link.set_defaults(handler=_superlink)
+    link.set_defaults(handler=_operator_errors(_superlink))
 
     reg = commands.add_parser("register", help="register SuperNode public keys")
     _connection_args(reg)
     reg.add_argument("public_keys", nargs="+", type=Path)
-    reg.set_defaults(handler=_register)
+    reg.set_defaults(handler=_operator_errors(_register))
 
     node = commands.add_parser("supernode", help="run one ES's SuperNode (foreground)")
     node.add_argument("--superlink", required=True, help="SuperLink host:port")
@@ -80,12 +88,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="give up reconnecting after this long (default: retry forever)",
     )
-    node.set_defaults(handler=_supernode)
+    node.set_defaults(handler=_operator_errors(_supernode))
 
     run = commands.add_parser("run", help="run an experiment on a SuperLink, check its status")
     _connection_args(run)
     _experiment_args(run)
-    run.set_defaults(handler=_run)
+    run.set_defaults(handler=_operator_errors(_run))
 
     local = commands.add_parser("local", help="TLS + auth federation on 127.0.0.1, one run")
     local.add_argument("--num-nodes", type=int, default=3)
@@ -98,7 +106,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="per-node profile YAML, once per node in order",
     )
     _experiment_args(local)
-    local.set_defaults(handler=_local)
+    local.set_defaults(handler=_operator_errors(_local))
 
 
 def _connection_args(parser: argparse.ArgumentParser) -> None:
@@ -124,12 +132,58 @@ def _logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
 
+def _one_line(message: str) -> str:
+    """A possibly multi-line error (a CLI's output) as its first line and its cause."""
+    from fed_agent.deploy.processes import error_line
+
+    head, _, rest = message.strip().partition("\n")
+    return head if not rest.strip() else f"{head.rstrip(': ')}: {error_line(rest)}"
+
+
+def _operator_errors(
+    handler: Callable[[argparse.Namespace], int],
+) -> Callable[[argparse.Namespace], int]:
+    """Report a bad input (exit 2) or a failed step (exit 1) in one line, not a traceback."""
+
+    @functools.wraps(handler)
+    def checked(args: argparse.Namespace) -> int:
+        from fed_agent.deploy.launcher import FederationRunError
+
+        _logging()
+        try:
+            return handler(args)
+        except FederationRunError as err:  # a step failed: a CLI call, a process, a run
+            logging.error("%s", _one_line(str(err)))
+            return 1
+        except (ValueError, OSError) as err:  # PreflightError, ConfigError, a bad profile, ...
+            logging.error("%s", _one_line(str(err)))
+            return 2
+
+    return checked
+
+
+def _served(name: str, process, logs: tuple[Path, ...]) -> int:
+    """Wait for a foreground child; when it fails, report its last error line."""
+    from fed_agent.deploy.processes import last_error_line, serve
+
+    code = serve(process)
+    if code:
+        logging.error(
+            "%s exited with code %d: %s (log %s)", name, code, last_error_line(*logs), logs[-1]
+        )
+    return code
+
+
 def _connection_env(args: argparse.Namespace) -> dict[str, str]:
+    """The flwr CLI's environment for ``--superlink``, after checking a SuperLink answers there
+    over TLS with a certificate ``--ca`` verifies."""
     from fed_agent.deploy.flwr_cli import write_connection
     from fed_agent.deploy.launcher import flower_env
     from fed_agent.deploy.local import CONNECTION
+    from fed_agent.deploy.preflight import check_superlink, parse_address
 
-    port = int(args.superlink.rsplit(":", 1)[1])
+    _, port = parse_address(args.superlink)
+    check_superlink(args.superlink, args.ca)
     home = args.flwr_home.resolve()
     write_connection(home, CONNECTION, args.superlink, args.ca.resolve())
     return flower_env(home, port)
@@ -149,17 +203,29 @@ def _certs(args: argparse.Namespace) -> int:
 def _superlink(args: argparse.Namespace) -> int:
     from fed_agent.deploy.certs import TlsFiles
     from fed_agent.deploy.launcher import flower_env
-    from fed_agent.deploy.processes import SuperLinkSpec, serve, start_superlink
+    from fed_agent.deploy.preflight import (
+        PreflightError,
+        check_certificate,
+        check_port_free,
+        check_tls_key,
+        prepare_database,
+    )
+    from fed_agent.deploy.processes import SuperLinkSpec, start_superlink
 
-    _logging()
     tls = TlsFiles(args.certs / "ca.crt", args.certs / "server.pem", args.certs / "server.key")
     missing = [str(p) for p in (tls.ca_cert, tls.server_cert, tls.server_key) if not p.is_file()]
     if missing:
-        logging.error("TLS files missing: %s (run `fed-agent deploy certs` first)", missing)
-        return 2
-    spec = SuperLinkSpec(args.host, args.port, tls, auth=not args.no_auth, database=args.database)
+        raise PreflightError(
+            f"--certs {args.certs}: TLS files missing {missing} (run `fed-agent deploy certs`)"
+        )
+    check_certificate(tls.ca_cert, "CA certificate")
+    check_tls_key(tls.server_key, check_certificate(tls.server_cert, "server certificate"), "key")
+    check_port_free(args.host, args.port)
+    database = prepare_database(args.database) if args.database else None
+    spec = SuperLinkSpec(args.host, args.port, tls, auth=not args.no_auth, database=database)
     env = flower_env(DEFAULT_HOME.resolve(), args.port)
-    process = start_superlink(spec, env, args.log_dir.resolve())
+    log_dir = args.log_dir.resolve()
+    process = start_superlink(spec, env, log_dir)
     logging.info(
         "SuperLink up on %s:%d (TLS, auth %s); logs in %s",
         args.host,
@@ -167,13 +233,17 @@ def _superlink(args: argparse.Namespace) -> int:
         "on" if spec.auth else "off",
         args.log_dir,
     )
-    return serve(process)
+    logs = (log_dir / "superlink.log", log_dir / "superlink.out")
+    return _served("flower-superlink", process, logs)
 
 
 def _register(args: argparse.Namespace) -> int:
     from fed_agent.deploy.flwr_cli import register_supernode
     from fed_agent.deploy.local import CONNECTION
+    from fed_agent.deploy.preflight import check_node_public_key
 
+    for key in args.public_keys:
+        check_node_public_key(key)
     env = _connection_env(args)
     for key in args.public_keys:
         print(f"{key}: node id {register_supernode(key, CONNECTION, env)}")
@@ -183,9 +253,29 @@ def _register(args: argparse.Namespace) -> int:
 def _supernode(args: argparse.Namespace) -> int:
     from fed_agent.deploy.launcher import flower_env
     from fed_agent.deploy.nodes import load_profile, node_config, parse_pairs
-    from fed_agent.deploy.processes import SuperNodeSpec, serve, start_supernode
+    from fed_agent.deploy.preflight import (
+        PreflightError,
+        UntrustedSuperLink,
+        check_certificate,
+        check_node_private_key,
+        check_port_free,
+        check_superlink,
+        parse_address,
+    )
+    from fed_agent.deploy.processes import SuperNodeSpec, start_supernode
 
-    _logging()
+    parse_address(args.superlink)
+    check_certificate(args.ca, "--ca")
+    check_node_private_key(args.key)
+    check_port_free("127.0.0.1", args.port)
+    if args.profile and not args.profile.is_file():
+        raise PreflightError(f"--profile {args.profile}: no such file")
+    try:
+        check_superlink(args.superlink, args.ca)
+    except UntrustedSuperLink:
+        raise  # retrying would never help
+    except PreflightError as err:  # not up yet, perhaps: a SuperNode retries until it is
+        logging.warning("%s; the SuperNode will keep retrying", err)
     profile = load_profile(args.profile) if args.profile else {}
     profile.update(parse_pairs(args.node_config))
     spec = SuperNodeSpec(
@@ -200,7 +290,7 @@ def _supernode(args: argparse.Namespace) -> int:
     console = Path(".flwr") / "deploy" / "logs" / f"supernode-{args.partition_id}.log"
     process = start_supernode(spec, env, console.resolve())
     logging.info("SuperNode for partition %d started; log %s", args.partition_id, console)
-    return serve(process)
+    return _served("flower-supernode", process, (console.resolve(),))
 
 
 def _report(outcome) -> None:

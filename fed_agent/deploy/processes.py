@@ -9,6 +9,7 @@ installation off everywhere.
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 from collections.abc import Mapping
@@ -16,10 +17,42 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fed_agent.deploy.certs import TlsFiles
-from fed_agent.deploy.launcher import flower_bin, stop_process_tree, wait_healthy
+from fed_agent.deploy.flwr_cli import DeploymentError
+from fed_agent.deploy.launcher import (
+    FederationRunError,
+    flower_bin,
+    stop_process_tree,
+    wait_healthy,
+)
 from fed_agent.deploy.nodes import Scalar, node_config_arg
 
 SUPERLINK_START_TIMEOUT_S = 90.0
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception)\b")
+_ERROR = re.compile(r"\b(ERROR|CRITICAL|FATAL|CERTIFICATE_VERIFY_FAILED)\b")
+_NOT_THE_CAUSE = re.compile(r"^(SystemExit|KeyboardInterrupt)\b|^Exception ignored in")
+
+
+def error_line(text: str) -> str:
+    """The line of a log that says what went wrong, for a one-line report.
+
+    The last exception line (the end of the last traceback), else the last line flagged
+    ERROR/CRITICAL, else the last non-empty line; colour codes removed. A traceback's cause is
+    preferred to uvicorn's closing "Application startup failed".
+    """
+    lines = [_ANSI.sub("", line).strip() for line in text.splitlines()]
+    lines = [line for line in lines if line and not _NOT_THE_CAUSE.search(line)]
+    for pattern in (_EXCEPTION, _ERROR):
+        found = [line for line in lines if pattern.search(line)]
+        if found:
+            return found[-1]
+    return lines[-1] if lines else "(the log is empty)"
+
+
+def last_error_line(*logs: Path) -> str:
+    """:func:`error_line` over ``logs`` read in order (missing ones are skipped)."""
+    text = "\n".join(p.read_text(errors="replace") for p in logs if p.is_file())
+    return error_line(text)
 
 
 @dataclass(frozen=True)
@@ -116,13 +149,25 @@ def start_superlink(
     log_dir: Path,
     timeout_s: float = SUPERLINK_START_TIMEOUT_S,
 ) -> subprocess.Popen:
-    """Start the SuperLink and wait (bounded) until its ``/health`` answers over TLS."""
-    process = _spawn(spec.command(log_dir / "superlink.log"), env, log_dir / "superlink.out")
+    """Start the SuperLink and wait (bounded) until its ``/health`` answers over TLS.
+
+    Raises
+    ------
+    DeploymentError
+        When it exits or is not healthy in time; the message ends with the last error line of
+        its logs (``superlink.out``, ``superlink.log`` in ``log_dir``).
+    """
+    console, log_file = log_dir / "superlink.out", log_dir / "superlink.log"
+    process = _spawn(spec.command(log_file), env, console)
     probe_host = "127.0.0.1" if spec.host in ("0.0.0.0", "::") else spec.host
     try:
         wait_healthy(
             spec.port, process, timeout_s, spec.tls.ca_cert if spec.tls else None, probe_host
         )
+    except FederationRunError as err:
+        process.kill()
+        process.wait()
+        raise DeploymentError(f"{err}: {last_error_line(console, log_file)}") from err
     except BaseException:
         process.kill()
         process.wait()
