@@ -4,8 +4,9 @@ from fed_agent.config.load import (
     ConfigError,
     config_from_run_config,
     experiment_names,
+    hydra_quoted,
     load_config,
-    run_config_arg,
+    run_config_file,
     to_yaml,
 )
 from fed_agent.config.schema import (
@@ -27,7 +28,8 @@ __all__ = [
     "TrainingConfig",
     "config_from_run_config",
     "experiment_names",
+    "hydra_quoted",
     "load_config",
-    "run_config_arg",
+    "run_config_file",
     "to_yaml",
 ]

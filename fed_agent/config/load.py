@@ -6,10 +6,14 @@ is converted into those dataclasses, whose ``__post_init__`` checks the values.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import json
+import re
 import shlex
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -114,9 +118,39 @@ def config_from_run_config(run_config: Mapping[str, object]) -> ExperimentConfig
     )
 
 
-def run_config_arg(experiment: str, overrides: Sequence[str]) -> str:
-    """Flower's ``--run-config`` value that :func:`config_from_run_config` reads back."""
-    return f'{RUN_CONFIG_EXPERIMENT}="{experiment}" {RUN_CONFIG_OVERRIDES}="{" ".join(overrides)}"'
+def hydra_quoted(value: str) -> str:
+    """``value`` as a quoted Hydra override value that composes back to exactly ``value``
+    (spaces, quotes, ``=``, ``,`` and brackets included): single quotes, with the quotes and
+    the backslashes that precede a quote or the end escaped (Hydra keeps other backslashes)."""
+    escaped = re.sub(r"(\\+)(?='|\Z)", lambda m: m.group(1) * 2, value)
+    return "'" + escaped.replace("'", "\\'") + "'"
+
+
+def _toml_string(value: str) -> str:
+    """A TOML basic string: JSON's escapes are TOML's, except DEL, which TOML wants escaped."""
+    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+def run_config_toml(experiment: str, overrides: Sequence[str]) -> str:
+    """Flower's run config, as a TOML file's text, that :func:`config_from_run_config` reads
+    back exactly: the overrides joined shell-style (``shlex``, split again by
+    :func:`split_overrides`) in a TOML string. A file, because Flower's inline
+    ``--run-config key="value"`` parser cuts a value at its first quote."""
+    joined = shlex.join(overrides)
+    return (
+        f"{RUN_CONFIG_EXPERIMENT} = {_toml_string(experiment)}\n"
+        f"{RUN_CONFIG_OVERRIDES} = {_toml_string(joined)}\n"
+    )
+
+
+@contextlib.contextmanager
+def run_config_file(experiment: str, overrides: Sequence[str]) -> Iterator[Path]:
+    """A temporary ``.toml`` file of :func:`run_config_toml`, for ``flwr run --run-config``
+    (which reads it before it returns); removed on exit."""
+    with tempfile.TemporaryDirectory(prefix="fed-agent-run-config-") as folder:
+        path = Path(folder) / "run-config.toml"
+        path.write_text(run_config_toml(experiment, overrides), encoding="utf-8")
+        yield path
 
 
 def to_yaml(cfg: ExperimentConfig) -> str:

@@ -25,7 +25,13 @@ from pathlib import Path
 import psutil
 
 from fed_agent.cache import default_cache_dir
-from fed_agent.config import ConfigError, ExperimentConfig, load_config, run_config_arg
+from fed_agent.config import (
+    ConfigError,
+    ExperimentConfig,
+    hydra_quoted,
+    load_config,
+    run_config_file,
+)
 from fed_agent.config.load import CONFIG_DIR, split_overrides
 
 log = logging.getLogger(__name__)
@@ -202,11 +208,11 @@ def effective_overrides(
             pinned[key] = Path(value).expanduser().resolve()
     keys = {o.split("=", 1)[0] for o in cfg_overrides}
     kept = [o for o in cfg_overrides if o.split("=", 1)[0] not in pinned]
-    extra = [f"{key}={path}" for key, path in pinned.items()]
+    extra = [f"{key}={hydra_quoted(str(path))}" for key, path in pinned.items()]
     if "output_dir" not in keys:
-        extra.append(f"output_dir={Path(cfg.output_dir).resolve()}")
+        extra.append(f"output_dir={hydra_quoted(str(Path(cfg.output_dir).resolve()))}")
     if "model.cache_dir" not in keys:
-        extra.append(f"model.cache_dir={cache_dir}")
+        extra.append(f"model.cache_dir={hydra_quoted(str(cache_dir))}")
     return [*kept, *extra]
 
 
@@ -257,18 +263,19 @@ def launch_simulation(
     superlink = start_simulation_superlink(flwr_home, env, http_port)
     try:
         fed = cfg.federation
-        command = [
-            flower_bin("flwr"),
-            "run",
-            str(PROJECT_ROOT),
-            "local",
-            "--stream",
-            "--federation-config",
-            f"num-supernodes={fed.num_es} client-resources-num-cpus={fed.client_cpus:g}",
-            "--run-config",
-            run_config_arg(experiment, items),
-        ]
-        subprocess.run(command, env=env, timeout=timeout_s, check=False)
+        with run_config_file(experiment, items) as run_config:
+            command = [
+                flower_bin("flwr"),
+                "run",
+                str(PROJECT_ROOT),
+                "local",
+                "--stream",
+                "--federation-config",
+                f"num-supernodes={fed.num_es} client-resources-num-cpus={fed.client_cpus:g}",
+                "--run-config",
+                str(run_config),
+            ]
+            subprocess.run(command, env=env, timeout=timeout_s, check=False)
         run_id, status, details = run_status(env)
     finally:
         stop_process_tree(superlink)

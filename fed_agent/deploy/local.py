@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fed_agent.config import load_config, run_config_arg
+from fed_agent.config import load_config, run_config_file
 from fed_agent.config.load import split_overrides
 from fed_agent.deploy.certs import NodeKey, TlsFiles, generate_node_keys, generate_tls
 from fed_agent.deploy.flwr_cli import (
@@ -186,7 +186,8 @@ def submit_experiment(
     cfg = load_config(experiment, items)
     check_resume_from(cfg)
     items = effective_overrides(items, cfg, default_cache_dir())
-    run_id = start_run(app_dir, connection, run_config_arg(experiment, items), env)
+    with run_config_file(experiment, items) as run_config:
+        run_id = start_run(app_dir, connection, str(run_config), env)
     log.info("started run %d on %s", run_id, connection)
     return SubmittedRun(run_id, Path(cfg.output_dir).resolve() / cfg.run_name)
 

@@ -198,9 +198,9 @@ def test_the_launcher_pins_relative_input_paths_and_fails_before_flower(tmp_path
         "federation.num_es=3",
     ]
     items = launcher.effective_overrides(given, load_config("smoke", given), tmp_path)
-    assert f"agent.extend={tmp_path / 'outputs/p/agent'}" in items
-    assert f"federation.resume_from={tmp_path / 'outputs/r'}" in items
-    assert f"output_dir={tmp_path / 'outputs'}" in items
+    assert f"agent.extend='{tmp_path / 'outputs/p/agent'}'" in items
+    assert f"federation.resume_from='{tmp_path / 'outputs/r'}'" in items
+    assert f"output_dir='{tmp_path / 'outputs'}'" in items
     assert "agent.extend=outputs/p/agent" not in items and "federation.num_es=3" in items
 
     def no_flower(*args, **kwargs):

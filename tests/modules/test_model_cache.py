@@ -19,7 +19,7 @@ def test_every_command_resolves_the_project_cache_without_the_environment(
     # what `fed-agent evaluate/serve` load from is what `fed-agent run` pins for its apps
     assert cache_root(ModelConfig()) == PROJECT_CACHE.resolve()
     pinned = effective_overrides([], smoke_cfg, default_cache_dir())
-    assert f"model.cache_dir={PROJECT_CACHE.resolve()}" in pinned
+    assert f"model.cache_dir='{PROJECT_CACHE.resolve()}'" in pinned
 
 
 def test_the_environment_moves_the_cache_for_every_command(
