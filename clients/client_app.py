@@ -1,8 +1,14 @@
 """The ES ClientApp: decode each message, ask the ES (``clients.edge_server``), encode the reply.
 
 QUERY ``public-facts``: the ES's public facts (workload, uplink gain). QUERY ``offer``: the
-item of the period's menu the ES takes, or a decline. TRAIN: the trained adapter and the
-allow-listed metrics. The willingness type never leaves the ES.
+item of the period's menu the ES takes, or a decline. TRAIN, one of (``protocol.train_request``):
+an instruction (the item was chosen before), an offer to train (the ES picks its item and
+trains in the same message; a decline replies without arrays), or a plain TRAIN message
+without contract keys, as Flower's own strategies send (``training.local_steps``, unknown
+config keys logged). EVALUATE: the received module's quality on the ES's local split. The
+willingness type never leaves the ES.
+
+Queries never import the torch stack: in a deployment each message is a fresh process.
 
 The Flower record wrapping is done here and in ``strategies/records.py`` on the server; the
 payloads and their keys are the framework-free codecs of ``fed_agent.protocol``, so neither app
@@ -17,6 +23,7 @@ from flwr.clientapp import ClientApp
 
 from clients.edge_server import EdgeServer
 from fed_agent.config import config_from_run_config
+from fed_agent.console import show_project_logs
 from fed_agent.protocol import (
     ARRAYS,
     CONFIG,
@@ -28,10 +35,11 @@ from fed_agent.protocol import (
     PUBLIC_FACTS,
     Offer,
     ProtocolError,
-    TrainInstruction,
+    train_request,
 )
 
 app = ClientApp()
+show_project_logs()
 
 
 def _edge_server(context: Context) -> EdgeServer:
@@ -40,11 +48,22 @@ def _edge_server(context: Context) -> EdgeServer:
     )
 
 
+def _config(msg: Message) -> dict:
+    """The message's config record (an empty one when it has none)."""
+    return dict(msg.content[CONFIG]) if CONFIG in msg.content.config_records else {}
+
+
+def _received_adapter(msg: Message) -> dict[str, np.ndarray]:
+    if ARRAYS not in msg.content.array_records:
+        raise ProtocolError(f"the message has no '{ARRAYS}' ArrayRecord")
+    return {k: array.numpy() for k, array in msg.content[ARRAYS].items()}
+
+
 @app.query()
 def query(msg: Message, context: Context) -> Message:
     """Report the public facts or answer a contract offer."""
     es = _edge_server(context)
-    values = dict(msg.content[CONFIG])
+    values = _config(msg)
     phase = values.get(PHASE)
     if phase == PUBLIC_FACTS:
         return Message(RecordDict({PUBLIC_FACTS: ConfigRecord(es.facts.to_dict())}), reply_to=msg)
@@ -56,10 +75,21 @@ def query(msg: Message, context: Context) -> Message:
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    """Train the received agent module for the instructed step budget."""
+    """Train the received agent module (see the module docstring for the three kinds)."""
     es = _edge_server(context)
-    received = {k: array.numpy() for k, array in msg.content[ARRAYS].items()}
-    adapter, reply = es.train(TrainInstruction.from_dict(msg.content[CONFIG]), received)
-    arrays = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in adapter.items()})
-    content = RecordDict({ARRAYS: arrays, METRICS: MetricRecord(reply.to_dict())})
+    request = train_request(_config(msg))
+    adapter, reply = es.respond(request, _received_adapter(msg))
+    content = RecordDict({METRICS: MetricRecord(reply.to_dict())})
+    if adapter is not None:
+        content[ARRAYS] = ArrayRecord(
+            {k: Array(np.ascontiguousarray(v)) for k, v in adapter.items()}
+        )
     return Message(content, reply_to=msg)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    """The received module's quality on this ES's local split."""
+    es = _edge_server(context)
+    metrics = es.evaluate(_received_adapter(msg))
+    return Message(RecordDict({METRICS: MetricRecord(metrics)}), reply_to=msg)

@@ -7,12 +7,17 @@ partition id and the seed. The willingness type never leaves this module: an off
 with an item index (the ES's best response, ``es_choice``), and a training instruction with the
 trained adapter and the allow-listed metrics (``TrainReply``), none of which depends on the
 type; the reply echoes the instruction's round and nonce.
+
+The answer to a query (public facts, an offer) needs no model: the torch stack (torch,
+transformers, peft; seconds to import) is imported only by the methods that train or evaluate,
+because in a deployment every message starts a fresh ClientApp process.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
@@ -35,18 +40,20 @@ from fed_agent.incentives.profiles import (
     period_of_round,
     simulated_profiles,
 )
-from fed_agent.modules.adapter import AdapterError, agent_module
-from fed_agent.modules.training import train_locally
 from fed_agent.protocol import (
     DECLINE,
     NUM_PARTITIONS,
     PARTITION_ID,
     AdapterState,
     Offer,
+    PlainTraining,
     TrainInstruction,
+    TrainOffer,
     TrainReply,
 )
 from fed_agent.seeding import derive_seed
+
+log = logging.getLogger(__name__)
 
 ORACLE_TOLERANCE = 1e-9
 """Complete information: the ES takes its own type's item unless it loses more than this."""
@@ -142,22 +149,63 @@ class EdgeServer:
             with_images,
         )
 
+    def respond(
+        self, request: TrainInstruction | TrainOffer | PlainTraining, adapter: AdapterState
+    ) -> tuple[AdapterState | None, TrainReply]:
+        """Answer a TRAIN message: the trained adapter (None when declined) and the metrics.
+
+        An instruction is followed as given; an offer is answered first (the chosen item's
+        work is done at once, a decline does none); plain training (no contract) does the
+        configured ``training.local_steps``.
+        """
+        if isinstance(request, TrainOffer):
+            item = self.answer_offer(request.offer)
+            if item == DECLINE:
+                return None, TrainReply(
+                    0, float("nan"), 0, 0.0, request.offer.server_round, request.nonce, DECLINE
+                )
+            return self.train(request.instruction(item), adapter)
+        if isinstance(request, PlainTraining):
+            if request.ignored_keys:
+                log.info(
+                    "ES %d: plain TRAIN message; config keys not used: %s",
+                    self.partition_id,
+                    ", ".join(request.ignored_keys),
+                )
+            return self._train(
+                request.server_round, self.cfg.training.local_steps, adapter, None, 0, DECLINE
+            )
+        return self.train(request, adapter)
+
     def train(
         self, instruction: TrainInstruction, adapter: AdapterState
     ) -> tuple[AdapterState, TrainReply]:
         """Train the received module for the instructed steps; the adapter and the metrics."""
-        cfg = self.cfg
-        module = agent_module(cfg.model, cfg.seed)
-        if module.base.fingerprint != instruction.base_fingerprint:
-            raise AdapterError(
-                f"ES {self.partition_id}: base model {module.base.fingerprint[:12]} differs from "
-                f"the cloud's {instruction.base_fingerprint[:12]}; same model config and seed "
-                "needed"
-            )
+        return self._train(
+            instruction.server_round,
+            instruction.local_steps,
+            adapter,
+            instruction.base_fingerprint,
+            instruction.nonce,
+            instruction.item,
+        )
+
+    def _train(
+        self,
+        server_round: int,
+        steps: int,
+        adapter: AdapterState,
+        base_fingerprint: str | None,
+        nonce: int,
+        item: int,
+    ) -> tuple[AdapterState, TrainReply]:
+        from fed_agent.modules.training import train_locally  # the torch stack: lazily
+
+        module = self._module(base_fingerprint)
         module.load_adapter(adapter)
         examples = self.examples(module.base.is_vision)
-        seed = derive_seed(cfg.seed, "local-training", self.partition_id, instruction.server_round)
-        report = train_locally(module, examples, cfg.training, instruction.local_steps, seed)
+        seed = derive_seed(self.cfg.seed, "local-training", self.partition_id, server_round)
+        report = train_locally(module, examples, self.cfg.training, steps, seed)
         # nothing here depends on the private type: the cloud derives the modelled latency
         # and its estimate of the ES's utility from the contract and the public facts
         reply = TrainReply(
@@ -165,10 +213,37 @@ class EdgeServer:
             train_loss=report.mean_loss,
             train_steps=report.steps,
             train_wall_s=report.wall_s,
-            server_round=instruction.server_round,
-            nonce=instruction.nonce,
+            server_round=server_round,
+            nonce=nonce,
+            item=item,
         )
         return module.adapter_state(), reply
+
+    def evaluate(self, adapter: AdapterState) -> dict[str, float | int]:
+        """Quality of ``adapter`` on this ES's local split (Flower's federated evaluation)."""
+        from fed_agent.evaluation.quality import evaluate_quality  # the torch stack: lazily
+
+        module = self._module(None)
+        module.load_adapter(adapter)
+        examples = self.examples(module.base.is_vision)
+        quality = evaluate_quality(module, examples, self.cfg.training.eval_batch_size)
+        return {
+            "num-examples": len(examples),
+            "decision-accuracy": float(quality.decision_accuracy),
+            "answer-loss": float(quality.answer_loss),
+        }
+
+    def _module(self, base_fingerprint: str | None):
+        """The agent module; with a fingerprint, refuse a base that differs from the cloud's."""
+        from fed_agent.modules.adapter import AdapterError, agent_module  # the torch stack
+
+        module = agent_module(self.cfg.model, self.cfg.seed)
+        if base_fingerprint is not None and module.base.fingerprint != base_fingerprint:
+            raise AdapterError(
+                f"ES {self.partition_id}: base model {module.base.fingerprint[:12]} differs from "
+                f"the cloud's {base_fingerprint[:12]}; same model config and seed needed"
+            )
+        return module
 
 
 @functools.lru_cache(maxsize=8)

@@ -25,8 +25,13 @@ PHASE = "phase"
 """ConfigRecord key of a QUERY message: which of PHASES it is."""
 PHASES = (PUBLIC_FACTS, OFFER)
 ITEM = "item"
+ITEM_STEPS = "item-steps"
+"""A train offer's local steps per menu item."""
 DECLINE = -1
-"""The item index of a declined offer (and of 'no period-1 report' in an offer)."""
+"""The item index of a declined offer (and of 'no period-1 report' in an offer, and of work
+done under no contract: a plain TRAIN message)."""
+SERVER_ROUND = "server-round"
+"""The round key of every instruction; Flower's own strategies send it too."""
 PARTITION_ID = "partition-id"
 NUM_PARTITIONS = "num-partitions"
 """Node-config keys of an ES's data shard (every SuperNode has them; see deploy/nodes.py)."""
@@ -79,6 +84,8 @@ class TrainInstruction:
     reward: float
     nonce: int = 0
     """Fresh per instruction (:func:`new_nonce`); the reply must echo it."""
+    item: int = DECLINE
+    """The menu item the work is done under (echoed in the reply)."""
 
     def __post_init__(self) -> None:
         if (
@@ -87,6 +94,7 @@ class TrainInstruction:
             or self.f_ghz <= 0
             or self.reward < 0
             or not 0 <= self.nonce < NONCE_LIMIT
+            or self.item < DECLINE
         ):
             raise ProtocolError(f"invalid train instruction {self}")
 
@@ -105,7 +113,15 @@ class TrainInstruction:
             float(values["f-ghz"]),
             float(values["reward"]),
             int(values["nonce"]),
+            int(values["item"]),
         )
+
+
+CONTRACT_KEYS = frozenset({_kebab(f.name) for f in fields(TrainInstruction)} - {SERVER_ROUND}) | {
+    PHASE
+}
+"""Config keys that mark a TRAIN message as part of the contract protocol; a TRAIN message
+with none of them is plain federated training (Flower's own strategies send those)."""
 
 
 @dataclass(frozen=True)
@@ -150,15 +166,30 @@ class Offer:
                 f"a period-2 offer needs a period-1 report in [0, {k}), got {self.report}"
             )
 
+    @property
+    def num_items(self) -> int:
+        """K: the items of this period's menu."""
+        return len(self.f1)
+
+    def terms(self, item: int) -> tuple[float, float]:
+        """(f, reward) of ``item`` in this offer's period (period 2: in its report's row)."""
+        if not 0 <= item < self.num_items:
+            raise ProtocolError(f"item {item} outside [0, {self.num_items})")
+        if self.period == 1:
+            return self.f1[item], self.r1[item]
+        index = self.report * self.num_items + item
+        return self.f2[index], self.r2[index]
+
     def to_dict(self) -> dict[str, object]:
-        """Flower ConfigRecord content (lists of floats)."""
+        """Flower ConfigRecord content (lists of floats), with the query phase."""
         values = {_kebab(k): v for k, v in asdict(self).items()}
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+        values = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+        return {PHASE: OFFER, **values}
 
     @classmethod
     def from_dict(cls, values: Mapping[str, object]) -> Offer:
         """Decode and validate."""
-        _check_keys("offer", values, {_kebab(f.name) for f in fields(cls)} | {PHASE})
+        _check_keys("offer", values, OFFER_KEYS)
         return cls(
             int(values["server-round"]),
             int(values["period"]),
@@ -168,6 +199,103 @@ class Offer:
             float(values["held"]),
             str(values["participation"]),
         )
+
+
+OFFER_KEYS = frozenset({_kebab(f.name) for f in fields(Offer)} | {PHASE})
+
+
+@dataclass(frozen=True)
+class TrainOffer:
+    """Cloud -> ES in one TRAIN message: an offer, the work each item means, the module.
+
+    Sent when every ES that accepts will be chosen, so the offer and the training need not be
+    two messages: the ES picks its item by the same rule as for a QUERY offer and trains that
+    item's ``item_steps`` at once, or declines (a reply without arrays, item DECLINE). The
+    cloud pays only for the item the reply names and the work it asked for that item, as
+    for a :class:`TrainInstruction`; the type still never leaves the ES.
+    """
+
+    offer: Offer
+    item_steps: tuple[int, ...]
+    """Local optimiser steps of each item of this period's menu (its f, proportionally)."""
+    base_fingerprint: str
+    nonce: int
+
+    def __post_init__(self) -> None:
+        if len(self.item_steps) != self.offer.num_items or min(self.item_steps) < 0:
+            raise ProtocolError(
+                f"a train offer needs {self.offer.num_items} step budgets >= 0, got "
+                f"{list(self.item_steps)}"
+            )
+        if not 0 <= self.nonce < NONCE_LIMIT:
+            raise ProtocolError(f"invalid nonce {self.nonce}")
+
+    def instruction(self, item: int) -> TrainInstruction:
+        """The instruction the ES follows once it has chosen ``item``."""
+        f_ghz, reward = self.offer.terms(item)
+        return TrainInstruction(
+            self.offer.server_round,
+            self.item_steps[item],
+            self.base_fingerprint,
+            f_ghz,
+            reward,
+            self.nonce,
+            item,
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        """Flower ConfigRecord content."""
+        return {
+            **self.offer.to_dict(),
+            ITEM_STEPS: list(self.item_steps),
+            "base-fingerprint": self.base_fingerprint,
+            "nonce": self.nonce,
+        }
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, object]) -> TrainOffer:
+        """Decode and validate."""
+        extra = {ITEM_STEPS, "base-fingerprint", "nonce"}
+        _check_keys("train offer", values, OFFER_KEYS | extra)
+        offer = Offer.from_dict({k: v for k, v in values.items() if k not in extra})
+        steps = values[ITEM_STEPS]
+        if not isinstance(steps, list | tuple) or not all(_is_int(s) for s in steps):
+            raise ProtocolError(f"train offer: {ITEM_STEPS} must be a list of integers")
+        return cls(
+            offer,
+            tuple(int(s) for s in steps),
+            str(values["base-fingerprint"]),
+            int(values["nonce"]),
+        )  # type: ignore[call-overload]
+
+
+@dataclass(frozen=True)
+class PlainTraining:
+    """A TRAIN message outside the contract protocol: train the configured local steps."""
+
+    server_round: int
+    ignored_keys: tuple[str, ...] = ()
+    """Config keys this ES does not use (logged, not an error)."""
+
+
+def train_request(
+    values: Mapping[str, object],
+) -> TrainInstruction | TrainOffer | PlainTraining:
+    """What a TRAIN message's config asks for: an instruction, an offer to train, or plain
+    training (none of the contract keys: e.g. Flower's own FedAvg).
+
+    A config with some contract keys but not a complete instruction or offer is refused
+    (:class:`ProtocolError`): a contract message is never silently read as plain training.
+    """
+    if values.get(PHASE) == OFFER:
+        return TrainOffer.from_dict(values)
+    if CONTRACT_KEYS.isdisjoint(values):
+        server_round = values.get(SERVER_ROUND, 1)
+        if not _is_int(server_round) or int(server_round) < 1:  # type: ignore[call-overload]
+            raise ProtocolError(f"{SERVER_ROUND} must be an integer >= 1, got {server_round!r}")
+        ignored = tuple(sorted(k for k in values if k != SERVER_ROUND))
+        return PlainTraining(int(server_round), ignored)  # type: ignore[call-overload]
+    return TrainInstruction.from_dict(values)
 
 
 MAX_WALL_S = 7 * 24 * 3600.0
@@ -193,6 +321,9 @@ class TrainReply:
     """Measured wall time of the local training (self-reported; bounded, never paid for)."""
     server_round: int
     nonce: int
+    item: int = DECLINE
+    """The item the work was done under; DECLINE with no work and no adapter when the ES
+    declined a train offer (and for plain training, which has no items)."""
 
     def to_dict(self) -> dict[str, int | float]:
         """Flower MetricRecord content (NaN loss is sent as -1 so the record stays finite)."""
@@ -209,7 +340,7 @@ class TrainReply:
         the loss and the wall time finite numbers in their ranges. Nothing is coerced.
         """
         _check_keys("train reply", values, set(REPLY_METRIC_KEYS))
-        for key in ("num-examples", "train-steps", "server-round", "nonce"):
+        for key in ("num-examples", "train-steps", "server-round", "nonce", ITEM):
             if not _is_int(values[key]):
                 raise ProtocolError(f"train reply: {key} must be an integer, got {values[key]!r}")
         for key in ("train-loss", "train-wall-s"):
@@ -226,9 +357,14 @@ class TrainReply:
         if not 0 <= wall <= MAX_WALL_S:
             raise ProtocolError(f"train reply: train-wall-s {wall:g} outside [0, {MAX_WALL_S:g}]")
         server_round, nonce = int(values["server-round"]), int(values["nonce"])  # type: ignore[call-overload]
-        if server_round < 1 or not 0 <= nonce < NONCE_LIMIT:
-            raise ProtocolError(f"train reply: invalid round {server_round} or nonce {nonce}")
-        return cls(counts["num-examples"], loss, counts["train-steps"], wall, server_round, nonce)
+        item = int(values[ITEM])  # type: ignore[call-overload]
+        if server_round < 1 or not 0 <= nonce < NONCE_LIMIT or item < DECLINE:
+            raise ProtocolError(
+                f"train reply: invalid round {server_round}, nonce {nonce} or item {item}"
+            )
+        return cls(
+            counts["num-examples"], loss, counts["train-steps"], wall, server_round, nonce, item
+        )
 
 
 REPLY_METRIC_KEYS = tuple(_kebab(f.name) for f in fields(TrainReply))

@@ -11,6 +11,20 @@ One round (``configure_train`` then ``aggregate_train``):
    ``federation.es_per_round`` are chosen by ``incentive.selection``.
 4. The chosen ESs get the global module and train for a number of steps proportional to the
    committed computing resource f (a TRAIN message).
+
+   When every ES that accepts will be chosen (no more offers than ``es_per_round`` and a
+   selection rule that keeps every accepter under the limit, :data:`FOLDING_SELECTIONS`),
+   steps 3 and 4 are one TRAIN message per ES (``protocol.TrainOffer``): the ES picks its item
+   and trains that item's steps at once, or declines with a reply without arrays. The cloud
+   then learns the choices from the replies and records them exactly as in step 3, so the
+   guarantees stay: the type stays private, and an ES is paid only for the item its reply
+   names and the work asked for that item. In a deployment each message is a fresh ClientApp
+   process, so this halves a round's process starts.
+
+A node that answers the public-facts query with an error of its ClientApp (e.g. a stock
+Flower app without a query handler) cannot take part in the contract protocol: it is recorded
+once as ``incompatible`` in the ledger, with a one-line reason, counted in the round metrics
+(``incompatible_es``), and never profiled, offered or paid again in this run.
 5. Replies are validated (once) and screened; the accepted modules are aggregated, weighted
    by their work (optimiser steps) or uniformly, and only the work actually aggregated is
    paid into the ledger; the round's cloud utility, payments, participation, modelled
@@ -48,6 +62,7 @@ from flwr.app import (
     MetricRecord,
     RecordDict,
 )
+from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
@@ -72,12 +87,14 @@ from fed_agent.protocol import (
     DECLINE,
     ITEM,
     METRICS,
-    OFFER,
     PHASE,
     PUBLIC_FACTS,
     AdapterState,
     Offer,
+    ProtocolError,
     TrainInstruction,
+    TrainOffer,
+    TrainReply,
     new_nonce,
 )
 from fed_agent.seeding import rng_for
@@ -93,6 +110,19 @@ from strategies.validation import (
 
 log = logging.getLogger(__name__)
 WEIGHTINGS = ("work", "uniform")
+FOLDING_SELECTIONS = ("surplus", "random")
+"""Selection rules that choose every accepting ES when there are at most ``es_per_round``
+of them (``fed_agent.incentives.selection``), so the offer can ride on the TRAIN message."""
+INCOMPATIBLE_ERRORS = (ErrorCode.LOAD_CLIENT_APP_EXCEPTION, ErrorCode.CLIENT_APP_RAISED_EXCEPTION)
+"""Error replies that say the node's ClientApp cannot answer the protocol (not a transient
+fault such as a dead node or a timed-out reply, which is asked again later)."""
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    """The last non-empty line of ``text`` (an exception's message), at most ``limit`` chars."""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    line = lines[-1] if lines else "no reason given"
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 @dataclass
@@ -186,6 +216,10 @@ class ContractStrategy(Strategy):
         base_market = Market.from_params(cfg.market)
         self.beliefs = BeliefTracker(base_market.prior, base_market.transition)
         self.facts: dict[int, PublicFacts] = {}
+        self.incompatible: dict[int, str] = {}
+        """Nodes whose ClientApp cannot answer the protocol, and why (never asked again)."""
+        self._train_offers: dict[int, int] = {}
+        """This round's offers sent with the module (node id -> nonce), until settled."""
         self.engagements: dict[int, _Engagement] = {}
         self._assignments: dict[int, _Assignment] = {}
         self._global_state: AdapterState = {}
@@ -235,31 +269,103 @@ class ContractStrategy(Strategy):
         node_ids = wait_for_nodes(grid, fed.min_available_es, fed.round_timeout_s)
         _, self._period = period_of_round(server_round, self.cfg.incentive.rounds_per_period)
         self._design_times = {"design_s": 0.0, "guard_s": 0.0}
+        self._train_offers = {}
         offered = self._design_offers(server_round, node_ids, grid)
+        if self._folds_offers(offered):
+            self._assignments = {}
+            return [self._train_offer_message(server_round, n, arrays) for n in offered]
         choices = self._collect_choices(grid, server_round, offered)
         self._assignments = self._select_participants(server_round, offered, choices)
         return [
             self._train_message(server_round, n, a, arrays) for n, a in self._assignments.items()
         ]
 
+    def _folds_offers(self, offered: list[int]) -> bool:
+        """Whether every ES that accepts will be chosen (then offer and TRAIN are one)."""
+        return (
+            self.cfg.federation.fold_offers
+            and bool(offered)
+            and len(offered) <= self.cfg.federation.es_per_round
+            and self.cfg.incentive.selection in FOLDING_SELECTIONS
+        )
+
+    def _train_offer_message(self, server_round: int, node_id: int, arrays: ArrayRecord) -> Message:
+        offer = self._offer(server_round, node_id)
+        steps = tuple(
+            local_steps_for(
+                offer.terms(item)[0], self.cfg.market.f_max_ghz, self.cfg.training.local_steps
+            )
+            for item in range(offer.num_items)
+        )
+        nonce = new_nonce()
+        self._train_offers[node_id] = nonce
+        train_offer = TrainOffer(offer, steps, self.module.base.fingerprint, nonce)
+        content = RecordDict({ARRAYS: arrays, CONFIG: ConfigRecord(train_offer.to_dict())})
+        return Message(content, message_type=MessageType.TRAIN, dst_node_id=node_id)
+
+    def _settle_train_offers(self, replies: list[Message]) -> list[Message]:
+        """Read this round's choices from the replies to its train offers (once), record them
+        as step 3 does, and return the replies without the declines."""
+        if not self._train_offers:
+            return replies
+        offered, self._train_offers = self._train_offers, {}
+        choices: dict[int, int | None] = {}
+        k = self.cfg.market.num_types
+        declines: set[int] = set()
+        for reply in replies:
+            node_id = int(reply.metadata.src_node_id)
+            if node_id not in offered or node_id in choices:
+                continue  # unsolicited or duplicate: validation ignores it
+            try:
+                if reply.has_error():
+                    raise ProtocolError(one_line(reply.error.reason))
+                item = TrainReply.from_dict(dict(reply.content[METRICS])).item
+                if not (item == DECLINE or 0 <= item < k):
+                    raise ProtocolError(f"item {item} outside [0, {k})")
+            except (KeyError, TypeError, ValueError) as err:
+                log.warning("node %s: unusable answer to the train offer (%s)", node_id, err)
+                continue
+            choices[node_id] = None if item == DECLINE else item
+            if item == DECLINE:
+                declines.add(node_id)
+        self._assignments = self._select_participants(
+            self._round, list(offered), choices, nonces=offered
+        )
+        return [r for r in replies if int(r.metadata.src_node_id) not in declines]
+
     def _ask_public_facts(self, grid: Grid, node_ids: list[int]) -> None:
         """Ask ESs seen for the first time for their public facts (workload, uplink gain)."""
-        new = [n for n in node_ids if n not in self.facts]
+        new = [n for n in node_ids if n not in self.facts and n not in self.incompatible]
         if not new:
             return
         queries = [self._query(n, {PHASE: PUBLIC_FACTS}) for n in new]
         for reply in grid.send_and_receive(queries, timeout=self.cfg.federation.round_timeout_s):
             node_id = int(reply.metadata.src_node_id)
+            if node_id not in new or node_id in self.facts or node_id in self.incompatible:
+                continue
+            if reply.has_error() and reply.error.code not in INCOMPATIBLE_ERRORS:
+                log.warning(
+                    "node %s sent no public facts (%s); asked again in a later round",
+                    node_id,
+                    one_line(reply.error.reason),
+                )
+                continue
             try:
                 if reply.has_error():
                     raise ValueError(reply.error.reason)
                 self.facts[node_id] = PublicFacts.from_dict(dict(reply.content[PUBLIC_FACTS]))
             except (KeyError, TypeError, ValueError) as err:
-                log.warning(
-                    "node %s sent no usable public facts (%s); not offered this round",
-                    node_id,
-                    err,
-                )
+                reason = f"cannot answer the contract protocol: {one_line(str(err))}"
+                self._mark_incompatible(node_id, reason)
+
+    def _mark_incompatible(self, node_id: int, reason: str) -> None:
+        """Record once that a node cannot take part (a ledger row; never asked again)."""
+        reason = one_line(reason)
+        self.incompatible[node_id] = reason
+        log.warning(
+            "node %s is incompatible and will not be offered contracts: %s", node_id, reason
+        )
+        self._ledger_add(self._round, node_id, "incompatible", reason=reason)
 
     def _design_offers(self, server_round: int, node_ids: list[int], grid: Grid) -> list[int]:
         """The ESs to offer contracts to, their contracts designed.
@@ -273,7 +379,8 @@ class ContractStrategy(Strategy):
             engaged = {n for n, e in self.engagements.items() if e.report is not None}
             return [n for n in node_ids if n in engaged]
         rng = rng_for(self.cfg.seed, "offers", server_round)
-        sampled = sample_nodes(node_ids, self.cfg.incentive.max_offers_per_round, rng)
+        usable = [n for n in node_ids if n not in self.incompatible]
+        sampled = sample_nodes(usable, self.cfg.incentive.max_offers_per_round, rng)
         self._ask_public_facts(grid, sampled)
         offered = [n for n in sampled if n in self.facts]
         self.beliefs.advance_unobserved([n for n in self.engagements if n not in offered])
@@ -317,10 +424,14 @@ class ContractStrategy(Strategy):
         )
 
     def _offer_message(self, server_round: int, node_id: int) -> Message:
+        return self._query(node_id, self._offer(server_round, node_id).to_dict())
+
+    def _offer(self, server_round: int, node_id: int) -> Offer:
+        """The offer this round makes ``node_id``: its contract and where it stands in it."""
         engagement = self.engagements[node_id]
         c = engagement.contract
         report = engagement.report if self._period == 2 else None
-        offer = Offer(
+        return Offer(
             server_round=server_round,
             period=self._period,
             report=DECLINE if report is None else report,
@@ -332,7 +443,6 @@ class ContractStrategy(Strategy):
             held=engagement.held if self._period == 2 else 0.0,
             participation=engagement.market.participation,
         )
-        return self._query(node_id, {PHASE: OFFER, **offer.to_dict()})
 
     def _collect_choices(
         self, grid: Grid, server_round: int, offered: list[int]
@@ -355,9 +465,17 @@ class ContractStrategy(Strategy):
         return choices
 
     def _select_participants(
-        self, server_round: int, offered: list[int], choices: dict[int, int | None]
+        self,
+        server_round: int,
+        offered: list[int],
+        choices: dict[int, int | None],
+        nonces: dict[int, int] | None = None,
     ) -> dict[int, _Assignment]:
-        """Record declines, pick participants among accepters, update beliefs."""
+        """Record declines, pick participants among accepters, update beliefs.
+
+        ``nonces``: the nonces the train offers carried (their replies must echo them); else
+        each chosen ES gets a fresh one with its TRAIN instruction.
+        """
         candidates: dict[int, _Assignment] = {}
         for node_id in offered:
             if node_id not in choices:
@@ -397,7 +515,7 @@ class ContractStrategy(Strategy):
                 float(belief[item]),
                 float(modelled),
                 float(utility),
-                new_nonce(),
+                nonces[node_id] if nonces else new_nonce(),
             )
         selection = select_participants(
             [
@@ -451,7 +569,7 @@ class ContractStrategy(Strategy):
         self, server_round: int, node_id: int, a: _Assignment, arrays: ArrayRecord
     ) -> Message:
         instruction = TrainInstruction(
-            server_round, a.steps, self.module.base.fingerprint, a.f_ghz, a.reward, a.nonce
+            server_round, a.steps, self.module.base.fingerprint, a.f_ghz, a.reward, a.nonce, a.item
         )
         content = RecordDict({ARRAYS: arrays, CONFIG: ConfigRecord(instruction.to_dict())})
         return Message(content, message_type=MessageType.TRAIN, dst_node_id=node_id)
@@ -468,6 +586,7 @@ class ContractStrategy(Strategy):
         this round's ledger. A wrapper that must drop invalid replies before it touches them
         (central DP clips them) calls this first; otherwise :meth:`aggregate_train` does.
         """
+        replies = self._settle_train_offers(list(replies))
         ignored: list[RejectedReply] = []
         firsts: list[Message] = []
         seen: set[int] = set()
@@ -565,6 +684,7 @@ class ContractStrategy(Strategy):
             self._pay(server_round, reply)
         row = self._round_row(server_round, len(replies))
         row["ignored_replies"] = len(validated.ignored)
+        row["incompatible_es"] = len(self.incompatible)
         self.outputs.record_round(row)
         if merged is None:
             log.warning("round %d: no usable module; the global module is unchanged", server_round)
@@ -619,6 +739,8 @@ class ContractStrategy(Strategy):
                 if m.server_round == self._round:
                     reason = "replay: the nonce is not this round's instruction's"
                 refused.append(RejectedReply(reply.node_id, reason))
+            elif m.item != a.item:
+                refused.append(RejectedReply(reply.node_id, f"names item {m.item}, not {a.item}"))
             elif m.train_steps != a.steps:
                 claim = f"reported {m.train_steps} steps, asked {a.steps}"
                 refused.append(RejectedReply(reply.node_id, claim))
@@ -703,6 +825,7 @@ class ContractStrategy(Strategy):
         return {
             "beliefs": {str(k): v for k, v in self.beliefs.state().items()},
             "facts": {str(n): p.to_dict() for n, p in self.facts.items()},
+            "incompatible": {str(n): reason for n, reason in self.incompatible.items()},
             "engagements": engagements,
         }
 
@@ -710,6 +833,7 @@ class ContractStrategy(Strategy):
         """Restore :meth:`state_dict` (node ids that do not reconnect are simply not used)."""
         self.beliefs.load_state(state["beliefs"])
         self.facts = {int(n): PublicFacts.from_dict(p) for n, p in state["facts"].items()}
+        self.incompatible = {int(n): str(r) for n, r in state.get("incompatible", {}).items()}
         self.engagements = {}
         for n, e in state["engagements"].items():
             market = self._market_of(int(n), np.asarray(e["prior"]))

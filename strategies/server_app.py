@@ -10,6 +10,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fed_agent.checkpoints import Checkpoint, adapter_sha256, checkpoint_root, resume_point
 from fed_agent.config import ExperimentConfig, config_from_run_config, to_yaml
+from fed_agent.console import show_project_logs
 from fed_agent.data.partition import heldout_examples
 from fed_agent.evaluation.quality import evaluate_quality
 from fed_agent.incentives.ledger import Ledger
@@ -18,12 +19,35 @@ from fed_agent.modules.adapter import AgentModule, agent_module
 from fed_agent.modules.extend import export_run_agent, load_extension
 from fed_agent.outputs import RunOutputs
 from fed_agent.seeding import seed_everything
+from strategies.baseline import NO_CONTRACT, RecordedFedAvg
 from strategies.contract_strategy import ContractStrategy
+from strategies.polling import PromptGrid
 from strategies.privacy import ValidatedCentralDP
 from strategies.records import adapter_to_record, record_to_adapter
 
 log = logging.getLogger(__name__)
 app = ServerApp()
+show_project_logs()  # the run's log (`flwr log`, the simulation stream) shows the project's lines
+
+
+class NoParticipantsError(RuntimeError):
+    """Not one ES took part in any round of the run: there is no federated agent to export."""
+
+
+def check_participation(outputs: RunOutputs, done: int, ledger: Ledger | None) -> None:
+    """Raise :class:`NoParticipantsError` unless some round after ``done`` had a participant."""
+    rows = [r for r in outputs.rows if r["round"] > done]
+    if not rows or any(r.get("participants", 0) > 0 for r in rows):
+        return
+    why = ""
+    if ledger is not None and ledger.entries:
+        counts: dict[str, int] = {}
+        for entry in ledger.entries:
+            counts[entry.status] = counts.get(entry.status, 0) + 1
+        why = " (ledger: " + ", ".join(f"{s} {n}" for s, n in sorted(counts.items())) + ")"
+    message = f"no ES took part in any of the {len(rows)} rounds{why}; no agent exported"
+    log.error(message)
+    raise NoParticipantsError(message)
 
 
 def make_evaluator(
@@ -86,6 +110,10 @@ def main(grid: Grid, context: Context) -> None:
         done = checkpoint.server_round
         log.info("resuming after round %d of %s", done, cfg.federation.resume_from)
     module = agent_module(cfg.model, cfg.seed)
+    if cfg.incentive.policy == NO_CONTRACT:
+        final = _run_fedavg(cfg, PromptGrid(grid), module, outputs, checkpoint)
+        _export(cfg, outputs, module, final, extension, done)
+        return
     checkpoints = checkpoint_root(outputs.root)
     dp = cfg.privacy.enabled
     strategy = ContractStrategy(
@@ -104,7 +132,7 @@ def main(grid: Grid, context: Context) -> None:
     final = module.initial_state if checkpoint is None else checkpoint.adapter
     if cfg.federation.num_rounds > done:
         result = runner.start(
-            grid=grid,
+            grid=PromptGrid(grid),
             initial_arrays=adapter_to_record(final),
             num_rounds=cfg.federation.num_rounds - done,
             timeout=cfg.federation.round_timeout_s,
@@ -112,6 +140,29 @@ def main(grid: Grid, context: Context) -> None:
         )
         if len(result.arrays) > 0:  # empty when no round produced a module
             final = record_to_adapter(result.arrays)
+        check_participation(outputs, done, strategy.ledger)
+    _export(cfg, outputs, module, final, extension, done)
+
+
+def _run_fedavg(cfg, grid, module, outputs, checkpoint) -> dict:
+    """The no-contract baseline (``strategies.baseline``); the final adapter."""
+    if checkpoint is not None or cfg.privacy.enabled:
+        raise ValueError(
+            f"incentive.policy={NO_CONTRACT} (Flower's FedAvg) has no checkpoints and no central "
+            "DP; unset federation.resume_from and privacy.enabled"
+        )
+    result = RecordedFedAvg(cfg, outputs).start(
+        grid=grid,
+        initial_arrays=adapter_to_record(module.initial_state),
+        num_rounds=cfg.federation.num_rounds,
+        timeout=cfg.federation.round_timeout_s,
+        evaluate_fn=make_evaluator(cfg, module, outputs, lambda r: r),
+    )
+    check_participation(outputs, 0, None)
+    return record_to_adapter(result.arrays)
+
+
+def _export(cfg, outputs, module, final, extension, done: int) -> None:
     info = {
         "round": max(done, cfg.federation.num_rounds),
         "config_yaml": to_yaml(cfg),

@@ -95,6 +95,10 @@ class FederationConfig:
     """Checkpoint the cloud (module, ledger, beliefs, contracts) every this many rounds."""
     resume_from: str = ""
     """A previous run's output folder: continue after its newest checkpoint (empty = fresh)."""
+    fold_offers: bool = True
+    """Send a round's offers with the module in its TRAIN messages (the ES picks its item and
+    trains at once) when every ES that accepts will be chosen; false: always ask first with a
+    separate offer QUERY. In a deployment every message is a ClientApp process start."""
 
     def __post_init__(self) -> None:
         for name in (

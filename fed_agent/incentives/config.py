@@ -16,7 +16,9 @@ POLICIES = (
     "edmsac",
     "dmsac",
     "ppo",
+    "none",
 )
+"""``none``: no contract at all; the ServerApp runs Flower's own FedAvg (strategies/baseline.py)."""
 SELECTION_RULES = ("surplus", "random", "deadline", "latency_priced")
 
 
@@ -25,7 +27,8 @@ class IncentiveConfig:
     """How the cloud recruits ESs with contracts each round."""
 
     policy: str = "edmsac"
-    """Who designs the contracts; see POLICIES (fedavg_flat_fee = no contract, a flat fee)."""
+    """Who designs the contracts; see POLICIES (fedavg_flat_fee: a flat fee for a fixed
+    effort; none: no contract, Flower's FedAvg)."""
     designer_checkpoint: str = ""
     """Checkpoint of a learned designer; empty = the shipped one for edmsac/dmsac."""
     rounds_per_period: int = 1

@@ -21,8 +21,20 @@ import pandas as pd
 
 from fed_agent.outputs import write_text_atomic
 
-STATUSES = ("no_offer", "declined", "not_selected", "paid", "rejected", "no_reply", "forfeit")
-"""``forfeit``: an ES engaged ex ante vanished before period 2; its held pay is forfeited."""
+STATUSES = (
+    "no_offer",
+    "declined",
+    "not_selected",
+    "paid",
+    "rejected",
+    "no_reply",
+    "forfeit",
+    "incompatible",
+)
+"""``forfeit``: an ES engaged ex ante vanished before period 2; its held pay is forfeited.
+``incompatible``: the node's ClientApp cannot answer the contract protocol (recorded once)."""
+NOT_OFFERS = ("no_offer", "forfeit", "incompatible")
+"""Statuses of rows that record no offer."""
 
 
 @dataclass
@@ -119,7 +131,7 @@ class Ledger:
         """
         rows = [e for e in self.entries if e.round == server_round]
         paid = [e for e in rows if e.status == "paid"]
-        offered = [e for e in rows if e.status not in ("no_offer", "forfeit")]
+        offered = [e for e in rows if e.status not in NOT_OFFERS]
         accepted = [e for e in rows if e.item >= 0]  # took an item (chosen or not)
         earned = float(sum(e.paid - e.released + e.held for e in paid))
         return {

@@ -149,6 +149,10 @@ def _designer(path: str, num_types: int):
 def make_policy(cfg: IncentiveConfig, num_types: int) -> ContractPolicy:
     """The contract policy named by ``cfg.policy`` for markets of K = ``num_types`` types."""
     name = check_choice("incentive.policy", cfg.policy, POLICIES)
+    if name == "none":
+        raise ValueError(
+            "incentive.policy=none designs no contracts: the ServerApp runs Flower's FedAvg"
+        )
     if name == "fedavg_flat_fee":
         return ContractPolicy(
             name, lambda ms: [flat_fee_contract(m, cfg.flat_fee_f_ghz, cfg.flat_fee) for m in ms]

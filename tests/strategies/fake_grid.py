@@ -1,4 +1,8 @@
-"""A Grid stand-in that routes QUERY messages to the real ClientApp handlers in-process."""
+"""A Grid stand-in that routes QUERY messages to the real ClientApp handlers in-process.
+
+Train offers (the offer riding on a TRAIN message) are answered by the real ES's choice too:
+:func:`choose_item` asks the ES of the most recently made grid.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,9 @@ from flwr.app.metadata import Metadata
 from flwr.supercore.task_identity import TaskIdentity
 
 from clients.client_app import query
+from clients.edge_server import EdgeServer
+from fed_agent.config import config_from_run_config
+from fed_agent.protocol import CONFIG, TrainOffer
 
 
 def set_task_identity(node_id: int) -> None:
@@ -47,6 +54,7 @@ class FakeGrid:
             for i, n in enumerate(node_ids)
         }
         self.sent: list[Message] = []
+        FakeGrid.current = self
 
     def get_node_ids(self) -> list[int]:
         return list(self.node_ids)
@@ -68,3 +76,12 @@ class FakeGrid:
             finally:
                 set_task_identity(0)
         return replies
+
+
+def choose_item(message: Message) -> int:
+    """The item (or DECLINE) the destination ES of a train offer picks, as the ClientApp would."""
+    context = FakeGrid.current.contexts[message.metadata.dst_node_id]
+    es = EdgeServer.from_node_config(
+        config_from_run_config(context.run_config), context.node_config
+    )
+    return es.answer_offer(TrainOffer.from_dict(message.content[CONFIG]).offer)

@@ -12,15 +12,28 @@ from fed_agent.incentives.guard import FALLBACK, NO_OFFER
 from fed_agent.incentives.ledger import Ledger
 from fed_agent.incentives.policies import ContractPolicy, make_policy
 from fed_agent.outputs import RunOutputs
-from fed_agent.protocol import ARRAYS, CONFIG, METRICS, TrainInstruction, TrainReply
+from fed_agent.protocol import (
+    ARRAYS,
+    CONFIG,
+    DECLINE,
+    METRICS,
+    TrainInstruction,
+    TrainOffer,
+    TrainReply,
+    train_request,
+)
 from strategies.contract_strategy import ContractStrategy
 from strategies.records import adapter_to_record, record_to_adapter
-from tests.strategies.fake_grid import FakeGrid, metadata, set_task_identity
+from tests.strategies.fake_grid import FakeGrid, choose_item, metadata, set_task_identity
 
 NODES = [101, 102, 103]
 
 
-def make_strategy(tmp_path, module, overrides: str, **settings):
+def make_strategy(tmp_path, module, overrides: str, fold: bool = False, **settings):
+    """A strategy on the smoke config; ``fold`` False keeps offers and TRAIN apart (the
+    two-message round most tests here inspect), True is the config's own default."""
+    if not fold:
+        overrides = f"{overrides} federation.fold_offers=false"
     cfg = load_config("smoke", overrides)
     outputs = RunOutputs.create(str(tmp_path), "run")
     ledger = Ledger(outputs.root / "ledger.csv")
@@ -36,13 +49,30 @@ def train_round(strategy, grid, module, server_round=1):
     return messages, arrays
 
 
+def instruction_of(message: Message) -> TrainInstruction | None:
+    """What the destination ES does for a TRAIN message: the instruction, or for a train offer
+    the instruction of the item it picks (None when it declines)."""
+    request = train_request(message.content[CONFIG])
+    if isinstance(request, TrainOffer):
+        item = choose_item(message)
+        return None if item == DECLINE else request.instruction(item)
+    return request
+
+
 def reply_for(message: Message, adapter: dict, steps: int | None = None) -> Message:
-    """A TRAIN reply from the message's destination, doing exactly the instructed work."""
-    instruction = TrainInstruction.from_dict(message.content[CONFIG])
-    steps = steps or instruction.local_steps
-    metrics = TrainReply(32, 1.0, steps, 0.5, instruction.server_round, instruction.nonce)
-    metrics = metrics.to_dict()
+    """A TRAIN reply from the message's destination, doing exactly the instructed work (a
+    decline, without arrays, when it declines a train offer)."""
     node = message.metadata.dst_node_id
+    instruction = instruction_of(message)
+    if instruction is None:
+        request = TrainOffer.from_dict(message.content[CONFIG])
+        declined = TrainReply(0, float("nan"), 0, 0.0, request.offer.server_round, request.nonce)
+        content = RecordDict({METRICS: MetricRecord(declined.to_dict())})
+        return Message(content, metadata=metadata(node, 0, "train"))
+    steps = steps or instruction.local_steps
+    metrics = TrainReply(
+        32, 1.0, steps, 0.5, instruction.server_round, instruction.nonce, instruction.item
+    ).to_dict()
     return Message(
         RecordDict({ARRAYS: adapter_to_record(adapter), METRICS: MetricRecord(metrics)}),
         metadata=metadata(node, 0, "train"),

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from flwr.app import ConfigRecord, Message
 
-import clients.edge_server as edge_server
+import fed_agent.modules.training as training
 from clients.client_app import train
 from clients.edge_server import EdgeServer
 from fed_agent.config import load_config
@@ -46,8 +46,10 @@ def _fake_training(module, examples, training, steps, seed):
     return TrainingReport(steps, steps * training.batch_size, 0.5, 0.25)
 
 
-def _cloud_records(tmp_path, module, monkeypatch, true_type: int) -> dict:
-    """Run one round with the first ES of type ``true_type``; what the cloud keeps."""
+def _cloud_records(tmp_path, module, monkeypatch, true_type: int, fold: bool) -> dict:
+    """Run one round with the first ES of type ``true_type``; what the cloud keeps.
+
+    ``fold``: offers ride on the TRAIN messages (the ES picks and trains in one message)."""
     original = EdgeServer.answer_offer
 
     def answer_as_chooser(self, offer):
@@ -58,8 +60,10 @@ def _cloud_records(tmp_path, module, monkeypatch, true_type: int) -> dict:
         return original(self, offer)
 
     monkeypatch.setattr(EdgeServer, "answer_offer", answer_as_chooser)
-    monkeypatch.setattr(edge_server, "train_locally", _fake_training)
-    strategy, grid = make_strategy(tmp_path / f"type{true_type}", module, "incentive=optimal")
+    monkeypatch.setattr(training, "train_locally", _fake_training)
+    strategy, grid = make_strategy(
+        tmp_path / f"type{true_type}-{fold}", module, "incentive=optimal", fold=fold
+    )
     observed = grid.contexts[NODES[0]]
     observed.node_config[WILLINGNESS_TYPE] = true_type
     es = EdgeServer.from_node_config(strategy.cfg, observed.node_config)
@@ -92,11 +96,12 @@ def _cloud_records(tmp_path, module, monkeypatch, true_type: int) -> dict:
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.parametrize("fold", [False, True], ids=["offer-query", "offer-in-train"])
 def test_the_clouds_records_reveal_no_more_than_the_contract_choice(
-    tmp_path, smoke_module, monkeypatch
+    tmp_path, smoke_module, monkeypatch, fold
 ):
     records = {
-        t: _cloud_records(tmp_path, smoke_module, monkeypatch, t)
+        t: _cloud_records(tmp_path, smoke_module, monkeypatch, t, fold)
         for t in range(load_config("smoke").market.num_types)
     }
     reference = records[CHOOSER_TYPE]

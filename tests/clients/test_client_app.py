@@ -1,0 +1,148 @@
+"""The ClientApp outside the contract protocol: plain TRAIN messages, EVALUATE, train offers.
+
+Flower's own strategies (FedAvg) send a TRAIN message with the module and a config of their own
+keys; the ES trains ``training.local_steps`` and notes the keys it does not use. EVALUATE
+measures the received module on the ES's local split.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+
+from clients.client_app import evaluate, train
+from fed_agent.protocol import (
+    ARRAYS,
+    CONFIG,
+    DECLINE,
+    METRICS,
+    REPLY_METRIC_KEYS,
+    Offer,
+    ProtocolError,
+    TrainOffer,
+    TrainReply,
+)
+from strategies.records import adapter_to_record, record_to_adapter
+from tests.strategies.fake_grid import metadata, set_task_identity
+
+NODE = 7
+
+
+def _context(overrides: str = "") -> Context:
+    return Context(
+        run_id=1,
+        node_id=NODE,
+        state=RecordDict(),
+        node_config={"partition-id": 0, "num-partitions": 3},
+        run_config={"experiment": "smoke", "overrides": overrides},
+    )
+
+
+def _message(kind: str, content: RecordDict) -> Message:
+    return Message(content=content, metadata=metadata(0, NODE, kind, "m1"))
+
+
+def _call(handler, message: Message, context: Context) -> Message:
+    set_task_identity(NODE)
+    try:
+        return handler(message, context)
+    finally:
+        set_task_identity(0)
+
+
+def test_a_plain_train_message_trains_the_configured_steps_and_notes_unknown_keys(
+    smoke_module, caplog
+):
+    config = ConfigRecord({"server-round": 2, "lr": 0.01})
+    content = RecordDict({ARRAYS: adapter_to_record(smoke_module.initial_state), CONFIG: config})
+    with caplog.at_level(logging.INFO, logger="clients"):
+        reply = _call(train, _message("train", content), _context())
+    metrics = TrainReply.from_dict(dict(reply.content[METRICS]))
+    assert metrics.train_steps == 4  # smoke: training.local_steps
+    assert metrics.server_round == 2 and metrics.item == DECLINE and metrics.num_examples == 32
+    trained = record_to_adapter(reply.content[ARRAYS])
+    assert trained.keys() == smoke_module.initial_state.keys()
+    assert any(not np.array_equal(trained[k], smoke_module.initial_state[k]) for k in trained)
+    assert "config keys not used: lr" in caplog.text
+
+
+def test_flowers_fedavg_aggregates_the_plain_replies(smoke_module):
+    """What FedAvg needs of a reply: one ArrayRecord and num-examples in one MetricRecord."""
+    from flwr.serverapp.strategy import FedAvg
+
+    content = RecordDict(
+        {
+            ARRAYS: adapter_to_record(smoke_module.initial_state),
+            CONFIG: ConfigRecord({"server-round": 1}),
+        }
+    )
+    replies = []
+    for pid in (0, 1):
+        context = _context()
+        context.node_config["partition-id"] = pid
+        reply = _call(train, _message("train", content), context)
+        replies.append(Message(content=reply.content, metadata=metadata(10 + pid, 0, "train")))
+    arrays, metrics = FedAvg().aggregate_train(1, replies)
+    assert record_to_adapter(arrays).keys() == smoke_module.initial_state.keys()
+    assert set(metrics) <= set(REPLY_METRIC_KEYS)
+    assert metrics["train-steps"] == pytest.approx(4)
+
+
+def test_a_train_message_with_part_of_a_contract_is_refused(smoke_module):
+    config = ConfigRecord({"server-round": 1, "reward": 3.0, "nonce": 5})
+    content = RecordDict({ARRAYS: adapter_to_record(smoke_module.initial_state), CONFIG: config})
+    with pytest.raises(ProtocolError, match="missing keys"):
+        _call(train, _message("train", content), _context())
+
+
+def test_a_declined_train_offer_replies_without_arrays(smoke_module):
+    # a menu whose only rewards are 0: no type takes an item that pays nothing for work
+    offer = Offer(1, 1, DECLINE, False, (3.0,) * 3, (0.0,) * 3, (3.0,) * 9, (0.0,) * 9)
+    train_offer = TrainOffer(offer, (2, 2, 2), smoke_module.base.fingerprint, 11)
+    content = RecordDict(
+        {
+            ARRAYS: adapter_to_record(smoke_module.initial_state),
+            CONFIG: ConfigRecord(train_offer.to_dict()),
+        }
+    )
+    reply = _call(train, _message("train", content), _context())
+    assert ARRAYS not in reply.content.array_records
+    metrics = TrainReply.from_dict(dict(reply.content[METRICS]))
+    assert (metrics.item, metrics.train_steps, metrics.nonce) == (DECLINE, 0, 11)
+
+
+def test_evaluate_measures_the_received_module_on_the_local_split(smoke_module):
+    content = RecordDict({ARRAYS: adapter_to_record(smoke_module.initial_state)})
+    reply = _call(evaluate, _message("evaluate", content), _context())
+    metrics = dict(reply.content[METRICS])
+    assert metrics["num-examples"] == 32
+    assert 0.0 <= metrics["decision-accuracy"] <= 1.0
+    assert np.isfinite(metrics["answer-loss"]) and metrics["answer-loss"] > 0
+
+
+def test_answering_a_query_imports_no_torch():
+    """Each deployment message is a fresh process: the query path must not pay for torch."""
+    code = (
+        "import sys; from flwr.app import Context, Message, RecordDict, ConfigRecord\n"
+        "from flwr.supercore.task_identity import TaskIdentity\n"
+        "import clients.client_app as app\n"
+        "from tests.strategies.fake_grid import metadata\n"
+        "TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 7\n"
+        "ctx = Context(run_id=1, node_id=7, state=RecordDict(),"
+        " node_config={'partition-id': 0, 'num-partitions': 3},"
+        " run_config={'experiment': 'smoke', 'overrides': ''})\n"
+        "msg = Message(content=RecordDict({'config': ConfigRecord({'phase': 'public-facts'})}),"
+        " metadata=metadata(0, 7, 'query', 'q'))\n"
+        "reply = app.query(msg, ctx)\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules)\n"
+        "print(heavy, dict(reply.content['public-facts']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.startswith("[] {"), done.stdout + done.stderr
