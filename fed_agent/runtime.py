@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from fed_agent.data.tasks import Example
 from fed_agent.modules.adapter import AdapterState, AgentModule
 from fed_agent.modules.export import load_module, module_specs, read_manifest
-from fed_agent.modules.generation import Answer, answer
+from fed_agent.modules.generation import Answer, Delta, answer, stream_answer
 
 
 def chained_prompt(prompt: str, upstream: Mapping[str, str], inputs: Sequence[str]) -> str:
@@ -86,6 +86,35 @@ class AgentRuntime:
             self._loaded[id(part.module)] = part.name
         return part.module
 
+    @staticmethod
+    def _chained(request: Example, part: ChainedModule, answers: Mapping[str, Answer]) -> Example:
+        """``request`` as ``part`` sees it: its inputs' answers prefixed to the prompt."""
+        upstream = {k: a.text.strip() for k, a in answers.items()}
+        prompt = chained_prompt(request.prompt, upstream, part.inputs)
+        return dataclasses.replace(request, prompt=prompt)
+
+    def stream(
+        self, request: Example, max_new_tokens: int, stop_at_eos: bool = True
+    ) -> Iterator[Delta]:
+        """The agent's answer to ``request`` while its last module decodes it.
+
+        Upstream modules answer in full first (their answers feed the last module's prompt,
+        by the chaining contract); only the last module's text is streamed.
+        ``stop_at_eos=False`` decodes exactly ``max_new_tokens`` per generator (timing).
+        """
+        answers: dict[str, Answer] = {}
+        for part in self.modules[:-1]:
+            answers[part.name] = answer(
+                self.activate(part),
+                self._chained(request, part, answers),
+                max_new_tokens,
+                stop_at_eos,
+            )
+        last = self.modules[-1]
+        yield from stream_answer(
+            self.activate(last), self._chained(request, last, answers), max_new_tokens, stop_at_eos
+        )
+
     def respond(self, request: Example, max_new_tokens: int, stop_at_eos: bool = True) -> Response:
         """Run every module on ``request`` in chain order; see the chaining contract.
 
@@ -96,12 +125,9 @@ class AgentRuntime:
         ttft = 0.0
         for part in self.modules:
             module = self.activate(part)
-            prompt = chained_prompt(
-                request.prompt, {k: a.text.strip() for k, a in answers.items()}, part.inputs
-            )
             before = time.perf_counter() - start
             result = answer(
-                module, dataclasses.replace(request, prompt=prompt), max_new_tokens, stop_at_eos
+                module, self._chained(request, part, answers), max_new_tokens, stop_at_eos
             )
             answers[part.name] = result
             ttft = before + result.ttft_s

@@ -144,14 +144,16 @@ def request_bytes(example: Example) -> int:
     return len(example.prompt.encode()) + image
 
 
+def network_s_of(example: Example, cfg: EvaluationConfig) -> float:
+    """What reaching a cloud server adds to one request: a round trip and the upload."""
+    return cfg.rtt_ms / 1e3 + 8 * request_bytes(example) / (cfg.uplink_mbps * 1e6)
+
+
 def cloud_only(
     responses: list[Response], requests: list[Example], cfg: EvaluationConfig
 ) -> Latency:
     """The agent's measured inference plus round trip and upload per request (modelled)."""
-    network_s = [
-        cfg.rtt_ms / 1e3 + 8 * request_bytes(requests[i % len(requests)]) / (cfg.uplink_mbps * 1e6)
-        for i in range(len(responses))
-    ]
+    network_s = [network_s_of(requests[i % len(requests)], cfg) for i in range(len(responses))]
     shifted = [
         dataclasses.replace(r, total_s=r.total_s + n, ttft_s=r.ttft_s + n)
         for r, n in zip(responses, network_s, strict=True)

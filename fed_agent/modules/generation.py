@@ -8,6 +8,7 @@ further token.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -48,20 +49,25 @@ def _prompt_batch(module: AgentModule, example: Example) -> dict[str, torch.Tens
 
 
 @torch.no_grad()
-def _generate(
-    module: AgentModule, example: Example, max_new_tokens: int, stop_at_eos: bool
-) -> Answer:
-    tokenizer = module.base.tokenizer
-    eos = tokenizer.eos_token_id
+def greedy_tokens(
+    module: AgentModule, example: Example, max_new_tokens: int, stop_at_eos: bool = True
+) -> Iterator[tuple[int, float]]:
+    """Greedy decoding, one ``(token id, its probability)`` at a time as it is decoded.
+
+    The first item comes after the prefill (time to first token); each further one after one
+    cached decode step. Stops after ``max_new_tokens`` tokens or, with ``stop_at_eos``, after
+    the EOS token (which is yielded).
+    """
+    eos = module.base.tokenizer.eos_token_id
     batch = _prompt_batch(module, example)
-    start = time.perf_counter()
     out = module.model(**batch, use_cache=True)
-    probs = torch.softmax(out.logits[:, -1].float(), dim=-1)
-    token = probs.argmax(dim=-1, keepdim=True)
-    ttft = time.perf_counter() - start
-    tokens, confidences = [int(token)], [float(probs[0, token])]
     mask = batch["attention_mask"]
-    while len(tokens) < max_new_tokens and not (stop_at_eos and tokens[-1] == eos):
+    for count in range(1, max_new_tokens + 1):
+        probs = torch.softmax(out.logits[:, -1].float(), dim=-1)
+        token = probs.argmax(dim=-1, keepdim=True)
+        yield int(token), float(probs[0, token])
+        if count == max_new_tokens or (stop_at_eos and int(token) == eos):
+            return
         mask = torch.cat([mask, mask.new_ones((1, 1))], dim=1)
         out = module.model(
             input_ids=token,
@@ -69,10 +75,20 @@ def _generate(
             past_key_values=out.past_key_values,
             use_cache=True,
         )
-        probs = torch.softmax(out.logits[:, -1].float(), dim=-1)
-        token = probs.argmax(dim=-1, keepdim=True)
-        tokens.append(int(token))
-        confidences.append(float(probs[0, token]))
+
+
+def _generate(
+    module: AgentModule, example: Example, max_new_tokens: int, stop_at_eos: bool
+) -> Answer:
+    tokenizer = module.base.tokenizer
+    eos = tokenizer.eos_token_id
+    start = time.perf_counter()
+    tokens, confidences, ttft = [], [], 0.0
+    for token, confidence in greedy_tokens(module, example, max_new_tokens, stop_at_eos):
+        if not tokens:
+            ttft = time.perf_counter() - start
+        tokens.append(token)
+        confidences.append(confidence)
     total = time.perf_counter() - start
     answer_tokens = tokens[: tokens.index(eos)] if eos in tokens else tokens
     text = tokenizer.decode(answer_tokens, skip_special_tokens=True)
@@ -97,6 +113,51 @@ def _classify(module: AgentModule, example: Example) -> Answer:
     elapsed = time.perf_counter() - start
     label = ACTIONS[int(probs.argmax())]
     return Answer(label, label, float(probs.max()), 0, elapsed, elapsed)
+
+
+@dataclass(frozen=True)
+class Delta:
+    """One step of a streamed answer: the text it adds (may be empty) and, on the last step,
+    why the answer ended."""
+
+    text: str
+    finish_reason: str | None = None
+    """``stop`` (EOS, or a classifier's one-step answer), ``length`` (max tokens), else None."""
+    tokens: int = 1
+    """Answer tokens this step decoded (0 for the EOS step and a classifier's answer)."""
+
+
+def stream_answer(
+    module: AgentModule, example: Example, max_new_tokens: int, stop_at_eos: bool = True
+) -> Iterator[Delta]:
+    """Run ``module`` on one request, yielding its answer text while it is decoded.
+
+    The same greedy decoding as :func:`answer` (``stop_at_eos=False`` decodes exactly
+    ``max_new_tokens`` tokens, for timing); the text is decoded from all answer tokens so far,
+    and a step that would end inside a multi-byte character adds nothing until the character
+    is complete.
+    """
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    module.model.eval()
+    if module.base.task_kind == "classify":
+        yield Delta(_classify(module, example).text, "stop", 0)
+        return
+    tokenizer = module.base.tokenizer
+    tokens: list[int] = []
+    sent = ""
+    for token, _ in greedy_tokens(module, example, max_new_tokens, stop_at_eos):
+        if stop_at_eos and token == tokenizer.eos_token_id:
+            yield Delta("", "stop", 0)
+            return
+        tokens.append(token)
+        text = tokenizer.decode(tokens, skip_special_tokens=True)
+        last = len(tokens) == max_new_tokens
+        if text.endswith("\ufffd") and not last:  # a character split across tokens
+            yield Delta("")
+            continue
+        yield Delta(text[len(sent) :], "length" if last else None)
+        sent = text
 
 
 def answer(

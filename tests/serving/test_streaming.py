@@ -1,0 +1,52 @@
+"""Streaming an answer: the same text as the whole answer, and the load-test arithmetic."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from fed_agent.data import heldout_examples
+from fed_agent.evaluation.serving import Sample, level_row
+from fed_agent.modules.export import ModulePart, export_modules
+from fed_agent.runtime import AgentRuntime
+
+
+def test_a_streamed_chain_answer_is_the_whole_answer(tmp_path, smoke_cfg, smoke_module) -> None:
+    rng = np.random.default_rng(3)
+    small = {
+        k: (v + rng.normal(0, 0.002, v.shape)).astype(np.float32)
+        for k, v in smoke_module.initial_state.items()
+    }
+    parts = {
+        "perception": ModulePart(smoke_module, smoke_module.initial_state),
+        "decision": ModulePart(smoke_module, small, inputs=("perception",)),
+    }
+    runtime = AgentRuntime.load(export_modules(tmp_path / "agent", parts, {}), smoke_cfg.seed)
+    examples = heldout_examples(dataclasses.replace(smoke_cfg.data, eval_samples=6), 0, False)
+    texts = []
+    for example in examples:
+        whole = runtime.respond(example, 8).final
+        steps = list(runtime.stream(example, 8))
+        assert "".join(s.text for s in steps) == whole.text
+        assert steps[-1].finish_reason in ("stop", "length")
+        assert all(s.finish_reason is None for s in steps[:-1])
+        texts.append(whole.text)
+    assert any(t.strip() for t in texts)  # the answers are not all empty
+    fixed = list(runtime.stream(examples[0], 5, stop_at_eos=False))
+    assert sum(s.tokens for s in fixed) == 5 and fixed[-1].finish_reason == "length"
+
+
+def test_level_rows_add_the_network_and_cap_the_closed_loop() -> None:
+    samples = [Sample(True, 0.1 * (i + 1), 0.01, 4, request=i) for i in range(10)]
+    samples.append(Sample(False, 0.05, float("nan"), 0, "HTTP 503: busy", request=10))
+    edge = level_row("edge-agent", 2, samples, wall_s=2.0)
+    assert edge["errors"] == 1 and edge["requests"] == 11
+    assert edge["p50_ms"] == pytest.approx(550.0) and edge["ttft_p50_ms"] == pytest.approx(10.0)
+    assert edge["throughput_rps"] == pytest.approx(5.0) and edge["tokens_per_s"] == 20.0
+    cloud = level_row("cloud-only", 2, samples, 2.0, [0.5] * len(samples))
+    assert cloud["p50_ms"] == pytest.approx(1050.0)
+    # 2 users waiting 1.05 s on average: at most 1.9 requests/s, below the measured 5
+    assert cloud["throughput_rps"] == pytest.approx(2 / 1.05)
+    assert cloud["tokens_per_s"] == pytest.approx(4 * 2 / 1.05)
