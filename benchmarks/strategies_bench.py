@@ -7,7 +7,19 @@ participant limits, the same rounds. Per run it records the mean per-round cloud
 payments, participation rate, modelled round latency (slowest participant, W/f + S/r), the
 measured round wall time and the final agent's held-out quality.
 
+Selection (``--selections``): ``surplus`` (the default rule), and the straggler-aware rules
+``latency_priced`` and ``deadline`` (fed_agent/incentives/selection.py, at their config
+defaults) for the policies of ``--selection-policies``.
+
+``--in-process`` runs each federation in this process (benchmarks/in_process.py: the same
+strategy and ClientApp handlers, no Flower processes; the ``runner`` column says which). The
+contracts, choices, selection and ledger are the same code either way: at 20 ESs the
+in-process rows repeat the simulation's cloud utility and modelled latency to the digit; at
+100 ESs the 40 ESs offered each round are a seeded sample of the node ids, which a
+simulation draws at random, so the two runners offer to different ESs.
+
 Run:  .venv/bin/python benchmarks/strategies_bench.py [--sizes 20 100] [--rounds 4]
+          [--selections surplus latency_priced deadline] [--in-process]
 Out:  benchmarks/results/strategies.csv (a run replaces the rows of the sizes and policies it
       ran and keeps the others), benchmarks/results/strategies.png
       and, with --large, benchmarks/results/strategies_1000.csv (1,000 virtual ESs, tiny model)
@@ -27,38 +39,56 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd
 
 from benchmarks.federation_overhead import PeakMemory
+from benchmarks.in_process import run_in_process
 from fed_agent.deploy.launcher import launch_simulation
 from fed_agent.evaluation.report import upsert_table
 from fed_agent.incentives.config import POLICIES
 
 RESULTS = Path(__file__).resolve().parent / "results"
-TABLE_KEYS = ("num_es", "strategy")
+TABLE_KEYS = ("num_es", "strategy", "selection", "runner")
+SELECTIONS = ("surplus", "latency_priced", "deadline")
+RUNNERS = ("flower", "in_process")
 
 
 def run_policy(
-    policy: str, num_es: int, rounds: int, out: Path, extra: list[str], experiment: str = "default"
+    policy: str,
+    num_es: int,
+    rounds: int,
+    out: Path,
+    extra: list[str],
+    experiment: str = "default",
+    selection: str = "surplus",
+    runner: str = "flower",
 ) -> dict:
-    """One simulation; its per-round metrics summarised into one row."""
+    """One federation; its per-round metrics summarised into one row."""
     overrides = [
         f"incentive={policy}",
+        f"incentive.selection={selection}",
         f"federation.num_es={num_es}",
         f"federation.num_rounds={rounds}",
         f"output_dir={out}",
-        f"run_name={policy}-{num_es}",
+        f"run_name={policy}-{selection}-{num_es}",
         *extra,
     ]
     start = time.perf_counter()
     with PeakMemory() as memory:
-        outcome = launch_simulation(experiment, overrides)
-    metrics = pd.read_csv(outcome.output_dir / "metrics.csv")
+        if runner == "flower":
+            output_dir = launch_simulation(experiment, overrides).output_dir
+        elif runner == "in_process":
+            output_dir = run_in_process(num_es, experiment, overrides).output_dir
+        else:
+            raise ValueError(f"runner: unknown value {runner!r}; valid choices: {list(RUNNERS)}")
+    metrics = pd.read_csv(output_dir / "metrics.csv")
     rounds_df = metrics[metrics["round"] >= 1]
     final = metrics.iloc[-1]
     return {
         "num_es": num_es,
         "strategy": policy,
+        "selection": selection,
+        "runner": runner,
         "cloud_utility": rounds_df["cloud_utility"].mean(),
         "payments": rounds_df["payments"].mean(),
-        "participation_rate": participation_from_ledger(outcome.output_dir / "ledger.csv"),
+        "participation_rate": participation_from_ledger(output_dir / "ledger.csv"),
         "participants": rounds_df["participants"].mean(),
         "round_latency_model_s": rounds_df["round_latency_model_s"].mean(),
         "round_wall_s": rounds_df["round_wall_s"].median(),
@@ -80,12 +110,26 @@ def plot(frame: pd.DataFrame, path: Path) -> None:
     metrics = ["cloud_utility", "round_latency_model_s", "participation_rate", "answer_loss"]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 4))
     for ax, metric in zip(axes, metrics, strict=True):
-        table = frame.pivot_table(index="strategy", columns="num_es", values=metric)
+        labels = frame["strategy"] + "/" + frame["selection"]
+        labels = labels.where(frame["runner"] == "flower", labels + " (in-process)")
+        table = frame.assign(label=labels).pivot_table(
+            index="label", columns="num_es", values=metric
+        )
         table.plot.bar(ax=ax, rot=60)
         ax.set_title(metric)
         ax.set_xlabel("")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def bench_cases(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(policy, selection) pairs: surplus for every policy, the other rules for some."""
+    return [
+        (policy, selection)
+        for policy in args.policies
+        for selection in args.selections
+        if selection == "surplus" or policy in args.selection_policies
+    ]
 
 
 def main() -> None:
@@ -98,6 +142,14 @@ def main() -> None:
     parser.add_argument(
         "--extra", nargs="*", default=["federation.es_per_round=10", "training.local_steps=10"]
     )
+    parser.add_argument("--selections", nargs="+", default=["surplus"], choices=SELECTIONS)
+    parser.add_argument(
+        "--selection-policies",
+        nargs="+",
+        default=["edmsac"],
+        help="policies also run with the selections other than surplus",
+    )
+    parser.add_argument("--in-process", action="store_true", help="no Flower processes")
     parser.add_argument("--recompute", type=Path, help="redo participation from run folders")
     args = parser.parse_args()
     if args.recompute:  # participation from the ledgers of an earlier invocation's runs
@@ -115,10 +167,14 @@ def main() -> None:
         return
     out = Path(tempfile.mkdtemp(prefix="fed-agent-strategies-"))
     rows, table = [], RESULTS / "strategies.csv"
+    runner = "in_process" if args.in_process else "flower"
     for num_es in args.sizes:
         offers = [f"incentive.max_offers_per_round={min(num_es, 40)}"]
-        for policy in args.policies:
-            rows.append(run_policy(policy, num_es, args.rounds, out, [*args.extra, *offers]))
+        for policy, selection in bench_cases(args):
+            extra = [*args.extra, *offers]
+            rows.append(
+                run_policy(policy, num_es, args.rounds, out, extra, "default", selection, runner)
+            )
             print(rows[-1], flush=True)
             upsert_table(rows, table, TABLE_KEYS)
     if args.ffa:

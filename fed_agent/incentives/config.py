@@ -41,12 +41,14 @@ class IncentiveConfig:
     seeded draw); ``random`` draws uniformly with the round's seed; ``deadline`` keeps the
     largest positive surpluses among the ESs that meet ``deadline_s``; ``latency_priced``
     maximises total surplus minus ``latency_price`` times the round's latency."""
-    latency_price: float = 10.0
+    latency_price: float = 20.0
     """``latency_priced``: what one second of round latency costs the cloud, in units of cloud
-    utility (G(f) - R) per round."""
+    utility (G(f) - R) per round (20: about a third of a participant's mean surplus on the
+    default market, so an ES is worth waiting for if it adds more surplus than the wait costs)."""
     deadline_s: float = 8.0
     """``deadline``: the longest modelled latency W/f + S/r (seconds) an ES may take to be
-    chosen; ESs whose item misses it are not chosen and not paid."""
+    chosen; ESs whose item misses it are not chosen and not paid (8: about the round latency
+    of the flat fee's 3 GHz on the default workloads)."""
     flat_fee: float = 35.0
     """fedavg_flat_fee: the reward for the fixed effort (an ES whose cost exceeds it leaves)."""
     flat_fee_f_ghz: float = 3.0
