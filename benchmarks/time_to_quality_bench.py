@@ -5,8 +5,8 @@ For each size (20 and 100 virtual ESs) every policy (edmsac, optimal, static, un
 fedavg_flat_fee, complete_information) runs with surplus selection, and EDMSAC also with the
 deadline-aware rules (``latency_priced``, ``deadline``), on the same ESs (profiles and private
 willingness paths come from the seed), the same offer and participant limits and the same
-local-training budget. A run stops at the round its module first reaches the target (or at
-``--max-rounds``). Per run: the rounds, the modelled module-construction time (the sum over
+local-training budget. A run stops at the round its module first reaches the highest target (or
+at ``--max-rounds``); one row per target. Per run: the rounds, the modelled module-construction time (the sum over
 rounds of the slowest participant's W/f + S/r) and the payments (what the rounds' work
 earned, paid now or held) until the target is first reached, and the last round's quality
 with its Wilson 95 % interval on the held-out scenes.
@@ -14,7 +14,7 @@ with its Wilson 95 % interval on the held-out scenes.
 The federations run in one process (``benchmarks/in_process.py``: the real strategy and
 ClientApp handlers, without Flower's processes), one after another.
 
-Run:  .venv/bin/python benchmarks/time_to_quality_bench.py [--sizes 20 100] [--target 0.8]
+Run:  .venv/bin/python benchmarks/time_to_quality_bench.py [--sizes 20 100] [--targets 0.7 0.8]
           [--max-rounds 12] [--policies ...] [--selections ...]
 Out:  benchmarks/results/time_to_quality.csv (a run replaces the rows it ran and keeps the
       others), benchmarks/results/time_to_quality_curves.csv (quality after every round) and
@@ -42,11 +42,12 @@ from fed_agent.evaluation.intervals import accuracy_interval
 from fed_agent.evaluation.report import upsert_table
 
 RESULTS = Path(__file__).resolve().parent / "results"
-TABLE_KEYS = ("num_es", "strategy", "selection")
+TABLE_KEYS = ("num_es", "strategy", "selection", "target")
+RUN_KEYS = TABLE_KEYS[:3]
 POLICIES = ("edmsac", "optimal", "static", "uniform", "fedavg_flat_fee", "complete_information")
 DEADLINE_AWARE = ("latency_priced", "deadline")
 DEADLINE_AWARE_POLICIES = ("edmsac",)
-BUDGET = ("federation.es_per_round=5", "training.local_steps=100")
+BUDGET = ("federation.es_per_round=3",)
 """The per-run budget besides --max-rounds (the training recipe is the configs' default)."""
 
 
@@ -73,8 +74,8 @@ def time_to_target(metrics: pd.DataFrame, target: float) -> dict[str, float]:
 
 def run_case(
     policy: str, selection: str, num_es: int, args: argparse.Namespace, out: Path
-) -> tuple[dict, pd.DataFrame]:
-    """One federation until the target; its row and its per-round curve."""
+) -> tuple[list[dict], pd.DataFrame]:
+    """One federation until the highest target; a row per target and its per-round curve."""
     overrides = [
         f"incentive={policy}",
         f"incentive.selection={selection}",
@@ -86,24 +87,29 @@ def run_case(
         *args.extra,
     ]
     start = time.perf_counter()
-    run = run_in_process(num_es, args.experiment, overrides, stop=lambda acc: acc >= args.target)
+    run = run_in_process(
+        num_es, args.experiment, overrides, stop=lambda acc: acc >= max(args.targets)
+    )
     metrics = run.metrics
     n_eval = load_config(args.experiment, " ".join(overrides)).data.eval_samples
     final = metrics.sort_values("round").iloc[-1]
     ci_low, ci_high = accuracy_interval(float(final["decision_accuracy"]), n_eval)
-    row = {
-        "num_es": num_es,
-        "strategy": policy,
-        "selection": selection,
-        "target": args.target,
-        **time_to_target(metrics, args.target),
-        "final_quality": float(final["decision_accuracy"]),
-        "ci_low": ci_low,
-        "ci_high": ci_high,
-        "rounds_run": int(final["round"]),
-        "n_eval": n_eval,
-        "run_wall_s": time.perf_counter() - start,
-    }
+    rows = [
+        {
+            "num_es": num_es,
+            "strategy": policy,
+            "selection": selection,
+            "target": target,
+            **time_to_target(metrics, target),
+            "final_quality": float(final["decision_accuracy"]),
+            "ci_low": ci_low,
+            "ci_high": ci_high,
+            "rounds_run": int(final["round"]),
+            "n_eval": n_eval,
+            "run_wall_s": time.perf_counter() - start,
+        }
+        for target in args.targets
+    ]
     curve = metrics.sort_values("round").assign(
         num_es=num_es,
         strategy=policy,
@@ -111,11 +117,11 @@ def run_case(
         modelled_s=lambda m: m["round_latency_model_s"].fillna(0.0).cumsum(),
         payments_cum=lambda m: m["payments"].fillna(0.0).cumsum(),
     )
-    columns = [*TABLE_KEYS, "round", "modelled_s", "payments_cum", "decision_accuracy"]
-    return row, curve[columns]
+    columns = [*RUN_KEYS, "round", "modelled_s", "payments_cum", "decision_accuracy"]
+    return rows, curve[columns]
 
 
-def plot(curves: pd.DataFrame, target: float, path: Path) -> None:
+def plot(curves: pd.DataFrame, targets: list[float], path: Path) -> None:
     """Held-out accuracy vs cumulative modelled construction time, one panel per size."""
     sizes = sorted(curves["num_es"].unique())
     fig, axes = plt.subplots(1, len(sizes), figsize=(6 * len(sizes), 4.5), squeeze=False)
@@ -126,7 +132,8 @@ def plot(curves: pd.DataFrame, target: float, path: Path) -> None:
             style = "-" if selection == "surplus" else "--"
             ax.plot(curve["modelled_s"], curve["decision_accuracy"], style, marker="o",
                     markersize=3, label=f"{strategy} / {selection}")  # fmt: skip
-        ax.axhline(target, color="grey", linewidth=0.8, linestyle=":")
+        for target in targets:
+            ax.axhline(target, color="grey", linewidth=0.8, linestyle=":")
         ax.set_title(f"{num_es} ESs")
         ax.set_xlabel("modelled construction time (s, sum of round latencies)")
         ax.set_ylabel("held-out decision accuracy")
@@ -145,7 +152,7 @@ def cases(args: argparse.Namespace) -> list[tuple[str, str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[20, 100])
-    parser.add_argument("--target", type=float, default=0.8)
+    parser.add_argument("--targets", type=float, nargs="+", default=[0.7, 0.8])
     parser.add_argument("--max-rounds", type=int, default=12)
     parser.add_argument("--policies", nargs="*", default=list(POLICIES))
     parser.add_argument("--selections", nargs="*", default=list(DEADLINE_AWARE))
@@ -156,17 +163,17 @@ def main() -> None:
     table, curves_csv = RESULTS / "time_to_quality.csv", RESULTS / "time_to_quality_curves.csv"
     for num_es in args.sizes:
         for policy, selection in cases(args):
-            row, curve = run_case(policy, selection, num_es, args, out)
-            print(row, flush=True)
+            rows, curve = run_case(policy, selection, num_es, args, out)
+            print(rows, flush=True)
             with open(Path(tempfile.gettempdir()) / "fed-agent-ttq.lock", "w") as lock:
                 # several invocations may share the table (one per group of cases)
                 fcntl.flock(lock, fcntl.LOCK_EX)
-                upsert_table([row], table, TABLE_KEYS)
+                upsert_table(rows, table, TABLE_KEYS)
                 old = pd.read_csv(curves_csv) if curves_csv.is_file() else curve.iloc[:0]
-                same = (old[list(TABLE_KEYS)] == pd.Series(row)[list(TABLE_KEYS)]).all(axis=1)
+                same = (old[list(RUN_KEYS)] == pd.Series(rows[0])[list(RUN_KEYS)]).all(axis=1)
                 merged = pd.concat([old[~same], curve], ignore_index=True)
                 merged.to_csv(curves_csv, index=False)
-                plot(merged, args.target, RESULTS / "time_to_quality.png")
+                plot(merged, args.targets, RESULTS / "time_to_quality.png")
     print(pd.read_csv(table).to_string(index=False))
 
 
