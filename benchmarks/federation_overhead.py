@@ -2,10 +2,13 @@
 
 Measures, in one run on this machine:
 
-(a) seconds per round of the Flower simulation (``fed-agent run``) against a plain PyTorch loop
-    that does the same local training for the same ESs one after another, at 20 ESs, with the
-    default run's model and step budget (every ES accepts and trains the full budget: the
-    flat-fee policy with f = f_max and a fee above every cost);
+(a) seconds per round of the Flower simulation (``fed-agent run``) against a plain PyTorch
+    loop that does the same local training for the same ESs with the same parallelism, at 20
+    ESs, with the default run's model and step budget (every ES accepts and trains the full
+    budget: the flat-fee policy with f = f_max and a fee above every cost). The simulation runs
+    floor(CPUs / ``federation.client_cpus``) Ray actors, each with ``client_cpus`` threads; the
+    plain loop runs as many worker processes with as many torch threads each, so the ratio
+    measures Flower's cost, not a difference in the cores used;
 (b) bytes sent per round (adapters down and up) against the full model's bytes;
 (c) peak memory of the whole process tree with 10 and 100 virtual ESs at the same number of
     sampled ESs (10).
@@ -13,13 +16,15 @@ Measures, in one run on this machine:
 Round times are medians over rounds 2.. (round 1 includes starting the Ray actors and the
 first, slow training steps of each process).
 
-Run:  .venv/bin/python benchmarks/federation_overhead.py
+Run:  .venv/bin/python benchmarks/federation_overhead.py [--client-cpus 1] [--parts timing]
 Out:  benchmarks/results/federation_overhead.csv
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import os
 import tempfile
 import threading
 import time
@@ -28,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import psutil
+import torch
 
 from fed_agent.config import load_config
 from fed_agent.data.partition import es_examples
@@ -85,9 +91,12 @@ def all_train_overrides(num_es: int, rounds: int, sampled: int, steps: int) -> l
     ]
 
 
-def flower_run(num_es: int, rounds: int, sampled: int, steps: int, out: Path) -> dict:
+def flower_run(
+    num_es: int, rounds: int, sampled: int, steps: int, out: Path, client_cpus: float = 2.0
+) -> dict:
     overrides = [
         *all_train_overrides(num_es, rounds, sampled, steps),
+        f"federation.client_cpus={client_cpus:g}",
         f"output_dir={out}",
         f"run_name=overhead-{num_es}",
     ]
@@ -102,29 +111,61 @@ def flower_run(num_es: int, rounds: int, sampled: int, steps: int, out: Path) ->
         "bytes_per_round": float((later["bytes_down"] + later["bytes_up"]).median()),
         "peak_rss_mb": memory.peak_bytes / 2**20,
         "participants_median": float(later["participants"].median()),
+        "workers": parallelism(client_cpus)[0],
+        "threads_per_worker": parallelism(client_cpus)[1],
     }
 
 
-def plain_loop(num_es: int, rounds: int, steps: int) -> dict:
-    """The same local training and aggregation, one ES after another, no framework."""
-    cfg = load_config("default", all_train_overrides(num_es, rounds, num_es, steps))
-    module = agent_module(cfg.model, cfg.seed)
-    data = [es_examples(cfg.data, cfg.seed, pid) for pid in range(num_es)]
-    global_state = module.initial_state
+def parallelism(client_cpus: float) -> tuple[int, int]:
+    """(worker processes, torch threads each) of the simulation: Flower starts
+    floor(CPUs / client_cpus) Ray actors, and Ray gives each OMP_NUM_THREADS = its CPUs."""
+    cpus = os.cpu_count() or 1
+    return max(1, int(cpus // client_cpus)), max(1, int(client_cpus))
+
+
+_WORKER: dict = {}
+
+
+def _start_worker(overrides: list[str], threads: int) -> None:
+    """A plain worker process: its own module and data, like a Ray actor's ClientApp."""
+    torch.set_num_threads(threads)
+    cfg = load_config("default", overrides)
+    _WORKER.update(cfg=cfg, module=agent_module(cfg.model, cfg.seed), data={})
+
+
+def _train_es(task: tuple[int, int, dict]) -> tuple[dict, int]:
+    """One ES's local training of one round in a worker: its adapter and its steps."""
+    pid, server_round, global_state = task
+    cfg, module, data = _WORKER["cfg"], _WORKER["module"], _WORKER["data"]
+    if pid not in data:
+        data[pid] = es_examples(cfg.data, cfg.seed, pid)
+    module.load_adapter(global_state)
+    seed = derive_seed(cfg.seed, "local-training", pid, server_round)
+    report = train_locally(module, data[pid], cfg.training, cfg.training.local_steps, seed)
+    return module.adapter_state(), report.steps
+
+
+def plain_loop(num_es: int, rounds: int, steps: int, client_cpus: float) -> dict:
+    """The same local training and aggregation without a framework, on as many worker
+    processes (and threads each) as the simulation has Ray actors (:func:`parallelism`)."""
+    overrides = [
+        *all_train_overrides(num_es, rounds, num_es, steps),
+        f"federation.client_cpus={client_cpus:g}",
+    ]
+    cfg = load_config("default", overrides)
+    workers, threads = parallelism(client_cpus)
+    global_state = agent_module(cfg.model, cfg.seed).initial_state
     times = []
-    with PeakMemory() as memory:
+    context = multiprocessing.get_context("spawn")
+    with (
+        PeakMemory() as memory,
+        context.Pool(workers, initializer=_start_worker, initargs=(overrides, threads)) as pool,
+    ):
         for server_round in range(1, rounds + 1):
             start = time.perf_counter()
-            states, weights = [], []
-            for pid in range(num_es):
-                module.load_adapter(global_state)
-                seed = derive_seed(cfg.seed, "local-training", pid, server_round)
-                report = train_locally(
-                    module, data[pid], cfg.training, cfg.training.local_steps, seed
-                )
-                states.append(module.adapter_state())
-                weights.append(report.steps)
-            global_state = weighted_average(states, weights)
+            tasks = [(pid, server_round, global_state) for pid in range(num_es)]
+            results = pool.map(_train_es, tasks, chunksize=1)
+            global_state = weighted_average([r[0] for r in results], [r[1] for r in results])
             times.append(time.perf_counter() - start)
     return {
         "round_time_s_median": float(np.median(times[1:])),
@@ -132,6 +173,8 @@ def plain_loop(num_es: int, rounds: int, steps: int) -> dict:
         "bytes_per_round": 0.0,
         "peak_rss_mb": memory.peak_bytes / 2**20,
         "participants_median": float(num_es),
+        "workers": workers,
+        "threads_per_worker": threads,
     }
 
 
@@ -152,15 +195,22 @@ def main() -> None:
     parser.add_argument(
         "--local-steps", type=int, default=None, help="default: the default run's step budget"
     )
+    parser.add_argument(
+        "--client-cpus",
+        type=float,
+        default=None,
+        help="CPUs per ClientApp in the timing runs (default: federation.client_cpus)",
+    )
     args = parser.parse_args()
     out = Path(tempfile.mkdtemp(prefix="fed-agent-overhead-"))
     steps = args.local_steps or load_config("default").training.local_steps
+    cpus = args.client_cpus or load_config("default").federation.client_cpus
     if "timing" in args.parts:
-        plain = plain_loop(20, args.rounds, steps)
+        plain = plain_loop(20, args.rounds, steps, cpus)
         rows = [
             {"num_es": 20, "sampled_es": 20, "mode": "plain_pytorch", "local_steps": steps, **plain}
         ]
-        flower = flower_run(20, args.rounds, 20, steps, out)
+        flower = flower_run(20, args.rounds, 20, steps, out, cpus)
         rows.append(
             {
                 "num_es": 20,

@@ -72,9 +72,16 @@ def flower_bin(name: str) -> str:
     return str(candidate) if candidate.exists() else name
 
 
+SUPEREXEC_POLL_S = 0.1
+"""How often a SuperExec looks for a new task (a message to start a ClientApp for, a run to
+start a ServerApp for); Flower's default is 1 s (``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``)."""
+
+
 def flower_env(flwr_home: Path, http_port: int) -> dict[str, str]:
-    """Environment for every flwr process: project-local home, no runtime installs, offline."""
+    """Environment for every flwr process: project-local home, no runtime installs, offline,
+    SuperExecs that start a task within :data:`SUPEREXEC_POLL_S` (unless the caller set it)."""
     env = os.environ.copy()
+    env.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", f"{SUPEREXEC_POLL_S:g}")
     env.update(
         FLWR_HOME=str(flwr_home),
         FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",

@@ -154,3 +154,15 @@ def test_the_cli_lists_the_deploy_commands() -> None:
         ]
     )
     assert args.deploy_command == "supernode" and args.node_config == ["willingness-type=1"]
+
+
+def test_superexecs_poll_for_tasks_quickly_unless_the_operator_says_otherwise(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from fed_agent.deploy.launcher import SUPEREXEC_POLL_S, flower_env
+
+    monkeypatch.delenv("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", raising=False)
+    env = flower_env(tmp_path, 9092)
+    assert float(env["FLWR_SUPEREXEC_TASK_POLL_INTERVAL"]) == SUPEREXEC_POLL_S < 1.0
+    monkeypatch.setenv("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "2")
+    assert flower_env(tmp_path, 9092)["FLWR_SUPEREXEC_TASK_POLL_INTERVAL"] == "2"

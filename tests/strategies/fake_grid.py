@@ -85,3 +85,50 @@ def choose_item(message: Message) -> int:
         config_from_run_config(context.run_config), context.node_config
     )
     return es.answer_offer(TrainOffer.from_dict(message.content[CONFIG]).offer)
+
+
+class HandlerGrid(FakeGrid):
+    """A whole federation in-process: every message (QUERY, TRAIN, EVALUATE) is answered by
+    the real ClientApp handler of its destination at push time; nodes in ``stock`` behave like
+    a stock Flower ClientApp (no query handler: an error reply, as Flower makes one)."""
+
+    def __init__(self, node_ids, experiment, overrides="", stock=()) -> None:
+        super().__init__(node_ids, experiment, overrides)
+        self.stock = set(stock)
+        self._replies: dict[str, Message] = {}
+
+    def _answer(self, message: Message, message_id: str) -> Message:
+        from flwr.app.error import Error
+        from flwr.common.constant import ErrorCode
+
+        from clients.client_app import evaluate, train
+
+        dst, kind = message.metadata.dst_node_id, message.metadata.message_type
+        addressed = Message(content=message.content, metadata=metadata(0, dst, kind, message_id))
+        if dst in self.stock and kind == MessageType.QUERY:
+            reason = "ValueError: No query function registered with name 'default'"
+            error = Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason)
+            return Message(error=error, metadata=metadata(dst, 0, kind, f"r-{message_id}"))
+        handler = {MessageType.QUERY: query, MessageType.TRAIN: train}.get(kind, evaluate)
+        set_task_identity(dst)
+        try:
+            return handler(addressed, self.contexts[dst])
+        finally:
+            set_task_identity(0)
+
+    def push_messages(self, messages) -> list[str]:
+        ids = []
+        for message in messages:
+            self.sent.append(message)
+            message_id = f"m{len(self.sent)}"
+            reply = self._answer(message, message_id)
+            reply.metadata.__dict__["_reply_to_message_id"] = message_id
+            self._replies[message_id] = reply
+            ids.append(message_id)
+        return ids
+
+    def pull_messages(self, message_ids) -> list[Message]:
+        return [self._replies.pop(i) for i in list(message_ids) if i in self._replies]
+
+    def send_and_receive(self, messages, timeout=None) -> list[Message]:
+        return self.pull_messages(self.push_messages(messages))
