@@ -58,6 +58,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_evaluate)
 
 
+def _config(args: argparse.Namespace) -> EvaluationConfig:
+    return EvaluationConfig(
+        requests=args.requests,
+        max_new_tokens=args.max_new_tokens,
+        rtt_ms=args.rtt_ms,
+        uplink_mbps=args.uplink_mbps,
+    )
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from fed_agent.evaluation.evaluate_agent import evaluate_agent_dir
 
@@ -66,12 +75,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.agent_dir is None:
         print("fed-agent evaluate: give AGENT_DIR, or --endpoint URL", file=sys.stderr)
         return 2
-    cfg = EvaluationConfig(
-        requests=args.requests,
-        max_new_tokens=args.max_new_tokens,
-        rtt_ms=args.rtt_ms,
-        uplink_mbps=args.uplink_mbps,
-    )
+    cfg = _config(args)
     out = args.out or args.agent_dir / "evaluation"
     frame = evaluate_agent_dir(args.agent_dir, out, cfg, args.eval_samples)
     print(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
@@ -89,12 +93,7 @@ def _evaluate_endpoint(args: argparse.Namespace) -> int:
     from fed_agent.evaluation.serving import TABLE, Endpoint, EndpointError, evaluate_endpoint
 
     try:
-        cfg = EvaluationConfig(
-            requests=args.requests,
-            max_new_tokens=args.max_new_tokens,
-            rtt_ms=args.rtt_ms,
-            uplink_mbps=args.uplink_mbps,
-        )
+        cfg = _config(args)
         if min(args.concurrency) < 1:
             raise ValueError(f"--concurrency levels must be >= 1, got {args.concurrency}")
         vision = Endpoint.probe(args.endpoint).vision

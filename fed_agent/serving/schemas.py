@@ -109,6 +109,17 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     }
 
 
+def _envelope(object_: str, id_: str, model: str, choices: list, **extra: object) -> dict:
+    return {
+        "id": id_,
+        "object": object_,
+        "created": int(time.time()),
+        "model": model,
+        "choices": choices,
+        **extra,
+    }
+
+
 def completion_body(
     chat: bool, id_: str, model: str, text: str, finish_reason: str, counts: dict[str, int]
 ) -> dict:
@@ -118,14 +129,8 @@ def completion_body(
         choice["message"] = {"role": "assistant", "content": text}
     else:
         choice |= {"text": text, "logprobs": None}
-    return {
-        "id": id_,
-        "object": "chat.completion" if chat else "text_completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [choice],
-        "usage": counts,
-    }
+    kind = "chat.completion" if chat else "text_completion"
+    return _envelope(kind, id_, model, [choice], usage=counts)
 
 
 def chunk_body(
@@ -137,25 +142,16 @@ def chunk_body(
         choice["delta"] = {"role": "assistant", "content": text} if first else {"content": text}
     else:
         choice |= {"text": text, "logprobs": None}
-    return {
-        "id": id_,
-        "object": "chat.completion.chunk" if chat else "text_completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [choice],
-    }
+    return _envelope(_chunk_kind(chat), id_, model, [choice])
 
 
 def usage_chunk(chat: bool, id_: str, model: str, counts: dict[str, int]) -> dict:
     """The last streamed piece when ``stream_options.include_usage`` is set."""
-    return {
-        "id": id_,
-        "object": "chat.completion.chunk" if chat else "text_completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [],
-        "usage": counts,
-    }
+    return _envelope(_chunk_kind(chat), id_, model, [], usage=counts)
+
+
+def _chunk_kind(chat: bool) -> str:
+    return "chat.completion.chunk" if chat else "text_completion"
 
 
 def error_body(message: str, kind: str, param: str | None = None) -> dict:

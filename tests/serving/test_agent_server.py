@@ -246,3 +246,14 @@ def test_evaluate_endpoint_without_a_server_says_so_in_one_line(capsys) -> None:
     assert main(["evaluate", "--endpoint", url]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"no agent server answers at {url}" in err[0]
+
+
+def test_serve_refuses_a_folder_without_an_agent_and_a_busy_port(tmp_path, server, caplog):
+    from fed_agent.cli import main
+
+    assert main(["serve", str(tmp_path), "--port", str(free_port())]) == 2
+    assert "is not an agent directory: manifest.json is missing" in caplog.text
+    caplog.clear()
+    port, agent_dir = server  # the running server holds its port
+    assert main(["serve", str(agent_dir), "--port", str(port)]) == 2
+    assert f"--port {port} on 127.0.0.1: cannot listen there (in use)" in caplog.text

@@ -24,7 +24,7 @@ def test_a_streamed_chain_answer_is_the_whole_answer(tmp_path, smoke_cfg, smoke_
         "decision": ModulePart(smoke_module, small, inputs=("perception",)),
     }
     runtime = AgentRuntime.load(export_modules(tmp_path / "agent", parts, {}), smoke_cfg.seed)
-    examples = heldout_examples(dataclasses.replace(smoke_cfg.data, eval_samples=6), 0, False)
+    examples = heldout_examples(dataclasses.replace(smoke_cfg.data, eval_samples=4), 0, False)
     texts = []
     for example in examples:
         whole = runtime.respond(example, 8).final
