@@ -25,7 +25,11 @@ A node that answers the public-facts query with an error of its ClientApp (e.g. 
 Flower app without a query handler) cannot take part in the contract protocol: it is recorded
 once as ``incompatible`` in the ledger, with a one-line reason, counted in the round metrics
 (``incompatible_es``), and never profiled, offered or paid again in this run.
-5. Replies are validated (once) and screened; the accepted modules are aggregated, weighted
+5. Replies are validated (once) and judged against the cloud's own expectations (its
+   reference update on its own small split, the norm per unit of contracted effort seen in
+   earlier rounds, copies of another reply or of the last global step:
+   ``fed_agent.modules.expectations``), so that a round of one or two ESs is judged too; the
+   accepted modules, clipped to their expected norm, are aggregated, weighted
    by their work (optimiser steps) or uniformly, and only the work actually aggregated is
    paid into the ledger; the round's cloud utility, payments, participation, modelled
    latency (the slowest participant, computed by the cloud) and wall time are recorded.
@@ -72,6 +76,7 @@ from fed_agent.choices import check_choice
 from fed_agent.config import ExperimentConfig
 from fed_agent.contracts import DynamicContract, Market, value_of_work
 from fed_agent.contracts.utility import es_period_utility
+from fed_agent.data.partition import cloud_examples
 from fed_agent.incentives.beliefs import BeliefTracker
 from fed_agent.incentives.ledger import Ledger, LedgerEntry
 from fed_agent.incentives.policies import ORACLE_POLICIES, UNCOMMITTED_POLICIES, ContractPolicy
@@ -79,7 +84,9 @@ from fed_agent.incentives.profiles import PublicFacts, es_market, period_of_roun
 from fed_agent.incentives.selection import Candidate, select_participants
 from fed_agent.modules.adapter import AgentModule
 from fed_agent.modules.aggregation import aggregate
-from fed_agent.modules.training import local_steps_for
+from fed_agent.modules.expectations import Reference, UpdateExpectations, reference_update
+from fed_agent.modules.robust import flatten
+from fed_agent.modules.training import learning_effort, local_steps_for
 from fed_agent.outputs import RunOutputs
 from fed_agent.protocol import (
     ARRAYS,
@@ -97,14 +104,15 @@ from fed_agent.protocol import (
     TrainReply,
     new_nonce,
 )
-from fed_agent.seeding import rng_for
+from fed_agent.seeding import derive_seed, rng_for
 from strategies.records import adapter_to_record, record_to_adapter
 from strategies.sampling import sample_nodes, wait_for_nodes
 from strategies.validation import (
     AcceptedReply,
     RejectedReply,
+    clip_to_expected,
     decode_adapter,
-    screen_updates,
+    judge_updates,
     split_replies,
 )
 
@@ -229,6 +237,11 @@ class ContractStrategy(Strategy):
         self._round_started = 0.0
         self._design_times = {"design_s": 0.0, "guard_s": 0.0}
         self._period = 1
+        self.expectations = UpdateExpectations()
+        """What the cloud expects of an honest update (calibrated round by round)."""
+        self._cloud_split: list | None = None
+        self._last_step: np.ndarray | None = None
+        """The previous round's change of the global module (flattened; None at first)."""
         self._deadline_s = 0.0
         """The round's deadline chosen with its participants (see incentives.selection)."""
         if saved_state is not None:
@@ -662,9 +675,12 @@ class ContractStrategy(Strategy):
                 failed.append(RejectedReply(node_id, f"undecodable module: {err}"))
                 continue
             accepted.append(dataclasses.replace(validated.accepted[node_id], adapter=adapter))
-        effort = {n: float(a.steps) for n, a in self._assignments.items()}
-        kept, screened = screen_updates(self._global_state, accepted, effort=effort)
+        kept, screened = self._judge(server_round, validated, accepted)
         merged, kept, unmerged = self._merge(kept)
+        self._last_step = None
+        if merged is not None:
+            keys = list(self._global_state)
+            self._last_step = flatten(merged, keys) - flatten(self._global_state, keys)
         for outcome in [*validated.rejected, *failed, *screened, *unmerged]:
             a = self._assignments.get(outcome.node_id)
             settled = self._settle_held(outcome.node_id, delivered=False) if a else {}
@@ -691,6 +707,44 @@ class ContractStrategy(Strategy):
             return None, MetricRecord({"participants": 0})
         return merged, MetricRecord(
             {"participants": len(kept), "cloud-utility": row["cloud_utility"]}
+        )
+
+    def _judge(
+        self, server_round: int, validated: _ValidatedReplies, accepted: list[AcceptedReply]
+    ) -> tuple[list[AcceptedReply], list[RejectedReply]]:
+        """Judge the replies against the cloud's expectations (their modules as they arrived,
+        before a DP wrapper clipped them); the kept ones, their updates clipped to the
+        expected norm, and the rejected ones."""
+        if not accepted:
+            return [], []
+        schedule = self.cfg.training.lr_schedule
+        efforts = {n: learning_effort(schedule, a.steps) for n, a in self._assignments.items()}
+        reference = self._reference(
+            server_round, [self._assignments[r.node_id].steps for r in accepted]
+        )
+        as_sent = [validated.accepted[r.node_id] for r in accepted]
+        judged_kept, rejected, judged = judge_updates(
+            self.expectations, self._global_state, as_sent, efforts, reference, self._last_step
+        )
+        self.expectations.record(judged)
+        ids = {r.node_id for r in judged_kept}
+        kept = [r for r in accepted if r.node_id in ids]
+        return clip_to_expected(
+            self.expectations, self._global_state, kept, efforts, reference
+        ), rejected
+
+    def _reference(self, server_round: int, steps: list[int]) -> Reference:
+        """The cloud's reference update of this round: the global module trained on the
+        cloud's own split for the round's median contracted steps (capped)."""
+        cfg = self.expectations.cfg
+        if self._cloud_split is None:
+            self._cloud_split = cloud_examples(
+                self.cfg.data, self.cfg.seed, cfg.reference_samples, self.module.base.is_vision
+            )
+        n_steps = max(1, min(cfg.max_reference_steps, round(float(np.median(steps)))))
+        seed = derive_seed(self.cfg.seed, "reference-update", server_round)
+        return reference_update(
+            self.module, self._global_state, self._cloud_split, self.cfg.training, n_steps, seed
         )
 
     def _merge(
@@ -827,6 +881,7 @@ class ContractStrategy(Strategy):
             "facts": {str(n): p.to_dict() for n, p in self.facts.items()},
             "incompatible": {str(n): reason for n, reason in self.incompatible.items()},
             "engagements": engagements,
+            "expectations": self.expectations.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -834,6 +889,8 @@ class ContractStrategy(Strategy):
         self.beliefs.load_state(state["beliefs"])
         self.facts = {int(n): PublicFacts.from_dict(p) for n, p in state["facts"].items()}
         self.incompatible = {int(n): str(r) for n, r in state.get("incompatible", {}).items()}
+        # checkpoints written before the expectations were kept start them afresh
+        self.expectations.load_state_dict(state.get("expectations", {"ratios": []}))
         self.engagements = {}
         for n, e in state["engagements"].items():
             market = self._market_of(int(n), np.asarray(e["prior"]))

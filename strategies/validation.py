@@ -9,15 +9,19 @@ fields and its ``.npy`` header) are checked against the module *before* anything
 and the tensors are put in the module's key order (:func:`decode_adapter`). Any other failure
 while decoding a reply rejects that reply only.
 
-Stage 2, :func:`screen_updates`: the accepted adapters' *values* are judged against the
-global module (``fed_agent.modules.robust.screen``): stale (free-riding), scaled, sign-flipped
-and noise updates are removed.
+Stage 2, the accepted adapters' *values*. The strategy judges them against the cloud's own
+expectations (:func:`judge_updates`, ``fed_agent.modules.expectations``): agreement with the
+cloud's reference update, norm per unit of contracted effort calibrated by earlier rounds, and
+copies of an earlier reply or of the last global step; this holds for rounds of one or two
+participants and against colluders who would own a median. :func:`screen_updates` is the
+older median-based screen (``fed_agent.modules.robust.screen``), kept for comparison.
 
 Every rejection is logged with its reason; a rejected reply must not be aggregated or paid.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 from collections.abc import Mapping, Sequence
@@ -28,7 +32,8 @@ from flwr.app import Array, ArrayRecord, Message, MetricRecord
 from flwr.common.constant import SType
 
 from fed_agent.modules.adapter import AdapterError, AdapterState, AgentModule
-from fed_agent.modules.robust import DEFAULT_SCREENING, ScreeningConfig, screen
+from fed_agent.modules.expectations import Judged, Reference, UpdateExpectations
+from fed_agent.modules.robust import DEFAULT_SCREENING, ScreeningConfig, flatten, screen
 from fed_agent.protocol import ARRAYS, METRICS, ProtocolError, TrainReply
 
 log = logging.getLogger(__name__)
@@ -211,3 +216,63 @@ def screen_updates(
             _log_rejected(outcome)
             rejected.append(outcome)
     return kept, rejected
+
+
+def judge_updates(
+    expectations: UpdateExpectations,
+    global_state: Mapping[str, np.ndarray],
+    accepted: Sequence[AcceptedReply],
+    efforts: Mapping[int, float],
+    reference: Reference,
+    last_step: np.ndarray | None = None,
+) -> tuple[list[AcceptedReply], list[RejectedReply], list[Judged]]:
+    """Second stage: judge each accepted reply (in order of arrival) against the cloud's
+    expectations; log each rejection. ``efforts`` maps node id -> the effort of its
+    *contracted* optimiser steps (``training.learning_effort``; never the ES's claim).
+    Returns the kept replies, the rejected, and every verdict.
+    """
+    keys = list(global_state)
+    origin = flatten(global_state, keys)
+    with np.errstate(invalid="ignore", over="ignore"):
+        deltas = [flatten(r.adapter, keys) - origin for r in accepted]
+    work = [float(efforts[r.node_id]) for r in accepted]
+    judged = expectations.judge(deltas, work, reference, last_step)
+    kept, rejected = [], []
+    for reply, verdict in zip(accepted, judged, strict=True):
+        if verdict.kept:
+            kept.append(reply)
+        else:
+            outcome = RejectedReply(reply.node_id, verdict.reason)
+            _log_rejected(outcome)
+            rejected.append(outcome)
+    return kept, rejected, judged
+
+
+def clip_to_expected(
+    expectations: UpdateExpectations,
+    global_state: Mapping[str, np.ndarray],
+    replies: Sequence[AcceptedReply],
+    efforts: Mapping[int, float],
+    reference: Reference,
+) -> list[AcceptedReply]:
+    """The replies with their modules' updates clipped to ``clip_ratio`` x the expected norm
+    (:meth:`UpdateExpectations.clip`): what is aggregated."""
+    keys = list(global_state)
+    origin = flatten(global_state, keys)
+    out = []
+    for reply in replies:
+        delta = flatten(reply.adapter, keys) - origin
+        clipped = expectations.clip(delta, float(efforts[reply.node_id]), reference)
+        if clipped is not delta:
+            reply = dataclasses.replace(reply, adapter=_unflatten(origin + clipped, global_state))
+        out.append(reply)
+    return out
+
+
+def _unflatten(flat: np.ndarray, like: Mapping[str, np.ndarray]) -> AdapterState:
+    """A flat vector back into tensors shaped and ordered like ``like`` (float32)."""
+    out, offset = {}, 0
+    for key, value in like.items():
+        out[key] = flat[offset : offset + value.size].reshape(value.shape).astype(np.float32)
+        offset += value.size
+    return out

@@ -1,8 +1,9 @@
 """Per-ES data (non-IID by a Dirichlet mixture over scene kinds) and the held-out split.
 
 Each ES generates only its own data from a seed derived from (seed, partition id), so the data
-of one ES never exists anywhere else, and the held-out evaluation split comes from a separate
-seed stream that no ES draws from.
+of one ES never exists anywhere else; the held-out evaluation split and the cloud's own small
+split (its reference data for judging updates) come from separate seed streams that no ES
+draws from.
 
 flwr-datasets' DirichletPartitioner needs a Hugging Face ``datasets`` table of the whole
 population; generating per ES is cheaper and keeps each ES's data private by construction.
@@ -54,6 +55,19 @@ def heldout_examples(cfg: DataConfig, seed: int, with_images: bool = False) -> l
             scenes, [task], rng_for(seed, "heldout-render", task), size, cfg.prompt_style
         )
     ]
+
+
+def cloud_examples(
+    cfg: DataConfig, seed: int, size: int, with_images: bool = False
+) -> list[Example]:
+    """The cloud's own small labelled split (``size`` scenes, uniform over scene kinds): what
+    it computes its reference update on to judge the ESs' updates (FLTrust's root data set).
+    A seed stream of its own: never an ES's data, never the held-out evaluation split."""
+    scenes = sample_scenes(rng_for(seed, "cloud-scenes"), size)
+    rng = rng_for(seed, "cloud-render")
+    return make_examples(
+        scenes, cfg.tasks, rng, cfg.image_size if with_images else None, cfg.prompt_style
+    )
 
 
 def public_corpus(seed: int, size: int) -> list[str]:

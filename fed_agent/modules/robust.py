@@ -41,6 +41,10 @@ class Verdict(StrEnum):
     SCALED = "scaled"
     SIGN_FLIP = "sign-flip"
     NOISE = "noise"
+    COPY = "copy"
+    """(Nearly) parallel to another ES's update that arrived earlier (``expectations``)."""
+    REPLAY = "replay"
+    """(Nearly) parallel to the last global step (``expectations``)."""
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,14 @@ def learning_rate_factor(schedule: str, step: int, num_steps: int) -> float:
     raise AssertionError("unreachable: check_choice covers every schedule")
 
 
+def learning_effort(schedule: str, num_steps: float) -> float:
+    """The sum of the learning-rate factors of ``num_steps`` optimiser steps: what the size of
+    an Adam update grows with (each step moves a parameter by about the learning rate), so
+    updates of different step counts are compared per unit of it."""
+    steps = int(num_steps)
+    return float(sum(learning_rate_factor(schedule, k, steps) for k in range(steps)))
+
+
 def local_steps_for(f_ghz: float, f_max_ghz: float, full_steps: int) -> int:
     """Training steps for a committed computing resource: proportional to f, at least 1."""
     return max(1, round(full_steps * f_ghz / f_max_ghz))

@@ -8,9 +8,11 @@ from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
 from fed_agent.config import load_config
 from fed_agent.contracts import DynamicContract, cloud_utility, value_of_work
+from fed_agent.data.partition import es_examples
 from fed_agent.incentives.guard import FALLBACK, NO_OFFER
 from fed_agent.incentives.ledger import Ledger
 from fed_agent.incentives.policies import ContractPolicy, make_policy
+from fed_agent.modules.training import train_locally
 from fed_agent.outputs import RunOutputs
 from fed_agent.protocol import (
     ARRAYS,
@@ -22,6 +24,7 @@ from fed_agent.protocol import (
     TrainReply,
     train_request,
 )
+from fed_agent.seeding import derive_seed
 from strategies.contract_strategy import ContractStrategy
 from strategies.records import adapter_to_record, record_to_adapter
 from tests.strategies.fake_grid import FakeGrid, choose_item, metadata, set_task_identity
@@ -79,16 +82,21 @@ def reply_for(message: Message, adapter: dict, steps: int | None = None) -> Mess
     )
 
 
-def honest_updates(module, n, seed=0):
-    rng = np.random.default_rng(seed)
-    direction = {k: rng.normal(size=v.shape) for k, v in module.initial_state.items()}
-    return [
-        {
-            k: (v + 1e-2 * (direction[k] + 0.3 * rng.normal(size=v.shape))).astype(np.float32)
-            for k, v in module.initial_state.items()
-        }
-        for _ in range(n)
-    ]
+def honest_updates(module, messages, seed=0):
+    """What honest ESs send back: each TRAIN message's module trained for the instructed steps
+    on an ES's own data (the i-th message's ES holds partition i), as the ClientApp does; the
+    module unchanged for an ES that declines a train offer."""
+    cfg = load_config("smoke")
+    updates = []
+    for i, message in enumerate(messages):
+        module.load_adapter(record_to_adapter(message.content[ARRAYS]))
+        instruction = instruction_of(message)
+        if instruction is not None:
+            examples = es_examples(cfg.data, cfg.seed, i)
+            seed_i = derive_seed(seed, "honest-es", i)
+            train_locally(module, examples, cfg.training, instruction.local_steps, seed_i)
+        updates.append(module.adapter_state())
+    return updates
 
 
 def test_each_chosen_es_trains_on_the_item_it_picked_from_its_own_menu(tmp_path, smoke_module):
@@ -143,7 +151,7 @@ def test_participant_limit_keeps_the_largest_cloud_surplus(tmp_path, smoke_modul
 def test_aggregate_is_the_work_weighted_mean_and_accepted_work_is_paid(tmp_path, smoke_module):
     strategy, grid = make_strategy(tmp_path, smoke_module, "incentive=optimal")
     messages, _ = train_round(strategy, grid, smoke_module)
-    updates = honest_updates(smoke_module, len(messages))
+    updates = honest_updates(smoke_module, messages)
     replies = [reply_for(m, u) for m, u in zip(messages, updates, strict=True)]
     arrays, metrics = strategy.aggregate_train(1, replies)
     steps = [TrainInstruction.from_dict(m.content[CONFIG]).local_steps for m in messages]
@@ -176,7 +184,7 @@ def test_aggregate_is_the_work_weighted_mean_and_accepted_work_is_paid(tmp_path,
 def test_bad_or_lying_replies_are_neither_aggregated_nor_paid(tmp_path, smoke_module):
     strategy, grid = make_strategy(tmp_path, smoke_module, "incentive=optimal")
     messages, _ = train_round(strategy, grid, smoke_module)
-    updates = honest_updates(smoke_module, 3)
+    updates = honest_updates(smoke_module, messages)
     poisoned = {k: np.full_like(v, np.nan) for k, v in updates[0].items()}
     replies = [
         reply_for(messages[0], poisoned),
@@ -197,7 +205,11 @@ def test_period_two_offers_go_to_period_one_participants_with_their_report(tmp_p
     strategy, grid = make_strategy(tmp_path, smoke_module, "incentive=optimal")
     messages, _ = train_round(strategy, grid, smoke_module)
     strategy.aggregate_train(
-        1, [reply_for(m, u) for m, u in zip(messages, honest_updates(smoke_module, 3), strict=True)]
+        1,
+        [
+            reply_for(m, u)
+            for m, u in zip(messages, honest_updates(smoke_module, messages), strict=True)
+        ],
     )
     reports = {n: e.report for n, e in strategy.engagements.items()}
     messages2, _ = train_round(strategy, grid, smoke_module, server_round=2)
@@ -234,7 +246,8 @@ def test_a_loss_making_policy_never_makes_the_cloud_lose_money(tmp_path, smoke_m
     for engagement in strategy.engagements.values():
         assert cloud_utility(engagement.contract, engagement.market) >= 0
     replies = [
-        reply_for(m, u) for m, u in zip(messages, honest_updates(smoke_module, 3), strict=True)
+        reply_for(m, u)
+        for m, u in zip(messages, honest_updates(smoke_module, messages), strict=True)
     ]
     strategy.aggregate_train(1, replies)
     assert strategy.outputs.rows[-1]["cloud_utility"] >= 0
@@ -245,7 +258,11 @@ def test_a_committed_es_that_walks_away_in_period_two_forfeits_its_held_pay(tmp_
     strategy, grid = make_strategy(tmp_path, smoke_module, "incentive=optimal")
     messages, _ = train_round(strategy, grid, smoke_module)
     strategy.aggregate_train(
-        1, [reply_for(m, u) for m, u in zip(messages, honest_updates(smoke_module, 3), strict=True)]
+        1,
+        [
+            reply_for(m, u)
+            for m, u in zip(messages, honest_updates(smoke_module, messages), strict=True)
+        ],
     )
     held = {e.node_id: e.held for e in strategy.ledger.entries if e.status == "paid"}
     assert len(held) == 3 and sum(held.values()) > 0
@@ -256,7 +273,7 @@ def test_a_committed_es_that_walks_away_in_period_two_forfeits_its_held_pay(tmp_
         2,
         [
             reply_for(m, u)
-            for m, u in zip(messages2[1:], honest_updates(smoke_module, 2), strict=True)
+            for m, u in zip(messages2[1:], honest_updates(smoke_module, messages2[1:]), strict=True)
         ],
     )
     period2 = {e.node_id: e for e in strategy.ledger.entries if e.round == 2}
@@ -281,7 +298,7 @@ def test_a_flat_fee_commits_no_one_whatever_the_markets_rule(tmp_path, smoke_mod
         1,
         [
             reply_for(m, u)
-            for m, u in zip(messages, honest_updates(smoke_module, len(messages)), strict=True)
+            for m, u in zip(messages, honest_updates(smoke_module, messages), strict=True)
         ],
     )
     assert all(e.held == 0.0 for e in strategy.ledger.entries)

@@ -34,7 +34,11 @@ def test_reported_items_are_truthful_and_no_lie_pays_more(tmp_path, smoke_module
             assert es_utility(engagement.contract, market, true_type, lie) <= truthful + 1e-6
         true_types[node] = true_type
     strategy.aggregate_train(
-        1, [reply_for(m, u) for m, u in zip(messages, honest_updates(smoke_module, 3), strict=True)]
+        1,
+        [
+            reply_for(m, u)
+            for m, u in zip(messages, honest_updates(smoke_module, messages), strict=True)
+        ],
     )
     paid = {e.node_id: e.item for e in strategy.ledger.entries if e.status == "paid"}
     assert paid == true_types  # every ES was paid for the item of its true type

@@ -22,7 +22,7 @@ def test_dp_round_clips_averages_equally_records_budget_and_rejects_bad_shapes(
     set_task_identity(0)
     initial = smoke_module.initial_state
     messages = list(dp.configure_train(1, adapter_to_record(initial), ConfigRecord(), grid))
-    updates = honest_updates(smoke_module, 3)
+    updates = honest_updates(smoke_module, messages)
     bad = {k: np.zeros((2, 2), np.float32) for k in initial}
     replies = [
         reply_for(messages[0], bad),

@@ -15,17 +15,16 @@ import pytest
 from flwr.app import ConfigRecord
 
 import fed_agent.checkpoints as checkpoints
-from fed_agent.checkpoints import checkpoint_root, load_latest
+from fed_agent.checkpoints import checkpoint_root, load_latest, resume_point
 from fed_agent.config import load_config
 from fed_agent.incentives.ledger import Ledger
 from fed_agent.incentives.policies import make_policy
 from fed_agent.outputs import RunOutputs
 from strategies.contract_strategy import ContractStrategy
 from strategies.records import adapter_to_record, record_to_adapter
-from fed_agent.checkpoints import resume_point
 from strategies.server_app import restore
 from tests.strategies.fake_grid import FakeGrid, set_task_identity
-from tests.strategies.test_contract_strategy import NODES, reply_for
+from tests.strategies.test_contract_strategy import NODES, honest_updates, reply_for
 
 OVERRIDES = "incentive=optimal federation.num_rounds=3"
 CRASH_ROUND = 2
@@ -34,19 +33,6 @@ PAY_COLUMNS = ["round", "node_id", "status", "item", "paid", "held", "released",
 
 class Crash(RuntimeError):
     """The ServerApp process dies here."""
-
-
-def _updates(global_state, n: int, seed: int) -> list[dict[str, np.ndarray]]:
-    """Honest-looking updates: one shared direction from ``global_state`` plus noise."""
-    rng = np.random.default_rng(seed)
-    direction = {k: rng.normal(size=v.shape) for k, v in global_state.items()}
-    return [
-        {
-            k: (v + 1e-2 * (direction[k] + 0.3 * rng.normal(size=v.shape))).astype(np.float32)
-            for k, v in global_state.items()
-        }
-        for _ in range(n)
-    ]
 
 
 def _server(parent, run_name: str, module, resume_from: str = ""):
@@ -83,7 +69,7 @@ def _drive(strategy, grid, module, state, crash_at: str = ""):
         messages = list(strategy.configure_train(server_round, arrays, ConfigRecord(), grid))
         if crash_at == "after configure" and absolute == CRASH_ROUND:
             raise Crash("after the offers and TRAIN instructions, before any reply")
-        updates = _updates(record_to_adapter(arrays), len(messages), seed=absolute)
+        updates = honest_updates(module, messages, seed=absolute)
         replies = [reply_for(m, u) for m, u in zip(messages, updates, strict=True)]
         new, _ = strategy.aggregate_train(server_round, replies)
         arrays = arrays if new is None else new

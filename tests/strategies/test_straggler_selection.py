@@ -28,7 +28,7 @@ def test_an_es_whose_item_misses_the_deadline_is_not_chosen_and_not_paid(tmp_pat
     assert slowest not in {m.metadata.dst_node_id for m in messages}
     replies = [
         reply_for(m, u)
-        for m, u in zip(messages, honest_updates(smoke_module, len(messages)), strict=True)
+        for m, u in zip(messages, honest_updates(smoke_module, messages), strict=True)
     ]
     strategy.aggregate_train(1, replies)
     entries = {e.node_id: e for e in strategy.ledger.entries}

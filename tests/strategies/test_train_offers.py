@@ -72,7 +72,7 @@ def test_replies_to_train_offers_are_paid_for_the_item_they_name_and_its_work(
     strategy, grid = make_strategy(tmp_path, smoke_module, "incentive=optimal", fold=True)
     messages, _ = train_round(strategy, grid, smoke_module)
     chosen = {m.metadata.dst_node_id: instruction_of(m) for m in messages}
-    updates = honest_updates(smoke_module, len(messages))
+    updates = honest_updates(smoke_module, messages)
     replies = [reply_for(m, u) for m, u in zip(messages, updates, strict=True)]
     arrays, metrics = strategy.aggregate_train(1, replies)
     assert arrays is not None and metrics["participants"] == 3
@@ -92,7 +92,7 @@ def test_a_reply_that_does_another_items_work_is_rejected_unpaid(tmp_path, smoke
     instruction = instruction_of(cheat)
     steps = TrainOffer.from_dict(cheat.content[CONFIG]).item_steps
     other = next(s for s in steps if s != instruction.local_steps)
-    updates = honest_updates(smoke_module, len(messages))
+    updates = honest_updates(smoke_module, messages)
     replies = [reply_for(cheat, updates[0], steps=other)]
     replies += [reply_for(m, u) for m, u in zip(messages[1:], updates[1:], strict=True)]
     strategy.aggregate_train(1, replies)
@@ -124,7 +124,7 @@ def test_an_error_reply_to_a_train_offer_is_an_unanswered_offer_never_paid(tmp_p
     strategy, grid = make_strategy(tmp_path, smoke_module, "incentive=optimal", fold=True)
     messages, _ = train_round(strategy, grid, smoke_module)
     dead = messages[2].metadata.dst_node_id
-    updates = honest_updates(smoke_module, 2)
+    updates = honest_updates(smoke_module, messages[:2])
     replies = [reply_for(m, u) for m, u in zip(messages[:2], updates, strict=True)]
     replies.append(
         Message(
@@ -168,7 +168,7 @@ def test_two_rounds_of_train_offers_release_the_held_period_one_pay(tmp_path, sm
         if server_round == 2:
             request = train_request(messages[0].content[CONFIG])
             assert request.offer.period == 2 and request.offer.held > 0
-        updates = honest_updates(smoke_module, len(messages), seed=server_round)
+        updates = honest_updates(smoke_module, messages, seed=server_round)
         replies = [reply_for(m, u) for m, u in zip(messages, updates, strict=True)]
         arrays, _ = strategy.aggregate_train(server_round, replies)
     held = {e.node_id: e.held for e in strategy.ledger.entries if e.round == 1}
@@ -209,7 +209,7 @@ def _stock_strategy(tmp_path, module, code: int):
 
 def _run_round(strategy, grid, module, server_round):
     messages, _ = train_round(strategy, grid, module, server_round)
-    updates = honest_updates(module, len(messages), seed=server_round)
+    updates = honest_updates(module, messages, seed=server_round)
     replies = [reply_for(m, u) for m, u in zip(messages, updates, strict=True)]
     strategy.aggregate_train(server_round, replies)
     return messages

@@ -21,7 +21,6 @@ from clients.client_app import train
 from clients.edge_server import EdgeServer
 from fed_agent.config import load_config
 from fed_agent.incentives.profiles import WILLINGNESS_TYPE, Willingness
-from fed_agent.modules.training import TrainingReport
 from strategies.records import adapter_to_record, record_to_adapter
 from tests.strategies.fake_grid import metadata, set_task_identity
 from tests.strategies.test_contract_strategy import NODES, make_strategy
@@ -31,19 +30,14 @@ CHOOSER_TYPE = 1
 TIMINGS = ("design_s", "guard_s", "round_wall_s")
 
 
-def _fake_training(module, examples, training, steps, seed):
-    """A type-independent stand-in for local training: a shared direction plus per-ES noise."""
-    shared, own = np.random.default_rng(0), np.random.default_rng(seed)
-    state = module.adapter_state()
-    module.load_adapter(
-        {
-            k: (v + 1e-2 * (shared.normal(size=v.shape) + 0.3 * own.normal(size=v.shape))).astype(
-                np.float32
-            )
-            for k, v in state.items()
-        }
-    )
-    return TrainingReport(steps, steps * training.batch_size, 0.5, 0.25)
+REAL_TRAINING = training.train_locally
+
+
+def _fixed_wall_training(module, examples, cfg, steps, seed):
+    """Real local training (type-independent: the ES's data and seed), its wall time fixed:
+    the one self-reported figure that varies from run to run."""
+    report = REAL_TRAINING(module, examples, cfg, steps, seed)
+    return dataclasses.replace(report, wall_s=0.25)
 
 
 def _cloud_records(tmp_path, module, monkeypatch, true_type: int, fold: bool) -> dict:
@@ -60,7 +54,7 @@ def _cloud_records(tmp_path, module, monkeypatch, true_type: int, fold: bool) ->
         return original(self, offer)
 
     monkeypatch.setattr(EdgeServer, "answer_offer", answer_as_chooser)
-    monkeypatch.setattr(training, "train_locally", _fake_training)
+    monkeypatch.setattr(training, "train_locally", _fixed_wall_training)
     strategy, grid = make_strategy(
         tmp_path / f"type{true_type}-{fold}", module, "incentive=optimal", fold=fold
     )

@@ -1,0 +1,77 @@
+"""Replies judged against the cloud's expectations in the real strategy: a round of one ES is
+judged too, and a copy of another ES's update is neither aggregated nor paid."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from strategies.records import record_to_adapter
+from tests.strategies.test_contract_strategy import (
+    honest_updates,
+    make_strategy,
+    reply_for,
+    train_round,
+)
+
+
+def _scaled(global_state, update, factor):
+    return {
+        k: (global_state[k] + factor * (update[k] - global_state[k])).astype(np.float32)
+        for k in update
+    }
+
+
+def _ledger(strategy):
+    return {e.node_id: e for e in strategy.ledger.entries if e.status in ("paid", "rejected")}
+
+
+@pytest.mark.parametrize(
+    ("factor", "verdict"), [(50.0, "scaled"), (0.0, "stale"), (-1.0, "sign-flip")]
+)
+def test_a_lone_participant_is_judged_and_an_attack_unpaid(tmp_path, smoke_module, factor, verdict):
+    strategy, grid = make_strategy(
+        tmp_path, smoke_module, "incentive=optimal federation.es_per_round=1"
+    )
+    messages, arrays = train_round(strategy, grid, smoke_module)
+    assert len(messages) == 1
+    [update] = honest_updates(smoke_module, messages)
+    attack = _scaled(smoke_module.initial_state, update, factor)
+    new, metrics = strategy.aggregate_train(1, [reply_for(messages[0], attack)])
+    [entry] = _ledger(strategy).values()
+    assert entry.status == "rejected" and entry.reason.startswith(verdict)
+    assert entry.paid == 0 and entry.held == 0
+    assert new is None and metrics["participants"] == 0
+
+
+def test_a_lone_honest_participant_is_kept_and_paid(tmp_path, smoke_module):
+    strategy, grid = make_strategy(
+        tmp_path, smoke_module, "incentive=optimal federation.es_per_round=1"
+    )
+    messages, _ = train_round(strategy, grid, smoke_module)
+    [update] = honest_updates(smoke_module, messages)
+    new, metrics = strategy.aggregate_train(1, [reply_for(messages[0], update)])
+    [entry] = _ledger(strategy).values()
+    assert entry.status == "paid" and entry.held + entry.paid > 0
+    merged = record_to_adapter(new)
+    for key in merged:  # an honest update is not clipped
+        np.testing.assert_allclose(merged[key], update[key], rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("factor", [1.0, 1.3])
+def test_a_copy_of_an_earlier_reply_is_rejected_unpaid_and_the_original_paid(
+    tmp_path, smoke_module, factor
+):
+    strategy, grid = make_strategy(tmp_path, smoke_module, "incentive=optimal")
+    messages, _ = train_round(strategy, grid, smoke_module)
+    updates = honest_updates(smoke_module, messages)
+    copied = _scaled(smoke_module.initial_state, updates[0], factor)
+    replies = [reply_for(messages[0], updates[0]), reply_for(messages[1], updates[1])]
+    replies.append(reply_for(messages[2], copied))  # arrives after what it copies
+    strategy.aggregate_train(1, replies)
+    ledger = _ledger(strategy)
+    original, copier = messages[0].metadata.dst_node_id, messages[2].metadata.dst_node_id
+    assert ledger[copier].status == "rejected" and ledger[copier].reason.startswith("copy")
+    assert ledger[copier].paid == 0 and ledger[copier].held == 0
+    assert ledger[original].status == "paid"
+    assert ledger[messages[1].metadata.dst_node_id].status == "paid"
