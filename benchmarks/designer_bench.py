@@ -34,6 +34,7 @@ import argparse
 import json
 import tempfile
 import time
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,11 @@ from fed_agent.designer import (
     heldout_markets,
     train_designer,
 )
+from fed_agent.designer.demonstrations import (  # noqa: E402
+    Demonstrations,
+    demonstration_markets,
+    solve_demonstrations,
+)
 from fed_agent.evaluation.report import upsert_table  # noqa: E402
 
 TASKS = ("default", "paper", "federation")
@@ -83,6 +89,12 @@ class Run:
     seed: int
     env_steps: int
     prune_rate: float | None = None
+    demonstrations: int = 0
+
+    @property
+    def label(self) -> str:
+        """The designer column: the learner, ``+bc`` when it imitated exact optima."""
+        return f"{self.designer}+bc" if self.demonstrations else self.designer
 
 
 def evaluation_for(task: str) -> EvaluationSet:
@@ -110,7 +122,7 @@ def count_violations(designer: ContractDesigner, evaluation: EvaluationSet) -> i
 
 def checkpoint_path(run: Run, checkpoint_dir: str) -> Path:
     """Where a run's trained designer is saved."""
-    return Path(checkpoint_dir) / f"{run.designer}_{run.task}_seed{run.seed}.npz"
+    return Path(checkpoint_dir) / f"{run.label}_{run.task}_seed{run.seed}.npz"
 
 
 def result_of(
@@ -125,8 +137,9 @@ def result_of(
         "checkpoint": str(path),
         "row": {
             "market": run.task,
-            "designer": run.designer,
+            "designer": run.label,
             "seed": run.seed,
+            "demonstrations": run.demonstrations,
             "utility_ratio": final["utility_ratio"],
             "violations": count_violations(designer, evaluation),
             "active_neuron_frac": final["active_neuron_frac"],
@@ -138,8 +151,14 @@ def result_of(
     }
 
 
-def train_one(run: Run, checkpoint_dir: str) -> dict[str, Any]:
-    """Train one designer; return its curve and final metrics (runs in a worker process)."""
+def train_one(
+    run: Run, checkpoint_dir: str, demonstrations: Demonstrations | None = None
+) -> dict[str, Any]:
+    """Train one designer; return its curve and final metrics (runs in a worker process).
+
+    ``demonstrations`` (shared by every run of a task, solved once by :func:`demonstrations_for`)
+    are imitated when ``run.demonstrations`` > 0.
+    """
     torch.set_num_threads(1)
     config = DesignerConfig(
         algorithm=run.designer,
@@ -147,10 +166,11 @@ def train_one(run: Run, checkpoint_dir: str) -> dict[str, Any]:
         env_steps=run.env_steps,
         seed=run.seed,
         eval_interval=max(run.env_steps // 16, 64),
+        demonstrations=run.demonstrations,
     )
     designer = ContractDesigner(config)
     start = time.perf_counter()
-    history = train_designer(designer, evaluation_for(run.task))
+    history = train_designer(designer, evaluation_for(run.task), demonstrations=demonstrations)
     train_s = time.perf_counter() - start
     path = designer.save(checkpoint_path(run, checkpoint_dir))
     final = history[-1]
@@ -165,6 +185,23 @@ def train_one(run: Run, checkpoint_dir: str) -> dict[str, Any]:
         kept_env_steps=final["kept_env_steps"],
         train_s=round(train_s, 1),
     )
+
+
+def demonstrations_for(task: str, count: int, cache_dir: Path) -> Demonstrations:
+    """``count`` exactly solved training markets of ``task`` (seed 0), solved once and kept
+    in ``cache_dir`` for later invocations; a task's runs all imitate the same set."""
+    path = cache_dir / f"demonstrations_{task}_n{count}.npz"
+    if path.is_file():
+        return Demonstrations.load(path)
+    config = DesignerConfig(market=task, demonstrations=count)
+    ranges = ContractDesigner(config).ranges
+    markets = demonstration_markets(task, config.num_types, count, seed=0, ranges=ranges)
+    demonstrations = solve_demonstrations(
+        markets, config.reward_scale_frac, config.violation_penalty
+    )
+    print(f"{task}: {len(demonstrations)} demonstrations solved in {demonstrations.solve_s:.0f} s")
+    demonstrations.save(path)
+    return demonstrations
 
 
 def score_saved(run: Run, checkpoint_dir: str) -> dict[str, Any] | None:
@@ -221,11 +258,18 @@ def reference_row(task, name, ratios, violations, seconds) -> dict[str, Any]:
     }
 
 
+def designer_labels(labels: Iterable[str]) -> list[str]:
+    """The designer labels present, learners in DESIGNERS order, each before its ``+bc``."""
+    present = set(labels)
+    order = [name for learner in DESIGNERS for name in (learner, f"{learner}+bc")]
+    return [name for name in order if name in present]
+
+
 def summary_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per market and learner over seeds: mean, min, max and a 95 % t-interval of the ratio."""
     out = []
     for task in TASKS:
-        for designer in DESIGNERS:
+        for designer in designer_labels(r["designer"] for r in rows):
             ratios = [
                 r["utility_ratio"] for r in rows if (r["market"], r["designer"]) == (task, designer)
             ]
@@ -262,7 +306,7 @@ def merge_histories(results: list[dict[str, Any]], path: Path) -> list[dict[str,
     stored = json.loads(path.read_text()) if path.is_file() else {}
     for result in results:
         run = result["run"]
-        key = f"{run.task}/{run.designer}/{run.seed}"
+        key = f"{run.task}/{run.label}/{run.seed}"
         if result["history"] or key not in stored:
             stored[key] = result["history"]
     path.write_text(json.dumps(stored))
@@ -279,7 +323,7 @@ def plot_curves(results: list[dict[str, Any]], path: Path) -> None:
     """Utility ratio vs environment steps, mean and min-max band over seeds, per task."""
     fig, axes = plt.subplots(1, len(TASKS), figsize=(5 * len(TASKS), 4), sharey=False)
     for axis, task in zip(axes, TASKS, strict=True):
-        for designer in DESIGNERS:
+        for designer in designer_labels(r["run"].designer for r in results):
             curves = [
                 r["history"]
                 for r in results
@@ -334,10 +378,21 @@ def main() -> None:
         help="only score the designers already in --checkpoint-dir (e.g. of an invocation cut "
         "short), training none",
     )
+    parser.add_argument(
+        "--demonstrations",
+        type=int,
+        default=0,
+        help="exactly solved training markets every learner imitates (rows named LEARNER+bc)",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 1,024 steps")
     args = parser.parse_args()
     steps, seeds = (1024, 1) if args.quick else (args.env_steps, args.seeds)
-    runs = [Run(t, d, s, steps) for t in args.tasks for d in args.designers for s in range(seeds)]
+    runs = [
+        Run(t, d, s, steps, demonstrations=args.demonstrations)
+        for t in args.tasks
+        for d in args.designers
+        for s in range(seeds)
+    ]
     # the slow diffusion runs first, so the pool ends on short runs
     runs.sort(key=lambda r: r.designer not in ("edmsac", "dmsac"))
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -349,8 +404,15 @@ def main() -> None:
             saved = [score_saved(run, checkpoints) for run in runs]
             results = [r for r in saved if r is not None]
             runs = []  # score only what exists: a cut-short invocation's designers
+        demos = {
+            task: demonstrations_for(task, args.demonstrations, Path(checkpoints))
+            for task in {run.task for run in runs}
+            if args.demonstrations
+        }
         with ProcessPoolExecutor(max_workers=args.workers) as pool:
-            futures = [pool.submit(train_one, run, checkpoints) for run in runs]
+            futures = [
+                pool.submit(train_one, run, checkpoints, demos.get(run.task)) for run in runs
+            ]
             for future in futures:
                 results.append(future.result())
                 row = results[-1]["row"]

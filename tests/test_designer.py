@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ from fed_agent.designer import (
     EvaluationSet,
     action_dim,
     actions_to_menus,
+    heldout_markets,
     menus_to_actions,
     state_dim,
     state_features,
@@ -203,3 +205,73 @@ def test_shipped_federation_checkpoint_serves_the_markets_of_a_federated_run() -
     utility = sum(cloud_utility(c, m) for c, m in zip(contracts, markets, strict=True))
     optimum = sum(optimal_contract(m).cloud_utility for m in markets)
     assert utility >= 0.97 * optimum
+
+
+def _demonstration_markets(count: int) -> list[Market]:
+    from fed_agent.designer.demonstrations import demonstration_markets
+
+    return demonstration_markets("federation", 3, count, seed=0)
+
+
+def test_demonstrations_are_the_exact_optima_as_actions() -> None:
+    from fed_agent.designer import designer_reward
+    from fed_agent.designer.demonstrations import solve_demonstrations
+
+    markets = _demonstration_markets(5)
+    demos = solve_demonstrations(markets, reward_scale_frac=0.1, violation_penalty=1.0)
+    assert len(demos) == 5 and demos.failures == 0 and demos.solve_s > 0
+    batch = MarketBatch.from_markets(markets)
+    f1, f2 = actions_to_menus(demos.actions.double().numpy(), batch)
+    optima = [optimal_contract(m) for m in markets]
+    np.testing.assert_allclose(f1, np.stack([o.contract.f1 for o in optima]), atol=1e-5)
+    np.testing.assert_allclose(f2, np.stack([o.contract.f2 for o in optima]), atol=1e-5)
+    utility = np.array([o.cloud_utility for o in optima])
+    reward = designer_reward(utility, np.zeros(5), batch, 0.1, 1.0)
+    np.testing.assert_allclose(demos.rewards.numpy(), reward, rtol=1e-5)
+    np.testing.assert_allclose(demos.states.numpy(), state_features(batch), rtol=1e-6)
+
+
+def test_a_market_the_solver_fails_on_is_skipped_and_counted(monkeypatch, tmp_path) -> None:
+    from fed_agent.designer import demonstrations as module
+
+    markets = _demonstration_markets(4)
+    real = module.optimal_contract
+
+    def flaky(market: Market):
+        if market is markets[1]:
+            raise RuntimeError("cutting-plane LP failed")
+        return real(market)
+
+    monkeypatch.setattr(module, "optimal_contract", flaky)
+    demos = module.solve_demonstrations(markets, 0.1, 1.0)
+    assert (len(demos), demos.failures) == (3, 1)
+    loaded = module.Demonstrations.load(demos.save(tmp_path / "demos.npz"))
+    assert torch.equal(loaded.actions, demos.actions) and loaded.failures == 1
+    monkeypatch.setattr(module, "optimal_contract", lambda market: flaky(markets[1]))
+    with pytest.raises(ValueError, match="failed on every demonstration market"):
+        module.solve_demonstrations(markets, 0.1, 1.0)
+
+
+@pytest.mark.slow
+def test_imitating_demonstrations_moves_proposals_towards_held_out_optima() -> None:
+    """Cloning 96 exact optima (and no reward at all) brings an untrained EDMSAC designer's
+    deterministic actions much closer to the optimal actions of markets it never saw."""
+    from fed_agent.designer.demonstrations import solve_demonstrations
+
+    demos = solve_demonstrations(_demonstration_markets(96), 0.1, 1.0)
+    heldout = heldout_markets(TRAINING_RANGES["federation"], 3, count=16, seed=5)
+    batch = MarketBatch.from_markets(heldout)
+    optima = [optimal_contract(m).contract for m in heldout]
+    target = menus_to_actions(
+        np.stack([c.f1 for c in optima]), np.stack([c.f2 for c in optima]), batch
+    )
+    config = tiny_config(market="federation", env_steps=32, keep_best=False)
+
+    def action_error(designer: ContractDesigner) -> float:
+        actions = designer.learner.act(designer.states(batch), deterministic=True)
+        return float(np.mean((actions.numpy() - target) ** 2))
+
+    untrained = action_error(ContractDesigner(config))
+    cloned = ContractDesigner(replace(config, env_steps=1, imitation_steps=800))
+    train_designer(cloned, evaluation=EvaluationSet.solve(heldout[:2]), demonstrations=demos)
+    assert action_error(cloned) < 0.5 * untrained, (untrained, action_error(cloned))

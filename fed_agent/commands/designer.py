@@ -41,6 +41,11 @@ from fed_agent.designer import (
     train_designer,
     training_markets,
 )
+from fed_agent.designer.demonstrations import (
+    Demonstrations,
+    demonstration_markets,
+    solve_demonstrations,
+)
 from fed_agent.seeding import seed_everything
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "edmsac_federation_k3.npz"
@@ -67,6 +72,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=DesignerConfig.violation_penalty,
         help="reward per violated constraint of a menu no rewards implement",
     )
+    train.add_argument(
+        "--demonstrations",
+        type=int,
+        default=DesignerConfig.demonstrations,
+        help="training markets solved exactly and imitated before and while learning "
+        "(0: reinforcement learning alone)",
+    )
     train.add_argument("--log", type=Path, default=None, help="metrics log (.jsonl)")
     train.add_argument("--threads", type=int, default=DEFAULT_THREADS)
     train.set_defaults(handler=run_train)
@@ -86,6 +98,7 @@ def _config_from_args(args: argparse.Namespace) -> DesignerConfig:
         env_steps=args.env_steps,
         seed=args.seed,
         violation_penalty=args.violation_penalty,
+        demonstrations=args.demonstrations,
     )
     if args.prune_rate is not None:
         config.edmsac.prune_rate = args.prune_rate
@@ -109,11 +122,25 @@ def run_train(args: argparse.Namespace) -> int:
             if "eval/utility_ratio" in metrics:
                 bar.set_postfix(ratio=f"{metrics['eval/utility_ratio']:.4f}")
 
-        history = train_designer(designer, on_progress=on_progress)
+        history = train_designer(
+            designer, on_progress=on_progress, demonstrations=_demonstrations(designer)
+        )
     path = designer.save(args.out)
     final = history[-1]
     print(f"saved {path} ({path.stat().st_size / 1e6:.2f} MB); final evaluation: {final}")
     return 0
+
+
+def _demonstrations(designer: ContractDesigner) -> Demonstrations | None:
+    """The exactly solved markets to imitate (``--demonstrations``), with a progress bar."""
+    config = designer.config
+    if not config.demonstrations:
+        return None
+    markets = demonstration_markets(
+        config.market, config.num_types, config.demonstrations, config.seed, designer.ranges
+    )
+    solving = tqdm(markets, desc="solving demonstrations exactly", unit="market")
+    return solve_demonstrations(solving, config.reward_scale_frac, config.violation_penalty)
 
 
 def evaluation_rows(designer: ContractDesigner, heldout: int) -> list[dict[str, Any]]:

@@ -65,6 +65,14 @@ class DesignerConfig:
     """end training with the learner of the best evaluation on the designer's own validation
     markets (the named market, or held-out markets from the training ranges): later updates
     can drift off a good menu, and the cloud can score a menu exactly, so it keeps the best"""
+    demonstrations: int = 0
+    """training markets solved exactly whose optimal menus the learner imitates before and
+    while it learns from rewards (0: reinforcement learning alone; docs/designer.md,
+    "Demonstrations")"""
+    imitation_steps: int = 2_000
+    """behaviour-cloning gradient steps on the demonstrations before the first episode"""
+    imitation_batch_size: int = 256
+    """demonstrations per behaviour-cloning step"""
     seed: int = 0
     """seed of everything the designer draws"""
     edmsac: EDMSACConfig = field(default_factory=EDMSACConfig)
@@ -78,6 +86,10 @@ class DesignerConfig:
             self.num_types = named_market(self.market).num_types
         if self.num_types < 2 or self.num_envs < 1 or self.env_steps < 1:
             raise ValueError("need num_types >= 2, num_envs >= 1 and env_steps >= 1")
+        if self.demonstrations < 0 or self.imitation_steps < 0 or self.imitation_batch_size < 1:
+            raise ValueError(
+                "need demonstrations >= 0, imitation_steps >= 0 and imitation_batch_size >= 1"
+            )
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> DesignerConfig:

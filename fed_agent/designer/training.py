@@ -24,6 +24,11 @@ from fed_agent.contracts import (
 )
 from fed_agent.contracts.pricing import price_menus, reference_menus
 from fed_agent.designer.config import TRAINING_RANGES
+from fed_agent.designer.demonstrations import (
+    Demonstrations,
+    demonstration_markets,
+    solve_demonstrations,
+)
 from fed_agent.designer.designer import (
     ContractDesigner,
     EvaluationSet,
@@ -54,6 +59,7 @@ def train_designer(
     designer: ContractDesigner,
     evaluation: EvaluationSet | None = None,
     on_progress: Callable[[int, HistoryRow], None] | None = None,
+    demonstrations: Demonstrations | None = None,
 ) -> list[HistoryRow]:
     """Train ``designer`` for ``config.env_steps`` environment steps.
 
@@ -66,6 +72,12 @@ def train_designer(
     on_progress : callable, optional
         Called as on_progress(env_steps_done_this_iteration, metrics) after every
         iteration (for a progress bar and a metrics log).
+    demonstrations : Demonstrations, optional
+        Exactly solved training markets to imitate (default: ``config.demonstrations`` of
+        them are solved here; none when that is 0). The learner clones them for
+        ``config.imitation_steps`` steps before the first episode, they seed an off-policy
+        learner's replay buffer, and every iteration's updates are followed by as many
+        cloning steps (the behaviour-cloning term of Diffusion-QL, as separate steps).
 
     Returns
     -------
@@ -78,7 +90,15 @@ def train_designer(
     config = designer.config
     validation = validation_set(designer) if config.keep_best or evaluation is None else None
     evaluation = evaluation or validation
-    loop = _Loop(designer)
+    if demonstrations is None and config.demonstrations > 0:
+        markets = demonstration_markets(
+            config.market, config.num_types, config.demonstrations, config.seed, designer.ranges
+        )
+        demonstrations = solve_demonstrations(
+            markets, config.reward_scale_frac, config.violation_penalty
+        )
+    loop = _Loop(designer, demonstrations)
+    loop.imitate(config.imitation_steps)
     history = [{"env_steps": 0.0, **designer.evaluate(evaluation)}]
     if config.keep_best:  # (validation ratio, env steps, learner state) of the best evaluation
         ratio = _selection_ratio(designer, validation, evaluation, history[-1])
@@ -145,8 +165,11 @@ def _selection_ratio(
 class _Loop:
     """The state of one training run: market stream, replay buffer or rollout."""
 
-    def __init__(self, designer: ContractDesigner) -> None:
+    def __init__(
+        self, designer: ContractDesigner, demonstrations: Demonstrations | None = None
+    ) -> None:
         self.designer = designer
+        self.demonstrations = demonstrations
         self.config = designer.config
         self.rng = np.random.default_rng(derive_seed(self.config.seed, MARKET_KEY))
         self.generator = torch_generator(derive_seed(self.config.seed, MARKET_KEY))
@@ -158,6 +181,29 @@ class _Loop:
             else ReplayBuffer(learner.buffer_size, state_dim(k), action_dim(k))
         )
         self.rollout: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []
+        if demonstrations is not None and self.buffer is not None:
+            demos = demonstrations
+            self.buffer.add(one_step_batch(demos.states, demos.actions, demos.rewards))
+
+    def imitate(self, steps: int) -> HistoryRow:
+        """``steps`` behaviour-cloning steps on the demonstrations (none without them).
+
+        The pruning masks are recomputed every ``updates_per_iteration`` steps on the
+        demonstration states, as the episodes recompute them on their markets, so EDMSAC
+        clones under the masks it will act with.
+        """
+        metrics: HistoryRow = {}
+        if self.demonstrations is None:
+            return metrics
+        learner, size = self.designer.learner, self.config.imitation_batch_size
+        for step in range(steps):
+            if step % self.config.updates_per_iteration == 0:
+                probe, _ = self.demonstrations.sample(size, self.generator)
+                learner.begin_episode(probe)
+            metrics = _namespaced(
+                learner.imitate(*self.demonstrations.sample(size, self.generator))
+            )
+        return metrics
 
     def markets(self) -> list[Market]:
         count = self.config.num_envs
@@ -187,12 +233,16 @@ class _Loop:
         metrics["designer/reward"] = float(reward.mean())
         metrics["designer/feasible_frac"] = float(np.mean(violations == 0))
         if learner.on_policy:
-            return metrics | self.learn_on_policy(states, actions, log_probs, rewards)
+            updated = self.learn_on_policy(states, actions, log_probs, rewards)
+            if updated:
+                metrics |= updated | self.imitate(self.config.updates_per_iteration)
+            return metrics
         self.buffer.add(one_step_batch(states, actions, rewards))
         if steps + self.config.num_envs > self.config.warmup_env_steps:
             for _ in range(self.config.updates_per_iteration):
                 sample = self.buffer.sample(learner.batch_size, self.generator)
                 metrics |= _namespaced(learner.update(sample))
+            metrics |= self.imitate(self.config.updates_per_iteration)
         return metrics
 
     def behaviour(self, states: Tensor, steps: int) -> tuple[Tensor, Tensor | None]:

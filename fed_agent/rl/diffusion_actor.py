@@ -153,6 +153,23 @@ class DiffusionActor(nn.Module):
         """
         return self.sample_with_overshoot(states, generator)[0]
 
+    def imitation_loss(
+        self, states: Tensor, actions: Tensor, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """The denoising loss of behaviour cloning (Diffusion-QL's ``Diffusion.loss``).
+
+        Each target action is noised to a random step t, x_t = sqrt(abar_t) a +
+        sqrt(1 - abar_t) eps, and the denoiser is regressed on what it predicts: the clean
+        action (``"sample"``) or the noise (``"noise"``). Shape: a scalar.
+        """
+        batch = actions.shape[0]
+        steps = torch.randint(0, self.num_steps, (batch,), generator=generator)
+        noise = torch.randn(actions.shape, generator=generator, dtype=actions.dtype)
+        recip = self.sqrt_recip_alphas_cumprod[steps].unsqueeze(-1)  # 1 / sqrt(abar_t)
+        noisy = actions / recip + torch.sqrt(1.0 - 1.0 / recip**2) * noise
+        target = actions if self.prediction == "sample" else noise
+        return (self.denoiser(noisy, steps, states) - target).pow(2).mean()
+
     def forward(self, states: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Alias of :meth:`sample`, shape (batch, action_dim)."""
         return self.sample(states, generator)

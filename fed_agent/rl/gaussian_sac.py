@@ -143,6 +143,14 @@ class GaussianSAC(OffPolicyLearner):
         polyak_update(self.critic, self.critic_target, self.config.tau)
         return metrics | {"entropy": -log_prob.mean().item(), "alpha": self.alpha}
 
+    def imitate(self, states: Tensor, actions: Tensor) -> dict[str, float]:
+        """One behaviour-cloning step: regress the deterministic action tanh(mu) on
+        ``actions`` (demonstrations); the spread is left to the entropy term."""
+        _, _, mean_action = self.actor(states, self.generator)
+        loss = (mean_action - actions).pow(2).mean()
+        self._step(self.actor_optimizer, loss, self.actor)
+        return {"imitation_loss": loss.item()}
+
     def _step(self, optimizer: torch.optim.Optimizer, loss: Tensor, module: nn.Module) -> None:
         """Backpropagate and step with gradient-norm clipping."""
         optimizer.zero_grad()

@@ -163,6 +163,16 @@ class PPO:
             "log_std": self.policy.log_std.mean().item()
         }
 
+    def imitate(self, states: Tensor, actions: Tensor) -> dict[str, float]:
+        """One behaviour-cloning step: regress the policy mean on ``actions``
+        (demonstrations); the state-independent spread is left to PPO."""
+        loss = (self.policy.mean(states) - actions).pow(2).mean()
+        self.optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.policy.parameters(), self.config.grad_clip_norm)
+        self.optimizer.step()
+        return {"imitation_loss": loss.item()}
+
     def _minibatch_step(self, batch: RolloutBatch, index: Tensor) -> tuple[float, float]:
         """One gradient step on the minibatch ``index``; returns both losses."""
         states, actions = batch.states[index], batch.actions[index]

@@ -233,6 +233,17 @@ class DiffusionSAC(OffPolicyLearner):
         metrics["alpha"] = self.alpha
         return metrics
 
+    def imitate(self, states: Tensor, actions: Tensor) -> dict[str, float]:
+        """One behaviour-cloning step of the actor towards ``actions`` (demonstrations).
+
+        The diffusion denoising loss (:meth:`DiffusionActor.imitation_loss`), then the
+        Polyak step of the target actor that :meth:`act` proposes with.
+        """
+        loss = self.actor.imitation_loss(states, actions, self.generator)
+        self._step(self.actor_optimizer, loss, self.actor)
+        polyak_update(self.actor, self.actor_target, self.config.tau)
+        return {"imitation_loss": loss.item()}
+
     def _sample_groups(self, actor: DiffusionActor, states: Tensor) -> tuple[Tensor, Tensor]:
         """M actions per state, shape (batch, M, action_dim), and the mean x_0 overshoot."""
         m = self.config.entropy_samples

@@ -134,3 +134,52 @@ def test_ppo_update_moves_policy_towards_higher_reward() -> None:
     assert all(math.isfinite(v) for v in metrics.values())
     mean = agent.act(states[:1], deterministic=True)
     assert float((mean - 0.5).abs().max()) < 0.2
+
+
+def _learners() -> dict[str, object]:
+    return {
+        "edmsac": DiffusionSAC(STATE_DIM, ACTION_DIM, EDMSACConfig(**SMALL, prune_rate=0.5), 0),
+        "dmsac": DiffusionSAC(STATE_DIM, ACTION_DIM, EDMSACConfig(**SMALL, prune_rate=0.0), 0),
+        "sac": GaussianSAC(STATE_DIM, ACTION_DIM, GaussianSACConfig(**SMALL), 0),
+        "ppo": PPO(STATE_DIM, ACTION_DIM, PPOConfig(hidden_sizes=[16, 16]), 0),
+    }
+
+
+@pytest.mark.parametrize("name", ["edmsac", "dmsac", "sac", "ppo"])
+def test_imitation_clones_a_deterministic_teacher(name: str) -> None:
+    """Behaviour cloning of a smooth state -> action map: the deterministic action (the
+    target actor for the diffusion learners) ends far closer to the teacher than it starts."""
+    learner = _learners()[name]
+    gen = torch_generator(1)
+    weights = torch.randn(STATE_DIM, ACTION_DIM, generator=gen) * 0.4
+    states = torch.randn(512, STATE_DIM, generator=gen)
+    teacher = torch.tanh(states @ weights)
+
+    def error() -> float:
+        return float((learner.act(states, deterministic=True) - teacher).pow(2).mean())
+
+    before = error()
+    for step in range(600):
+        index = torch.randint(0, 512, (64,), generator=gen)
+        if step % 8 == 0:
+            learner.begin_episode(states[:64])
+        metrics = learner.imitate(states[index], teacher[index])
+    assert math.isfinite(metrics["imitation_loss"])
+    assert error() < 0.25 * before, (before, error())
+
+
+def test_diffusion_imitation_loss_is_zero_for_a_denoiser_that_predicts_the_target() -> None:
+    """For x_0 prediction the loss regresses the denoiser's output on the clean action."""
+    learner = DiffusionSAC(STATE_DIM, ACTION_DIM, EDMSACConfig(**SMALL, prune_rate=0.0), 0)
+    actor = learner.actor
+    states = torch.randn(16, STATE_DIM, generator=torch_generator(2))
+    actions = torch.rand(16, ACTION_DIM, generator=torch_generator(3)) * 2 - 1
+    loss = actor.imitation_loss(states, actions, torch_generator(4))
+    assert loss.item() > 0
+    with torch.no_grad():  # a denoiser whose last layer outputs the (constant) target
+        target = actions[0]
+        last = [m for m in actor.denoiser.modules() if isinstance(m, torch.nn.Linear)][-1]
+        last.weight.zero_()
+        last.bias.copy_(target)
+    same = actions[:1].expand(16, -1)
+    assert actor.imitation_loss(states, same, torch_generator(4)).item() < 1e-12
