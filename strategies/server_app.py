@@ -169,6 +169,12 @@ def _export(cfg, outputs, module, final, extension, done: int) -> None:
         "metrics": outputs.rows[-1] if outputs.rows else {},
     }
     agent_dir = export_run_agent(
-        outputs.root / "agent", module, final, info, cfg.agent.module_name, extension
+        outputs.root / "agent",
+        module,
+        final,
+        info,
+        cfg.agent.module_name,
+        extension,
+        merged=cfg.agent.merged,
     )
     log.info("exported the agent to %s", agent_dir)

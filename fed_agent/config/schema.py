@@ -245,6 +245,10 @@ class AgentConfig:
     Its modules run first and are copied unchanged, checked against this machine's bases with
     this run's seed; this run's module is appended last, with no ``inputs``: it sees the plain
     request prompt, as it did in training (fed_agent/runtime.py)."""
+    merged: bool = False
+    """Also export each module merged into its base: a stock transformers ``save_pretrained``
+    model in ``agent/merged/`` (``merged/<name>/`` per module of a multi-module agent), as large
+    as the base. The peft adapter folders and the base folder are written either way."""
 
     def __post_init__(self) -> None:
         if not MODULE_NAME_PATTERN.fullmatch(self.module_name):

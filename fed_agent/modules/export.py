@@ -191,11 +191,14 @@ def _export_merged(module: AgentModule, state: AdapterState, path: Path) -> None
     module.base.tokenizer.save_pretrained(path)
 
 
-def export_modules(out_dir: Path, parts: Mapping[str, ModulePart], info: dict) -> Path:
+def export_modules(
+    out_dir: Path, parts: Mapping[str, ModulePart], info: dict, merged: bool = False
+) -> Path:
     """Write a multi-module agent (format 2); ``parts`` are in run order. Returns ``out_dir``.
 
     ``info`` goes into the manifest, except ``config_yaml`` which is written to ``config.yaml``
-    (as :func:`export_agent` does).
+    (as :func:`export_agent` does). With ``merged`` each module is also written with its
+    adapter merged into its base, as a stock ``save_pretrained`` model in ``merged/<name>/``.
 
     Raises
     ------
@@ -228,6 +231,9 @@ def export_modules(out_dir: Path, parts: Mapping[str, ModulePart], info: dict) -
             "adapter": {"file": file, "bytes": part.module.adapter_bytes, "peft_dir": peft_dir},
             "inputs": list(part.inputs),
         }
+        if merged:
+            _export_merged(part.module, part.state, out_dir / MERGED_DIR / name)
+            modules[name]["merged_dir"] = f"{MERGED_DIR}/{name}"
     manifest = {
         "format_version": MULTI_FORMAT_VERSION,
         "created_unix": time.time(),

@@ -118,21 +118,24 @@ def export_run_agent(
     info: dict,
     module_name: str = SINGLE_MODULE_NAME,
     extension: Extension | None = None,
+    merged: bool = False,
 ) -> Path:
     """Write a run's agent: format 1 without ``extension``, else the extension + this module.
 
     Without an extension this is :func:`export_agent` (a ``module_name`` other than ``agent``
     is recorded in the manifest); with one, :func:`export_modules` of the earlier modules and
     then ``module_name`` (no ``inputs``), the earlier directory recorded under ``extends``.
+    ``merged`` also writes each module merged into its base (``merged/``, a stock
+    ``save_pretrained`` model; ``merged/<name>/`` per module of a multi-module agent).
     """
     if extension is None:
         if module_name != SINGLE_MODULE_NAME:
             info = {**info, MODULE_NAME_KEY: module_name}
-        return export_agent(out_dir, module, state, info)
+        return export_agent(out_dir, module, state, info, merged=merged)
     if module_name in extension.parts:
         raise ExtendError(
             f"{extension.path} already has a module named {module_name!r} "
             f"(its chain is {list(extension.parts)})"
         )
     parts = {**extension.parts, module_name: ModulePart(module, state)}
-    return export_modules(out_dir, parts, {**info, EXTENDS_KEY: str(extension.path)})
+    return export_modules(out_dir, parts, {**info, EXTENDS_KEY: str(extension.path)}, merged)

@@ -56,7 +56,9 @@ def test_agent_section_defaults_overrides_and_errors():
     assert load_config("default").agent == AgentConfig(module_name="agent", extend="")
     cfg = load_config("default", ["agent.module_name=decision", "agent.extend=out/p/agent"])
     assert (cfg.agent.module_name, cfg.agent.extend) == ("decision", "out/p/agent")
-    with pytest.raises(ConfigError, match=r"Valid keys at agent: \['extend', 'module_name'\]"):
+    with pytest.raises(
+        ConfigError, match=r"Valid keys at agent: \['extend', 'merged', 'module_name'\]"
+    ):
         load_config("default", ["agent.modul_name=decision"])
     with pytest.raises(ConfigError, match="agent.module_name must start with a letter"):
         load_config("default", ["agent.module_name=../x"])

@@ -133,3 +133,23 @@ def test_a_tiny_vlm_agent_loads_as_a_stock_llava_with_its_peft_adapter(tmp_path)
     torch.testing.assert_close(stock(**batch).logits, runtime)
     merged = LlavaForConditionalGeneration.from_pretrained(agent_dir / "merged").eval()
     torch.testing.assert_close(merged(**batch).logits, runtime, rtol=1e-4, atol=1e-4)
+
+
+def test_a_run_exports_merged_modules_on_request(tmp_path, smoke_cfg, smoke_module, batch) -> None:
+    from fed_agent.config import load_config
+    from fed_agent.modules.extend import Extension, export_run_agent
+
+    assert load_config("smoke", ["agent.merged=true"]).agent.merged
+    earlier = _trained_like(smoke_module.initial_state, 4)
+    state = _trained_like(smoke_module.initial_state, 5)
+    extension = Extension(tmp_path / "earlier", {"perception": ModulePart(smoke_module, earlier)})
+    agent_dir = export_run_agent(
+        tmp_path / "agent", smoke_module, state, {}, "decision", extension, merged=True
+    )
+    manifest = json.loads((agent_dir / MANIFEST).read_text())
+    for name in ("perception", "decision"):
+        folder = agent_dir / manifest["modules"][name]["merged_dir"]
+        with torch.no_grad():
+            merged = AutoModelForCausalLM.from_pretrained(folder)(**batch).logits
+        runtime = _runtime_logits(agent_dir, name, smoke_cfg.seed, batch)
+        torch.testing.assert_close(merged, runtime, rtol=1e-4, atol=1e-4)
