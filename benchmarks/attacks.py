@@ -145,3 +145,60 @@ def apply_attack(
     if name == "fraud_count":
         sent_metrics["num-examples"] = params.fraud_examples
     return build[name](), sent_metrics
+
+
+# ---------------------------------------------------------------- attacks that see more
+
+
+COORDINATED_ATTACKS = ("collude", "hug", "peer_copy", "scaled_copy")
+"""Attacks built from more than the attacker's own update (all attackers' honest updates, or
+an honest peer's): ``collude``: every attacker sends one shared update that hugs the limits;
+``hug``: each attacker alone sends an update just inside the limits, mostly a junk direction;
+``peer_copy``: a copy of an honest peer's update; ``scaled_copy``: 0.15x of it."""
+
+
+@dataclass(frozen=True)
+class HugParams:
+    """How a threshold-hugging attacker sits inside the limits it knows (the defaults of
+    ``fed_agent.modules.expectations.ExpectationConfig`` plus a margin). It does not know the
+    cloud's reference update and uses its own honest update in its place."""
+
+    cosine: float = 0.35
+    """Cosine of the sent update to the attacker's own honest update (limit 0.3)."""
+    norm_ratio: float = 1.9
+    """Norm of the sent update over the attacker's own honest update's (limit 2x)."""
+    copy_factor: float = 0.15
+    """``scaled_copy`` sends this x a peer's update."""
+
+
+def _hugging(honest_delta: np.ndarray, junk: np.ndarray, params: HugParams) -> np.ndarray:
+    """A vector at ``params.cosine`` to ``honest_delta``, ``norm_ratio`` x its norm, the rest
+    along the part of ``junk`` orthogonal to it."""
+    unit = honest_delta / np.linalg.norm(honest_delta)
+    side = junk - (junk @ unit) * unit
+    side /= np.linalg.norm(side)
+    c = params.cosine
+    return params.norm_ratio * np.linalg.norm(honest_delta) * (c * unit + np.sqrt(1 - c**2) * side)
+
+
+def coordinated_deltas(
+    name: str,
+    attacker_deltas: list[np.ndarray],
+    peer_delta: np.ndarray,
+    rng: np.random.Generator,
+    params: HugParams = HugParams(),
+) -> list[np.ndarray]:
+    """What each attacker sends instead of its honest update (flattened deltas from the
+    global module), given every attacker's honest update and one honest peer's."""
+    check_choice("coordinated attack", name, COORDINATED_ATTACKS)
+    junk = rng.normal(size=peer_delta.shape)  # one junk direction the attackers agree on
+    if name == "collude":
+        shared = _hugging(np.mean(attacker_deltas, axis=0), junk, params)
+        return [shared.copy() for _ in attacker_deltas]
+    if name == "hug":
+        return [_hugging(d, junk, params) for d in attacker_deltas]
+    if name == "peer_copy":
+        return [peer_delta.copy() for _ in attacker_deltas]
+    if name == "scaled_copy":
+        return [params.copy_factor * peer_delta for _ in attacker_deltas]
+    raise AssertionError("unreachable: check_choice covers every attack")
