@@ -15,7 +15,7 @@ The federations run in one process (``benchmarks/in_process.py``: the real strat
 ClientApp handlers, without Flower's processes), one after another.
 
 Run:  .venv/bin/python benchmarks/time_to_quality_bench.py [--sizes 20 100] [--targets 0.7 0.8]
-          [--max-rounds 12] [--policies ...] [--selections ...]
+          [--max-rounds 12] [--policies ...] [--selections ...] [--from-runs DIR]
 Out:  benchmarks/results/time_to_quality.csv (a run replaces the rows it ran and keeps the
       others), benchmarks/results/time_to_quality_curves.csv (quality after every round) and
       benchmarks/results/time_to_quality.png (quality vs modelled time, one panel per size)
@@ -82,7 +82,7 @@ def run_case(
         f"incentive.max_offers_per_round={min(num_es, 40)}",
         f"federation.num_rounds={args.max_rounds}",
         f"output_dir={out}",
-        f"run_name={policy}-{selection}-{num_es}",
+        f"run_name={run_name(policy, selection, num_es)}",
         *BUDGET,
         *args.extra,
     ]
@@ -90,15 +90,31 @@ def run_case(
     run = run_in_process(
         num_es, args.experiment, overrides, stop=lambda acc: acc >= max(args.targets)
     )
-    metrics = run.metrics
     n_eval = load_config(args.experiment, " ".join(overrides)).data.eval_samples
+    rows = summarise(run.metrics, (num_es, policy, selection), args.targets, n_eval)
+    for row in rows:
+        row["run_wall_s"] = time.perf_counter() - start
+    return rows, curve_of(run.metrics, (num_es, policy, selection))
+
+
+def run_name(policy: str, selection: str, num_es: int) -> str:
+    """The run folder's name (what ``--from-runs`` looks for)."""
+    return f"{policy}-{selection}-{num_es}"
+
+
+def summarise(
+    metrics: pd.DataFrame, run: tuple[int, str, str], targets: list[float], n_eval: int
+) -> list[dict]:
+    """One row per target from a run's metrics; ``run`` is (num_es, strategy, selection).
+
+    ``final_quality`` and its Wilson 95 % interval are the last round run's (the round that
+    reached the highest target, or the last one the budget or an interruption allowed).
+    """
     final = metrics.sort_values("round").iloc[-1]
     ci_low, ci_high = accuracy_interval(float(final["decision_accuracy"]), n_eval)
-    rows = [
+    return [
         {
-            "num_es": num_es,
-            "strategy": policy,
-            "selection": selection,
+            **dict(zip(RUN_KEYS, run, strict=True)),
             "target": target,
             **time_to_target(metrics, target),
             "final_quality": float(final["decision_accuracy"]),
@@ -106,19 +122,33 @@ def run_case(
             "ci_high": ci_high,
             "rounds_run": int(final["round"]),
             "n_eval": n_eval,
-            "run_wall_s": time.perf_counter() - start,
         }
-        for target in args.targets
+        for target in targets
     ]
+
+
+def curve_of(metrics: pd.DataFrame, run: tuple[int, str, str]) -> pd.DataFrame:
+    """Quality after every round against the cumulative modelled time and payments."""
     curve = metrics.sort_values("round").assign(
-        num_es=num_es,
-        strategy=policy,
-        selection=selection,
+        **dict(zip(RUN_KEYS, run, strict=True)),
         modelled_s=lambda m: m["round_latency_model_s"].fillna(0.0).cumsum(),
         payments_cum=lambda m: m["payments"].fillna(0.0).cumsum(),
     )
-    columns = [*RUN_KEYS, "round", "modelled_s", "payments_cum", "decision_accuracy"]
-    return rows, curve[columns]
+    return curve[[*RUN_KEYS, "round", "modelled_s", "payments_cum", "decision_accuracy"]]
+
+
+def record(rows: list[dict], curve: pd.DataFrame, targets: list[float]) -> None:
+    """Merge one run's rows and curve into the result tables and redraw the plot."""
+    table, curves_csv = RESULTS / "time_to_quality.csv", RESULTS / "time_to_quality_curves.csv"
+    with open(Path(tempfile.gettempdir()) / "fed-agent-ttq.lock", "w") as lock:
+        # several invocations may share the tables (one per group of cases)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        upsert_table(rows, table, TABLE_KEYS)
+        old = pd.read_csv(curves_csv) if curves_csv.is_file() else curve.iloc[:0]
+        same = (old[list(RUN_KEYS)] == pd.Series(rows[0])[list(RUN_KEYS)]).all(axis=1)
+        merged = pd.concat([old[~same], curve], ignore_index=True)
+        merged.to_csv(curves_csv, index=False)
+        plot(merged, targets, RESULTS / "time_to_quality.png")
 
 
 def plot(curves: pd.DataFrame, targets: list[float], path: Path) -> None:
@@ -158,23 +188,26 @@ def main() -> None:
     parser.add_argument("--selections", nargs="*", default=list(DEADLINE_AWARE))
     parser.add_argument("--experiment", default="default")
     parser.add_argument("--extra", nargs="*", default=[], help="more Hydra overrides")
+    parser.add_argument(
+        "--from-runs", type=Path, help="rows from the run folders of an interrupted invocation"
+    )
     args = parser.parse_args()
-    out = Path(tempfile.mkdtemp(prefix="fed-agent-ttq-"))
-    table, curves_csv = RESULTS / "time_to_quality.csv", RESULTS / "time_to_quality_curves.csv"
+    out = args.from_runs or Path(tempfile.mkdtemp(prefix="fed-agent-ttq-"))
     for num_es in args.sizes:
         for policy, selection in cases(args):
-            rows, curve = run_case(policy, selection, num_es, args, out)
+            if args.from_runs is None:
+                rows, curve = run_case(policy, selection, num_es, args, out)
+            else:
+                folder = out / run_name(policy, selection, num_es)
+                if not (folder / "metrics.csv").is_file():
+                    continue
+                metrics = pd.read_csv(folder / "metrics.csv")
+                n_eval = load_config(args.experiment, "").data.eval_samples
+                run = (num_es, policy, selection)
+                rows, curve = summarise(metrics, run, args.targets, n_eval), curve_of(metrics, run)
             print(rows, flush=True)
-            with open(Path(tempfile.gettempdir()) / "fed-agent-ttq.lock", "w") as lock:
-                # several invocations may share the table (one per group of cases)
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                upsert_table(rows, table, TABLE_KEYS)
-                old = pd.read_csv(curves_csv) if curves_csv.is_file() else curve.iloc[:0]
-                same = (old[list(RUN_KEYS)] == pd.Series(rows[0])[list(RUN_KEYS)]).all(axis=1)
-                merged = pd.concat([old[~same], curve], ignore_index=True)
-                merged.to_csv(curves_csv, index=False)
-                plot(merged, args.targets, RESULTS / "time_to_quality.png")
-    print(pd.read_csv(table).to_string(index=False))
+            record(rows, curve, args.targets)
+    print(pd.read_csv(RESULTS / "time_to_quality.csv").to_string(index=False))
 
 
 if __name__ == "__main__":
