@@ -10,7 +10,10 @@ experiment for ``--rounds`` rounds and watches it from outside, every ``POLL_S``
   the initial evaluation are not counted);
 - messages are the ``Receiving: <type> message`` lines the SuperNodes log;
 - process starts are the ``flwr-clientapp`` processes (one per message in Flower 1.42's
-  deployment engine) that appear under the SuperNodes, with their lifetimes.
+  deployment engine) that appear under the SuperNodes, with their lifetimes;
+- CPU seconds are those the whole federation (SuperLink, SuperNodes and every process they
+  started, exited ones included once reaped) used during the round: on a shared box the wall
+  time follows the load, the CPU work much less.
 
 The timeline of every round (first receive, waves, process lifetimes) is printed, the per-round
 rows are written to ``benchmarks/results/deploy_rounds.csv`` under ``--mode`` (rows of that
@@ -54,6 +57,8 @@ class Watch:
     events: list[tuple[float, int, str]] = field(default_factory=list)
     round_done: dict[int, float] = field(default_factory=dict)
     round_load: dict[int, float] = field(default_factory=dict)
+    cpu: list[tuple[float, float]] = field(default_factory=list)
+    """(t, CPU seconds the federation's processes have used so far)."""
     _log_offsets: dict[int, int] = field(default_factory=dict)
     _live: dict[int, tuple[int, float]] = field(default_factory=dict)
 
@@ -63,6 +68,9 @@ class Watch:
     def poll(self, federation, metrics_csv: Path) -> None:
         """Read new SuperNode log lines, ClientApp processes and finished rounds."""
         t = self.now()
+        self.cpu.append(
+            (t, _tree_cpu_s([federation.superlink, *(n.process for n in federation.supernodes)]))
+        )
         for index, node in enumerate(federation.supernodes):
             text = node.console.read_text(errors="replace")
             new, self._log_offsets[index] = text[self._log_offsets.get(index, 0) :], len(text)
@@ -94,6 +102,24 @@ class Watch:
                         self.round_load[int(r)] = os.getloadavg()[0]
 
 
+def _tree_cpu_s(roots) -> float:
+    """CPU seconds of ``roots`` and all their descendants, reaped children included."""
+    total = 0.0
+    for root in roots:
+        for process in [psutil.Process(root.pid), *_children(root.pid)]:
+            try:
+                c = process.cpu_times()
+            except psutil.Error:
+                continue
+            total += c.user + c.system + c.children_user + c.children_system
+    return total
+
+
+def _cpu_at(watch: Watch, t: float) -> float:
+    """The federation's CPU seconds at the last sample not after ``t``."""
+    return max((cpu for ts, cpu in watch.cpu if ts <= t), default=0.0)
+
+
 def _children(pid: int) -> list[psutil.Process]:
     try:
         return psutil.Process(pid).children(recursive=True)
@@ -108,7 +134,9 @@ def _cmdline(process: psutil.Process) -> list[str]:
         return []
 
 
-def measure(rounds: int, num_nodes: int, timeout_s: float, app_dir: Path) -> Watch:
+def measure(
+    rounds: int, num_nodes: int, timeout_s: float, app_dir: Path, extra: list[str]
+) -> Watch:
     """Run the smoke experiment on a fresh loopback federation; return what was seen.
 
     ``app_dir`` is the Flower app submitted (a checkout of another commit measures that
@@ -123,6 +151,7 @@ def measure(rounds: int, num_nodes: int, timeout_s: float, app_dir: Path) -> Wat
                 f"federation.num_es={num_nodes}",
                 f"federation.es_per_round={num_nodes}",
                 f"federation.min_available_es={num_nodes}",
+                *extra,
             ]
             watch = Watch()
             run = submit_experiment(federation.env, "smoke", overrides, app_dir=app_dir)
@@ -138,7 +167,7 @@ def measure(rounds: int, num_nodes: int, timeout_s: float, app_dir: Path) -> Wat
             observer.start()
             try:
                 status, details = wait_finished(
-                    run.run_id, CONNECTION, federation.env, timeout_s, poll_s=2.0
+                    run.run_id, CONNECTION, federation.env, timeout_s, 2.0
                 )
             finally:
                 stop.set()
@@ -162,6 +191,7 @@ def per_round(watch: Watch, mode: str) -> pd.DataFrame:
                 "wall_s": round(end - begin, 1),
                 "messages": sum(what.startswith("recv") for _, _, what in window),
                 "process_starts": sum(what == "process start" for _, _, what in window),
+                "cpu_s": round(_cpu_at(watch, end) - _cpu_at(watch, begin), 1),
                 "load_1min": round(watch.round_load[r], 2),
             }
         )
@@ -180,12 +210,16 @@ def main() -> None:
     parser.add_argument("--timeout-s", type=float, default=900.0)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="more config overrides"
+    )
+    parser.add_argument(
         "--app-dir", type=Path, default=PROJECT_ROOT, help="the Flower app to run (a checkout)"
     )
     args = parser.parse_args()
     print(f"load average at start: {os.getloadavg()}")
     table = per_round(
-        measure(args.rounds, args.num_nodes, args.timeout_s, args.app_dir.resolve()), args.mode
+        measure(args.rounds, args.num_nodes, args.timeout_s, args.app_dir.resolve(), args.set),
+        args.mode,
     )
     if args.out.exists():
         kept = pd.read_csv(args.out)

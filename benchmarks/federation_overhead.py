@@ -185,6 +185,14 @@ def sizes_of_default_model() -> dict[str, int]:
     return {"adapter_bytes": module.adapter_bytes, "full_model_bytes": module.base.num_bytes}
 
 
+def _previous_rows(keep) -> list[dict]:
+    """Rows of the committed table whose mode ``keep`` accepts (none if there is no table)."""
+    if not RESULTS.exists():
+        return []
+    previous = pd.read_csv(RESULTS)
+    return previous[previous["mode"].map(keep)].to_dict("records")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=4)
@@ -221,9 +229,10 @@ def main() -> None:
             }
         )
     else:  # keep the timing rows of the previous run of this script
-        previous = pd.read_csv(RESULTS)
-        rows = previous[~previous["mode"].eq("flower_memory")].to_dict("records")
-    if "memory" in args.parts:
+        rows = _previous_rows(lambda mode: mode != "flower_memory")
+    if "memory" not in args.parts:  # keep the memory rows of the previous run
+        rows += _previous_rows(lambda mode: mode == "flower_memory")
+    else:
         for num_es in (10, 100):
             memory = flower_run(num_es, args.memory_rounds, 10, MEMORY_STEPS, out)
             rows.append(

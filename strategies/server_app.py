@@ -163,6 +163,7 @@ def _run_fedavg(cfg, grid, module, outputs, checkpoint) -> dict:
 
 
 def _export(cfg, outputs, module, final, extension, done: int) -> None:
+    """Export the deployable agent of the run (the final module) into the run folder."""
     info = {
         "round": max(done, cfg.federation.num_rounds),
         "config_yaml": to_yaml(cfg),

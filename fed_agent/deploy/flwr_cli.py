@@ -99,7 +99,12 @@ def wait_online(
     """Wait until every node in ``node_ids`` is online; raise after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while True:
-        statuses = list_supernodes(connection, env)
+        try:
+            statuses = list_supernodes(connection, env)
+        except DeploymentError:  # a CLI call that timed out on a busy machine: ask again
+            if time.monotonic() >= deadline:
+                raise
+            continue
         missing = [n for n in node_ids if statuses.get(n) != "online"]
         if not missing:
             return
@@ -126,11 +131,19 @@ def wait_finished(
 ) -> tuple[str, str]:
     """Poll the run until its status is ``finished:*``; return (status, details).
 
-    Raises DeploymentError after ``timeout_s`` (the caller stops the run's processes).
+    A status read that fails (``flwr list`` slow to answer on a busy machine) is retried until
+    the deadline. Raises DeploymentError after ``timeout_s`` (the caller stops the run's
+    processes).
     """
     deadline = time.monotonic() + timeout_s
     while True:
-        newest, status, details = run_status(env, connection)
+        try:
+            newest, status, details = run_status(env, connection)
+        except FederationRunError as err:
+            if time.monotonic() >= deadline:
+                raise DeploymentError(f"run {run_id}: {err} (after {timeout_s:.0f} s)") from err
+            time.sleep(poll_s)
+            continue
         if newest != run_id:
             raise DeploymentError(f"run {run_id} is not the newest run (found {newest})")
         if status.startswith(FINISHED):

@@ -175,16 +175,27 @@ def stop_process_tree(process: subprocess.Popen, grace_s: float = 10.0) -> None:
         child.kill()
 
 
+STATUS_TIMEOUT_S = 60.0
+"""One ``flwr list`` call (a cold CLI start takes seconds on a busy 2-core box)."""
+
+
 def run_status(env: dict[str, str], connection: str = "local") -> tuple[int, str, str]:
-    """Run id, status and status details of the newest run on the SuperLink ``connection``."""
-    listed = subprocess.run(
-        [flower_bin("flwr"), "list", connection, "--format", "json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    """Run id, status and status details of the newest run on the SuperLink ``connection``.
+
+    Raises :class:`FederationRunError` when the status cannot be read (also when ``flwr list``
+    does not answer within :data:`STATUS_TIMEOUT_S`, e.g. on a very busy machine).
+    """
+    try:
+        listed = subprocess.run(
+            [flower_bin("flwr"), "list", connection, "--format", "json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=STATUS_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as err:
+        raise FederationRunError(f"flwr list gave no answer within {STATUS_TIMEOUT_S:g} s") from err
     try:
         runs = json.loads(listed.stdout)["runs"]
         newest = max(runs, key=lambda r: int(r["run-id"]))

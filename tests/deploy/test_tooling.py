@@ -166,3 +166,30 @@ def test_superexecs_poll_for_tasks_quickly_unless_the_operator_says_otherwise(
     assert float(env["FLWR_SUPEREXEC_TASK_POLL_INTERVAL"]) == SUPEREXEC_POLL_S < 1.0
     monkeypatch.setenv("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "2")
     assert flower_env(tmp_path, 9092)["FLWR_SUPEREXEC_TASK_POLL_INTERVAL"] == "2"
+
+
+def test_a_status_read_that_times_out_is_retried_until_the_deadline(monkeypatch) -> None:
+    from fed_agent.deploy import flwr_cli
+    from fed_agent.deploy.launcher import FederationRunError
+
+    answers = iter(
+        [FederationRunError("flwr list gave no answer within 60 s"), (7, "running", "")]
+        + [(7, "finished:completed", "")]
+    )
+
+    def status(env, connection):
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(flwr_cli, "run_status", status)
+    assert flwr_cli.wait_finished(7, "c", {}, timeout_s=10, poll_s=0.01) == (
+        "finished:completed",
+        "",
+    )
+    monkeypatch.setattr(
+        flwr_cli, "run_status", lambda env, c: (_ for _ in ()).throw(FederationRunError("slow"))
+    )
+    with pytest.raises(flwr_cli.DeploymentError, match="run 7: slow"):
+        flwr_cli.wait_finished(7, "c", {}, timeout_s=0.05, poll_s=0.01)
