@@ -6,7 +6,8 @@ Reproduce the shipped checkpoints (each a few minutes on one quiet core; docs/de
 "The shipped checkpoints", says which seed of benchmarks/designer_bench.py each one is)::
 
     fed-agent designer train --out fed_agent/assets/edmsac_default_k3.npz --market default
-    fed-agent designer train --out fed_agent/assets/edmsac_federation_k3.npz --market federation
+    fed-agent designer train --out fed_agent/assets/edmsac_federation_k3.npz --market federation \
+        --demonstrations 1024 --env-steps 4096
     fed-agent designer train --out fed_agent/assets/edmsac_federation_k5.npz \
         --market federation --num-types 5 --env-steps 16384 --violation-penalty 0.05
     fed-agent designer train --out fed_agent/assets/dmsac_federation_k3.npz --algorithm dmsac \

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linprog
+from scipy.optimize import OptimizeResult, linprog
 
 from fed_agent.contracts.constraints import build_constraints, item_weights
 from fed_agent.contracts.market import Market
@@ -42,6 +42,26 @@ def _value_and_slope(x: np.ndarray, market: Market) -> tuple[np.ndarray, np.ndar
     headroom = 1.0 + market.t_max_s - market.workload_gcycles / f - market.upload_s
     slope_f = market.omega * market.workload_gcycles / (f * f * headroom)
     return value_of_work(f, market), slope_f / (2.0 * kw * f)
+
+
+# HiGHS settings tried in turn on one cutting-plane LP: the tight tolerances first; on the
+# rare LP where they end in an unknown model status (about 1 in 1,000 random federation
+# markets), interior point, then dual simplex at HiGHS's default tolerances.
+FALLBACK_SETTINGS = (("highs", HIGHS_OPTIONS), ("highs-ipm", {}), ("highs-ds", {}))
+
+
+def _solve_cut_lp(
+    objective: np.ndarray, rows: np.ndarray, rhs: np.ndarray, bounds: list
+) -> OptimizeResult | None:
+    """The LP's optimal result under the first setting of FALLBACK_SETTINGS that solves it,
+    or None."""
+    for method, options in FALLBACK_SETTINGS:
+        result = linprog(
+            objective, A_ub=rows, b_ub=rhs, bounds=bounds, method=method, options=options
+        )
+        if result.status == 0:
+            return result
+    return None
 
 
 def solve_tied(
@@ -107,11 +127,11 @@ def solve_tied(
         iterations += 1
         rows = np.vstack([base_rows, *cut_rows])
         rhs = np.concatenate([np.zeros(base_rows.shape[0]), *cut_rhs])
-        result = linprog(
-            objective, A_ub=rows, b_ub=rhs, bounds=bounds, method="highs", options=HIGHS_OPTIONS
-        )
-        if result.status != 0:
-            raise RuntimeError(f"cutting-plane LP failed: {result.message}")
+        result = _solve_cut_lp(objective, rows, rhs, bounds)
+        if result is None:
+            raise RuntimeError(
+                f"cutting-plane LP failed at iteration {iterations} under every HiGHS setting"
+            )
         x = np.clip(result.x[:n_cost], x_lo, x_hi)
         rewards = np.maximum(result.x[n_cost : n_cost + n_reward], 0.0)
         t = result.x[n_cost + n_reward :]
