@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from flwr.app import ConfigRecord
 
 from fed_agent.privacy import PrivacyConfig, gaussian_epsilon
@@ -12,10 +13,13 @@ from tests.strategies.fake_grid import set_task_identity
 from tests.strategies.test_contract_strategy import honest_updates, make_strategy, reply_for
 
 
+@pytest.mark.parametrize("fold", [False, True], ids=["offer-query", "offer-in-train"])
 def test_dp_round_clips_averages_equally_records_budget_and_rejects_bad_shapes(
-    tmp_path, smoke_module
+    tmp_path, smoke_module, fold
 ):
-    strategy, grid = make_strategy(tmp_path, smoke_module, "incentive=optimal", weighting="uniform")
+    strategy, grid = make_strategy(
+        tmp_path, smoke_module, "incentive=optimal", fold=fold, weighting="uniform"
+    )
     clip = 1e-3
     privacy = PrivacyConfig(enabled=True, noise_multiplier=1e-9, clipping_norm=clip)
     dp = ValidatedCentralDP(strategy, privacy)
