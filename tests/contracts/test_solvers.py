@@ -188,3 +188,45 @@ def test_paper_scale_optimum_is_fast() -> None:
 def test_unknown_reference_lists_the_choices() -> None:
     with pytest.raises(ValueError, match="complete_information.*uniform"):
         solve_reference("best", named_market("persistent"))
+
+
+# A federation training market (demonstration 271 of seed 0) on which HiGHS ended one
+# cutting-plane LP with an unknown model status at the tight tolerances.
+HARD_MARKET = {
+    "types": np.array([0.2, 1.1, 2.0]),
+    "prior": np.array([0.17136704981821807, 0.04030239388123608, 0.7883305563005458]),
+    "transition": np.array(
+        [
+            [0.06666666666666665, 0.06666666666666665, 0.8666666666666667],
+            [0.06666666666666665, 0.8666666666666667, 0.06666666666666665],
+            [0.8666666666666667, 0.06666666666666665, 0.06666666666666665],
+        ]
+    ),
+    "discount": 0.5,
+    "workload_gcycles": 25.51586409235938,
+    "module_bytes": 8872040.747351762,
+    "bandwidth_hz": 20e6,
+    "tx_power_dbm": 23.0,
+    "channel_gain": 1e-8,
+    "noise_dbm": -100.0,
+    "kappa": 0.2,
+    "omega": 30.0,
+    "t_max_s": 25.0,
+    "f_min_ghz": 1.0,
+    "f_max_ghz": 5.0,
+    "participation": "ex_ante",
+}
+
+
+def test_a_cutting_plane_lp_that_highs_cannot_finish_is_retried(monkeypatch) -> None:
+    from fed_agent.contracts.solvers import convex
+
+    market = Market(**HARD_MARKET)
+    monkeypatch.setattr(convex, "FALLBACK_SETTINGS", convex.FALLBACK_SETTINGS[:1])
+    with pytest.raises(RuntimeError, match="cutting-plane LP failed"):
+        optimal_contract(market)
+    monkeypatch.undo()
+    solution = optimal_contract(market)
+    assert solution.optimality_gap <= 1e-6
+    assert audit(solution.contract, market) == []
+    assert solution.cloud_utility >= static_contract(market).cloud_utility - 1e-9
