@@ -80,7 +80,7 @@ from fed_agent.evaluation.quality import evaluate_quality
 from fed_agent.modules.adapter import AdapterState, agent_module
 from fed_agent.modules.aggregation import aggregate, weighted_average
 from fed_agent.modules.expectations import Reference, UpdateExpectations, reference_update
-from fed_agent.modules.robust import flatten
+from fed_agent.modules.robust import flatten, unflatten
 from fed_agent.modules.training import learning_effort, train_locally
 from fed_agent.outputs import write_table_atomic
 from fed_agent.protocol import ARRAYS, METRICS, TrainReply
@@ -174,6 +174,15 @@ def _aggregate_round(
     return aggregate(rule, [r.adapter for r in accepted], weights)
 
 
+def _with_final_quality(outcome: Outcome, module, global_state, heldout, cfg) -> Outcome:
+    """``outcome`` with the held-out quality of ``global_state``."""
+    module.load_adapter(global_state)
+    quality = evaluate_quality(module, heldout, cfg.training.eval_batch_size)
+    outcome.answer_loss, outcome.decision_accuracy = quality.answer_loss, quality.decision_accuracy
+    outcome.final_quality = math.exp(-quality.answer_loss)
+    return outcome
+
+
 def run_scenario(
     attack: str, defence: str, trainer: HonestTrainer, heldout, num_rounds: int = NUM_ROUNDS
 ) -> Outcome:
@@ -201,11 +210,7 @@ def run_scenario(
             # every ES would refuse to load it next round; the run is lost
             outcome.status = f"non-finite global module after round {server_round}"
             return outcome
-    module.load_adapter(global_state)
-    quality = evaluate_quality(module, heldout, cfg.training.eval_batch_size)
-    outcome.answer_loss, outcome.decision_accuracy = quality.answer_loss, quality.decision_accuracy
-    outcome.final_quality = math.exp(-quality.answer_loss)
-    return outcome
+    return _with_final_quality(outcome, module, global_state, heldout, cfg)
 
 
 EXT_NUM_ES = 20
@@ -244,7 +249,7 @@ def _attacked(attack: str, honest: list, attackers: list[int], global_state, rng
         own = [flatten(honest[i][0], keys) - origin for i in attackers]
         sent = coordinated_deltas(attack, own, peer, rng)
         for i, delta in zip(attackers, sent, strict=True):
-            replies[i] = (_state_of(origin + delta, global_state), honest[i][1])
+            replies[i] = (unflatten(origin + delta, global_state), honest[i][1])
         return replies
     name, params = attack, AttackParams()
     if attack.startswith("scale_"):
@@ -252,14 +257,6 @@ def _attacked(attack: str, honest: list, attackers: list[int], global_state, rng
     for i in attackers:
         replies[i] = apply_attack(name, honest[i][0], global_state, honest[i][1], rng, params)
     return replies
-
-
-def _state_of(flat: np.ndarray, like: AdapterState) -> AdapterState:
-    out, offset = {}, 0
-    for key, value in like.items():
-        out[key] = flat[offset : offset + value.size].reshape(value.shape).astype(np.float32)
-        offset += value.size
-    return out
 
 
 def _expected_round(cloud: Cloud, global_state, accepted, server_round: int):
@@ -320,11 +317,7 @@ def run_participants(
         if not all(np.isfinite(v).all() for v in global_state.values()):
             outcome.status = f"non-finite global module after round {server_round}"
             return outcome
-    module.load_adapter(global_state)
-    quality = evaluate_quality(module, heldout, cfg.training.eval_batch_size)
-    outcome.answer_loss, outcome.decision_accuracy = quality.answer_loss, quality.decision_accuracy
-    outcome.final_quality = math.exp(-quality.answer_loss)
-    return outcome
+    return _with_final_quality(outcome, module, global_state, heldout, cfg)
 
 
 def _scenarios(suite: str):

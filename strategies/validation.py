@@ -33,7 +33,14 @@ from flwr.common.constant import SType
 
 from fed_agent.modules.adapter import AdapterError, AdapterState, AgentModule
 from fed_agent.modules.expectations import Judged, Reference, UpdateExpectations
-from fed_agent.modules.robust import DEFAULT_SCREENING, ScreeningConfig, flatten, screen
+from fed_agent.modules.robust import (
+    DEFAULT_SCREENING,
+    Screened,
+    ScreeningConfig,
+    flatten,
+    screen,
+    unflatten,
+)
 from fed_agent.protocol import ARRAYS, METRICS, ProtocolError, TrainReply
 
 log = logging.getLogger(__name__)
@@ -207,8 +214,15 @@ def screen_updates(
         return [], []
     scales = [float(effort[r.node_id]) for r in accepted] if effort is not None else None
     results = screen([r.adapter for r in accepted], global_state, cfg, scales)
+    return _sort_out(accepted, results)
+
+
+def _sort_out(
+    replies: Sequence[AcceptedReply], results: Sequence[Screened | Judged]
+) -> tuple[list[AcceptedReply], list[RejectedReply]]:
+    """The replies whose result keeps them, and the others rejected with its reason (logged)."""
     kept, rejected = [], []
-    for reply, result in zip(accepted, results, strict=True):
+    for reply, result in zip(replies, results, strict=True):
         if result.kept:
             kept.append(reply)
         else:
@@ -237,15 +251,7 @@ def judge_updates(
         deltas = [flatten(r.adapter, keys) - origin for r in accepted]
     work = [float(efforts[r.node_id]) for r in accepted]
     judged = expectations.judge(deltas, work, reference, last_step)
-    kept, rejected = [], []
-    for reply, verdict in zip(accepted, judged, strict=True):
-        if verdict.kept:
-            kept.append(reply)
-        else:
-            outcome = RejectedReply(reply.node_id, verdict.reason)
-            _log_rejected(outcome)
-            rejected.append(outcome)
-    return kept, rejected, judged
+    return (*_sort_out(accepted, judged), judged)
 
 
 def clip_to_expected(
@@ -264,15 +270,6 @@ def clip_to_expected(
         delta = flatten(reply.adapter, keys) - origin
         clipped = expectations.clip(delta, float(efforts[reply.node_id]), reference)
         if clipped is not delta:
-            reply = dataclasses.replace(reply, adapter=_unflatten(origin + clipped, global_state))
+            reply = dataclasses.replace(reply, adapter=unflatten(origin + clipped, global_state))
         out.append(reply)
-    return out
-
-
-def _unflatten(flat: np.ndarray, like: Mapping[str, np.ndarray]) -> AdapterState:
-    """A flat vector back into tensors shaped and ordered like ``like`` (float32)."""
-    out, offset = {}, 0
-    for key, value in like.items():
-        out[key] = flat[offset : offset + value.size].reshape(value.shape).astype(np.float32)
-        offset += value.size
     return out

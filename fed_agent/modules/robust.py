@@ -103,6 +103,15 @@ def flatten(state: Mapping[str, np.ndarray], keys: Sequence[str]) -> np.ndarray:
     return np.concatenate([np.asarray(state[k], dtype=np.float64).ravel() for k in keys])
 
 
+def unflatten(flat: np.ndarray, like: Mapping[str, np.ndarray]) -> AdapterState:
+    """A :func:`flatten` vector back into float32 tensors shaped and ordered like ``like``."""
+    out, offset = {}, 0
+    for key, value in like.items():
+        out[key] = flat[offset : offset + value.size].reshape(value.shape).astype(np.float32)
+        offset += value.size
+    return out
+
+
 def _stack(states: Sequence[Mapping[str, np.ndarray]], key: str) -> np.ndarray:
     return np.stack([np.asarray(s[key], dtype=np.float64) for s in states])
 
