@@ -82,8 +82,12 @@ class FederationConfig:
     num_es: int = 10
     """Virtual ESs in a simulation (the number of SuperNodes)."""
     num_rounds: int = 5
-    es_per_round: int = 10
-    """Upper limit on ESs invited per round (the rest stay idle that round)."""
+    es_per_round: int = 4
+    """Upper limit on ESs that train per round (chosen by ``incentive.selection`` among the
+    accepting ones; the rest stay idle that round). 4 of the 10 default ESs: FedAvg advances
+    about as far per round as one ES's local steps, so for a fixed compute budget fewer,
+    longer local runs reach a better module (docs/models.md, "Why the default learns the
+    rule")."""
     min_available_es: int = 2
     """A round waits for at least this many connected ESs before it starts."""
     round_timeout_s: float = 600.0
@@ -182,14 +186,14 @@ class ModelConfig:
 class TrainingConfig:
     """Local training of an agent module on one ES."""
 
-    local_steps: int = 250
+    local_steps: int = 480
     """Optimiser steps per round at full effort (the step budget); an ES contracted at f GHz
-    takes ``local_steps * f / market.f_max_ghz`` of them (50-95 at the default contracts)."""
+    takes ``local_steps * f / market.f_max_ghz`` of them (96-200 at the default contracts)."""
     batch_size: int = 16
-    learning_rate: float = 3e-3
+    learning_rate: float = 1e-3
     max_grad_norm: float = 1.0
     eval_batch_size: int = 64
-    lr_schedule: str = "linear"
+    lr_schedule: str = "constant"
     """Learning rate over one local training call: constant or linear (decay to 0)."""
 
     def __post_init__(self) -> None:
