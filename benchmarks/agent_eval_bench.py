@@ -16,22 +16,26 @@ Writes ``benchmarks/results/agent_eval.csv`` and ``benchmarks/results/agent_eval
 Each model runs with its own config (``model=<name>`` on the experiment of
 ``MODEL_EXPERIMENTS``: the tiny LLM as in ``make run``, SmolLM2 with its learning rate and
 natural-language prompts) on the decision task, and with the federation of
-``MODEL_BUDGETS`` (ESs, local steps per round) unless ``--num-es``/``--steps`` say otherwise.
+``MODEL_BUDGETS`` (ESs, ESs a round, local steps per round) unless ``--num-es``,
+``--es-per-round`` or ``--steps`` say otherwise.
 Every accuracy is on ``--eval-samples`` held-out scenes (500) with its Wilson 95 % interval
 (``ci_low``, ``ci_high``, over ``n_eval`` decisions; ``fed_agent.evaluation.intervals``).
 
 With the same step budget per ES (``rounds * steps`` optimiser steps of batch ``batch_size``):
 
-* ``federated``: ``rounds`` rounds; in each, every ES trains the global module for ``steps``
-  steps on its own data, and the cloud averages the adapters weighted by example counts. This
-  is what the Flower apps do (``train_locally`` on ``es_examples`` in the ClientApp,
-  ``weighted_average`` in the ServerApp's FedAvg), run in one process to share one base; the
-  apps give each ES steps in proportion to its contracted f instead of the same ``steps``;
-* ``local-only``: each ES trains alone for ``rounds * steps`` steps; the mean over ESs (its
-  interval is that of one module on the held-out set: the ESs answer the same scenes);
+* ``federated``: ``rounds`` rounds; in each, ``es_per_round`` ESs in turn
+  (:func:`round_participants`) train the global module for ``steps`` steps on their own data,
+  and the cloud averages the adapters weighted by example counts. This is what the Flower apps
+  do (``train_locally`` on ``es_examples`` in the ClientApp, ``weighted_average`` in the
+  ServerApp's FedAvg), run in one process to share one base; the apps choose the round's ESs
+  by ``incentive.selection`` and give each steps in proportion to its contracted f instead of
+  the same ``steps`` (``benchmarks/in_process.py`` runs that real strategy in one process);
+* ``local-only``: each ES (the first ``--local-only-es``, default all) trains alone for
+  ``rounds * steps`` steps; the mean over ESs (its interval is that of one module on the
+  held-out set: the ESs answer the same scenes);
 * ``centralised``: ``rounds * steps`` steps on the pooled data of all ESs (the same number of
   sequential steps as the federation's global model);
-* ``centralised-equal-compute``: ``num_es * rounds * steps`` steps,
+* ``centralised-equal-compute``: ``es_per_round * rounds * steps`` steps,
   as many gradient steps as the whole federation spent;
 * ``none``: the base model without modules.
 
@@ -81,13 +85,14 @@ MODEL_EXPERIMENTS = {
 """The tiny LLM is ``make run``'s model; the VLMs read the rendered scene images (labelled by
 the rule an image can show: no motion) instead of the perception logs."""
 MODEL_BUDGETS = {
-    "tiny-llm": (10, 70),
-    "smollm2-135m": (3, 10),
-    "effnet-smollm2-vlm": (3, 6),
-    "tiny-vlm": (3, 60),
+    "tiny-llm": (10, 4, 115),
+    "smollm2-135m": (3, 3, 20),
+    "effnet-smollm2-vlm": (3, 3, 6),
+    "tiny-vlm": (3, 3, 60),
 }
-"""(ESs, local steps per ES per round): the tiny LLM as in ``make run`` (10 ESs; 60 steps is
-about the mean of what the default contracts buy: 250 x 1.4 GHz / 5 GHz), the ~1 s/step real models at 3 ESs."""
+"""(ESs, ESs training per round, local steps per ES per round): the tiny LLM as in ``make run``
+(10 ESs, 4 a round; 115 steps is about the mean of what the ESs chosen at the default contracts
+buy: 480 x 1.0-1.8 GHz / 5 GHz), the ~1-2 s/step real models at 3 ESs, all in every round."""
 TRAININGS = ("local-only", "centralised", "centralised-equal-compute", "federated")
 
 
@@ -99,7 +104,7 @@ def experiment(model: str, args: argparse.Namespace) -> ExperimentConfig:
             f"model={model}",
             "incentive=optimal",  # no designer checkpoint needed: contracts play no part here
             f"federation.num_es={args.num_es}",
-            f"federation.es_per_round={args.num_es}",  # both must be <= num_es
+            f"federation.es_per_round={args.es_per_round}",  # both must be <= num_es
             f"federation.min_available_es={min(args.num_es, 2)}",
             "data.tasks=[decide]",
             f"data.eval_samples={args.eval_samples}",
@@ -110,18 +115,24 @@ def experiment(model: str, args: argparse.Namespace) -> ExperimentConfig:
     )
 
 
+def round_participants(rnd: int, per_round: int, num_es: int) -> list[int]:
+    """The ESs that train in round ``rnd`` (from 1): ``per_round`` of them in turn, so that
+    every ES's data is used when fewer than all train a round."""
+    return [((rnd - 1) * per_round + i) % num_es for i in range(per_round)]
+
+
 def federated(module: AgentModule, cfg: ExperimentConfig, data: list, args) -> dict:
-    """FedAvg of the adapters over ``rounds`` rounds of ``steps`` local steps per ES."""
+    """FedAvg of the adapters over ``rounds`` rounds of ``steps`` local steps per chosen ES."""
     state = module.initial_state
     for rnd in range(1, args.rounds + 1):
-        states = []
-        for es, examples in enumerate(data):
+        states, chosen = [], round_participants(rnd, args.es_per_round, len(data))
+        for es in chosen:
             module.load_adapter(state)
             seed = derive_seed(cfg.seed, "local-training", es, rnd)
-            report = train_locally(module, examples, cfg.training, args.steps, seed)
+            report = train_locally(module, data[es], cfg.training, args.steps, seed)
             log.info("round %d ES %d loss %.3f (%.0f s)", rnd, es, report.mean_loss, report.wall_s)
             states.append(module.adapter_state())
-        state = weighted_average(states, [len(x) for x in data])
+        state = weighted_average(states, [len(data[es]) for es in chosen])
     module.load_adapter(state)
     return state
 
@@ -136,8 +147,9 @@ def trained_alone(
 
 def compare(model: str, args: argparse.Namespace, rows: list[dict]) -> None:
     """Append the rows of one model to ``rows`` (and rewrite the results after each step)."""
-    num_es, steps = MODEL_BUDGETS[model]
+    num_es, per_round, steps = MODEL_BUDGETS[model]
     args = argparse.Namespace(**{**vars(args), "num_es": args.num_es or num_es})
+    args.es_per_round = min(args.es_per_round or per_round, args.num_es)
     args.steps = args.steps or steps
     cfg = experiment(model, args)
     seed_everything(cfg.seed)
@@ -181,7 +193,7 @@ def compare(model: str, args: argparse.Namespace, rows: list[dict]) -> None:
     save(rows, args.out)
     if "local-only" in trainings:
         local = []
-        for es, examples in enumerate(data):
+        for es, examples in enumerate(data[: args.local_only_es or None]):
             trained_alone(module, cfg, examples, budget, es)
             local.append(quality())
         record("local-only", mean_quality(local))
@@ -190,7 +202,7 @@ def compare(model: str, args: argparse.Namespace, rows: list[dict]) -> None:
         trained_alone(module, cfg, pooled, budget, -1)
         record("centralised", quality())
     if "centralised-equal-compute" in trainings:
-        trained_alone(module, cfg, pooled, budget * args.num_es, -2)
+        trained_alone(module, cfg, pooled, budget * args.es_per_round, -2)
         record("centralised-equal-compute", quality())
 
 
@@ -206,6 +218,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default="tiny-llm,smollm2-135m")
     parser.add_argument("--num-es", type=int, default=0, help="0: the model's MODEL_BUDGETS")
+    parser.add_argument(
+        "--es-per-round", type=int, default=0, help="ESs training a round (0: MODEL_BUDGETS)"
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument(
         "--steps", type=int, default=0, help="local steps per ES per round (0: MODEL_BUDGETS)"
@@ -213,6 +228,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=0, help="0: the config's")
     parser.add_argument("--samples-per-es", type=int, default=0, help="0: the config's")
     parser.add_argument("--eval-samples", type=int, default=500)
+    parser.add_argument(
+        "--local-only-es",
+        type=int,
+        default=0,
+        help="local-only: the mean over the first this many ESs (0: all)",
+    )
     parser.add_argument("--requests", type=int, default=50)
     parser.add_argument("--max-new-tokens", type=int, default=8)
     parser.add_argument(
