@@ -50,3 +50,17 @@ def test_level_rows_add_the_network_and_cap_the_closed_loop() -> None:
     # 2 users waiting 1.05 s on average: at most 1.9 requests/s, below the measured 5
     assert cloud["throughput_rps"] == pytest.approx(2 / 1.05)
     assert cloud["tokens_per_s"] == pytest.approx(4 * 2 / 1.05)
+
+
+def test_an_image_travels_as_a_png_data_url_and_comes_back_as_trained(smoke_cfg) -> None:
+    from fed_agent.evaluation.serving import _image_url
+    from fed_agent.serving.engine import RequestError, decode_image
+
+    size = smoke_cfg.data.image_size
+    image = heldout_examples(dataclasses.replace(smoke_cfg.data, eval_samples=2), 0, True)[0].image
+    back = decode_image(_image_url(image), size)
+    assert back.shape == (3, size, size) and back.dtype == np.float32
+    np.testing.assert_allclose(back, image, atol=1 / 127.5 + 1e-6)  # 8-bit PNG
+    for bad in ("https://example.org/cat.png", "data:image/png;base64,not-base64!", "data:,x"):
+        with pytest.raises(RequestError, match="image_url"):
+            decode_image(bad, size)
