@@ -360,11 +360,13 @@ def run_base(args, cfg, module, heldout, write) -> None:
             )
 
 
-def run_more(suite: str, args, cfg, module, heldout, write) -> None:
-    """The extended or small suite (see the module docstring)."""
+def run_more(suite: str, args, cfg, module, heldout, write, only: set[str]) -> None:
+    """The extended or small suite (see the module docstring); ``only``: these attacks."""
     trainer = HonestTrainer(cfg, module, EXT_NUM_ES)
     started = time.perf_counter()
     for attack, attackers, participants in _scenarios(suite):
+        if only and attack not in only:
+            continue
         for defence in EXT_DEFENCES:
             outcome = run_participants(
                 attack, attackers, participants, defence, trainer, heldout, args.rounds
@@ -431,7 +433,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/robustness.csv"))
     parser.add_argument("--rounds", type=int, default=NUM_ROUNDS)
     parser.add_argument("--suite", choices=SUITES, default="base")
+    parser.add_argument(
+        "--attacks",
+        default="",
+        help="comma-separated: only these attacks of an extended or "
+        "small suite (their rows are replaced, the suite's others kept)",
+    )
     args = parser.parse_args()
+    only = set(filter(None, args.attacks.split(",")))
     logging.basicConfig(level=logging.ERROR)  # rejections are counted, not logged per reply
     overrides = (
         OVERRIDES
@@ -450,7 +459,10 @@ def main() -> None:
         # rows written before the suites existed are the base suite's
         for column, value in (("suite", "base"), ("participants", NUM_ES), ("rounds", NUM_ROUNDS)):
             kept[column] = kept[column].fillna(value) if column in kept else value
-        kept = kept[kept["suite"] != args.suite]
+        mine = kept["suite"] == args.suite
+        if only:
+            mine &= kept["attack"].isin(only)
+        kept = kept[~mine]
     rows: list[dict] = []
 
     def write(row: dict, label: str) -> None:
@@ -463,7 +475,7 @@ def main() -> None:
     if args.suite == "base":
         run_base(args, cfg, module, heldout, write)
     else:
-        run_more(args.suite, args, cfg, module, heldout, write)
+        run_more(args.suite, args, cfg, module, heldout, write, only)
     plot(pd.read_csv(args.out), args.out.with_suffix(".png"))
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
 

@@ -7,8 +7,11 @@ cloud itself expects, from its own data and from earlier rounds:
 
 - direction: its cosine to the cloud's *reference update*, the global module trained for a few
   steps on the cloud's own small split (FLTrust's server update, Cao et al., NDSS 2021). An
-  update below ``min_reference_cosine`` is ``unaligned`` (noise, a crafted direction) or, below
-  its negative, ``sign-flip``;
+  update below ``min_reference_cosine`` is ``noise`` (or, below its negative, ``sign-flip``),
+  and so is one below ``cosine_fraction`` x the *expected* cosine: the median cosine of the
+  accepted updates of recent rounds and of this round's updates that pass the fixed limits
+  (an honest majority sets it; with one or two participants the history does). This holds
+  back an attacker that hugs the fixed limit with a mostly junk update;
 - size: its norm per unit of contracted effort (the learning-rate sum of its contracted
   optimiser steps, ``training.learning_effort``; never the ES's claim) over the reference's, divided by the median of that ratio among the updates accepted in the last
   ``history_rounds`` rounds. Below ``low_norm_ratio`` it is ``stale`` (a free-rider's zero or
@@ -47,7 +50,9 @@ class ExpectationConfig:
     """Thresholds of judging updates against the cloud's expectations (module docstring)."""
 
     min_reference_cosine: float = 0.3
-    """Cosine to the reference update below this is unaligned, below its negative a flip."""
+    """Cosine to the reference update below this is noise, below its negative a flip."""
+    cosine_fraction: float = 0.6
+    """Cosine below this x the expected cosine (see the module docstring) is noise too."""
     low_norm_ratio: float = 0.5
     """Norm per step below this x the expected norm per step: stale."""
     high_norm_ratio: float = 2.0
@@ -65,8 +70,8 @@ class ExpectationConfig:
     """The reference update takes the round's median contracted steps, at most this many."""
 
     def __post_init__(self) -> None:
-        if not 0 <= self.min_reference_cosine < 1:
-            raise ValueError(f"min_reference_cosine must be in [0, 1): {self}")
+        if not (0 <= self.min_reference_cosine < 1 and 0 <= self.cosine_fraction < 1):
+            raise ValueError(f"min_reference_cosine and cosine_fraction must be in [0, 1): {self}")
         if not 0 < self.low_norm_ratio < 1 <= self.clip_ratio <= self.high_norm_ratio:
             raise ValueError(
                 f"need 0 < low_norm_ratio < 1 <= clip_ratio <= high_norm_ratio: {self}"
@@ -134,6 +139,8 @@ class UpdateExpectations:
     cfg: ExpectationConfig = DEFAULT_EXPECTATIONS
     ratios: list[float] = field(default_factory=list)
     """Median norm ratio of the accepted updates of each earlier round (newest last)."""
+    cosines: list[float] = field(default_factory=list)
+    """Median cosine to the reference of the accepted updates of each earlier round."""
 
     @property
     def calibration(self) -> float:
@@ -170,9 +177,31 @@ class UpdateExpectations:
             )
             cosine = _cosine(delta, reference.delta)
             verdict, detail = self._verdict(ratio, cosine)
-            if verdict is Verdict.KEEP:
-                verdict, detail = self._copy_of(delta, deltas[:i], results, last_step)
             results.append(Judged(verdict, ratio, cosine, detail))
+        return self._against_expected_cosine(deltas, results, last_step)
+
+    def expected_cosine(self, judged: Sequence[Judged]) -> float:
+        """The median of recent rounds' accepted cosines and of this round's that pass the
+        fixed limits (NaN when there is neither)."""
+        recent = self.cosines[-self.cfg.history_rounds :]
+        passing = [j.cosine for j in judged if j.kept]
+        values = [*recent, *([float(np.median(passing))] if passing else [])]
+        return float(np.median(values)) if values else float("nan")
+
+    def _against_expected_cosine(
+        self, deltas: Sequence[np.ndarray], judged: list[Judged], last_step: np.ndarray | None
+    ) -> list[Judged]:
+        """Second pass over the updates within the fixed limits: the expected cosine, then
+        copies."""
+        floor = self.cfg.cosine_fraction * self.expected_cosine(judged)
+        results: list[Judged] = []
+        for i, j in enumerate(judged):
+            if j.kept and j.cosine < floor:
+                j = Judged(Verdict.NOISE, j.norm_ratio, j.cosine, f"expected >= {floor:.3g}")
+            elif j.kept:
+                verdict, detail = self._copy_of(deltas[i], deltas[:i], judged, last_step)
+                j = Judged(verdict, j.norm_ratio, j.cosine, detail)
+            results.append(j)
         return results
 
     def _verdict(self, ratio: float, cosine: float) -> tuple[Verdict, str]:
@@ -213,18 +242,21 @@ class UpdateExpectations:
 
     def record(self, judged: Sequence[Judged]) -> None:
         """Calibrate the expected norm with this round's accepted updates."""
-        kept = [j.norm_ratio * self.calibration for j in judged if j.kept]
+        kept = [j for j in judged if j.kept]
         if kept:
-            self.ratios.append(float(np.median(kept)))
+            self.ratios.append(float(np.median([j.norm_ratio for j in kept])) * self.calibration)
+            self.cosines.append(float(np.median([j.cosine for j in kept])))
             del self.ratios[: -self.cfg.history_rounds]
+            del self.cosines[: -self.cfg.history_rounds]
 
     def state_dict(self) -> dict:
         """JSON-ready state (the calibration history)."""
-        return {"ratios": list(self.ratios)}
+        return {"ratios": list(self.ratios), "cosines": list(self.cosines)}
 
     def load_state_dict(self, state: Mapping) -> None:
         """Restore :meth:`state_dict`."""
         self.ratios = [float(r) for r in state["ratios"]]
+        self.cosines = [float(c) for c in state["cosines"]]
 
 
 def reference_update(

@@ -128,3 +128,22 @@ def test_bad_thresholds_and_efforts_are_refused():
         ExpectationConfig(low_norm_ratio=1.5)
     with pytest.raises(ValueError, match="efforts must be"):
         UpdateExpectations().judge([honest()], [0.0], REFERENCE)
+
+
+def test_an_update_hugging_the_fixed_cosine_limit_falls_below_the_expected_cosine():
+    # honest updates agree with the reference at ~0.93: a mostly-junk update at 0.35 passes
+    # the fixed limit (0.3) but not 0.6 x the expected cosine
+    junk = np.random.default_rng(21).normal(size=DIM)
+    unit = REFERENCE.delta / np.linalg.norm(REFERENCE.delta)
+    side = junk - (junk @ unit) * unit
+    hug = np.linalg.norm(honest()) * (
+        0.35 * unit + np.sqrt(1 - 0.35**2) * side / np.linalg.norm(side)
+    )
+    expectations = UpdateExpectations()
+    judged = expectations.judge([honest(seed=s) for s in (1, 2, 3)] + [hug], [4.0] * 4, REFERENCE)
+    assert [j.verdict for j in judged] == [Verdict.KEEP] * 3 + [Verdict.NOISE]
+    assert "expected >=" in judged[-1].reason
+    expectations.record(judged)
+    # alone in a later round, the history holds it back
+    assert verdicts([hug], expectations=expectations) == [Verdict.NOISE]
+    assert verdicts([honest(seed=8)], expectations=expectations) == [Verdict.KEEP]
