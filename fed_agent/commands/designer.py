@@ -11,6 +11,7 @@ Reproduce the shipped checkpoints (each a few minutes on one quiet core; docs/de
     fed-agent designer train --out fed_agent/assets/edmsac_federation_k5.npz \
         --market federation --num-types 5 --env-steps 16384 --violation-penalty 0.05
     fed-agent designer train --out fed_agent/assets/dmsac_federation_k3.npz --algorithm dmsac \
+        --demonstrations 1024 --env-steps 4096 \
         --market federation
     fed-agent designer train --out fed_agent/assets/ppo_federation_k3.npz --algorithm ppo \
         --market federation
