@@ -9,7 +9,8 @@ Reproduce the shipped checkpoints (each a few minutes on one quiet core; docs/de
     fed-agent designer train --out fed_agent/assets/edmsac_federation_k3.npz --market federation \
         --demonstrations 1024 --env-steps 4096
     fed-agent designer train --out fed_agent/assets/edmsac_federation_k5.npz \
-        --market federation --num-types 5 --env-steps 16384 --violation-penalty 0.05
+        --market federation --num-types 5 --demonstrations 1024 --imitation-steps 8000 \
+        --env-steps 64
     fed-agent designer train --out fed_agent/assets/dmsac_federation_k3.npz --algorithm dmsac \
         --demonstrations 1024 --env-steps 4096 \
         --market federation
@@ -81,6 +82,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="training markets solved exactly and imitated before and while learning "
         "(0: reinforcement learning alone)",
     )
+    train.add_argument(
+        "--imitation-steps",
+        type=int,
+        default=DesignerConfig.imitation_steps,
+        help="behaviour-cloning steps on the demonstrations before the first episode",
+    )
     train.add_argument("--log", type=Path, default=None, help="metrics log (.jsonl)")
     train.add_argument("--threads", type=int, default=DEFAULT_THREADS)
     train.set_defaults(handler=run_train)
@@ -101,6 +108,7 @@ def _config_from_args(args: argparse.Namespace) -> DesignerConfig:
         seed=args.seed,
         violation_penalty=args.violation_penalty,
         demonstrations=args.demonstrations,
+        imitation_steps=args.imitation_steps,
     )
     if args.prune_rate is not None:
         config.edmsac.prune_rate = args.prune_rate
