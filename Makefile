@@ -38,9 +38,10 @@ test-fast: setup
 test-slow: setup
 	$(PY) -m pytest -m "slow and not deploy" -q
 
-# the deployment engine over TLS with SuperNode auth on 127.0.0.1 (about 25 min on 2 busy cores)
+# the deployment engine over TLS with SuperNode auth on 127.0.0.1: one federation of 3
+# SuperNodes for a run, a resume, a refused key, a foreign CA and a killed node (CI runs it)
 test-deploy: setup
-	$(PY) -m pytest -m deploy -q
+	$(PY) -m pytest -m deploy -q -p no:cacheprovider tests/deploy
 
 test: lint test-fast
 

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from fed_agent.deploy.launcher import FederationRunError, flower_bin, run_status
 
-CLI_TIMEOUT_S = 120.0
-"""One CLI call (a cold ``flwr`` start takes several seconds on a loaded 2-core box)."""
+CLI_TIMEOUT_S = 300.0
+"""One CLI call (a cold ``flwr`` start takes several seconds on a quiet 2-core box, and more
+than 120 s, ``flwr run`` with its bundling, on a shared one at load average 20-30)."""
 FINISHED = "finished:"
 COMPLETED = "finished:completed"
 
