@@ -8,13 +8,12 @@ measures the received module on the ES's local split.
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 
+from benchmarks.message_cost import PROJECT_ROOT, message_cost
 from clients.client_app import evaluate, train
 from fed_agent.protocol import (
     ARRAYS,
@@ -127,22 +126,5 @@ def test_evaluate_measures_the_received_module_on_the_local_split(smoke_module):
 
 def test_answering_a_query_imports_no_torch():
     """Each deployment message is a fresh process: the query path must not pay for torch."""
-    code = (
-        "import sys; from flwr.app import Context, Message, RecordDict, ConfigRecord\n"
-        "from flwr.supercore.task_identity import TaskIdentity\n"
-        "import clients.client_app as app\n"
-        "from tests.strategies.fake_grid import metadata\n"
-        "TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 7\n"
-        "ctx = Context(run_id=1, node_id=7, state=RecordDict(),"
-        " node_config={'partition-id': 0, 'num-partitions': 3},"
-        " run_config={'experiment': 'smoke', 'overrides': ''})\n"
-        "msg = Message(content=RecordDict({'config': ConfigRecord({'phase': 'public-facts'})}),"
-        " metadata=metadata(0, 7, 'query', 'q'))\n"
-        "reply = app.query(msg, ctx)\n"
-        "heavy = sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules)\n"
-        "print(heavy, dict(reply.content['public-facts']))\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
-    )
-    assert done.stdout.startswith("[] {"), done.stdout + done.stderr
+    cost = message_cost("public-facts", PROJECT_ROOT)
+    assert cost["torch"] is False and cost["cpu_s"] > 0
