@@ -108,14 +108,14 @@ def participation_from_ledger(ledger_csv: Path) -> float:
 
 def plot(frame: pd.DataFrame, path: Path) -> None:
     metrics = ["cloud_utility", "round_latency_model_s", "participation_rate", "answer_loss"]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 4))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 6), sharey=True)
     for ax, metric in zip(axes, metrics, strict=True):
         labels = frame["strategy"] + "/" + frame["selection"]
         labels = labels.where(frame["runner"] == "flower", labels + " (in-process)")
         table = frame.assign(label=labels).pivot_table(
             index="label", columns="num_es", values=metric
         )
-        table.plot.bar(ax=ax, rot=60)
+        table.plot.barh(ax=ax)
         ax.set_title(metric)
         ax.set_xlabel("")
     fig.tight_layout()

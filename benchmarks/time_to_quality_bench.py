@@ -201,7 +201,8 @@ def main() -> None:
                 folder = out / run_name(policy, selection, num_es)
                 if not (folder / "metrics.csv").is_file():
                     continue
-                metrics = pd.read_csv(folder / "metrics.csv")
+                # a round cut short by the interruption has its row but no quality yet
+                metrics = pd.read_csv(folder / "metrics.csv").dropna(subset=["decision_accuracy"])
                 n_eval = load_config(args.experiment, "").data.eval_samples
                 run = (num_es, policy, selection)
                 rows, curve = summarise(metrics, run, args.targets, n_eval), curve_of(metrics, run)
