@@ -390,7 +390,7 @@ def run_more(suite: str, args, cfg, module, heldout, write, only: set[str]) -> N
 def _with_relative_quality(table: pd.DataFrame) -> pd.DataFrame:
     """Add ``quality_vs_no_attack``: over the no-attack run of the same suite, participants,
     defence and aggregation."""
-    keys = ["suite", "participants", "defence", "aggregation"]
+    keys = ["suite", "recipe", "participants", "defence", "aggregation"]
     clean = table[table["attack"] == "none"].set_index(keys)["final_quality"]
     index = pd.MultiIndex.from_frame(table[keys])
     table = table.copy()
@@ -452,21 +452,29 @@ def main() -> None:
     module = agent_module(cfg.model, cfg.seed)
     heldout = heldout_examples(cfg.data, cfg.seed, module.base.is_vision)
     initial = math.exp(-evaluate_quality(module, heldout, cfg.training.eval_batch_size).answer_loss)
+    # the local-training recipe: rows are compared with the no-attack row of the same one
+    recipe = f"lr {cfg.training.learning_rate:g} {cfg.training.lr_schedule}"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     kept = pd.DataFrame()
     if args.out.is_file():
         kept = pd.read_csv(args.out)
         # rows written before the suites existed are the base suite's
-        for column, value in (("suite", "base"), ("participants", NUM_ES), ("rounds", NUM_ROUNDS)):
+        earlier = (
+            ("suite", "base"),
+            ("participants", NUM_ES),
+            ("rounds", NUM_ROUNDS),
+            ("recipe", "lr 0.003 linear"),  # the training defaults before recipes were recorded
+        )
+        for column, value in earlier:
             kept[column] = kept[column].fillna(value) if column in kept else value
-        mine = kept["suite"] == args.suite
+        mine = (kept["suite"] == args.suite) & (kept["recipe"] == recipe)
         if only:
             mine &= kept["attack"].isin(only)
         kept = kept[~mine]
     rows: list[dict] = []
 
     def write(row: dict, label: str) -> None:
-        rows.append({**row, "initial_quality": initial})
+        rows.append({**row, "recipe": recipe, "initial_quality": initial})
         print(f"{label} {row['final_quality']:.4f} {row['status']}", flush=True)
         # rewritten after every scenario: an interrupted run keeps what it measured
         table = _with_relative_quality(pd.concat([kept, pd.DataFrame(rows)], ignore_index=True))
