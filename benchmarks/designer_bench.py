@@ -424,7 +424,7 @@ def main() -> None:
     keys = ("market", "designer", "seed")
     upsert_table(rows, args.out_dir / "designer.csv", keys)
     upsert_table(summary_rows(rows), args.out_dir / "designer_summary.csv", ("market", "designer"))
-    pruning = [r for r in rows if r["designer"] in ("edmsac", "dmsac")]
+    pruning = [r for r in rows if r["designer"].split("+")[0] in ("edmsac", "dmsac")]
     upsert_table(pruning, args.out_dir / "designer_pruning.csv", keys)
     curves = merge_histories(results, args.out_dir / "designer_histories.json")
     plot_curves(curves, args.out_dir / "designer_curves.png")
