@@ -39,9 +39,24 @@ HANDLERS = {MessageType.QUERY: query, MessageType.TRAIN: train}
 CLOUD_NODE_ID = 0
 
 
-def _set_task_identity(node_id: int) -> None:
+def set_task_identity(node_id: int) -> None:
     """Flower reads the sender of a new Message from the process's task identity."""
     TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, node_id
+
+
+def metadata(src: int, dst: int, kind: str, message_id: str = "") -> Metadata:
+    """Message metadata as the SuperLink would set it (also the test grids' one home)."""
+    return Metadata(
+        run_id=1,
+        message_id=message_id,
+        src_node_id=src,
+        dst_node_id=dst,
+        reply_to_message_id="",
+        group_id="1",
+        created_at=time.time(),
+        ttl=3600.0,
+        message_type=kind,
+    )
 
 
 class InProcessGrid:
@@ -75,26 +90,16 @@ class InProcessGrid:
             dst, kind = message.metadata.dst_node_id, message.metadata.message_type
             if kind not in HANDLERS:
                 raise ValueError(f"in-process grid: no handler for {kind!r}; has {list(HANDLERS)}")
-            addressed = Message(content=message.content, metadata=self._metadata(dst, kind))
-            _set_task_identity(dst)
+            addressed = Message(
+                content=message.content,
+                metadata=metadata(CLOUD_NODE_ID, dst, kind, f"m{self._sent}"),
+            )
+            set_task_identity(dst)
             try:
                 replies.append(HANDLERS[kind](addressed, self.contexts[dst]))
             finally:
-                _set_task_identity(CLOUD_NODE_ID)
+                set_task_identity(CLOUD_NODE_ID)
         return replies
-
-    def _metadata(self, dst: int, kind: str) -> Metadata:
-        return Metadata(
-            run_id=1,
-            message_id=f"m{self._sent}",
-            src_node_id=CLOUD_NODE_ID,
-            dst_node_id=dst,
-            reply_to_message_id="",
-            group_id="1",
-            created_at=time.time(),
-            ttl=3600.0,
-            message_type=kind,
-        )
 
 
 @dataclass(frozen=True)
@@ -127,7 +132,7 @@ def run_in_process(
     strategy = ContractStrategy(cfg, module, outputs, policy, ledger)
     evaluate = make_evaluator(cfg, module, outputs, strategy.absolute_round)
     grid = InProcessGrid(num_es, experiment, overrides)
-    _set_task_identity(CLOUD_NODE_ID)
+    set_task_identity(CLOUD_NODE_ID)
     arrays = adapter_to_record(module.initial_state)
     evaluate(0, arrays)
     for server_round in range(1, cfg.federation.num_rounds + 1):

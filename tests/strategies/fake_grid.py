@@ -6,36 +6,13 @@ Train offers (the offer riding on a TRAIN message) are answered by the real ES's
 
 from __future__ import annotations
 
-import time
-
 from flwr.app import Context, Message, MessageType, RecordDict
-from flwr.app.metadata import Metadata
-from flwr.supercore.task_identity import TaskIdentity
 
+from benchmarks.in_process import metadata, set_task_identity
 from clients.client_app import query
 from clients.edge_server import EdgeServer
 from fed_agent.config import config_from_run_config
 from fed_agent.protocol import CONFIG, TrainOffer
-
-
-def set_task_identity(node_id: int) -> None:
-    """Flower reads the sender of a new Message from the process's task identity."""
-    TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, node_id
-
-
-def metadata(src: int, dst: int, kind: str, message_id: str = "") -> Metadata:
-    """Message metadata as the SuperLink would set it."""
-    return Metadata(
-        run_id=1,
-        message_id=message_id,
-        src_node_id=src,
-        dst_node_id=dst,
-        reply_to_message_id="",
-        group_id="1",
-        created_at=time.time(),
-        ttl=3600.0,
-        message_type=kind,
-    )
 
 
 class FakeGrid:
