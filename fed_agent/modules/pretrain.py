@@ -33,6 +33,7 @@ def _lm_batch(tokenizer, lines: list[str], max_len: int) -> dict[str, torch.Tens
     }
 
 
+@torch.enable_grad()  # a caller may hold torch.no_grad() (e.g. a first use in inference)
 def pretrain_language_model(
     model: torch.nn.Module, tokenizer, corpus: list[str], cfg: ModelConfig, seed: int
 ) -> float:

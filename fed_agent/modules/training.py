@@ -26,6 +26,7 @@ class TrainingReport:
     wall_s: float
 
 
+@torch.enable_grad()  # a caller may hold torch.no_grad() (e.g. a first use in inference)
 def train_locally(
     module: AgentModule,
     examples: list[Example],

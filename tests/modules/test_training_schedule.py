@@ -54,3 +54,31 @@ def test_training_with_either_schedule_changes_the_adapter(smoke_cfg, smoke_modu
             if (v != smoke_module.initial_state[k]).any()
         ]
         assert changed
+
+
+def test_training_learns_even_inside_a_callers_no_grad_block(smoke_cfg, smoke_module):
+    """CI regression: a first use of a tiny base inside ``torch.no_grad()`` (an export check)
+    built the base there, and pre-training crashed with 'does not require grad'."""
+    import torch
+
+    from fed_agent.data.partition import es_examples, public_corpus
+    from fed_agent.modules.pretrain import pretrain_language_model
+    from fed_agent.modules.registry import TINY_ARCHITECTURES
+    from fed_agent.modules.tokenizer import train_tokenizer
+
+    examples = es_examples(smoke_cfg.data, smoke_cfg.seed, 0)
+    with torch.no_grad():
+        report = train_locally(smoke_module, examples, smoke_cfg.training, 2, seed=1)
+        assert report.steps == 2
+        assert any(
+            (v != smoke_module.initial_state[k]).any()
+            for k, v in smoke_module.adapter_state().items()
+        )
+        cfg = dataclasses.replace(smoke_cfg.model, pretrain_steps=2)
+        corpus = public_corpus(0, 64)
+        tokenizer = train_tokenizer(corpus, cfg.vocab_size)
+        model, _ = TINY_ARCHITECTURES[cfg.name](cfg, len(tokenizer))
+        before = next(model.parameters()).clone()
+        loss = pretrain_language_model(model, tokenizer, corpus, cfg, seed=0)
+    assert loss == loss  # a number, not the NaN of a loop that never ran
+    assert not torch.equal(before, next(model.parameters()))
