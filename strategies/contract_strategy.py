@@ -237,7 +237,7 @@ class ContractStrategy(Strategy):
         self._round_started = 0.0
         self._design_times = {"design_s": 0.0, "guard_s": 0.0}
         self._period = 1
-        self.expectations = UpdateExpectations()
+        self.expectations = UpdateExpectations(cfg.screening)
         """What the cloud expects of an honest update (calibrated round by round)."""
         self._cloud_split: list | None = None
         self._last_step: np.ndarray | None = None

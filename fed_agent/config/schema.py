@@ -17,6 +17,7 @@ from fed_agent.contracts.market import MarketParams
 from fed_agent.incentives.config import IncentiveConfig
 from fed_agent.incentives.policies import LEARNED_POLICIES, designer_checkpoint
 from fed_agent.modules.aggregation import AGGREGATORS
+from fed_agent.modules.expectation_config import ExpectationConfig
 from fed_agent.privacy import PrivacyConfig
 
 TASKS = ("decide", "describe")
@@ -92,8 +93,10 @@ class FederationConfig:
     """A round waits for at least this many connected ESs before it starts."""
     round_timeout_s: float = 600.0
     """Replies later than this are dropped from the round."""
-    client_cpus: float = 2.0
-    """Ray CPUs reserved per ClientApp in simulation (2 on a 2-core box = one at a time)."""
+    client_cpus: float = 1.0
+    """Ray CPUs reserved per ClientApp in simulation; Ray gives each that many torch threads.
+    1: one ES per core at a time (on 2 cores the default run took 173 s; 2, one ES at a time
+    with two threads, 277 s)."""
     aggregation: str = "fedavg"
     checkpoint_every: int = 1
     """Checkpoint the cloud (module, ledger, beliefs, contracts) every this many rounds."""
@@ -278,6 +281,8 @@ class ExperimentConfig:
     """The contract market (types, transitions, costs, value); defaults in MarketParams."""
     incentive: IncentiveConfig = field(default_factory=IncentiveConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    screening: ExpectationConfig = field(default_factory=ExpectationConfig)
+    """How the cloud judges each returned update (fed_agent/modules/expectations.py)."""
     agent: AgentConfig = field(default_factory=AgentConfig)
     """The exported agent: this run's module name and an earlier agent to extend."""
 
