@@ -233,7 +233,7 @@ class Cloud:
         """The cloud's reference update (the strategy's: its own split, the ESs' steps)."""
         cfg = self.trainer.cfg
         split = cloud_examples(cfg.data, cfg.seed, self.expectations.cfg.reference_samples)
-        steps = min(cfg.training.local_steps, self.expectations.cfg.max_reference_steps)
+        steps = self.expectations.cfg.steps_for([cfg.training.local_steps])
         seed = derive_seed(cfg.seed, "reference-update", server_round)
         return reference_update(self.trainer.module, global_state, split, cfg.training, steps, seed)
 

@@ -76,7 +76,6 @@ from fed_agent.choices import check_choice
 from fed_agent.config import ExperimentConfig
 from fed_agent.contracts import DynamicContract, Market, value_of_work
 from fed_agent.contracts.utility import es_period_utility
-from fed_agent.data.partition import cloud_examples
 from fed_agent.incentives.beliefs import BeliefTracker
 from fed_agent.incentives.ledger import Ledger, LedgerEntry
 from fed_agent.incentives.policies import ORACLE_POLICIES, UNCOMMITTED_POLICIES, ContractPolicy
@@ -84,7 +83,7 @@ from fed_agent.incentives.profiles import PublicFacts, es_market, period_of_roun
 from fed_agent.incentives.selection import Candidate, select_participants
 from fed_agent.modules.adapter import AgentModule
 from fed_agent.modules.aggregation import aggregate
-from fed_agent.modules.expectations import Reference, UpdateExpectations, reference_update
+from fed_agent.modules.expectations import UpdateExpectations
 from fed_agent.modules.robust import flatten
 from fed_agent.modules.training import learning_effort, local_steps_for
 from fed_agent.outputs import RunOutputs
@@ -104,8 +103,9 @@ from fed_agent.protocol import (
     TrainReply,
     new_nonce,
 )
-from fed_agent.seeding import derive_seed, rng_for
+from fed_agent.seeding import rng_for
 from strategies.records import adapter_to_record, record_to_adapter
+from strategies.reference_job import ReferenceJob
 from strategies.sampling import sample_nodes, wait_for_nodes
 from strategies.validation import (
     AcceptedReply,
@@ -239,7 +239,10 @@ class ContractStrategy(Strategy):
         self._period = 1
         self.expectations = UpdateExpectations(cfg.screening)
         """What the cloud expects of an honest update (calibrated round by round)."""
-        self._cloud_split: list | None = None
+        self._offered_steps: list[int] = []
+        """The steps of every item offered with the module this round (folded offers)."""
+        self._references = ReferenceJob(cfg, module)
+        """The round's reference update, trained while the ESs train."""
         self._last_step: np.ndarray | None = None
         """The previous round's change of the global module (flattened; None at first)."""
         self._deadline_s = 0.0
@@ -283,15 +286,22 @@ class ContractStrategy(Strategy):
         _, self._period = period_of_round(server_round, self.cfg.incentive.rounds_per_period)
         self._design_times = {"design_s": 0.0, "guard_s": 0.0}
         self._train_offers = {}
+        self._offered_steps = []
         offered = self._design_offers(server_round, node_ids, grid)
         if self._folds_offers(offered):
             self._assignments = {}
-            return [self._train_offer_message(server_round, n, arrays) for n in offered]
-        choices = self._collect_choices(grid, server_round, offered)
-        self._assignments = self._select_participants(server_round, offered, choices)
-        return [
-            self._train_message(server_round, n, a, arrays) for n, a in self._assignments.items()
-        ]
+            messages = [self._train_offer_message(server_round, n, arrays) for n in offered]
+        else:
+            choices = self._collect_choices(grid, server_round, offered)
+            self._assignments = self._select_participants(server_round, offered, choices)
+            messages = [
+                self._train_message(server_round, n, a, arrays)
+                for n, a in self._assignments.items()
+            ]
+        if messages:
+            planned = [a.steps for a in self._assignments.values()] or self._offered_steps
+            self._references.start(server_round, self._global_state, planned)
+        return messages
 
     def _folds_offers(self, offered: list[int]) -> bool:
         """Whether every ES that accepts will be chosen (then offer and TRAIN are one)."""
@@ -312,6 +322,7 @@ class ContractStrategy(Strategy):
         )
         nonce = new_nonce()
         self._train_offers[node_id] = nonce
+        self._offered_steps.extend(steps)
         train_offer = TrainOffer(offer, steps, self.module.base.fingerprint, nonce)
         content = RecordDict({ARRAYS: arrays, CONFIG: ConfigRecord(train_offer.to_dict())})
         return Message(content, message_type=MessageType.TRAIN, dst_node_id=node_id)
@@ -629,7 +640,10 @@ class ContractStrategy(Strategy):
         if self._validated is None:
             self.validate_replies(replies)
         validated, self._validated = self._validated, None
-        merged, metrics = self._aggregate(self.absolute_round(server_round), replies, validated)
+        try:
+            merged, metrics = self._aggregate(self.absolute_round(server_round), replies, validated)
+        finally:
+            self._references.settle()  # the module's weights are the ServerApp's again
         if self.commits:
             self.commit_round(server_round, self.checkpoint_dir, merged)
         return (None if merged is None else adapter_to_record(merged)), metrics
@@ -719,8 +733,10 @@ class ContractStrategy(Strategy):
             return [], []
         schedule = self.cfg.training.lr_schedule
         efforts = {n: learning_effort(schedule, a.steps) for n, a in self._assignments.items()}
-        reference = self._reference(
-            server_round, [self._assignments[r.node_id].steps for r in accepted]
+        reference = self._references.take(
+            server_round,
+            self._global_state,
+            [self._assignments[r.node_id].steps for r in accepted],
         )
         as_sent = [validated.accepted[r.node_id] for r in accepted]
         judged_kept, rejected, judged = judge_updates(
@@ -732,20 +748,6 @@ class ContractStrategy(Strategy):
         return clip_to_expected(
             self.expectations, self._global_state, kept, efforts, reference
         ), rejected
-
-    def _reference(self, server_round: int, steps: list[int]) -> Reference:
-        """The cloud's reference update of this round: the global module trained on the
-        cloud's own split for the round's median contracted steps (capped)."""
-        cfg = self.expectations.cfg
-        if self._cloud_split is None:
-            self._cloud_split = cloud_examples(
-                self.cfg.data, self.cfg.seed, cfg.reference_samples, self.module.base.is_vision
-            )
-        n_steps = max(1, min(cfg.max_reference_steps, round(float(np.median(steps)))))
-        seed = derive_seed(self.cfg.seed, "reference-update", server_round)
-        return reference_update(
-            self.module, self._global_state, self._cloud_split, self.cfg.training, n_steps, seed
-        )
 
     def _merge(
         self, kept: list[AcceptedReply]

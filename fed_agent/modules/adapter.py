@@ -7,6 +7,7 @@ Flower ArrayRecord or a safetensors file without torch-specific types.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import json
@@ -102,6 +103,15 @@ class AgentModule:
         result = set_peft_model_state_dict(self.model, tensors)
         if result.unexpected_keys:
             raise AdapterError(f"peft refused adapter keys {result.unexpected_keys[:3]}")
+
+    def twin(self) -> AgentModule:
+        """Another module on the same frozen base tensors, with adapter tensors of its own: it
+        can train in another thread while this one is trained or evaluated (the base is
+        read-only in both; only ``lora_`` tensors are copied)."""
+        shared = {id(p): p for n, p in self.model.named_parameters() if "lora_" not in n}
+        twin = copy.copy(self)
+        twin.model = copy.deepcopy(self.model, memo=shared)
+        return twin
 
     def reset(self) -> None:
         """Back to the initial adapter (the same on every process with the same seed)."""

@@ -6,6 +6,7 @@ the plain dataclass only, so that the config schema stays free of torch.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -38,12 +39,14 @@ class ExpectationConfig:
     reference_samples: int = 64
     """Scenes in the cloud's own split (``fed_agent.data.partition.cloud_examples``)."""
     norm_effort_exponent: float = 0.3
-    """An honest update's norm grows as its effort to this power (:mod:`fed_agent.modules.expectations`)."""
+    """Without a growth record of the reference, an honest update's norm grows as its effort to
+    this power (the default module: 1.09-1.42x per doubling of 25-400 steps)."""
     max_reference_steps: int = 64
-    """The reference update takes the round's median contracted steps, at most this many (its
-    norm is carried to other efforts by ``norm_effort_exponent``). It is the cloud's own
-    training every round: 64 steps cost the default run ~4 s a round, against ~13 s for the
-    ESs' median of ~100-200 steps, with every honest reply still kept."""
+    """The reference update takes the most steps any ES of the round is contracted to, at most
+    this many. Its norm after 1, 2, 4, ... steps is the expected norm of an ES of that effort
+    (Adam's first steps grow it almost in proportion, later ones far less); past the cap the
+    growth of its last doublings carries on. The cloud trains it while the ESs train
+    (``strategies/reference_job.py``): 64 steps take ~4 s of the default run's rounds."""
 
     def __post_init__(self) -> None:
         if not (0 <= self.min_reference_cosine < 1 and 0 <= self.cosine_fraction < 1):
@@ -60,3 +63,8 @@ class ExpectationConfig:
             raise ValueError(f"norm_effort_exponent must be in [0, 1]: {self}")
         if min(self.history_rounds, self.reference_samples, self.max_reference_steps) < 1:
             raise ValueError(f"history, reference samples and steps must be >= 1: {self}")
+
+    def steps_for(self, contracted: Sequence[int]) -> int:
+        """The reference's steps for a round whose ESs contract ``contracted`` steps."""
+        most = max(contracted, default=self.max_reference_steps)
+        return max(1, min(self.max_reference_steps, int(most)))

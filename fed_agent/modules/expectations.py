@@ -58,22 +58,47 @@ from fed_agent.data.tasks import Example
 from fed_agent.modules.adapter import AgentModule
 from fed_agent.modules.expectation_config import ExpectationConfig
 from fed_agent.modules.robust import Verdict, flatten
-from fed_agent.modules.training import learning_effort, train_locally
+from fed_agent.modules.training import learning_effort, learning_rate_factor, train_locally
 from fed_agent.protocol import AdapterState
 
 
 @dataclass(frozen=True)
 class Reference:
-    """The cloud's reference update of one round (flattened) and the effort it took."""
+    """The cloud's reference update of one round (flattened), the effort it took and how its
+    norm grew on the way."""
 
     delta: np.ndarray
     effort: float
     """The learning-rate sum of its steps (``training.learning_effort``)."""
+    growth: tuple[tuple[float, float], ...] = ()
+    """(effort, norm of the update so far) after 1, 2, 4, ... steps and the last (empty: only
+    the end point is known)."""
 
     @property
     def norm(self) -> float:
         """The reference's update norm."""
         return float(np.linalg.norm(self.delta))
+
+    def norm_at(self, effort: float, exponent: float) -> float:
+        """The norm an honest update of ``effort`` is expected to reach: the reference's own
+        growth, interpolated in log-log; past its last point, grown with the slope of its
+        last two doublings (within [0, 1]); before its first point, in proportion (Adam's
+        first steps move every coordinate alike). Without a growth record: the end point
+        grown as effort ** ``exponent``."""
+        if not self.growth:
+            return self.norm * (effort / self.effort) ** exponent
+        points = self.growth
+        x = np.log([e for e, _ in points])
+        y = np.log([max(n, np.finfo(float).tiny) for _, n in points])
+        at = np.log(effort)
+        if at <= x[0]:
+            return float(np.exp(y[0] + (at - x[0])))
+        if at <= x[-1]:
+            return float(np.exp(np.interp(at, x, y)))
+        if len(x) >= 2:
+            tail = slice(-3, None)
+            exponent = float(np.clip(np.polyfit(x[tail], y[tail], 1)[0], 0.0, 1.0))
+        return float(np.exp(y[-1] + exponent * (at - x[-1])))
 
 
 @dataclass(frozen=True)
@@ -127,8 +152,7 @@ class UpdateExpectations:
 
     def expected_norm(self, effort: float, reference: Reference) -> float:
         """The norm an honest update of ``effort`` (learning-rate sum) is expected to have."""
-        growth = (effort / reference.effort) ** self.cfg.norm_effort_exponent
-        return self.calibration * reference.norm * growth
+        return self.calibration * reference.norm_at(effort, self.cfg.norm_effort_exponent)
 
     def judge(
         self,
@@ -250,12 +274,24 @@ def reference_update(
     steps: int,
     seed: int,
 ) -> Reference:
-    """The cloud's own update: ``global_state`` trained ``steps`` steps on ``examples``.
+    """The cloud's own update: ``global_state`` trained ``steps`` steps on ``examples``, with
+    its norm after 1, 2, 4, ... steps (``Reference.growth``).
 
     Leaves ``module`` holding the trained adapter (callers load what they need next).
     """
     keys = list(global_state)
+    origin = flatten(global_state, keys)
+    factors = np.cumsum(
+        [learning_rate_factor(training.lr_schedule, k, steps) for k in range(steps)]
+    )
+    growth: list[tuple[float, float]] = []
+
+    def record(done: int) -> None:
+        if done & (done - 1) == 0 or done == steps:  # a power of two, or the end
+            norm = float(np.linalg.norm(flatten(module.adapter_state(), keys) - origin))
+            growth.append((float(factors[done - 1]), norm))
+
     module.load_adapter(global_state)
-    train_locally(module, examples, training, steps, seed)
-    delta = flatten(module.adapter_state(), keys) - flatten(global_state, keys)
-    return Reference(delta, learning_effort(training.lr_schedule, steps))
+    train_locally(module, examples, training, steps, seed, after_step=record)
+    delta = flatten(module.adapter_state(), keys) - origin
+    return Reference(delta, learning_effort(training.lr_schedule, steps), tuple(growth))

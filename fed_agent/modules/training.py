@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,12 +34,14 @@ def train_locally(
     cfg: TrainingConfig,
     num_steps: int,
     seed: int,
+    after_step: Callable[[int], None] | None = None,
 ) -> TrainingReport:
     """Train the module's adapter for ``num_steps`` optimiser steps on ``examples``.
 
     Batches are drawn without replacement per epoch from a generator seeded with ``seed``. The
     optimiser is new for every call: an ES keeps no optimiser state between rounds. A
-    classifier module learns from the ``decide`` examples only.
+    classifier module learns from the ``decide`` examples only. ``after_step`` is called with
+    the number of steps done after each step (the cloud's reference records its norm growth).
     """
     examples = usable_examples(module.base, examples)
     if num_steps < 0:
@@ -68,6 +71,8 @@ def train_locally(
         optimiser.step()
         schedule.step()
         losses.append(float(loss.item()))
+        if after_step is not None:
+            after_step(len(losses))
     model.eval()
     mean_loss = float(np.mean(losses)) if losses else float("nan")
     return TrainingReport(

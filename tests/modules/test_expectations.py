@@ -207,3 +207,35 @@ def test_the_fixed_floor_rises_to_the_spread_of_a_random_direction_in_small_modu
     # 0.1 is above min_reference_cosine but within 4.5 sd of chance at D = 2000
     assert verdicts([converged(17, 0.1)]) == [Verdict.NOISE]
     assert verdicts([converged(17, 0.2)]) == [Verdict.KEEP]
+
+
+def test_the_expected_norm_follows_the_references_own_growth():
+    # a reference that grew in proportion for 4 steps, then by 1.2x per doubling up to 64
+    growth = ((1.0, 1.0), (2.0, 2.0), (4.0, 4.0), (8.0, 4.8), (16.0, 5.76), (32.0, 6.912))
+    growth += ((64.0, 8.2944),)
+    reference = Reference(REFERENCE.delta / np.linalg.norm(REFERENCE.delta) * 8.2944, 64.0, growth)
+    assert reference.norm_at(2.0, 0.3) == pytest.approx(2.0)
+    assert reference.norm_at(16.0, 0.3) == pytest.approx(5.76)
+    assert reference.norm_at(5.657, 0.3) == pytest.approx(np.sqrt(4.0 * 4.8), rel=1e-3)
+    # past the end: the slope of the last two doublings (log2 1.2 = 0.263), not the 0.3 given
+    assert reference.norm_at(256.0, 0.3) == pytest.approx(8.2944 * 1.2**2, rel=1e-6)
+    assert reference.norm_at(0.5, 0.3) == pytest.approx(0.5)
+    # without a record the exponent carries the end point both ways
+    bare = Reference(reference.delta, 64.0)
+    assert bare.norm_at(8.0, 0.5) == pytest.approx(8.2944 / np.sqrt(8))
+
+
+def test_the_reference_update_records_its_norm_after_each_doubling(smoke_cfg, smoke_module):
+    from fed_agent.data.partition import cloud_examples
+    from fed_agent.modules.expectations import reference_update
+
+    split = cloud_examples(smoke_cfg.data, smoke_cfg.seed, 16)
+    global_state = smoke_module.initial_state
+    reference = reference_update(smoke_module, global_state, split, smoke_cfg.training, 6, seed=3)
+    efforts = [e for e, _ in reference.growth]
+    assert efforts == pytest.approx(
+        [learning_effort(smoke_cfg.training.lr_schedule, k) for k in (1, 2, 4, 6)]
+    )
+    assert reference.growth[-1][1] == pytest.approx(reference.norm)
+    norms = [n for _, n in reference.growth]
+    assert all(a < b for a, b in zip(norms, norms[1:], strict=False))
