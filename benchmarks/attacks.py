@@ -163,9 +163,9 @@ class HugParams:
     ``fed_agent.modules.expectation_config.ExpectationConfig`` plus a margin). It does not know the
     cloud's reference update and uses its own honest update in its place."""
 
-    cosine: float = 0.6
+    cosine: float = 0.4
     """Cosine of the sent update to the attacker's own honest update: its cosine to the reference
-    is about this x its honest update's, which must pass ``cosine_fraction`` (0.5) x the
+    is about this x its honest update's, which must pass ``cosine_fraction`` (0.3) x the
     round's median honest cosine."""
     norm_ratio: float = 1.9
     """Norm of the sent update over the attacker's own honest update's (limit 2x)."""

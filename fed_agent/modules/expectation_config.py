@@ -14,14 +14,16 @@ from dataclasses import dataclass
 class ExpectationConfig:
     """Thresholds of judging updates against the cloud's expectations (:mod:`fed_agent.modules.expectations`)."""
 
-    min_reference_cosine: float = 0.05
-    """Cosine to the reference update below this is noise, below its negative a flip (the floor
-    is raised to ``random_cosine_sigmas`` / sqrt(D) for small modules)."""
+    min_reference_cosine: float = 0.0
+    """Cosine to the reference update below this is noise, below its negative a flip; the
+    floor is never below ``random_cosine_sigmas`` / sqrt(D)."""
     random_cosine_sigmas: float = 6.0
     """The fixed floor is at least this many standard deviations (1/sqrt(D) for D parameters) of
-    the cosine of a random direction."""
-    cosine_fraction: float = 0.5
-    """Cosine below this x the expected cosine (see :mod:`fed_agent.modules.expectations`) is noise too."""
+    the cosine of a random direction: 0.015 for the default module (D = 155,648)."""
+    cosine_fraction: float = 0.3
+    """Cosine below this x the expected cosine (see :mod:`fed_agent.modules.expectations`) is
+    noise too. Honest updates of one round of the default run measured down to 0.39x the
+    round's median (5 seeds)."""
     quorum: int = 3
     """Updates past the fixed floor that let a round set its own expected cosine; a smaller round
     is held to the last round's accepted median cosine."""
