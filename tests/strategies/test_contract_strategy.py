@@ -302,3 +302,19 @@ def test_a_flat_fee_commits_no_one_whatever_the_markets_rule(tmp_path, smoke_mod
         ],
     )
     assert all(e.held == 0.0 for e in strategy.ledger.entries)
+
+
+def test_the_aggregate_does_not_depend_on_the_order_replies_arrive_in(tmp_path, smoke_module):
+    """Parallel simulation workers finish in any order: the same replies give the same module
+    to the last bit (the weighted mean accumulates in float64 before it is cast)."""
+    merged = []
+    for order in (slice(None), slice(None, None, -1)):
+        strategy, grid = make_strategy(
+            tmp_path / str(order.step), smoke_module, "incentive=optimal"
+        )
+        messages, _ = train_round(strategy, grid, smoke_module)
+        updates = honest_updates(smoke_module, messages)
+        replies = [reply_for(m, u) for m, u in zip(messages, updates, strict=True)]
+        arrays, _ = strategy.aggregate_train(1, replies[order])
+        merged.append(record_to_adapter(arrays))
+    assert all(np.array_equal(merged[0][k], merged[1][k]) for k in merged[0])
