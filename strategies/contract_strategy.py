@@ -892,7 +892,7 @@ class ContractStrategy(Strategy):
         self.facts = {int(n): PublicFacts.from_dict(p) for n, p in state["facts"].items()}
         self.incompatible = {int(n): str(r) for n, r in state.get("incompatible", {}).items()}
         # checkpoints written before the expectations were kept start them afresh
-        self.expectations.load_state_dict(state.get("expectations", {"ratios": [], "cosines": []}))
+        self.expectations.load_state_dict(state.get("expectations", {"ratios": []}))
         self.engagements = {}
         for n, e in state["engagements"].items():
             market = self._market_of(int(n), np.asarray(e["prior"]))

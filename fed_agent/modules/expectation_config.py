@@ -24,9 +24,6 @@ class ExpectationConfig:
     """Cosine below this x the expected cosine (see :mod:`fed_agent.modules.expectations`) is
     noise too. Honest updates of one round of the default run measured down to 0.39x the
     round's median (5 seeds)."""
-    quorum: int = 3
-    """Updates past the fixed floor that let a round set its own expected cosine; a smaller round
-    is held to the last round's accepted median cosine."""
     low_norm_ratio: float = 0.5
     """Norm below this x the expected norm of the contracted effort: stale."""
     high_norm_ratio: float = 2.0
@@ -53,8 +50,8 @@ class ExpectationConfig:
     def __post_init__(self) -> None:
         if not (0 <= self.min_reference_cosine < 1 and 0 <= self.cosine_fraction < 1):
             raise ValueError(f"min_reference_cosine and cosine_fraction must be in [0, 1): {self}")
-        if not (self.random_cosine_sigmas >= 0 and self.quorum >= 1):
-            raise ValueError(f"need random_cosine_sigmas >= 0 and quorum >= 1: {self}")
+        if not self.random_cosine_sigmas >= 0:
+            raise ValueError(f"random_cosine_sigmas must be >= 0: {self}")
         if not 0 < self.low_norm_ratio < 1 <= self.clip_ratio <= self.high_norm_ratio:
             raise ValueError(
                 f"need 0 < low_norm_ratio < 1 <= clip_ratio <= high_norm_ratio: {self}"

@@ -165,9 +165,11 @@ def test_a_mostly_junk_update_falls_below_the_expected_cosine():
     assert [j.verdict for j in judged] == [Verdict.KEEP] * 3 + [Verdict.NOISE]
     assert "expected >=" in judged[-1].reason
     expectations.record(judged)
-    # alone in a later round, the history holds it back
-    assert verdicts([hug], expectations=expectations) == [Verdict.NOISE]
-    assert verdicts([honest(seed=8)], expectations=expectations) == [Verdict.KEEP]
+    # alone in a later round only the fixed floor and the norm judge it: it is paid (the
+    # weakness docs/deployment.md names; earlier rounds' agreement rejected honest ESs)
+    assert verdicts([hug], expectations=expectations) == [Verdict.KEEP]
+    # one of two: the relative limit applies to the pair's median
+    assert verdicts([honest(seed=8), 0.3 * hug], expectations=expectations)[0] == Verdict.KEEP
 
 
 def converged(seed: int, agreement: float = 0.2) -> np.ndarray:
@@ -183,7 +185,8 @@ def converged(seed: int, agreement: float = 0.2) -> np.ndarray:
 
 def test_honest_updates_of_a_converging_module_are_kept_after_rounds_of_high_agreement():
     """The defect of session 4: a fixed 0.3 floor and a 5-round median of early cosines
-    rejected every honest reply of the default run from round 3 on."""
+    rejected every honest reply of the default run from round 3 on; then the last round's
+    median rejected both honest replies of a 2-ES round."""
     expectations = UpdateExpectations()
     for _ in range(3):  # early rounds: honest updates agree with the reference at ~0.93
         expectations.record(
@@ -193,9 +196,11 @@ def test_honest_updates_of_a_converging_module_are_kept_after_rounds_of_high_agr
     judged = expectations.judge(late, [4.0] * 4, REFERENCE)
     assert [j.verdict for j in judged] == [Verdict.KEEP] * 4
     expectations.record(judged)
-    # a lone ES of the next round is held to that round's median (0.4), not to the early ones
-    # (0.3 x 0.93 = 0.28 would reject it)
+    # a lone ES or a pair of the next round is not held to earlier rounds' agreement
+    # (0.3 x 0.93 = 0.28 or 0.3 x 0.4 = 0.12 would reject the pair's first)
     assert verdicts([converged(15, 0.2)], expectations=expectations) == [Verdict.KEEP]
+    pair = [converged(18, 0.135), converged(19, 0.16)]
+    assert verdicts(pair, expectations=expectations) == [Verdict.KEEP] * 2
     # ... and one within chance of a random direction (the fixed floor, 0.134 here) is noise
     assert verdicts([converged(16, 0.1)], expectations=expectations) == [Verdict.NOISE]
 
