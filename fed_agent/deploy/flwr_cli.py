@@ -139,14 +139,12 @@ def wait_finished(
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            newest, status, details = run_status(env, connection)
+            _, status, details = run_status(env, connection, run_id)
         except FederationRunError as err:
             if time.monotonic() >= deadline:
                 raise DeploymentError(f"run {run_id}: {err} (after {timeout_s:.0f} s)") from err
             time.sleep(poll_s)
             continue
-        if newest != run_id:
-            raise DeploymentError(f"run {run_id} is not the newest run (found {newest})")
         if status.startswith(FINISHED):
             return status, details
         if time.monotonic() >= deadline:

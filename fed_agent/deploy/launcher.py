@@ -179,8 +179,11 @@ STATUS_TIMEOUT_S = 60.0
 """One ``flwr list`` call (a cold CLI start takes seconds on a busy 2-core box)."""
 
 
-def run_status(env: dict[str, str], connection: str = "local") -> tuple[int, str, str]:
-    """Run id, status and status details of the newest run on the SuperLink ``connection``.
+def run_status(
+    env: dict[str, str], connection: str = "local", run_id: int | None = None
+) -> tuple[int, str, str]:
+    """Run id, status and status details of run ``run_id`` on the SuperLink ``connection``, or
+    of its newest run (the latest submitted: run ids are random, not increasing).
 
     Raises :class:`FederationRunError` when the status cannot be read (also when ``flwr list``
     does not answer within :data:`STATUS_TIMEOUT_S`, e.g. on a very busy machine).
@@ -198,12 +201,17 @@ def run_status(env: dict[str, str], connection: str = "local") -> tuple[int, str
         raise FederationRunError(f"flwr list gave no answer within {STATUS_TIMEOUT_S:g} s") from err
     try:
         runs = json.loads(listed.stdout)["runs"]
-        newest = max(runs, key=lambda r: int(r["run-id"]))
+        if run_id is None:
+            run = max(runs, key=lambda r: (str(r.get("pending-at") or ""), int(r["run-id"])))
+        else:
+            run = next(r for r in runs if int(r["run-id"]) == run_id)
+    except StopIteration as err:
+        raise FederationRunError(f"run {run_id} is not listed by the SuperLink") from err
     except (json.JSONDecodeError, KeyError, ValueError) as err:
         raise FederationRunError(
             f"cannot read the run status: {listed.stdout or listed.stderr}"
         ) from err
-    return int(newest["run-id"]), str(newest["status"]), str(newest.get("status-details", ""))
+    return int(run["run-id"]), str(run["status"]), str(run.get("status-details", ""))
 
 
 PINNED_PATHS = ("agent.extend", "federation.resume_from")

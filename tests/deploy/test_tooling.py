@@ -177,7 +177,8 @@ def test_a_status_read_that_times_out_is_retried_until_the_deadline(monkeypatch)
         + [(7, "finished:completed", "")]
     )
 
-    def status(env, connection):
+    def status(env, connection, run_id):
+        assert run_id == 7
         answer = next(answers)
         if isinstance(answer, Exception):
             raise answer
@@ -189,7 +190,27 @@ def test_a_status_read_that_times_out_is_retried_until_the_deadline(monkeypatch)
         "",
     )
     monkeypatch.setattr(
-        flwr_cli, "run_status", lambda env, c: (_ for _ in ()).throw(FederationRunError("slow"))
+        flwr_cli, "run_status", lambda env, c, r: (_ for _ in ()).throw(FederationRunError("slow"))
     )
     with pytest.raises(flwr_cli.DeploymentError, match="run 7: slow"):
         flwr_cli.wait_finished(7, "c", {}, timeout_s=0.05, poll_s=0.01)
+
+
+def test_the_run_status_is_the_asked_runs_and_newest_means_last_submitted(monkeypatch) -> None:
+    """Run ids are random 64-bit numbers: the largest is not the newest (this made the deploy
+    resume test fail about half the time: the resumed run was 'not the newest run')."""
+    import json
+    import subprocess
+
+    from fed_agent.deploy import launcher
+
+    runs = [
+        {"run-id": "9000", "status": "finished:completed", "pending-at": "2026-11-30 03:10:00"},
+        {"run-id": "12", "status": "running", "pending-at": "2026-11-30 03:14:00"},
+    ]
+    listed = subprocess.CompletedProcess([], 0, stdout=json.dumps({"runs": runs}), stderr="")
+    monkeypatch.setattr(launcher.subprocess, "run", lambda *a, **k: listed)
+    assert launcher.run_status({}, "c", 9000) == (9000, "finished:completed", "")
+    assert launcher.run_status({}, "c") == (12, "running", "")
+    with pytest.raises(launcher.FederationRunError, match="run 5 is not listed"):
+        launcher.run_status({}, "c", 5)
