@@ -643,7 +643,7 @@ class ContractStrategy(Strategy):
         try:
             merged, metrics = self._aggregate(self.absolute_round(server_round), replies, validated)
         finally:
-            self._references.settle()  # the module's weights are the ServerApp's again
+            self._references.settle()  # a round never leaves its reference running
         if self.commits:
             self.commit_round(server_round, self.checkpoint_dir, merged)
         return (None if merged is None else adapter_to_record(merged)), metrics

@@ -95,8 +95,9 @@ class FederationConfig:
     """Replies later than this are dropped from the round."""
     client_cpus: float = 1.0
     """Ray CPUs reserved per ClientApp in simulation; Ray gives each that many torch threads.
-    1: one ES per core at a time (on 2 cores the default run took 173 s; 2, one ES at a time
-    with two threads, 277 s)."""
+    1: one ES per core at a time. With it and a 64-step cloud reference the default run took
+    173-185 s on 2 cores; with 2 (one ES at a time, two threads) and the longer reference,
+    277 s."""
     aggregation: str = "fedavg"
     checkpoint_every: int = 1
     """Checkpoint the cloud (module, ledger, beliefs, contracts) every this many rounds."""
