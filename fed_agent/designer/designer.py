@@ -118,10 +118,7 @@ class ProposedMenus:
 
     def contracts(self) -> list[DynamicContract]:
         """The rows as validated :class:`DynamicContract` objects."""
-        return [
-            DynamicContract(self.f1[b], self.r1[b], self.f2[b], self.r2[b])
-            for b in range(self.f1.shape[0])
-        ]
+        return DynamicContract.stacked(self.f1, self.r1, self.f2, self.r2)
 
     @classmethod
     def from_priced(cls, priced: PricedMenus, batch: MarketBatch) -> ProposedMenus:

@@ -25,6 +25,7 @@ from fed_agent.contracts import (
     cloud_utility_batch,
     count_violations,
 )
+from fed_agent.contracts.payments import within_bounds
 from fed_agent.contracts.pricing import price_menus, reference_menus
 
 DESIGNED, FALLBACK, NO_OFFER = "designer", "fallback", "no_offer"
@@ -111,11 +112,8 @@ def guard_offers(
 
 
 def _within_bounds(f1: np.ndarray, f2: np.ndarray, batch: MarketBatch) -> np.ndarray:
-    slack = 1e-9 * batch.f_hi
-    lo, hi = batch.f_lo - slack, batch.f_hi + slack
-    ok1 = np.all((f1 >= lo[:, None]) & (f1 <= hi[:, None]), axis=1)
-    ok2 = np.all((f2 >= lo[:, None, None]) & (f2 <= hi[:, None, None]), axis=(1, 2))
-    return ok1 & ok2
+    flat = np.concatenate([f1, f2.reshape(f2.shape[0], -1)], axis=1)
+    return within_bounds(flat, batch.f_lo, batch.f_hi)
 
 
 def unguarded_offers(
