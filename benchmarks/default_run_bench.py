@@ -37,8 +37,9 @@ RESULTS = ROOT / "benchmarks" / "results"
 WALL = re.compile(r"finished:completed in ([0-9.]+) s")
 
 
-def run_seed(seed: int, prefix: str) -> float:
-    """One ``fed-agent run`` of the default experiment; its wall time (s) as it reports it."""
+def run_seed(seed: int, prefix: str, overrides: list[str]) -> float:
+    """One ``fed-agent run`` of the default experiment (plus ``overrides``, to try a recipe);
+    its wall time (s) as it reports it."""
     command = [
         str(ROOT / ".venv" / "bin" / "fed-agent"),
         "run",
@@ -46,6 +47,7 @@ def run_seed(seed: int, prefix: str) -> float:
         "default",
         f"seed={seed}",
         f"run_name={prefix}{seed}",
+        *overrides,
     ]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     match = WALL.search(done.stdout)
@@ -103,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--prefix", default="default_seed", help="run_name = <prefix><seed>")
     parser.add_argument("--collect-only", action="store_true")
+    parser.add_argument(
+        "--overrides", nargs="*", default=[], help="config overrides for every seed (a recipe)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "default_run.csv")
     args = parser.parse_args(argv)
     if len(args.seeds) < 2:
@@ -111,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     tables = []
     for seed in args.seeds:
         if not args.collect_only:
-            wall = run_seed(seed, args.prefix)
+            wall = run_seed(seed, args.prefix, args.overrides)
             print(f"seed {seed}: {wall:.1f} s", file=sys.stderr, flush=True)
         tables.append(collect(seed, args.prefix, n_eval))
     table = pd.concat(tables, ignore_index=True)
