@@ -80,9 +80,9 @@ from fed_agent.incentives.beliefs import BeliefTracker
 from fed_agent.incentives.ledger import Ledger, LedgerEntry
 from fed_agent.incentives.policies import ORACLE_POLICIES, UNCOMMITTED_POLICIES, ContractPolicy
 from fed_agent.incentives.profiles import PublicFacts, es_market, period_of_round
-from fed_agent.incentives.selection import Candidate, select_participants
+from fed_agent.incentives.selection import Candidate, select_participants, selection_surplus
 from fed_agent.modules.adapter import AgentModule
-from fed_agent.modules.aggregation import aggregate
+from fed_agent.modules.aggregation import aggregate, server_step
 from fed_agent.modules.expectations import UpdateExpectations
 from fed_agent.modules.robust import flatten
 from fed_agent.modules.training import learning_effort, local_steps_for
@@ -229,6 +229,8 @@ class ContractStrategy(Strategy):
         self._train_offers: dict[int, int] = {}
         """This round's offers sent with the module (node id -> nonce), until settled."""
         self.engagements: dict[int, _Engagement] = {}
+        self.trained: dict[int, int] = {}
+        """Rounds each node's work was accepted in (selection discounts repeats)."""
         self._assignments: dict[int, _Assignment] = {}
         self._global_state: AdapterState = {}
         self._validated: _ValidatedReplies | None = None
@@ -541,9 +543,17 @@ class ContractStrategy(Strategy):
                 float(utility),
                 nonces[node_id] if nonces else new_nonce(),
             )
+        repeat_value = self.cfg.incentive.repeat_value
         selection = select_participants(
             [
-                Candidate(n, a.cloud_value - a.reward, a.modelled_latency_s)
+                Candidate(
+                    n,
+                    selection_surplus(
+                        a.cloud_value, a.reward, self.trained.get(n, 0), repeat_value
+                    ),
+                    a.modelled_latency_s,
+                    self.trained.get(n, 0),
+                )
                 for n, a in candidates.items()
             ],
             self.cfg.federation.es_per_round,
@@ -780,7 +790,8 @@ class ContractStrategy(Strategy):
         weights = [float(self._assignments[r.node_id].steps) for r in replies]
         if self.weighting == "uniform" or not sum(weights) > 0:
             weights = [1.0] * len(replies)
-        return aggregate(self.cfg.federation.aggregation, states, weights)
+        merged = aggregate(self.cfg.federation.aggregation, states, weights)
+        return server_step(self._global_state, merged, self.cfg.federation.server_learning_rate)
 
     def _check_instruction_echo(
         self, accepted: list[AcceptedReply]
@@ -809,6 +820,7 @@ class ContractStrategy(Strategy):
     def _pay(self, server_round: int, reply: AcceptedReply) -> None:
         """Pay accepted work: now, or (ex ante, period 1) held until the period-2 work."""
         a = self._assignments[reply.node_id]
+        self.trained[reply.node_id] = self.trained.get(reply.node_id, 0) + 1
         if self._holds_back(server_round, reply.node_id):
             self.engagements[reply.node_id].held = a.reward
             pay = {"paid": 0.0, "held": a.reward}
@@ -884,6 +896,7 @@ class ContractStrategy(Strategy):
             "incompatible": {str(n): reason for n, reason in self.incompatible.items()},
             "engagements": engagements,
             "expectations": self.expectations.state_dict(),
+            "trained": {str(n): count for n, count in self.trained.items()},
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -893,6 +906,8 @@ class ContractStrategy(Strategy):
         self.incompatible = {int(n): str(r) for n, r in state.get("incompatible", {}).items()}
         # checkpoints written before the expectations were kept start them afresh
         self.expectations.load_state_dict(state.get("expectations", {"ratios": []}))
+        # checkpoints written before selection counted repeats: no ES has trained before
+        self.trained = {int(n): int(c) for n, c in state.get("trained", {}).items()}
         self.engagements = {}
         for n, e in state["engagements"].items():
             market = self._market_of(int(n), np.asarray(e["prior"]))

@@ -12,6 +12,7 @@ from fed_agent.incentives.config import IncentiveConfig
 from fed_agent.incentives.selection import (
     Candidate,
     select_participants,
+    selection_surplus,
     subset_value,
 )
 
@@ -140,8 +141,31 @@ def test_nobody_is_chosen_when_no_set_pays_for_its_latency():
         ("deadline_s", 0.0, "incentive.deadline_s must be a finite number > 0"),
         ("deadline_s", float("inf"), "incentive.deadline_s must be a finite number > 0"),
         ("selection", "fastest", "incentive.selection: unknown value 'fastest'"),
+        ("repeat_value", 0.0, r"incentive.repeat_value must be in \(0, 1\]"),
+        ("repeat_value", 1.2, r"incentive.repeat_value must be in \(0, 1\]"),
+        ("repeat_value", float("nan"), r"incentive.repeat_value must be in \(0, 1\]"),
     ],
 )
 def test_bad_selection_settings_are_refused_when_the_config_loads(field, value, message):
     with pytest.raises(ValueError, match=message):
         IncentiveConfig(**{field: value})
+
+
+def test_repeat_value_discounts_the_value_of_work_per_earlier_round_not_the_reward():
+    assert selection_surplus(80.0, 20.0, 0, 0.8) == pytest.approx(60.0)
+    assert selection_surplus(80.0, 20.0, 2, 0.8) == pytest.approx(80.0 * 0.64 - 20.0)
+    assert selection_surplus(80.0, 20.0, 5, 1.0) == pytest.approx(60.0)
+
+
+def test_an_es_that_trained_before_gives_way_to_a_slightly_cheaper_newcomer():
+    """Surplus 60 (value 80, trained once) vs 50 (value 70, new): with repeat_value 0.8 the
+    newcomer ranks first (44 < 50); with 1 the repeat ES stays first; reasons say why."""
+    cfg = IncentiveConfig(selection="surplus", repeat_value=0.8)
+    repeat = Candidate(1, selection_surplus(80.0, 20.0, 1, 0.8), 5.0, trained_before=1)
+    newcomer = Candidate(2, selection_surplus(70.0, 20.0, 0, 0.8), 5.0)
+    chosen = select_participants([repeat, newcomer], 1, cfg, np.random.default_rng(0))
+    assert chosen.chosen == [2]
+    assert "trained in 1 earlier rounds" in chosen.reasons[1]
+    plain = IncentiveConfig(selection="surplus")
+    old = Candidate(1, selection_surplus(80.0, 20.0, 1, 1.0), 5.0, trained_before=1)
+    assert select_participants([old, newcomer], 1, plain, np.random.default_rng(0)).chosen == [1]

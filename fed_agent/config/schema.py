@@ -99,6 +99,10 @@ class FederationConfig:
     173-185 s on 2 cores; with 2 (one ES at a time, two threads) and the longer reference,
     277 s."""
     aggregation: str = "fedavg"
+    server_learning_rate: float = 1.0
+    """The global module moves this x the way to the round's aggregate (FedOpt's server
+    learning rate, Reddi et al., ICLR 2021): 1 is plain FedAvg; above 1 extrapolates the
+    averaged step, which non-IID updates shorten by partly cancelling."""
     checkpoint_every: int = 1
     """Checkpoint the cloud (module, ledger, beliefs, contracts) every this many rounds."""
     resume_from: str = ""
@@ -129,6 +133,11 @@ class FederationConfig:
                     f"{getattr(self, name)}"
                 )
         check_choice("federation.aggregation", self.aggregation, AGGREGATIONS)
+        if not (math.isfinite(self.server_learning_rate) and 0 < self.server_learning_rate <= 4):
+            raise ValueError(
+                "federation.server_learning_rate must be in (0, 4], got "
+                f"{self.server_learning_rate}"
+            )
 
 
 @dataclass

@@ -49,6 +49,12 @@ class IncentiveConfig:
     """``deadline``: the longest modelled latency W/f + S/r (seconds) an ES may take to be
     chosen; ESs whose item misses it are not chosen and not paid (8: about the round latency
     of the flat fee's 3 GHz on the default workloads)."""
+    repeat_value: float = 1.0
+    """When choosing participants, the cloud values the work of an ES that has trained in ``n``
+    earlier rounds of the run at ``repeat_value ** n`` x G(f): the module has learned part of
+    that ES's data already. 1 ignores it: then, by surplus, the same cheapest ESs can train
+    every round and the ESs whose data they lack never do. Selection only: contracts,
+    payments and the recorded cloud utility are unchanged."""
     flat_fee: float = 35.0
     """fedavg_flat_fee: the reward for the fixed effort (an ES whose cost exceeds it leaves)."""
     flat_fee_f_ghz: float = 3.0
@@ -71,6 +77,8 @@ class IncentiveConfig:
             raise ValueError(
                 f"incentive.deadline_s must be a finite number > 0, got {self.deadline_s}"
             )
+        if not (math.isfinite(self.repeat_value) and 0 < self.repeat_value <= 1):
+            raise ValueError(f"incentive.repeat_value must be in (0, 1], got {self.repeat_value}")
         if self.flat_fee < 0 or self.flat_fee_f_ghz <= 0:
             raise ValueError("incentive.flat_fee must be >= 0 and flat_fee_f_ghz > 0")
         if not 0 <= self.workload_spread < 1:

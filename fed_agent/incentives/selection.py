@@ -16,7 +16,10 @@ on the item it chose, ``G(f) - R``, and its modelled latency ``W / f + S / r``. 
   the candidates sorted by latency, with a heap of the best ``limit`` surpluses so far, scores
   every ``d`` (:func:`best_priced_deadline`). The empty set (value 0) is a choice too.
 
-Every candidate gets a reason (chosen or not), which the ledger records.
+The surplus of an ES that trained in earlier rounds values its work at ``repeat_value ** n`` x
+G(f) (:func:`selection_surplus`), so that the cheapest ESs do not train every round while
+the others' data is never learned. Every candidate gets a reason (chosen or not), which the
+ledger records.
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ class Candidate:
     """The cloud's value minus reward of the chosen item, G(f) - R."""
     latency_s: float
     """The cloud's modelled construction latency W / f + S / r of the chosen item."""
+    trained_before: int = 0
+    """Earlier rounds of the run this ES trained in (its surplus already counts them, see
+    ``incentive.repeat_value``); shown in its reason."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,14 @@ class Selection:
     """The round's modelled latency budget: the configured deadline (``deadline``), or the
     slowest chosen ES's latency (0 when nobody is chosen)."""
     reasons: dict[int, str]
+
+
+def selection_surplus(
+    value: float, reward: float, trained_before: int, repeat_value: float
+) -> float:
+    """The cloud's surplus on an ES's work as selection ranks it: its value G(f), discounted
+    by ``repeat_value`` for each earlier round the ES trained in, minus the reward R."""
+    return value * repeat_value**trained_before - reward
 
 
 def select_participants(
@@ -135,6 +149,8 @@ def _explain(
     reasons: dict[int, str] = {}
     for c in ranked:
         facts = f"surplus {c.surplus:.2f}, latency {c.latency_s:.2f} s"
+        if c.trained_before:
+            facts += f", trained in {c.trained_before} earlier rounds"
         if c.node_id in chosen_ids:
             reasons[c.node_id] = f"chosen: {facts}, round deadline {deadline_s:.2f} s"
         elif positive_only and c.surplus <= 0:

@@ -44,6 +44,27 @@ def weighted_average(states: Sequence[AdapterState], weights: Sequence[float]) -
     }
 
 
+def server_step(
+    global_state: AdapterState, aggregated: AdapterState, learning_rate: float
+) -> AdapterState:
+    """``global + learning_rate x (aggregated - global)``, key-wise (in float64).
+
+    The server learning rate of FedOpt: 1 returns ``aggregated`` itself.
+    """
+    if learning_rate == 1.0:
+        return aggregated
+    if list(aggregated) != list(global_state):
+        raise ValueError("the aggregate and the global module have different keys")
+    return {
+        k: (
+            np.asarray(global_state[k], dtype=np.float64)
+            + learning_rate
+            * (np.asarray(aggregated[k], np.float64) - np.asarray(global_state[k], np.float64))
+        ).astype(np.float32)
+        for k in global_state
+    }
+
+
 DEFAULT_TRIM_FRACTION = 0.2
 
 

@@ -31,6 +31,12 @@ ROOT = Path(__file__).resolve().parents[2]
         ),
         ("federation.round_timeout_s=-1", "federation.round_timeout_s must be a finite number > 0"),
         ("federation.es_per_round=11", r"federation.es_per_round must be <= federation.num_es"),
+        (
+            "federation.server_learning_rate=0",
+            r"federation.server_learning_rate must be in \(0, 4\]",
+        ),
+        ("federation.server_learning_rate=nan", r"federation.server_learning_rate must be in"),
+        ("federation.server_learning_rate=5", r"federation.server_learning_rate must be in"),
         ("federation.min_available_es=11", "federation.min_available_es must be <= federation"),
         ("model.lora_dropout=1.5", r"model.lora_dropout must be in \[0, 1\)"),
         ("model.lora_dropout=1.0", r"model.lora_dropout must be in \[0, 1\)"),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fed_agent.modules.aggregation import weighted_average
+from fed_agent.modules.aggregation import server_step, weighted_average
 
 A, B = "layer.lora_A.weight", "layer.lora_B.weight"
 
@@ -62,3 +62,19 @@ def test_identical_updates_average_exactly():
     states, _, _ = round_states(np.random.default_rng(2), scale=0.1, num_es=1)
     copies = [states[0]] * 3
     assert np.abs(product_gap(copies, [1, 2, 3])).max() < 1e-5
+
+
+def test_the_server_learning_rate_scales_the_averaged_step_and_1_is_fedavg() -> None:
+    rng = np.random.default_rng(4)
+    states, da, db = round_states(rng, scale=0.1)
+    global_state = {A: states[0][A] - 0.1 * da[0], B: states[0][B] - 0.1 * db[0]}
+    global_state = {k: v.astype(np.float32) for k, v in global_state.items()}
+    averaged = weighted_average(states, [1.0] * len(states))
+    assert server_step(global_state, averaged, 1.0) is averaged
+    stepped = server_step(global_state, averaged, 1.5)
+    for key in (A, B):
+        step = averaged[key].astype(np.float64) - global_state[key]
+        np.testing.assert_allclose(stepped[key], global_state[key] + 1.5 * step, atol=1e-6)
+        assert stepped[key].dtype == np.float32
+    with pytest.raises(ValueError, match="different keys"):
+        server_step({A: global_state[A]}, averaged, 1.5)
