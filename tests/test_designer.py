@@ -252,6 +252,29 @@ def test_a_market_the_solver_fails_on_is_skipped_and_counted(monkeypatch, tmp_pa
         module.solve_demonstrations(markets, 0.1, 1.0)
 
 
+def test_a_repeated_market_is_solved_once_and_a_repeated_failure_counted_each_time(
+    monkeypatch,
+) -> None:
+    """A fixed task (``paper``) repeats one market object: one exact solve, not one per row."""
+    from fed_agent.designer import demonstrations as module
+
+    fixed, other = _demonstration_markets(2)
+    calls: list[Market] = []
+    real = module.optimal_contract
+
+    def counted(market: Market):
+        calls.append(market)
+        if market is other:
+            raise RuntimeError("cutting-plane LP failed")
+        return real(market)
+
+    monkeypatch.setattr(module, "optimal_contract", counted)
+    demos = module.solve_demonstrations([fixed, other, fixed, fixed, other], 0.1, 1.0)
+    assert len(calls) == 2
+    assert (len(demos), demos.failures) == (3, 2)
+    assert torch.equal(demos.actions[0], demos.actions[2])
+
+
 @pytest.mark.slow
 def test_imitating_demonstrations_moves_proposals_towards_held_out_optima() -> None:
     """Cloning 96 exact optima (and no reward at all) brings an untrained EDMSAC designer's

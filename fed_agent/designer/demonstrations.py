@@ -106,19 +106,31 @@ def solve_demonstrations(
 ) -> Demonstrations:
     """Solve every market exactly and keep (state, optimal action, reward).
 
-    ``markets`` may be any iterable (a progress bar). A market the solver fails on is
-    skipped and counted (logged once at the end); if it fails on every market, a
-    ValueError says so.
+    ``markets`` may be any iterable (a progress bar). A market object that appears more than
+    once (a fixed task's market, repeated) is solved once. A market the solver fails on is
+    skipped and counted (logged once at the end); if it fails on every market, a ValueError
+    says so.
     """
     start = time.perf_counter()
     solved, optima, failures = [], [], 0
+    known: dict[int, object] = {}  # id of a market object seen -> its optimum (None: failed)
     for market in markets:
+        if id(market) in known:
+            if known[id(market)] is None:
+                failures += 1
+            else:
+                optima.append(known[id(market)])
+                solved.append(market)
+            continue
         try:
-            optima.append(optimal_contract(market))
+            optimum = optimal_contract(market)
         except RuntimeError as error:  # a cutting-plane LP that HiGHS could not finish
             log.debug("demonstration market skipped: %s", error)
             failures += 1
+            known[id(market)] = None
             continue
+        known[id(market)] = optimum
+        optima.append(optimum)
         solved.append(market)
     if failures:
         total = failures + len(solved)
