@@ -21,6 +21,7 @@ mode are replaced, others kept) with the 1-minute load average at the end of eac
 box is shared, so read wall times next to it.
 
 Run:  .venv/bin/python benchmarks/deploy_rounds.py --mode after
+      .venv/bin/python benchmarks/deploy_rounds.py --mode warm --warm-trainers
       .venv/bin/python benchmarks/deploy_rounds.py --mode before --app-dir /tmp/old-checkout
 """
 
@@ -69,7 +70,16 @@ class Watch:
         """Read new SuperNode log lines, ClientApp processes and finished rounds."""
         t = self.now()
         self.cpu.append(
-            (t, _tree_cpu_s([federation.superlink, *(n.process for n in federation.supernodes)]))
+            (
+                t,
+                _tree_cpu_s(
+                    [
+                        federation.superlink,
+                        *(n.process for n in federation.supernodes),
+                        *(n.trainer for n in federation.supernodes if n.trainer is not None),
+                    ]
+                ),
+            )
         )
         for index, node in enumerate(federation.supernodes):
             text = node.console.read_text(errors="replace")
@@ -135,16 +145,24 @@ def _cmdline(process: psutil.Process) -> list[str]:
 
 
 def measure(
-    rounds: int, num_nodes: int, timeout_s: float, app_dir: Path, extra: list[str]
+    rounds: int,
+    num_nodes: int,
+    timeout_s: float,
+    app_dir: Path,
+    extra: list[str],
+    warm_trainers: bool = False,
 ) -> Watch:
     """Run the smoke experiment on a fresh loopback federation; return what was seen.
 
     ``app_dir`` is the Flower app submitted (a checkout of another commit measures that
-    commit's apps: the bundle carries the whole project).
+    commit's apps: the bundle carries the whole project). ``warm_trainers``: each SuperNode
+    gets a warm trainer (its CPU is counted with the federation's).
     """
     with tempfile.TemporaryDirectory(prefix="deploy-rounds-") as tmp:
         tmp_path = Path(tmp)
-        with local_federation(num_nodes, tmp_path / "federation") as federation:
+        with local_federation(
+            num_nodes, tmp_path / "federation", warm_trainers=warm_trainers
+        ) as federation:
             overrides = [
                 f"output_dir={tmp_path / 'out'}",
                 f"federation.num_rounds={rounds}",
@@ -215,10 +233,22 @@ def main() -> None:
     parser.add_argument(
         "--app-dir", type=Path, default=PROJECT_ROOT, help="the Flower app to run (a checkout)"
     )
+    parser.add_argument(
+        "--warm-trainers",
+        action="store_true",
+        help="a warm trainer beside every SuperNode (clients/warm_trainer.py)",
+    )
     args = parser.parse_args()
     print(f"load average at start: {os.getloadavg()}")
     table = per_round(
-        measure(args.rounds, args.num_nodes, args.timeout_s, args.app_dir.resolve(), args.set),
+        measure(
+            args.rounds,
+            args.num_nodes,
+            args.timeout_s,
+            args.app_dir.resolve(),
+            args.set,
+            args.warm_trainers,
+        ),
         args.mode,
     )
     if args.out.exists():

@@ -17,11 +17,14 @@ imports the other.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from clients.edge_server import EdgeServer
+from clients.warm_trainer import TrainerUnavailable, train_remotely
 from fed_agent.config import config_from_run_config
 from fed_agent.console import show_project_logs
 from fed_agent.protocol import (
@@ -33,11 +36,13 @@ from fed_agent.protocol import (
     PHASE,
     PHASES,
     PUBLIC_FACTS,
+    WARM_TRAINER,
     Offer,
     ProtocolError,
     train_request,
 )
 
+log = logging.getLogger(__name__)
 app = ClientApp()
 show_project_logs()
 
@@ -75,11 +80,26 @@ def query(msg: Message, context: Context) -> Message:
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    """Train the received agent module (see the module docstring for the three kinds)."""
+    """Train the received agent module (see the module docstring for the three kinds); on a
+    SuperNode with a warm trainer (``clients/warm_trainer.py``), there."""
     es = _edge_server(context)
-    request = train_request(_config(msg))
-    adapter, reply = es.respond(request, _received_adapter(msg))
-    content = RecordDict({METRICS: MetricRecord(reply.to_dict())})
+    config = _config(msg)
+    request = train_request(config)
+    received = _received_adapter(msg)
+    trainer = context.node_config.get(WARM_TRAINER)
+    answer = None
+    if trainer:
+        try:
+            answer = train_remotely(
+                str(trainer), context.run_config, context.node_config, config, received
+            )
+        except TrainerUnavailable as err:
+            log.warning("ES %d trains in this process: %s", es.partition_id, err)
+    if answer is None:
+        adapter, reply = es.respond(request, received)
+        answer = (adapter, reply.to_dict())
+    adapter, reply_dict = answer
+    content = RecordDict({METRICS: MetricRecord(reply_dict)})
     if adapter is not None:
         content[ARRAYS] = ArrayRecord(
             {k: Array(np.ascontiguousarray(v)) for k, v in adapter.items()}

@@ -20,6 +20,7 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -82,6 +83,9 @@ class EdgeServer:
     num_partitions: int
     facts: PublicFacts
     willingness: Willingness
+    keep_modules: ClassVar[bool] = False
+    """Keep the last built module for later messages: set by a long-lived process (the warm
+    trainer, ``clients/warm_trainer.py``); a ClientApp process answers one message."""
 
     @classmethod
     def from_node_config(
@@ -237,13 +241,23 @@ class EdgeServer:
         """The agent module; with a fingerprint, refuse a base that differs from the cloud's."""
         from fed_agent.modules.adapter import AdapterError, agent_module  # the torch stack
 
-        module = agent_module(self.cfg.model, self.cfg.seed)
+        key = (json.dumps(asdict(self.cfg.model), sort_keys=True), self.cfg.seed)
+        module = _KEPT_MODULES.get(key)
+        if module is None:
+            module = agent_module(self.cfg.model, self.cfg.seed)
+            if self.keep_modules:  # one base at a time: a new config replaces the old one
+                _KEPT_MODULES.clear()
+                _KEPT_MODULES[key] = module
         if base_fingerprint is not None and module.base.fingerprint != base_fingerprint:
             raise AdapterError(
                 f"ES {self.partition_id}: base model {module.base.fingerprint[:12]} differs from "
                 f"the cloud's {base_fingerprint[:12]}; same model config and seed needed"
             )
         return module
+
+
+_KEPT_MODULES: dict[tuple[str, int], object] = {}
+"""The module kept by a long-lived process (``EdgeServer.keep_modules``)."""
 
 
 @functools.lru_cache(maxsize=8)

@@ -35,6 +35,9 @@ SERVER_ROUND = "server-round"
 PARTITION_ID = "partition-id"
 NUM_PARTITIONS = "num-partitions"
 """Node-config keys of an ES's data shard (every SuperNode has them; see deploy/nodes.py)."""
+WARM_TRAINER = "warm-trainer"
+"""Node-config key: the Unix socket of the SuperNode's warm trainer (clients/warm_trainer.py),
+which answers TRAIN messages for the ClientApp's processes."""
 
 
 class ProtocolError(ValueError):

@@ -88,6 +88,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="give up reconnecting after this long (default: retry forever)",
     )
+    node.add_argument(
+        "--warm-trainer",
+        action="store_true",
+        help="run a warm trainer beside the SuperNode: TRAIN messages skip the ~6 s model-stack "
+        "import of a fresh ClientApp process (clients/warm_trainer.py)",
+    )
     node.set_defaults(handler=_operator_errors(_supernode))
 
     run = commands.add_parser("run", help="run an experiment on a SuperLink, check its status")
@@ -104,6 +110,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         default=None,
         help="per-node profile YAML, once per node in order",
+    )
+    local.add_argument(
+        "--warm-trainers", action="store_true", help="a warm trainer beside every SuperNode"
     )
     _experiment_args(local)
     local.set_defaults(handler=_operator_errors(_local))
@@ -262,7 +271,14 @@ def _supernode(args: argparse.Namespace) -> int:
         check_superlink,
         parse_address,
     )
-    from fed_agent.deploy.processes import SuperNodeSpec, start_supernode
+    from fed_agent.deploy.processes import (
+        SuperNodeSpec,
+        private_trainer_socket,
+        start_supernode,
+        start_warm_trainer,
+        stop_warm_trainer,
+    )
+    from fed_agent.protocol import WARM_TRAINER
 
     parse_address(args.superlink)
     check_certificate(args.ca, "--ca")
@@ -278,6 +294,15 @@ def _supernode(args: argparse.Namespace) -> int:
         logging.warning("%s; the SuperNode will keep retrying", err)
     profile = load_profile(args.profile) if args.profile else {}
     profile.update(parse_pairs(args.node_config))
+    env = flower_env(DEFAULT_HOME.resolve(), args.port)
+    logs = Path(".flwr") / "deploy" / "logs"
+    trainer = None
+    if args.warm_trainer:
+        socket = private_trainer_socket()
+        log_file = (logs / f"trainer-{args.partition_id}.log").resolve()
+        trainer = start_warm_trainer(socket, env, log_file)
+        profile[WARM_TRAINER] = str(socket)
+        logging.info("warm trainer on %s; log %s", socket, log_file)
     spec = SuperNodeSpec(
         superlink=args.superlink,
         ca_cert=args.ca.resolve(),
@@ -286,11 +311,14 @@ def _supernode(args: argparse.Namespace) -> int:
         runtime_port=args.port,
         max_wait_time_s=args.max_wait_time_s,
     )
-    env = flower_env(DEFAULT_HOME.resolve(), args.port)
-    console = Path(".flwr") / "deploy" / "logs" / f"supernode-{args.partition_id}.log"
-    process = start_supernode(spec, env, console.resolve())
-    logging.info("SuperNode for partition %d started; log %s", args.partition_id, console)
-    return _served("flower-supernode", process, (console.resolve(),))
+    console = logs / f"supernode-{args.partition_id}.log"
+    try:
+        process = start_supernode(spec, env, console.resolve())
+        logging.info("SuperNode for partition %d started; log %s", args.partition_id, console)
+        return _served("flower-supernode", process, (console.resolve(),))
+    finally:
+        if trainer is not None:
+            stop_warm_trainer(trainer, socket)
 
 
 def _report(outcome) -> None:
@@ -327,7 +355,9 @@ def _local(args: argparse.Namespace) -> int:
     _logging()
     profiles = [load_profile(p) for p in args.profile] if args.profile else None
     try:
-        with local_federation(args.num_nodes, args.workdir, profiles) as federation:
+        with local_federation(
+            args.num_nodes, args.workdir, profiles, warm_trainers=args.warm_trainers
+        ) as federation:
             _report(run_experiment(federation.env, args.experiment, args.overrides, args.timeout_s))
     except FederationRunError as err:
         logging.error("%s", err)

@@ -42,9 +42,13 @@ from fed_agent.deploy.nodes import Scalar, node_config
 from fed_agent.deploy.processes import (
     SuperLinkSpec,
     SuperNodeSpec,
+    private_trainer_socket,
     start_superlink,
     start_supernode,
+    start_warm_trainer,
+    stop_warm_trainer,
 )
+from fed_agent.protocol import WARM_TRAINER
 
 log = logging.getLogger(__name__)
 CONNECTION = "fedagent"
@@ -61,6 +65,10 @@ class SuperNodeProcess:
     node_id: int | None
     """The id its key was registered under (None for an unregistered node)."""
     console: Path
+    trainer: subprocess.Popen | None = None
+    """Its warm trainer (``clients/warm_trainer.py``), if it has one."""
+    trainer_socket: Path | None = None
+    """The trainer's socket, in a private temporary folder removed at the end."""
 
 
 @dataclass
@@ -89,16 +97,27 @@ class LocalFederation:
         register: bool = True,
         ca_cert: Path | None = None,
         max_wait_time_s: float | None = None,
+        warm_trainer: bool = False,
     ) -> SuperNodeProcess:
         """Start one more SuperNode, registering its key first unless ``register`` is False.
 
-        ``ca_cert`` defaults to the federation's CA; tests pass a foreign one.
+        ``ca_cert`` defaults to the federation's CA; tests pass a foreign one. With
+        ``warm_trainer`` a warm trainer starts first and the node config names its socket.
         """
         node_id = (
             register_supernode(key.public_key, CONNECTION, self.env)
             if (register and key is not None)
             else None
         )
+        index = len(self.supernodes)
+        profile = dict(profile or {})
+        trainer = None
+        socket = None
+        if warm_trainer:
+            socket = private_trainer_socket()
+            log_file = self.workdir / "logs" / f"trainer-{index}.log"
+            trainer = start_warm_trainer(socket, self.env, log_file)
+            profile[WARM_TRAINER] = str(socket)
         spec = SuperNodeSpec(
             superlink=self.address,
             ca_cert=ca_cert or self.tls.ca_cert,
@@ -107,10 +126,14 @@ class LocalFederation:
             runtime_port=free_port(),
             max_wait_time_s=max_wait_time_s,
         )
-        console = self.workdir / "logs" / f"supernode-{len(self.supernodes)}.log"
-        node = SuperNodeProcess(
-            partition_id, start_supernode(spec, self.env, console), node_id, console
-        )
+        console = self.workdir / "logs" / f"supernode-{index}.log"
+        try:
+            process = start_supernode(spec, self.env, console)
+        except BaseException:
+            if trainer is not None:
+                stop_warm_trainer(trainer, socket)
+            raise
+        node = SuperNodeProcess(partition_id, process, node_id, console, trainer, socket)
         self.supernodes.append(node)
         return node
 
@@ -118,6 +141,8 @@ class LocalFederation:
         """Stop every process this federation started (SuperNodes first), by PID."""
         for node in self.supernodes:
             stop_process_tree(node.process)
+            if node.trainer is not None and node.trainer_socket is not None:
+                stop_warm_trainer(node.trainer, node.trainer_socket)
         stop_process_tree(self.superlink)
 
 
@@ -127,13 +152,15 @@ def local_federation(
     workdir: Path = DEFAULT_WORKDIR,
     profiles: Sequence[Mapping[str, Scalar]] | None = None,
     online_timeout_s: float = NODES_ONLINE_TIMEOUT_S,
+    warm_trainers: bool = False,
 ) -> Iterator[LocalFederation]:
     """A TLS + SuperNode-auth federation of ``num_nodes`` ESs on 127.0.0.1.
 
     Generates a CA, a server certificate and one key per node under ``workdir``, starts the
     SuperLink, registers the keys, starts the SuperNodes (node ``i`` holds partition ``i`` of
-    ``num_nodes``, plus ``profiles[i]``) and waits until all are online. On exit, normal or
-    not, it stops exactly the processes it started.
+    ``num_nodes``, plus ``profiles[i]``; with ``warm_trainers`` each gets a warm trainer) and
+    waits until all are online. On exit, normal or not, it stops exactly the processes it
+    started.
     """
     if num_nodes < 1:
         raise ValueError(f"num_nodes must be >= 1, got {num_nodes}")
@@ -153,7 +180,13 @@ def local_federation(
     )
     try:
         for i, key in enumerate(keys):
-            federation.add_supernode(i, num_nodes, key, profile=profiles[i] if profiles else None)
+            federation.add_supernode(
+                i,
+                num_nodes,
+                key,
+                profile=profiles[i] if profiles else None,
+                warm_trainer=warm_trainers,
+            )
         node_ids = [n.node_id for n in federation.supernodes if n.node_id is not None]
         wait_online(node_ids, CONNECTION, env, online_timeout_s)
         log.info("federation of %d ESs up in %.1f s", num_nodes, time.perf_counter() - started)

@@ -10,8 +10,12 @@ installation off everywhere.
 from __future__ import annotations
 
 import re
+import shutil
 import signal
 import subprocess
+import sys
+import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +23,7 @@ from pathlib import Path
 from fed_agent.deploy.certs import TlsFiles
 from fed_agent.deploy.flwr_cli import DeploymentError
 from fed_agent.deploy.launcher import (
+    PROJECT_ROOT,
     FederationRunError,
     flower_bin,
     stop_process_tree,
@@ -27,6 +32,8 @@ from fed_agent.deploy.launcher import (
 from fed_agent.deploy.nodes import Scalar, node_config_arg
 
 SUPERLINK_START_TIMEOUT_S = 90.0
+WARM_TRAINER_START_TIMEOUT_S = 120.0
+"""A warm trainer imports the whole model stack before its socket appears."""
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception)\b")
 _ERROR = re.compile(r"\b(ERROR|CRITICAL|FATAL|CERTIFICATE_VERIFY_FAILED)\b")
@@ -178,6 +185,51 @@ def start_superlink(
 def start_supernode(spec: SuperNodeSpec, env: dict[str, str], console: Path) -> subprocess.Popen:
     """Start a SuperNode; it connects (and retries) in the background."""
     return _spawn(spec.command(), env, console)
+
+
+def private_trainer_socket() -> Path:
+    """A socket path in a new private temporary folder: short (a Unix socket path is limited
+    to ~100 bytes) and free of spaces (a node-config value may not hold them)."""
+    return Path(tempfile.mkdtemp(prefix="fedagent-trainer-")) / "trainer.sock"
+
+
+def stop_warm_trainer(process: subprocess.Popen, socket: Path) -> None:
+    """Stop a warm trainer by PID and remove its socket folder."""
+    stop_process_tree(process)
+    shutil.rmtree(socket.parent, ignore_errors=True)
+
+
+def start_warm_trainer(
+    socket: Path,
+    env: dict[str, str],
+    console: Path,
+    timeout_s: float = WARM_TRAINER_START_TIMEOUT_S,
+) -> subprocess.Popen:
+    """Start a warm trainer (``clients/warm_trainer.py``) serving ``socket``, and wait
+    (bounded) until it listens. Its folder is made private (mode 700).
+
+    Raises
+    ------
+    DeploymentError
+        When it exits or does not listen in time, with the last error line of its log.
+    """
+    socket.parent.mkdir(parents=True, exist_ok=True)
+    socket.parent.chmod(0o700)
+    command = [sys.executable, "-m", "clients.warm_trainer", "--socket", str(socket)]
+    console.parent.mkdir(parents=True, exist_ok=True)
+    with console.open("w") as out:
+        process = subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT
+        )
+    deadline = time.monotonic() + timeout_s
+    while not socket.is_socket():
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop_process_tree(process)
+            raise DeploymentError(
+                f"the warm trainer on {socket} did not start: {last_error_line(console)}"
+            )
+        time.sleep(0.2)
+    return process
 
 
 def serve(process: subprocess.Popen) -> int:
