@@ -124,6 +124,13 @@ def _answer(request: Mapping) -> dict:
     )
     adapter = {k: np.asarray(v) for k, v in request["adapter"].items()}
     trained, reply = es.respond(train_request(request["config"]), adapter)
+    log.info(
+        "answered TRAIN for partition %d, round %d: %d steps in %.2f s",
+        es.partition_id,
+        reply.server_round,
+        reply.train_steps,
+        reply.train_wall_s,
+    )
     return {"status": "ok", "adapter": trained, "reply": reply.to_dict()}
 
 
