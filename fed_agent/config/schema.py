@@ -102,7 +102,8 @@ class FederationConfig:
     server_learning_rate: float = 1.0
     """The global module moves this x the way to the round's aggregate (FedOpt's server
     learning rate, Reddi et al., ICLR 2021): 1 is plain FedAvg; above 1 extrapolates the
-    averaged step, which non-IID updates shorten by partly cancelling."""
+    averaged step, which non-IID updates shorten by partly cancelling. The main job
+    (``configs/experiment/default.yaml``) uses 1.5, measured there (docs/models.md)."""
     checkpoint_every: int = 1
     """Checkpoint the cloud (module, ledger, beliefs, contracts) every this many rounds."""
     resume_from: str = ""

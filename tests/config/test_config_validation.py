@@ -117,3 +117,15 @@ def test_contract_solve_refuses_k_outside_the_solvers_range(num_types):
         f"{num_types}"
     ]
     assert "Traceback" not in result.stderr
+
+
+def test_only_the_main_job_takes_the_measured_server_step():
+    """The 1.5 server step was measured on the default experiment only (docs/models.md)."""
+    assert load_config("default").federation.server_learning_rate == 1.5
+    assert load_config("smoke").federation.server_learning_rate == 1.0
+    assert (
+        load_config(
+            "default", ["federation.server_learning_rate=1"]
+        ).federation.server_learning_rate
+        == 1.0
+    )
