@@ -134,9 +134,9 @@ def _answer(request: Mapping) -> dict:
     return {"status": "ok", "adapter": trained, "reply": reply.to_dict()}
 
 
-def serve(socket_path: Path, max_requests: int | None = None) -> None:
-    """Answer TRAIN requests on ``socket_path``, one at a time, until stopped (or after
-    ``max_requests``). Creates the key file; refuses a socket folder others can enter."""
+def serve(socket_path: Path) -> None:
+    """Answer TRAIN requests on ``socket_path``, one at a time, until stopped. Creates the key
+    file; refuses a socket folder others can enter."""
     folder = socket_path.parent
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     if folder.stat().st_mode & 0o077:
@@ -148,10 +148,9 @@ def serve(socket_path: Path, max_requests: int | None = None) -> None:
     with os.fdopen(fd, "wb") as out:
         out.write(secrets.token_bytes(32))
     _warm_up()
-    served = 0
     with Listener(str(socket_path), family="AF_UNIX", authkey=key.read_bytes()) as listener:
         log.info("warm trainer ready on %s (code %s)", socket_path, code_digest()[:12])
-        while max_requests is None or served < max_requests:
+        while True:
             try:
                 connection = listener.accept()
             except (OSError, EOFError, AuthenticationError) as err:  # a bad key, or gone
@@ -168,7 +167,6 @@ def serve(socket_path: Path, max_requests: int | None = None) -> None:
                     connection.send(answer)
                 except (OSError, EOFError) as err:
                     log.warning("lost a client: %s", err)
-            served += 1
 
 
 def _warm_up() -> None:

@@ -144,10 +144,12 @@ class SuperNodeSpec:
         return command
 
 
-def _spawn(command: list[str], env: dict[str, str], console: Path) -> subprocess.Popen:
+def _spawn(
+    command: list[str], env: dict[str, str], console: Path, cwd: Path | None = None
+) -> subprocess.Popen:
     console.parent.mkdir(parents=True, exist_ok=True)
     with console.open("w") as out:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
 
 
 def start_superlink(
@@ -216,11 +218,7 @@ def start_warm_trainer(
     socket.parent.mkdir(parents=True, exist_ok=True)
     socket.parent.chmod(0o700)
     command = [sys.executable, "-m", "clients.warm_trainer", "--socket", str(socket)]
-    console.parent.mkdir(parents=True, exist_ok=True)
-    with console.open("w") as out:
-        process = subprocess.Popen(
-            command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT
-        )
+    process = _spawn(command, env, console, cwd=PROJECT_ROOT)
     deadline = time.monotonic() + timeout_s
     while not socket.is_socket():
         if process.poll() is not None or time.monotonic() > deadline:
