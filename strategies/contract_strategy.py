@@ -53,6 +53,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -229,8 +230,6 @@ class ContractStrategy(Strategy):
         self._train_offers: dict[int, int] = {}
         """This round's offers sent with the module (node id -> nonce), until settled."""
         self.engagements: dict[int, _Engagement] = {}
-        self.trained: dict[int, int] = {}
-        """Rounds each node's work was accepted in (selection discounts repeats)."""
         self._assignments: dict[int, _Assignment] = {}
         self._global_state: AdapterState = {}
         self._validated: _ValidatedReplies | None = None
@@ -544,15 +543,15 @@ class ContractStrategy(Strategy):
                 nonces[node_id] if nonces else new_nonce(),
             )
         repeat_value = self.cfg.incentive.repeat_value
+        # rounds each ES's work was accepted in, from the ledger (restored with a checkpoint)
+        trained = Counter(e.node_id for e in self.ledger.entries if e.status == "paid")
         selection = select_participants(
             [
                 Candidate(
                     n,
-                    selection_surplus(
-                        a.cloud_value, a.reward, self.trained.get(n, 0), repeat_value
-                    ),
+                    selection_surplus(a.cloud_value, a.reward, trained[n], repeat_value),
                     a.modelled_latency_s,
-                    self.trained.get(n, 0),
+                    trained[n],
                 )
                 for n, a in candidates.items()
             ],
@@ -820,7 +819,6 @@ class ContractStrategy(Strategy):
     def _pay(self, server_round: int, reply: AcceptedReply) -> None:
         """Pay accepted work: now, or (ex ante, period 1) held until the period-2 work."""
         a = self._assignments[reply.node_id]
-        self.trained[reply.node_id] = self.trained.get(reply.node_id, 0) + 1
         if self._holds_back(server_round, reply.node_id):
             self.engagements[reply.node_id].held = a.reward
             pay = {"paid": 0.0, "held": a.reward}
@@ -896,7 +894,6 @@ class ContractStrategy(Strategy):
             "incompatible": {str(n): reason for n, reason in self.incompatible.items()},
             "engagements": engagements,
             "expectations": self.expectations.state_dict(),
-            "trained": {str(n): count for n, count in self.trained.items()},
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -906,8 +903,6 @@ class ContractStrategy(Strategy):
         self.incompatible = {int(n): str(r) for n, r in state.get("incompatible", {}).items()}
         # checkpoints written before the expectations were kept start them afresh
         self.expectations.load_state_dict(state.get("expectations", {"ratios": []}))
-        # checkpoints written before selection counted repeats: no ES has trained before
-        self.trained = {int(n): int(c) for n, c in state.get("trained", {}).items()}
         self.engagements = {}
         for n, e in state["engagements"].items():
             market = self._market_of(int(n), np.asarray(e["prior"]))

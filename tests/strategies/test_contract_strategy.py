@@ -318,3 +318,22 @@ def test_the_aggregate_does_not_depend_on_the_order_replies_arrive_in(tmp_path, 
         arrays, _ = strategy.aggregate_train(1, replies[order])
         merged.append(record_to_adapter(arrays))
     assert all(np.array_equal(merged[0][k], merged[1][k]) for k in merged[0])
+
+
+def test_selection_counts_earlier_rounds_from_the_ledger(tmp_path, smoke_module):
+    """With repeat_value, a round-2 candidate that was paid in round 1 is ranked with its
+    value discounted once, and its reason says so (the count comes from the ledger, which a
+    checkpoint restores)."""
+    strategy, grid = make_strategy(
+        tmp_path, smoke_module, "incentive=optimal incentive.repeat_value=0.5"
+    )
+    messages, _ = train_round(strategy, grid, smoke_module)
+    updates = honest_updates(smoke_module, messages)
+    strategy.aggregate_train(1, [reply_for(m, u) for m, u in zip(messages, updates, strict=True)])
+    paid_in_1 = {e.node_id for e in strategy.ledger.entries if e.status == "paid"}
+    assert paid_in_1
+    train_round(strategy, grid, smoke_module, server_round=2)
+    round2 = [e for e in strategy.ledger.entries if e.round == 2 and e.node_id in paid_in_1]
+    chosen = [a for n, a in strategy._assignments.items() if n in paid_in_1]
+    reasons = [e.reason for e in round2] + [a.chosen_because for a in chosen]
+    assert reasons and all("trained in 1 earlier rounds" in r for r in reasons)
