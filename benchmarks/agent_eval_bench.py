@@ -26,8 +26,8 @@ With the same step budget per ES (``rounds * steps`` optimiser steps of batch ``
 * ``federated``: ``rounds`` rounds; in each, ``es_per_round`` ESs in turn
   (:func:`round_participants`) train the global module for ``steps`` steps on their own data,
   and the cloud averages the adapters weighted by example counts. This is what the Flower apps
-  do (``train_locally`` on ``es_examples`` in the ClientApp, ``weighted_average`` in the
-  ServerApp's FedAvg), run in one process to share one base; the apps choose the round's ESs
+  do (``train_locally`` on ``es_examples`` in the ClientApp, ``weighted_average`` and the
+  server step ``server_step`` in the ServerApp), run in one process to share one base; the apps choose the round's ESs
   by ``incentive.selection`` and give each steps in proportion to its contracted f instead of
   the same ``steps`` (``benchmarks/in_process.py`` runs that real strategy in one process);
 * ``local-only``: each ES (the first ``--local-only-es``, default all) trains alone for
@@ -66,7 +66,7 @@ from fed_agent.evaluation.evaluate_agent import evaluate_runtime  # noqa: E402
 from fed_agent.evaluation.quality import Quality, evaluate_quality, mean_quality  # noqa: E402
 from fed_agent.evaluation.report import plot_table, upsert_table  # noqa: E402
 from fed_agent.modules.adapter import AgentModule, agent_module  # noqa: E402
-from fed_agent.modules.aggregation import weighted_average  # noqa: E402
+from fed_agent.modules.aggregation import server_step, weighted_average  # noqa: E402
 from fed_agent.modules.export import export_agent  # noqa: E402
 from fed_agent.modules.registry import load_base  # noqa: E402
 from fed_agent.modules.training import train_locally  # noqa: E402
@@ -122,7 +122,8 @@ def round_participants(rnd: int, per_round: int, num_es: int) -> list[int]:
 
 
 def federated(module: AgentModule, cfg: ExperimentConfig, data: list, args) -> dict:
-    """FedAvg of the adapters over ``rounds`` rounds of ``steps`` local steps per chosen ES."""
+    """FedAvg of the adapters over ``rounds`` rounds of ``steps`` local steps per chosen ES,
+    with the experiment's server step (``federation.server_learning_rate``)."""
     state = module.initial_state
     for rnd in range(1, args.rounds + 1):
         states, chosen = [], round_participants(rnd, args.es_per_round, len(data))
@@ -132,7 +133,8 @@ def federated(module: AgentModule, cfg: ExperimentConfig, data: list, args) -> d
             report = train_locally(module, data[es], cfg.training, args.steps, seed)
             log.info("round %d ES %d loss %.3f (%.0f s)", rnd, es, report.mean_loss, report.wall_s)
             states.append(module.adapter_state())
-        state = weighted_average(states, [len(data[es]) for es in chosen])
+        averaged = weighted_average(states, [len(data[es]) for es in chosen])
+        state = server_step(state, averaged, cfg.federation.server_learning_rate)
     module.load_adapter(state)
     return state
 
