@@ -241,13 +241,14 @@ class EdgeServer:
         """The agent module; with a fingerprint, refuse a base that differs from the cloud's."""
         from fed_agent.modules.adapter import AdapterError, agent_module  # the torch stack
 
-        key = (json.dumps(asdict(self.cfg.model), sort_keys=True), self.cfg.seed)
-        module = _KEPT_MODULES.get(key)
-        if module is None:
+        if not self.keep_modules:
             module = agent_module(self.cfg.model, self.cfg.seed)
-            if self.keep_modules:  # one base at a time: a new config replaces the old one
+        else:  # one base at a time: a new config replaces the old one
+            key = (json.dumps(asdict(self.cfg.model), sort_keys=True), self.cfg.seed)
+            if key not in _KEPT_MODULES:
                 _KEPT_MODULES.clear()
-                _KEPT_MODULES[key] = module
+                _KEPT_MODULES[key] = agent_module(self.cfg.model, self.cfg.seed)
+            module = _KEPT_MODULES[key]
         if base_fingerprint is not None and module.base.fingerprint != base_fingerprint:
             raise AdapterError(
                 f"ES {self.partition_id}: base model {module.base.fingerprint[:12]} differs from "

@@ -273,7 +273,6 @@ def _supernode(args: argparse.Namespace) -> int:
     )
     from fed_agent.deploy.processes import (
         SuperNodeSpec,
-        private_trainer_socket,
         start_supernode,
         start_warm_trainer,
         stop_warm_trainer,
@@ -296,11 +295,10 @@ def _supernode(args: argparse.Namespace) -> int:
     profile.update(parse_pairs(args.node_config))
     env = flower_env(DEFAULT_HOME.resolve(), args.port)
     logs = Path(".flwr") / "deploy" / "logs"
-    trainer = None
+    trainer, socket = None, None
     if args.warm_trainer:
-        socket = private_trainer_socket()
         log_file = (logs / f"trainer-{args.partition_id}.log").resolve()
-        trainer = start_warm_trainer(socket, env, log_file)
+        trainer, socket = start_warm_trainer(env, log_file)
         profile[WARM_TRAINER] = str(socket)
         logging.info("warm trainer on %s; log %s", socket, log_file)
     spec = SuperNodeSpec(
@@ -317,7 +315,7 @@ def _supernode(args: argparse.Namespace) -> int:
         logging.info("SuperNode for partition %d started; log %s", args.partition_id, console)
         return _served("flower-supernode", process, (console.resolve(),))
     finally:
-        if trainer is not None:
+        if trainer is not None and socket is not None:
             stop_warm_trainer(trainer, socket)
 
 

@@ -42,7 +42,6 @@ from fed_agent.deploy.nodes import Scalar, node_config
 from fed_agent.deploy.processes import (
     SuperLinkSpec,
     SuperNodeSpec,
-    private_trainer_socket,
     start_superlink,
     start_supernode,
     start_warm_trainer,
@@ -111,12 +110,10 @@ class LocalFederation:
         )
         index = len(self.supernodes)
         profile = dict(profile or {})
-        trainer = None
-        socket = None
+        trainer, socket = None, None
         if warm_trainer:
-            socket = private_trainer_socket()
             log_file = self.workdir / "logs" / f"trainer-{index}.log"
-            trainer = start_warm_trainer(socket, self.env, log_file)
+            trainer, socket = start_warm_trainer(self.env, log_file)
             profile[WARM_TRAINER] = str(socket)
         spec = SuperNodeSpec(
             superlink=self.address,
@@ -130,7 +127,7 @@ class LocalFederation:
         try:
             process = start_supernode(spec, self.env, console)
         except BaseException:
-            if trainer is not None:
+            if trainer is not None and socket is not None:
                 stop_warm_trainer(trainer, socket)
             raise
         node = SuperNodeProcess(partition_id, process, node_id, console, trainer, socket)

@@ -189,12 +189,6 @@ def start_supernode(spec: SuperNodeSpec, env: dict[str, str], console: Path) -> 
     return _spawn(spec.command(), env, console)
 
 
-def private_trainer_socket() -> Path:
-    """A socket path in a new private temporary folder: short (a Unix socket path is limited
-    to ~100 bytes) and free of spaces (a node-config value may not hold them)."""
-    return Path(tempfile.mkdtemp(prefix="fedagent-trainer-")) / "trainer.sock"
-
-
 def stop_warm_trainer(process: subprocess.Popen, socket: Path) -> None:
     """Stop a warm trainer by PID and remove its socket folder."""
     stop_process_tree(process)
@@ -202,32 +196,34 @@ def stop_warm_trainer(process: subprocess.Popen, socket: Path) -> None:
 
 
 def start_warm_trainer(
-    socket: Path,
     env: dict[str, str],
     console: Path,
     timeout_s: float = WARM_TRAINER_START_TIMEOUT_S,
-) -> subprocess.Popen:
-    """Start a warm trainer (``clients/warm_trainer.py``) serving ``socket``, and wait
-    (bounded) until it listens. Its folder is made private (mode 700).
+) -> tuple[subprocess.Popen, Path]:
+    """Start a warm trainer (``clients/warm_trainer.py``) and wait (bounded) until it listens.
+
+    Its socket is in a new private temporary folder (mode 700): a short path (a Unix socket
+    path is limited to ~100 bytes) free of spaces (a node-config value may not hold them).
+    Returns the process and the socket (the node config's ``warm-trainer``).
 
     Raises
     ------
     DeploymentError
-        When it exits or does not listen in time, with the last error line of its log.
+        When it exits or does not listen in time, with the last error line of its log (the
+        folder is removed then).
     """
-    socket.parent.mkdir(parents=True, exist_ok=True)
-    socket.parent.chmod(0o700)
+    socket = Path(tempfile.mkdtemp(prefix="fedagent-trainer-")) / "trainer.sock"
     command = [sys.executable, "-m", "clients.warm_trainer", "--socket", str(socket)]
     process = _spawn(command, env, console, cwd=PROJECT_ROOT)
     deadline = time.monotonic() + timeout_s
     while not socket.is_socket():
         if process.poll() is not None or time.monotonic() > deadline:
-            stop_process_tree(process)
+            stop_warm_trainer(process, socket)
             raise DeploymentError(
                 f"the warm trainer on {socket} did not start: {last_error_line(console)}"
             )
         time.sleep(0.2)
-    return process
+    return process, socket
 
 
 def serve(process: subprocess.Popen) -> int:
