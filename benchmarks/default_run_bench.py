@@ -27,10 +27,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from fed_agent.config import load_config
-from fed_agent.evaluation.intervals import accuracy_interval
+from fed_agent.evaluation.intervals import accuracy_interval, mean_interval
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -89,11 +88,11 @@ def summary(table: pd.DataFrame) -> str:
     """The final accuracy over seeds: mean, t-interval, min; rejected replies; wall times."""
     last = table.sort_values("round").groupby("seed").tail(1)
     acc = last.decision_accuracy.to_numpy()
-    half = stats.t.ppf(0.975, len(acc) - 1) * acc.std(ddof=1) / np.sqrt(len(acc))
+    low, high = mean_interval(acc)
     walls = last.run_wall_s.dropna()
     return (
         f"{len(acc)} seeds: final accuracy mean {acc.mean():.3f} "
-        f"[95 % t-interval {acc.mean() - half:.3f}, {acc.mean() + half:.3f}], "
+        f"[95 % t-interval {low:.3f}, {high:.3f}], "
         f"min {acc.min():.3f}, max {acc.max():.3f}; "
         f"rejected replies {int(table.rejected.sum())}; "
         f"run wall median {walls.median():.0f} s (min {walls.min():.0f}, max {walls.max():.0f})"

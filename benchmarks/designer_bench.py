@@ -46,7 +46,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from scipy import stats  # noqa: E402
 
 from fed_agent.contracts import (
     DynamicContract,
@@ -73,6 +72,7 @@ from fed_agent.designer.demonstrations import (  # noqa: E402
     demonstration_markets,
     solve_demonstrations,
 )
+from fed_agent.evaluation.intervals import mean_interval  # noqa: E402
 from fed_agent.evaluation.report import upsert_table  # noqa: E402
 
 TASKS = ("default", "paper", "federation")
@@ -289,15 +289,6 @@ def summary_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 }
             )
     return out
-
-
-def mean_interval(values: list[float], level: float = 0.95) -> tuple[float, float]:
-    """Student-t interval of the mean (n - 1 degrees of freedom)."""
-    values = np.asarray(values, dtype=float)
-    if values.size < 2:
-        return float(values.mean()), float(values.mean())
-    half = stats.t.ppf(0.5 + level / 2, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size)
-    return float(values.mean() - half), float(values.mean() + half)
 
 
 def merge_histories(results: list[dict[str, Any]], path: Path) -> list[dict[str, Any]]:

@@ -401,13 +401,15 @@ def _with_relative_quality(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot(table: pd.DataFrame, path: Path) -> None:
-    """Quality relative to no attack and attackers paid, by attacker share (extended suite)."""
+    """Quality relative to no attack and attackers paid, by attacker share (extended suite,
+    the recipe of its last rows)."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on servers and in CI
     import matplotlib.pyplot as plt
 
     ext = table[(table["suite"] == "extended") & (table["attack"] != "none")]
+    ext = ext[ext["recipe"] == ext["recipe"].iloc[-1]]  # one budget: the last one run
     fig, axes = plt.subplots(2, len(COORDINATED_ATTACKS), figsize=(14, 6), sharex=True)
     for col, attack in enumerate(COORDINATED_ATTACKS):
         rows = ext[ext["attack"] == attack]
@@ -434,6 +436,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=NUM_ROUNDS)
     parser.add_argument("--suite", choices=SUITES, default="base")
     parser.add_argument(
+        "--experiment",
+        default="smoke",
+        help="the config the ESs train with: smoke (seconds, the module barely learns) or "
+        "default (the main job's model and recipe, a module that learns the rule)",
+    )
+    parser.add_argument(
+        "--overrides", nargs="*", default=[], help="more Hydra overrides (training.local_steps=60)"
+    )
+    parser.add_argument(
         "--attacks",
         default="",
         help="comma-separated: only these attacks of an extended or "
@@ -447,13 +458,15 @@ def main() -> None:
         if args.suite == "base"
         else [f"federation.num_es={EXT_NUM_ES}", f"federation.es_per_round={EXT_NUM_ES}"]
     )
-    cfg = load_config("smoke", overrides)
+    cfg = load_config(args.experiment, [*overrides, *args.overrides])
     seed_everything(cfg.seed)
     module = agent_module(cfg.model, cfg.seed)
     heldout = heldout_examples(cfg.data, cfg.seed, module.base.is_vision)
     initial = math.exp(-evaluate_quality(module, heldout, cfg.training.eval_batch_size).answer_loss)
     # the local-training recipe: rows are compared with the no-attack row of the same one
     recipe = f"lr {cfg.training.learning_rate:g} {cfg.training.lr_schedule}"
+    if args.experiment != "smoke":  # the smoke rows' recipes predate this field
+        recipe += f", {args.experiment} experiment, {cfg.training.local_steps} steps"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     kept = pd.DataFrame()
     if args.out.is_file():

@@ -1,11 +1,15 @@
-"""Contract policies side by side in real Flower simulations, same seeds for every policy.
+"""Contract policies side by side in federations of the default experiment, same seeds for
+every policy.
 
 For 20 and 100 virtual ESs, each policy (plain FedAvg with a flat fee, uniform, static,
-complete-information oracle, exact optimum, EDMSAC, DMSAC) drives the same federation: the
-same ESs (profiles and private willingness paths come from the seed), the same offer and
-participant limits, the same rounds. Per run it records the mean per-round cloud utility,
-payments, participation rate, modelled round latency (slowest participant, W/f + S/r), the
-measured round wall time and the final agent's held-out quality.
+complete-information oracle, exact optimum, EDMSAC, DMSAC, PPO) drives the same federation
+for each seed: the same ESs (profiles and private willingness paths come from the seed), the
+same offer and participant limits, the same rounds and local-training budget. The budget is
+time_to_quality_bench.py's (``BUDGET``: 3 ESs train a round, the default recipe), long enough
+for the module to learn the decision rule, so that quality can separate the policies. Per run
+it records the mean per-round cloud utility, payments, participation rate, modelled round
+latency (slowest participant, W/f + S/r), the measured round wall time and the final
+agent's held-out quality with its Wilson 95 % interval.
 
 Selection (``--selections``): ``surplus`` (the default rule), and the straggler-aware rules
 ``latency_priced`` and ``deadline`` (fed_agent/incentives/selection.py, at their config
@@ -18,10 +22,13 @@ in-process rows repeat the simulation's cloud utility and modelled latency to th
 100 ESs the 40 ESs offered each round are a seeded sample of the node ids, which a
 simulation draws at random, so the two runners offer to different ESs.
 
-Run:  .venv/bin/python benchmarks/strategies_bench.py [--sizes 20 100] [--rounds 4]
-          [--selections surplus latency_priced deadline] [--in-process]
-Out:  benchmarks/results/strategies.csv (a run replaces the rows of the sizes and policies it
-      ran and keeps the others), benchmarks/results/strategies.png
+Run:  .venv/bin/python benchmarks/strategies_bench.py --in-process [--sizes 20 100]
+          [--seeds 0 1 2 3 4] [--rounds 4] [--selections surplus latency_priced deadline]
+Out:  benchmarks/results/strategies.csv (one row per run; a run replaces the row of its size,
+      policy, selection, runner and seed and keeps the others),
+      benchmarks/results/strategies_summary.csv (per size, policy, selection and runner over
+      the seeds: means with 95 % t-intervals, and the cloud utility's ratio to the exact static
+      menu's and to the flat fee's, paired by seed), benchmarks/results/strategies.png
       and, with --large, benchmarks/results/strategies_1000.csv (1,000 virtual ESs, tiny model)
 """
 
@@ -40,12 +47,18 @@ import pandas as pd
 
 from benchmarks.federation_overhead import PeakMemory
 from benchmarks.in_process import run_in_process
+from benchmarks.time_to_quality_bench import BUDGET, time_to_target
+from fed_agent.config import load_config
 from fed_agent.deploy.launcher import launch_simulation
+from fed_agent.evaluation.intervals import accuracy_interval, mean_interval
 from fed_agent.evaluation.report import upsert_table
 from fed_agent.incentives.config import POLICIES
 
 RESULTS = Path(__file__).resolve().parent / "results"
-TABLE_KEYS = ("num_es", "strategy", "selection", "runner")
+TABLE_KEYS = ("num_es", "strategy", "selection", "runner", "seed")
+RUN_KEYS = TABLE_KEYS[:4]
+TARGETS = (0.8, 0.9)
+"""Held-out decision accuracies whose time to quality each row records."""
 SELECTIONS = ("surplus", "latency_priced", "deadline")
 RUNNERS = ("flower", "in_process")
 
@@ -59,6 +72,7 @@ def run_policy(
     experiment: str = "default",
     selection: str = "surplus",
     runner: str = "flower",
+    seed: int = 0,
 ) -> dict:
     """One federation; its per-round metrics summarised into one row."""
     overrides = [
@@ -66,8 +80,9 @@ def run_policy(
         f"incentive.selection={selection}",
         f"federation.num_es={num_es}",
         f"federation.num_rounds={rounds}",
+        f"seed={seed}",
         f"output_dir={out}",
-        f"run_name={policy}-{selection}-{num_es}",
+        f"run_name={run_name(policy, selection, num_es, seed)}",
         *extra,
     ]
     start = time.perf_counter()
@@ -81,11 +96,14 @@ def run_policy(
     metrics = pd.read_csv(output_dir / "metrics.csv")
     rounds_df = metrics[metrics["round"] >= 1]
     final = metrics.iloc[-1]
+    n_eval = load_config(experiment, overrides).data.eval_samples
+    ci_low, ci_high = accuracy_interval(float(final["decision_accuracy"]), n_eval)
     return {
         "num_es": num_es,
         "strategy": policy,
         "selection": selection,
         "runner": runner,
+        "seed": seed,
         "cloud_utility": rounds_df["cloud_utility"].mean(),
         "payments": rounds_df["payments"].mean(),
         "participation_rate": participation_from_ledger(output_dir / "ledger.csv"),
@@ -93,11 +111,43 @@ def run_policy(
         "round_latency_model_s": rounds_df["round_latency_model_s"].mean(),
         "round_wall_s": rounds_df["round_wall_s"].median(),
         "agent_quality": final["decision_accuracy"],
+        "ci_low": ci_low,
+        "ci_high": ci_high,
+        "n_eval": n_eval,
         "answer_loss": final["answer_loss"],
         "belief_accuracy": rounds_df["belief_accuracy"].mean(),
         "run_wall_s": time.perf_counter() - start,
         "peak_rss_mb": memory.peak_bytes / 2**20,
+        **quality_timeline(metrics),
     }
+
+
+def run_name(policy: str, selection: str, num_es: int, seed: int) -> str:
+    """The run folder's name (what ``--from-runs`` looks for)."""
+    return f"{policy}-{selection}-{num_es}-seed{seed}"
+
+
+def timelines_from_runs(folder: Path, table: Path) -> None:
+    """Recompute the time-to-quality columns of the table's rows from the run folders under
+    ``folder`` (an earlier invocation's temp folder): rows without a folder stay as they are."""
+    rows = []
+    for _, row in pd.read_csv(table).iterrows():
+        name = run_name(row["strategy"], row["selection"], row["num_es"], row["seed"])
+        metrics_csv = folder / name / "metrics.csv"
+        if metrics_csv.is_file():
+            rows.append({**row.to_dict(), **quality_timeline(pd.read_csv(metrics_csv))})
+    record(rows, table)
+    print(f"time to quality recomputed for {len(rows)} rows from {folder}")
+
+
+def quality_timeline(metrics: pd.DataFrame) -> dict[str, float]:
+    """Rounds, modelled construction time and payments until the module first reaches each
+    of ``TARGETS`` (NaN where the run's rounds did not reach it): time to quality, per seed."""
+    out = {}
+    for target in TARGETS:
+        for name, value in time_to_target(metrics, target).items():
+            out[f"{name}_{target}"] = value
+    return out
 
 
 def participation_from_ledger(ledger_csv: Path) -> float:
@@ -106,16 +156,62 @@ def participation_from_ledger(ledger_csv: Path) -> float:
     return float(ledger.groupby("round")["item"].apply(lambda items: (items >= 0).mean()).mean())
 
 
-def plot(frame: pd.DataFrame, path: Path) -> None:
-    metrics = ["cloud_utility", "round_latency_model_s", "participation_rate", "answer_loss"]
+def summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per size, policy, selection and runner over the seeds: means with 95 % t-intervals.
+
+    ``vs_static`` and ``vs_flat_fee`` are the cloud utility's ratio to the exact static menu's
+    (surplus selection) and to the flat fee's, per seed of the same size and runner, then
+    averaged: the seeds share their ESs and willingness paths, so the ratio is paired.
+    """
+    rows = []
+    for keys, runs in frame.groupby(list(RUN_KEYS), sort=False):
+        row = dict(zip(RUN_KEYS, keys, strict=True)) | {"seeds": len(runs)}
+        for metric in ("cloud_utility", "agent_quality"):
+            low, high = mean_interval(runs[metric])
+            row |= {metric: runs[metric].mean(), f"{metric}_ci_low": low,
+                    f"{metric}_ci_high": high}  # fmt: skip
+        for metric in ("payments", "participation_rate", "round_latency_model_s"):
+            row[metric] = runs[metric].mean()
+        for target in TARGETS:  # means over the seeds that reached the target
+            reached = runs.dropna(subset=[f"modelled_s_to_target_{target}"])
+            row[f"reached_{target}"] = len(reached)
+            for metric in ("rounds_to_target", "modelled_s_to_target", "payments_to_target"):
+                row[f"{metric}_{target}"] = reached[f"{metric}_{target}"].mean()
+        for name, reference in (("vs_static", "static"), ("vs_flat_fee", "fedavg_flat_fee")):
+            ratios = paired_ratios(frame, runs, reference)
+            low, high = mean_interval(ratios) if len(ratios) else (float("nan"),) * 2
+            row |= {name: ratios.mean() if len(ratios) else float("nan"),
+                    f"{name}_ci_low": low, f"{name}_ci_high": high}  # fmt: skip
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def paired_ratios(frame: pd.DataFrame, runs: pd.DataFrame, reference: str) -> pd.Series:
+    """``runs``' cloud utility over the ``reference`` policy's (surplus selection), seed by
+    seed, for the seeds both ran."""
+    size, runner = runs["num_es"].iloc[0], runs["runner"].iloc[0]
+    base = frame[(frame["num_es"] == size) & (frame["runner"] == runner)
+                 & (frame["strategy"] == reference) & (frame["selection"] == "surplus")]  # fmt: skip
+    joined = runs.merge(base[["seed", "cloud_utility"]], on="seed", suffixes=("", "_ref"))
+    return joined["cloud_utility"] / joined["cloud_utility_ref"]
+
+
+def plot(table: pd.DataFrame, path: Path) -> None:
+    """Means over seeds (95 % intervals where there are several), one panel per metric."""
+    metrics = ["cloud_utility", "round_latency_model_s", "participation_rate", "agent_quality"]
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 6), sharey=True)
+    labels = table["strategy"] + "/" + table["selection"]
+    labels = labels.where(table["runner"] == "in_process", labels + " (Flower)")
     for ax, metric in zip(axes, metrics, strict=True):
-        labels = frame["strategy"] + "/" + frame["selection"]
-        labels = labels.where(frame["runner"] == "flower", labels + " (in-process)")
-        table = frame.assign(label=labels).pivot_table(
+        means = table.assign(label=labels).pivot_table(
             index="label", columns="num_es", values=metric
         )
-        table.plot.barh(ax=ax)
+        errors = None
+        if f"{metric}_ci_low" in table:
+            half = table.assign(label=labels, half=(table[f"{metric}_ci_high"]
+                                                     - table[f"{metric}_ci_low"]) / 2)  # fmt: skip
+            errors = half.pivot_table(index="label", columns="num_es", values="half")
+        means.plot.barh(ax=ax, xerr=errors)
         ax.set_title(metric)
         ax.set_xlabel("")
     fig.tight_layout()
@@ -135,13 +231,12 @@ def bench_cases(args: argparse.Namespace) -> list[tuple[str, str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[20, 100])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--policies", nargs="+", default=list(POLICIES))
     parser.add_argument("--large", action="store_true", help="also the 1,000-ES run")
     parser.add_argument("--ffa", action="store_true", help="also EDMSAC with FFA-LoRA")
-    parser.add_argument(
-        "--extra", nargs="*", default=["federation.es_per_round=10", "training.local_steps=10"]
-    )
+    parser.add_argument("--extra", nargs="*", default=list(BUDGET), help="Hydra overrides")
     parser.add_argument("--selections", nargs="+", default=["surplus"], choices=SELECTIONS)
     parser.add_argument(
         "--selection-policies",
@@ -150,43 +245,32 @@ def main() -> None:
         help="policies also run with the selections other than surplus",
     )
     parser.add_argument("--in-process", action="store_true", help="no Flower processes")
-    parser.add_argument("--recompute", type=Path, help="redo participation from run folders")
+    parser.add_argument(
+        "--from-runs", type=Path, help="recompute time to quality from an earlier run's folders"
+    )
     args = parser.parse_args()
-    if args.recompute:  # participation from the ledgers of an earlier invocation's runs
-        frame = pd.read_csv(RESULTS / "strategies.csv")
-        for i, row in frame.iterrows():
-            name = f"{row['strategy'].replace('_ffa_lora', '')}-{row['num_es']}"
-            # a later run of the same name (the FFA-LoRA row) moved the earlier folder aside
-            folders = sorted(args.recompute.glob(f"{name}-*")) or [args.recompute / name]
-            ledger = folders[0] / "ledger.csv"
-            if ledger.is_file() and row["strategy"] != "edmsac_ffa_lora":
-                frame.loc[i, "participation_rate"] = participation_from_ledger(ledger)
-        frame.to_csv(RESULTS / "strategies.csv", index=False)
-        plot(frame, RESULTS / "strategies.png")
-        print(frame.to_string(index=False))
+    if args.from_runs:
+        timelines_from_runs(args.from_runs, RESULTS / "strategies.csv")
         return
     out = Path(tempfile.mkdtemp(prefix="fed-agent-strategies-"))
-    rows, table = [], RESULTS / "strategies.csv"
+    table = RESULTS / "strategies.csv"
     runner = "in_process" if args.in_process else "flower"
-    for num_es in args.sizes:
-        offers = [f"incentive.max_offers_per_round={min(num_es, 40)}"]
-        for policy, selection in bench_cases(args):
-            extra = [*args.extra, *offers]
-            rows.append(
-                run_policy(policy, num_es, args.rounds, out, extra, "default", selection, runner)
-            )
-            print(rows[-1], flush=True)
-            upsert_table(rows, table, TABLE_KEYS)
+    for seed in args.seeds:
+        for num_es in args.sizes:
+            extra = [*args.extra, f"incentive.max_offers_per_round={min(num_es, 40)}"]
+            for policy, selection in bench_cases(args):
+                row = run_policy(
+                    policy, num_es, args.rounds, out, extra, "default", selection, runner, seed
+                )
+                print(row, flush=True)
+                record([row], table)
     if args.ffa:
         # the exact aggregation alternative (frozen-A FFA-LoRA) against FedAvg of A and B
         row = run_policy(
             "edmsac", args.sizes[0], args.rounds, out, [*args.extra, "model.lora_freeze_a=true"]
         )
-        rows.append({**row, "strategy": "edmsac_ffa_lora"})
-    # a run of some sizes or policies replaces their rows and keeps the others
-    frame = upsert_table(rows, table, TABLE_KEYS)
-    plot(frame, RESULTS / "strategies.png")
-    print(frame.to_string(index=False))
+        record([{**row, "strategy": "edmsac_ffa_lora"}], table)
+    print(summary(pd.read_csv(table)).to_string(index=False))
     if args.large:
         # the smoke experiment's tiny model; 10 % of the ESs are offered contracts each round
         large = run_policy(
@@ -199,6 +283,15 @@ def main() -> None:
         )
         pd.DataFrame([large]).to_csv(RESULTS / "strategies_1000.csv", index=False)
         print(large)
+
+
+def record(rows: list[dict], table: Path) -> None:
+    """Merge rows into the per-run table (several invocations may share it), then rewrite
+    the summary and the plot from the whole table."""
+    frame = upsert_table(rows, table, TABLE_KEYS)
+    means = summary(frame)
+    means.to_csv(RESULTS / "strategies_summary.csv", index=False)
+    plot(means, RESULTS / "strategies.png")
 
 
 if __name__ == "__main__":

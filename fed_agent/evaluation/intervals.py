@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import stats
 
 Z_95 = 1.959963984540054
 """The standard normal quantile of 0.975: a two-sided 95 % interval."""
@@ -42,3 +46,15 @@ def accuracy_interval(accuracy: float, n: int) -> tuple[float, float]:
     if n == 0 or math.isnan(accuracy):
         return math.nan, math.nan
     return wilson_interval(accuracy * n, n)
+
+
+def mean_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """Student-t interval of the mean of per-seed ``values`` (n - 1 degrees of freedom).
+
+    One value gives (value, value): no spread to estimate, so no interval is claimed.
+    """
+    values = np.asarray(values, dtype=float)
+    if values.size < 2:
+        return float(values.mean()), float(values.mean())
+    half = stats.t.ppf(0.5 + level / 2, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size)
+    return float(values.mean() - half), float(values.mean() + half)

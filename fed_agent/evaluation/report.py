@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import math
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,8 +26,16 @@ def upsert_table(rows: Sequence[dict], path: Path, keys: Sequence[str]) -> pd.Da
     other rows stay in place and new ones are appended. Returns the merged frame.
 
     Benchmarks re-run a subset (one model, a few policies) without losing the other rows of
-    the table the docs cite.
+    the table the docs cite. Several invocations may share a table (one per group of cases):
+    the read-merge-write holds an exclusive lock beside the system's temp files.
     """
+    lock_path = Path(tempfile.gettempdir()) / f"fed-agent-{path.name}.lock"
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _merge_rows(rows, path, keys)
+
+
+def _merge_rows(rows: Sequence[dict], path: Path, keys: Sequence[str]) -> pd.DataFrame:
     new = pd.DataFrame(list(rows))
     if path.is_file():
         old = pd.read_csv(path)

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from fed_agent.evaluation.intervals import accuracy_interval, wilson_interval
+from fed_agent.evaluation.intervals import accuracy_interval, mean_interval, wilson_interval
 from fed_agent.evaluation.quality import Quality, mean_quality
 
 
@@ -44,3 +44,11 @@ def test_mean_over_modules_on_one_set_keeps_that_sets_size():
     mean = mean_quality(parts)
     assert mean.decision_accuracy == pytest.approx(0.7)
     assert mean.num_decisions == 500
+
+
+def test_mean_interval_is_the_student_t_interval_of_the_mean():
+    # mean 2, sample std 1, n 3: half width t(0.975, 2) / sqrt(3) = 4.3027 / 1.7321 = 2.4841
+    low, high = mean_interval([1.0, 2.0, 3.0])
+    assert low == pytest.approx(2 - 2.4841, abs=1e-4)
+    assert high == pytest.approx(2 + 2.4841, abs=1e-4)
+    assert mean_interval([0.7]) == (0.7, 0.7)  # one seed: no spread, no interval claimed
