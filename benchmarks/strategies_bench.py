@@ -53,11 +53,18 @@ from fed_agent.deploy.launcher import launch_simulation
 from fed_agent.evaluation.intervals import accuracy_interval, mean_interval
 from fed_agent.evaluation.report import upsert_table
 from fed_agent.incentives.config import POLICIES
+from fed_agent.incentives.profiles import period_weight
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TABLE_KEYS = ("num_es", "strategy", "selection", "runner", "seed")
 RUN_KEYS = TABLE_KEYS[:4]
 TARGETS = (0.8, 0.9)
+RATIOS = (
+    ("vs_static", "static", "cloud_utility"),
+    ("vs_static_discounted", "static", "cloud_utility_discounted"),
+    ("vs_flat_fee", "fedavg_flat_fee", "cloud_utility"),
+)
+"""Summary columns: (name, reference policy, metric) of the ratios paired by seed."""
 """Held-out decision accuracies whose time to quality each row records."""
 SELECTIONS = ("surplus", "latency_priced", "deadline")
 RUNNERS = ("flower", "in_process")
@@ -96,7 +103,8 @@ def run_policy(
     metrics = pd.read_csv(output_dir / "metrics.csv")
     rounds_df = metrics[metrics["round"] >= 1]
     final = metrics.iloc[-1]
-    n_eval = load_config(experiment, overrides).data.eval_samples
+    cfg = load_config(experiment, overrides)
+    n_eval = cfg.data.eval_samples
     ci_low, ci_high = accuracy_interval(float(final["decision_accuracy"]), n_eval)
     return {
         "num_es": num_es,
@@ -118,7 +126,7 @@ def run_policy(
         "belief_accuracy": rounds_df["belief_accuracy"].mean(),
         "run_wall_s": time.perf_counter() - start,
         "peak_rss_mb": memory.peak_bytes / 2**20,
-        **quality_timeline(metrics),
+        **derived_columns(metrics, cfg.market.discount),
     }
 
 
@@ -127,23 +135,28 @@ def run_name(policy: str, selection: str, num_es: int, seed: int) -> str:
     return f"{policy}-{selection}-{num_es}-seed{seed}"
 
 
-def timelines_from_runs(folder: Path, table: Path) -> None:
-    """Recompute the time-to-quality columns of the table's rows from the run folders under
-    ``folder`` (an earlier invocation's temp folder): rows without a folder stay as they are."""
+def derived_from_runs(folder: Path, table: Path, discount: float) -> None:
+    """Recompute the columns :func:`derived_columns` derives for the table's rows from the run
+    folders under ``folder`` (an earlier invocation's temp folder, its runs at market discount
+    ``discount``): rows without a folder stay as they are."""
     rows = []
     for _, row in pd.read_csv(table).iterrows():
         name = run_name(row["strategy"], row["selection"], row["num_es"], row["seed"])
         metrics_csv = folder / name / "metrics.csv"
         if metrics_csv.is_file():
-            rows.append({**row.to_dict(), **quality_timeline(pd.read_csv(metrics_csv))})
+            rows.append({**row.to_dict(), **derived_columns(pd.read_csv(metrics_csv), discount)})
     record(rows, table)
-    print(f"time to quality recomputed for {len(rows)} rows from {folder}")
+    print(f"derived columns recomputed for {len(rows)} rows from {folder}")
 
 
-def quality_timeline(metrics: pd.DataFrame) -> dict[str, float]:
-    """Rounds, modelled construction time and payments until the module first reaches each
-    of ``TARGETS`` (NaN where the run's rounds did not reach it): time to quality, per seed."""
-    out = {}
+def derived_columns(metrics: pd.DataFrame, discount: float) -> dict[str, float]:
+    """What a run's per-round metrics give besides the means: the cloud utility weighed as the
+    contract model weighs it (period-2 rounds at the market's ``discount``), and the rounds,
+    modelled construction time and payments until the module first reaches each of
+    ``TARGETS`` (NaN where the run's rounds did not reach it): time to quality, per seed."""
+    rounds = metrics[metrics["round"] >= 1]
+    weights = [period_weight(int(p), discount) for p in rounds["period"]]
+    out = {"cloud_utility_discounted": float((rounds["cloud_utility"] * weights).mean())}
     for target in TARGETS:
         for name, value in time_to_target(metrics, target).items():
             out[f"{name}_{target}"] = value
@@ -162,11 +175,13 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
     ``vs_static`` and ``vs_flat_fee`` are the cloud utility's ratio to the exact static menu's
     (surplus selection) and to the flat fee's, per seed of the same size and runner, then
     averaged: the seeds share their ESs and willingness paths, so the ratio is paired.
+    ``vs_static_discounted`` is the same ratio of ``cloud_utility_discounted``, the objective
+    the contracts maximise.
     """
     rows = []
     for keys, runs in frame.groupby(list(RUN_KEYS), sort=False):
         row = dict(zip(RUN_KEYS, keys, strict=True)) | {"seeds": len(runs)}
-        for metric in ("cloud_utility", "agent_quality"):
+        for metric in ("cloud_utility", "cloud_utility_discounted", "agent_quality"):
             low, high = mean_interval(runs[metric])
             row |= {metric: runs[metric].mean(), f"{metric}_ci_low": low,
                     f"{metric}_ci_high": high}  # fmt: skip
@@ -177,8 +192,8 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
             row[f"reached_{target}"] = len(reached)
             for metric in ("rounds_to_target", "modelled_s_to_target", "payments_to_target"):
                 row[f"{metric}_{target}"] = reached[f"{metric}_{target}"].mean()
-        for name, reference in (("vs_static", "static"), ("vs_flat_fee", "fedavg_flat_fee")):
-            ratios = paired_ratios(frame, runs, reference)
+        for name, reference, metric in RATIOS:
+            ratios = paired_ratios(frame, runs, reference, metric)
             low, high = mean_interval(ratios) if len(ratios) else (float("nan"),) * 2
             row |= {name: ratios.mean() if len(ratios) else float("nan"),
                     f"{name}_ci_low": low, f"{name}_ci_high": high}  # fmt: skip
@@ -186,19 +201,22 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def paired_ratios(frame: pd.DataFrame, runs: pd.DataFrame, reference: str) -> pd.Series:
-    """``runs``' cloud utility over the ``reference`` policy's (surplus selection), seed by
-    seed, for the seeds both ran."""
+def paired_ratios(
+    frame: pd.DataFrame, runs: pd.DataFrame, reference: str, metric: str = "cloud_utility"
+) -> pd.Series:
+    """``runs``' ``metric`` over the ``reference`` policy's (surplus selection), seed by seed,
+    for the seeds both ran."""
     size, runner = runs["num_es"].iloc[0], runs["runner"].iloc[0]
     base = frame[(frame["num_es"] == size) & (frame["runner"] == runner)
                  & (frame["strategy"] == reference) & (frame["selection"] == "surplus")]  # fmt: skip
-    joined = runs.merge(base[["seed", "cloud_utility"]], on="seed", suffixes=("", "_ref"))
-    return joined["cloud_utility"] / joined["cloud_utility_ref"]
+    joined = runs.merge(base[["seed", metric]], on="seed", suffixes=("", "_ref"))
+    return joined[metric] / joined[f"{metric}_ref"]
 
 
 def plot(table: pd.DataFrame, path: Path) -> None:
     """Means over seeds (95 % intervals where there are several), one panel per metric."""
-    metrics = ["cloud_utility", "round_latency_model_s", "participation_rate", "agent_quality"]
+    metrics = ["cloud_utility", "cloud_utility_discounted", "round_latency_model_s",
+               "agent_quality"]  # fmt: skip
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 6), sharey=True)
     labels = table["strategy"] + "/" + table["selection"]
     labels = labels.where(table["runner"] == "in_process", labels + " (Flower)")
@@ -246,14 +264,21 @@ def main() -> None:
     )
     parser.add_argument("--in-process", action="store_true", help="no Flower processes")
     parser.add_argument(
-        "--from-runs", type=Path, help="recompute time to quality from an earlier run's folders"
+        "--table",
+        default="strategies",
+        help="results/<table>.csv, <table>_summary.csv, <table>.png: another budget's rows "
+        "(--extra) go to a table of their own",
+    )
+    parser.add_argument(
+        "--from-runs", type=Path, help="recompute derived columns from an earlier run's folders"
     )
     args = parser.parse_args()
     if args.from_runs:
-        timelines_from_runs(args.from_runs, RESULTS / "strategies.csv")
+        discount = load_config("default", args.extra).market.discount
+        derived_from_runs(args.from_runs, RESULTS / f"{args.table}.csv", discount)
         return
     out = Path(tempfile.mkdtemp(prefix="fed-agent-strategies-"))
-    table = RESULTS / "strategies.csv"
+    table = RESULTS / f"{args.table}.csv"
     runner = "in_process" if args.in_process else "flower"
     for seed in args.seeds:
         for num_es in args.sizes:
@@ -290,8 +315,8 @@ def record(rows: list[dict], table: Path) -> None:
     the summary and the plot from the whole table."""
     frame = upsert_table(rows, table, TABLE_KEYS)
     means = summary(frame)
-    means.to_csv(RESULTS / "strategies_summary.csv", index=False)
-    plot(means, RESULTS / "strategies.png")
+    means.to_csv(table.with_name(f"{table.stem}_summary.csv"), index=False)
+    plot(means, table.with_suffix(".png"))
 
 
 if __name__ == "__main__":

@@ -80,7 +80,7 @@ from fed_agent.contracts.utility import es_period_utility
 from fed_agent.incentives.beliefs import BeliefTracker
 from fed_agent.incentives.ledger import Ledger, LedgerEntry
 from fed_agent.incentives.policies import ORACLE_POLICIES, UNCOMMITTED_POLICIES, ContractPolicy
-from fed_agent.incentives.profiles import PublicFacts, es_market, period_of_round
+from fed_agent.incentives.profiles import PublicFacts, es_market, period_of_round, period_weight
 from fed_agent.incentives.selection import Candidate, select_participants, selection_surplus
 from fed_agent.modules.adapter import AgentModule
 from fed_agent.modules.aggregation import aggregate, server_step
@@ -860,10 +860,14 @@ class ContractStrategy(Strategy):
 
     def _round_row(self, server_round: int, num_replies: int) -> dict:
         adapter_bytes = self.module.adapter_bytes
+        summary = self.ledger.round_summary(server_round)
+        # what the contracts maximise: period-2 utility at the market's discount
+        weight = period_weight(self._period, self.cfg.market.discount)
         return {
             "round": server_round,
             "period": self._period,
-            **self.ledger.round_summary(server_round),
+            **summary,
+            "cloud_utility_discounted": summary["cloud_utility"] * weight,
             **self._design_times,
             "round_deadline_s": self._deadline_s,
             "bytes_down": len(self._assignments) * adapter_bytes,

@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from benchmarks.strategies_bench import summary
+from benchmarks.strategies_bench import derived_columns, summary
 
 
 def run_row(strategy: str, seed: int, utility: float, to_target: float) -> dict:
@@ -19,6 +19,7 @@ def run_row(strategy: str, seed: int, utility: float, to_target: float) -> dict:
         "runner": "in_process",
         "seed": seed,
         "cloud_utility": utility,
+        "cloud_utility_discounted": 0.75 * utility + (10.0 if strategy == "edmsac" else 0.0),
         "agent_quality": 0.9 + 0.01 * seed,
         "payments": 50.0,
         "participation_rate": 1.0,
@@ -51,8 +52,27 @@ def test_ratios_to_the_static_menu_are_paired_by_seed_and_unreached_targets_are_
     assert edmsac["vs_static_ci_low"] == pytest.approx(1.2 - 1.27062, abs=1e-4)
     assert edmsac["vs_static_ci_high"] == pytest.approx(1.2 + 1.27062, abs=1e-4)
     assert edmsac["vs_flat_fee"] == pytest.approx((2.2 + 2.6) / 2)
+    # the same pairing on the discounted objective: (82.5 + 10) / 75 and (195 + 10) / 150
+    assert edmsac["vs_static_discounted"] == pytest.approx((92.5 / 75 + 205 / 150) / 2)
     assert edmsac["reached_0.9"] == 1
     assert edmsac["modelled_s_to_target_0.9"] == pytest.approx(30.0)
     assert rows.loc["static", "vs_static"] == pytest.approx(1.0)
     assert rows.loc["static", "modelled_s_to_target_0.8"] == pytest.approx(30.0)
     assert rows.loc["static", "agent_quality"] == pytest.approx(0.905)
+
+
+def test_the_discounted_cloud_utility_weighs_period_two_rounds_at_the_discount():
+    metrics = pd.DataFrame(
+        {
+            "round": [0, 1, 2, 3, 4],
+            "period": [math.nan, 1, 2, 1, 2],
+            "cloud_utility": [math.nan, 100.0, 40.0, 80.0, 20.0],
+            "decision_accuracy": [0.1, 0.5, 0.85, 0.88, 0.93],
+            "round_latency_model_s": [math.nan, 10.0, 5.0, 10.0, 5.0],
+            "payments": [math.nan, 1.0, 2.0, 3.0, 4.0],
+        }
+    )
+    derived = derived_columns(metrics, discount=0.5)
+    assert derived["cloud_utility_discounted"] == pytest.approx((100 + 20 + 80 + 10) / 4)
+    assert derived["rounds_to_target_0.8"] == 2 and derived["modelled_s_to_target_0.8"] == 15
+    assert derived["rounds_to_target_0.9"] == 4 and derived["payments_to_target_0.9"] == 10

@@ -108,6 +108,12 @@ def period_of_round(server_round: int, rounds_per_period: int) -> tuple[int, int
     return index, index % 2 + 1
 
 
+def period_weight(period: int, discount: float) -> float:
+    """How the contract model's objective weighs a period's utility (U = U1 + delta U2,
+    docs/contract-model.md): 1 in period 1, the market's discount in period 2."""
+    return 1.0 if period == 1 else discount
+
+
 __all__ = [
     "CHANNEL_GAIN",
     "WILLINGNESS_SEED",
@@ -115,6 +121,7 @@ __all__ = [
     "WORKLOAD",
     "PublicFacts",
     "Willingness",
+    "period_weight",
     "es_market",
     "period_of_round",
     "simulated_profiles",

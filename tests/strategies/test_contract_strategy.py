@@ -221,6 +221,17 @@ def test_period_two_offers_go_to_period_one_participants_with_their_report(tmp_p
         assert instruction.f_ghz in row
     # every type has an individually rational period-2 item, so all three stay
     assert len(messages2) == 3 and strategy._period == 2
+    # the model's objective counts period 1 in full and period 2 at the discount (0.5)
+    row1 = strategy.outputs.rows[-1]
+    assert row1["cloud_utility_discounted"] == row1["cloud_utility"] != 0
+    replies2 = [
+        reply_for(m, u)
+        for m, u in zip(messages2, honest_updates(smoke_module, messages2), strict=True)
+    ]
+    strategy.aggregate_train(2, replies2)
+    row2 = strategy.outputs.rows[-1]
+    assert strategy.cfg.market.discount == 0.5 and row2["cloud_utility"] != 0
+    assert row2["cloud_utility_discounted"] == pytest.approx(0.5 * row2["cloud_utility"])
 
 
 def bad_policy(markets):
