@@ -22,14 +22,23 @@ in-process rows repeat the simulation's cloud utility and modelled latency to th
 100 ESs the 40 ESs offered each round are a seeded sample of the node ids, which a
 simulation draws at random, so the two runners offer to different ESs.
 
+Besides the per-round means, each row has ``cloud_utility_discounted`` (the contract model's
+objective ``U1 + delta U2``: period-2 rounds at the market's discount, what the contracts
+maximise) and the time to quality (rounds, modelled seconds, payments) to each of ``TARGETS``.
+
 Run:  .venv/bin/python benchmarks/strategies_bench.py --in-process [--sizes 20 100]
           [--seeds 0 1 2 3 4] [--rounds 4] [--selections surplus latency_priced deadline]
-Out:  benchmarks/results/strategies.csv (one row per run; a run replaces the row of its size,
-      policy, selection, runner and seed and keeps the others),
-      benchmarks/results/strategies_summary.csv (per size, policy, selection and runner over
-      the seeds: means with 95 % t-intervals, and the cloud utility's ratio to the exact static
-      menu's and to the flat fee's, paired by seed), benchmarks/results/strategies.png
+      economics only (one local step, 20 held-out scenes, every accepting ES trains), into a
+      table of its own:
+          ... --table strategies_economics --sizes 20 \
+              --extra training.local_steps=1 data.eval_samples=20 federation.es_per_round=20
+Out:  benchmarks/results/<table>.csv (``strategies`` unless --table; one row per run; a run
+      replaces the row of its size, policy, selection, runner and seed and keeps the others),
+      <table>_summary.csv (per size, policy, selection and runner over the seeds: means with
+      95 % t-intervals, and the cloud utility's ratios to the exact static menu's and to the
+      flat fee's, paired by seed), <table>.png
       and, with --large, benchmarks/results/strategies_1000.csv (1,000 virtual ESs, tiny model)
+``--from-runs DIR`` recomputes the derived columns from an earlier invocation's run folders.
 """
 
 from __future__ import annotations
