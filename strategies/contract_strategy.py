@@ -80,7 +80,13 @@ from fed_agent.contracts.utility import es_period_utility
 from fed_agent.incentives.beliefs import BeliefTracker
 from fed_agent.incentives.ledger import Ledger, LedgerEntry
 from fed_agent.incentives.policies import ORACLE_POLICIES, UNCOMMITTED_POLICIES, ContractPolicy
-from fed_agent.incentives.profiles import PublicFacts, es_market, period_of_round, period_weight
+from fed_agent.incentives.profiles import (
+    PublicFacts,
+    deadline_market,
+    es_market,
+    period_of_round,
+    period_weight,
+)
 from fed_agent.incentives.selection import Candidate, select_participants, selection_surplus
 from fed_agent.modules.adapter import AgentModule
 from fed_agent.modules.aggregation import aggregate, server_step
@@ -409,11 +415,19 @@ class ContractStrategy(Strategy):
         self._ask_public_facts(grid, sampled)
         offered = [n for n in sampled if n in self.facts]
         self.beliefs.advance_unobserved([n for n in self.engagements if n not in offered])
-        markets = [self._market_of(n, self.beliefs.belief(n)) for n in offered]
-        if self.cfg.incentive.policy in UNCOMMITTED_POLICIES:
-            markets = [m.replace(participation="per_period") for m in markets]
+        designed = {n: self._market_of(n, self.beliefs.belief(n)) for n in offered}
         self._forfeit_unfinished_epochs(server_round)
         self.engagements = {}
+        for node_id in [n for n, m in designed.items() if m is None]:
+            reason = (
+                f"cannot meet the round's deadline of {self.cfg.incentive.deadline_s:g} s "
+                f"even at f_max = {self.cfg.market.f_max_ghz:g} GHz"
+            )
+            self._ledger_add(server_round, node_id, "no_offer", reason=reason, source="no_offer")
+        offered = [n for n in offered if designed[n] is not None]
+        markets = [designed[n] for n in offered]
+        if self.cfg.incentive.policy in UNCOMMITTED_POLICIES:
+            markets = [m.replace(participation="per_period") for m in markets]
         if not markets:
             return []
         offers = self.policy(markets)
@@ -438,8 +452,17 @@ class ContractStrategy(Strategy):
                 )
                 engagement.held = 0.0
 
-    def _market_of(self, node_id: int, belief: np.ndarray) -> Market:
-        return es_market(self.cfg.market, self.facts[node_id], self.module.adapter_bytes, belief)
+    def _market_of(self, node_id: int, belief: np.ndarray) -> Market | None:
+        """The market the contracts of ``node_id`` are designed on. Under the ``deadline`` rule
+        a designed contract's every item meets the deadline (``deadline_market``); None when
+        the ES cannot meet it at any effort. The flat fee's fixed effort is not designed."""
+        market = es_market(self.cfg.market, self.facts[node_id], self.module.adapter_bytes, belief)
+        if (
+            self.cfg.incentive.selection != "deadline"
+            or self.cfg.incentive.policy in UNCOMMITTED_POLICIES
+        ):
+            return market
+        return deadline_market(market, self.cfg.incentive.deadline_s)
 
     def _query(self, node_id: int, values: dict) -> Message:
         return Message(
@@ -910,6 +933,8 @@ class ContractStrategy(Strategy):
         self.engagements = {}
         for n, e in state["engagements"].items():
             market = self._market_of(int(n), np.asarray(e["prior"]))
+            if market is None:  # the resumed config checks match the checkpoint's: not reached
+                raise ValueError(f"node {n}'s contract cannot meet the configured deadline")
             contract = DynamicContract(e["f1"], e["r1"], e["f2"], e["r2"])
             self.engagements[int(n)] = _Engagement(
                 contract, market, e["source"], e["report"], float(e["held"])

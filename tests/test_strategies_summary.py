@@ -55,6 +55,9 @@ def test_ratios_to_the_static_menu_are_paired_by_seed_and_unreached_targets_are_
     # the same pairing on the discounted objective: (82.5 + 10) / 75 and (195 + 10) / 150
     assert edmsac["vs_static_discounted"] == pytest.approx((92.5 / 75 + 205 / 150) / 2)
     assert edmsac["reached_0.9"] == 1
+    # time to 0.9 over the flat fee's only where both reached it (seed 0: 30 / 10)
+    assert edmsac["s_to_0.9_vs_flat_fee"] == pytest.approx(3.0)
+    assert edmsac["latency_vs_flat_fee"] == pytest.approx(1.0)
     assert edmsac["modelled_s_to_target_0.9"] == pytest.approx(30.0)
     assert rows.loc["static", "vs_static"] == pytest.approx(1.0)
     assert rows.loc["static", "modelled_s_to_target_0.8"] == pytest.approx(30.0)

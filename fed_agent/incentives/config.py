@@ -45,10 +45,13 @@ class IncentiveConfig:
     """``latency_priced``: what one second of round latency costs the cloud, in units of cloud
     utility (G(f) - R) per round (20: about a third of a participant's mean surplus on the
     default market, so an ES is worth waiting for if it adds more surplus than the wait costs)."""
-    deadline_s: float = 8.0
+    deadline_s: float = 6.0
     """``deadline``: the longest modelled latency W/f + S/r (seconds) an ES may take to be
-    chosen; ESs whose item misses it are not chosen and not paid (8: about the round latency
-    of the flat fee's 3 GHz on the default workloads)."""
+    chosen. Designed contracts meet it by design: each ES's menu is designed with
+    f >= W / (D - S/r) (``profiles.deadline_market``), and an ES that cannot meet it even at
+    f_max gets no offer. The flat fee's fixed effort is not designed: its ESs whose item misses
+    the deadline are not chosen and not paid. (6: about the flat fee's round latency with 3 of
+    20 ESs a round, docs/strategy.md "Measured: straggler-aware recruitment".)"""
     repeat_value: float = 1.0
     """When choosing participants, the cloud values the work of an ES that has trained in ``n``
     earlier rounds of the run at ``repeat_value ** n`` x G(f): the module has learned part of

@@ -102,6 +102,32 @@ def es_market(
     return market.replace(prior=np.asarray(belief, dtype=float))
 
 
+DEADLINE_MARGIN = 1e-6
+"""Relative margin by which a deadline's f floor sits above W / (D - S/r), so that an item at
+the floor (an exact optimum often sits there) meets the deadline despite rounding."""
+
+
+def deadline_market(market: Market, deadline_s: float) -> Market | None:
+    """The market with f raised so that every item meets the round's deadline, or None.
+
+    An item (f, R) takes W / f + S / r seconds to build and upload; it meets a deadline D when
+    f >= W / (D - S / r). Designing the contracts on the market with that floor makes every
+    offered item fast enough to be chosen: selection under a deadline then never discards an
+    accepted item for its latency, and the contract prices the effort the deadline needs.
+    None when no f up to ``f_max_ghz`` meets D (the upload alone, or W / f_max, is too slow):
+    such an ES gets no offer.
+    """
+    compute_s = deadline_s - market.upload_s
+    if compute_s <= 0:
+        return None
+    floor = market.workload_gcycles / compute_s * (1 + DEADLINE_MARGIN)
+    if floor >= market.f_max_ghz:
+        return None
+    if floor <= market.f_lower_ghz:
+        return market
+    return market.replace(f_min_ghz=floor)
+
+
 def period_of_round(server_round: int, rounds_per_period: int) -> tuple[int, int]:
     """(global period index from 0, period within the epoch: 1 or 2) of a 1-based round."""
     index = (server_round - 1) // rounds_per_period
@@ -121,6 +147,7 @@ __all__ = [
     "WORKLOAD",
     "PublicFacts",
     "Willingness",
+    "deadline_market",
     "period_weight",
     "es_market",
     "period_of_round",

@@ -8,7 +8,8 @@ on the item it chose, ``G(f) - R``, and its modelled latency ``W / f + S / r``. 
 - ``surplus``: the ``limit`` largest surpluses; the round lasts as long as the slowest of them.
 - ``random``: ``limit`` drawn uniformly.
 - ``deadline``: the ``limit`` largest positive surpluses among the ESs whose latency meets
-  ``incentive.deadline_s``.
+  ``incentive.deadline_s``. Designed contracts meet it by design (the strategy designs them on
+  ``profiles.deadline_market``), so this filter only binds for the flat fee's fixed effort.
 - ``latency_priced``: the set (at most ``limit``) that maximises its total surplus minus
   ``incentive.latency_price`` times its round latency (the slowest member's). Exact: the
   round latency of the best set is one candidate's latency ``d``, and for a given ``d`` the
