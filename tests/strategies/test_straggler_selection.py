@@ -41,19 +41,32 @@ def _run_round(strategy, grid, module):
     return messages, {e.node_id: e for e in strategy.ledger.entries}
 
 
+def _straggler(latency: dict[int, float]) -> tuple[int, float]:
+    """The slowest ES and a deadline halfway between it and the next slowest."""
+    slowest = max(latency, key=latency.get)
+    return slowest, (max(latency.values()) + sorted(latency.values())[-2]) / 2
+
+
+def _deadline_round(tmp_path, module, policy: str, deadline: float):
+    """One round of ``policy`` under the deadline rule: the strategy, its TRAIN messages and
+    its ledger rows by node."""
+    strategy, grid = make_strategy(
+        tmp_path,
+        module,
+        f"incentive={policy} incentive.selection=deadline incentive.deadline_s={deadline}",
+    )
+    messages, entries = _run_round(strategy, grid, module)
+    return strategy, messages, entries
+
+
 def test_designed_contracts_meet_the_deadline_so_the_straggler_speeds_up_and_is_paid(
     tmp_path, smoke_module
 ):
     latency = _latencies(tmp_path / "probe", smoke_module, "incentive=optimal")
-    slowest = max(latency, key=latency.get)
-    deadline = (max(latency.values()) + sorted(latency.values())[-2]) / 2
-
-    strategy, grid = make_strategy(
-        tmp_path / "run",
-        smoke_module,
-        f"incentive=optimal incentive.selection=deadline incentive.deadline_s={deadline}",
+    slowest, deadline = _straggler(latency)
+    strategy, messages, entries = _deadline_round(
+        tmp_path / "run", smoke_module, "optimal", deadline
     )
-    messages, entries = _run_round(strategy, grid, smoke_module)
     assert slowest in {m.metadata.dst_node_id for m in messages}
     for engagement in strategy.engagements.values():
         market = engagement.market
@@ -77,13 +90,7 @@ def test_an_es_that_cannot_meet_the_deadline_at_f_max_gets_no_offer(tmp_path, sm
     slowest = max(fastest, key=fastest.get)
     deadline = 0.999 * fastest[slowest]
     assert sorted(fastest.values())[-2] < deadline
-
-    strategy, grid = make_strategy(
-        tmp_path / "run",
-        smoke_module,
-        f"incentive=optimal incentive.selection=deadline incentive.deadline_s={deadline}",
-    )
-    messages, entries = _run_round(strategy, grid, smoke_module)
+    _, messages, entries = _deadline_round(tmp_path / "run", smoke_module, "optimal", deadline)
     assert slowest not in {m.metadata.dst_node_id for m in messages}
     assert entries[slowest].status == "no_offer" and entries[slowest].paid == 0.0
     assert entries[slowest].offer_source == "no_offer"
@@ -98,15 +105,10 @@ def test_a_flat_fee_straggler_misses_the_deadline_and_is_not_chosen_nor_paid(
     tmp_path, smoke_module
 ):
     latency = _latencies(tmp_path / "probe", smoke_module, "incentive=fedavg_flat_fee")
-    slowest = max(latency, key=latency.get)
-    deadline = (max(latency.values()) + sorted(latency.values())[-2]) / 2
-
-    strategy, grid = make_strategy(
-        tmp_path / "run",
-        smoke_module,
-        f"incentive=fedavg_flat_fee incentive.selection=deadline incentive.deadline_s={deadline}",
+    slowest, deadline = _straggler(latency)
+    strategy, messages, entries = _deadline_round(
+        tmp_path / "run", smoke_module, "fedavg_flat_fee", deadline
     )
-    messages, entries = _run_round(strategy, grid, smoke_module)
     assert slowest not in {m.metadata.dst_node_id for m in messages}
     straggler = entries[slowest]
     assert straggler.status == "not_selected" and straggler.paid == 0.0
