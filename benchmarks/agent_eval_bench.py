@@ -65,12 +65,12 @@ from fed_agent.evaluation.deployment import Latency, table_row  # noqa: E402
 from fed_agent.evaluation.evaluate_agent import evaluate_runtime  # noqa: E402
 from fed_agent.evaluation.quality import Quality, evaluate_quality, mean_quality  # noqa: E402
 from fed_agent.evaluation.report import plot_table, upsert_table  # noqa: E402
+from fed_agent.models.registry import load_base  # noqa: E402
 from fed_agent.modules.adapter import AgentModule, agent_module  # noqa: E402
-from fed_agent.modules.aggregation import server_step, weighted_average  # noqa: E402
-from fed_agent.modules.export import export_agent  # noqa: E402
-from fed_agent.modules.registry import load_base  # noqa: E402
 from fed_agent.modules.training import train_locally  # noqa: E402
+from fed_agent.packaging.export import export_agent  # noqa: E402
 from fed_agent.runtime import AgentRuntime  # noqa: E402
+from fed_agent.screening.aggregation import server_step, weighted_average  # noqa: E402
 from fed_agent.seeding import derive_seed, seed_everything  # noqa: E402
 
 log = logging.getLogger("agent_eval_bench")

@@ -160,7 +160,7 @@ an honest peer's): ``collude``: every attacker sends one shared update that hugs
 @dataclass(frozen=True)
 class HugParams:
     """How a threshold-hugging attacker sits inside the limits it knows (the defaults of
-    ``fed_agent.modules.expectation_config.ExpectationConfig`` plus a margin). It does not know the
+    ``fed_agent.screening.config.ScreeningConfig`` plus a margin). It does not know the
     cloud's reference update and uses its own honest update in its place."""
 
     cosine: float = 0.4

@@ -39,8 +39,8 @@ from fed_agent.config import load_config
 from fed_agent.data.partition import es_examples
 from fed_agent.deploy.launcher import launch_simulation
 from fed_agent.modules.adapter import agent_module
-from fed_agent.modules.aggregation import weighted_average
 from fed_agent.modules.training import train_locally
+from fed_agent.screening.aggregation import weighted_average
 from fed_agent.seeding import derive_seed
 
 RESULTS = Path(__file__).resolve().parent / "results" / "federation_overhead.csv"

@@ -24,7 +24,7 @@ run:
 
 This mirrors the strategy's ``aggregate_train`` step: replies are real Flower Messages
 built with ``strategies.records``, validated and screened by the same functions, and
-aggregated by ``fed_agent.modules.aggregation.aggregate``. Honest local training is the
+aggregated by ``fed_agent.screening.aggregation.aggregate``. Honest local training is the
 project's ``train_locally`` on ``es_examples``; quality is ``evaluate_quality`` on the
 held-out split. Honest updates are cached per (ES, round, global-state hash), which is
 exact: the same global state and seed give the same training.
@@ -78,12 +78,13 @@ from fed_agent.config import load_config
 from fed_agent.data.partition import cloud_examples, es_examples, heldout_examples
 from fed_agent.evaluation.quality import evaluate_quality
 from fed_agent.modules.adapter import AdapterState, agent_module
-from fed_agent.modules.aggregation import aggregate, weighted_average
-from fed_agent.modules.expectations import Reference, UpdateExpectations, reference_update
-from fed_agent.modules.robust import flatten, unflatten
+from fed_agent.modules.reference import reference_update
 from fed_agent.modules.training import learning_effort, train_locally
 from fed_agent.outputs import write_table_atomic
 from fed_agent.protocol import ARRAYS, METRICS, TrainReply
+from fed_agent.screening.aggregation import aggregate, weighted_average
+from fed_agent.screening.judge import Reference, UpdateScreen
+from fed_agent.screening.robust import flatten, unflatten
 from fed_agent.seeding import derive_seed, seed_everything
 from strategies.records import adapter_to_record
 from strategies.validation import clip_to_expected, judge_updates, screen_updates, split_replies
@@ -226,7 +227,7 @@ class Cloud:
     """The cloud side of one scenario: its expectations, reference updates, last global step."""
 
     trainer: HonestTrainer
-    expectations: UpdateExpectations
+    expectations: UpdateScreen
     last_step: np.ndarray | None = None
 
     def reference(self, global_state: AdapterState, server_round: int) -> Reference:
@@ -305,7 +306,7 @@ def run_participants(
     """``rounds`` rounds of ``participants`` ESs, ``attackers`` (the last ones) attacking."""
     cfg, module = trainer.cfg, trainer.module
     global_state = {k: v.copy() for k, v in module.initial_state.items()}
-    cloud = Cloud(trainer, UpdateExpectations())
+    cloud = Cloud(trainer, UpdateScreen())
     outcome = Outcome()
     for server_round in range(1, rounds + 1):
         honest = [trainer(es, server_round, global_state) for es in range(participants)]

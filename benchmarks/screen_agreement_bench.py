@@ -1,6 +1,6 @@
 """How much honest updates agree with the cloud's reference update, and how their norm grows
 with local steps: the figures the update screen's limits rest on
-(``fed_agent/modules/expectations.py``).
+(``fed_agent/screening/judge.py``).
 
 For the default module, fresh and after centralised training on pooled ES data (a stand-in
 for a converged global module), each of ``--es`` ESs trains ``--steps`` steps on its own data
@@ -33,8 +33,8 @@ from fed_agent.config import load_config
 from fed_agent.data.partition import cloud_examples, es_examples, heldout_examples
 from fed_agent.evaluation.quality import evaluate_quality
 from fed_agent.modules.adapter import agent_module
-from fed_agent.modules.robust import flatten
 from fed_agent.modules.training import train_locally
+from fed_agent.screening.robust import flatten
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -41,7 +41,7 @@ def export_untrained(model: str, out_dir: Path) -> Path:
     """An agent of ``model`` (default experiment, ``model=<name>``) with its initial adapter."""
     from fed_agent.config import load_config, to_yaml
     from fed_agent.modules.adapter import agent_module
-    from fed_agent.modules.export import export_agent
+    from fed_agent.packaging.export import export_agent
 
     cfg = load_config("default", [f"model={model}"])
     module = agent_module(cfg.model, cfg.seed)

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from fed_agent.data.tasks import Example
 from fed_agent.modules.adapter import AdapterState, AgentModule
-from fed_agent.modules.export import load_module, module_specs, read_manifest
 from fed_agent.modules.generation import Answer, Delta, answer, stream_answer
+from fed_agent.packaging.export import load_module, module_specs, read_manifest
 
 
 def chained_prompt(prompt: str, upstream: Mapping[str, str], inputs: Sequence[str]) -> str:

@@ -28,7 +28,7 @@ once as ``incompatible`` in the ledger, with a one-line reason, counted in the r
 5. Replies are validated (once) and judged against the cloud's own expectations (its
    reference update on its own small split, the norm per unit of contracted effort seen in
    earlier rounds, copies of another reply or of the last global step:
-   ``fed_agent.modules.expectations``), so that a round of one or two ESs is judged too; the
+   ``fed_agent.screening.judge``), so that a round of one or two ESs is judged too; the
    accepted modules, clipped to their expected norm, are aggregated, weighted
    by their work (optimiser steps) or uniformly, and only the work actually aggregated is
    paid into the ledger; the round's cloud utility, payments, participation, modelled
@@ -89,9 +89,6 @@ from fed_agent.incentives.profiles import (
 )
 from fed_agent.incentives.selection import Candidate, select_participants, selection_surplus
 from fed_agent.modules.adapter import AgentModule
-from fed_agent.modules.aggregation import aggregate, server_step
-from fed_agent.modules.expectations import UpdateExpectations
-from fed_agent.modules.robust import flatten
 from fed_agent.modules.training import learning_effort, local_steps_for
 from fed_agent.outputs import RunOutputs
 from fed_agent.protocol import (
@@ -110,6 +107,9 @@ from fed_agent.protocol import (
     TrainReply,
     new_nonce,
 )
+from fed_agent.screening.aggregation import aggregate, server_step
+from fed_agent.screening.judge import UpdateScreen
+from fed_agent.screening.robust import flatten
 from fed_agent.seeding import rng_for
 from strategies.records import adapter_to_record, record_to_adapter
 from strategies.reference_job import ReferenceJob
@@ -244,7 +244,7 @@ class ContractStrategy(Strategy):
         self._round_started = 0.0
         self._design_times = {"design_s": 0.0, "guard_s": 0.0}
         self._period = 1
-        self.expectations = UpdateExpectations(cfg.screening)
+        self.expectations = UpdateScreen(cfg.screening)
         """What the cloud expects of an honest update (calibrated round by round)."""
         self._offered_steps: list[int] = []
         """The steps of every item offered with the module this round (folded offers)."""

@@ -1,6 +1,6 @@
 """The cloud's reference update of a round, trained while the ESs train.
 
-The reference (:func:`fed_agent.modules.expectations.reference_update`) depends only on the
+The reference (:func:`fed_agent.modules.reference.reference_update`) depends only on the
 module the round sends, so the cloud starts it as soon as the TRAIN messages are built and
 collects it when the replies are in: in a deployment it is hidden behind the ESs' local
 training (not measured). In the 2-core simulation it did not shorten the default run (182 s
@@ -19,7 +19,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from fed_agent.config import ExperimentConfig
 from fed_agent.data.partition import cloud_examples
 from fed_agent.modules.adapter import AdapterState, AgentModule
-from fed_agent.modules.expectations import Reference, reference_update
+from fed_agent.modules.reference import reference_update
+from fed_agent.screening.judge import Reference
 from fed_agent.seeding import derive_seed
 
 
@@ -36,7 +37,7 @@ class ReferenceJob:
 
     def start(self, server_round: int, global_state: AdapterState, contracted: list[int]) -> None:
         """Begin round ``server_round``'s reference from ``global_state`` (the module sent), for
-        ESs contracted to ``contracted`` steps (``ExpectationConfig.steps_for``)."""
+        ESs contracted to ``contracted`` steps (``ScreeningConfig.steps_for``)."""
         self.settle()
         job = self._pool.submit(self._compute, server_round, global_state, contracted)
         self._job = (server_round, job)

@@ -16,8 +16,8 @@ from fed_agent.evaluation.quality import evaluate_quality
 from fed_agent.incentives.ledger import Ledger
 from fed_agent.incentives.policies import make_policy
 from fed_agent.modules.adapter import AgentModule, agent_module
-from fed_agent.modules.extend import export_run_agent, load_extension
 from fed_agent.outputs import RunOutputs
+from fed_agent.packaging.extend import export_run_agent, load_extension
 from fed_agent.seeding import seed_everything
 from strategies.baseline import NO_CONTRACT, RecordedFedAvg
 from strategies.contract_strategy import ContractStrategy

@@ -10,11 +10,11 @@ and the tensors are put in the module's key order (:func:`decode_adapter`). Any 
 while decoding a reply rejects that reply only.
 
 Stage 2, the accepted adapters' *values*. The strategy judges them against the cloud's own
-expectations (:func:`judge_updates`, ``fed_agent.modules.expectations``): agreement with the
+expectations (:func:`judge_updates`, ``fed_agent.screening.judge``): agreement with the
 cloud's reference update, norm per unit of contracted effort calibrated by earlier rounds, and
 copies of an earlier reply or of the last global step; this holds for rounds of one or two
 participants and against colluders who would own a median. :func:`screen_updates` is the
-older median-based screen (``fed_agent.modules.robust.screen``), kept for comparison.
+older median-based screen (``fed_agent.screening.robust.screen``), kept for comparison.
 
 Every rejection is logged with its reason; a rejected reply must not be aggregated or paid.
 """
@@ -32,8 +32,9 @@ from flwr.app import Array, ArrayRecord, Message, MetricRecord
 from flwr.common.constant import SType
 
 from fed_agent.modules.adapter import AdapterError, AdapterState, AgentModule
-from fed_agent.modules.expectations import Judged, Reference, UpdateExpectations
-from fed_agent.modules.robust import (
+from fed_agent.protocol import ARRAYS, METRICS, ProtocolError, TrainReply
+from fed_agent.screening.judge import Judged, Reference, UpdateScreen
+from fed_agent.screening.robust import (
     DEFAULT_SCREENING,
     Screened,
     ScreeningConfig,
@@ -41,7 +42,6 @@ from fed_agent.modules.robust import (
     screen,
     unflatten,
 )
-from fed_agent.protocol import ARRAYS, METRICS, ProtocolError, TrainReply
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +233,7 @@ def _sort_out(
 
 
 def judge_updates(
-    expectations: UpdateExpectations,
+    expectations: UpdateScreen,
     global_state: Mapping[str, np.ndarray],
     accepted: Sequence[AcceptedReply],
     efforts: Mapping[int, float],
@@ -255,14 +255,14 @@ def judge_updates(
 
 
 def clip_to_expected(
-    expectations: UpdateExpectations,
+    expectations: UpdateScreen,
     global_state: Mapping[str, np.ndarray],
     replies: Sequence[AcceptedReply],
     efforts: Mapping[int, float],
     reference: Reference,
 ) -> list[AcceptedReply]:
     """The replies with their modules' updates clipped to ``clip_ratio`` x the expected norm
-    (:meth:`UpdateExpectations.clip`): what is aggregated."""
+    (:meth:`UpdateScreen.clip`): what is aggregated."""
     keys = list(global_state)
     origin = flatten(global_state, keys)
     out = []

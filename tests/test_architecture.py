@@ -35,6 +35,16 @@ RULES = (
          "the contract model is numpy/scipy only"),
     Rule("fed_agent.commands.contract", ("torch", "flwr"), True,
          "`fed-agent contract` starts without torch"),
+    Rule("fed_agent.screening", ("torch", "transformers", "peft", "fed_agent.config",
+                                 "fed_agent.models", "fed_agent.modules", "fed_agent.packaging"),
+         True, "screening is numpy only and sits below the config"),
+    Rule("fed_agent.config", ("transformers", "peft", "fed_agent.models", "fed_agent.modules",
+                              "fed_agent.packaging"), True,
+         "the config schema loads and validates without a model library"),
+    Rule("fed_agent.models", ("fed_agent.modules", "fed_agent.packaging"),
+         True, "base models know nothing of the LoRA module built on them"),
+    Rule("fed_agent.modules", ("fed_agent.packaging",), True,
+         "the module is trained without knowing how an agent is packaged"),
 )  # fmt: skip
 
 
@@ -135,3 +145,29 @@ def test_checker_catches_a_forbidden_import(tmp_path: Path) -> None:
         "flwr.app",
         "flwr.serverapp",
     }
+
+
+def package_of(module: str) -> str:
+    """``fed_agent.screening.judge`` -> ``fed_agent.screening``; top-level modules are their own."""
+    parts = module.split(".")
+    return ".".join(parts[:2])
+
+
+def test_no_import_cycles_among_fed_agent_packages() -> None:
+    """The drawing of the tree has no circle: package A reaching B never reaches back to A."""
+    full = import_graph()
+    graph: dict[str, set[str]] = {}
+    for module, deps in full.items():
+        if not module.startswith("fed_agent."):
+            continue
+        own = package_of(module)
+        graph.setdefault(own, set()).update(
+            package_of(n) for n in deps if n.startswith("fed_agent.") and package_of(n) != own
+        )
+    cycles = {
+        tuple(sorted((package, dep)))
+        for package in graph
+        for dep in graph[package]
+        if package in reachable(dep, graph)
+    }
+    assert sorted(cycles) == []

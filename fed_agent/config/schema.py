@@ -16,9 +16,9 @@ from fed_agent.choices import check_choice
 from fed_agent.contracts.market import MarketParams
 from fed_agent.incentives.config import IncentiveConfig
 from fed_agent.incentives.policies import LEARNED_POLICIES, designer_checkpoint
-from fed_agent.modules.aggregation import AGGREGATORS
-from fed_agent.modules.expectation_config import ExpectationConfig
 from fed_agent.privacy import PrivacyConfig
+from fed_agent.screening.aggregation import AGGREGATORS
+from fed_agent.screening.config import ScreeningConfig
 
 TASKS = ("decide", "describe")
 PROMPT_STYLES = ("log", "natural")
@@ -146,7 +146,7 @@ class ModelConfig:
     """The base model (from the registry) and the LoRA agent module put on top of it."""
 
     name: str = "tiny-llm"
-    """A key of the base-model registry (fed_agent.modules.registry.BUILDERS)."""
+    """A key of the base-model registry (fed_agent.models.registry.BUILDERS)."""
     hidden_size: int = 128
     num_layers: int = 4
     num_heads: int = 4

@@ -273,7 +273,7 @@ def launch_simulation(
     cfg: ExperimentConfig = load_config(experiment, items)  # fail fast on a bad config
     check_resume_from(cfg)
     if cfg.agent.extend:  # and on a bad agent.extend (the ServerApp then loads its modules)
-        from fed_agent.modules.extend import ExtendError, extension_specs  # torch: lazily
+        from fed_agent.packaging.extend import ExtendError, extension_specs  # torch: lazily
 
         try:
             extension_specs(cfg.agent)

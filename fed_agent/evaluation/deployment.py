@@ -26,8 +26,8 @@ from fed_agent.config.schema import ModelConfig
 from fed_agent.data.tasks import Example
 from fed_agent.evaluation.config import EvaluationConfig
 from fed_agent.evaluation.quality import Quality, evaluate_quality
-from fed_agent.modules.export import module_specs, read_manifest
-from fed_agent.modules.registry import build_base, load_base
+from fed_agent.models.registry import build_base, load_base
+from fed_agent.packaging.export import module_specs, read_manifest
 from fed_agent.runtime import AgentRuntime, Response, chained_prompt
 
 DEPLOYMENTS = ("edge-agent", "edge-base", "cloud-only")

@@ -16,8 +16,8 @@ import torch
 from fed_agent.data.scenes import ACTIONS
 from fed_agent.data.tasks import Example, action_candidates
 from fed_agent.evaluation.intervals import accuracy_interval
+from fed_agent.models.base import TASK_KINDS
 from fed_agent.modules.adapter import AgentModule
-from fed_agent.modules.base import TASK_KINDS
 from fed_agent.modules.batching import (
     IGNORE_INDEX,
     answer_log_likelihood,

@@ -22,7 +22,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from fed_agent.config.schema import ModelConfig
-from fed_agent.modules.registry import BaseModel, load_base
+from fed_agent.models.registry import BaseModel, load_base
 from fed_agent.protocol import AdapterState
 
 

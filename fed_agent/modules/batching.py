@@ -14,7 +14,7 @@ import torch
 
 from fed_agent.data.scenes import ACTIONS
 from fed_agent.data.tasks import Example
-from fed_agent.modules.base import TASK_KINDS, BaseModel
+from fed_agent.models.base import TASK_KINDS, BaseModel
 
 IGNORE_INDEX = -100
 

@@ -15,8 +15,8 @@ import torch
 
 from fed_agent.data.scenes import ACTIONS
 from fed_agent.data.tasks import Example
+from fed_agent.models.base import TASK_KINDS
 from fed_agent.modules.adapter import AgentModule
-from fed_agent.modules.base import TASK_KINDS
 from fed_agent.modules.batching import encode_batch
 
 

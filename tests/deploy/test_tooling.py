@@ -125,7 +125,7 @@ def test_command_lines_use_tls_auth_and_no_runtime_installs(tls, tmp_path: Path)
 def test_deploy_tooling_never_imports_flwr() -> None:
     code = (
         "import sys, fed_agent.deploy.local, fed_agent.commands.deploy, benchmarks.attacks, "
-        "fed_agent.modules.robust\n"
+        "fed_agent.screening.robust\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'flwr')\n"
         "assert not bad, bad\n"
     )

@@ -9,7 +9,7 @@ import psutil
 import pytest
 
 from fed_agent.deploy.launcher import FederationRunError, launch_simulation
-from fed_agent.modules.export import load_agent
+from fed_agent.packaging.export import load_agent
 
 pytestmark = pytest.mark.slow
 

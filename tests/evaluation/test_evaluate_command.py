@@ -12,8 +12,8 @@ from fed_agent.config import to_yaml
 from fed_agent.data.tasks import Example
 from fed_agent.evaluation.config import EvaluationConfig
 from fed_agent.evaluation.deployment import cloud_only, latency_of
-from fed_agent.modules.export import export_agent
 from fed_agent.modules.generation import Answer
+from fed_agent.packaging.export import export_agent
 from fed_agent.runtime import Response
 
 REQUIRED = {"model", "training", "quality", "p50_ms", "p95_ms", "tokens_per_s", "base_build_s"}

@@ -8,8 +8,8 @@ import numpy as np
 
 from fed_agent.data import es_examples
 from fed_agent.modules.adapter import agent_module
-from fed_agent.modules.aggregation import weighted_average
 from fed_agent.modules.training import train_locally
+from fed_agent.screening.aggregation import weighted_average
 
 
 def two_es_updates(cfg, freeze_a: bool):

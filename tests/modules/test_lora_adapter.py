@@ -8,8 +8,8 @@ import pytest
 from fed_agent.data import es_examples, heldout_examples
 from fed_agent.evaluation.quality import evaluate_quality
 from fed_agent.modules.adapter import AdapterError, load_adapter_file, save_adapter
-from fed_agent.modules.aggregation import weighted_average
 from fed_agent.modules.training import train_locally
+from fed_agent.screening.aggregation import weighted_average
 
 
 def test_adapter_state_round_trips_exactly(smoke_module):

@@ -62,9 +62,9 @@ def test_training_learns_even_inside_a_callers_no_grad_block(smoke_cfg, smoke_mo
     import torch
 
     from fed_agent.data.partition import es_examples, public_corpus
-    from fed_agent.modules.pretrain import pretrain_language_model
-    from fed_agent.modules.registry import TINY_ARCHITECTURES
-    from fed_agent.modules.tokenizer import train_tokenizer
+    from fed_agent.models.pretrain import pretrain_language_model
+    from fed_agent.models.registry import TINY_ARCHITECTURES
+    from fed_agent.models.tokenizer import train_tokenizer
 
     examples = es_examples(smoke_cfg.data, smoke_cfg.seed, 0)
     with torch.no_grad():

@@ -15,7 +15,7 @@ from fed_agent.config import to_yaml
 from fed_agent.data.tasks import Example
 from fed_agent.deploy.launcher import free_port
 from fed_agent.evaluation.serving import Endpoint, chat_body, send
-from fed_agent.modules.export import export_agent
+from fed_agent.packaging.export import export_agent
 from fed_agent.runtime import AgentRuntime
 
 PROMPT = "weather=snow light=night | pedestrian crosswalk near crossing\nAction:"

@@ -9,7 +9,7 @@ import pytest
 
 from fed_agent.data import heldout_examples
 from fed_agent.evaluation.serving import Sample, level_row
-from fed_agent.modules.export import ModulePart, export_modules
+from fed_agent.packaging.export import ModulePart, export_modules
 from fed_agent.runtime import AgentRuntime
 
 

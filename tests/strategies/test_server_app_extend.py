@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from flwr.app import Context, RecordDict
 
-from fed_agent.modules.extend import ExtendError
+from fed_agent.packaging.extend import ExtendError
 from strategies import server_app
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from benchmarks.attacks import ATTACKS, MALFORMED_ATTACKS, VALUE_ATTACKS, apply_attack
-from fed_agent.modules.aggregation import aggregate, weighted_average
-from fed_agent.modules.robust import (
+from fed_agent.screening.aggregation import aggregate, weighted_average
+from fed_agent.screening.robust import (
     ScreeningConfig,
     Verdict,
     coordinate_median,

@@ -13,14 +13,14 @@ from safetensors.numpy import load_file
 from transformers import AutoModelForCausalLM
 
 from fed_agent.data import heldout_examples
-from fed_agent.modules.export import (
+from fed_agent.modules.generation import _prompt_batch
+from fed_agent.packaging.export import (
     MANIFEST,
     ModulePart,
     export_agent,
     export_modules,
     module_specs,
 )
-from fed_agent.modules.generation import _prompt_batch
 from fed_agent.runtime import AgentRuntime
 
 
@@ -99,7 +99,7 @@ def test_each_module_of_a_chain_is_its_own_peft_folder_on_one_copied_base(
 
 
 def test_a_large_base_is_named_not_copied(tmp_path, smoke_cfg, smoke_module, monkeypatch) -> None:
-    from fed_agent.modules import export
+    from fed_agent.packaging import export
 
     monkeypatch.setattr(export, "EMBED_BASE_MAX_BYTES", 1024)
     agent_dir = export_agent(tmp_path / "agent", smoke_module, smoke_module.initial_state, {})
@@ -137,7 +137,7 @@ def test_a_tiny_vlm_agent_loads_as_a_stock_llava_with_its_peft_adapter(tmp_path)
 
 def test_a_run_exports_merged_modules_on_request(tmp_path, smoke_cfg, smoke_module, batch) -> None:
     from fed_agent.config import load_config
-    from fed_agent.modules.extend import Extension, export_run_agent
+    from fed_agent.packaging.extend import Extension, export_run_agent
 
     assert load_config("smoke", ["agent.merged=true"]).agent.merged
     earlier = _trained_like(smoke_module.initial_state, 4)

@@ -1,6 +1,6 @@
 """Thresholds of judging ES updates against the cloud's expectations (``screening.*``).
 
-The reasons for each default are in :mod:`fed_agent.modules.expectations`; this module holds
+The reasons for each default are in :mod:`fed_agent.screening.judge`; this module holds
 the plain dataclass only, so that the config schema stays free of torch.
 """
 
@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 
 @dataclass
-class ExpectationConfig:
-    """Thresholds of judging updates against the cloud's expectations (:mod:`fed_agent.modules.expectations`)."""
+class ScreeningConfig:
+    """Thresholds of judging updates against the cloud's expectations (:mod:`fed_agent.screening.judge`)."""
 
     min_reference_cosine: float = 0.0
     """Cosine to the reference update below this is noise, below its negative a flip; the
@@ -21,7 +21,7 @@ class ExpectationConfig:
     """The fixed floor is at least this many standard deviations (1/sqrt(D) for D parameters) of
     the cosine of a random direction: 0.015 for the default module (D = 155,648)."""
     cosine_fraction: float = 0.3
-    """Cosine below this x the expected cosine (see :mod:`fed_agent.modules.expectations`) is
+    """Cosine below this x the expected cosine (see :mod:`fed_agent.screening.judge`) is
     noise too. Honest updates of one round of the default run measured down to 0.39x the
     round's median (5 seeds)."""
     low_norm_ratio: float = 0.5

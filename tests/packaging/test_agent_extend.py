@@ -12,7 +12,7 @@ from fed_agent.config import load_config
 from fed_agent.config.schema import AgentConfig
 from fed_agent.data import heldout_examples
 from fed_agent.deploy import launcher
-from fed_agent.modules.export import (
+from fed_agent.packaging.export import (
     ADAPTER_FILE,
     MANIFEST,
     ModulePart,
@@ -22,7 +22,7 @@ from fed_agent.modules.export import (
     module_specs,
     read_manifest,
 )
-from fed_agent.modules.extend import (
+from fed_agent.packaging.extend import (
     EXTENDS_KEY,
     ExtendError,
     export_run_agent,

@@ -9,13 +9,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fed_agent.modules.expectations import (
-    ExpectationConfig,
-    Reference,
-    UpdateExpectations,
-)
-from fed_agent.modules.robust import Verdict
 from fed_agent.modules.training import learning_effort
+from fed_agent.screening.judge import (
+    Reference,
+    ScreeningConfig,
+    UpdateScreen,
+)
+from fed_agent.screening.robust import Verdict
 
 DIM = 2000
 RNG = np.random.default_rng(0)
@@ -26,13 +26,13 @@ def honest(effort: float = 4.0, seed: int = 1) -> np.ndarray:
     """An honest update: the reference direction plus 40 % noise, its norm grown from the
     reference's as effort ** norm_effort_exponent (Adam updates grow far less than linearly)."""
     rng = np.random.default_rng(seed)
-    scale = (effort / REFERENCE.effort) ** ExpectationConfig().norm_effort_exponent
+    scale = (effort / REFERENCE.effort) ** ScreeningConfig().norm_effort_exponent
     noise = rng.normal(size=DIM) * np.linalg.norm(REFERENCE.delta) / np.sqrt(DIM) * 0.4
     return scale * (REFERENCE.delta + noise) / np.sqrt(1 + 0.4**2)
 
 
 def verdicts(updates, efforts=None, last_step=None, expectations=None):
-    expectations = expectations or UpdateExpectations()
+    expectations = expectations or UpdateScreen()
     efforts = efforts or [4.0] * len(updates)
     return [j.verdict for j in expectations.judge(updates, efforts, REFERENCE, last_step)]
 
@@ -49,9 +49,9 @@ def test_updates_of_the_measured_norm_growth_are_kept_at_any_contracted_steps():
     noise = [np.random.default_rng(s).normal(size=DIM) / np.sqrt(DIM) for s in range(5)]
     updates = [n * (direction + 0.4 * e) / np.sqrt(1.16) for n, e in zip(norms, noise, strict=True)]
     efforts = [learning_effort("constant", k) * 1e-3 for k in steps]
-    judged = UpdateExpectations().judge(updates, efforts, reference)
+    judged = UpdateScreen().judge(updates, efforts, reference)
     assert [j.verdict for j in judged] == [Verdict.KEEP] * 5
-    linear = UpdateExpectations(ExpectationConfig(norm_effort_exponent=1.0))
+    linear = UpdateScreen(ScreeningConfig(norm_effort_exponent=1.0))
     assert [j.verdict for j in linear.judge(updates, efforts, reference)][:2] == [
         Verdict.SCALED
     ] * 2
@@ -108,7 +108,7 @@ def test_a_replay_of_the_last_global_step_is_rejected():
 
 
 def test_the_expected_norm_is_calibrated_by_the_rounds_accepted():
-    expectations = UpdateExpectations(ExpectationConfig(history_rounds=2))
+    expectations = UpdateScreen(ScreeningConfig(history_rounds=2))
     # honest ESs whose updates run 1.6x the reference's size per effort (another data mix)
     for _ in range(3):
         judged = expectations.judge(
@@ -121,13 +121,13 @@ def test_the_expected_norm_is_calibrated_by_the_rounds_accepted():
     assert verdicts([3.0 * honest()], expectations=expectations) == [Verdict.KEEP]
     assert verdicts([0.7 * honest()], expectations=expectations) == [Verdict.STALE]
     state = expectations.state_dict()
-    restored = UpdateExpectations(expectations.cfg)
+    restored = UpdateScreen(expectations.cfg)
     restored.load_state_dict(state)
     assert restored.calibration == expectations.calibration
 
 
 def test_accepted_updates_are_clipped_to_the_expected_norm():
-    expectations = UpdateExpectations()
+    expectations = UpdateScreen()
     hugging = 1.9 * honest()  # just under the scaled limit of 2x
     assert verdicts([hugging]) == [Verdict.KEEP]
     clipped = expectations.clip(hugging, 4.0, REFERENCE)
@@ -146,9 +146,9 @@ def test_effort_is_the_learning_rate_sum_of_the_steps():
 
 def test_bad_thresholds_and_efforts_are_refused():
     with pytest.raises(ValueError, match="low_norm_ratio"):
-        ExpectationConfig(low_norm_ratio=1.5)
+        ScreeningConfig(low_norm_ratio=1.5)
     with pytest.raises(ValueError, match="efforts must be"):
-        UpdateExpectations().judge([honest()], [0.0], REFERENCE)
+        UpdateScreen().judge([honest()], [0.0], REFERENCE)
 
 
 def test_a_mostly_junk_update_falls_below_the_expected_cosine():
@@ -160,7 +160,7 @@ def test_a_mostly_junk_update_falls_below_the_expected_cosine():
     hug = np.linalg.norm(honest()) * (
         0.25 * unit + np.sqrt(1 - 0.25**2) * side / np.linalg.norm(side)
     )
-    expectations = UpdateExpectations()
+    expectations = UpdateScreen()
     judged = expectations.judge([honest(seed=s) for s in (1, 2, 3)] + [hug], [4.0] * 4, REFERENCE)
     assert [j.verdict for j in judged] == [Verdict.KEEP] * 3 + [Verdict.NOISE]
     assert "expected >=" in judged[-1].reason
@@ -187,7 +187,7 @@ def test_honest_updates_of_a_converging_module_are_kept_after_rounds_of_high_agr
     """The defect of session 4: a fixed 0.3 floor and a 5-round median of early cosines
     rejected every honest reply of the default run from round 3 on; then the last round's
     median rejected both honest replies of a 2-ES round."""
-    expectations = UpdateExpectations()
+    expectations = UpdateScreen()
     for _ in range(3):  # early rounds: honest updates agree with the reference at ~0.93
         expectations.record(
             expectations.judge([honest(seed=s) for s in (1, 2, 3)], [4.0] * 3, REFERENCE)
@@ -206,7 +206,7 @@ def test_honest_updates_of_a_converging_module_are_kept_after_rounds_of_high_agr
 
 
 def test_the_fixed_floor_rises_to_the_spread_of_a_random_direction_in_small_modules():
-    expectations = UpdateExpectations()
+    expectations = UpdateScreen()
     assert expectations.cosine_floor(2000) == pytest.approx(6 / np.sqrt(2000))
     assert expectations.cosine_floor(155_648) == pytest.approx(0.0152, abs=1e-4)
     # 0.1 is within 4.5 sd of chance at D = 2000
@@ -232,7 +232,7 @@ def test_the_expected_norm_follows_the_references_own_growth():
 
 def test_the_reference_update_records_its_norm_after_each_doubling(smoke_cfg, smoke_module):
     from fed_agent.data.partition import cloud_examples
-    from fed_agent.modules.expectations import reference_update
+    from fed_agent.modules.reference import reference_update
 
     split = cloud_examples(smoke_cfg.data, smoke_cfg.seed, 16)
     global_state = smoke_module.initial_state

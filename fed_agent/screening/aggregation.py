@@ -7,8 +7,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from fed_agent.choices import check_choice
-from fed_agent.modules.robust import coordinate_median, trimmed_mean
 from fed_agent.protocol import AdapterState
+from fed_agent.screening.robust import coordinate_median, trimmed_mean
 
 
 def weighted_average(states: Sequence[AdapterState], weights: Sequence[float]) -> AdapterState:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from fed_agent.modules.adapter import AdapterError, save_adapter
-from fed_agent.modules.export import MANIFEST, export_agent, load_agent, read_manifest
+from fed_agent.packaging.export import MANIFEST, export_agent, load_agent, read_manifest
 
 
 @pytest.fixture

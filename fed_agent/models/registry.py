@@ -33,8 +33,8 @@ from transformers import (
 
 from fed_agent.config.schema import ModelConfig
 from fed_agent.data.partition import public_corpus
-from fed_agent.modules import real_models, vlm
-from fed_agent.modules.base import (
+from fed_agent.models import real_models, vlm
+from fed_agent.models.base import (
     BaseModel,
     ModelLoadError,
     build_lock,
@@ -42,8 +42,8 @@ from fed_agent.modules.base import (
     freeze,
     weights_fingerprint,
 )
-from fed_agent.modules.pretrain import pretrain_language_model
-from fed_agent.modules.tokenizer import train_tokenizer
+from fed_agent.models.pretrain import pretrain_language_model
+from fed_agent.models.tokenizer import train_tokenizer
 
 log = logging.getLogger(__name__)
 BUILD_VERSION = "1"

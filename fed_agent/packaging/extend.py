@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fed_agent.config.schema import AgentConfig
+from fed_agent.models.base import ModelLoadError
 from fed_agent.modules.adapter import AdapterError, AdapterState, AgentModule
-from fed_agent.modules.base import ModelLoadError
-from fed_agent.modules.export import (
+from fed_agent.packaging.export import (
     MODULE_NAME_KEY,
     SINGLE_MODULE_NAME,
     ModulePart,

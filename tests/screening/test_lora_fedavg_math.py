@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fed_agent.modules.aggregation import server_step, weighted_average
+from fed_agent.screening.aggregation import server_step, weighted_average
 
 A, B = "layer.lora_A.weight", "layer.lora_B.weight"
 

@@ -12,9 +12,9 @@ import torch
 from fed_agent.config import load_config
 from fed_agent.data import es_examples, heldout_examples
 from fed_agent.evaluation.quality import evaluate_quality
+from fed_agent.models.base import BaseModel, weights_fingerprint
+from fed_agent.models.registry import BUILDERS, ModelLoadError, load_base
 from fed_agent.modules.adapter import AgentModule
-from fed_agent.modules.base import BaseModel, weights_fingerprint
-from fed_agent.modules.registry import BUILDERS, ModelLoadError, load_base
 from fed_agent.modules.training import train_locally
 
 
@@ -89,7 +89,7 @@ def _tiny_classifier_base() -> BaseModel:
     """A 2-layer random BERT + head behind the MiniLM package's tokenizer (classify kind)."""
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from fed_agent.modules.real_models import MINILM_PACKAGE, PerceptionClassifier, _package_dir
+    from fed_agent.models.real_models import MINILM_PACKAGE, PerceptionClassifier, _package_dir
 
     tokenizer = AutoTokenizer.from_pretrained(_package_dir(MINILM_PACKAGE, "x") / "model")
     torch.manual_seed(0)

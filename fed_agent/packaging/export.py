@@ -25,13 +25,13 @@ they are built from config) is copied to ``base/<folder>/`` for stock
 ``AutoModelForCausalLM``/``LlavaForConditionalGeneration.from_pretrained``; the adapter
 config's ``base_model_name_or_path`` names it relative to the agent folder. A larger base
 (SmolLM2-135M) is not copied: ``base_model_name_or_path`` is its source on the exporting
-machine, and ``fed_agent.modules.registry.load_base`` rebuilds it anywhere (docs/deployment.md).
+machine, and ``fed_agent.models.registry.load_base`` rebuilds it anywhere (docs/deployment.md).
 The manifest records both folders (``adapter.peft_dir``, ``base.folder``) and stays the
 source of truth for fingerprints and the chain; the runtime reads the manifest's adapter file.
 
 :func:`module_specs` reads both formats into the format-2 shape (a format-1 agent is one module,
 named by its manifest's ``module_name`` or else ``agent``); ``fed_agent.runtime`` chains the
-modules and ``fed_agent.modules.extend`` exports a run's module into an earlier agent.
+modules and ``fed_agent.packaging.extend`` exports a run's module into an earlier agent.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The cloud's own expectations of an honest update: every reply is judged, however few arrive.
 
-Median-based screening (:mod:`fed_agent.modules.robust`) needs a centre that honest ESs
+Median-based screening (:mod:`fed_agent.screening.robust`) needs a centre that honest ESs
 dominate. With one or two participants there is none, and colluders who send one shared update
 *become* the centre. Here each update ``delta_i = state_i - global`` is judged against what the
 cloud itself expects, from its own data and from earlier rounds:
@@ -54,13 +54,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fed_agent.config.schema import TrainingConfig
-from fed_agent.data.tasks import Example
-from fed_agent.modules.adapter import AgentModule
-from fed_agent.modules.expectation_config import ExpectationConfig
-from fed_agent.modules.robust import Verdict, flatten
-from fed_agent.modules.training import learning_effort, learning_rate_factor, train_locally
-from fed_agent.protocol import AdapterState
+from fed_agent.screening.config import ScreeningConfig
+from fed_agent.screening.robust import Verdict
 
 
 @dataclass(frozen=True)
@@ -136,10 +131,10 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @dataclass
-class UpdateExpectations:
+class UpdateScreen:
     """What the cloud expects of an honest update; calibrated by the rounds it has judged."""
 
-    cfg: ExpectationConfig = field(default_factory=ExpectationConfig)
+    cfg: ScreeningConfig = field(default_factory=ScreeningConfig)
     ratios: list[float] = field(default_factory=list)
     """Median norm ratio of the accepted updates of each earlier round (newest last)."""
 
@@ -256,34 +251,3 @@ class UpdateExpectations:
     def load_state_dict(self, state: Mapping) -> None:
         """Restore :meth:`state_dict`."""
         self.ratios = [float(r) for r in state["ratios"]]
-
-
-def reference_update(
-    module: AgentModule,
-    global_state: AdapterState,
-    examples: list[Example],
-    training: TrainingConfig,
-    steps: int,
-    seed: int,
-) -> Reference:
-    """The cloud's own update: ``global_state`` trained ``steps`` steps on ``examples``, with
-    its norm after 1, 2, 4, ... steps (``Reference.growth``).
-
-    Leaves ``module`` holding the trained adapter (callers load what they need next).
-    """
-    keys = list(global_state)
-    origin = flatten(global_state, keys)
-    factors = np.cumsum(
-        [learning_rate_factor(training.lr_schedule, k, steps) for k in range(steps)]
-    )
-    growth: list[tuple[float, float]] = []
-
-    def record(done: int) -> None:
-        if done & (done - 1) == 0 or done == steps:  # a power of two, or the end
-            norm = float(np.linalg.norm(flatten(module.adapter_state(), keys) - origin))
-            growth.append((float(factors[done - 1]), norm))
-
-    module.load_adapter(global_state)
-    train_locally(module, examples, training, steps, seed, after_step=record)
-    delta = flatten(module.adapter_state(), keys) - origin
-    return Reference(delta, learning_effort(training.lr_schedule, steps), tuple(growth))

@@ -10,7 +10,7 @@ import pytest
 from fed_agent import runtime as runtime_module
 from fed_agent.data import heldout_examples
 from fed_agent.modules.adapter import AdapterError
-from fed_agent.modules.export import (
+from fed_agent.packaging.export import (
     MANIFEST,
     ModulePart,
     export_agent,

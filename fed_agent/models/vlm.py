@@ -14,8 +14,8 @@ import torch
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from fed_agent.config.schema import ModelConfig
-from fed_agent.modules.base import BaseModel, ModelLoadError, weights_fingerprint
-from fed_agent.modules.real_models import load_smollm2
+from fed_agent.models.base import BaseModel, ModelLoadError, weights_fingerprint
+from fed_agent.models.real_models import load_smollm2
 
 IMAGE_GRID = 2
 """Feature grid side: IMAGE_GRID**2 image tokens per example."""

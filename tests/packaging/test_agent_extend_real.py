@@ -10,8 +10,8 @@ from fed_agent.config import load_config
 from fed_agent.data import heldout_examples
 from fed_agent.data.scenes import ACTIONS
 from fed_agent.modules.adapter import agent_module
-from fed_agent.modules.export import ADAPTER_FILE, MANIFEST
-from fed_agent.modules.extend import export_run_agent, load_extension
+from fed_agent.packaging.export import ADAPTER_FILE, MANIFEST
+from fed_agent.packaging.extend import export_run_agent, load_extension
 from fed_agent.runtime import AgentRuntime
 
 

@@ -21,7 +21,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from fed_agent.config.schema import ModelConfig
 from fed_agent.data.scenes import ACTIONS
-from fed_agent.modules.base import (
+from fed_agent.models.base import (
     BaseModel,
     ModelLoadError,
     build_lock,

@@ -7,8 +7,8 @@ import dataclasses
 from fed_agent.cache import CACHE_ENV, PROJECT_CACHE, default_cache_dir
 from fed_agent.config.schema import ModelConfig
 from fed_agent.deploy.launcher import effective_overrides
-from fed_agent.modules.base import cache_root
-from fed_agent.modules.registry import base_key, build_base
+from fed_agent.models.base import cache_root
+from fed_agent.models.registry import base_key, build_base
 
 
 def test_every_command_resolves_the_project_cache_without_the_environment(
