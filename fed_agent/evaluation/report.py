@@ -10,12 +10,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from fed_agent.evaluation.provenance import stamp
 from fed_agent.outputs import write_table_atomic
 
 
 def write_table(rows: Sequence[dict], path: Path) -> pd.DataFrame:
-    """Write ``rows`` (see ``deployment.table_row``) as a CSV; returns the frame."""
-    frame = pd.DataFrame(list(rows))
+    """Write ``rows`` (see ``deployment.table_row``) as a CSV, each stamped with the
+    ``code_version`` that produced it; returns the frame."""
+    frame = pd.DataFrame(stamp(list(rows)))
     path.parent.mkdir(parents=True, exist_ok=True)
     write_table_atomic(frame, path)
     return frame
@@ -26,7 +28,8 @@ def upsert_table(rows: Sequence[dict], path: Path, keys: Sequence[str]) -> pd.Da
     other rows stay in place and new ones are appended. Returns the merged frame.
 
     Benchmarks re-run a subset (one model, a few policies) without losing the other rows of
-    the table the docs cite. Several invocations may share a table (one per group of cases):
+    the table the docs cite; every new row is stamped with the ``code_version`` that produced
+    it, so rows of different code stay distinguishable. Several invocations may share a table (one per group of cases):
     the read-merge-write holds an exclusive lock beside the system's temp files.
     """
     lock_path = Path(tempfile.gettempdir()) / f"fed-agent-{path.name}.lock"
@@ -36,7 +39,7 @@ def upsert_table(rows: Sequence[dict], path: Path, keys: Sequence[str]) -> pd.Da
 
 
 def _merge_rows(rows: Sequence[dict], path: Path, keys: Sequence[str]) -> pd.DataFrame:
-    new = pd.DataFrame(list(rows))
+    new = pd.DataFrame(stamp(list(rows)))
     if path.is_file():
         old = pd.read_csv(path)
         index = {tuple(r): i for i, r in enumerate(new[list(keys)].itertuples(index=False))}
