@@ -1,4 +1,4 @@
-"""Overrides and paths with spaces and quotes reach the Flower apps intact (issue 12, item 7).
+"""Overrides and paths with spaces and quotes reach the Flower apps intact.
 
 The launcher pins paths as quoted Hydra values and hands the overrides to ``flwr run`` in a
 run-config TOML file; the apps read them back with ``config_from_run_config``. These tests go

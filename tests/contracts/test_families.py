@@ -150,7 +150,7 @@ def test_static_menu_under_ex_ante_is_one_menu_with_the_ex_ante_ir() -> None:
     ("name", "optimum", "static"), [("default", 85.611, 80.112), ("paper", 85.785, 81.304)]
 )
 def test_dynamics_pay_off_on_the_default_markets(name: str, optimum: float, static: float) -> None:
-    # targets of issue 13: optimum >= 1.05 x static, rent share >= 0.3, also at K = 5
+    # optimum >= 1.05 x static, rent share >= 0.3, also at K = 5
     market = named_market(name)
     exact = optimal_contract(market).cloud_utility
     menu = static_contract(market).cloud_utility

@@ -1,4 +1,4 @@
-"""Every path an agent manifest names is confined to the agent folder (issue 12, item 9)."""
+"""Every path an agent manifest names is confined to the agent folder."""
 
 from __future__ import annotations
 

@@ -184,7 +184,7 @@ def converged(seed: int, agreement: float = 0.2) -> np.ndarray:
 
 
 def test_honest_updates_of_a_converging_module_are_kept_after_rounds_of_high_agreement():
-    """The defect of session 4: a fixed 0.3 floor and a 5-round median of early cosines
+    """A fixed 0.3 floor and a 5-round median of early cosines
     rejected every honest reply of the default run from round 3 on; then the last round's
     median rejected both honest replies of a 2-ES round."""
     expectations = UpdateScreen()
