@@ -20,8 +20,18 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Error,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.clientapp import ClientApp
+from flwr.common.constant import ErrorCode
 
 from clients.edge_server import EdgeServer
 from clients.warm_trainer import TrainerUnavailable, train_remotely
@@ -70,6 +80,11 @@ def query(msg: Message, context: Context) -> Message:
     es = _edge_server(context)
     values = _config(msg)
     phase = values.get(PHASE)
+    if phase == PUBLIC_FACTS and es.data_problem is not None:
+        # an ES with unusable data takes no part; the reason (file and line, not the folder's
+        # path) goes to the cloud, whose ledger records it; the ES never trains or is paid
+        reason = f"declines: its data is unusable: {es.data_problem}"
+        return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason), reply_to=msg)
     if phase == PUBLIC_FACTS:
         return Message(RecordDict({PUBLIC_FACTS: ConfigRecord(es.facts.to_dict())}), reply_to=msg)
     if phase == OFFER:

@@ -20,6 +20,7 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -28,7 +29,9 @@ from fed_agent.config import ExperimentConfig
 from fed_agent.config.schema import DataConfig
 from fed_agent.contracts import DynamicContract, Market, es_choice, period2_choice
 from fed_agent.contracts.utility import es_period_utility
+from fed_agent.data.files import DataFileError, find_problems
 from fed_agent.data.partition import es_examples
+from fed_agent.data.sources import es_data, es_folder
 from fed_agent.data.tasks import Example
 from fed_agent.incentives.profiles import (
     CHANNEL_GAIN,
@@ -83,6 +86,9 @@ class EdgeServer:
     num_partitions: int
     facts: PublicFacts
     willingness: Willingness
+    data_folder: str = ""
+    """``data.source=files``: the ES's own data folder (node config ``data-path``, else
+    ``<data.path>/<partition-id>``); it never leaves the ES."""
     keep_modules: ClassVar[bool] = False
     """Keep the last built module for later messages: set by a long-lived process (the warm
     trainer, ``clients/warm_trainer.py``); a ClientApp process answers one message."""
@@ -107,7 +113,16 @@ class EdgeServer:
                 )
             seed = int(node_config.get(WILLINGNESS_SEED, willingness.chain_seed))  # type: ignore[arg-type]
             willingness = Willingness(initial, seed)
-        return cls(cfg, pid, num, facts, willingness)
+        folder = es_folder(cfg.data, pid, node_config) if cfg.data.source == "files" else ""
+        return cls(cfg, pid, num, facts, willingness, str(folder))
+
+    @property
+    def data_problem(self) -> str | None:
+        """Why this ES's own data cannot be trained on (None when it can, or is synthetic): the
+        first problem, with the file's name and line but not the folder's path."""
+        if self.cfg.data.source != "files":
+            return None
+        return _data_problem(self.data_folder)
 
     def market(self, module_bytes: float | None = None) -> Market:
         """This ES's market as it sees it (no belief: it knows its own type)."""
@@ -125,6 +140,11 @@ class EdgeServer:
         period-1 report). Under complete information (``offer.oracle``) the cloud knows the
         type: the ES can only take its own type's item or decline.
         """
+        if self.data_problem is not None:  # no usable data: no work it could deliver
+            log.warning(
+                "ES %d declines: its data is unusable: %s", self.partition_id, self.data_problem
+            )
+            return DECLINE
         k = len(offer.f1)
         contract = DynamicContract.from_flat(
             np.array([*offer.f1, *offer.f2]), np.array([*offer.r1, *offer.r2]), k
@@ -145,7 +165,12 @@ class EdgeServer:
         return DECLINE if item is None else item
 
     def examples(self, with_images: bool) -> list[Example]:
-        """This ES's training data, generated once per process."""
+        """This ES's training data, generated (or read from its folder) once per process."""
+        if self.cfg.data.source != "synthetic":
+            size = self.cfg.data.image_size if with_images else None
+            return es_data(
+                self.cfg.data, self.cfg.seed, self.partition_id, size, Path(self.data_folder)
+            )
         return _examples_cached(
             json.dumps(asdict(self.cfg.data), sort_keys=True),
             self.cfg.seed,
@@ -259,6 +284,19 @@ class EdgeServer:
 
 _KEPT_MODULES: dict[tuple[str, int], object] = {}
 """The module kept by a long-lived process (``EdgeServer.keep_modules``)."""
+
+
+@functools.lru_cache(maxsize=8)
+def _data_problem(folder: str) -> str | None:
+    """The first problem of a data folder (checked once per process), without its path."""
+    try:
+        _, problems = find_problems(Path(folder), limit=1)
+    except OSError as err:
+        return f"data folder unreadable ({err.strerror})"
+    if not problems:
+        return None
+    problem: DataFileError = problems[0]
+    return problem.local_reason or "no such data folder"
 
 
 @functools.lru_cache(maxsize=8)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from fed_agent.config import ExperimentConfig
-from fed_agent.data.partition import cloud_examples
+from fed_agent.data.sources import cloud_data
 from fed_agent.modules.adapter import AdapterState, AgentModule
 from fed_agent.modules.reference import reference_update
 from fed_agent.screening.judge import Reference
@@ -65,7 +65,7 @@ class ReferenceJob:
     ) -> Reference:
         screening = self.cfg.screening
         if self._split is None:
-            self._split = cloud_examples(
+            self._split = cloud_data(
                 self.cfg.data,
                 self.cfg.seed,
                 screening.reference_samples,

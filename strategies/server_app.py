@@ -11,7 +11,7 @@ from flwr.serverapp import Grid, ServerApp
 from fed_agent.checkpoints import Checkpoint, adapter_sha256, checkpoint_root, resume_point
 from fed_agent.config import ExperimentConfig, config_from_run_config, to_yaml
 from fed_agent.console import show_project_logs
-from fed_agent.data.partition import heldout_examples
+from fed_agent.data.sources import check_run_data, heldout_data
 from fed_agent.evaluation.quality import evaluate_quality
 from fed_agent.incentives.ledger import Ledger
 from fed_agent.incentives.policies import make_policy
@@ -57,21 +57,22 @@ def make_evaluator(
     absolute_round: Callable[[int], int],
 ):
     """Held-out quality of the global module after each round (round 0 = the starting module)."""
-    heldout = heldout_examples(cfg.data, cfg.seed, module.base.is_vision)
+    heldout = heldout_data(cfg.data, cfg.seed, module.base.is_vision)
 
     def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         server_round = absolute_round(server_round)
         state = record_to_adapter(arrays)
         module.load_adapter(state)
         quality = evaluate_quality(module, heldout, cfg.training.eval_batch_size)
-        outputs.record_round(
-            {
-                "round": server_round,
-                "decision_accuracy": quality.decision_accuracy,
-                "answer_loss": quality.answer_loss,
-                "adapter_sha256": adapter_sha256(state),
-            }
-        )
+        row = {
+            "round": server_round,
+            "decision_accuracy": quality.decision_accuracy,
+            "answer_loss": quality.answer_loss,
+            "adapter_sha256": adapter_sha256(state),
+        }
+        if quality.exact_match == quality.exact_match:  # free-text held-out answers (files)
+            row["exact_match"] = quality.exact_match
+        outputs.record_round(row)
         log.info(
             "round %d held-out: accuracy %.3f, answer loss %.3f",
             server_round,
@@ -102,6 +103,8 @@ def main(grid: Grid, context: Context) -> None:
     checkpoint = resume_point(cfg)
     # before the run folder and the first round: a bad agent.extend fails here, losing nothing
     extension = load_extension(cfg.agent, cfg.seed)
+    # and before it: the cloud's own data folders (data.source=files) are readable and valid
+    check_run_data(cfg.data, None)
     outputs = RunOutputs.create(cfg.output_dir, cfg.run_name)
     (outputs.root / "config.yaml").write_text(to_yaml(cfg))
     done = 0

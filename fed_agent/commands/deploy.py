@@ -81,6 +81,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="extra node-config pairs (override the profile)",
     )
+    node.add_argument(
+        "--data-path",
+        type=Path,
+        default=None,
+        help="this ES's own data folder (data.source=files; docs/data.md): node config "
+        "data-path, read only on this machine",
+    )
     node.add_argument("--port", type=int, default=9094, help="local Runtime API port")
     node.add_argument(
         "--max-wait-time-s",
@@ -260,6 +267,7 @@ def _register(args: argparse.Namespace) -> int:
 
 
 def _supernode(args: argparse.Namespace) -> int:
+    from fed_agent.data.sources import DATA_PATH
     from fed_agent.deploy.launcher import flower_env
     from fed_agent.deploy.nodes import load_profile, node_config, parse_pairs
     from fed_agent.deploy.preflight import (
@@ -293,6 +301,8 @@ def _supernode(args: argparse.Namespace) -> int:
         logging.warning("%s; the SuperNode will keep retrying", err)
     profile = load_profile(args.profile) if args.profile else {}
     profile.update(parse_pairs(args.node_config))
+    if args.data_path is not None:
+        profile[DATA_PATH] = str(_data_folder(args.data_path))
     env = flower_env(DEFAULT_HOME.resolve(), args.port)
     logs = Path(".flwr") / "deploy" / "logs"
     trainer, socket = None, None
@@ -317,6 +327,23 @@ def _supernode(args: argparse.Namespace) -> int:
     finally:
         if trainer is not None and socket is not None:
             stop_warm_trainer(trainer, socket)
+
+
+def _data_folder(path: Path) -> Path:
+    """The ES's data folder, absolute; a missing one is refused (exit 2). Broken contents are
+    only warned about: the ES then declines every offer with the reason, which the cloud's
+    ledger records (docs/data.md)."""
+    from fed_agent.data.files import find_problems
+    from fed_agent.deploy.preflight import PreflightError
+
+    if not path.is_dir():
+        raise PreflightError(f"--data-path {path}: no such folder")
+    count, problems = find_problems(path, limit=1)
+    if problems:
+        logging.warning("--data-path: %s; this ES will decline every offer", problems[0])
+    else:
+        logging.info("--data-path %s: %d records, all valid", path, count)
+    return path.resolve()
 
 
 def _report(outcome) -> None:

@@ -87,7 +87,7 @@ def _evaluate_endpoint(args: argparse.Namespace) -> int:
     import dataclasses
 
     from fed_agent.config.schema import ExperimentConfig
-    from fed_agent.data.partition import heldout_examples
+    from fed_agent.data.sources import heldout_data
     from fed_agent.evaluation.evaluate_agent import agent_experiment
     from fed_agent.evaluation.report import upsert_table
     from fed_agent.evaluation.serving import TABLE, Endpoint, EndpointError, evaluate_endpoint
@@ -104,7 +104,7 @@ def _evaluate_endpoint(args: argparse.Namespace) -> int:
     data = experiment.data
     if args.eval_samples is not None:
         data = dataclasses.replace(data, eval_samples=args.eval_samples)
-    examples = heldout_examples(data, experiment.seed, vision)
+    examples = heldout_data(data, experiment.seed, vision)
     rows = evaluate_endpoint(args.endpoint, examples, args.concurrency, cfg)
     out = args.out or (args.agent_dir / "evaluation" if args.agent_dir else Path("outputs/serving"))
     # rows of other served agents in the table stay (one table compares several agents)

@@ -221,10 +221,33 @@ class TrainingConfig:
         check_choice("training.lr_schedule", self.lr_schedule, LR_SCHEDULES)
 
 
+DATA_SOURCES = ("synthetic", "files")
+"""``synthetic``: every ES generates its scenes from the seed (the embedded default);
+``files``: every ES reads its own data folder (docs/data.md)."""
+
+
 @dataclass
 class DataConfig:
-    """Synthetic mobile-metaverse perception data and its split over ESs."""
+    """Where the ESs' data, the held-out split and the cloud's own split come from.
 
+    ``synthetic`` (the default): mobile-metaverse perception scenes generated per ES, with the
+    fields below from ``samples_per_es`` to ``prompt_style``. ``files``: every ES reads its own
+    folder (``data.jsonl`` + ``dataset.json``, docs/data.md) and the cloud reads its held-out
+    and reference splits from ``eval_path`` and ``cloud_path``; the generator fields are unused
+    except ``image_size`` (images are resized to it).
+    """
+
+    source: str = "synthetic"
+    """synthetic or files (see DATA_SOURCES)."""
+    path: str = ""
+    """``source=files``, simulation: the folder holding one data folder per ES, named by its
+    partition id (``<path>/0/``, ``<path>/1/``, ...). In a deployment each SuperNode names its
+    own folder instead (node config ``data-path``, ``fed-agent deploy supernode --data-path``)."""
+    eval_path: str = ""
+    """``source=files``: the cloud's held-out evaluation folder (never an ES's)."""
+    cloud_path: str = ""
+    """``source=files``: the cloud's own small labelled folder, its reference for judging
+    updates (never an ES's)."""
     samples_per_es: int = 256
     eval_samples: int = 500
     """Held-out scenes, generated from their own seed stream (no ES trains on them); each is
@@ -238,6 +261,14 @@ class DataConfig:
     """How text prompts are worded: log or natural (see PROMPT_STYLES)."""
 
     def __post_init__(self) -> None:
+        check_choice("data.source", self.source, DATA_SOURCES)
+        if self.source == "files":
+            missing = [f"data.{k}" for k in ("eval_path", "cloud_path") if not getattr(self, k)]
+            if missing:
+                raise ValueError(
+                    f"data.source=files needs {' and '.join(missing)}: the cloud's held-out and "
+                    "reference splits come from its own files, never from an ES"
+                )
         check_choice("data.prompt_style", self.prompt_style, PROMPT_STYLES)
         if self.samples_per_es < 1 or self.eval_samples < 1:
             raise ValueError("data.samples_per_es and data.eval_samples must be >= 1")

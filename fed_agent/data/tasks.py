@@ -23,13 +23,17 @@ IMAGE_DESCRIBE_PROMPT = "Scene image.\nDescribe:"
 class Example:
     """One supervised example: the model sees ``prompt`` and must produce ``answer``.
 
-    ``image`` is set for vision tasks (shape (3, H, W), float32 in [-1, 1]).
+    ``image`` is set for vision tasks (shape (3, H, W), float32 in [-1, 1]). ``choices`` is
+    the closed answer set an example from files is scored over (each with the answer's leading
+    space); empty for the synthetic tasks (``decide`` is scored over :func:`action_candidates`)
+    and for free-text answers.
     """
 
     task: str
     prompt: str
     answer: str
     image: np.ndarray | None = None
+    choices: tuple[str, ...] = ()
 
 
 def make_examples(

@@ -214,7 +214,13 @@ def run_status(
     return int(run["run-id"]), str(run["status"]), str(run.get("status-details", ""))
 
 
-PINNED_PATHS = ("agent.extend", "federation.resume_from")
+PINNED_PATHS = (
+    "agent.extend",
+    "federation.resume_from",
+    "data.path",
+    "data.eval_path",
+    "data.cloud_path",
+)
 """Path fields resolved against the launcher's working directory (the apps run elsewhere)."""
 
 
@@ -259,6 +265,32 @@ def check_resume_from(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"federation.resume_from: {err}") from err
 
 
+def check_data(cfg: ExperimentConfig, simulation: bool) -> None:
+    """Refuse, before anything starts, a ``data.source=files`` run with a broken folder: every
+    ES folder of a simulation (``<data.path>/<partition-id>``, in a deployment each SuperNode
+    names its own) and the cloud's held-out and reference folders, every line and image.
+
+    Raises
+    ------
+    ConfigError
+        One line naming the file and the line of the first problem.
+    """
+    from fed_agent.data.files import DataFileError
+    from fed_agent.data.sources import check_run_data
+
+    if cfg.data.source != "files":
+        return
+    if simulation and not cfg.data.path:
+        raise ConfigError(
+            "data.source=files in a simulation needs data.path: a folder holding one data "
+            "folder per ES, named by its partition id (docs/data.md)"
+        )
+    try:
+        check_run_data(cfg.data, cfg.federation.num_es if simulation else None)
+    except DataFileError as err:
+        raise ConfigError(f"data: {err}") from err
+
+
 def launch_simulation(
     experiment: str, overrides: str | list[str] = (), timeout_s: float = 3600
 ) -> RunOutcome:
@@ -272,6 +304,7 @@ def launch_simulation(
     items = split_overrides(overrides)
     cfg: ExperimentConfig = load_config(experiment, items)  # fail fast on a bad config
     check_resume_from(cfg)
+    check_data(cfg, simulation=True)
     if cfg.agent.extend:  # and on a bad agent.extend (the ServerApp then loads its modules)
         from fed_agent.packaging.extend import ExtendError, extension_specs  # torch: lazily
 

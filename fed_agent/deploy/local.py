@@ -31,6 +31,7 @@ from fed_agent.deploy.flwr_cli import (
 from fed_agent.deploy.launcher import (
     PROJECT_ROOT,
     RunOutcome,
+    check_data,
     check_resume_from,
     default_cache_dir,
     effective_overrides,
@@ -215,6 +216,7 @@ def submit_experiment(
     items = split_overrides(overrides)
     cfg = load_config(experiment, items)
     check_resume_from(cfg)
+    check_data(cfg, simulation=False)
     items = effective_overrides(items, cfg, default_cache_dir())
     with run_config_file(experiment, items) as run_config:
         run_id = start_run(app_dir, connection, str(run_config), env)

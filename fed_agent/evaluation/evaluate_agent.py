@@ -10,7 +10,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from fed_agent.config.schema import ExperimentConfig
-from fed_agent.data.partition import heldout_examples
+from fed_agent.data.sources import heldout_data
 from fed_agent.data.tasks import Example
 from fed_agent.evaluation.config import EvaluationConfig
 from fed_agent.evaluation.deployment import (
@@ -87,7 +87,7 @@ def evaluate_agent_dir(
     if eval_samples is not None:
         data = dataclasses.replace(data, eval_samples=eval_samples)
     is_vision = any(part.module.base.is_vision for part in runtime.modules)
-    examples = heldout_examples(data, experiment.seed, is_vision)
+    examples = heldout_data(data, experiment.seed, is_vision)
     training = str(runtime.manifest.get("training", "federated"))
     rows = evaluate_runtime(
         runtime, examples, cfg, training, (loaded.base_s, loaded.agent_s), loaded.build_s

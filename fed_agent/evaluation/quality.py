@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fed_agent.data.scenes import ACTIONS
 from fed_agent.data.tasks import Example, action_candidates
 from fed_agent.evaluation.intervals import accuracy_interval
 from fed_agent.models.base import TASK_KINDS
@@ -39,6 +38,9 @@ class Quality:
     num_examples: int
     num_decisions: int = 0
     """Held-out decisions behind ``decision_accuracy``: the n of its 95 % interval."""
+    exact_match: float = float("nan")
+    """Share of free-text examples (no closed answer set, not ``decide``) that greedy decoding
+    answers exactly (NaN if none)."""
 
     @property
     def answer_perplexity(self) -> float:
@@ -78,12 +80,31 @@ def _first_token_scores(module: AgentModule, examples: list[Example], token_ids:
     return logits[rows, last_prompt][:, token_ids]
 
 
+def is_closed_set(example: Example) -> bool:
+    """True when the example is scored by accuracy over a closed answer set."""
+    return bool(example.choices) or example.task == "decide"
+
+
 def decision_accuracy(module: AgentModule, examples: list[Example], batch_size: int) -> float:
-    """Accuracy of argmax over the log-likelihood of each action answer."""
-    decide = [e for e in examples if e.task == "decide"]
+    """Accuracy of argmax over the log-likelihood of each answer of the closed set: the
+    example's own ``choices`` (data from files), else the decision's actions."""
+    decide = [e for e in examples if is_closed_set(e)]
     if not decide:
         return float("nan")
-    candidates = action_candidates()
+    groups: dict[tuple[str, ...], list[Example]] = {}
+    for example in decide:
+        groups.setdefault(example.choices or tuple(action_candidates()), []).append(example)
+    correct = sum(
+        _correct_choices(module, group, list(candidates), batch_size)
+        for candidates, group in groups.items()
+    )
+    return correct / len(decide)
+
+
+def _correct_choices(
+    module: AgentModule, decide: list[Example], candidates: list[str], batch_size: int
+) -> int:
+    """How many examples have their own answer as the most likely of ``candidates``."""
     tokenizer = module.base.tokenizer
     encoded = [tokenizer.encode(c, add_special_tokens=False) for c in candidates]
     single_token = all(len(ids) == 1 for ids in encoded)
@@ -96,24 +117,42 @@ def decision_accuracy(module: AgentModule, examples: list[Example], batch_size: 
             scores = torch.stack([_scores(module, chunk, [c] * len(chunk)) for c in candidates], 1)
         predicted = scores.argmax(dim=1).tolist()
         correct += sum(
-            ACTIONS[p] == e.answer.strip() for p, e in zip(predicted, chunk, strict=True)
+            candidates[p].strip() == e.answer.strip() for p, e in zip(predicted, chunk, strict=True)
         )
-    return correct / len(decide)
+    return correct
+
+
+def answer_loss(module: AgentModule, examples: list[Example], batch_size: int) -> float:
+    """Mean token-level cross-entropy of the reference answers."""
+    return _answer_scores(module, examples, batch_size)[0]
 
 
 @torch.no_grad()
-def answer_loss(module: AgentModule, examples: list[Example], batch_size: int) -> float:
-    """Mean token-level cross-entropy of the reference answers."""
-    total, tokens = 0.0, 0
+def _answer_scores(
+    module: AgentModule, examples: list[Example], batch_size: int
+) -> tuple[float, float]:
+    """Mean answer loss and the exact-match share of the free-text examples, in one pass.
+
+    Greedy decoding yields the reference answer (and then EOS) exactly when every answer token
+    is the argmax after the prompt and the reference tokens before it, so exact match needs no
+    generation: the teacher-forced argmax of the same forward pass decides it.
+    """
+    total, tokens, exact, free = 0.0, 0, 0, 0
     for start in range(0, len(examples), batch_size):
         chunk = examples[start : start + batch_size]
         batch = encode_batch(
             chunk, module.base.tokenizer, module.cfg.max_seq_len, module.base.image_tokens
         )
         labels = batch.pop("labels")
-        total -= float(answer_log_likelihood(module.model(**batch).logits, labels).sum())
-        tokens += int((labels[:, 1:] != IGNORE_INDEX).sum())
-    return total / max(tokens, 1)
+        logits = module.model(**batch).logits
+        total -= float(answer_log_likelihood(logits, labels).sum())
+        targets = labels[:, 1:]
+        tokens += int((targets != IGNORE_INDEX).sum())
+        hits = (logits[:, :-1].argmax(dim=-1) == targets) | (targets == IGNORE_INDEX)
+        is_free = torch.tensor([not is_closed_set(e) for e in chunk])
+        exact += int((hits.all(dim=1) & is_free).sum())
+        free += int(is_free.sum())
+    return total / max(tokens, 1), exact / free if free else float("nan")
 
 
 @torch.no_grad()
@@ -138,11 +177,13 @@ def evaluate_quality(module: AgentModule, examples: list[Example], batch_size: i
     module.model.eval()
     kind = module.base.task_kind
     if kind == "generate":
+        loss, exact = _answer_scores(module, examples, batch_size)
         return Quality(
             decision_accuracy(module, examples, batch_size),
-            answer_loss(module, examples, batch_size),
+            loss,
             len(examples),
-            sum(e.task == "decide" for e in examples),
+            sum(is_closed_set(e) for e in examples),
+            exact,
         )
     if kind == "classify":
         return _classifier_quality(module, examples, batch_size)
