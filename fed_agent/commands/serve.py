@@ -33,6 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULTS.max_body_bytes)
     parser.add_argument(
+        "--body-timeout",
+        type=float,
+        default=DEFAULTS.body_timeout_s,
+        help="seconds a client has to send its whole request body; later gets 408",
+    )
+    parser.add_argument(
         "--max-tokens",
         type=int,
         default=DEFAULTS.default_max_tokens,
@@ -50,6 +56,7 @@ def _serve(args: argparse.Namespace) -> int:
             port=args.port,
             max_queue=args.max_queue,
             max_body_bytes=args.max_body_bytes,
+            body_timeout_s=args.body_timeout,
             default_max_tokens=args.max_tokens,
             max_tokens_limit=args.max_tokens_limit,
         )

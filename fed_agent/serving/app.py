@@ -2,31 +2,49 @@
 
 Endpoints: ``POST /v1/completions``, ``POST /v1/chat/completions`` (both also as server-sent
 events with ``"stream": true``), ``GET /v1/models`` and ``GET /health``. Every error has
-OpenAI's body ``{"error": {"message", "type", ...}}`` with a one-line message:
+OpenAI's body ``{"error": {"message", "type", "param", "code"}}`` with a one-line message,
+and every status code the server answers is in its OpenAPI schema (``/openapi.json``):
 
-* 400 for a malformed request (invalid JSON, a missing or mistyped field, ``max_tokens``
-  above the limit, an image for a text agent, ...), 404 for an unknown model or path;
+* 400 for a malformed request (invalid JSON, a missing, mistyped or out-of-range field, a
+  field this server cannot honour, ``max_tokens`` above the limit, an empty prompt, a prompt
+  longer than the context (code ``context_length_exceeded``), an image for a text agent, ...);
+* 404 for an unknown model or path; 405 (with ``Allow``) for a method a path does not take;
+* 408 for a body not received in full within ``body_timeout_s``;
 * 413 for a body above ``max_body_bytes`` (checked before the body is read in full);
+* 500 when the agent fails on a request (before anything is streamed);
 * 503 with ``Retry-After`` when ``max_queue`` requests are running or waiting already.
+
+A client that goes away before its answer is complete (streamed or not) cancels its request:
+its place in the queue is given back at once and its decoding stops at the next token (or
+never starts). Prompts are tokenized off the event loop, after the body size limit.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
+from contextlib import suppress
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fed_agent.serving.config import ServingConfig
 from fed_agent.serving.engine import AgentEngine, RequestError, Ticket
 from fed_agent.serving.schemas import (
+    UNSUPPORTED,
+    ChatCompletionResponse,
     ChatRequest,
     CompletionRequest,
+    CompletionResponse,
+    ErrorResponse,
+    Health,
+    ModelList,
     chunk_body,
     completion_body,
     completion_id,
@@ -37,48 +55,65 @@ from fed_agent.serving.schemas import (
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_S = 1
+CLIENT_GONE = 499
+"""Logged (nginx's convention) for a request whose client went away; nobody receives it."""
 
 
 class ApiError(Exception):
     """An error answered with OpenAI's error body."""
 
-    def __init__(self, status: int, message: str, kind: str, param: str | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        kind: str,
+        param: str | None = None,
+        code: str | None = None,
+    ):
         super().__init__(message)
-        self.status, self.message, self.kind, self.param = status, message, kind, param
+        self.status, self.message, self.kind = status, message, kind
+        self.param, self.code = param, code
 
 
-class BodyLimit:
-    """ASGI middleware: refuse a request body above ``max_bytes`` with 413.
+class BodyGuard:
+    """ASGI middleware: read a request body in full, within a size and a time limit.
 
-    A declared ``Content-Length`` above the limit is refused before anything is read; a body
-    without one (chunked) is read up to the limit, refused once it passes it, and else handed
-    on whole.
+    A declared ``Content-Length`` above ``max_bytes`` is refused (413) before anything is
+    read; a body without one (chunked) is read up to the limit and refused once it passes it.
+    A body not complete within ``timeout_s`` (shorter than its ``Content-Length``, or
+    trickled) is refused with 408 and the connection closed. The application gets the body
+    whole, so no handler ever waits on a slow client.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float) -> None:
+        self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None:
-            if not declared.isdigit() or int(declared) > self.max_bytes:
-                await self._refuse(send)
-                return
-            await self.app(scope, receive, send)
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._refuse(send, 413, f"request body above {self.max_bytes} bytes")
             return
-        body, more = b"", True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":  # the client went away
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self.max_bytes:
-                await self._refuse(send)
-                return
+        body, more, gone, too_big = bytearray(), True, False, False
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                while more and not (gone or too_big):
+                    message = await receive()
+                    gone = message["type"] != "http.request"
+                    body += message.get("body", b"")
+                    more = message.get("more_body", False)
+                    too_big = len(body) > self.max_bytes
+        except TimeoutError:
+            message = f"the request body did not arrive in full within {self.timeout_s:g} s"
+            await self._refuse(send, 408, message)
+            return
+        if gone:
+            return
+        if too_big:
+            await self._refuse(send, 413, f"request body above {self.max_bytes} bytes")
+            return
         replayed = False
 
         async def replay() -> Message:
@@ -86,37 +121,105 @@ class BodyLimit:
             if replayed:
                 return await receive()
             replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, send: Send) -> None:
-        message = f"request body above {self.max_bytes} bytes"
+    @staticmethod
+    async def _refuse(send: Send, status: int, message: str) -> None:
         body = json.dumps(error_body(message, "invalid_request_error")).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        headers.append((b"connection", b"close"))  # the rest of the body is never read
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
 
 def _validation_message(err: RequestValidationError) -> tuple[str, str | None]:
     first = err.errors()[0]
+    loc = tuple(first.get("loc", ()))
     if first.get("type") == "json_invalid":
         return "the body is not valid JSON", None
-    if tuple(first.get("loc", ())) == ("body",):
+    if loc == ("body",) and first.get("type") == "value_error":
+        message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+        return message, None
+    if loc == ("body",):
         return "the body must be a JSON object (send Content-Type: application/json)", None
-    where = ".".join(str(p) for p in first.get("loc", ())[1:]) or "body"
+    where = ".".join(str(p) for p in loc[1:]) or "body"
+    field = str(loc[1]) if len(loc) > 1 else ""
+    if field in UNSUPPORTED and first.get("type") != "missing":
+        return f"{where}: {UNSUPPORTED[field]} (omit it or send its neutral value)", field
     return f"{where}: {first.get('msg', 'invalid')}", where
 
 
+_STATUS = {
+    400: "a malformed request, or one this server cannot honour (the message says which field)",
+    404: "a model other than the one served",
+    408: "the request body did not arrive in full within the body timeout",
+    413: "the request body is above the size limit",
+    500: "the agent failed on this request",
+    503: "the queue is full: retry after Retry-After seconds",
+}
+
+
+def _errors(*codes: int) -> dict:
+    responses: dict = {}
+    for code in codes:
+        responses[code] = {"model": ErrorResponse, "description": _STATUS[code]}
+    retry = {"description": "seconds to wait", "schema": {"type": "integer"}}
+    if 503 in responses:
+        responses[503]["headers"] = {"Retry-After": retry}
+    return responses
+
+
+def _answer_responses(model: type) -> dict:
+    stream = (
+        'with "stream": true, server-sent events: "data: <chunk JSON>" per piece of the answer '
+        "(chat.completion.chunk / text_completion), a usage chunk with "
+        'stream_options.include_usage, then "data: [DONE]"'
+    )
+    ok = {
+        "model": model,
+        "description": f"the whole answer; {stream}",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+    return {200: ok, **_errors(400, 404, 408, 413, 500, 503)}
+
+
+async def _disconnected(request: Request) -> None:
+    """Return once the client has gone away (the body is read in full already)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _watch(request: Request, ticket: Ticket) -> None:
+    """Cancel ``ticket`` when its client goes away (this task is cancelled on completion)."""
+    await _disconnected(request)
+    ticket.cancel()
+
+
 def create_app(engine: AgentEngine, cfg: ServingConfig, model_name: str) -> ASGIApp:
-    """The application serving ``engine`` as the model ``model_name`` (FastAPI inside a body
-    size limit)."""
+    """The application serving ``engine`` as the model ``model_name`` (FastAPI inside the body
+    guard)."""
     app = FastAPI(title=f"FedAgent {model_name}", docs_url=None, redoc_url=None)
+
+    def openapi() -> dict:
+        """FastAPI's schema without its 422 (validation errors are answered 400)."""
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            for path in schema["paths"].values():
+                for operation in path.values():
+                    operation["responses"].pop("422", None)
+            for unused in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(unused, None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, err: ApiError) -> JSONResponse:
         headers = {"Retry-After": str(RETRY_AFTER_S)} if err.status == 503 else None
-        body = error_body(err.message, err.kind, err.param)
+        body = error_body(err.message, err.kind, err.param, err.code)
         return JSONResponse(body, status_code=err.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
@@ -128,84 +231,110 @@ def create_app(engine: AgentEngine, cfg: ServingConfig, model_name: str) -> ASGI
     async def _http(request: Request, err: StarletteHTTPException) -> JSONResponse:
         kind = "not_found_error" if err.status_code == 404 else "invalid_request_error"
         message = f"{request.method} {request.url.path}: {err.detail}"
-        return JSONResponse(error_body(message, kind), status_code=err.status_code)
+        return JSONResponse(
+            error_body(message, kind), status_code=err.status_code, headers=err.headers
+        )
 
-    @app.get("/health")
+    @app.get("/health", response_model=Health, responses=_errors(408, 413))
     async def health() -> dict:
         return {
             "status": "ok",
             "model": model_name,
             "chain": engine.chain,
             "vision": engine.is_vision,
-            "queue": {"pending": engine.pending, "max": engine.max_queue},
+            "queue": {
+                "pending": engine.pending,
+                "max": engine.max_queue,
+                "abandoned": engine.abandoned,
+            },
         }
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", response_model=ModelList, responses=_errors(408, 413))
     async def models() -> dict:
         entry = {"id": model_name, "object": "model", "created": 0, "owned_by": "fedagent"}
         return {"object": "list", "data": [entry]}
 
-    @app.post("/v1/completions")
-    async def completions(body: CompletionRequest):
-        try:
-            prompt = body.text()
-        except ValueError as err:
-            raise ApiError(400, str(err), "invalid_request_error", "prompt") from err
-        return await _answer(body, prompt, None, chat=False)
+    @app.post(
+        "/v1/completions", response_model=None, responses=_answer_responses(CompletionResponse)
+    )
+    async def completions(body: CompletionRequest, request: Request) -> Response:
+        return await _answer(request, body, body.text(), None, chat=False)
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions(body: ChatRequest):
+    @app.post(
+        "/v1/chat/completions",
+        response_model=None,
+        responses=_answer_responses(ChatCompletionResponse),
+    )
+    async def chat_completions(body: ChatRequest, request: Request) -> Response:
         try:
             prompt, image = body.user_turn()
         except ValueError as err:
             raise ApiError(400, str(err), "invalid_request_error", "messages") from err
-        return await _answer(body, prompt, image, chat=True)
+        return await _answer(request, body, prompt, image, chat=True)
 
-    async def _answer(body, prompt: str, image: str | None, chat: bool):
+    async def _answer(http: Request, body, prompt: str, image: str | None, chat: bool) -> Response:
         if body.model is not None and body.model != model_name:
             raise ApiError(404, f"model {body.model!r} is not served here (only {model_name!r})",
                            "not_found_error", "model")  # fmt: skip
-        max_tokens = cfg.default_max_tokens if body.max_tokens is None else body.max_tokens
+        max_tokens = body.token_cap(cfg.default_max_tokens)
         if max_tokens > cfg.max_tokens_limit:
-            raise ApiError(400, f"max_tokens must be <= {cfg.max_tokens_limit}, got {max_tokens}",
-                           "invalid_request_error", "max_tokens")  # fmt: skip
-        try:
-            request = engine.request(prompt, image)
+            field = "max_tokens" if body.max_completion_tokens is None else "max_completion_tokens"
+            raise ApiError(400, f"{field} must be <= {cfg.max_tokens_limit}, got {max_tokens}",
+                           "invalid_request_error", field)  # fmt: skip
+        try:  # tokenizing and image decoding are CPU work: off the event loop
+            request, prompt_tokens = await asyncio.to_thread(engine.prepare, prompt, image)
         except RequestError as err:
-            raise ApiError(400, str(err), "invalid_request_error", "messages") from err
+            raise ApiError(400, str(err), "invalid_request_error", err.param, err.code) from err
         ticket = engine.admit()
         if ticket is None:
             raise ApiError(503, f"the agent is busy: {engine.max_queue} requests queued; "
                            "retry later", "server_overloaded")  # fmt: skip
+        watcher = asyncio.create_task(_watch(http, ticket))
         id_ = completion_id(chat)
-        steps = engine.generate(request, max_tokens, stop_at_eos=not body.ignore_eos)
-        prompt_tokens = engine.prompt_tokens(prompt)
+        steps = engine.generate(request, max_tokens, ticket, stop_at_eos=not body.ignore_eos)
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            events = _events(steps, ticket, chat, id_, prompt_tokens, include_usage)
+            events = _events(steps, ticket, watcher, chat, id_, prompt_tokens, include_usage)
             return StreamingResponse(events, media_type="text/event-stream")
+        collector = asyncio.create_task(_collect(steps))
         try:
-            text, finish, tokens = "", "stop", 0
-            async for step in steps:
-                text, tokens = text + step.text, tokens + step.tokens
-                finish = step.finish_reason or finish
+            await asyncio.wait({collector, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if not collector.done():  # the client went away: stop its work, free its place
+                collector.cancel()
+                with suppress(asyncio.CancelledError):
+                    await collector
+                log.info("request %s cancelled: its client went away", id_)
+                return Response(status_code=CLIENT_GONE)
+            text, finish, tokens = collector.result()
         except Exception as err:
             log.exception("request %s failed", id_)
             raise ApiError(500, f"the agent failed on this request: {err}", "server_error") from err
         finally:
+            watcher.cancel()
             ticket.release()
+        counts = usage(prompt_tokens, tokens)
+        return JSONResponse(completion_body(chat, id_, model_name, text, finish, counts))
+
+    async def _collect(steps: AsyncIterator) -> tuple[str, str, int]:
+        text, finish, tokens = "", "stop", 0
+        try:
+            async for step in steps:
+                text, tokens = text + step.text, tokens + step.tokens
+                finish = step.finish_reason or finish
+        finally:
             await steps.aclose()
-        return completion_body(chat, id_, model_name, text, finish, usage(prompt_tokens, tokens))
+        return text, finish, tokens
 
     async def _events(
         steps: AsyncIterator,
         ticket: Ticket,
+        watcher: asyncio.Task,
         chat: bool,
         id_: str,
         prompt_tokens: int,
         include_usage: bool,
     ) -> AsyncIterator[str]:
-        tokens, first = 0, True
+        tokens, first, ended = 0, True, False
         try:
             async for step in steps:
                 tokens += step.tokens
@@ -218,13 +347,18 @@ def create_app(engine: AgentEngine, cfg: ServingConfig, model_name: str) -> ASGI
             if include_usage:
                 counts = usage(prompt_tokens, tokens)
                 yield f"data: {json.dumps(usage_chunk(chat, id_, model_name, counts))}\n\n"
+            ended = True
         except Exception as err:  # the status line is sent already: report in the stream
             log.exception("request %s failed while streaming", id_)
             error = error_body(f"the agent failed on this request: {err}", "server_error")
             yield f"data: {json.dumps(error)}\n\n"
+            ended = True
         finally:
+            watcher.cancel()
+            if not ended:  # the response was dropped: its client went away
+                ticket.cancel()
             ticket.release()
             await steps.aclose()
         yield "data: [DONE]\n\n"
 
-    return BodyLimit(app, cfg.max_body_bytes)
+    return BodyGuard(app, cfg.max_body_bytes, cfg.body_timeout_s)

@@ -4,7 +4,13 @@ The modules share process-wide base models and swap adapters per request, and tw
 passes on two CPU cores only slow each other down, so requests run one at a time on a single
 worker thread, in arrival order. Admission is bounded: at most ``max_queue`` requests are
 running or waiting; the next one is refused at once (the app answers 503) instead of queueing
-without end. A request whose client went away stops decoding at its next token.
+without end. A request is admitted by a :class:`Ticket`; cancelling it (its client went away)
+gives its place back at once, skips it if it is still waiting and stops its decoding at the
+next token if it is running.
+
+Prompts are checked before admission (:meth:`AgentEngine.prepare`, meant to run off the event
+loop): a prompt longer than a module's context window is refused, never cut, so the usage
+figures count what the model reads.
 """
 
 from __future__ import annotations
@@ -21,15 +27,21 @@ import numpy as np
 
 from fed_agent.data.tasks import Example
 from fed_agent.modules.generation import Delta
-from fed_agent.runtime import AgentRuntime
+from fed_agent.runtime import AgentRuntime, ChainedModule
 
 _DONE = object()
 SERVED_TASK = "serve"
 """The task name of a served request (it has no reference answer)."""
+CONTEXT_EXCEEDED = "context_length_exceeded"
+"""OpenAI's error code for a prompt longer than the model's context."""
 
 
 class RequestError(ValueError):
     """A request the agent cannot answer as given (the app answers 400)."""
+
+    def __init__(self, message: str, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.param, self.code = param, code
 
 
 class Ticket:
@@ -38,11 +50,24 @@ class Ticket:
     def __init__(self, engine: AgentEngine) -> None:
         self._engine = engine
         self._held = True
+        self.cancelled = threading.Event()
+        """Set when the request's client went away: the worker skips or stops it."""
 
     def release(self) -> None:
-        if self._held:
+        """Give the place back (idempotent, from any thread)."""
+        with self._engine._lock:
+            if not self._held:
+                return
             self._held = False
-            self._engine._release()
+            self._engine._pending -= 1
+
+    def cancel(self) -> None:
+        """The client went away: stop the request's work and give its place back now."""
+        if not self.cancelled.is_set():
+            self.cancelled.set()
+            with self._engine._lock:
+                self._engine._abandoned += 1
+        self.release()
 
     def __del__(self) -> None:  # a stream dropped before it started still frees its place
         self.release()
@@ -60,11 +85,18 @@ class AgentEngine:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agent")
         self._lock = threading.Lock()
         self._pending = 0
+        self._abandoned = 0
+        self._longest_token: dict[int, int] = {}
 
     @property
     def pending(self) -> int:
         """Requests admitted and not finished (running + waiting)."""
         return self._pending
+
+    @property
+    def abandoned(self) -> int:
+        """Requests cancelled so far because their client went away before the answer."""
+        return self._abandoned
 
     @property
     def chain(self) -> list[str]:
@@ -83,45 +115,106 @@ class AgentEngine:
             self._pending += 1
         return Ticket(self)
 
-    def _release(self) -> None:
-        with self._lock:
-            self._pending -= 1
-
     def request(self, prompt: str, image_url: str | None) -> Example:
         """The runtime's request for a prompt and an optional image data URL."""
         if image_url is not None and not self.is_vision:
-            raise RequestError("this agent reads no images: send text only")
+            raise RequestError("this agent reads no images: send text only", "messages")
         if image_url is None and self.is_vision:
             raise RequestError(
                 "this agent reads an image with every request: send one image_url part "
-                "(a data:image/png;base64 URL) in the user message of /v1/chat/completions"
+                "(a data:image/png;base64 URL) in the user message of /v1/chat/completions",
+                "messages",
             )
         image = None if image_url is None else decode_image(image_url, self.image_size)
         return Example(SERVED_TASK, prompt, "", image)
 
+    @staticmethod
+    def prompt_window(part: ChainedModule) -> int:
+        """The most prompt tokens ``part`` reads (its context less BOS, image slots and the
+        first answer token's place; a classifier's less its special tokens)."""
+        module = part.module
+        if module.base.task_kind == "classify":
+            return module.cfg.max_seq_len - module.base.tokenizer.num_special_tokens_to_add()
+        return module.cfg.max_seq_len - 2 - module.base.image_tokens
+
+    def _max_token_chars(self, tokenizer) -> int:
+        """The longest vocabulary entry, in characters: a prompt of ``n`` tokens has at most
+        ``n`` times this many characters (each token covers at least one character)."""
+        key = id(tokenizer)
+        if key not in self._longest_token:
+            self._longest_token[key] = max(map(len, tokenizer.get_vocab()), default=1)
+        return self._longest_token[key]
+
     def prompt_tokens(self, prompt: str) -> int:
-        """Tokens of ``prompt`` as the last module's tokenizer counts them."""
-        tokenizer = self.runtime.modules[-1].module.base.tokenizer
-        return len(tokenizer.encode(prompt, add_special_tokens=False))
+        """Tokens of ``prompt`` as every module's tokenizer counts them, checked against each
+        module's context window; the last module's count.
+
+        Raises
+        ------
+        RequestError
+            With code ``context_length_exceeded`` when a module would not read all of it. A
+            prompt too long in characters to fit is refused before it is tokenized.
+        """
+        count = 0
+        for part in self.runtime.modules:
+            tokenizer = part.module.base.tokenizer
+            window = self.prompt_window(part)
+            if len(prompt) > window * self._max_token_chars(tokenizer):
+                raise RequestError(
+                    f"the prompt has {len(prompt)} characters: more than the {window} tokens "
+                    f"module {part.name!r} reads can hold; shorten it",
+                    "prompt",
+                    CONTEXT_EXCEEDED,
+                )
+            count = len(tokenizer.encode(prompt, add_special_tokens=False))
+            if count > window:
+                raise RequestError(
+                    f"the prompt has {count} tokens, above the {window} that module "
+                    f"{part.name!r} reads; shorten it",
+                    "prompt",
+                    CONTEXT_EXCEEDED,
+                )
+        return count
+
+    def prepare(self, prompt: str, image_url: str | None) -> tuple[Example, int]:
+        """The runtime's request and its prompt tokens (CPU work: run it off the event loop).
+
+        Raises RequestError for a request the agent cannot answer (see :meth:`request` and
+        :meth:`prompt_tokens`).
+        """
+        tokens = self.prompt_tokens(prompt)
+        return self.request(prompt, image_url), tokens
 
     async def generate(
-        self, request: Example, max_tokens: int, stop_at_eos: bool = True
+        self, request: Example, max_tokens: int, ticket: Ticket, stop_at_eos: bool = True
     ) -> AsyncIterator[Delta]:
-        """The answer's steps as the worker decodes them (waiting for the worker first)."""
+        """The answer's steps as the worker decodes them (waiting for the worker first).
+
+        The worker skips the request if ``ticket`` is cancelled before its turn, stops at the
+        next token if it is cancelled while decoding, and releases ``ticket`` when it is done.
+        """
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
-        cancelled = threading.Event()
+
+        def put(item: object) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the event loop is closed: the server is shutting down
+                pass
 
         def work() -> None:
             try:
+                if ticket.cancelled.is_set():
+                    return
                 for delta in self.runtime.stream(request, max_tokens, stop_at_eos):
-                    if cancelled.is_set():
+                    if ticket.cancelled.is_set():
                         break
-                    loop.call_soon_threadsafe(queue.put_nowait, delta)
+                    put(delta)
             except Exception as err:  # handed to the request that asked, never lost
-                loop.call_soon_threadsafe(queue.put_nowait, err)
+                put(err)
             finally:
-                loop.call_soon_threadsafe(queue.put_nowait, _DONE)
+                ticket.release()
+                put(_DONE)
 
         self._executor.submit(work)
         try:
@@ -130,7 +223,7 @@ class AgentEngine:
                     raise item
                 yield item
         finally:
-            cancelled.set()
+            ticket.cancelled.set()  # the reader is gone: nothing more to decode
 
     def close(self) -> None:
         """Stop the worker (running requests finish their current token)."""
@@ -146,12 +239,14 @@ def decode_image(url: str, size: int) -> np.ndarray:
 
     header, sep, payload = url.partition(",")
     if not (sep and header.startswith("data:image/") and header.endswith(";base64")):
-        raise RequestError("image_url must be a data:image/...;base64 URL (nothing is fetched)")
+        raise RequestError(
+            "image_url must be a data:image/...;base64 URL (nothing is fetched)", "messages"
+        )
     try:
         raw = base64.b64decode(payload, validate=True)
         with Image.open(io.BytesIO(raw)) as opened:
             image = opened.convert("RGB").resize((size, size))
     except (binascii.Error, UnidentifiedImageError, OSError, ValueError) as err:
-        raise RequestError(f"image_url does not hold a readable image ({err})") from err
+        raise RequestError(f"image_url does not hold a readable image ({err})", "messages") from err
     pixels = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
     return np.ascontiguousarray(pixels.transpose(2, 0, 1))

@@ -1,31 +1,60 @@
 """The OpenAI request bodies the agent server accepts, and the bodies it answers with.
 
-Requests follow the OpenAI completions and chat completions APIs. Fields the agent has no use
-for (``temperature``, ``top_p``, ``user``, ...) are accepted and ignored: decoding is greedy.
-``ignore_eos`` (as in vLLM's OpenAI server) decodes exactly ``max_tokens`` tokens, which is
-what latency benchmarks time. Chat requests answer the last user message: the agent's modules
-are single-turn (a scene in, a decision out), so earlier turns are not part of the prompt.
+Requests follow the OpenAI completions and chat completions APIs. Decoding is greedy: the
+answer is the temperature-0 one. ``temperature`` and ``top_p`` are validated (finite numbers
+in OpenAI's ranges; anything else is a 400) and otherwise do not change the answer. Fields
+whose other values would ask for what greedy single-answer decoding cannot give (stop
+sequences, log-probabilities, penalties, logit biases, tools, a JSON response format, echo,
+``best_of``) accept only their neutral value (omitted, null, 0, false, 1 or ``"text"``); any
+other value is a 400 naming the field, never an answer that silently ignores it. Fields
+unknown to both APIs are ignored.
+
+``max_completion_tokens`` (OpenAI's current name) and ``max_tokens`` both cap the answer;
+giving both with different values is a 400. ``ignore_eos`` (as in vLLM's OpenAI server)
+decodes exactly that many tokens, which is what latency benchmarks time. Chat requests answer
+the last user message: the agent's modules are single-turn (a scene in, a decision out), so
+earlier turns are not part of the prompt. A prompt (or the last user message's text) must not
+be empty.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
 
+Finite = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+NonEmpty = Annotated[StrictStr, Field(min_length=1)]
+TokenCount = Annotated[StrictInt, Field(ge=1)]
 
-class _Request(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    model: StrictStr | None = None
-    max_tokens: StrictInt | None = Field(default=None, ge=1)
-    stream: StrictBool = False
-    n: StrictInt = Field(default=1, ge=1, le=1)
-    """One answer per request (greedy decoding gives the same answer every time)."""
-    ignore_eos: StrictBool = False
-    stream_options: StreamOptions | None = None
+UNSUPPORTED = {
+    "stop": "stop sequences are not supported",
+    "logprobs": "log-probabilities are not returned",
+    "top_logprobs": "log-probabilities are not returned",
+    "echo": "echo is not supported",
+    "suffix": "suffix (insertion) is not supported",
+    "best_of": "decoding is greedy: best_of must be 1",
+    "presence_penalty": "penalties are not supported: send 0",
+    "frequency_penalty": "penalties are not supported: send 0",
+    "logit_bias": "logit_bias is not supported",
+    "tools": "tools are not supported",
+    "tool_choice": "tools are not supported",
+    "functions": "functions are not supported",
+    "function_call": "functions are not supported",
+    "response_format": "only the text response format is supported",
+}
+"""Fields accepted only with their neutral value, and why (the 400 message says it)."""
 
 
 class StreamOptions(BaseModel):
@@ -36,19 +65,68 @@ class StreamOptions(BaseModel):
     include_usage: StrictBool = False
 
 
+class ResponseFormat(BaseModel):
+    type: Literal["text"]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: StrictStr | None = None
+    max_tokens: TokenCount | None = None
+    max_completion_tokens: TokenCount | None = None
+    """OpenAI's current name for ``max_tokens`` (either may be given; both must agree)."""
+    stream: StrictBool = False
+    stream_options: StreamOptions | None = None
+    n: StrictInt = Field(default=1, ge=1, le=1)
+    """One answer per request (greedy decoding gives the same answer every time)."""
+    ignore_eos: StrictBool = False
+    temperature: Annotated[Finite, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[Finite, Field(ge=0, le=1)] | None = None
+    seed: StrictInt | None = None
+    """Accepted: greedy decoding gives the same answer for every seed."""
+    user: StrictStr | None = None
+    stop: None = None
+    logprobs: Literal[False] | None = None
+    top_logprobs: Literal[0] | None = None
+    echo: Literal[False] = False
+    suffix: None = None
+    best_of: Literal[1] | None = None
+    presence_penalty: Annotated[Finite, Field(ge=0, le=0)] | None = None
+    frequency_penalty: Annotated[Finite, Field(ge=0, le=0)] | None = None
+    logit_bias: None = None
+    tools: None = None
+    tool_choice: Literal["none"] | None = None
+    functions: None = None
+    function_call: Literal["none"] | None = None
+    response_format: ResponseFormat | None = None
+
+    @model_validator(mode="after")
+    def _one_token_cap(self) -> _Request:
+        both = (self.max_tokens, self.max_completion_tokens)
+        if None not in both and both[0] != both[1]:
+            raise ValueError(
+                f"max_tokens ({both[0]}) and max_completion_tokens ({both[1]}) differ: give one"
+            )
+        return self
+
+    def token_cap(self, default: int) -> int:
+        """Tokens to decode: ``max_completion_tokens``, else ``max_tokens``, else ``default``."""
+        for value in (self.max_completion_tokens, self.max_tokens):
+            if value is not None:
+                return value
+        return default
+
+
 class CompletionRequest(_Request):
     """``POST /v1/completions``."""
 
-    prompt: StrictStr | list[StrictStr] = Field(min_length=1)
-    """One prompt (a list must hold exactly one: one request, one answer)."""
+    prompt: NonEmpty | Annotated[list[NonEmpty], Field(min_length=1, max_length=1)]
+    """One non-empty prompt (a list must hold exactly one: one request, one answer)."""
 
     def text(self) -> str:
         """The prompt."""
-        if isinstance(self.prompt, list):
-            if len(self.prompt) != 1:
-                raise ValueError(f"prompt: give one prompt, got a list of {len(self.prompt)}")
-            return self.prompt[0]
-        return self.prompt
+        return self.prompt[0] if isinstance(self.prompt, list) else self.prompt
 
 
 class ImageUrl(BaseModel):
@@ -77,18 +155,114 @@ class ChatRequest(_Request):
     messages: list[ChatMessage] = Field(min_length=1)
 
     def user_turn(self) -> tuple[str, str | None]:
-        """The last user message: its text and its first image's URL (if any)."""
+        """The last user message: its text and its first image's URL (if any).
+
+        Raises ValueError for no user message, more than one image, or no text.
+        """
         users = [m for m in self.messages if m.role == "user"]
         if not users:
             raise ValueError("messages: no message with role 'user'")
         content = users[-1].content
         if content is None or isinstance(content, str):
-            return content or "", None
-        text = "\n".join(p.text or "" for p in content if p.type == "text")
-        images = [p.image_url.url for p in content if p.type == "image_url" and p.image_url]
+            text, images = content or "", []
+        else:
+            text = "\n".join(p.text or "" for p in content if p.type == "text")
+            images = [p.image_url.url for p in content if p.type == "image_url" and p.image_url]
         if len(images) > 1:
             raise ValueError(f"messages: the agent reads one image per request, got {len(images)}")
+        if not text:
+            raise ValueError("messages: the last user message has no text (the agent needs one)")
         return text, images[0] if images else None
+
+
+class _Usage(BaseModel):
+    prompt_tokens: int
+    """Tokens of the prompt as the last module's tokenizer counts them (the model reads all of
+    them: a prompt above the context is refused, never cut)."""
+    completion_tokens: int
+    total_tokens: int
+
+
+class _Reply(BaseModel):
+    id: str
+    object: str
+    created: int
+    model: str
+
+
+class _CompletionChoice(BaseModel):
+    index: int
+    text: str
+    finish_reason: Literal["stop", "length"]
+    logprobs: None
+
+
+class CompletionResponse(_Reply):
+    """A whole ``text_completion`` (``stream`` false)."""
+
+    object: Literal["text_completion"]
+    choices: list[_CompletionChoice]
+    usage: _Usage
+
+
+class _AssistantMessage(BaseModel):
+    role: Literal["assistant"]
+    content: str
+
+
+class _ChatChoice(BaseModel):
+    index: int
+    message: _AssistantMessage
+    finish_reason: Literal["stop", "length"]
+
+
+class ChatCompletionResponse(_Reply):
+    """A whole ``chat.completion`` (``stream`` false)."""
+
+    object: Literal["chat.completion"]
+    choices: list[_ChatChoice]
+    usage: _Usage
+
+
+class _ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error body."""
+
+    error: _ErrorDetail
+
+
+class _Queue(BaseModel):
+    pending: int
+    """Requests admitted and not finished (running + waiting)."""
+    max: int
+    abandoned: int
+    """Requests cancelled so far because their client went away before the answer."""
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    model: str
+    chain: list[str]
+    vision: bool
+    queue: _Queue
+
+
+class _ModelEntry(BaseModel):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"]
+    data: list[_ModelEntry]
 
 
 _Request.model_rebuild()
@@ -154,6 +328,6 @@ def _chunk_kind(chat: bool) -> str:
     return "chat.completion.chunk" if chat else "text_completion"
 
 
-def error_body(message: str, kind: str, param: str | None = None) -> dict:
+def error_body(message: str, kind: str, param: str | None = None, code: str | None = None) -> dict:
     """OpenAI's error shape: ``{"error": {"message", "type", "param", "code"}}``."""
-    return {"error": {"message": message, "type": kind, "param": param, "code": None}}
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
