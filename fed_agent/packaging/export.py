@@ -129,7 +129,31 @@ def _base_folder(module: AgentModule, out_dir: Path) -> str | None:
     relative = f"{BASE_DIR}/{source.name}"
     if not (out_dir / relative / "config.json").is_file():  # modules may share one base
         shutil.copytree(source, out_dir / relative, dirs_exist_ok=True)
+        add_bos_on_load(out_dir / relative, module.base.tokenizer)
     return relative
+
+
+def add_bos_on_load(folder: Path, tokenizer) -> None:
+    """Make the ``tokenizer.json`` in ``folder`` prepend BOS, as the runtime's prompts have it.
+
+    The runtime (``fed_agent.modules.batching.encode_batch``) puts BOS before every prompt;
+    a tokenizer trained here does not add it itself, so a stock ``AutoTokenizer`` on the
+    exported folder would feed the model another sequence. Nothing changes for a tokenizer
+    without BOS (SmolLM2's) or one that adds it already.
+    """
+    from tokenizers import Tokenizer, processors
+
+    file = folder / "tokenizer.json"
+    bos, bos_id = tokenizer.bos_token, tokenizer.bos_token_id
+    if bos_id is None or not file.is_file():
+        return
+    backend = Tokenizer.from_file(str(file))
+    if backend.encode("a").ids[:1] == [bos_id]:
+        return
+    backend.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, bos_id)]
+    )
+    backend.save(str(file))
 
 
 def _write_standard(
@@ -189,6 +213,7 @@ def _export_merged(module: AgentModule, state: AdapterState, path: Path) -> None
         merged = copy.deepcopy(module.model).merge_and_unload()
     merged.save_pretrained(path)
     module.base.tokenizer.save_pretrained(path)
+    add_bos_on_load(path, module.base.tokenizer)
 
 
 def export_modules(
