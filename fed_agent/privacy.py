@@ -3,41 +3,26 @@
 With DP on, the cloud clips every accepted update (module minus the global module) to an L2
 norm of at most ``clipping_norm``, averages the k clipped updates with equal weights, and adds
 Gaussian noise of standard deviation ``noise_multiplier * clipping_norm / k`` (Flower's
-server-side fixed clipping). Each round is then a Gaussian mechanism with noise multiplier z
-with respect to one ES's update, whose Renyi-DP at order a is a / (2 z^2) (Mironov 2017); the
-rounds compose additively, and (a, rdp)-RDP gives (rdp + log(1/delta) / (a - 1), delta)-DP.
-No amplification by sampling is claimed, so the bound is conservative.
+server-side fixed clipping). Each release (a round that produced a module) is then a Gaussian
+mechanism with noise multiplier z with respect to one ES's update.
+
+The budget is accounted by Google's ``dp-accounting`` (Renyi DP at its default orders and its
+conversion to (epsilon, delta)). An ES's update can only be in a round if the round's seeded,
+uniform sample of offers picked the ES: ``incentive.max_offers_per_round`` of the at least
+``federation.min_available_es`` connected ESs, a rate q of at most their ratio
+(:func:`offer_sampling_rate`). A period-2 round offers again to the ESs of its epoch's period-1
+round, so the sample is drawn once per contract epoch: each epoch is one Poisson-sampled
+Gaussian at rate q whose multiplier is that of the epoch's r releases composed, z / sqrt(r),
+and the epochs compose. The sample has a fixed size, for which Poisson sampling at its rate is
+the usual approximation; at q = 1 (the default: every connected ES gets an offer) no
+amplification is claimed and the account is exact RDP composition.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-
-ORDERS = tuple(
-    [
-        1.25,
-        1.5,
-        1.75,
-        2.0,
-        2.5,
-        3.0,
-        4.0,
-        5.0,
-        6.0,
-        8.0,
-        10.0,
-        12.0,
-        16.0,
-        20.0,
-        24.0,
-        32.0,
-        48.0,
-        64.0,
-        128.0,
-        256.0,
-    ]
-)
 
 
 @dataclass
@@ -56,9 +41,35 @@ class PrivacyConfig:
             raise ValueError(f"privacy.delta must be in (0, 1), got {self.delta}")
 
 
-def gaussian_epsilon(noise_multiplier: float, rounds: int, delta: float) -> float:
-    """(epsilon, delta)-DP after ``rounds`` Gaussian releases with multiplier z (see above)."""
-    if rounds <= 0:
-        return 0.0
-    z2 = noise_multiplier**2
-    return min(rounds * a / (2 * z2) + math.log(1 / delta) / (a - 1) for a in ORDERS)
+def offer_sampling_rate(max_offers_per_round: int, min_available_es: int) -> float:
+    """The most likely an ES is among a round's offers: ``max_offers / min_available`` (the
+    sample is drawn from at least ``min_available_es`` connected ESs), at most 1."""
+    if max_offers_per_round < 1 or min_available_es < 1:
+        raise ValueError(
+            f"need >= 1 offer and >= 1 available ES, got {max_offers_per_round} and "
+            f"{min_available_es}"
+        )
+    return min(1.0, max_offers_per_round / min_available_es)
+
+
+def epsilon_spent(
+    noise_multiplier: float,
+    epoch_releases: Sequence[int],
+    sampling_rate: float,
+    delta: float,
+    orders: Sequence[float] | None = None,
+) -> float:
+    """(epsilon, delta)-DP of a run whose contract epochs released ``epoch_releases`` modules
+    each (see the module docstring); ``orders``: the RDP orders (``dp-accounting``'s default)."""
+    import dp_accounting  # lazily: the config and the ES queries import this module
+    from dp_accounting.rdp import RdpAccountant
+
+    if not 0 < sampling_rate <= 1:
+        raise ValueError(f"sampling_rate must be in (0, 1], got {sampling_rate}")
+    accountant = RdpAccountant() if orders is None else RdpAccountant(list(orders))
+    for releases in (r for r in epoch_releases if r > 0):
+        epoch = dp_accounting.GaussianDpEvent(noise_multiplier / math.sqrt(releases))
+        if sampling_rate < 1:
+            epoch = dp_accounting.PoissonSampledDpEvent(sampling_rate, epoch)
+        accountant.compose(epoch)
+    return float(accountant.get_epsilon(delta))

@@ -9,7 +9,8 @@ from pathlib import Path
 from flwr.app import ArrayRecord, Message, MetricRecord
 from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping
 
-from fed_agent.privacy import PrivacyConfig, gaussian_epsilon
+from fed_agent.incentives.profiles import period_of_round
+from fed_agent.privacy import PrivacyConfig, epsilon_spent, offer_sampling_rate
 from strategies.contract_strategy import ContractStrategy
 from strategies.records import record_to_adapter
 
@@ -25,8 +26,8 @@ class ValidatedCentralDP(DifferentialPrivacyServerSideFixedClipping):
     averaged, and the checkpoint holds the noised module. The strategy must average with equal
     weights (``weighting="uniform"``, the sensitivity the noise assumes) and must not commit its
     rounds itself (``commits=False``): this wrapper commits each round (checkpoint and ledger)
-    after the noise. The spent budget
-    is written to the run's metrics as ``dp_epsilon`` (``fed_agent.privacy``).
+    after the noise. The spent budget, accounted per contract epoch at the rate of the offer
+    sample, is written to the run's metrics as ``dp_epsilon`` (``fed_agent.privacy``).
     """
 
     def __init__(
@@ -35,7 +36,11 @@ class ValidatedCentralDP(DifferentialPrivacyServerSideFixedClipping):
         super().__init__(strategy, cfg.noise_multiplier, cfg.clipping_norm, num_sampled_clients=1)
         self.contract_strategy = strategy
         self.privacy = cfg
-        self.releases = 0
+        self.epoch_releases: dict[int, int] = {}
+        """Modules released per contract epoch (the unit of the offer sample)."""
+        self.sampling_rate = offer_sampling_rate(
+            strategy.cfg.incentive.max_offers_per_round, strategy.cfg.federation.min_available_es
+        )
         self.checkpoint_dir = checkpoint_dir
 
     def aggregate_train(
@@ -47,8 +52,17 @@ class ValidatedCentralDP(DifferentialPrivacyServerSideFixedClipping):
         self.num_sampled_clients = max(1, len(usable))
         arrays, metrics = super().aggregate_train(server_round, usable)
         if arrays is not None:
-            self.releases += 1
-        epsilon = gaussian_epsilon(self.privacy.noise_multiplier, self.releases, self.privacy.delta)
+            period_index, _ = period_of_round(
+                inner.absolute_round(server_round), inner.cfg.incentive.rounds_per_period
+            )
+            epoch = period_index // 2
+            self.epoch_releases[epoch] = self.epoch_releases.get(epoch, 0) + 1
+        epsilon = epsilon_spent(
+            self.privacy.noise_multiplier,
+            list(self.epoch_releases.values()),
+            self.sampling_rate,
+            self.privacy.delta,
+        )
         inner.record_round_metrics(server_round, {"dp_epsilon": epsilon})
         log.info(
             "round %d: privacy spent epsilon=%.3f (delta=%g)",

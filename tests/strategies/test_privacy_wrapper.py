@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flwr.app import ConfigRecord
 
-from fed_agent.privacy import PrivacyConfig, gaussian_epsilon
+from fed_agent.privacy import PrivacyConfig, epsilon_spent
 from strategies.privacy import ValidatedCentralDP
 from strategies.records import adapter_to_record, record_to_adapter
 from tests.strategies.fake_grid import set_task_identity
@@ -47,4 +47,6 @@ def test_dp_round_clips_averages_equally_records_budget_and_rejects_bad_shapes(
     statuses = {e.node_id: e.status for e in strategy.ledger.entries}
     assert statuses[messages[0].metadata.dst_node_id] == "rejected"
     assert sorted(statuses.values()) == ["paid", "paid", "rejected"]
-    assert strategy.outputs.rows[-1]["dp_epsilon"] == gaussian_epsilon(1e-9, 1, 1e-5)
+    assert strategy.outputs.rows[-1]["dp_epsilon"] == epsilon_spent(
+        1e-9, [1], dp.sampling_rate, 1e-5
+    )
