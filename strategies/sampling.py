@@ -16,10 +16,12 @@ class NotEnoughNodesError(RuntimeError):
 
 
 def wait_for_nodes(grid: Grid, min_nodes: int, timeout_s: float, poll_s: float = 1.0) -> list[int]:
-    """Node ids once at least ``min_nodes`` are connected; raise after ``timeout_s``."""
+    """Node ids once at least ``min_nodes`` are connected, in the grid's order (a
+    :class:`~strategies.polling.PromptGrid`'s is the same in every run); raise after
+    ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while True:
-        node_ids = sorted(grid.get_node_ids())
+        node_ids = list(grid.get_node_ids())
         if len(node_ids) >= min_nodes:
             return node_ids
         if time.monotonic() >= deadline:
@@ -31,9 +33,10 @@ def wait_for_nodes(grid: Grid, min_nodes: int, timeout_s: float, poll_s: float =
 
 
 def sample_nodes(node_ids: list[int], k: int, rng: np.random.Generator) -> list[int]:
-    """Up to ``k`` distinct node ids drawn uniformly (all of them when k >= len)."""
+    """Up to ``k`` distinct node ids drawn uniformly (all of them when k >= len), in the order
+    of ``node_ids``: the same draw picks the same ESs whatever ids Flower gave them."""
     if k >= len(node_ids):
         return list(node_ids)
     # draw positions, not ids: ids are unsigned 64-bit and numpy would turn them into floats
     picked = rng.choice(len(node_ids), size=k, replace=False)
-    return sorted(node_ids[int(i)] for i in picked)
+    return [node_ids[int(i)] for i in sorted(picked)]

@@ -6,6 +6,7 @@ import time
 
 import pytest
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+from flwr.proto.node_pb2 import NodeInfo
 
 from strategies.polling import PromptGrid
 from tests.strategies.fake_grid import metadata, set_task_identity
@@ -18,8 +19,16 @@ class SlowLink:
         self.delay_s, self.dead, self.pulls = delay_s, dead, 0
         self.pushed: dict[str, tuple[float, int]] = {}
 
+    def delay_of(self, node: int) -> float:
+        return self.delay_s
+
     def get_node_ids(self):
         return [1, 2, 3]
+
+    def get_nodes(self):
+        # registered in the order 3, 1, 2 (node 2 in the same microsecond as node 1)
+        registered = {3: "09:00:00+00:00", 1: "09:00:01.5+00:00", 2: "09:00:01.5+00:00"}
+        return [NodeInfo(node_id=n, registered_at=f"2026-01-01T{registered[n]}") for n in (2, 3, 1)]
 
     def push_messages(self, messages):
         ids = []
@@ -33,7 +42,7 @@ class SlowLink:
         ready = []
         for message_id in list(message_ids):
             sent, node = self.pushed[message_id]
-            if node != self.dead and time.monotonic() - sent >= self.delay_s:
+            if node != self.dead and time.monotonic() - sent >= self.delay_of(node):
                 reply = Message(RecordDict(), metadata=metadata(node, 0, "query", f"r{node}"))
                 reply.metadata.__dict__["_reply_to_message_id"] = message_id
                 ready.append(reply)
@@ -70,6 +79,24 @@ def test_a_node_that_never_replies_costs_the_timeout_not_more():
 
 def test_everything_but_waiting_is_the_wrapped_grids():
     link = SlowLink(delay_s=0.0)
-    assert list(PromptGrid(link).get_node_ids()) == [1, 2, 3]
+    assert list(PromptGrid(link).get_nodes()) == list(link.get_nodes())
     with pytest.raises(ValueError, match="poll_s"):
         PromptGrid(link, poll_s=0)
+
+
+def test_nodes_are_listed_in_registration_order_not_by_their_random_ids():
+    assert PromptGrid(SlowLink(delay_s=0.0)).get_node_ids() == [3, 1, 2]
+
+
+class ReverseLink(SlowLink):
+    """Node 3 answers first, node 1 last."""
+
+    def delay_of(self, node: int) -> float:
+        return 0.1 * (3 - node)
+
+
+def test_replies_come_in_the_order_of_the_messages_not_of_their_arrival():
+    link = ReverseLink(delay_s=0.0)
+    replies = PromptGrid(link, poll_s=0.02).send_and_receive(_queries(), timeout=10)
+    assert [r.metadata.src_node_id for r in replies] == [1, 2, 3]
+    assert link.pulls >= 3  # they did arrive one by one

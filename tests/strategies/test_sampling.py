@@ -21,3 +21,13 @@ def test_sampling_is_seeded_and_takes_everyone_when_k_is_large():
         IDS, 2, np.random.default_rng(5)
     )
     assert sample_nodes(IDS, 10, np.random.default_rng(0)) == IDS
+
+
+def test_a_draw_picks_the_same_positions_whatever_ids_the_nodes_have():
+    # node i holds partition i in both runs; Flower drew other ids, in another numeric order
+    run_a = [18092599130111578175, 7111317006720038323, 12345, 2**64 - 1, 99]
+    run_b = [5, 2**63 + 7, 3, 1, 2**62]
+    picked_a = sample_nodes(run_a, 3, np.random.default_rng(11))
+    picked_b = sample_nodes(run_b, 3, np.random.default_rng(11))
+    assert [run_a.index(n) for n in picked_a] == [run_b.index(n) for n in picked_b]
+    assert [run_a.index(n) for n in picked_a] == sorted(run_a.index(n) for n in picked_a)
