@@ -1,0 +1,220 @@
+"""Own data: federated vs local-only vs centralised on scikit-learn's handwritten digits.
+
+The data go through the user's path (docs/data.md): ``fed-agent data digits`` writes the
+1,797 8x8 images as one data folder, ``fed-agent data split`` divides it with flwr-datasets
+(Dirichlet alpha 0.5 over the answer, 10 ESs, 360 held-out, 64 for the cloud), and every
+party reads its own folder (``fed_agent.data.sources``). Run (from the repository root)::
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/own_data_bench.py --seeds 0,1,2,3,4
+
+With the same step budget (``rounds * steps`` optimiser steps per module chain):
+
+* ``federated``: ``rounds`` rounds; in each, ``es_per_round`` ESs in turn train the global
+  module ``steps`` steps on their own folder, FedAvg weighted by example counts
+  (``benchmarks.agent_eval_bench.federated``: the ClientApp's training and the ServerApp's
+  aggregation in one process);
+* ``local-only``: every ES trains alone for ``rounds * steps`` steps; the mean over ESs;
+* ``centralised``: ``es_per_round * rounds * steps`` steps on the pooled ES folders (as many
+  gradient steps as the whole federation spent: equal compute).
+
+Each seed builds its own base, LoRA initialisation and training order; the split is the same
+for all seeds (the data set is fixed, as an ES's data would be). Per row: the held-out accuracy
+with its Wilson 95 % interval; per training, a ``mean`` row with the Student-t 95 % interval
+over seeds. Writes ``benchmarks/results/own_data.csv`` and ``own_data.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from benchmarks.agent_eval_bench import federated, trained_alone  # noqa: E402
+from fed_agent.config import load_config  # noqa: E402
+from fed_agent.data.digits import digits_records  # noqa: E402
+from fed_agent.data.sources import _folder_examples  # noqa: E402
+from fed_agent.data.split import SplitSpec, split_folder  # noqa: E402
+from fed_agent.data.writing import write_folder  # noqa: E402
+from fed_agent.evaluation.intervals import mean_interval  # noqa: E402
+from fed_agent.evaluation.quality import evaluate_quality, mean_quality  # noqa: E402
+from fed_agent.modules.adapter import agent_module  # noqa: E402
+from fed_agent.seeding import seed_everything  # noqa: E402
+
+log = logging.getLogger("own_data_bench")
+RESULTS = Path(__file__).resolve().parent / "results"
+COLUMNS = [
+    "dataset",
+    "model",
+    "training",
+    "partitioner",
+    "alpha",
+    "num_es",
+    "seed",
+    "accuracy",
+    "ci_low",
+    "ci_high",
+    "n_eval",
+    "majority",
+]
+
+
+def prepare(root: Path, form: str, spec: SplitSpec) -> Path:
+    """The split folders under ``root/<form>`` (written once)."""
+    out = root / form / "split"
+    if not (out / "split.json").exists():
+        records, meta = digits_records(form)
+        write_folder(root / form / "all", records, meta)
+        split_folder(root / form / "all", out, spec)
+    return out
+
+
+def run_seed(seed: int, data_root: Path, args: argparse.Namespace) -> list[dict]:
+    """The rows of one seed: federated, local-only, centralised."""
+    cfg = load_config(args.experiment, [f"seed={seed}", *shlex.split(args.overrides)])
+    seed_everything(seed)
+    module = agent_module(cfg.model, seed)
+    size = cfg.data.image_size if module.base.is_vision else None
+    heldout = _folder_examples(str(data_root / "eval"), size)
+    data = [_folder_examples(str(data_root / "es" / str(i)), size) for i in range(args.num_es)]
+    answers = [e.answer for e in heldout]
+    majority = max(answers.count(a) for a in set(answers)) / len(answers)
+    budget = args.rounds * args.steps
+    rows = []
+
+    def row(training: str, quality) -> dict:
+        low, high = quality.accuracy_interval
+        log.info("seed %d %s: accuracy %.3f", seed, training, quality.decision_accuracy)
+        return {
+            "dataset": f"digits-{args.form}",
+            "model": cfg.model.name,
+            "training": training,
+            "partitioner": args.partitioner,
+            "alpha": args.alpha,
+            "num_es": args.num_es,
+            "seed": seed,
+            "accuracy": quality.decision_accuracy,
+            "ci_low": low,
+            "ci_high": high,
+            "n_eval": quality.num_decisions,
+            "majority": majority,
+        }
+
+    def quality():
+        return evaluate_quality(module, heldout, cfg.training.eval_batch_size)
+
+    federated(module, cfg, data, args)
+    rows.append(row("federated", quality()))
+    if "local-only" in args.trainings:
+        local = []
+        for es, examples in enumerate(data):
+            trained_alone(module, cfg, examples, budget, es)
+            local.append(quality())
+        rows.append(row("local-only", mean_quality(local)))
+    if "centralised" in args.trainings:
+        pooled = [e for examples in data for e in examples]
+        trained_alone(module, cfg, pooled, budget * args.es_per_round, -1)
+        rows.append(row("centralised", quality()))
+    return rows
+
+
+def with_means(frame: pd.DataFrame) -> pd.DataFrame:
+    """Append one ``seed = mean`` row per training: the t-interval over the seeds."""
+    means = []
+    for _, group in frame.groupby(["dataset", "model", "training"], sort=False):
+        low, high = mean_interval(group["accuracy"].tolist())
+        first = group.iloc[0].to_dict()
+        means.append(
+            {
+                **first,
+                "seed": "mean",
+                "accuracy": group["accuracy"].mean(),
+                "ci_low": low,
+                "ci_high": high,
+            }
+        )
+    return pd.concat([frame, pd.DataFrame(means)], ignore_index=True)
+
+
+def plot(frame: pd.DataFrame, path: Path) -> None:
+    """Per training: each seed's accuracy and the mean with its 95 % interval."""
+    seeds = frame[frame["seed"] != "mean"]
+    means = frame[frame["seed"] == "mean"]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for x, (_, m) in enumerate(means.iterrows()):
+        values = seeds[seeds["training"] == m["training"]]["accuracy"]
+        ax.scatter(np.full(len(values), x), values, color="0.6", s=12, zorder=2)
+        ax.errorbar(
+            x,
+            m["accuracy"],
+            yerr=[[m["accuracy"] - m["ci_low"]], [m["ci_high"] - m["accuracy"]]],
+            fmt="o",
+            color="C0",
+            capsize=4,
+            zorder=3,
+        )
+    ax.axhline(means["majority"].iloc[0], ls=":", color="0.5", label="majority answer")
+    ax.set_xticks(range(len(means)), means["training"])
+    ax.set_ylabel("held-out accuracy")
+    ax.set_ylim(0, 1)
+    first = means.iloc[0]
+    ax.set_title(
+        f"{first['dataset']}, {first['model']}: {first['num_es']} ESs, "
+        f"{first['partitioner']} alpha {first['alpha']}",
+        fontsize=9,
+    )
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    """Prepare the split, run every seed, write the table and the plot."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--form", default="image", choices=["image", "text"])
+    parser.add_argument("--experiment", default="vlm")
+    parser.add_argument(
+        "--overrides",
+        default="model=tiny-vlm-digits",
+        help="Hydra overrides of the experiment (one string)",
+    )
+    parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--num-es", type=int, default=10)
+    parser.add_argument("--partitioner", default="dirichlet")
+    parser.add_argument("--alpha", type=float, default=0.5)
+    parser.add_argument("--eval-size", type=int, default=360)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=20, help="local steps per ES per round")
+    parser.add_argument("--es-per-round", type=int, default=4)
+    parser.add_argument("--trainings", default="federated,local-only,centralised")
+    parser.add_argument("--work", type=Path, default=Path(".cache/own_data"))
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    torch.set_num_threads(1)
+    spec = SplitSpec(args.num_es, args.partitioner, args.alpha, "answer", args.eval_size)
+    data_root = prepare(args.work, args.form, spec)
+    rows: list[dict] = []
+    for seed in (int(s) for s in args.seeds.split(",")):
+        rows.extend(run_seed(seed, data_root, args))
+        frame = with_means(pd.DataFrame(rows, columns=COLUMNS))
+        args.out.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(args.out / "own_data.csv", index=False)
+        plot(frame, args.out / "own_data.png")
+    print(frame.to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
