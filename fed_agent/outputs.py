@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -28,6 +29,19 @@ def write_text_atomic(text: str, path: Path) -> None:
 def write_json_atomic(data: dict, path: Path) -> None:
     """Write JSON atomically (see :func:`write_table_atomic`)."""
     write_text_atomic(json.dumps(data, indent=2, sort_keys=True, default=str), path)
+
+
+WALL_CLOCK_COLUMNS = ("round_wall_s", "design_s", "guard_s")
+"""Metrics columns timed by the wall clock: the only ones two runs of one config and seed may
+differ in (everything else, ``adapter_sha256`` included, is the same bit for bit)."""
+
+
+def reproducible_digest(metrics_csv: Path) -> str:
+    """SHA-256 of a run's ``metrics.csv`` without its :data:`WALL_CLOCK_COLUMNS`: equal for two
+    runs of one config and seed, on any load, thread count or checkout."""
+    frame = pd.read_csv(metrics_csv, dtype=str, keep_default_na=False)
+    kept = frame.drop(columns=[c for c in WALL_CLOCK_COLUMNS if c in frame.columns])
+    return hashlib.sha256(kept.to_csv(index=False).encode()).hexdigest()
 
 
 @dataclass
