@@ -45,6 +45,14 @@ RULES = (
          True, "base models know nothing of the LoRA module built on them"),
     Rule("fed_agent.modules", ("fed_agent.packaging",), True,
          "the module is trained without knowing how an agent is packaged"),
+    Rule("strategies.recruiter", ("strategies.contract_strategy", "strategies.reply_judge"), True,
+         "the strategy's pieces call down: the recruiter never reaches the strategy or the judge"),
+    Rule("strategies.reply_judge", ("strategies.contract_strategy", "strategies.recruiter",
+                                    "strategies.contract_book"), True,
+         "the reply judge decides verdicts; the strategy books them"),
+    Rule("strategies.contract_book", ("strategies.contract_strategy", "strategies.recruiter",
+                                      "strategies.reply_judge"), True,
+         "the contract book is the bottom of the strategy's pieces"),
 )  # fmt: skip
 
 

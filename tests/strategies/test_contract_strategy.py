@@ -220,7 +220,7 @@ def test_period_two_offers_go_to_period_one_participants_with_their_report(tmp_p
         row = strategy.engagements[node].contract.f2[reports[node]]
         assert instruction.f_ghz in row
     # every type has an individually rational period-2 item, so all three stay
-    assert len(messages2) == 3 and strategy._period == 2
+    assert len(messages2) == 3 and strategy.plan.period == 2
     # the model's objective counts period 1 in full and period 2 at the discount (0.5)
     row1 = strategy.outputs.rows[-1]
     assert row1["cloud_utility_discounted"] == row1["cloud_utility"] != 0
@@ -345,6 +345,6 @@ def test_selection_counts_earlier_rounds_from_the_ledger(tmp_path, smoke_module)
     assert paid_in_1
     train_round(strategy, grid, smoke_module, server_round=2)
     round2 = [e for e in strategy.ledger.entries if e.round == 2 and e.node_id in paid_in_1]
-    chosen = [a for n, a in strategy._assignments.items() if n in paid_in_1]
+    chosen = [a for n, a in strategy.plan.assignments.items() if n in paid_in_1]
     reasons = [e.reason for e in round2] + [a.chosen_because for a in chosen]
     assert reasons and all("trained in 1 earlier rounds" in r for r in reasons)

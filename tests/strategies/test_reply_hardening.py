@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from flwr.app import Array, ConfigRecord, Message, MetricRecord, RecordDict
 
-import strategies.contract_strategy as contract_strategy
+import strategies.reply_judge as reply_judge
 from fed_agent.protocol import ARRAYS, CONFIG, METRICS, TrainInstruction
 from strategies.records import adapter_to_record, record_to_adapter
 from tests.strategies.fake_grid import metadata
@@ -200,14 +200,14 @@ def test_a_reply_whose_module_cannot_be_aggregated_is_rejected_alone_and_unpaid(
     # one ulp off its trained value: unremarkable to screening, recognisable to the aggregator
     marker = np.nextafter(updates[0][key].flat[0], np.float32(1))
     updates[0][key].flat[0] = marker
-    real_aggregate = contract_strategy.aggregate
+    real_aggregate = reply_judge.aggregate
 
     def fragile(name, states, weights):
         if any(s[key].flat[0] == marker for s in states):
             raise ValueError("cannot combine this one")
         return real_aggregate(name, states, weights)
 
-    monkeypatch.setattr(contract_strategy, "aggregate", fragile)
+    monkeypatch.setattr(reply_judge, "aggregate", fragile)
     replies = [reply_for(m, u) for m, u in zip(messages, updates, strict=True)]
     entry, arrays, metrics = _aggregate(strategy, messages, replies)
     assert entry.status == "rejected" and "cannot be aggregated" in entry.reason
@@ -225,7 +225,7 @@ def test_nothing_is_paid_when_no_module_can_be_aggregated(tmp_path, smoke_module
     def broken(name, states, weights):
         raise MemoryError("no memory")
 
-    monkeypatch.setattr(contract_strategy, "aggregate", broken)
+    monkeypatch.setattr(reply_judge, "aggregate", broken)
     arrays, metrics = strategy.aggregate_train(
         1, [reply_for(m, u) for m, u in zip(messages, updates, strict=True)]
     )

@@ -20,6 +20,7 @@ from fed_agent.config import load_config
 from fed_agent.incentives.ledger import Ledger
 from fed_agent.incentives.policies import make_policy
 from fed_agent.outputs import RunOutputs
+from strategies.contract_book import ContractBook
 from strategies.contract_strategy import ContractStrategy
 from strategies.records import adapter_to_record, record_to_adapter
 from strategies.server_app import restore
@@ -98,10 +99,10 @@ def _crash_on_call(monkeypatch, owner, name: str, call: int) -> None:
 
 
 # (where, the patch that dies there, the last round committed when it dies); each of these
-# functions is called once a round, _pay once per paid ES (3 a round)
+# functions is called once a round, ContractBook.pay once per paid ES (3 a round)
 CRASH_POINTS = {
     "after configure": (None, 1),
-    "between two payments": ((ContractStrategy, "_pay", 3 + 2), 1),
+    "between two payments": ((ContractBook, "pay", 3 + 2), 1),
     "writing the checkpoint's files": ((checkpoints, "save_adapter", CRASH_ROUND), 1),
     "checkpoint renamed, LATEST.json not yet": ((checkpoints, "write_json_atomic", 2), 1),
     "checkpoint complete, ledger.csv not yet": ((Ledger, "write", CRASH_ROUND), CRASH_ROUND),

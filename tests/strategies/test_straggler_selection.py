@@ -29,7 +29,7 @@ def _latencies(tmp_path, module, overrides: str) -> dict[int, float]:
     """Each ES's modelled latency of the item it takes under plain surplus selection."""
     probe, grid = make_strategy(tmp_path, module, overrides)
     train_round(probe, grid, module)
-    return {node: a.modelled_latency_s for node, a in probe._assignments.items()}
+    return {node: a.modelled_latency_s for node, a in probe.plan.assignments.items()}
 
 
 def _run_round(strategy, grid, module):

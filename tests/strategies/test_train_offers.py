@@ -19,8 +19,9 @@ from flwr.common.constant import ErrorCode
 from fed_agent.incentives.selection import Candidate, select_participants
 from fed_agent.modules.training import local_steps_for
 from fed_agent.protocol import CONFIG, PHASE, PUBLIC_FACTS, TrainOffer, train_request
-from strategies.contract_strategy import FOLDING_SELECTIONS, one_line
+from fed_agent.text import one_line
 from strategies.records import adapter_to_record
+from strategies.recruiter import FOLDING_SELECTIONS
 from tests.strategies.fake_grid import FakeGrid, metadata, set_task_identity
 from tests.strategies.test_contract_strategy import (
     NODES,
@@ -63,7 +64,7 @@ def test_a_round_is_one_train_message_per_es_carrying_its_offer_and_step_budgets
         assert request.item_steps == tuple(
             local_steps_for(f, cfg.market.f_max_ghz, cfg.training.local_steps) for f in contract.f1
         )
-    assert strategy._assignments == {}  # nothing chosen before the replies name the items
+    assert strategy.plan.assignments == {}  # nothing chosen before the replies name the items
 
 
 def test_replies_to_train_offers_are_paid_for_the_item_they_name_and_its_work(

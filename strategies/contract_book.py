@@ -1,0 +1,151 @@
+"""The contract book: each ES's engagement, the pay held in escrow for it, and the ledger rows.
+
+An engagement is an ES's current epoch: its two-period contract, the market it was designed
+on, its period-1 report and, under ex ante participation, the period-1 pay held back until its
+period-2 work is delivered. The book is the one writer of ledger rows; every row names the
+round and period of the :class:`~strategies.round_plan.RoundPlan` it belongs to. It calls
+nothing above it (recruiting, judging replies, the strategy).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from fed_agent.config import ExperimentConfig
+from fed_agent.contracts import DynamicContract, Market
+from fed_agent.incentives.ledger import Ledger, LedgerEntry
+from strategies.round_plan import Assignment, RoundPlan
+from strategies.validation import AcceptedReply
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Engagement:
+    """An ES's current epoch: its contract, where it came from, market, period-1 report,
+    and the period-1 pay held back until its period-2 work is delivered (ex ante)."""
+
+    contract: DynamicContract
+    market: Market
+    source: str
+    report: int | None = None
+    held: float = 0.0
+
+
+class ContractBook:
+    """Engagements by node id, their escrow, and the ledger rows of every round."""
+
+    def __init__(self, cfg: ExperimentConfig, ledger: Ledger) -> None:
+        self.cfg = cfg
+        self.ledger = ledger
+        self.engagements: dict[int, Engagement] = {}
+
+    def record(
+        self,
+        plan: RoundPlan,
+        node_id: int,
+        status: str,
+        a: Assignment | None = None,
+        reason: str = "",
+        source: str | None = None,
+        **paid_fields: float,
+    ) -> None:
+        """Add ``node_id``'s ledger row of the plan's round (its assignment's terms, if any)."""
+        reason = reason or (a.chosen_because if a is not None else "")
+        entry = LedgerEntry(plan.server_round, plan.period, node_id, status, reason=reason)
+        engagement = self.engagements.get(node_id)
+        entry.offer_source = source or (engagement.source if engagement else "")
+        if a is not None:
+            entry.item, entry.f_ghz, entry.reward_offered = a.item, a.f_ghz, a.reward
+            entry.cloud_value = a.cloud_value
+            entry.belief_on_revealed_type = a.belief_on_item
+        for key, value in paid_fields.items():
+            setattr(entry, key, value)
+        self.ledger.add(entry)
+
+    def settle_held(self, plan: RoundPlan, node_id: int, delivered: bool) -> dict[str, float]:
+        """Ledger fields that settle an ES's held pay: paid out if it kept its commitment,
+        forfeited if it did not (only in period 2; nothing is held otherwise)."""
+        engagement = self.engagements.get(node_id)
+        if plan.period != 2 or engagement is None or engagement.held == 0:
+            return {}
+        held, engagement.held = engagement.held, 0.0
+        return {"paid": held, "released": held} if delivered else {"forfeited": held}
+
+    def holds_back(self, plan: RoundPlan, node_id: int) -> bool:
+        """Ex ante: period-1 pay waits for the period-2 work (unless the run ends first)."""
+        engagement = self.engagements.get(node_id)
+        return (
+            plan.period == 1
+            and engagement is not None
+            and engagement.market.participation == "ex_ante"
+            and plan.server_round < self.cfg.federation.num_rounds
+        )
+
+    def forfeit_unfinished(self, plan: RoundPlan) -> None:
+        """Held pay of an epoch whose period-2 work never came is the cloud's (ex ante)."""
+        for node_id, engagement in self.engagements.items():
+            if engagement.held > 0:
+                reason = "gone before period 2: held period-1 pay forfeited"
+                self.record(plan, node_id, "forfeit", reason=reason, forfeited=engagement.held)
+                engagement.held = 0.0
+
+    def pay(self, plan: RoundPlan, reply: AcceptedReply) -> None:
+        """Pay accepted work: now, or (ex ante, period 1) held until the period-2 work."""
+        a = plan.assignments[reply.node_id]
+        if self.holds_back(plan, reply.node_id):
+            self.engagements[reply.node_id].held = a.reward
+            pay = {"paid": 0.0, "held": a.reward}
+        else:
+            released = self.settle_held(plan, reply.node_id, delivered=True).get("released", 0.0)
+            pay = {"paid": a.reward + released, "released": released}
+        self.record(
+            plan,
+            reply.node_id,
+            "paid",
+            a,
+            **pay,
+            es_utility=a.es_utility_est,
+            modelled_latency_s=a.modelled_latency_s,
+            wall_s=reply.metrics.train_wall_s,
+        )
+
+    def refuse(self, plan: RoundPlan, node_id: int, status: str, reason: str) -> None:
+        """A chosen ES's work that is not paid (rejected, or no reply): its held pay is lost."""
+        a = plan.assignments.get(node_id)
+        settled = self.settle_held(plan, node_id, delivered=False) if a else {}
+        self.record(plan, node_id, status, a, reason=reason, **settled)
+
+    def state_dict(self) -> dict:
+        """The engagements by node id (JSON-ready)."""
+        return {
+            str(n): {
+                "f1": e.contract.f1.tolist(),
+                "r1": e.contract.r1.tolist(),
+                "f2": e.contract.f2.tolist(),
+                "r2": e.contract.r2.tolist(),
+                "prior": e.market.prior.tolist(),
+                "report": e.report,
+                "source": e.source,
+                "held": e.held,
+            }
+            for n, e in self.engagements.items()
+        }
+
+    def load_state_dict(
+        self, state: dict, market_of: Callable[[int, np.ndarray], Market | None]
+    ) -> None:
+        """Restore :meth:`state_dict`; ``market_of(node, prior)`` rebuilds each market."""
+        self.engagements = {}
+        for n, e in state.items():
+            market = market_of(int(n), np.asarray(e["prior"]))
+            if market is None:  # the resumed config checks match the checkpoint's: not reached
+                raise ValueError(f"node {n}'s contract cannot meet the configured deadline")
+            contract = DynamicContract(e["f1"], e["r1"], e["f2"], e["r2"])
+            self.engagements[int(n)] = Engagement(
+                contract, market, e["source"], e["report"], float(e["held"])
+            )

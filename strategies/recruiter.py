@@ -1,0 +1,406 @@
+"""The recruiter: which ESs a round offers contracts to, what it offers, and whom it chooses.
+
+Admission: ESs seen for the first time are asked for their public facts (a QUERY); a node
+whose ClientApp answers with an error of the app itself is recorded once as ``incompatible``
+and never asked again. Offer design: in period 1 a seeded sample gets contracts designed in one
+batched call of the contract policy (public facts + the cloud's belief about its type); in
+period 2 the period-1 participants are offered their period-2 menu. Choices: each offered ES
+names an item or declines, on a separate offer QUERY or on the reply to a train offer.
+Selection: the cloud's beliefs learn from the choices, each accepter's work is valued and its
+latency modelled, and ``incentive.selection`` chooses at most ``federation.es_per_round``.
+
+The recruiter writes its ledger rows through the :class:`~strategies.contract_book.ContractBook`
+and never calls the strategy or the reply judge.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections import Counter
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.common.constant import ErrorCode
+from flwr.serverapp import Grid
+
+from fed_agent import latency
+from fed_agent.config import ExperimentConfig
+from fed_agent.contracts import Market, value_of_work
+from fed_agent.contracts.utility import es_period_utility
+from fed_agent.incentives.beliefs import BeliefTracker
+from fed_agent.incentives.policies import ORACLE_POLICIES, UNCOMMITTED_POLICIES, ContractPolicy
+from fed_agent.incentives.profiles import PublicFacts, deadline_market, es_market
+from fed_agent.incentives.selection import Candidate, select_participants, selection_surplus
+from fed_agent.modules.adapter import AgentModule
+from fed_agent.modules.training import local_steps_for
+from fed_agent.protocol import (
+    ARRAYS,
+    CONFIG,
+    DECLINE,
+    ITEM,
+    METRICS,
+    PHASE,
+    PUBLIC_FACTS,
+    Offer,
+    ProtocolError,
+    TrainInstruction,
+    TrainOffer,
+    TrainReply,
+    new_nonce,
+)
+from fed_agent.seeding import rng_for
+from fed_agent.text import one_line
+from strategies.contract_book import ContractBook, Engagement
+from strategies.round_plan import Assignment, RoundPlan
+from strategies.sampling import sample_nodes
+
+log = logging.getLogger(__name__)
+FOLDING_SELECTIONS = ("surplus", "random")
+"""Selection rules that choose every accepting ES when there are at most ``es_per_round``
+of them (``fed_agent.incentives.selection``), so the offer can ride on the TRAIN message."""
+INCOMPATIBLE_ERRORS = (ErrorCode.LOAD_CLIENT_APP_EXCEPTION, ErrorCode.CLIENT_APP_RAISED_EXCEPTION)
+"""Error replies that say the node's ClientApp cannot answer the protocol (not a transient
+fault such as a dead node or a timed-out reply, which is asked again later)."""
+
+Choices = dict[int, int | None]
+"""Each offered ES's chosen item index (None = declined); an ES that did not answer is absent."""
+
+
+def query(node_id: int, values: dict) -> Message:
+    """A QUERY of config ``values`` to ``node_id``."""
+    return Message(
+        RecordDict({CONFIG: ConfigRecord(dict(values))}),
+        message_type=MessageType.QUERY,
+        dst_node_id=node_id,
+    )
+
+
+class Recruiter:
+    """Admission, offer design, choices and selection (see the module docstring)."""
+
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        module: AgentModule,
+        policy: ContractPolicy,
+        book: ContractBook,
+    ) -> None:
+        self.cfg = cfg
+        self.module = module
+        self.policy = policy
+        self.book = book
+        base_market = Market.from_params(cfg.market)
+        self.beliefs = BeliefTracker(base_market.prior, base_market.transition)
+        self.facts: dict[int, PublicFacts] = {}
+        self.incompatible: dict[int, str] = {}
+        """Nodes whose ClientApp cannot answer the protocol, and why (never asked again)."""
+
+    # ------------------------------------------------------------------ admission
+
+    def ask_public_facts(self, grid: Grid, plan: RoundPlan, node_ids: list[int]) -> None:
+        """Ask ESs seen for the first time for their public facts (workload, uplink gain)."""
+        new = [n for n in node_ids if n not in self.facts and n not in self.incompatible]
+        if not new:
+            return
+        queries = [query(n, {PHASE: PUBLIC_FACTS}) for n in new]
+        for reply in grid.send_and_receive(queries, timeout=self.cfg.federation.round_timeout_s):
+            node_id = int(reply.metadata.src_node_id)
+            if node_id not in new or node_id in self.facts or node_id in self.incompatible:
+                continue
+            if reply.has_error() and reply.error.code not in INCOMPATIBLE_ERRORS:
+                log.warning(
+                    "node %s sent no public facts (%s); asked again in a later round",
+                    node_id,
+                    one_line(reply.error.reason),
+                )
+                continue
+            try:
+                if reply.has_error():
+                    raise ValueError(reply.error.reason)
+                self.facts[node_id] = PublicFacts.from_dict(dict(reply.content[PUBLIC_FACTS]))
+            except (KeyError, TypeError, ValueError) as err:
+                reason = f"cannot answer the contract protocol: {one_line(str(err))}"
+                self.mark_incompatible(plan, node_id, reason)
+
+    def mark_incompatible(self, plan: RoundPlan, node_id: int, reason: str) -> None:
+        """Record once that a node cannot take part (a ledger row; never asked again)."""
+        reason = one_line(reason)
+        self.incompatible[node_id] = reason
+        log.warning(
+            "node %s is incompatible and will not be offered contracts: %s", node_id, reason
+        )
+        self.book.record(plan, node_id, "incompatible", reason=reason)
+
+    # ------------------------------------------------------------------ offer design
+
+    def design_offers(
+        self, grid: Grid, plan: RoundPlan, node_ids: list[int]
+    ) -> tuple[list[int], dict[str, float]]:
+        """The ESs to offer contracts to (their contracts designed) and the design times.
+
+        Period 1: a fresh seeded sample gets new contracts, designed in one batched call of the
+        policy; period 2: the period-1 participants keep theirs. Only sampled ESs are asked for
+        their public facts (once each), so a round's cost follows the offers, not the number of
+        connected ESs.
+        """
+        times = dict(plan.design_times)
+        if plan.period == 2:
+            engaged = {n for n, e in self.book.engagements.items() if e.report is not None}
+            return [n for n in node_ids if n in engaged], times
+        rng = rng_for(self.cfg.seed, "offers", plan.server_round)
+        usable = [n for n in node_ids if n not in self.incompatible]
+        sampled = sample_nodes(usable, self.cfg.incentive.max_offers_per_round, rng)
+        self.ask_public_facts(grid, plan, sampled)
+        offered = [n for n in sampled if n in self.facts]
+        self.beliefs.advance_unobserved([n for n in self.book.engagements if n not in offered])
+        designed = {n: self.market_of(n, self.beliefs.belief(n)) for n in offered}
+        self.book.forfeit_unfinished(plan)
+        self.book.engagements = {}
+        for node_id in [n for n, m in designed.items() if m is None]:
+            reason = (
+                f"cannot meet the round's deadline of {self.cfg.incentive.deadline_s:g} s "
+                f"even at f_max = {self.cfg.market.f_max_ghz:g} GHz"
+            )
+            self.book.record(plan, node_id, "no_offer", reason=reason, source="no_offer")
+        offered = [n for n in offered if designed[n] is not None]
+        markets = [designed[n] for n in offered]
+        if self.cfg.incentive.policy in UNCOMMITTED_POLICIES:
+            markets = [m.replace(participation="per_period") for m in markets]
+        if not markets:
+            return [], times
+        offers = self.policy(markets)
+        times = {"design_s": offers.design_s, "guard_s": offers.guard_s}
+        for node_id, contract, market, source in zip(
+            offered, offers.contracts, markets, offers.sources, strict=True
+        ):
+            if contract is None:
+                reason = "every contract would lose money on this ES"
+                self.book.record(plan, node_id, "no_offer", reason=reason, source=source)
+                continue
+            self.book.engagements[node_id] = Engagement(contract, market, source)
+        return [n for n in offered if n in self.book.engagements], times
+
+    def market_of(self, node_id: int, belief: np.ndarray) -> Market | None:
+        """The market the contracts of ``node_id`` are designed on. Under the ``deadline`` rule
+        a designed contract's every item meets the deadline (``deadline_market``); None when
+        the ES cannot meet it at any effort. The flat fee's fixed effort is not designed."""
+        market = es_market(self.cfg.market, self.facts[node_id], self.module.adapter_bytes, belief)
+        if (
+            self.cfg.incentive.selection != "deadline"
+            or self.cfg.incentive.policy in UNCOMMITTED_POLICIES
+        ):
+            return market
+        return deadline_market(market, self.cfg.incentive.deadline_s)
+
+    def offer(self, plan: RoundPlan, node_id: int) -> Offer:
+        """The offer this round makes ``node_id``: its contract and where it stands in it."""
+        engagement = self.book.engagements[node_id]
+        c = engagement.contract
+        report = engagement.report if plan.period == 2 else None
+        return Offer(
+            server_round=plan.server_round,
+            period=plan.period,
+            report=DECLINE if report is None else report,
+            oracle=self.cfg.incentive.policy in ORACLE_POLICIES,
+            f1=tuple(c.f1),
+            r1=tuple(c.r1),
+            f2=tuple(c.f2.ravel()),
+            r2=tuple(c.r2.ravel()),
+            held=engagement.held if plan.period == 2 else 0.0,
+            participation=engagement.market.participation,
+        )
+
+    def folds_offers(self, offered: list[int]) -> bool:
+        """Whether every ES that accepts will be chosen (then offer and TRAIN are one)."""
+        return (
+            self.cfg.federation.fold_offers
+            and bool(offered)
+            and len(offered) <= self.cfg.federation.es_per_round
+            and self.cfg.incentive.selection in FOLDING_SELECTIONS
+        )
+
+    def train_offers(
+        self, plan: RoundPlan, offered: list[int], arrays: ArrayRecord
+    ) -> tuple[list[Message], dict[int, int], tuple[int, ...]]:
+        """One TRAIN message per offered ES carrying its offer and each item's steps; with
+        the nonces (node id -> nonce) and the steps of every item offered."""
+        messages, nonces, steps_offered = [], {}, []
+        for node_id in offered:
+            offer = self.offer(plan, node_id)
+            steps = tuple(self._steps(offer.terms(item)[0]) for item in range(offer.num_items))
+            nonces[node_id] = new_nonce()
+            steps_offered.extend(steps)
+            train_offer = TrainOffer(offer, steps, self.module.base.fingerprint, nonces[node_id])
+            content = RecordDict({ARRAYS: arrays, CONFIG: ConfigRecord(train_offer.to_dict())})
+            messages.append(Message(content, message_type=MessageType.TRAIN, dst_node_id=node_id))
+        return messages, nonces, tuple(steps_offered)
+
+    def train_message(
+        self, plan: RoundPlan, node_id: int, a: Assignment, arrays: ArrayRecord
+    ) -> Message:
+        """The TRAIN instruction of a chosen ES (the global module and its committed work)."""
+        instruction = TrainInstruction(
+            plan.server_round,
+            a.steps,
+            self.module.base.fingerprint,
+            a.f_ghz,
+            a.reward,
+            a.nonce,
+            a.item,
+        )
+        content = RecordDict({ARRAYS: arrays, CONFIG: ConfigRecord(instruction.to_dict())})
+        return Message(content, message_type=MessageType.TRAIN, dst_node_id=node_id)
+
+    def _steps(self, f_ghz: float) -> int:
+        return local_steps_for(f_ghz, self.cfg.market.f_max_ghz, self.cfg.training.local_steps)
+
+    # ------------------------------------------------------------------ choices
+
+    def collect_choices(self, grid: Grid, plan: RoundPlan, offered: list[int]) -> Choices:
+        """Send each offered ES its offer (a QUERY) and read the item it names."""
+        messages = [query(n, self.offer(plan, n).to_dict()) for n in offered]
+        choices: Choices = {}
+        k = self.cfg.market.num_types
+        for reply in grid.send_and_receive(messages, timeout=self.cfg.federation.round_timeout_s):
+            node_id = int(reply.metadata.src_node_id)
+            try:
+                item = int(reply.content[METRICS][ITEM])
+                if not (item == DECLINE or 0 <= item < k):
+                    raise ValueError(f"item {item} outside [0, {k})")
+            except (KeyError, TypeError, ValueError) as err:
+                reason = reply.error.reason if reply.has_error() else str(err)
+                log.warning("node %s: unusable answer to the offer (%s)", node_id, reason)
+                continue
+            choices[node_id] = None if item == DECLINE else item
+        return choices
+
+    def choices_in_train_replies(self, plan: RoundPlan, replies: list[Message]) -> Choices:
+        """The choices the replies to this round's train offers name (the first reply of each
+        offered node; unsolicited and duplicate replies are left to validation)."""
+        choices: Choices = {}
+        k = self.cfg.market.num_types
+        for reply in replies:
+            node_id = int(reply.metadata.src_node_id)
+            if node_id not in plan.train_offers or node_id in choices:
+                continue
+            try:
+                if reply.has_error():
+                    raise ProtocolError(one_line(reply.error.reason))
+                item = TrainReply.from_dict(dict(reply.content[METRICS])).item
+                if not (item == DECLINE or 0 <= item < k):
+                    raise ProtocolError(f"item {item} outside [0, {k})")
+            except (KeyError, TypeError, ValueError) as err:
+                log.warning("node %s: unusable answer to the train offer (%s)", node_id, err)
+                continue
+            choices[node_id] = None if item == DECLINE else item
+        return choices
+
+    # ------------------------------------------------------------------ selection
+
+    def select(
+        self,
+        plan: RoundPlan,
+        offered: list[int],
+        choices: Choices,
+        nonces: dict[int, int] | None = None,
+    ) -> tuple[dict[int, Assignment], float]:
+        """Learn from the choices, then choose participants among the accepters: their
+        assignments and the round's deadline.
+
+        ``nonces``: the nonces the train offers carried (their replies must echo them); else
+        each chosen ES gets a fresh one with its TRAIN instruction.
+        """
+        candidates = {}
+        for node_id in offered:
+            accepted = self._learn_choice(plan, node_id, choices)
+            if accepted is not None:
+                nonce = nonces[node_id] if nonces else new_nonce()
+                candidates[node_id] = self._assignment(plan, node_id, *accepted, nonce)
+        return self._choose(plan, candidates)
+
+    def _learn_choice(
+        self, plan: RoundPlan, node_id: int, choices: Choices
+    ) -> tuple[int, np.ndarray] | None:
+        """Update the belief about ``node_id`` from its choice; record a decline or a missing
+        answer. The item it accepted and the belief held when it chose, or None."""
+        if node_id not in choices:
+            settled = self.book.settle_held(plan, node_id, delivered=False)
+            reason = "no answer to the offer"
+            self.book.record(plan, node_id, "no_reply", reason=reason, **settled)
+            self.beliefs.observe_choice(node_id, None)
+            return None
+        item = choices[node_id]
+        belief = self.beliefs.belief(node_id)
+        self.beliefs.observe_choice(node_id, item)
+        if item is None:
+            settled = self.book.settle_held(plan, node_id, delivered=False)
+            self.book.record(plan, node_id, "declined", **settled)
+            if plan.period == 1:
+                del self.book.engagements[node_id]
+            return None
+        if plan.period == 1:
+            self.book.engagements[node_id].report = item
+        return item, belief
+
+    def _assignment(
+        self, plan: RoundPlan, node_id: int, item: int, belief: np.ndarray, nonce: int
+    ) -> Assignment:
+        """The terms of ``item`` for ``node_id``: the work's value to the cloud, its steps,
+        the modelled latency, the ES's utility as the cloud estimates it, and the belief
+        (held when it chose) on the type the item is designed for."""
+        engagement = self.book.engagements[node_id]
+        market = engagement.market
+        f, reward = engagement.contract.terms(plan.period, item, engagement.report)
+        modelled = latency.construction_latency_s(f, market.workload_gcycles, market.upload_s)
+        return Assignment(
+            item,
+            f,
+            reward,
+            float(value_of_work(f, market)),
+            self._steps(f),
+            float(belief[item]),
+            float(modelled),
+            float(es_period_utility(reward, f, market.types[item], market)),
+            nonce,
+        )
+
+    def _choose(
+        self, plan: RoundPlan, candidates: dict[int, Assignment]
+    ) -> tuple[dict[int, Assignment], float]:
+        """Run ``incentive.selection`` on the accepters; record those not chosen."""
+        repeat_value = self.cfg.incentive.repeat_value
+        # rounds each ES's work was accepted in, from the ledger (restored with a checkpoint)
+        trained = Counter(e.node_id for e in self.book.ledger.entries if e.status == "paid")
+        selection = select_participants(
+            [
+                Candidate(
+                    n,
+                    selection_surplus(a.cloud_value, a.reward, trained[n], repeat_value),
+                    a.modelled_latency_s,
+                    trained[n],
+                )
+                for n, a in candidates.items()
+            ],
+            self.cfg.federation.es_per_round,
+            self.cfg.incentive,
+            rng_for(self.cfg.seed, "selection", plan.server_round),
+        )
+        for node_id, a in candidates.items():
+            if node_id not in selection.chosen:
+                # the ES kept its commitment; the cloud chose not to use it: pay what it holds
+                settled = self.book.settle_held(plan, node_id, delivered=True)
+                self.book.record(
+                    plan,
+                    node_id,
+                    "not_selected",
+                    a,
+                    reason=selection.reasons[node_id],
+                    modelled_latency_s=a.modelled_latency_s,
+                    **settled,
+                )
+        chosen = {
+            n: dataclasses.replace(candidates[n], chosen_because=selection.reasons[n])
+            for n in selection.chosen
+        }
+        return chosen, selection.deadline_s
