@@ -36,6 +36,7 @@ from fed_agent.designer import (
     train_designer,
     validation_set,
 )
+from fed_agent.designer.designer import markets_in_ranges
 from fed_agent.incentives.config import IncentiveConfig
 from fed_agent.incentives.policies import shipped_checkpoint
 from fed_agent.incentives.profiles import es_market, simulated_profiles
@@ -298,3 +299,22 @@ def test_imitating_demonstrations_moves_proposals_towards_held_out_optima() -> N
     cloned = ContractDesigner(replace(config, env_steps=1, imitation_steps=800))
     train_designer(cloned, evaluation=EvaluationSet.solve(heldout[:2]), demonstrations=demos)
     assert action_error(cloned) < 0.5 * untrained, (untrained, action_error(cloned))
+
+
+def test_markets_in_ranges_accepts_its_own_draws_and_nothing_wider() -> None:
+    federation = TRAINING_RANGES["federation"]
+    rng = np.random.default_rng(4)
+    inside = [sample_market(rng, federation, 3) for _ in range(40)]
+    assert markets_in_ranges(inside, federation).all()
+    wider = [
+        inside[0].replace(discount=0.6),  # delta is fixed at 0.5 in a federation
+        inside[1].replace(participation="per_period"),
+        inside[2].replace(omega=31.0),
+        inside[3].replace(transition=np.eye(3)),  # persistence 1, not -0.8
+        inside[4].replace(workload_gcycles=31.0),  # 1.5 x 20 is the most
+    ]
+    assert not markets_in_ranges(wider, federation).any()
+    broad = MarketRanges()
+    drawn = [sample_market(rng, broad, 4) for _ in range(20)]
+    assert markets_in_ranges(drawn, broad).all()
+    assert not markets_in_ranges(drawn, federation).any()

@@ -11,6 +11,7 @@ from fed_agent.contracts import (
     MarketRanges,
     audit,
     cloud_utility,
+    cloud_utility_batch,
     named_market,
     optimal_contract,
     sample_market,
@@ -19,6 +20,7 @@ from fed_agent.contracts import (
 from fed_agent.contracts.pricing import reference_menus
 from fed_agent.incentives.guard import (
     DESIGNED,
+    EXACT,
     FALLBACK,
     NO_OFFER,
     guard_offers,
@@ -109,3 +111,38 @@ def test_reference_is_the_exact_uniform_contract_per_period_and_feasible_ex_ante
             assert utility == pytest.approx(exact, rel=1e-6, abs=1e-6)
         else:
             assert utility <= exact + 1e-6 * (1 + abs(exact))
+
+
+def scarce_market():
+    """The default market with a least willing type of 0.08 and omega 16: the pooling
+    reference must pay every type the cost of theta = 0.08 and loses money, screening pays."""
+    return named_market("default").replace(types=np.linspace(0.08, 2.0, 3), omega=16.0)
+
+
+def test_an_exact_solve_serves_a_market_where_proposal_and_reference_lose_money() -> None:
+    market = scarce_market()
+    batch = MarketBatch.from_markets([market])
+    assert cloud_utility_batch(*reference_menus(batch), batch)[0] < -5
+    optimum = optimal_contract(market)
+    assert optimum.cloud_utility > 1.0
+    offers = guard_offers([market], [loss_making(market)], priced=True)
+    assert offers.sources == [EXACT] and offers.exact_solves == 1
+    assert offers.cloud_utility[0] == pytest.approx(optimum.cloud_utility, rel=1e-9)
+    assert audit(offers.contracts[0], market) == []
+    assert cloud_utility(offers.contracts[0], market) == pytest.approx(optimum.cloud_utility)
+
+
+def test_only_an_untrusted_proposal_that_loses_to_the_reference_is_checked_exactly() -> None:
+    market = named_market("default")
+    proposal = unimplementable(market)
+    trusted = guard_offers([market], [proposal], priced=True)
+    assert trusted.sources == [FALLBACK] and trusted.exact_solves == 0
+    doubted = guard_offers([market], [proposal], priced=True, trusted=np.array([False]))
+    assert doubted.sources == [EXACT] and doubted.exact_solves == 1
+    assert doubted.cloud_utility[0] == pytest.approx(85.61148, abs=1e-4)
+    # an untrusted proposal that beats the reference and half the complete-information value
+    # (91.16) is kept without a solve
+    good = guard_offers(
+        [market], [optimal_contract(market).contract], priced=True, trusted=np.array([False])
+    )
+    assert good.sources == [DESIGNED] and good.exact_solves == 0

@@ -20,6 +20,7 @@ import numpy as np
 
 from fed_agent import latency
 from fed_agent.contracts.audit import DEFAULT_TOLERANCE
+from fed_agent.contracts.constraints import value_scale
 from fed_agent.contracts.market import MIN_LOG_ARGUMENT, Market
 from fed_agent.contracts.payments import ex_ante_closed_form, per_period_closed_form
 
@@ -160,6 +161,10 @@ class MarketBatch:
             f = f - value / slope
         return np.clip(f, self.f_lo[:, None], self.f_hi[:, None])
 
+    def value_scale(self) -> np.ndarray:
+        """The money scale of each market, (B,) (``fed_agent.contracts.constraints.value_scale``)."""
+        return value_scale(self.omega, self.t_max, self.discount)
+
     def item_weights(self) -> tuple[np.ndarray, np.ndarray]:
         """Probability weights rho_i (B, K) and delta rho_i P_ij (B, K, K) of the items."""
         return self.prior, self.discount[:, None, None] * self.prior[:, :, None] * self.transition
@@ -202,13 +207,13 @@ def count_violations(
     """Violated IR, period-2 IC and intertemporal IC constraints per market, (B,).
 
     IR is each market's rule: per period (every item) or ex ante (one lifetime IR per
-    period-1 type). Uses the relative tolerance of ``fed_agent.contracts.audit``
-    (1e-6 (1 + max |R|)).
+    period-1 type). Uses the tolerance in money of ``fed_agent.contracts.audit``
+    (``DEFAULT_TOLERANCE`` times each market's :func:`value_scale`).
     """
     k = batch.num_types
     inv = 1.0 / batch.types
     x1, x2 = batch.energy_cost(f1), batch.energy_cost(f2)
-    tol = DEFAULT_TOLERANCE * (1 + np.maximum(np.abs(r1).max(axis=1), np.abs(r2).max(axis=(1, 2))))
+    tol = DEFAULT_TOLERANCE * batch.value_scale()
     per_period_ir = np.sum(x1 * inv - r1 > tol[:, None], axis=1) + np.sum(
         x2 * inv[:, None, :] - r2 > tol[:, None, None], axis=(1, 2)
     )

@@ -139,6 +139,21 @@ def _ex_ante(market: Market) -> bool:
     return market.participation == "ex_ante"
 
 
-def constraint_slack_scale(rewards: np.ndarray) -> np.ndarray | float:
-    """Scale of a contract's utilities (1 + largest reward), for relative tolerances."""
-    return 1.0 + np.max(np.abs(rewards), axis=-1)
+def value_scale(omega, t_max_s, discount):
+    """The money scale of a market: max(1, (1 + delta) omega ln(1 + T_max)).
+
+    One period of an ES's work is worth G(f) = omega ln(1 + T_max - T(f)) < omega ln(1 + T_max)
+    to the cloud (T(f) > 0), so (1 + delta) omega ln(1 + T_max) bounds what an epoch of one
+    ES can be worth, and with it the complete-information value of the market. Tolerances of
+    the audit, the batch verification and the ES's best response are fractions of this scale:
+    a fixed amount of money per market, whatever rewards a contract proposes (a tolerance
+    relative to the rewards would grow with them and let a contract with huge rewards on
+    items of no weight hide a large violation elsewhere). Works element-wise on arrays.
+    """
+    scale = (1.0 + np.asarray(discount)) * np.asarray(omega) * np.log1p(np.asarray(t_max_s))
+    return np.maximum(1.0, scale)
+
+
+def market_value_scale(market: Market) -> float:
+    """:func:`value_scale` of one market."""
+    return float(value_scale(market.omega, market.t_max_s, market.discount))

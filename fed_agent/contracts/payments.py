@@ -20,7 +20,12 @@ from scipy import sparse
 from scipy.optimize import linprog
 
 from fed_agent.contracts.audit import DEFAULT_TOLERANCE
-from fed_agent.contracts.constraints import build_constraints, constraint_arrays, item_weights
+from fed_agent.contracts.constraints import (
+    build_constraints,
+    constraint_arrays,
+    item_weights,
+    market_value_scale,
+)
 from fed_agent.contracts.contract import DynamicContract
 from fed_agent.contracts.market import Market
 from fed_agent.contracts.utility import energy_cost, value_of_work
@@ -399,10 +404,11 @@ def _closed_form_rewards(
 
 
 def _constraint_excess(f: np.ndarray, r: np.ndarray, market: Market) -> np.ndarray:
-    """Relative excess of every constraint for flat batches f, r (B, n); > 0 = violated."""
+    """Excess of every constraint for flat batches f, r (B, n) as a fraction of the market's
+    money scale (:func:`market_value_scale`); > 0 = violated."""
     system = build_constraints(market)
     excess = energy_cost(f, market) @ system.a_cost.T + r @ system.a_reward.T
-    scale = 1.0 + np.max(np.abs(r), axis=1, keepdims=True)
+    scale = market_value_scale(market)
     return np.concatenate([excess / scale, -r / scale], axis=1)
 
 
@@ -476,7 +482,7 @@ def minimal_payments_batch(
         its rewards are always feasible when reported feasible, and least-cost whenever the
         transition matrix is monotone; a few implementable menus are then reported infeasible.
     tol : float
-        Relative tolerance of the feasibility check.
+        Tolerance of the feasibility check, a fraction of the market's money scale.
 
     Returns
     -------

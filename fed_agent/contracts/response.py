@@ -7,13 +7,20 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from fed_agent.contracts.audit import DEFAULT_TOLERANCE
+from fed_agent.contracts.constraints import market_value_scale
 from fed_agent.contracts.contract import ContractItem, DynamicContract
+from fed_agent.contracts.escrow import holds_pay
 from fed_agent.contracts.market import Market
-from fed_agent.contracts.utility import es_period_utility, value_of_work
+from fed_agent.contracts.utility import energy_cost, es_period_utility, value_of_work
 
-# Utilities closer than this (relative to the largest reward) count as a tie: binding IC
-# constraints make a type exactly indifferent between its item and the one below.
-TIE_TOLERANCE = 1e-7
+TIE_TOLERANCE = 10 * DEFAULT_TOLERANCE
+"""Utilities closer than this fraction of the market's money scale
+(``fed_agent.contracts.constraints.value_scale``) count as a tie: binding IC constraints make
+a type exactly indifferent between its item and the one below. It is an amount of money per
+market, never relative to the rewards (an ES accepts no loss larger than about 1.5e-6 on the
+default market), and ten times the audit's tolerance, so a contract the audit passes is
+followed truthfully."""
 
 
 def _pick(
@@ -39,7 +46,7 @@ def best_response(
     """The item an ES of willingness ``theta`` picks from a one-period menu, or None.
 
     The ES maximises R - c(f)/theta and declines when every item gives it negative utility.
-    Ties (within ``tol`` relative to the largest reward) are broken toward ``intended`` when
+    Ties (within ``tol`` times the market's money scale) are broken toward ``intended`` when
     given (an indifferent ES tells the truth, the usual convention of mechanism design), else
     toward the higher f.
     """
@@ -48,7 +55,7 @@ def best_response(
     f = np.array([item.f_ghz for item in menu_items])
     rewards = np.array([item.reward for item in menu_items])
     values = es_period_utility(rewards, f, theta, market)
-    tie = tol * (1.0 + float(np.max(np.abs(rewards))))
+    tie = tol * market_value_scale(market)
     return _pick(values, f, values >= -tie, intended, tie)
 
 
@@ -84,14 +91,18 @@ def period2_choice(
     theta = float(market.types[period2_type])
     if market.participation == "ex_ante":
         values = es_period_utility(contract.r2[report], contract.f2[report], theta, market)
-        tie = tol * (1.0 + float(np.max(contract.r2[report])))
+        tie = tol * market_value_scale(market)
         floor = -np.inf if forfeit is None else -float(forfeit) - tie
         return _pick(values, contract.f2[report], values >= floor, period2_type, tie)
     return best_response(contract.period2_menu(report), theta, market, period2_type, tol)
 
 
 def es_choice(
-    contract: DynamicContract, market: Market, period1_type: int, tol: float = TIE_TOLERANCE
+    contract: DynamicContract,
+    market: Market,
+    period1_type: int,
+    tol: float = TIE_TOLERANCE,
+    held: bool | None = None,
 ) -> int | None:
     """The period-1 report an ES of true period-1 type ``period1_type`` makes, or None.
 
@@ -101,10 +112,18 @@ def es_choice(
     in any period), and declining period 1 means sitting out the epoch. ``ex_ante``: the ES
     takes the report of highest epoch utility if that is non-negative, and is then committed
     for period 2. Ties go to the truthful report.
+
+    ``held`` (default: :func:`fed_agent.contracts.escrow.holds_pay`, i.e. ex ante with
+    delta > 0): the period-1 reward is held and paid unchanged in period 2, so the ES values
+    it at delta per unit, as the model values period-2 money. A contract offered in the form
+    :func:`fed_agent.contracts.escrow.defer_pay` pays nothing in period 1 and is valued as
+    the model values it either way.
     """
     theta = float(market.types[period1_type])
     committed = market.participation == "ex_ante"
-    period1 = es_period_utility(contract.r1, contract.f1, theta, market)
+    held = holds_pay(market) if held is None else held
+    pay_weight = market.discount if held else 1.0
+    period1 = pay_weight * contract.r1 - energy_cost(contract.f1, market) / theta
     continuation = np.array(
         [
             market.transition[period1_type] @ _continuation(contract, market, h, tol)
@@ -112,7 +131,7 @@ def es_choice(
         ]
     )
     total = period1 + market.discount * continuation
-    tie = tol * (1.0 + float(np.max(np.abs(contract.flat_r()))))
+    tie = tol * market_value_scale(market)
     allowed = total >= -tie if committed else period1 >= -tie
     return _pick(total, contract.f1, allowed, period1_type, tie)
 
@@ -122,8 +141,10 @@ def cloud_utility_best_response(contract: DynamicContract, market: Market) -> fl
     ``period2_choice``): a menu that breaks IC or IR is scored by what ESs really do.
 
     An ES that declines period 1 sits out the epoch (value 0); one that declines in period 2
-    contributes nothing in period 2.
+    contributes nothing in period 2. Period-1 pay held until period 2
+    (:func:`fed_agent.contracts.escrow.holds_pay`) costs the cloud delta per unit.
     """
+    pay_weight = market.discount if holds_pay(market) else 1.0
     g1 = value_of_work(contract.f1, market)
     g2 = value_of_work(contract.f2, market)
     total = 0.0
@@ -133,7 +154,7 @@ def cloud_utility_best_response(contract: DynamicContract, market: Market) -> fl
         report = es_choice(contract, market, i)
         if report is None:
             continue
-        epoch = g1[report] - contract.r1[report]
+        epoch = g1[report] - pay_weight * contract.r1[report]
         for j in range(market.num_types):
             if market.transition[i, j] == 0:
                 continue

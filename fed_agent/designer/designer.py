@@ -27,6 +27,8 @@ from fed_agent.contracts import (
     MarketBatch,
     MarketRanges,
     cloud_utility_batch,
+    neighbour_transition,
+    persistence_transition,
     sample_market,
 )
 from fed_agent.contracts.pricing import PricedMenus, price_menus, reference_menus
@@ -162,6 +164,66 @@ def heldout_markets(ranges: MarketRanges, num_types: int, count: int, seed: int)
     return markets
 
 
+def _inside(values: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
+    low, high = bounds
+    return (values >= low - 1e-9 * (1 + abs(low))) & (values <= high + 1e-9 * (1 + abs(high)))
+
+
+def _transition_in_ranges(transition: np.ndarray, ranges: MarketRanges) -> bool:
+    """Whether a transition matrix is one that ``sample_market`` draws from ``ranges``."""
+    k = transition.shape[0]
+    if ranges.transition == "dirichlet":
+        return True
+    if ranges.transition == "neighbour":
+        stay = float(transition[0, 0])
+        candidates = [(stay, neighbour_transition(k, stay))]
+        bounds = ranges.transition_stay
+    else:
+        # P(p) = |p| S + (1 - |p|) / K, S = I (p >= 0) or the reversal (p < 0)
+        same = (transition[0, 0] - 1 / k) / (1 - 1 / k)
+        flip = (transition[0, k - 1] - 1 / k) / (1 - 1 / k)
+        candidates = [
+            (p, persistence_transition(k, p)) for p in (same, -flip) if -1 - 1e-9 <= p <= 1 + 1e-9
+        ]
+        candidates = [(float(np.clip(p, -1, 1)), m) for p, m in candidates]
+        bounds = ranges.persistence
+    return any(
+        np.allclose(matrix, transition, atol=1e-9) and _inside(np.array(p), bounds)
+        for p, matrix in candidates
+    )
+
+
+def markets_in_ranges(markets: Sequence[Market], ranges: MarketRanges) -> np.ndarray:
+    """(B,) whether each market is one that ``sample_market(rng, ranges, K)`` can draw.
+
+    Compared: evenly spaced types with the lowest and the span in range, delta, workload,
+    kappa, omega and T_max in range, the participation rule, the transition structure (and
+    its stay or persistence in range) and the upload time S/r within what the range of module
+    sizes gives on the market's own uplink. The prior is not compared (the ranges draw it
+    from a Dirichlet distribution over the whole simplex).
+    """
+    batch = MarketBatch.from_markets(markets)
+    types = batch.types
+    even = np.all(np.abs(np.diff(types, 2, axis=1)) <= 1e-9 * (1 + types[:, -1:]), axis=1)
+    rate = np.array([m.uplink_rate_bps for m in markets])
+    upload_bounds = [8 * b / rate for b in ranges.module_bytes]
+    inside = (
+        even
+        & _inside(types[:, 0], ranges.theta_min)
+        & _inside(types[:, -1] - types[:, 0], ranges.theta_span)
+        & _inside(batch.discount, ranges.discount)
+        & _inside(batch.workload, ranges.workload_gcycles)
+        & _inside(batch.kappa, ranges.kappa)
+        & _inside(batch.omega, ranges.omega)
+        & _inside(batch.t_max, ranges.t_max_s)
+        & (batch.upload_s >= upload_bounds[0] * (1 - 1e-9))
+        & (batch.upload_s <= upload_bounds[1] * (1 + 1e-9))
+        & (batch.ex_ante == (ranges.participation == "ex_ante"))
+    )
+    structure = np.array([_transition_in_ranges(m.transition, ranges) for m in markets])
+    return inside & structure
+
+
 class ContractDesigner:
     """Designs two-period dynamic contracts for markets with a learned policy.
 
@@ -210,6 +272,16 @@ class ContractDesigner:
     def propose(self, markets: Sequence[Market]) -> list[DynamicContract]:
         """One implementable, least-cost contract per market (see :meth:`propose_batch`)."""
         return self.propose_batch(markets).contracts()
+
+    def covers(self, markets: Sequence[Market]) -> np.ndarray:
+        """(B,) whether each market lies within the ranges this designer was trained on.
+
+        The guard trusts a proposal only there (``guard_offers(..., trusted=...)``): outside,
+        a proposal that loses to the pooling reference or earns less than half the
+        complete-information value is checked against the exact optimum. See
+        :func:`markets_in_ranges` for what is compared.
+        """
+        return markets_in_ranges(markets, self.ranges)
 
     def _check_markets(self, markets: Sequence[Market]) -> None:
         if not markets:

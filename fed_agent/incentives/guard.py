@@ -8,7 +8,19 @@ no contract pays is one to stay out of).
 
 The reference is the best pooling contract in closed form
 (:func:`fed_agent.contracts.pricing.reference_menus`): one item for every type and period,
-always implementable, the exact uniform optimum per period.
+always implementable, the exact uniform optimum per period. Where both proposal and
+reference lose money, or the better of the two earns less than ``EXACT_BELOW`` of the
+market's complete-information value (a closed-form upper bound, so a proposal far below it
+may be leaving money on the table) on a market the policy is not trusted on, the guard
+solves the market exactly
+(:func:`fed_agent.contracts.solvers.optimal_contract`) before it gives up or settles: a
+market where some contract pays is never left without an offer.
+
+Under ex ante participation every offer is made in its deferred form
+(:func:`fed_agent.contracts.escrow.defer_pay`): nothing is paid in period 1, and the period-2
+items after report i carry the period-1 reward divided by delta, so an ES that discounts
+period-2 money as the model does values the offer as the model does (pay held and released
+unchanged would be worth only delta per unit to it).
 """
 
 from __future__ import annotations
@@ -23,12 +35,20 @@ from fed_agent.contracts import (
     Market,
     MarketBatch,
     cloud_utility_batch,
+    complete_information_utility,
     count_violations,
+    optimal_contract,
 )
+from fed_agent.contracts.escrow import deferred_menus
 from fed_agent.contracts.payments import within_bounds
 from fed_agent.contracts.pricing import price_menus, reference_menus
 
-DESIGNED, FALLBACK, NO_OFFER = "designer", "fallback", "no_offer"
+DESIGNED, FALLBACK, EXACT, NO_OFFER = "designer", "fallback", "exact", "no_offer"
+EXACT_BELOW = 0.5
+"""On a market where the policy is not trusted, the guard solves exactly when the proposal
+loses to the pooling reference or the better of the two earns less than this share of the
+market's complete-information value (every market is solved when both lose money).
+docs/contract-model.md, "The guard", has the measurements behind it."""
 
 
 @dataclass(frozen=True)
@@ -40,8 +60,8 @@ class GuardedOffers:
     contracts : list
         The contract offered to each ES, or None (no offer).
     sources : list of str
-        ``designer`` (the policy's proposal), ``fallback`` (the reference was better) or
-        ``no_offer``.
+        ``designer`` (the policy's proposal), ``fallback`` (the reference was better),
+        ``exact`` (the guard's exact solve was better than both) or ``no_offer``.
     cloud_utility : np.ndarray
         (B,) expected cloud utility per ES of what is offered (0 for no offer).
     """
@@ -53,10 +73,17 @@ class GuardedOffers:
     """Wall time of the policy's design call."""
     guard_s: float = 0.0
     """Wall time of the guard (pricing, reference, choice)."""
+    exact_solves: int = 0
+    """Markets the guard solved exactly."""
 
 
 def guard_offers(
-    markets: Sequence[Market], proposals: Sequence[DynamicContract], priced: bool
+    markets: Sequence[Market],
+    proposals: Sequence[DynamicContract],
+    priced: bool,
+    exact_below: float = EXACT_BELOW,
+    defer: bool = True,
+    trusted: np.ndarray | None = None,
 ) -> GuardedOffers:
     """Price each proposal, compare it with the reference, and decide what to offer.
 
@@ -73,6 +100,16 @@ def guard_offers(
         proposal's f exactly (:func:`price_menus`: closed form where certified, else the
         minimal payment LP), which also repairs rewards that are too high or break a
         constraint.
+    exact_below : float
+        On an untrusted market, solve exactly when the proposal loses to the reference or
+        the better of the two earns less than this share of the market's
+        complete-information value. Every market is solved exactly when both lose money.
+    trusted : np.ndarray, optional
+        (B,) markets where the policy is trusted (a learned designer within its training
+        ranges, ``ContractDesigner.covers``); default: every market. On trusted markets
+        only a loss triggers the exact solve, which keeps the guard cheap in distribution.
+    defer : bool
+        Offer ex ante contracts with all period-1 pay deferred (see the module docstring).
     """
     if len(markets) != len(proposals):
         raise ValueError(f"{len(proposals)} proposals for {len(markets)} markets")
@@ -86,29 +123,48 @@ def guard_offers(
         valid &= (r1.min(axis=1) >= 0) & (r2.min(axis=(1, 2)) >= 0)
         proposed = np.where(valid, cloud_utility_batch(f1, r1, f2, r2, batch), -np.inf)
     else:
-        menus = price_menus(f1, f2, markets, batch)
-        r1, r2, proposed = menus.r1, menus.r2, menus.utility
+        repriced = price_menus(f1, f2, markets, batch)
+        r1, r2, proposed = repriced.r1, repriced.r2, repriced.utility
     proposed = np.where(np.isfinite(proposed), proposed, -np.inf)
     ref = reference_menus(batch)
     reference = cloud_utility_batch(*ref, batch)
-    contracts: list[DynamicContract | None] = []
+    best = np.maximum(proposed, reference)
+    upper = complete_information_utility(batch)
+    trusted = np.ones(batch.size, bool) if trusted is None else np.asarray(trusted, bool)
+    doubtful = (proposed < reference) | (best < exact_below * upper)
+    solve = (best < 0) | (~trusted & doubtful)
+    exact: dict[int, tuple[DynamicContract, float]] = {}
+    for row in np.flatnonzero(solve):
+        solution = optimal_contract(markets[row])
+        if solution.cloud_utility > max(best[row], 0.0):
+            exact[row] = (solution.contract, solution.cloud_utility)
+    menus = [np.array(a, dtype=float, copy=True) for a in (f1, r1, f2, r2)]
     sources: list[str] = []
+    utility = np.zeros(batch.size)
     for row in range(batch.size):
-        if max(proposed[row], reference[row]) < 0:
-            contracts.append(None)
+        if row in exact:
+            contract, utility[row] = exact[row]
+            terms = (contract.f1, contract.r1, contract.f2, contract.r2)
+            for menu, value in zip(menus, terms, strict=True):
+                menu[row] = value
+            sources.append(EXACT)
+        elif best[row] < 0:
             sources.append(NO_OFFER)
         elif proposed[row] >= reference[row]:
-            # a verified proposal is offered as it is; a re-priced one with its new rewards
-            if priced:
-                contracts.append(proposals[row])
-            else:
-                contracts.append(DynamicContract(f1[row], r1[row], f2[row], r2[row]))
+            # the verified (or re-priced) proposal
             sources.append(DESIGNED)
+            utility[row] = proposed[row]
         else:
-            contracts.append(DynamicContract(ref[0][row], ref[1][row], ref[2][row], ref[3][row]))
+            for menu, value in zip(menus, ref, strict=True):
+                menu[row] = value[row]
             sources.append(FALLBACK)
-    utility = np.where([s == NO_OFFER for s in sources], 0.0, np.maximum(proposed, reference))
-    return GuardedOffers(contracts, sources, utility)
+            utility[row] = reference[row]
+    offered = np.array([source != NO_OFFER for source in sources])
+    if defer:
+        menus[1], menus[3] = deferred_menus(menus[1], menus[3], batch.discount, batch.ex_ante)
+    stacked = iter(DynamicContract.stacked(*(m[offered] for m in menus)) if offered.any() else [])
+    contracts = [next(stacked) if offer else None for offer in offered]
+    return GuardedOffers(contracts, sources, utility, exact_solves=int(solve.sum()))
 
 
 def _within_bounds(f1: np.ndarray, f2: np.ndarray, batch: MarketBatch) -> np.ndarray:
