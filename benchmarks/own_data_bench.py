@@ -187,7 +187,7 @@ def main() -> None:
     parser.add_argument("--experiment", default="vlm")
     parser.add_argument(
         "--overrides",
-        default="model=tiny-vlm-digits",
+        default="",
         help="Hydra overrides of the experiment (one string)",
     )
     parser.add_argument("--seeds", default="0,1,2,3,4")
