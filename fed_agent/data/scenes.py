@@ -56,11 +56,6 @@ class Scene:
         """The safe driving decision: ``stop``, ``slow`` or ``go`` (see :func:`decide_action`)."""
         return decide_action(self)
 
-    @property
-    def is_hazardous(self) -> bool:
-        """True when the scene calls for anything but ``go``."""
-        return self.action != "go"
-
 
 def _in_path(obj: SceneObject) -> bool:
     return obj.position in ("ahead", "crosswalk")

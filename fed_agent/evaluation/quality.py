@@ -7,7 +7,6 @@ of its class logits and the cross-entropy of the right class, on the ``decide`` 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,11 +40,6 @@ class Quality:
     exact_match: float = float("nan")
     """Share of free-text examples (no closed answer set, not ``decide``) that greedy decoding
     answers exactly (NaN if none)."""
-
-    @property
-    def answer_perplexity(self) -> float:
-        """exp(answer_loss)."""
-        return math.exp(self.answer_loss)
 
     @property
     def accuracy_interval(self) -> tuple[float, float]:

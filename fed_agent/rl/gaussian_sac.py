@@ -89,6 +89,8 @@ class TanhGaussianPolicy(nn.Module):
 class GaussianSAC(OffPolicyLearner):
     """SAC with a tanh-Gaussian actor; the same update(batch) interface as DiffusionSAC."""
 
+    networks = ("actor", "critic", "critic_target")
+
     def __init__(
         self, state_dim: int, action_dim: int, config: GaussianSACConfig, seed: int
     ) -> None:
@@ -150,27 +152,3 @@ class GaussianSAC(OffPolicyLearner):
         loss = (mean_action - actions).pow(2).mean()
         self._step(self.actor_optimizer, loss, self.actor)
         return {"imitation_loss": loss.item()}
-
-    def _step(self, optimizer: torch.optim.Optimizer, loss: Tensor, module: nn.Module) -> None:
-        """Backpropagate and step with gradient-norm clipping."""
-        optimizer.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(module.parameters(), self.config.grad_clip_norm)
-        optimizer.step()
-
-    def state_dict(self) -> dict[str, dict[str, Tensor]]:
-        """Network weights keyed by network name."""
-        return {
-            "actor": self.actor.state_dict(),
-            "critic": self.critic.state_dict(),
-            "critic_target": self.critic_target.state_dict(),
-            "log_alpha": {"value": self.log_alpha.detach().reshape(1)},
-        }
-
-    def load_state_dict(self, state: dict[str, dict[str, Tensor]]) -> None:
-        """Restore what :meth:`state_dict` returned."""
-        self.actor.load_state_dict(state["actor"])
-        self.critic.load_state_dict(state["critic"])
-        self.critic_target.load_state_dict(state["critic_target"])
-        with torch.no_grad():
-            self.log_alpha.copy_(state["log_alpha"]["value"][0])

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from fed_agent.rl.critic import TwinQ
 from fed_agent.rl.denoiser import Denoiser
@@ -165,6 +165,8 @@ class DiffusionSAC(OffPolicyLearner):
         Seeds the network initialisation and the learner's own generator.
     """
 
+    networks = ("actor", "actor_target", "critic", "critic_target")
+
     def __init__(self, state_dim: int, action_dim: int, config: EDMSACConfig, seed: int) -> None:
         self.config = config
         self.state_dim = state_dim
@@ -297,33 +299,3 @@ class DiffusionSAC(OffPolicyLearner):
         """Polyak-average critic and actor targets (masks are copied by polyak_update)."""
         polyak_update(self.critic, self.critic_target, self.config.tau)
         polyak_update(self.actor, self.actor_target, self.config.tau)
-
-    def _step(self, optimizer: torch.optim.Optimizer, loss: Tensor, module: nn.Module) -> None:
-        """Backpropagate ``loss`` and step ``optimizer`` with gradient-norm clipping."""
-        optimizer.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(module.parameters(), self.config.grad_clip_norm)
-        optimizer.step()
-
-    def state_dict(self) -> dict[str, dict[str, Tensor]]:
-        """Network weights and buffers (masks included), keyed by network name."""
-        return {
-            "actor": self.actor.state_dict(),
-            "actor_target": self.actor_target.state_dict(),
-            "critic": self.critic.state_dict(),
-            "critic_target": self.critic_target.state_dict(),
-            "log_alpha": {"value": self.log_alpha.detach().reshape(1)},
-        }
-
-    def load_state_dict(self, state: dict[str, dict[str, Tensor]]) -> None:
-        """Restore what :meth:`state_dict` returned."""
-        self.actor.load_state_dict(state["actor"])
-        self.actor_target.load_state_dict(state["actor_target"])
-        self.critic.load_state_dict(state["critic"])
-        self.critic_target.load_state_dict(state["critic_target"])
-        with torch.no_grad():
-            self.log_alpha.copy_(state["log_alpha"]["value"][0])
-
-    def config_dict(self) -> dict[str, object]:
-        """The config as plain JSON-able values."""
-        return asdict(self.config)

@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fed_agent.screening.config import ScreeningConfig
-from fed_agent.screening.robust import Verdict
+from fed_agent.screening.robust import Verdict, VerdictOutcome
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ class Reference:
 
 
 @dataclass(frozen=True)
-class Judged:
+class Judged(VerdictOutcome):
     """One update's verdict and the figures it was judged on."""
 
     verdict: Verdict
@@ -108,20 +108,11 @@ class Judged:
     """Cosine to the reference update (NaN when not computed)."""
     detail: str = ""
 
-    @property
-    def kept(self) -> bool:
-        """Whether the update may be aggregated (and paid)."""
-        return self.verdict is Verdict.KEEP
-
-    @property
-    def reason(self) -> str:
-        """A log line saying why (empty when kept)."""
-        if self.kept:
-            return ""
+    def figures(self) -> str:  # noqa: D102 -- VerdictOutcome's
         extra = f", {self.detail}" if self.detail else ""
         return (
-            f"{self.verdict.value} update (norm {self.norm_ratio:.3g} x expected, cosine to "
-            f"the cloud's reference {self.cosine:.3g}{extra})"
+            f"norm {self.norm_ratio:.3g} x expected, cosine to the cloud's reference "
+            f"{self.cosine:.3g}{extra}"
         )
 
 

@@ -72,15 +72,13 @@ class ScreeningConfig:
 DEFAULT_SCREENING = ScreeningConfig()
 
 
-@dataclass(frozen=True)
-class Screened:
-    """One update's screening result and the statistics it was judged on."""
+class VerdictOutcome:
+    """What every screening result says: whether its update is kept and, if not, why.
+
+    A subclass has a ``verdict`` and names the figures it was judged on (:meth:`figures`).
+    """
 
     verdict: Verdict
-    norm: float
-    cosine: float
-    """Cosine to the robust centre (NaN when not computed)."""
-    median_norm: float
 
     @property
     def kept(self) -> bool:
@@ -90,11 +88,27 @@ class Screened:
     @property
     def reason(self) -> str:
         """A log line saying why (empty when kept)."""
-        if self.kept:
-            return ""
+        return "" if self.kept else f"{self.verdict.value} update ({self.figures()})"
+
+    def figures(self) -> str:
+        """The figures behind the verdict, for :attr:`reason`."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Screened(VerdictOutcome):
+    """One update's screening result and the statistics it was judged on."""
+
+    verdict: Verdict
+    norm: float
+    cosine: float
+    """Cosine to the robust centre (NaN when not computed)."""
+    median_norm: float
+
+    def figures(self) -> str:  # noqa: D102 -- VerdictOutcome's
         return (
-            f"{self.verdict.value} update (norm {self.norm:.3g}, median norm "
-            f"{self.median_norm:.3g}, cosine to centre {self.cosine:.3g})"
+            f"norm {self.norm:.3g}, median norm {self.median_norm:.3g}, cosine to centre "
+            f"{self.cosine:.3g}"
         )
 
 
@@ -159,15 +173,6 @@ def trimmed_mean(
         ordered = np.sort(_stack(states, k), axis=0)
         out[k] = ordered[cut : len(states) - cut].mean(axis=0).astype(np.float32)
     return out
-
-
-def update_norms(
-    states: Sequence[Mapping[str, np.ndarray]], global_state: Mapping[str, np.ndarray]
-) -> np.ndarray:
-    """L2 norm of each ``state - global_state`` (NaN/Inf propagate)."""
-    keys = list(global_state)
-    reference = flatten(global_state, keys)
-    return np.array([np.linalg.norm(flatten(s, keys) - reference) for s in states])
 
 
 def screen(
