@@ -24,6 +24,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from fed_agent.validation import check_number
+
 
 @dataclass
 class PrivacyConfig:
@@ -35,10 +37,9 @@ class PrivacyConfig:
     delta: float = 1e-5
 
     def __post_init__(self) -> None:
-        if self.noise_multiplier <= 0 or self.clipping_norm <= 0:
-            raise ValueError("privacy.noise_multiplier and privacy.clipping_norm must be > 0")
-        if not 0 < self.delta < 1:
-            raise ValueError(f"privacy.delta must be in (0, 1), got {self.delta}")
+        check_number("privacy.noise_multiplier", self.noise_multiplier, 0, ends="()")
+        check_number("privacy.clipping_norm", self.clipping_norm, 0, ends="()")
+        check_number("privacy.delta", self.delta, 0, 1, ends="()")
 
 
 def offer_sampling_rate(max_offers_per_round: int, min_available_es: int) -> float:

@@ -141,9 +141,13 @@ def test_nobody_is_chosen_when_no_set_pays_for_its_latency():
         ("deadline_s", 0.0, "incentive.deadline_s must be a finite number > 0"),
         ("deadline_s", float("inf"), "incentive.deadline_s must be a finite number > 0"),
         ("selection", "fastest", "incentive.selection: unknown value 'fastest'"),
-        ("repeat_value", 0.0, r"incentive.repeat_value must be in \(0, 1\]"),
-        ("repeat_value", 1.2, r"incentive.repeat_value must be in \(0, 1\]"),
-        ("repeat_value", float("nan"), r"incentive.repeat_value must be in \(0, 1\]"),
+        ("repeat_value", 0.0, r"incentive.repeat_value must be a finite number in \(0, 1\]"),
+        ("repeat_value", 1.2, r"incentive.repeat_value must be a finite number in \(0, 1\]"),
+        (
+            "repeat_value",
+            float("nan"),
+            r"incentive.repeat_value must be a finite number in \(0, 1\]",
+        ),
     ],
 )
 def test_bad_selection_settings_are_refused_when_the_config_loads(field, value, message):

@@ -20,7 +20,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import OmegaConfBaseException, ValidationError
 
 from fed_agent.config.schema import ExperimentConfig
 
@@ -68,6 +68,17 @@ def _valid_keys_hint(overrides: Sequence[str]) -> str:
     return ""
 
 
+def _hydra_message(err: Exception) -> str:
+    """Hydra's message on one line, with the reason of a value it refused (Hydra's own message
+    names only the override: ``Error merging override federation.num_es=true``)."""
+    text = str(err).split("Config search path:")[0]
+    message = " ".join(line.strip() for line in text.splitlines() if line.strip())
+    cause = err.__cause__
+    if isinstance(cause, ValidationError) and str(cause).strip():
+        message += f": {str(cause).strip().splitlines()[0]}"
+    return message
+
+
 @functools.lru_cache(maxsize=16)
 def _compose(experiment: str, overrides: tuple[str, ...]) -> ExperimentConfig:
     if experiment not in experiment_names():
@@ -78,7 +89,7 @@ def _compose(experiment: str, overrides: tuple[str, ...]) -> ExperimentConfig:
             raw = compose("config", overrides=[f"experiment={experiment}", *overrides])
         cfg = OmegaConf.to_object(raw)
     except (HydraException, OmegaConfBaseException) as err:
-        raise ConfigError(f"{err}{_valid_keys_hint(overrides)}") from err
+        raise ConfigError(f"{_hydra_message(err)}{_valid_keys_hint(overrides)}") from err
     except ValueError as err:  # raised by a schema's __post_init__
         raise ConfigError(str(err)) from err
     return cfg

@@ -6,7 +6,6 @@ the dataclass registered for its group, so a misspelt key fails at compose time.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -16,9 +15,11 @@ from fed_agent.choices import check_choice
 from fed_agent.contracts.market import MarketParams
 from fed_agent.incentives.config import IncentiveConfig
 from fed_agent.incentives.policies import LEARNED_POLICIES, designer_checkpoint
+from fed_agent.incentives.profiles import check_simulated_markets
 from fed_agent.privacy import PrivacyConfig
 from fed_agent.screening.aggregation import AGGREGATORS
 from fed_agent.screening.config import ScreeningConfig
+from fed_agent.validation import check_number
 
 TASKS = ("decide", "describe")
 PROMPT_STYLES = ("log", "natural")
@@ -121,12 +122,10 @@ class FederationConfig:
             "min_available_es",
             "checkpoint_every",
         ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"federation.{name} must be >= 1, got {getattr(self, name)}")
-        if not (math.isfinite(self.round_timeout_s) and self.round_timeout_s > 0):
-            raise ValueError(
-                f"federation.round_timeout_s must be a finite number > 0, got {self.round_timeout_s}"
-            )
+            check_number(f"federation.{name}", getattr(self, name), 1, integer=True)
+        check_number("federation.round_timeout_s", self.round_timeout_s, 0, ends="()")
+        check_number("federation.client_cpus", self.client_cpus, 0, ends="()")
+        check_number("federation.server_learning_rate", self.server_learning_rate, 0, 4, ends="(]")
         for name in ("es_per_round", "min_available_es"):
             if getattr(self, name) > self.num_es:
                 raise ValueError(
@@ -134,11 +133,6 @@ class FederationConfig:
                     f"{getattr(self, name)}"
                 )
         check_choice("federation.aggregation", self.aggregation, AGGREGATIONS)
-        if not (math.isfinite(self.server_learning_rate) and 0 < self.server_learning_rate <= 4):
-            raise ValueError(
-                "federation.server_learning_rate must be in (0, 4], got "
-                f"{self.server_learning_rate}"
-            )
 
 
 @dataclass
@@ -194,6 +188,21 @@ class ModelConfig:
             )
         if not 0 <= self.lora_dropout < 1:
             raise ValueError(f"model.lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        for name in (
+            "num_layers",
+            "vocab_size",
+            "max_seq_len",
+            "lora_r",
+            "intermediate_size",
+            "vision_hidden_size",
+            "vision_layers",
+            "patch_size",
+            "pretrain_corpus_size",
+            "lora_alpha",
+        ):
+            check_number(f"model.{name}", getattr(self, name), 1, integer=True)
+        check_number("model.pretrain_steps", self.pretrain_steps, 0, integer=True)
+        check_number("model.pretrain_lr", self.pretrain_lr, 0, ends="()")
 
 
 @dataclass
@@ -211,13 +220,12 @@ class TrainingConfig:
     """Learning rate over one local training call: constant or linear (decay to 0)."""
 
     def __post_init__(self) -> None:
-        if self.local_steps < 0 or self.batch_size < 1 or self.eval_batch_size < 1:
-            raise ValueError(
-                "training.local_steps must be >= 0 and the batch sizes >= 1, got "
-                f"{self.local_steps}, {self.batch_size}, {self.eval_batch_size}"
-            )
-        if not self.learning_rate > 0:
-            raise ValueError(f"training.learning_rate must be > 0, got {self.learning_rate}")
+        check_number("training.local_steps", self.local_steps, 0, integer=True)
+        check_number("training.batch_size", self.batch_size, 1, integer=True)
+        check_number("training.eval_batch_size", self.eval_batch_size, 1, integer=True)
+        check_number("training.learning_rate", self.learning_rate, 0, ends="()")
+        # clipping to 0 would zero every step: a norm bound must be > 0
+        check_number("training.max_grad_norm", self.max_grad_norm, 0, ends="()")
         check_choice("training.lr_schedule", self.lr_schedule, LR_SCHEDULES)
 
 
@@ -270,16 +278,14 @@ class DataConfig:
                     "reference splits come from its own files, never from an ES"
                 )
         check_choice("data.prompt_style", self.prompt_style, PROMPT_STYLES)
-        if self.samples_per_es < 1 or self.eval_samples < 1:
-            raise ValueError("data.samples_per_es and data.eval_samples must be >= 1")
-        if not self.dirichlet_alpha > 0:
-            raise ValueError(f"data.dirichlet_alpha must be > 0, got {self.dirichlet_alpha}")
+        for name in ("samples_per_es", "eval_samples"):
+            check_number(f"data.{name}", getattr(self, name), 1, integer=True)
+        check_number("data.dirichlet_alpha", self.dirichlet_alpha, 0, ends="()")
         if not self.tasks:
             raise ValueError(f"data.tasks must name at least one of {list(TASKS)}")
         for task in self.tasks:
             check_choice("data.tasks", task, TASKS)
-        if self.image_size < 8:
-            raise ValueError(f"data.image_size must be >= 8, got {self.image_size}")
+        check_number("data.image_size", self.image_size, 8, integer=True)
 
 
 @dataclass
@@ -329,12 +335,14 @@ class ExperimentConfig:
     """The exported agent: this run's module name and an earlier agent to extend."""
 
     def __post_init__(self) -> None:
+        check_number("seed", self.seed, 0, integer=True)
         name = self.run_name
         if name in ("", ".", "..") or any(c in name for c in RUN_NAME_FORBIDDEN):
             raise ValueError(
                 "run_name must name one folder: not empty, '.' or '..', and without path "
                 f"separators (/ or \\), got {name!r}"
             )
+        check_simulated_markets(self.market, self.incentive)
         if self.model.name == "hf":
             check_hf_model_available(self.model.path)
         # a learned policy needs a designer for this K: fail here, before any run folder

@@ -7,7 +7,9 @@ validated, numpy-backed value object that every other module of ``fed_agent.cont
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
+from numbers import Real
 
 import numpy as np
 
@@ -108,7 +110,7 @@ class MarketParams:
             isinstance(self.num_types, int) and 2 <= self.num_types <= MAX_TYPES
         ):
             raise ValueError(
-                f"num_types: must be an integer in [2, {MAX_TYPES}], got {self.num_types!r}"
+                f"market.num_types: must be an integer in [2, {MAX_TYPES}], got {self.num_types!r}"
             )
         for name in DOMAINS:
             value = getattr(self, name)
@@ -116,13 +118,48 @@ class MarketParams:
                 check_in_domain(name, value)
         if self.theta_max <= self.theta_min:
             raise ValueError(
-                f"theta_max: must be > theta_min = {self.theta_min}, got {self.theta_max}"
+                f"market.theta_max: must be > theta_min = {self.theta_min}, got {self.theta_max}"
             )
         if self.f_max_ghz <= self.f_min_ghz:
             raise ValueError(
-                f"f_max_ghz: must be > f_min_ghz = {self.f_min_ghz}, got {self.f_max_ghz}"
+                f"market.f_max_ghz: must be > f_min_ghz = {self.f_min_ghz}, got {self.f_max_ghz}"
             )
         check_choice("participation", self.participation, PARTICIPATION_RULES)
+        self._check_lists()
+        # the market these settings build (type order, probabilities, the range of f) is
+        # checked here too, so a bad one fails when the config loads, not inside a run
+        try:
+            Market.from_params(self)
+        except ValueError as err:
+            raise ValueError(f"market.{err}") from err
+
+    def _check_lists(self) -> None:
+        """``types`` and ``prior`` hold K numbers and ``transition`` K rows of K, when given."""
+        k = self.num_types
+        for name, values in (("types", self.types), ("prior", self.prior)):
+            if values is not None:
+                _check_number_list(name, values, k)
+        if self.transition is not None:
+            rows = self.transition
+            if isinstance(rows, str) or not isinstance(rows, Sequence) or len(rows) != k:
+                raise ValueError(
+                    f"market.transition: must be a list of num_types = {k} rows, got {rows!r}"
+                )
+            for i, row in enumerate(rows):
+                _check_number_list(f"transition[{i}]", row, k)
+
+
+def _check_number_list(name: str, values: object, length: int) -> None:
+    """Refuse anything but a list of ``length`` real numbers (finiteness: ``Market``)."""
+    if (
+        isinstance(values, str)
+        or not isinstance(values, Sequence)
+        or len(values) != length
+        or any(isinstance(v, bool) or not isinstance(v, Real) for v in values)
+    ):
+        raise ValueError(
+            f"market.{name}: must be a list of num_types = {length} numbers, got {values!r}"
+        )
 
 
 def _frozen_array(values: object, name: str, ndim: int) -> np.ndarray:

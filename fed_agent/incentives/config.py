@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from fed_agent.choices import check_choice
+from fed_agent.validation import check_number
 
 POLICIES = (
     "fedavg_flat_fee",
@@ -70,21 +70,12 @@ class IncentiveConfig:
     def __post_init__(self) -> None:
         check_choice("incentive.policy", self.policy, POLICIES)
         check_choice("incentive.selection", self.selection, SELECTION_RULES)
-        if self.rounds_per_period < 1 or self.max_offers_per_round < 1:
-            raise ValueError("incentive.rounds_per_period and max_offers_per_round must be >= 1")
-        if not (math.isfinite(self.latency_price) and self.latency_price >= 0):
-            raise ValueError(
-                f"incentive.latency_price must be a finite number >= 0, got {self.latency_price}"
-            )
-        if not (math.isfinite(self.deadline_s) and self.deadline_s > 0):
-            raise ValueError(
-                f"incentive.deadline_s must be a finite number > 0, got {self.deadline_s}"
-            )
-        if not (math.isfinite(self.repeat_value) and 0 < self.repeat_value <= 1):
-            raise ValueError(f"incentive.repeat_value must be in (0, 1], got {self.repeat_value}")
-        if self.flat_fee < 0 or self.flat_fee_f_ghz <= 0:
-            raise ValueError("incentive.flat_fee must be >= 0 and flat_fee_f_ghz > 0")
-        if not 0 <= self.workload_spread < 1:
-            raise ValueError(
-                f"incentive.workload_spread must be in [0, 1), got {self.workload_spread}"
-            )
+        for name in ("rounds_per_period", "max_offers_per_round"):
+            check_number(f"incentive.{name}", getattr(self, name), 1, integer=True)
+        check_number("incentive.latency_price", self.latency_price, 0)
+        check_number("incentive.deadline_s", self.deadline_s, 0, ends="()")
+        check_number("incentive.repeat_value", self.repeat_value, 0, 1, ends="(]")
+        check_number("incentive.flat_fee", self.flat_fee, 0)
+        check_number("incentive.flat_fee_f_ghz", self.flat_fee_f_ghz, 0, ends="()")
+        check_number("incentive.workload_spread", self.workload_spread, 0, 1, ends="[)")
+        check_number("incentive.channel_gain_spread_db", self.channel_gain_spread_db, 0)

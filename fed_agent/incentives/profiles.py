@@ -102,6 +102,27 @@ def es_market(
     return market.replace(prior=np.asarray(belief, dtype=float))
 
 
+def check_simulated_markets(params: MarketParams, incentive: IncentiveConfig) -> None:
+    """Refuse settings under which a simulated ES could get no valid market.
+
+    The ES with the most work (``workload_spread`` above the market's workload) on the weakest
+    uplink (``channel_gain_spread_db`` below its gain) needs the highest f; its market must
+    still have a non-empty range of f, or the run would fail at that ES's first offer.
+    """
+    worst = (
+        params.workload_gcycles * (1 + incentive.workload_spread),
+        params.channel_gain * 10 ** (-incentive.channel_gain_spread_db / 10),
+    )
+    try:
+        es_market(params, PublicFacts(*worst), None, None)
+    except ValueError as err:
+        raise ValueError(
+            "incentive.workload_spread and incentive.channel_gain_spread_db: the simulated ES "
+            f"with workload {worst[0]:.4g} Gcycles and channel gain {worst[1]:.4g} has no valid "
+            f"market ({err})"
+        ) from err
+
+
 DEADLINE_MARGIN = 1e-6
 """Relative margin by which a deadline's f floor sits above W / (D - S/r), so that an item at
 the floor (an exact optimum often sits there) meets the deadline despite rounding."""

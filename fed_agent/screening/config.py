@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from fed_agent.validation import check_number
+
 
 @dataclass
 class ScreeningConfig:
@@ -48,20 +50,16 @@ class ScreeningConfig:
     (``strategies/reference_job.py``): 64 steps take ~4 s of the default run's rounds."""
 
     def __post_init__(self) -> None:
-        if not (0 <= self.min_reference_cosine < 1 and 0 <= self.cosine_fraction < 1):
-            raise ValueError(f"min_reference_cosine and cosine_fraction must be in [0, 1): {self}")
-        if not self.random_cosine_sigmas >= 0:
-            raise ValueError(f"random_cosine_sigmas must be >= 0: {self}")
-        if not 0 < self.low_norm_ratio < 1 <= self.clip_ratio <= self.high_norm_ratio:
-            raise ValueError(
-                f"need 0 < low_norm_ratio < 1 <= clip_ratio <= high_norm_ratio: {self}"
-            )
-        if not 0 < self.copy_cosine <= 1:
-            raise ValueError(f"copy_cosine must be in (0, 1]: {self}")
-        if not 0 <= self.norm_effort_exponent <= 1:
-            raise ValueError(f"norm_effort_exponent must be in [0, 1]: {self}")
-        if min(self.history_rounds, self.reference_samples, self.max_reference_steps) < 1:
-            raise ValueError(f"history, reference samples and steps must be >= 1: {self}")
+        for name in ("min_reference_cosine", "cosine_fraction"):
+            check_number(f"screening.{name}", getattr(self, name), 0, 1, ends="[)")
+        check_number("screening.random_cosine_sigmas", self.random_cosine_sigmas, 0)
+        check_number("screening.low_norm_ratio", self.low_norm_ratio, 0, 1, ends="()")
+        check_number("screening.clip_ratio", self.clip_ratio, 1)
+        check_number("screening.high_norm_ratio", self.high_norm_ratio, self.clip_ratio)
+        check_number("screening.copy_cosine", self.copy_cosine, 0, 1, ends="(]")
+        check_number("screening.norm_effort_exponent", self.norm_effort_exponent, 0, 1)
+        for name in ("history_rounds", "reference_samples", "max_reference_steps"):
+            check_number(f"screening.{name}", getattr(self, name), 1, integer=True)
 
     def steps_for(self, contracted: Sequence[int]) -> int:
         """The reference's steps for a round whose ESs contract ``contracted`` steps."""

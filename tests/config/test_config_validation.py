@@ -33,10 +33,16 @@ ROOT = Path(__file__).resolve().parents[2]
         ("federation.es_per_round=11", r"federation.es_per_round must be <= federation.num_es"),
         (
             "federation.server_learning_rate=0",
-            r"federation.server_learning_rate must be in \(0, 4\]",
+            r"federation.server_learning_rate must be a finite number in \(0, 4\]",
         ),
-        ("federation.server_learning_rate=nan", r"federation.server_learning_rate must be in"),
-        ("federation.server_learning_rate=5", r"federation.server_learning_rate must be in"),
+        (
+            "federation.server_learning_rate=nan",
+            r"federation.server_learning_rate must be a finite number in",
+        ),
+        (
+            "federation.server_learning_rate=5",
+            r"federation.server_learning_rate must be a finite number in",
+        ),
         ("federation.min_available_es=11", "federation.min_available_es must be <= federation"),
         ("model.lora_dropout=1.5", r"model.lora_dropout must be in \[0, 1\)"),
         ("model.lora_dropout=1.0", r"model.lora_dropout must be in \[0, 1\)"),
