@@ -148,7 +148,8 @@ def _validation_message(err: RequestValidationError) -> tuple[str, str | None]:
     field = str(loc[1]) if len(loc) > 1 else ""
     if field in UNSUPPORTED and first.get("type") != "missing":
         return f"{where}: {UNSUPPORTED[field]} (omit it or send its neutral value)", field
-    return f"{where}: {first.get('msg', 'invalid')}", where
+    message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+    return f"{where}: {message}", where
 
 
 _STATUS = {
@@ -171,6 +172,21 @@ def _errors(*codes: int) -> dict:
     return responses
 
 
+_EVENT = {
+    "type": "object",
+    "description": "one server-sent event",
+    "required": ["data"],
+    "properties": {
+        "event": {"type": "string"},
+        "data": {
+            "type": "string",
+            "description": "a chunk (chat.completion.chunk or text_completion) or an error "
+            "body as JSON, or [DONE] to end the stream",
+        },
+    },
+}
+
+
 def _answer_responses(model: type) -> dict:
     stream = (
         'with "stream": true, server-sent events: "data: <chunk JSON>" per piece of the answer '
@@ -180,7 +196,7 @@ def _answer_responses(model: type) -> dict:
     ok = {
         "model": model,
         "description": f"the whole answer; {stream}",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": {"text/event-stream": {"schema": _EVENT}},
     }
     return {200: ok, **_errors(400, 404, 408, 413, 500, 503)}
 
@@ -203,14 +219,21 @@ def create_app(engine: AgentEngine, cfg: ServingConfig, model_name: str) -> ASGI
     app = FastAPI(title=f"FedAgent {model_name}", docs_url=None, redoc_url=None)
 
     def openapi() -> dict:
-        """FastAPI's schema without its 422 (validation errors are answered 400)."""
+        """FastAPI's schema without its 422 (validation errors are answered 400), with this
+        server's ``max_tokens`` limit."""
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
             for path in schema["paths"].values():
                 for operation in path.values():
                     operation["responses"].pop("422", None)
+            components = schema.get("components", {}).get("schemas", {})
             for unused in ("HTTPValidationError", "ValidationError"):
-                schema.get("components", {}).get("schemas", {}).pop(unused, None)
+                components.pop(unused, None)
+            for name in ("CompletionRequest", "ChatRequest"):  # this server's own limit
+                for field in ("max_tokens", "max_completion_tokens"):
+                    for option in components[name]["properties"][field]["anyOf"]:
+                        if option.get("type") == "integer":
+                            option["maximum"] = cfg.max_tokens_limit
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -182,8 +182,12 @@ class AgentEngine:
         Raises RequestError for a request the agent cannot answer (see :meth:`request` and
         :meth:`prompt_tokens`).
         """
-        tokens = self.prompt_tokens(prompt)
-        return self.request(prompt, image_url), tokens
+        request = self.request(prompt, image_url)
+        if not prompt:
+            raise RequestError(
+                "the last user message has no text (the agent needs one)", "messages"
+            )
+        return request, self.prompt_tokens(prompt)
 
     async def generate(
         self, request: Example, max_tokens: int, ticket: Ticket, stop_at_eos: bool = True

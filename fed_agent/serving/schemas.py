@@ -24,21 +24,47 @@ import uuid
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
     Strict,
     StrictBool,
     StrictInt,
     StrictStr,
+    WithJsonSchema,
     model_validator,
 )
 
+
+def _integral(value: object) -> object:
+    """A float without a fraction is an integer (as JSON Schema counts them): 2.0 -> 2."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _only(neutral: object):
+    def check(value: object) -> object:
+        if value != neutral:
+            raise ValueError(f"only {neutral!r} is supported")
+        return value
+
+    return AfterValidator(check)
+
+
+Integral = Annotated[StrictInt, BeforeValidator(_integral)]
 Finite = Annotated[float, Strict(), Field(allow_inf_nan=False)]
-NonEmpty = Annotated[StrictStr, Field(min_length=1)]
-TokenCount = Annotated[StrictInt, Field(ge=1)]
+TokenCount = Annotated[StrictInt, Field(ge=1), BeforeValidator(_integral)]
+OnlyFalse = Annotated[StrictBool, _only(False), WithJsonSchema({"const": False})]
+OnlyZero = Annotated[Integral, _only(0), WithJsonSchema({"const": 0})]
+OnlyOne = Annotated[Integral, _only(1), WithJsonSchema({"const": 1})]
+OnlyNone = Annotated[Literal["none"], WithJsonSchema({"const": "none"})]
 
 UNSUPPORTED = {
+    "n": "decoding is greedy: one answer per request, n must be 1",
     "stop": "stop sequences are not supported",
     "logprobs": "log-probabilities are not returned",
     "top_logprobs": "log-probabilities are not returned",
@@ -78,27 +104,27 @@ class _Request(BaseModel):
     """OpenAI's current name for ``max_tokens`` (either may be given; both must agree)."""
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
-    n: StrictInt = Field(default=1, ge=1, le=1)
+    n: OnlyOne = 1
     """One answer per request (greedy decoding gives the same answer every time)."""
     ignore_eos: StrictBool = False
     temperature: Annotated[Finite, Field(ge=0, le=2)] | None = None
     top_p: Annotated[Finite, Field(ge=0, le=1)] | None = None
-    seed: StrictInt | None = None
+    seed: Integral | None = None
     """Accepted: greedy decoding gives the same answer for every seed."""
     user: StrictStr | None = None
     stop: None = None
-    logprobs: Literal[False] | None = None
-    top_logprobs: Literal[0] | None = None
-    echo: Literal[False] = False
+    logprobs: OnlyFalse | None = None
+    top_logprobs: OnlyZero | None = None
+    echo: OnlyFalse = False
     suffix: None = None
-    best_of: Literal[1] | None = None
+    best_of: OnlyOne | None = None
     presence_penalty: Annotated[Finite, Field(ge=0, le=0)] | None = None
     frequency_penalty: Annotated[Finite, Field(ge=0, le=0)] | None = None
     logit_bias: None = None
     tools: None = None
-    tool_choice: Literal["none"] | None = None
+    tool_choice: OnlyNone | None = None
     functions: None = None
-    function_call: Literal["none"] | None = None
+    function_call: OnlyNone | None = None
     response_format: ResponseFormat | None = None
 
     @model_validator(mode="after")
@@ -118,15 +144,34 @@ class _Request(BaseModel):
         return default
 
 
+def _one_prompt(value: object) -> str:
+    """A prompt as a string or a list of one string; never empty."""
+    if isinstance(value, list):
+        if len(value) != 1:
+            raise ValueError(f"give one prompt, got a list of {len(value)}")
+        value = value[0]
+    if not isinstance(value, str):
+        raise ValueError("give a string (or a list of one string)")
+    if not value:
+        raise ValueError("the prompt is empty (the agent needs text)")
+    return value
+
+
+_NON_EMPTY = {"type": "string", "minLength": 1}
+_PROMPT_SCHEMA = {
+    "anyOf": [_NON_EMPTY, {"type": "array", "items": _NON_EMPTY, "minItems": 1, "maxItems": 1}]
+}
+
+
 class CompletionRequest(_Request):
     """``POST /v1/completions``."""
 
-    prompt: NonEmpty | Annotated[list[NonEmpty], Field(min_length=1, max_length=1)]
+    prompt: Annotated[str, PlainValidator(_one_prompt), WithJsonSchema(_PROMPT_SCHEMA)]
     """One non-empty prompt (a list must hold exactly one: one request, one answer)."""
 
     def text(self) -> str:
         """The prompt."""
-        return self.prompt[0] if isinstance(self.prompt, list) else self.prompt
+        return self.prompt
 
 
 class ImageUrl(BaseModel):
@@ -157,7 +202,8 @@ class ChatRequest(_Request):
     def user_turn(self) -> tuple[str, str | None]:
         """The last user message: its text and its first image's URL (if any).
 
-        Raises ValueError for no user message, more than one image, or no text.
+        Raises ValueError for no user message, more than one image, or neither text nor image
+        (an image without text is refused later, once the image is known to fit the agent).
         """
         users = [m for m in self.messages if m.role == "user"]
         if not users:
@@ -170,7 +216,7 @@ class ChatRequest(_Request):
             images = [p.image_url.url for p in content if p.type == "image_url" and p.image_url]
         if len(images) > 1:
             raise ValueError(f"messages: the agent reads one image per request, got {len(images)}")
-        if not text:
+        if not (text or images):
             raise ValueError("messages: the last user message has no text (the agent needs one)")
         return text, images[0] if images else None
 

@@ -4,56 +4,27 @@ from __future__ import annotations
 
 import http.client
 import json
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
-from fed_agent.config import to_yaml
 from fed_agent.data.tasks import Example
 from fed_agent.deploy.launcher import free_port
 from fed_agent.evaluation.serving import Endpoint, chat_body, send
-from fed_agent.packaging.export import export_agent
 from fed_agent.runtime import AgentRuntime
+from tests.serving.helpers import running_server
 
 PROMPT = "weather=snow light=night | pedestrian crosswalk near crossing\nAction:"
 MAX_BODY = 4096
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, smoke_cfg):
+def server(smoke_agent_dir):
     """The smoke agent served on a free loopback port; stopped (by PID) afterwards."""
-    from fed_agent.modules.adapter import agent_module
-
-    module = agent_module(smoke_cfg.model, smoke_cfg.seed)
-    agent_dir = export_agent(
-        tmp_path_factory.mktemp("served") / "agent",
-        module,
-        module.initial_state,  # the pre-trained base's own text: answers are not empty
-        {"training": "federated", "config_yaml": to_yaml(smoke_cfg)},
-    )
-    port = free_port()
-    log = (agent_dir.parent / "serve.log").open("w")
-    command = [sys.executable, "-m", "fed_agent.cli", "serve", str(agent_dir), "--port", str(port)]
-    command += ["--max-queue", "2", "--max-body-bytes", str(MAX_BODY), "--max-tokens-limit", "4096"]
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            Endpoint.probe(f"http://127.0.0.1:{port}")
-            break
-        except RuntimeError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                log_text = (agent_dir.parent / "serve.log").read_text()[-2000:]
-                raise AssertionError(f"the server did not come up:\n{log_text}") from None
-            time.sleep(0.5)
-    yield port, agent_dir
-    process.terminate()
-    process.wait(30)
-    log.close()
+    options = ["--max-queue", "2", "--max-body-bytes", str(MAX_BODY), "--max-tokens-limit", "4096"]
+    with running_server(smoke_agent_dir, *options) as port:
+        yield port, smoke_agent_dir
 
 
 def _post(port: int, path: str, body, headers: dict | None = None) -> tuple[int, dict, dict]:
@@ -84,7 +55,8 @@ def test_health_names_the_chain_and_the_queue(server) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     conn.request("GET", "/health")
     health = json.loads(conn.getresponse().read())
-    assert health["chain"] == ["agent"] and health["queue"] == {"pending": 0, "max": 2}
+    assert health["chain"] == ["agent"]
+    assert health["queue"] == {"pending": 0, "max": 2, "abandoned": 0}
 
 
 def test_completions_run_the_agent_and_match_its_runtime(server, smoke_cfg, smoke_module) -> None:
@@ -136,7 +108,7 @@ def test_chat_answers_the_last_user_message_streamed_or_not(server) -> None:
         ("/v1/completions", {"prompt": "x", "max_tokens": 0}, 400, "max_tokens: Input should be"),
         ("/v1/completions", {"prompt": "x", "max_tokens": 5000}, 400, "max_tokens must be <= 4096"),
         ("/v1/completions", {"prompt": ["a", "b"]}, 400, "give one prompt"),
-        ("/v1/completions", {"prompt": "x", "n": 2}, 400, "n: Input should be less than"),
+        ("/v1/completions", {"prompt": "x", "n": 2}, 400, "n: decoding is greedy"),
         ("/v1/completions", {"prompt": "x", "model": "gpt-4"}, 404, "'gpt-4' is not served"),
         ("/v1/chat/completions", {"messages": []}, 400, "messages: List should have at least"),
         (
