@@ -83,7 +83,7 @@ class AgentEngine:
         self.max_queue = max_queue
         self.image_size = image_size
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agent")
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a Ticket released by the GC may hold it already
         self._pending = 0
         self._abandoned = 0
         self._longest_token: dict[int, int] = {}
