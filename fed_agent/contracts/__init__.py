@@ -36,6 +36,7 @@ from fed_agent.contracts.response import (
 from fed_agent.contracts.solvers import (
     REFERENCE_SOLVERS,
     Solution,
+    best_static_contract,
     complete_information,
     optimal_contract,
     random_feasible_contract,
@@ -77,6 +78,7 @@ __all__ = [
     "Violation",
     "audit",
     "best_response",
+    "best_static_contract",
     "cloud_utility",
     "cloud_utility_batch",
     "cloud_utility_best_response",

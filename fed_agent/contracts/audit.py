@@ -22,7 +22,8 @@ class Violation:
 
     ``indices`` are type indices: IR (i,) or (i, j); IC2 (history i, true j, mimicked j');
     IC_intertemporal (true i, reported i'); bounds (flat item index,). ``size`` is by how much
-    utility (or GHz / reward units for bounds) the constraint fails.
+    utility (or GHz / reward units for bounds) the constraint fails. An item with f = 0 is
+    the exit (no work, no pay): its bound is R = 0.
     """
 
     kind: str
@@ -71,7 +72,10 @@ def audit(
     if "bounds" in kinds:
         f_tol = tol * market.f_max_ghz
         for item, value in enumerate(f):
-            size = max(market.f_lower_ghz - value, value - market.f_max_ghz)
+            if value == 0:  # the exit: no work, and then no pay
+                size = r[item]
+            else:
+                size = max(market.f_lower_ghz - value, value - market.f_max_ghz)
             if size > f_tol:
                 found.append(Violation("bounds", (item,), float(size)))
     return found

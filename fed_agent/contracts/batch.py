@@ -124,12 +124,15 @@ class MarketBatch:
         return int(self.types.shape[1])
 
     def value_of_work(self, f: np.ndarray) -> np.ndarray:
-        """G(f) = omega ln(1 + T_max - W/f - S/r) for f of shape (B, ...)."""
+        """G(f) = omega ln(1 + T_max - W/f - S/r) for f of shape (B, ...); 0 for the exit
+        item f = 0."""
         extra = (1,) * (f.ndim - 1)
-        headroom = (1 + self.t_max - self.upload_s).reshape(-1, *extra) - self.workload.reshape(
-            -1, *extra
-        ) / f
-        return self.omega.reshape(-1, *extra) * np.log(np.maximum(headroom, 1e-300))
+        with np.errstate(divide="ignore"):
+            headroom = (1 + self.t_max - self.upload_s).reshape(-1, *extra) - self.workload.reshape(
+                -1, *extra
+            ) / f
+        value = self.omega.reshape(-1, *extra) * np.log(np.maximum(headroom, 1e-300))
+        return np.where(f == 0, 0.0, value)
 
     def energy_cost(self, f: np.ndarray) -> np.ndarray:
         """c(f) = kappa W f^2 for f of shape (B, ...)."""

@@ -14,15 +14,18 @@ from fed_agent.contracts.market import Market
 def value_of_work(f_ghz: ArrayLike, market: Market) -> np.ndarray:
     """Cloud value of one ES's period of work, G(f) = omega ln(1 + T_max - T(f)).
 
-    Returns -inf where the latency bound makes the logarithm undefined.
+    Returns -inf where the latency bound makes the logarithm undefined, and 0 for the exit
+    item f = 0 (no work, no value).
     """
-    headroom = (
-        1.0
-        + market.t_max_s
-        - latency.construction_latency_s(f_ghz, market.workload_gcycles, market.upload_s)
-    )
+    f_ghz = np.asarray(f_ghz, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(headroom > 0, market.omega * np.log(np.maximum(headroom, 1e-300)), -np.inf)
+        headroom = (
+            1.0
+            + market.t_max_s
+            - latency.construction_latency_s(f_ghz, market.workload_gcycles, market.upload_s)
+        )
+        value = np.where(headroom > 0, market.omega * np.log(np.maximum(headroom, 1e-300)), -np.inf)
+    return np.where(f_ghz == 0, 0.0, value)
 
 
 def energy_cost(f_ghz: ArrayLike, market: Market) -> np.ndarray:

@@ -84,6 +84,7 @@ def guard_offers(
     exact_below: float = EXACT_BELOW,
     defer: bool = True,
     trusted: np.ndarray | None = None,
+    exclusion: bool = False,
 ) -> GuardedOffers:
     """Price each proposal, compare it with the reference, and decide what to offer.
 
@@ -110,6 +111,10 @@ def guard_offers(
         only a loss triggers the exact solve, which keeps the guard cheap in distribution.
     defer : bool
         Offer ex ante contracts with all period-1 pay deferred (see the module docstring).
+    exclusion : bool
+        Contracts may give a type the exit item (f = 0, R = 0): a proposal's exits pass the
+        verification and the exact solve may exclude types. Only for a runtime that handles
+        exit items (an ES that takes one does no work and is paid nothing).
     """
     if len(markets) != len(proposals):
         raise ValueError(f"{len(proposals)} proposals for {len(markets)} markets")
@@ -119,7 +124,8 @@ def guard_offers(
     if priced:
         r1 = np.stack([np.asarray(c.r1, float) for c in proposals])
         r2 = np.stack([np.asarray(c.r2, float) for c in proposals])
-        valid = _within_bounds(f1, f2, batch) & (count_violations(f1, r1, f2, r2, batch) == 0)
+        valid = _within_bounds(f1, r1, f2, r2, batch, exclusion)
+        valid &= count_violations(f1, r1, f2, r2, batch) == 0
         valid &= (r1.min(axis=1) >= 0) & (r2.min(axis=(1, 2)) >= 0)
         proposed = np.where(valid, cloud_utility_batch(f1, r1, f2, r2, batch), -np.inf)
     else:
@@ -135,7 +141,7 @@ def guard_offers(
     solve = (best < 0) | (~trusted & doubtful)
     exact: dict[int, tuple[DynamicContract, float]] = {}
     for row in np.flatnonzero(solve):
-        solution = optimal_contract(markets[row])
+        solution = optimal_contract(markets[row], exclusion=exclusion)
         if solution.cloud_utility > max(best[row], 0.0):
             exact[row] = (solution.contract, solution.cloud_utility)
     menus = [np.array(a, dtype=float, copy=True) for a in (f1, r1, f2, r2)]
@@ -167,8 +173,20 @@ def guard_offers(
     return GuardedOffers(contracts, sources, utility, exact_solves=int(solve.sum()))
 
 
-def _within_bounds(f1: np.ndarray, f2: np.ndarray, batch: MarketBatch) -> np.ndarray:
+def _within_bounds(
+    f1: np.ndarray,
+    r1: np.ndarray,
+    f2: np.ndarray,
+    r2: np.ndarray,
+    batch: MarketBatch,
+    exclusion: bool,
+) -> np.ndarray:
+    """Every f in [f_lo, f_hi]; with ``exclusion`` an item may also be the exit (0, 0)."""
     flat = np.concatenate([f1, f2.reshape(f2.shape[0], -1)], axis=1)
+    if exclusion:
+        rewards = np.concatenate([r1, r2.reshape(r2.shape[0], -1)], axis=1)
+        exit_item = (flat == 0) & (rewards == 0)
+        flat = np.where(exit_item, batch.f_lo[:, None], flat)
     return within_bounds(flat, batch.f_lo, batch.f_hi)
 
 

@@ -4,6 +4,7 @@ from fed_agent.contracts.solvers.convex import ConvexResult, solve_tied
 from fed_agent.contracts.solvers.references import (
     REFERENCE_SOLVERS,
     Solution,
+    best_static_contract,
     complete_information,
     efficient_resource,
     optimal_contract,
@@ -18,6 +19,7 @@ __all__ = [
     "REFERENCE_SOLVERS",
     "ConvexResult",
     "Solution",
+    "best_static_contract",
     "complete_information",
     "efficient_resource",
     "optimal_contract",

@@ -11,10 +11,12 @@ until the two bounds meet. The gap is a certificate of optimality, not a heurist
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import OptimizeResult, linprog
+from scipy.optimize import OptimizeResult, brentq, linprog
 
 from fed_agent.contracts.constraints import build_constraints, item_weights
 from fed_agent.contracts.market import Market
@@ -33,6 +35,9 @@ class ConvexResult:
     upper_bound: float
     lower_bound: float
     iterations: int
+    """Branch-and-bound nodes solved (1 without exclusion)."""
+    excluded: np.ndarray | None = None
+    """(K + K^2,) items that are the exit (f = 0, R = 0), with exclusion."""
 
 
 def _value_and_slope(x: np.ndarray, market: Market) -> tuple[np.ndarray, np.ndarray]:
@@ -64,6 +69,129 @@ def _solve_cut_lp(
     return None
 
 
+IN, FREE, OUT = 0, 1, 2
+"""Status of a cost variable in the exclusion branch and bound: it works (x in [x_lo, x_hi],
+value G), it may work or exit (x in [0, x_hi], value the concave envelope of G and the exit
+point (0, 0)), or it exits (x = 0, R = 0, value 0)."""
+EXIT_TOLERANCE = 1e-9
+MAX_NODES = 200
+
+
+def envelope_point(market: Market, x_lo: float, x_hi: float) -> float:
+    """Where the line from the exit point (0, 0) touches G(f(x)) on [x_lo, x_hi].
+
+    The concave envelope of {(0, 0)} and G on [x_lo, x_hi] is that line up to this point and
+    G after it. h(x) = G - x G' rises with x (G is concave), so the point is x_lo when
+    h(x_lo) >= 0, x_hi when h(x_hi) <= 0, else the root of h.
+    """
+
+    def h(x: float) -> float:
+        value, slope = _value_and_slope(np.array([x]), market)
+        return float(value[0] - x * slope[0])
+
+    if h(x_lo) >= 0:
+        return x_lo
+    if h(x_hi) <= 0:
+        return x_hi
+    return float(brentq(h, x_lo, x_hi, xtol=1e-12 * x_hi))
+
+
+@dataclass
+class _Problem:
+    """The cutting-plane LP of :func:`solve_tied` without its cuts."""
+
+    market: Market
+    objective: np.ndarray
+    base_rows: np.ndarray
+    value_weight: np.ndarray
+    reward_weight: np.ndarray
+    n_cost: int
+    n_reward: int
+    x_lo: float
+    x_hi: float
+    x_touch: float
+    rel_gap: float
+    max_iterations: int
+
+    def values(self, x: np.ndarray, status: np.ndarray) -> np.ndarray:
+        """The value each variable's status gives its x (G, the envelope or 0)."""
+        work = np.maximum(x, self.x_lo)
+        value, _ = _value_and_slope(work, self.market)
+        chord = self._chord_slope() * x
+        envelope = np.where(x >= self.x_touch, value, chord)
+        return np.where(status == IN, value, np.where(status == FREE, envelope, 0.0))
+
+    def _chord_slope(self) -> float:
+        value, _ = _value_and_slope(np.array([self.x_touch]), self.market)
+        return float(value[0] / self.x_touch)
+
+    def solve(self, status: np.ndarray) -> tuple[float, float, np.ndarray, np.ndarray] | None:
+        """Kelley's cutting planes for one status vector: (upper bound, value, x, R) of the
+        relaxation, or None when it has no feasible point."""
+        n_cost, n_reward = self.n_cost, self.n_reward
+        free, out = status == FREE, status == OUT
+        low = np.where(status == IN, self.x_lo, 0.0)
+        high = np.where(out, 0.0, self.x_hi)
+        bounds = (
+            list(zip(low, high, strict=True))
+            + [(0.0, 0.0) if out[v] else (0.0, None) for v in range(n_reward)]
+            + [(None, 0.0) if out[v] else (None, None) for v in range(n_cost)]
+        )
+        eye = np.eye(n_cost)
+        cut_rows: list[np.ndarray] = []
+        cut_rhs: list[np.ndarray] = []
+        # tangents below the touching point would cut the exit point off a FREE variable,
+        # and when the line touches at x_hi the line alone is its envelope
+        tangents_ok = ~free | (self.x_touch < self.x_hi)
+
+        def add_cuts(points: np.ndarray, which: np.ndarray) -> None:
+            points = np.where(free, np.maximum(points, self.x_touch), points)
+            which = which & ~out & tangents_ok
+            value, slope = _value_and_slope(np.maximum(points, self.x_lo), self.market)
+            rows = np.hstack([-slope[:, None] * eye, np.zeros((n_cost, n_reward)), eye])[which]
+            cut_rows.append(rows)
+            cut_rhs.append((value - slope * points)[which])
+
+        if free.any():
+            rows = np.hstack([-self._chord_slope() * eye, np.zeros((n_cost, n_reward)), eye])
+            cut_rows.append(rows[free])
+            cut_rhs.append(np.zeros(int(free.sum())))
+        grid = energy_cost(
+            np.linspace(self.market.f_lower_ghz, self.market.f_max_ghz, INITIAL_CUTS), self.market
+        )
+        for point in grid:
+            add_cuts(np.full(n_cost, point), np.ones(n_cost, dtype=bool))
+        best_upper, best_lower, best = np.inf, -np.inf, None
+        iterations = 0
+        while iterations < self.max_iterations:
+            iterations += 1
+            rows = np.vstack([self.base_rows, *cut_rows])
+            rhs = np.concatenate([np.zeros(self.base_rows.shape[0]), *cut_rhs])
+            result = _solve_cut_lp(self.objective, rows, rhs, bounds)
+            if result is None:
+                if iterations == 1 and (status != IN).any():
+                    return None  # a branch whose exits leave no feasible contract
+                raise RuntimeError(
+                    f"cutting-plane LP failed at iteration {iterations} under every HiGHS setting"
+                )
+            x = np.clip(result.x[:n_cost], low, high)
+            rewards = np.maximum(result.x[n_cost : n_cost + n_reward], 0.0)
+            t = result.x[n_cost + n_reward :]
+            value = self.values(x, status)
+            paid = self.reward_weight @ rewards
+            lower = float(self.value_weight @ value - paid)
+            upper = float(self.value_weight @ t - paid)
+            best_upper = min(best_upper, upper)
+            if lower > best_lower:
+                best_lower, best = lower, (x, rewards)
+            if best_upper - best_lower <= self.rel_gap * (1.0 + abs(best_lower)):
+                break
+            # Cut only where the LP overestimates the value (the cut is tight there afterwards).
+            add_cuts(x, (t - value) > 1e-12 * (1.0 + np.abs(value)))
+        x, rewards = best
+        return best_upper, best_lower, x, rewards
+
+
 def solve_tied(
     market: Market,
     cost_map: np.ndarray,
@@ -71,6 +199,9 @@ def solve_tied(
     kinds: tuple[str, ...] = ("IR", "IC2", "IC_intertemporal"),
     rel_gap: float = 1e-9,
     max_iterations: int = 300,
+    exclusion: bool = False,
+    max_nodes: int = MAX_NODES,
+    exits: np.ndarray | None = None,
 ) -> ConvexResult:
     """Maximise the cloud's utility over contracts whose items share variables.
 
@@ -86,11 +217,23 @@ def solve_tied(
         Constraint kinds to impose (complete information imposes IR only).
     rel_gap : float
         Stop when upper bound - lower bound <= rel_gap * (1 + |lower bound|).
+    exclusion : bool
+        Every item may also be the exit (no work, no pay: f = 0, R = 0). Mixed: each
+        variable works or exits. Solved by branch and bound: a relaxation lets a variable
+        take any x in [0, x_hi] at the value of the concave envelope of G and the exit point
+        (an upper bound), and a variable whose relaxed x is neither an exit nor on G is
+        branched into "exits" and "works". Needs ``cost_map == reward_map``. Best first;
+        after ``max_nodes`` nodes the gap to the best open node is reported.
+    exits : np.ndarray, optional
+        (n_cost,) bool: these variables are the exit, the others work (no branching; with
+        ``exclusion`` only). Tests enumerate exit patterns with it.
     """
     system = build_constraints(market)
     keep = np.array([kind in kinds for kind, _ in system.labels])
     weights = item_weights(market)
     n_cost, n_reward = int(cost_map.max()) + 1, int(reward_map.max()) + 1
+    if exclusion and not np.array_equal(cost_map, reward_map):
+        raise ValueError("exclusion needs the same tied variables for costs and rewards")
     tie_cost = np.zeros((cost_map.size, n_cost))
     tie_cost[np.arange(cost_map.size), cost_map] = 1.0
     tie_reward = np.zeros((reward_map.size, n_reward))
@@ -98,59 +241,79 @@ def solve_tied(
     a_cost = system.a_cost[keep] @ tie_cost
     a_reward = system.a_reward[keep] @ tie_reward
     value_weight = weights @ tie_cost
-    reward_weight = weights @ tie_reward + TIE_BREAK_WEIGHT * max(weights.max(), 1e-12)
+    reward_weight = weights @ tie_reward
+    tie_break = reward_weight + TIE_BREAK_WEIGHT * max(weights.max(), 1e-12)
 
     x_lo = float(energy_cost(market.f_lower_ghz, market))
     x_hi = float(energy_cost(market.f_max_ghz, market))
-    grid = energy_cost(np.linspace(market.f_lower_ghz, market.f_max_ghz, INITIAL_CUTS), market)
-    cut_points = [np.full(n_cost, point) for point in grid]
+    problem = _Problem(
+        market=market,
+        # Variables: [x (n_cost), R (n_reward), t (n_cost)]; maximise value.t - reward.R
+        objective=np.concatenate([np.zeros(n_cost), tie_break, -value_weight]),
+        base_rows=np.hstack([a_cost, a_reward, np.zeros((a_cost.shape[0], n_cost))]),
+        value_weight=value_weight,
+        reward_weight=reward_weight,
+        n_cost=n_cost,
+        n_reward=n_reward,
+        x_lo=x_lo,
+        x_hi=x_hi,
+        x_touch=envelope_point(market, x_lo, x_hi) if exclusion else x_lo,
+        rel_gap=rel_gap,
+        max_iterations=max_iterations,
+    )
+    # a variable of no weight never needs to exit: it works (as without exclusion)
+    root = np.where(exclusion & (value_weight > 0), FREE, IN)
+    if exclusion and exits is not None:
+        root = np.where(np.asarray(exits, bool), OUT, IN)
+    incumbent, best, best_status = -np.inf, None, root
+    bound = -np.inf  # the largest relaxation bound of every leaf closed so far
+    order = itertools.count()
+    queue: list[tuple[float, int, np.ndarray, tuple]] = []
 
-    # Variables: [x (n_cost), R (n_reward), t (n_cost)]; maximise value_weight.t - reward_weight.R
-    objective = np.concatenate([np.zeros(n_cost), reward_weight, -value_weight])
-    base_rows = np.hstack([a_cost, a_reward, np.zeros((a_cost.shape[0], n_cost))])
-    bounds = [(x_lo, x_hi)] * n_cost + [(0.0, None)] * n_reward + [(None, None)] * n_cost
-    eye = np.eye(n_cost)
-    cut_rows: list[np.ndarray] = []
-    cut_rhs: list[np.ndarray] = []
+    def push(status: np.ndarray) -> None:
+        solved = problem.solve(status)
+        if solved is not None:
+            heapq.heappush(queue, (-solved[0], next(order), status, solved))
 
-    def add_cuts(points: np.ndarray, which: np.ndarray) -> None:
-        value, slope = _value_and_slope(points, market)
-        rows = np.hstack([-slope[:, None] * eye, np.zeros((n_cost, n_reward)), eye])[which]
-        cut_rows.append(rows)
-        cut_rhs.append((value - slope * points)[which])
-
-    for point in cut_points:
-        add_cuts(point, np.ones(n_cost, dtype=bool))
-    best_upper, best_lower, best = np.inf, -np.inf, None
-    iterations = 0
-    while iterations < max_iterations:
-        iterations += 1
-        rows = np.vstack([base_rows, *cut_rows])
-        rhs = np.concatenate([np.zeros(base_rows.shape[0]), *cut_rhs])
-        result = _solve_cut_lp(objective, rows, rhs, bounds)
-        if result is None:
-            raise RuntimeError(
-                f"cutting-plane LP failed at iteration {iterations} under every HiGHS setting"
-            )
-        x = np.clip(result.x[:n_cost], x_lo, x_hi)
-        rewards = np.maximum(result.x[n_cost : n_cost + n_reward], 0.0)
-        t = result.x[n_cost + n_reward :]
-        value, _ = _value_and_slope(x, market)
-        lower = float(value_weight @ value - (weights @ tie_reward) @ rewards)
-        upper = float(value_weight @ t - (weights @ tie_reward) @ rewards)
-        best_upper = min(best_upper, upper)
-        if lower > best_lower:
-            best_lower, best = lower, (x, rewards)
-        if best_upper - best_lower <= rel_gap * (1.0 + abs(best_lower)):
+    push(root)
+    nodes = 1
+    while queue:
+        upper, x, rewards = queue[0][3][0], queue[0][3][2], queue[0][3][3]
+        if upper <= incumbent + rel_gap * (1.0 + abs(incumbent)):
+            break  # best first: no open node can beat the incumbent
+        if nodes >= max_nodes:
             break
-        # Cut only where the LP overestimates G (the cut is tight there afterwards).
-        add_cuts(x, (t - value) > 1e-12 * (1.0 + np.abs(value)))
+        _, _, status, _ = heapq.heappop(queue)
+        exits = (x <= EXIT_TOLERANCE * x_hi) & (rewards <= EXIT_TOLERANCE * (1 + x_hi))
+        on_value = x >= problem.x_touch * (1 - 1e-12)
+        undecided = (status == FREE) & ~exits & ~on_value
+        if not undecided.any():
+            bound = max(bound, upper)  # a leaf: its relaxation bounds what it is worth
+            final = np.where(exits & (status != IN), OUT, IN)
+            x = np.where(final == OUT, 0.0, np.maximum(x, x_lo))
+            rewards = np.where(final == OUT, 0.0, rewards)
+            true = float(value_weight @ problem.values(x, final) - reward_weight @ rewards)
+            if true > incumbent:
+                incumbent, best, best_status = true, (x, rewards), final
+            continue
+        # branch on the undecided variable of largest weight: it exits, or it works
+        branch = int(np.argmax(np.where(undecided, value_weight, -np.inf)))
+        for choice in (OUT, IN):
+            child = status.copy()
+            child[branch] = choice
+            push(child)
+            nodes += 1
+    if queue:
+        bound = max(bound, -queue[0][0])
+    if best is None:
+        raise RuntimeError(f"no feasible contract found in {nodes} branch-and-bound nodes")
     x, rewards = best
-    f = np.sqrt(x / (market.kappa * market.workload_gcycles))
+    f = np.where(best_status == OUT, 0.0, np.sqrt(x / (market.kappa * market.workload_gcycles)))
     return ConvexResult(
         f=f @ tie_cost.T,
         rewards=rewards @ tie_reward.T,
-        upper_bound=best_upper,
-        lower_bound=best_lower,
-        iterations=iterations,
+        upper_bound=max(bound, incumbent),
+        lower_bound=incumbent,
+        iterations=nodes,
+        excluded=(best_status == OUT) @ tie_cost.T > 0.5,
     )

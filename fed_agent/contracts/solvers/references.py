@@ -1,4 +1,5 @@
-"""Reference contracts: complete information, the exact optimum, static, uniform, random."""
+"""Reference contracts: complete information, the exact optimum, the best static pair of menus,
+the one-menu static contract, uniform, random."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from fed_agent.contracts.contract import DynamicContract
 from fed_agent.contracts.market import Market, check_choice
 from fed_agent.contracts.payments import minimal_payments
 from fed_agent.contracts.solvers.convex import solve_tied
-from fed_agent.contracts.utility import cloud_utility, energy_cost
+from fed_agent.contracts.utility import cloud_utility, energy_cost, value_of_work
 
 
 @dataclass(frozen=True, eq=False)
@@ -26,6 +27,19 @@ class Solution:
     cloud_utility: float
     solve_time_s: float
     optimality_gap: float | None = None
+
+    @property
+    def excluded_types(self) -> str:
+        """The exit items of the contract (:func:`excluded_items`)."""
+        return excluded_items(self.contract)
+
+
+def excluded_items(contract: DynamicContract) -> str:
+    """Which types a contract excludes (an exit item f = 0): ``1:i`` for period-1 type i,
+    ``2:h,j`` for period-2 type j after report h, space separated; "" when none."""
+    first = [f"1:{i}" for i in np.flatnonzero(contract.f1 == 0)]
+    second = [f"2:{h},{j}" for h, j in zip(*np.nonzero(contract.f2 == 0), strict=True)]
+    return " ".join(first + second)
 
 
 def efficient_resource(theta: np.ndarray, market: Market) -> np.ndarray:
@@ -58,57 +72,87 @@ def _timed(name: str, build: Callable[[], tuple[DynamicContract, float | None]],
     return Solution(name, contract, cloud_utility(contract, market), elapsed, gap)
 
 
-def complete_information(market: Market) -> Solution:
+def complete_information(market: Market, exclusion: bool = False) -> Solution:
     """The cloud sees every type: f is efficient per type and R = c(f)/theta (IR binds).
 
     This contract is not incentive compatible (a type would gladly take a lower type's
     item), so it is audited for IR and bounds only; it bounds every other contract's utility.
+    With ``exclusion`` a type whose efficient surplus G(f) - c(f)/theta is negative gets the
+    exit (f = 0, R = 0).
     """
 
     def build() -> tuple[DynamicContract, float | None]:
         theta = item_types(market)
         f = efficient_resource(theta, market)
-        return DynamicContract.from_flat(f, energy_cost(f, market) / theta, market.num_types), 0.0
+        reward = energy_cost(f, market) / theta
+        if exclusion:
+            losing = value_of_work(f, market) - reward < 0
+            f, reward = np.where(losing, 0.0, f), np.where(losing, 0.0, reward)
+        return DynamicContract.from_flat(f, reward, market.num_types), 0.0
 
     return _timed("complete_information", build, market)
 
 
 def _solve_with_maps(
-    name: str, market: Market, cost_map: np.ndarray, reward_map: np.ndarray
+    name: str, market: Market, cost_map: np.ndarray, reward_map: np.ndarray, exclusion: bool
 ) -> Solution:
     def build() -> tuple[DynamicContract, float | None]:
-        result = solve_tied(market, cost_map, reward_map)
-        f = np.clip(result.f, market.f_lower_ghz, market.f_max_ghz)
+        result = solve_tied(market, cost_map, reward_map, exclusion=exclusion)
+        f = np.where(result.f == 0, 0.0, np.clip(result.f, market.f_lower_ghz, market.f_max_ghz))
         gap = (result.upper_bound - result.lower_bound) / (1.0 + abs(result.lower_bound))
         return DynamicContract.from_flat(f, result.rewards, market.num_types), max(gap, 0.0)
 
     return _timed(name, build, market)
 
 
-def optimal_contract(market: Market) -> Solution:
-    """The exact optimum under asymmetric information (certified by the cutting-plane gap)."""
+def optimal_contract(market: Market, exclusion: bool = False) -> Solution:
+    """The exact optimum under asymmetric information (certified by the cutting-plane gap).
+
+    With ``exclusion`` any item may also be the exit (no work, no pay), as in standard
+    screening; ``solve_tied`` finds which by branch and bound. Off by default: the federated
+    runtime does not yet handle exit items (docs/contract-model.md, "Exclusion").
+    """
     identity = np.arange(market.num_types * (market.num_types + 1))
-    return _solve_with_maps("optimal", market, identity, identity)
+    return _solve_with_maps("optimal", market, identity, identity, exclusion)
 
 
 def _static_map(num_types: int) -> np.ndarray:
     return np.concatenate([np.arange(num_types), np.tile(np.arange(num_types), num_types)])
 
 
-def static_contract(market: Market) -> Solution:
+def static_contract(market: Market, exclusion: bool = False) -> Solution:
     """The best single menu reused in both periods (item j for type j, whatever the history).
 
     The period-2 menu does not depend on the period-1 report, so the continuation is the same
     for every report and the problem is one-period screening weighted by rho + delta rho P.
     """
     tied = _static_map(market.num_types)
-    return _solve_with_maps("static", market, tied, tied)
+    return _solve_with_maps("static", market, tied, tied, exclusion)
 
 
-def uniform_contract(market: Market) -> Solution:
-    """The best single item (f, R) offered to every type in both periods."""
+def _static_pair_map(num_types: int) -> np.ndarray:
+    k = num_types
+    return np.concatenate([np.arange(k), k + np.tile(np.arange(k), k)])
+
+
+def best_static_contract(market: Market, exclusion: bool = False) -> Solution:
+    """The best report-independent pair of menus: one menu for period 1 and one for period 2,
+    the period-2 menu the same after every period-1 report.
+
+    This is the best contract that does not condition on the report (the period-2 item
+    depends only on the period-2 type), so the optimum's gain over it is exactly the value
+    of history dependence; the one-menu :func:`static_contract` also forces both periods'
+    menus to be equal. Exact, by the same cutting-plane solver with tied variables.
+    """
+    tied = _static_pair_map(market.num_types)
+    return _solve_with_maps("best_static", market, tied, tied, exclusion)
+
+
+def uniform_contract(market: Market, exclusion: bool = False) -> Solution:
+    """The best single item (f, R) offered to every type in both periods (with
+    ``exclusion``: or the exit for everyone, which is worth 0)."""
     tied = np.zeros(market.num_types * (market.num_types + 1), dtype=int)
-    return _solve_with_maps("uniform", market, tied, tied)
+    return _solve_with_maps("uniform", market, tied, tied, exclusion)
 
 
 def random_feasible_contract(
@@ -141,18 +185,25 @@ def random_feasible_contract(
 REFERENCE_SOLVERS: dict[str, Callable[..., Solution]] = {
     "complete_information": complete_information,
     "optimal": optimal_contract,
+    "best_static": best_static_contract,
     "static": static_contract,
     "uniform": uniform_contract,
     "random": random_feasible_contract,
 }
 
 
-def solve_reference(name: str, market: Market, rng: np.random.Generator | None = None) -> Solution:
-    """Solve the reference contract called ``name`` (see ``REFERENCE_SOLVERS``)."""
+def solve_reference(
+    name: str,
+    market: Market,
+    rng: np.random.Generator | None = None,
+    exclusion: bool = False,
+) -> Solution:
+    """Solve the reference contract called ``name`` (see ``REFERENCE_SOLVERS``); with
+    ``exclusion`` every reference but ``random`` may give a type the exit item."""
     check_choice("solution", name, REFERENCE_SOLVERS)
     if name == "random":
         return random_feasible_contract(market, rng or np.random.default_rng(0))
-    return REFERENCE_SOLVERS[name](market)
+    return REFERENCE_SOLVERS[name](market, exclusion=exclusion)
 
 
 def reference_violations(name: str, contract: DynamicContract, market: Market) -> list[Violation]:
