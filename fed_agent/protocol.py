@@ -24,6 +24,10 @@ OFFER = "offer"
 PHASE = "phase"
 """ConfigRecord key of a QUERY message: which of PHASES it is."""
 PHASES = (PUBLIC_FACTS, OFFER)
+DATA_DECLINE = "declines: its data is unusable"
+"""How an ES whose own data is broken answers the public-facts query: an error reply whose
+reason starts with this, then the file and line. The cloud records a decline, not an app that
+cannot answer the protocol, and never asks that ES again."""
 ITEM = "item"
 ITEM_STEPS = "item-steps"
 """A train offer's local steps per menu item."""
@@ -35,6 +39,9 @@ SERVER_ROUND = "server-round"
 PARTITION_ID = "partition-id"
 NUM_PARTITIONS = "num-partitions"
 """Node-config keys of an ES's data shard (every SuperNode has them; see deploy/nodes.py)."""
+DEVICE = "device"
+"""Node-config key: the device this SuperNode's ES trains on (``model.device`` values: auto,
+cpu, cuda, mps); without it the run's ``model.device``."""
 WARM_TRAINER = "warm-trainer"
 """Node-config key: the Unix socket of the SuperNode's warm trainer (clients/warm_trainer.py),
 which answers TRAIN messages for the ClientApp's processes."""
@@ -45,7 +52,10 @@ class ProtocolError(ValueError):
 
 
 def _check_keys(kind: str, values: Mapping[str, object], expected: set[str]) -> None:
-    missing, extra = sorted(expected - set(values)), sorted(set(values) - expected)
+    if not isinstance(values, Mapping):
+        raise ProtocolError(f"{kind}: not a mapping of keys to values")
+    missing = sorted(expected - set(values))
+    extra = sorted(_shown(k) for k in set(values) - expected)[:5]
     if missing or extra:
         raise ProtocolError(f"{kind}: missing keys {missing}, unexpected keys {extra}")
 
@@ -71,6 +81,53 @@ def _is_number(value: object) -> bool:
     return _is_int(value) or isinstance(value, float | np.floating)
 
 
+def _shown(value: object) -> str:
+    """A value as an error message shows it (short: the value may be hostile)."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def read_int(kind: str, key: str, value: object) -> int:
+    """``value`` as an integer of a ``kind`` payload (not a bool, a string or a float), within
+    +-2**53 (exact as a float)."""
+    if not _is_int(value) or not -NONCE_LIMIT <= int(value) <= NONCE_LIMIT:  # type: ignore[call-overload]
+        raise ProtocolError(f"{kind}: {key} must be an integer, got {_shown(value)}")
+    return int(value)  # type: ignore[call-overload]
+
+
+def read_number(kind: str, key: str, value: object) -> float:
+    """``value`` as a finite float of a ``kind`` payload (an int or a float; no string)."""
+    try:
+        number = float(value) if _is_number(value) else math.nan  # type: ignore[arg-type]
+    except OverflowError:  # an integer beyond any float
+        number = math.nan
+    if not math.isfinite(number):
+        raise ProtocolError(f"{kind}: {key} must be a finite number, got {_shown(value)}")
+    return number
+
+
+def _read_numbers(kind: str, key: str, value: object) -> tuple[float, ...]:
+    if not isinstance(value, list | tuple):
+        raise ProtocolError(f"{kind}: {key} must be a list of numbers, got {_shown(value)}")
+    return tuple(read_number(kind, key, v) for v in value)
+
+
+def _read_str(kind: str, key: str, value: object, limit: int = 256) -> str:
+    if not isinstance(value, str) or len(value) > limit:
+        raise ProtocolError(f"{kind}: {key} must be a string of <= {limit} chars")
+    return value
+
+
+def read_choice(values: Mapping[str, object], num_items: int) -> int:
+    """The item an ES's answer to an offer names: DECLINE or an index in ``[0, num_items)``."""
+    if ITEM not in values:
+        raise ProtocolError(f"answer to an offer: no {ITEM!r} key")
+    item = read_int("answer to an offer", ITEM, values[ITEM])
+    if not (item == DECLINE or 0 <= item < num_items):
+        raise ProtocolError(f"answer to an offer: item {item} outside [0, {num_items})")
+    return item
+
+
 @dataclass(frozen=True)
 class TrainInstruction:
     """Cloud -> ES, with the global adapter: the accepted item and the work it means.
@@ -94,8 +151,8 @@ class TrainInstruction:
         if (
             self.server_round < 1
             or self.local_steps < 0
-            or self.f_ghz <= 0
-            or self.reward < 0
+            or not 0 < self.f_ghz < math.inf
+            or not 0 <= self.reward < math.inf
             or not 0 <= self.nonce < NONCE_LIMIT
             or self.item < DECLINE
         ):
@@ -108,15 +165,16 @@ class TrainInstruction:
     @classmethod
     def from_dict(cls, values: Mapping[str, object]) -> TrainInstruction:
         """Decode and validate."""
-        _check_keys("train instruction", values, {_kebab(f.name) for f in fields(cls)})
+        kind = "train instruction"
+        _check_keys(kind, values, {_kebab(f.name) for f in fields(cls)})
         return cls(
-            int(values["server-round"]),
-            int(values["local-steps"]),
-            str(values["base-fingerprint"]),
-            float(values["f-ghz"]),
-            float(values["reward"]),
-            int(values["nonce"]),
-            int(values["item"]),
+            read_int(kind, "server-round", values["server-round"]),
+            read_int(kind, "local-steps", values["local-steps"]),
+            _read_str(kind, "base-fingerprint", values["base-fingerprint"]),
+            read_number(kind, "f-ghz", values["f-ghz"]),
+            read_number(kind, "reward", values["reward"]),
+            read_int(kind, "nonce", values["nonce"]),
+            read_int(kind, "item", values["item"]),
         )
 
 
@@ -160,6 +218,10 @@ class Offer:
                 f"malformed offer: period {self.period}, {k} period-1 items, "
                 f"{len(self.f2)} period-2 items"
             )
+        if k == 0 or min(self.f1 + self.f2) <= 0:
+            raise ProtocolError("malformed offer: an empty menu or an item with f <= 0")
+        if not np.all(np.isfinite(self.f1 + self.r1 + self.f2 + self.r2)):
+            raise ProtocolError("malformed offer: a term that is not a finite number")
         if self.participation not in ("per_period", "ex_ante"):
             raise ProtocolError(f"unknown participation rule {self.participation!r}")
         if not (np.isfinite(self.held) and self.held >= 0):
@@ -193,14 +255,16 @@ class Offer:
     def from_dict(cls, values: Mapping[str, object]) -> Offer:
         """Decode and validate."""
         _check_keys("offer", values, OFFER_KEYS)
+        if not isinstance(values["oracle"], bool | np.bool_):
+            raise ProtocolError(f"offer: oracle must be a bool, got {_shown(values['oracle'])}")
         return cls(
-            int(values["server-round"]),
-            int(values["period"]),
-            int(values["report"]),
+            read_int("offer", "server-round", values["server-round"]),
+            read_int("offer", "period", values["period"]),
+            read_int("offer", "report", values["report"]),
             bool(values["oracle"]),
-            *(tuple(float(x) for x in values[k]) for k in ("f1", "r1", "f2", "r2")),
-            float(values["held"]),
-            str(values["participation"]),
+            *(_read_numbers("offer", k, values[k]) for k in ("f1", "r1", "f2", "r2")),
+            read_number("offer", "held", values["held"]),
+            _read_str("offer", "participation", values["participation"]),
         )
 
 
@@ -262,14 +326,14 @@ class TrainOffer:
         _check_keys("train offer", values, OFFER_KEYS | extra)
         offer = Offer.from_dict({k: v for k, v in values.items() if k not in extra})
         steps = values[ITEM_STEPS]
-        if not isinstance(steps, list | tuple) or not all(_is_int(s) for s in steps):
+        if not isinstance(steps, list | tuple) or not all(_is_int(s) for s in steps) or not steps:
             raise ProtocolError(f"train offer: {ITEM_STEPS} must be a list of integers")
         return cls(
             offer,
             tuple(int(s) for s in steps),
-            str(values["base-fingerprint"]),
-            int(values["nonce"]),
-        )  # type: ignore[call-overload]
+            _read_str("train offer", "base-fingerprint", values["base-fingerprint"]),
+            read_int("train offer", "nonce", values["nonce"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -342,25 +406,19 @@ class TrainReply:
         Counts, the round and the nonce must be integers (not a bool, a string or a float);
         the loss and the wall time finite numbers in their ranges. Nothing is coerced.
         """
-        _check_keys("train reply", values, set(REPLY_METRIC_KEYS))
-        for key in ("num-examples", "train-steps", "server-round", "nonce", ITEM):
-            if not _is_int(values[key]):
-                raise ProtocolError(f"train reply: {key} must be an integer, got {values[key]!r}")
-        for key in ("train-loss", "train-wall-s"):
-            if not _is_number(values[key]) or not math.isfinite(float(values[key])):  # type: ignore[arg-type]
-                raise ProtocolError(
-                    f"train reply: {key} must be a finite number, got {values[key]!r}"
-                )
-        counts = {k: int(values[k]) for k in ("num-examples", "train-steps")}  # type: ignore[call-overload]
+        kind = "train reply"
+        _check_keys(kind, values, set(REPLY_METRIC_KEYS))
+        ints = {k: read_int(kind, k, values[k]) for k in REPLY_METRIC_KEYS if k in _INT_KEYS}
+        loss = read_number(kind, "train-loss", values["train-loss"])
+        wall = read_number(kind, "train-wall-s", values["train-wall-s"])
+        counts = {k: ints[k] for k in ("num-examples", "train-steps")}
         if min(counts.values()) < 0:
             raise ProtocolError(f"train reply holds negative counts: {counts}")
-        loss, wall = float(values["train-loss"]), float(values["train-wall-s"])  # type: ignore[arg-type]
         if not (loss == -1.0 or 0 <= loss <= MAX_LOSS):
             raise ProtocolError(f"train reply: train-loss {loss:g} outside [0, {MAX_LOSS:g}]")
         if not 0 <= wall <= MAX_WALL_S:
             raise ProtocolError(f"train reply: train-wall-s {wall:g} outside [0, {MAX_WALL_S:g}]")
-        server_round, nonce = int(values["server-round"]), int(values["nonce"])  # type: ignore[call-overload]
-        item = int(values[ITEM])  # type: ignore[call-overload]
+        server_round, nonce, item = ints["server-round"], ints["nonce"], ints[ITEM]
         if server_round < 1 or not 0 <= nonce < NONCE_LIMIT or item < DECLINE:
             raise ProtocolError(
                 f"train reply: invalid round {server_round}, nonce {nonce} or item {item}"
@@ -371,3 +429,4 @@ class TrainReply:
 
 
 REPLY_METRIC_KEYS = tuple(_kebab(f.name) for f in fields(TrainReply))
+_INT_KEYS = ("num-examples", "train-steps", "server-round", "nonce", ITEM)

@@ -2,9 +2,11 @@
 
 Admission: ESs seen for the first time are asked for their public facts (a QUERY); a node
 whose ClientApp answers with an error of the app itself is recorded once as ``incompatible``
-and never asked again. Offer design: in period 1 a seeded sample gets contracts designed in one
-batched call of the contract policy (public facts + the cloud's belief about its type); in
-period 2 the period-1 participants are offered their period-2 menu. Choices: each offered ES
+and never asked again; an ES whose own data is unusable answers with its reason
+(``protocol.DATA_DECLINE``) and is recorded once as ``declined``, never asked again either.
+Offer design: in period 1 a seeded sample gets contracts designed in one batched call of the
+contract policy (public facts + the cloud's belief about its type); in period 2 the period-1
+participants are offered their period-2 menu. Choices: each offered ES
 names an item or declines, on a separate offer QUERY or on the reply to a train offer.
 Selection: the cloud's beliefs learn from the choices, each accepter's work is valued and its
 latency modelled, and ``incentive.selection`` chooses at most ``federation.es_per_round``.
@@ -20,7 +22,7 @@ import logging
 from collections import Counter
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 
@@ -37,8 +39,8 @@ from fed_agent.modules.training import local_steps_for
 from fed_agent.protocol import (
     ARRAYS,
     CONFIG,
+    DATA_DECLINE,
     DECLINE,
-    ITEM,
     METRICS,
     PHASE,
     PUBLIC_FACTS,
@@ -48,6 +50,7 @@ from fed_agent.protocol import (
     TrainOffer,
     TrainReply,
     new_nonce,
+    read_choice,
 )
 from fed_agent.seeding import rng_for
 from fed_agent.text import one_line
@@ -63,8 +66,9 @@ INCOMPATIBLE_ERRORS = (ErrorCode.LOAD_CLIENT_APP_EXCEPTION, ErrorCode.CLIENT_APP
 """Error replies that say the node's ClientApp cannot answer the protocol (not a transient
 fault such as a dead node or a timed-out reply, which is asked again later)."""
 
-Choices = dict[int, int | None]
-"""Each offered ES's chosen item index (None = declined); an ES that did not answer is absent."""
+Choices = dict[int, int | str | None]
+"""Each offered ES's answer: its chosen item index, None when it declined, or why its answer
+was refused (a string: it loses its place in the round); an ES that did not answer is absent."""
 
 
 def query(node_id: int, values: dict) -> Message:
@@ -95,18 +99,24 @@ class Recruiter:
         self.facts: dict[int, PublicFacts] = {}
         self.incompatible: dict[int, str] = {}
         """Nodes whose ClientApp cannot answer the protocol, and why (never asked again)."""
+        self.declined: dict[int, str] = {}
+        """Nodes that declined to take part because their own data is unusable, and why (the
+        ES's reason: file and line; never asked again)."""
 
     # ------------------------------------------------------------------ admission
 
     def ask_public_facts(self, grid: Grid, plan: RoundPlan, node_ids: list[int]) -> None:
         """Ask ESs seen for the first time for their public facts (workload, uplink gain)."""
-        new = [n for n in node_ids if n not in self.facts and n not in self.incompatible]
+        new = [n for n in node_ids if n not in self.facts and n not in self.left_out]
         if not new:
             return
         queries = [query(n, {PHASE: PUBLIC_FACTS}) for n in new]
         for reply in grid.send_and_receive(queries, timeout=self.cfg.federation.round_timeout_s):
             node_id = int(reply.metadata.src_node_id)
-            if node_id not in new or node_id in self.facts or node_id in self.incompatible:
+            if node_id not in new or node_id in self.facts or node_id in self.left_out:
+                continue
+            if reply.has_error() and reply.error.reason.startswith(DATA_DECLINE):
+                self.mark_declined(plan, node_id, reply.error.reason)
                 continue
             if reply.has_error() and reply.error.code not in INCOMPATIBLE_ERRORS:
                 log.warning(
@@ -117,11 +127,41 @@ class Recruiter:
                 continue
             try:
                 if reply.has_error():
-                    raise ValueError(reply.error.reason)
-                self.facts[node_id] = PublicFacts.from_dict(dict(reply.content[PUBLIC_FACTS]))
-            except (KeyError, TypeError, ValueError) as err:
-                reason = f"cannot answer the contract protocol: {one_line(str(err))}"
+                    raise ProtocolError(reply.error.reason)
+                facts = self._admissible_facts(reply)
+            except Exception as err:  # noqa: BLE001 -- a node's reply never ends the run
+                reason = f"cannot answer the contract protocol: {one_line(err)}"
                 self.mark_incompatible(plan, node_id, reason)
+                continue
+            self.facts[node_id] = facts
+
+    def _admissible_facts(self, reply: Message) -> PublicFacts:
+        """The public facts a reply holds, parsed and bounded (a finite number > 0 each), on
+        which a market can be designed: any failure raises, naming it."""
+        record = reply.content[PUBLIC_FACTS]
+        if not isinstance(record, ConfigRecord):
+            raise ProtocolError(f"public facts in a {type(record).__name__}, not a ConfigRecord")
+        facts = PublicFacts.from_dict(record)
+        try:
+            es_market(self.cfg.market, facts, self.module.adapter_bytes, None)
+        except ValueError as err:
+            raise ProtocolError(
+                f"public facts {facts.to_dict()} give no valid market: {err}"
+            ) from err
+        return facts
+
+    @property
+    def left_out(self) -> set[int]:
+        """Nodes never asked or offered anything again: incompatible or declined."""
+        return self.incompatible.keys() | self.declined.keys()
+
+    def mark_declined(self, plan: RoundPlan, node_id: int, reason: str) -> None:
+        """Record once that an ES declines to take part with its reason (a ``declined`` ledger
+        row, unpaid; never asked again)."""
+        reason = one_line(reason)
+        self.declined[node_id] = reason
+        log.warning("node %s takes no part: %s", node_id, reason)
+        self.book.record(plan, node_id, "declined", reason=reason)
 
     def mark_incompatible(self, plan: RoundPlan, node_id: int, reason: str) -> None:
         """Record once that a node cannot take part (a ledger row; never asked again)."""
@@ -149,21 +189,18 @@ class Recruiter:
             engaged = {n for n, e in self.book.engagements.items() if e.report is not None}
             return [n for n in node_ids if n in engaged], times
         rng = rng_for(self.cfg.seed, "offers", plan.server_round)
-        usable = [n for n in node_ids if n not in self.incompatible]
+        usable = [n for n in node_ids if n not in self.left_out]
         sampled = sample_nodes(usable, self.cfg.incentive.max_offers_per_round, rng)
         self.ask_public_facts(grid, plan, sampled)
         offered = [n for n in sampled if n in self.facts]
         self.beliefs.advance_unobserved([n for n in self.book.engagements if n not in offered])
-        designed = {n: self.market_of(n, self.beliefs.belief(n)) for n in offered}
+        designed = {n: self._designable_market(n) for n in offered}
         self.book.forfeit_unfinished(plan)
         self.book.engagements = {}
-        for node_id in [n for n, m in designed.items() if m is None]:
-            reason = (
-                f"cannot meet the round's deadline of {self.cfg.incentive.deadline_s:g} s "
-                f"even at f_max = {self.cfg.market.f_max_ghz:g} GHz"
-            )
-            self.book.record(plan, node_id, "no_offer", reason=reason, source="no_offer")
-        offered = [n for n in offered if designed[n] is not None]
+        for node_id, reason in designed.items():
+            if isinstance(reason, str):
+                self.book.record(plan, node_id, "no_offer", reason=reason, source="no_offer")
+        offered = [n for n in offered if isinstance(designed[n], Market)]
         markets = [designed[n] for n in offered]
         if self.cfg.incentive.policy in UNCOMMITTED_POLICIES:
             markets = [m.replace(participation="per_period") for m in markets]
@@ -180,6 +217,19 @@ class Recruiter:
                 continue
             self.book.engagements[node_id] = Engagement(contract, market, source)
         return [n for n in offered if n in self.book.engagements], times
+
+    def _designable_market(self, node_id: int) -> Market | str:
+        """The market to design ``node_id``'s contract on, or why it gets no offer."""
+        try:
+            market = self.market_of(node_id, self.beliefs.belief(node_id))
+        except ValueError as err:  # its facts passed admission; the belief cannot break it
+            return f"no valid market for this ES: {one_line(err)}"
+        if market is None:
+            return (
+                f"cannot meet the round's deadline of {self.cfg.incentive.deadline_s:g} s "
+                f"even at f_max = {self.cfg.market.f_max_ghz:g} GHz"
+            )
+        return market
 
     def market_of(self, node_id: int, belief: np.ndarray) -> Market | None:
         """The market the contracts of ``node_id`` are designed on. Under the ``deadline`` rule
@@ -264,16 +314,37 @@ class Recruiter:
         k = self.cfg.market.num_types
         for reply in grid.send_and_receive(messages, timeout=self.cfg.federation.round_timeout_s):
             node_id = int(reply.metadata.src_node_id)
+            if node_id not in offered or node_id in choices:
+                continue  # not asked, or a second answer: the first one counts
+            if self._failed(reply, "offer"):
+                continue
             try:
-                item = int(reply.content[METRICS][ITEM])
-                if not (item == DECLINE or 0 <= item < k):
-                    raise ValueError(f"item {item} outside [0, {k})")
-            except (KeyError, TypeError, ValueError) as err:
-                reason = reply.error.reason if reply.has_error() else str(err)
-                log.warning("node %s: unusable answer to the offer (%s)", node_id, reason)
+                record = reply.content[METRICS]
+                if not isinstance(record, MetricRecord):
+                    raise ProtocolError(f"the answer is a {type(record).__name__}")
+                item = read_choice(record, k)
+            except Exception as err:  # noqa: BLE001 -- a node's reply never ends the run
+                choices[node_id] = self._refused(node_id, "offer", err)
                 continue
             choices[node_id] = None if item == DECLINE else item
         return choices
+
+    @staticmethod
+    def _failed(reply: Message, what: str) -> bool:
+        """Whether the reply is a Flower error (logged): the offer counts as unanswered."""
+        if reply.has_error():
+            error = one_line(f"client error {reply.error.code}: {reply.error.reason}")
+            log.warning(
+                "node %s: no answer to the %s (%s)", reply.metadata.src_node_id, what, error
+            )
+        return reply.has_error()
+
+    @staticmethod
+    def _refused(node_id: int, what: str, err: Exception) -> str:
+        """Why an answer to an offer is refused (one line, logged)."""
+        reason = f"unusable answer to the {what}: {one_line(err)}"
+        log.warning("node %s: %s", node_id, reason)
+        return reason
 
     def choices_in_train_replies(self, plan: RoundPlan, replies: list[Message]) -> Choices:
         """The choices the replies to this round's train offers name (the first reply of each
@@ -284,14 +355,14 @@ class Recruiter:
             node_id = int(reply.metadata.src_node_id)
             if node_id not in plan.train_offers or node_id in choices:
                 continue
+            if self._failed(reply, "train offer"):
+                continue
             try:
-                if reply.has_error():
-                    raise ProtocolError(one_line(reply.error.reason))
                 item = TrainReply.from_dict(dict(reply.content[METRICS])).item
                 if not (item == DECLINE or 0 <= item < k):
                     raise ProtocolError(f"item {item} outside [0, {k})")
-            except (KeyError, TypeError, ValueError) as err:
-                log.warning("node %s: unusable answer to the train offer (%s)", node_id, err)
+            except Exception as err:  # noqa: BLE001 -- a node's reply never ends the run
+                choices[node_id] = self._refused(node_id, "train offer", err)
                 continue
             choices[node_id] = None if item == DECLINE else item
         return choices
@@ -331,6 +402,11 @@ class Recruiter:
             self.beliefs.observe_choice(node_id, None)
             return None
         item = choices[node_id]
+        if isinstance(item, str):  # an answer that could not be read: no place in the round
+            settled = self.book.settle_held(plan, node_id, delivered=False)
+            self.book.record(plan, node_id, "rejected", reason=item, **settled)
+            self.beliefs.observe_choice(node_id, None)
+            return None
         belief = self.beliefs.belief(node_id)
         self.beliefs.observe_choice(node_id, item)
         if item is None:

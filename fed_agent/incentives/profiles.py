@@ -11,12 +11,14 @@ profile is derived from its partition id and the seed (:func:`simulated_profiles
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from fed_agent.contracts import Market, MarketParams, willingness_path
 from fed_agent.incentives.config import IncentiveConfig
+from fed_agent.protocol import ProtocolError, read_number
 from fed_agent.seeding import derive_seed, rng_for
 
 WORKLOAD = "workload-gcycles"
@@ -33,17 +35,33 @@ class PublicFacts:
     channel_gain: float
 
     def __post_init__(self) -> None:
-        if not (self.workload_gcycles > 0 and self.channel_gain > 0):
-            raise ValueError(f"public facts must be positive: {self}")
+        for name, value in dataclasses.asdict(self).items():
+            if not 0 < value < np.inf:
+                raise ValueError(f"public facts: {name} must be a finite number > 0, got {value}")
 
     def to_dict(self) -> dict[str, float]:
         """Message/node-config form."""
         return {WORKLOAD: self.workload_gcycles, CHANNEL_GAIN: self.channel_gain}
 
     @classmethod
-    def from_dict(cls, values: dict) -> PublicFacts:
-        """Parse the message/node-config form."""
-        return cls(float(values[WORKLOAD]), float(values[CHANNEL_GAIN]))
+    def from_dict(cls, values: Mapping[str, object]) -> PublicFacts:
+        """Parse the message/node-config form: both keys, each a finite number > 0 (an int or
+        a float, never a string).
+
+        Raises
+        ------
+        ProtocolError
+            Naming the key and what it holds.
+        """
+        kind = "public facts"
+        missing = [k for k in (WORKLOAD, CHANNEL_GAIN) if k not in values]
+        if missing:
+            raise ProtocolError(f"{kind}: missing keys {missing}")
+        facts = [read_number(kind, k, values[k]) for k in (WORKLOAD, CHANNEL_GAIN)]
+        try:
+            return cls(*facts)
+        except ValueError as err:
+            raise ProtocolError(str(err)) from err
 
 
 @dataclass(frozen=True)
