@@ -42,6 +42,7 @@ from fed_agent.screening.robust import (
     screen,
     unflatten,
 )
+from fed_agent.text import one_line
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +61,14 @@ class AcceptedReply:
 
 @dataclass(frozen=True)
 class RejectedReply:
-    """A reply that was not used (and must not be paid), and why."""
+    """A reply that was not used (and must not be paid), and why (cut to one short line: it
+    may quote what the node sent, and it is logged and written to the ledger)."""
 
     node_id: int
     reason: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reason", one_line(self.reason))
 
 
 def _check_example_count(claimed: int, max_examples: int) -> None:

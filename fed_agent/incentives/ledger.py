@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from fed_agent.outputs import write_text_atomic
+from fed_agent.text import one_line
 
 STATUSES = (
     "no_offer",
@@ -103,9 +104,12 @@ class Ledger:
             self.entries = parse_entries(path.read_text(), str(path))
 
     def add(self, entry: LedgerEntry) -> None:
-        """Append one entry (the status must be known)."""
+        """Append one entry (the status must be known); its texts cut to one short line
+        (:func:`fed_agent.text.one_line`: a reason may quote what a node sent)."""
         if entry.status not in STATUSES:
             raise ValueError(f"unknown ledger status {entry.status!r}; valid choices: {STATUSES}")
+        entry.reason = one_line(entry.reason) if entry.reason else ""
+        entry.offer_source = one_line(entry.offer_source) if entry.offer_source else ""
         self.entries.append(entry)
 
     def frame(self) -> pd.DataFrame:

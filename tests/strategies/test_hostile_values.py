@@ -162,3 +162,35 @@ def test_the_reported_attacks_cost_the_node_its_place_and_the_round_goes_on(
     assert row.status == status and row.paid == 0
     assert ("no valid market" in row.reason or "finite" in row.reason) == (status != "rejected")
     assert ("must be an integer" in row.reason) == (status == "rejected")
+
+
+def test_a_huge_multi_line_reason_reaches_the_ledger_and_csv_as_one_short_line(
+    tmp_path, smoke_module
+):
+    import csv
+    import io
+
+    from flwr.app.error import Error
+    from flwr.common.constant import ErrorCode
+
+    from tests.strategies.test_contract_strategy import honest_updates, reply_for
+
+    strategy, grid = make_strategy(tmp_path, smoke_module, "incentive=optimal")
+    messages, _ = train_round(strategy, grid, smoke_module)
+    bad = messages[0].metadata.dst_node_id
+    updates = honest_updates(smoke_module, messages[1:])
+    replies = [reply_for(m, u) for m, u in zip(messages[1:], updates, strict=True)]
+    huge = ("x" * 1_000_000 + "\n") * 5 + "the last line, with, commas"
+    error = Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, huge)
+    replies.append(Message(error=error, metadata=metadata(bad, 0, "train")))
+    _, metrics = strategy.aggregate_train(1, replies)
+    assert metrics["participants"] == 2  # the honest path beside the attack
+    [row] = [e for e in strategy.ledger.entries if e.node_id == bad]
+    assert row.status == "rejected" and row.paid == 0
+    assert row.reason == "the last line, with, commas"
+    text = (strategy.outputs.root / "ledger.csv").read_text()
+    assert len(text) < 5_000
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert len(rows) == 3 and [r["reason"] for r in rows if r["node_id"] == str(bad)] == [
+        row.reason
+    ]
