@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 import fed_agent.commands as commands_pkg
+from fed_agent.errors import is_user_error, one_line_message
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,10 +27,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` and run the chosen command; returns the process exit code."""
+    """Parse ``argv`` and run the chosen command; returns the process exit code.
+
+    A user error (a bad path, file or setting: :func:`fed_agent.errors.is_user_error`) is
+    printed as one line on stderr with exit code 2; any other exception is a bug and keeps
+    its traceback.
+    """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = build_parser().parse_args(argv)
-    return int(args.handler(args) or 0)
+    try:
+        return int(args.handler(args) or 0)
+    except Exception as err:
+        if not is_user_error(err):
+            raise
+        print(f"fed-agent {args.command}: {one_line_message(err)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -11,6 +11,29 @@ from pathlib import Path
 
 import pandas as pd
 
+from fed_agent.errors import UserError
+
+
+def check_output_path(path: Path, option: str, is_file: bool = False) -> None:
+    """Refuse, before any work, an output folder (or file) that cannot be created or written:
+    one under a file, in a folder without write access, or a file path that is a folder.
+
+    Raises
+    ------
+    UserError
+        Naming ``option`` (the command-line option or setting) and ``path``.
+    """
+    path = Path(path)
+    if is_file and path.is_dir():
+        raise UserError(f"{option} {path} is a folder; name the file to write")
+    existing = (path.parent if is_file else path).expanduser().absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{option} {path}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{option} {path}: {existing} is not writable")
+
 
 def write_table_atomic(frame: pd.DataFrame, path: Path) -> None:
     """Write a CSV so that a crash leaves the previous version, never a truncated one."""

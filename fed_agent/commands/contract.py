@@ -119,6 +119,10 @@ def run_solve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.out is not None:  # before solving: a table that cannot be written fails at once
+        from fed_agent.outputs import check_output_path  # pandas: only with --out
+
+        check_output_path(args.out, "--out", is_file=True)
     market = build_market(args.market, args.seed, args.num_types, args.participation)
     names = args.solution or list(REFERENCE_SOLVERS)
     print(

@@ -69,6 +69,7 @@ def _config(args: argparse.Namespace) -> EvaluationConfig:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from fed_agent.evaluation.evaluate_agent import evaluate_agent_dir
+    from fed_agent.outputs import check_output_path
 
     if args.endpoint is not None:
         return _evaluate_endpoint(args)
@@ -77,6 +78,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         return 2
     cfg = _config(args)
     out = args.out or args.agent_dir / "evaluation"
+    check_output_path(out, "--out")
     frame = evaluate_agent_dir(args.agent_dir, out, cfg, args.eval_samples)
     print(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"wrote {out / 'agent_eval.csv'} and {out / 'agent_eval.png'}")

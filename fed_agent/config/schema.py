@@ -329,7 +329,7 @@ class ExperimentConfig:
     """The contract market (types, transitions, costs, value); defaults in MarketParams."""
     incentive: IncentiveConfig = field(default_factory=IncentiveConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
-    screening: ExpectationConfig = field(default_factory=ExpectationConfig)
+    screening: ScreeningConfig = field(default_factory=ScreeningConfig)
     """How the cloud judges each returned update (fed_agent/modules/expectations.py)."""
     agent: AgentConfig = field(default_factory=AgentConfig)
     """The exported agent: this run's module name and an earlier agent to extend."""

@@ -7,8 +7,11 @@ import logging
 from pathlib import Path
 
 import pandas as pd
+import yaml
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
+from fed_agent.config.load import ConfigError
 from fed_agent.config.schema import ExperimentConfig
 from fed_agent.data.sources import heldout_data
 from fed_agent.data.tasks import Example
@@ -30,12 +33,22 @@ TABLE, PLOT = "agent_eval.csv", "agent_eval.png"
 
 
 def agent_experiment(agent_dir: Path) -> ExperimentConfig:
-    """The run config saved with the agent (``config.yaml``), or the schema defaults."""
+    """The run config saved with the agent (``config.yaml``), or the schema defaults.
+
+    Raises
+    ------
+    ConfigError
+        When ``config.yaml`` is no YAML or holds a key or value the schema refuses.
+    """
     schema = OmegaConf.structured(ExperimentConfig)
     path = Path(agent_dir) / "config.yaml"
-    if path.is_file():
-        schema = OmegaConf.merge(schema, OmegaConf.load(path))
-    return OmegaConf.to_object(schema)
+    try:
+        if path.is_file():
+            schema = OmegaConf.merge(schema, OmegaConf.load(path))
+        return OmegaConf.to_object(schema)
+    except (OmegaConfBaseException, yaml.YAMLError, ValueError) as err:
+        message = " ".join(str(err).split())
+        raise ConfigError(f"{path} is not a valid run config: {message}") from err
 
 
 def evaluate_runtime(

@@ -58,6 +58,7 @@ from fed_agent.modules.adapter import (
     save_adapter,
 )
 from fed_agent.outputs import write_json_atomic
+from fed_agent.packaging.manifest_base import check_base_entry
 
 FORMAT_VERSION = 1
 """Format of single-module agents (still written by export_agent, so older readers work)."""
@@ -289,6 +290,7 @@ def read_manifest(agent_dir: Path) -> dict:
             spec["base"]["model_config"], spec["base"]["fingerprint"], spec["adapter"]["file"]
             for what, relative in _manifest_paths(spec):
                 confined_path(agent_dir, relative, f"{path}: {what}")
+            check_base_entry(spec["base"], f"{path}: base")
     except (KeyError, TypeError) as err:
         raise AdapterError(f"{path} is not a valid agent manifest: missing {err}") from err
     return manifest

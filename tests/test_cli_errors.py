@@ -1,0 +1,95 @@
+"""The command line's one rule for errors: the user's (a bad path, file or setting) is one line
+on stderr and exit code 2; anything else is a bug and keeps its traceback."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fed_agent import cli
+from fed_agent.config import ConfigError
+from fed_agent.errors import UserError, is_user_error, one_line_message
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "fed_agent.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [
+        ("a-file/table.csv", "--out {tmp}/a-file/table.csv: {tmp}/a-file is not a folder"),
+        (".", "--out {tmp} is a folder; name the file to write"),
+    ],
+)
+def test_contract_solve_refuses_an_unwritable_out_before_solving(tmp_path, out, message):
+    (tmp_path / "a-file").write_text("")
+    target = tmp_path / out if out != "." else tmp_path
+    result = _cli("contract", "solve", "--solution", "static", "--out", str(target))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "fed-agent contract: " + message.format(tmp=tmp_path)
+    ]
+    assert "== static" not in result.stdout  # refused before anything was solved
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        UserError("bad"),
+        ConfigError("bad"),
+        FileNotFoundError(errno.ENOENT, "No such file", "x"),
+        PermissionError(errno.EACCES, "Permission denied", "x"),
+        OSError(errno.EROFS, "Read-only file system", "x"),
+    ],
+)
+def test_user_errors_are_one_line_and_exit_code_2(monkeypatch, capsys, error):
+    def handler(args: argparse.Namespace) -> int:
+        raise error
+
+    monkeypatch.setattr(cli, "build_parser", lambda: _parser(handler))
+    assert cli.main(["go"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fed-agent go: ")
+
+
+@pytest.mark.parametrize(
+    "error", [KeyError("k"), TypeError("t"), ValueError("v"), OSError(errno.EIO, "I/O")]
+)
+def test_other_exceptions_are_bugs_and_keep_their_traceback(monkeypatch, error):
+    def handler(args: argparse.Namespace) -> int:
+        raise error
+
+    monkeypatch.setattr(cli, "build_parser", lambda: _parser(handler))
+    with pytest.raises(type(error)):
+        cli.main(["go"])
+    assert not is_user_error(error)
+
+
+def test_a_multi_line_message_is_joined_into_one():
+    assert one_line_message(UserError("first\n\n  second  \n")) == "first second"
+    assert one_line_message(UserError("")) == "UserError"
+
+
+def _parser(handler) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fed-agent")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("go").set_defaults(handler=handler)
+    return parser
