@@ -1,0 +1,84 @@
+"""`fed-agent run -m` places each job in its own folder; `fed-agent summarize` tables the sweep."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fed_agent.cli import main
+from fed_agent.config import ConfigError, load_config, to_yaml
+from fed_agent.deploy import multirun
+from fed_agent.deploy.launcher import FederationRunError, RunOutcome
+from fed_agent.evaluation.sweep_summary import SweepError, summarize
+
+ACCURACY = {0: 0.5, 1: 0.7, 2: 0.9}
+
+
+def fake_launch(experiment, overrides, timeout_s):
+    """A run that writes what a real one does (config, metrics); num_es=3 with seed 1 fails."""
+    cfg = load_config(experiment, overrides)
+    if cfg.federation.num_es == 3 and cfg.seed == 1:
+        raise FederationRunError("run 7 ended finished:failed: boom")
+    folder = Path(cfg.output_dir) / cfg.run_name
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(to_yaml(cfg))
+    accuracy = ACCURACY[cfg.seed] - (0.1 if cfg.federation.num_es == 3 else 0.0)
+    pd.DataFrame(
+        {
+            "round": [0, 1, 2],
+            "decision_accuracy": [0.1, 0.3, accuracy],
+            "answer_loss": [3.0, 2.0, 1.0 + cfg.seed],
+            "cloud_utility": [float("nan"), 10.0, 20.0 + cfg.seed],
+        }
+    ).to_csv(folder / "metrics.csv", index=False)
+    return RunOutcome(7, "finished:completed", "", 1.0, folder)
+
+
+def test_a_sweep_runs_every_job_in_its_folder_and_the_summary_has_t_intervals(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(multirun, "launch_simulation", fake_launch)
+    sweep_dir, jobs = multirun.launch_multirun(
+        "smoke", ["federation.num_es=4,3", "seed=0,1,2"], sweep_dir=tmp_path / "sweep a,b"
+    )
+    assert [j.overrides for j in jobs][:2] == [
+        ["federation.num_es=4", "seed=0"],
+        ["federation.num_es=4", "seed=1"],
+    ]
+    assert [j.status for j in jobs] == ["finished:completed"] * 4 + ["failed", "finished:completed"]
+    assert all((sweep_dir / str(j.job) / "metrics.csv").exists() for j in jobs if j.job != 4)
+    table = summarize(sweep_dir).set_index("setting")
+    four = table.loc["federation.num_es=4"]
+    assert four.seeds == 3 and four.seed_list == "0 1 2"
+    # mean 0.7, sd 0.2 over 3 seeds: t(0.975, 2) = 4.3027 -> half width 0.4968
+    assert four.decision_accuracy == pytest.approx(0.7)
+    assert four.decision_accuracy_low == pytest.approx(0.7 - 0.49683, abs=1e-4)
+    assert four.decision_accuracy_high == pytest.approx(0.7 + 0.49683, abs=1e-4)
+    assert four.cloud_utility == pytest.approx(31.0)  # 10 + 20 + seed, mean over seeds 0-2
+    three = table.loc["federation.num_es=3"]
+    assert three.seeds == 2 and three.seed_list == "0 2"
+    assert three.decision_accuracy == pytest.approx(0.6)
+    assert (table.failed_jobs == 1).all()
+
+
+def test_a_bad_job_config_is_refused_before_any_job_runs(tmp_path, monkeypatch):
+    ran = []
+    monkeypatch.setattr(multirun, "launch_simulation", lambda *a: ran.append(a))
+    with pytest.raises(ConfigError):
+        multirun.launch_multirun("smoke", ["federation.num_es=4,0"], sweep_dir=tmp_path)
+    assert ran == [] and not (tmp_path / "multirun.json").exists()
+
+
+def test_the_commands_run_a_sweep_and_write_its_summary(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(multirun, "launch_simulation", fake_launch)
+    sweep = tmp_path / "sweep"
+    assert main(["run", "-m", "--experiment", "smoke", "--sweep-dir", str(sweep), "seed=0,2"]) == 0
+    assert "2 of 2 jobs completed" in capsys.readouterr().out
+    assert main(["summarize", str(sweep)]) == 0
+    written = pd.read_csv(sweep / "summary.csv")
+    assert written.decision_accuracy.tolist() == [pytest.approx(0.6)]  # smoke: 3 ESs
+    assert main(["summarize", str(tmp_path)]) == 2  # not a sweep folder
+    with pytest.raises(SweepError, match="no multirun.json"):
+        summarize(tmp_path)
