@@ -8,10 +8,11 @@ Each variant is a complete ``fed-agent run`` of ``--experiment`` at ``--seed``:
 * ``clone``: as ``cpus1`` in a fresh ``git clone`` of this checkout (committed code only) with
   an empty model cache, so the clone builds its own base.
 
-The table (``benchmarks/results/reproducibility.csv``) has, per variant, the final module's
-``adapter_sha256``, the final held-out accuracy and the SHA-256 of metrics.csv without its
-wall-clock columns (``fed_agent.outputs.reproducible_digest``); the script exits 1 unless
-every variant's digest is the same. Run::
+The table (``benchmarks/results/reproducibility.csv``, rows replaced per experiment, seed and
+variant) has, per variant, the final module's ``adapter_sha256``, the final held-out accuracy
+and the SHA-256 of metrics.csv without its wall-clock columns
+(``fed_agent.outputs.reproducible_digest``); the script exits 1 unless every variant of this
+call has the same digest. Run::
 
     .venv/bin/python benchmarks/reproducibility_bench.py --experiment default --seed 0
 """
@@ -30,6 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 from fed_agent.cache import CACHE_ENV
+from fed_agent.evaluation.report import upsert_table
 from fed_agent.outputs import reproducible_digest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,9 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         for variant in args.variants:
             folder = run_variant(args.experiment, args.seed, variant, Path(scratch))
             rows.append(table_row(args.experiment, args.seed, variant, folder))
-            table = pd.DataFrame(rows)  # written after each variant: a long sweep keeps them
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            table.to_csv(args.out, index=False)
+            # after each variant (a long sweep keeps them); other experiments' rows stay
+            upsert_table(rows[-1:], args.out, ("experiment", "seed", "variant"))
+    table = pd.DataFrame(rows)
     print(table.to_string(index=False))
     same = table.metrics_sha256.nunique() == 1 and table.adapter_sha256.nunique() == 1
     print("identical across variants" if same else "VARIANTS DIFFER")
