@@ -18,9 +18,10 @@ USER_ERROR_CLASSES = (
     "fed_agent.data.files.DataFileError",
     "fed_agent.deploy.preflight.PreflightError",
     "fed_agent.evaluation.serving.EndpointError",
+    "fed_agent.rl.checkpoint.CheckpointFileError",
 )
 """The project's exceptions about its input (an agent folder, a config, a checkpoint, a data
-folder, an endpoint), by dotted name: looked up among the modules already imported, so the
+folder, an endpoint, a designer checkpoint), by dotted name: looked up among the modules already imported, so the
 command line imports no torch to recognise them (an exception of a class whose module was
 never imported cannot have been raised)."""
 FILE_ERRORS = (

@@ -93,3 +93,13 @@ def _parser(handler) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("go").set_defaults(handler=handler)
     return parser
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated zip", b"not a checkpoint"])
+def test_designer_eval_on_a_corrupt_checkpoint_is_one_line(tmp_path, capsys, content):
+    checkpoint = tmp_path / "designer.npz"
+    checkpoint.write_bytes(content)
+    code = cli.main(["designer", "eval", "--checkpoint", str(checkpoint), "--heldout", "2"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1
+    assert lines[0].startswith(f"fed-agent designer: {checkpoint} is not a designer checkpoint")

@@ -8,6 +8,7 @@ neither pickle nor torch.load.
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -40,14 +41,30 @@ def save_checkpoint(
     return path
 
 
+class CheckpointFileError(ValueError):
+    """A file that is no checkpoint of :func:`save_checkpoint` (empty, truncated, another
+    format)."""
+
+
 def load_checkpoint(path: str | Path) -> tuple[dict[str, dict[str, Tensor]], dict[str, Any]]:
-    """Read what :func:`save_checkpoint` wrote; returns (state, header)."""
+    """Read what :func:`save_checkpoint` wrote; returns (state, header).
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` does not exist.
+    CheckpointFileError
+        When it is no such checkpoint (one line naming the file).
+    """
     state: dict[str, dict[str, Tensor]] = {}
-    with np.load(Path(path), allow_pickle=False) as data:
-        header = json.loads(data[HEADER_KEY].tobytes().decode("utf-8"))
-        for key in data.files:
-            if key == HEADER_KEY:
-                continue
-            network, name = key.split("/", 1)
-            state.setdefault(network, {})[name] = torch.from_numpy(data[key].copy())
+    try:
+        with np.load(Path(path), allow_pickle=False) as data:
+            header = json.loads(data[HEADER_KEY].tobytes().decode("utf-8"))
+            for key in data.files:
+                if key == HEADER_KEY:
+                    continue
+                network, name = key.split("/", 1)
+                state.setdefault(network, {})[name] = torch.from_numpy(data[key].copy())
+    except (EOFError, ValueError, KeyError, zipfile.BadZipFile, UnicodeDecodeError) as err:
+        raise CheckpointFileError(f"{path} is not a designer checkpoint (.npz): {err}") from err
     return state, header
