@@ -15,6 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from fed_agent.errors import UserError
 from fed_agent.evaluation.config import EvaluationConfig
 
 DEFAULTS = EvaluationConfig()
@@ -59,12 +60,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _config(args: argparse.Namespace) -> EvaluationConfig:
-    return EvaluationConfig(
-        requests=args.requests,
-        max_new_tokens=args.max_new_tokens,
-        rtt_ms=args.rtt_ms,
-        uplink_mbps=args.uplink_mbps,
-    )
+    try:
+        return EvaluationConfig(
+            requests=args.requests,
+            max_new_tokens=args.max_new_tokens,
+            rtt_ms=args.rtt_ms,
+            uplink_mbps=args.uplink_mbps,
+        )
+    except ValueError as err:  # an option out of range: the user's to fix
+        raise UserError(str(err)) from err
 
 
 def _evaluate(args: argparse.Namespace) -> int:

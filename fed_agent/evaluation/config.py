@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fed_agent.validation import check_number
+
 
 @dataclass(frozen=True)
 class EvaluationConfig:
@@ -23,12 +25,12 @@ class EvaluationConfig:
     """Uplink rate for sending the request (prompt text, or the raw image for a VLM)."""
 
     def __post_init__(self) -> None:
-        if self.requests < 1 or self.warmup_requests < 0 or self.max_new_tokens < 1:
-            raise ValueError(
-                "evaluation needs requests >= 1, warmup_requests >= 0, max_new_tokens >= 1; got "
-                f"{self.requests}, {self.warmup_requests}, {self.max_new_tokens}"
-            )
-        if self.rtt_ms < 0 or not self.uplink_mbps > 0:
-            raise ValueError(
-                f"rtt_ms must be >= 0 and uplink_mbps > 0, got {self.rtt_ms}, {self.uplink_mbps}"
-            )
+        for name, low in (
+            ("requests", 1),
+            ("warmup_requests", 0),
+            ("max_new_tokens", 1),
+            ("eval_batch_size", 1),
+        ):
+            check_number(f"evaluation.{name}", getattr(self, name), low, integer=True)
+        check_number("evaluation.rtt_ms", self.rtt_ms, 0)
+        check_number("evaluation.uplink_mbps", self.uplink_mbps, 0, ends="()")

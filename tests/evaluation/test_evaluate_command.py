@@ -47,7 +47,7 @@ def test_cloud_only_adds_round_trip_and_upload() -> None:
 
 
 def test_evaluation_config_refuses_bad_values() -> None:
-    with pytest.raises(ValueError, match="requests >= 1"):
+    with pytest.raises(ValueError, match="evaluation.requests must be >= 1"):
         EvaluationConfig(requests=0)
     with pytest.raises(ValueError, match="uplink_mbps"):
         EvaluationConfig(uplink_mbps=0.0)

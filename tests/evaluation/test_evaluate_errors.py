@@ -135,3 +135,17 @@ def test_the_process_prints_no_traceback(tmp_path):
         f"fed-agent evaluate: {tmp_path / 'nope'} is not an agent directory: manifest.json is "
         "missing"
     ]
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--rtt-ms", "nan", "evaluation.rtt_ms must be a finite number >= 0, got nan"),
+        ("--uplink-mbps", "inf", "evaluation.uplink_mbps must be a finite number > 0, got inf"),
+        ("--requests", "0", "evaluation.requests must be >= 1, got 0"),
+    ],
+)
+def test_an_option_out_of_range_is_one_line(good_agent, tmp_path, capsys, option, value, message):
+    code = main(["evaluate", str(good_agent), "--out", str(tmp_path / "eval"), option, value])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == f"fed-agent evaluate: {message}"
