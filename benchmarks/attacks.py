@@ -156,6 +156,12 @@ an honest peer's): ``collude``: every attacker sends one shared update that hugs
 ``hug``: each attacker alone sends an update just inside the limits, mostly a junk direction;
 ``peer_copy``: a copy of an honest peer's update; ``scaled_copy``: 0.15x of it."""
 
+PEER_ATTACKS = ("near_copy_99", "near_copy_95", "peer_mean", "collude_noisy")
+"""Attacks built from the honest peers' updates: ``near_copy_<c>``: a peer's update with noise
+added, at cosine 0.<c> to it and of its norm; ``peer_mean``: the mean of two peers' updates;
+``collude_noisy``: like ``hug``, but the junk is one direction all attackers share plus 0.6 of
+each one's own noise (so that no two replies are copies of each other)."""
+
 
 @dataclass(frozen=True)
 class HugParams:
@@ -203,4 +209,47 @@ def coordinated_deltas(
         return [peer_delta.copy() for _ in attacker_deltas]
     if name == "scaled_copy":
         return [params.copy_factor * peer_delta for _ in attacker_deltas]
+    raise AssertionError("unreachable: check_choice covers every attack")
+
+
+def _near(peer: np.ndarray, cosine: float, rng: np.random.Generator) -> np.ndarray:
+    """``peer`` turned by Gaussian noise to ``cosine`` to it, at its norm."""
+    unit = peer / np.linalg.norm(peer)
+    side = rng.normal(size=peer.shape)
+    side -= (side @ unit) * unit
+    side /= np.linalg.norm(side)
+    return np.linalg.norm(peer) * (cosine * unit + np.sqrt(1 - cosine**2) * side)
+
+
+def peer_deltas(
+    name: str,
+    attacker_deltas: list[np.ndarray],
+    peer_deltas_: list[np.ndarray],
+    rng: np.random.Generator,
+    params: HugParams = HugParams(),
+) -> list[np.ndarray]:
+    """What each attacker sends (one of :data:`PEER_ATTACKS`), given every attacker's honest
+    update and the honest peers' updates (flattened deltas; attacker ``i`` copies peer
+    ``i mod len(peers)``, or averages that peer and the next)."""
+    check_choice("peer attack", name, PEER_ATTACKS)
+    n = len(peer_deltas_)
+    if n < 2:
+        raise ValueError(f"{name} needs at least 2 honest peers, got {n}")
+    if name.startswith("near_copy_"):
+        cosine = float(name.rsplit("_", 1)[1]) / 100
+        return [_near(peer_deltas_[i % n], cosine, rng) for i in range(len(attacker_deltas))]
+    if name == "peer_mean":
+        return [
+            (peer_deltas_[i % n] + peer_deltas_[(i + 1) % n]) / 2
+            for i in range(len(attacker_deltas))
+        ]
+    if name == "collude_noisy":
+        junk = rng.normal(size=peer_deltas_[0].shape)
+        junk /= np.linalg.norm(junk)
+        sent = []
+        for own in attacker_deltas:
+            noise = rng.normal(size=own.shape)
+            side = 0.8 * junk + 0.6 * noise / np.linalg.norm(noise)
+            sent.append(_hugging(own, side, params))
+        return sent
     raise AssertionError("unreachable: check_choice covers every attack")

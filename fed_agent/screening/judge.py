@@ -33,9 +33,10 @@ cloud itself expects, from its own data and from earlier rounds:
   The price of the weak growth: an ES that trains far fewer steps than contracted (at
   ~1.2x per doubling, a tenth of them gives ~0.55x the norm) still passes the norm check; it
   is paid for steps it did not take, though its update is honest in direction;
-- copies: an update (nearly) parallel to one that arrived earlier this round is a ``copy`` (a
-  peer's update or a scaled copy of it: a copy cannot arrive before what it copies); one
-  (nearly) parallel to the last global step is a ``replay`` of the round before.
+- replays: an update (nearly) parallel to the last global step is a ``replay`` of the round
+  before. Copies of a peer, scaled copies and means of peers are not judged one by one: the
+  round's updates are settled as a set (:mod:`fed_agent.screening.settlement`), whatever the
+  order they arrived in.
 
 An accepted update is clipped to ``clip_ratio`` x its expected norm before it is aggregated, so
 an update that hugs the limits weighs no more than an honest one (the robust rule; with honest
@@ -146,7 +147,7 @@ class UpdateScreen:
         reference: Reference,
         last_step: np.ndarray | None = None,
     ) -> list[Judged]:
-        """Judge each update (in order of arrival) against the expectations.
+        """Judge each update against the expectations (the order of ``deltas`` does not matter).
 
         ``efforts`` are the contracted efforts of each update's ES (learning-rate sums of the
         contracted steps); ``last_step`` is the previous round's change of the global module
@@ -176,15 +177,16 @@ class UpdateScreen:
         self, deltas: Sequence[np.ndarray], judged: list[Judged], last_step: np.ndarray | None
     ) -> list[Judged]:
         """Second pass over the updates within the fixed limits: the expected cosine, then
-        copies."""
+        replays."""
         floor = self.cfg.cosine_fraction * self.expected_cosine(judged)
         results: list[Judged] = []
         for i, j in enumerate(judged):
             if j.kept and j.cosine < floor:
                 j = Judged(Verdict.NOISE, j.norm_ratio, j.cosine, f"expected >= {floor:.3g}")
-            elif j.kept:
-                verdict, detail = self._copy_of(deltas[i], deltas[:i], judged, last_step)
-                j = Judged(verdict, j.norm_ratio, j.cosine, detail)
+            elif j.kept and last_step is not None:
+                if _cosine(deltas[i], last_step) >= self.cfg.copy_cosine:
+                    detail = "parallel to the last global step"
+                    j = Judged(Verdict.REPLAY, j.norm_ratio, j.cosine, detail)
             results.append(j)
         return results
 
@@ -202,24 +204,6 @@ class UpdateScreen:
             return Verdict.NOISE, ""
         if ratio > cfg.high_norm_ratio:
             return Verdict.SCALED, ""
-        return Verdict.KEEP, ""
-
-    def _copy_of(
-        self,
-        delta: np.ndarray,
-        earlier: Sequence[np.ndarray],
-        judged: Sequence[Judged],
-        last_step: np.ndarray | None,
-    ) -> tuple[Verdict, str]:
-        """A copy of a reply that arrived earlier (whatever its verdict), or of the global
-        step of the round before."""
-        for j, other in enumerate(earlier):
-            if judged[j].verdict is not Verdict.NON_FINITE:
-                cosine = _cosine(delta, other)
-                if cosine >= self.cfg.copy_cosine:
-                    return Verdict.COPY, f"cosine {cosine:.4f} to reply {j + 1} of the round"
-        if last_step is not None and _cosine(delta, last_step) >= self.cfg.copy_cosine:
-            return Verdict.REPLAY, "parallel to the last global step"
         return Verdict.KEEP, ""
 
     def clip(self, delta: np.ndarray, effort: float, reference: Reference) -> np.ndarray:
