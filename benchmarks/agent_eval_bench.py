@@ -79,7 +79,6 @@ NO_LATENCY = Latency(math.nan, math.nan, math.nan, math.nan, math.nan, 0)
 MODEL_EXPERIMENTS = {
     "smollm2-135m": "default",
     "tiny-llm": "default",
-    "effnet-smollm2-vlm": "vlm",
     "tiny-vlm": "vlm",
 }
 """The tiny LLM is ``make run``'s model; the VLMs read the rendered scene images (labelled by
@@ -87,7 +86,6 @@ the rule an image can show: no motion) instead of the perception logs."""
 MODEL_BUDGETS = {
     "tiny-llm": (10, 4, 115),
     "smollm2-135m": (3, 3, 20),
-    "effnet-smollm2-vlm": (3, 3, 6),
     "tiny-vlm": (3, 3, 60),
 }
 """(ESs, ESs training per round, local steps per ES per round): the tiny LLM as in ``make run``

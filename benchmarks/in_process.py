@@ -27,6 +27,7 @@ from clients.client_app import query, train
 from fed_agent.config import load_config
 from fed_agent.incentives.ledger import Ledger
 from fed_agent.incentives.policies import make_policy
+from fed_agent.models.preflight import check_model
 from fed_agent.modules.adapter import agent_module
 from fed_agent.outputs import RunOutputs
 from fed_agent.protocol import NUM_PARTITIONS, PARTITION_ID
@@ -125,6 +126,7 @@ def run_in_process(
     overrides = [*overrides, f"federation.num_es={num_es}"]
     cfg = load_config(experiment, shlex.join(overrides))
     seed_everything(cfg.seed)
+    check_model(cfg.model)  # before the run folder, as the ServerApp does
     outputs = RunOutputs.create(cfg.output_dir, cfg.run_name)
     module = agent_module(cfg.model, cfg.seed)
     policy = make_policy(cfg.incentive, cfg.market.num_types)

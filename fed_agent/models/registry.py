@@ -4,7 +4,7 @@ A base is loaded at most once per process (``load_base`` is cached), and built a
 per machine: the first process builds it (pre-trains a tiny base, converts SmolLM2's GGUF) and
 stores it under the cache directory; later processes (Ray actors, deployment ClientApps, the
 ServerApp) load the stored weights. The fingerprint (SHA-256 of the weights) lets the cloud and
-every ES check they share one base. The real models live in ``real_models.py`` and ``vlm.py``.
+every ES check they share one base. The real models live in ``real_models.py``, any Hugging Face folder in ``hf.py``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from transformers import (
 
 from fed_agent.config.schema import ModelConfig
 from fed_agent.data.partition import public_corpus
-from fed_agent.models import real_models, vlm
+from fed_agent.models import hf, real_models
 from fed_agent.models.base import (
     BaseModel,
     ModelLoadError,
@@ -42,6 +42,7 @@ from fed_agent.models.base import (
     freeze,
     weights_fingerprint,
 )
+from fed_agent.models.devices import place
 from fed_agent.models.pretrain import pretrain_language_model
 from fed_agent.models.tokenizer import train_tokenizer
 
@@ -98,12 +99,25 @@ TINY_ARCHITECTURES: dict[str, Callable[[ModelConfig, int], tuple[PreTrainedModel
 }
 
 
+NOT_IN_WEIGHTS = (
+    "cache_dir",
+    "use_chat_template",
+    "train_projector",
+    "train_vision_tower",
+    "device",
+    "dtype",
+    "gradient_checkpointing",
+    "quantization",
+)
+"""ModelConfig fields that do not change a built base's weights (nor do the ``lora_`` ones)."""
+
+
 def base_key(cfg: ModelConfig, seed: int) -> str:
     """A cache key over everything that changes the base's weights (not its LoRA settings)."""
     fields = {
         k: v
         for k, v in dataclasses.asdict(cfg).items()
-        if not k.startswith("lora_") and k != "cache_dir"
+        if not k.startswith("lora_") and k not in NOT_IN_WEIGHTS
     }
     blob = json.dumps({"fields": fields, "seed": seed, "v": BUILD_VERSION}, sort_keys=True)
     return f"{cfg.name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
@@ -153,7 +167,10 @@ def _load_tiny(cfg: ModelConfig, seed: int) -> BaseModel:
     model, tokenizer = _load_stored(cfg, path)
     if cfg.name == "tiny-vlm":
         _, image_tokens = TINY_ARCHITECTURES[cfg.name](cfg, 8)
-        scope, trainable = "language_model", ("multi_modal_projector",)
+        scope = "language_model"
+        trainable = ("vision_tower",) * cfg.train_vision_tower + (
+            "multi_modal_projector",
+        ) * cfg.train_projector
     else:
         image_tokens, scope, trainable = 0, "", ()
     return BaseModel(
@@ -173,8 +190,7 @@ BUILDERS: dict[str, Callable[[ModelConfig, int], BaseModel]] = {
     "tiny-vlm": _load_tiny,
     "smollm2-135m": real_models.load_smollm2,
     "minilm-perception": real_models.load_minilm_perception,
-    "effnet-smollm2-vlm": vlm.load_effnet_smollm2_vlm,
-    "hf": real_models.load_hf,
+    "hf": hf.load_hf,
 }
 """Every ``model.name``: a loader ``(cfg, seed) -> BaseModel`` (frozen afterwards)."""
 
@@ -182,7 +198,6 @@ STORERS: dict[str, Callable[[ModelConfig, int], Path]] = {
     "tiny-llm": _store_tiny,
     "tiny-vlm": _store_tiny,
     "smollm2-135m": real_models.store_smollm2,
-    "effnet-smollm2-vlm": real_models.store_smollm2,
 }
 """The ``model.name``s whose base is built once per machine into the cache: the step that
 writes it (a no-op when it is there). The other bases load straight from their source."""
@@ -211,8 +226,14 @@ def _load_base_cached(cfg_json: str, seed: int) -> BaseModel:
     cfg = ModelConfig(**json.loads(cfg_json))
     if cfg.name not in BUILDERS:
         raise ModelLoadError(f"unknown model.name {cfg.name!r}; valid choices: {sorted(BUILDERS)}")
-    base = BUILDERS[cfg.name](cfg, seed)
+    base = BUILDERS[cfg.name](cfg, seed)  # on the CPU in float32, fingerprinted there
     freeze(base.model)
+    base.chat_template = bool(
+        cfg.use_chat_template
+        and base.task_kind == "generate"
+        and getattr(base.tokenizer, "chat_template", None)
+    )
+    place(base.model, cfg, quantized=cfg.quantization != "none")
     return base
 
 

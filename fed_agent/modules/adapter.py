@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
@@ -37,15 +38,36 @@ def lora_config(cfg: ModelConfig, base: BaseModel) -> LoraConfig:
     q_proj/v_proj too); ``base.trainable_modules`` (projector, classifier head) train in full
     and travel with the adapter, because they start from random weights.
     """
-    targets: list[str] | str = list(cfg.lora_targets)
+    names = list(cfg.lora_targets) or default_lora_targets(base.model)
+    targets: list[str] | str = names
     if base.lora_scope:
-        targets = rf".*{base.lora_scope}.*\.({'|'.join(cfg.lora_targets)})"
+        targets = rf".*{base.lora_scope}.*\.({'|'.join(names)})"
     return LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
         target_modules=targets,
         modules_to_save=list(base.trainable_modules) or None,
+    )
+
+
+def default_lora_targets(model: torch.nn.Module) -> list[str]:
+    """peft's default LoRA targets for the model's architecture (a VLM: its language model's).
+
+    Raises
+    ------
+    AdapterError
+        When peft has none for it: ``model.lora_targets`` must then name them.
+    """
+    config = getattr(model, "config", None)
+    types = [getattr(config, "model_type", None)]
+    types.append(getattr(getattr(config, "text_config", None), "model_type", None))
+    for model_type in types:
+        if model_type in TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING:
+            return list(TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING[model_type])
+    raise AdapterError(
+        f"model.lora_targets is empty and peft has no default targets for {types[0]!r}: name "
+        "the layers, e.g. model.lora_targets=[q_proj,v_proj]"
     )
 
 
@@ -77,7 +99,7 @@ class AgentModule:
     def adapter_state(self) -> AdapterState:
         """A copy of the current adapter tensors (peft returns views of live weights)."""
         state = get_peft_model_state_dict(self.model)
-        return {k: v.detach().cpu().numpy().astype(np.float32, copy=True) for k, v in state.items()}
+        return {k: v.detach().float().cpu().numpy().copy() for k, v in state.items()}
 
     def check_state(self, state: Mapping[str, np.ndarray]) -> None:
         """Raise AdapterError unless ``state`` has exactly this module's keys, shapes, finite values."""
@@ -107,8 +129,12 @@ class AgentModule:
     def twin(self) -> AgentModule:
         """Another module on the same frozen base tensors, with adapter tensors of its own: it
         can train in another thread while this one is trained or evaluated (the base is
-        read-only in both; only ``lora_`` tensors are copied)."""
-        shared = {id(p): p for n, p in self.model.named_parameters() if "lora_" not in n}
+        read-only in both; the ``lora_`` tensors and the modules trained in full are copied)."""
+        shared = {
+            id(p): p
+            for n, p in self.model.named_parameters()
+            if "lora_" not in n and "modules_to_save" not in n  # a trained projector or head
+        }
         twin = copy.copy(self)
         twin.model = copy.deepcopy(self.model, memo=shared)
         return twin

@@ -25,6 +25,7 @@ def encode_batch(
     max_len: int,
     image_tokens: int = 0,
     answers: Sequence[str] | None = None,
+    chat: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Tokenise prompt + answer (+ EOS) per example, right-padded, prompt masked out of labels.
 
@@ -39,6 +40,9 @@ def encode_batch(
         How many ``<image>`` placeholders precede the prompt (vision models).
     answers : sequence of str, optional
         Score these answers instead of the examples' own (decision candidates).
+    chat : bool
+        Wrap each prompt in the tokenizer's chat template as a user turn with the generation
+        prompt (the template brings its own start tokens: no BOS is prepended).
 
     Returns
     -------
@@ -54,12 +58,14 @@ def encode_batch(
     )
     rows, label_rows = [], []
     for example, answer in zip(examples, answers, strict=True):
-        prompt = tokenizer.encode(example.prompt, add_special_tokens=False)
+        prompt = tokenizer.encode(
+            _prompt_text(tokenizer, example.prompt, chat), add_special_tokens=False
+        )
         target = tokenizer.encode(answer, add_special_tokens=False) + [tokenizer.eos_token_id]
         budget = max_len - len(target) - len(image_ids) - 1
         prompt = prompt[-budget:] if budget > 0 else []
         # some real tokenizers (SmolLM2's) have no BOS token: then nothing is prepended
-        bos = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
+        bos = [] if tokenizer.bos_token_id is None or chat else [tokenizer.bos_token_id]
         ids = [*bos, *image_ids, *prompt, *target][:max_len]
         labels = [IGNORE_INDEX] * (len(ids) - len(target)) + target
         rows.append(ids)
@@ -76,6 +82,25 @@ def encode_batch(
     if image_tokens:
         batch["pixel_values"] = torch.from_numpy(np.stack([e.image for e in examples]))
     return batch
+
+
+def _prompt_text(tokenizer, prompt: str, chat: bool) -> str:
+    if not chat:
+        return prompt
+    turn = [{"role": "user", "content": prompt}]
+    return tokenizer.apply_chat_template(turn, tokenize=False, add_generation_prompt=True)
+
+
+def encode_answers(
+    base: BaseModel,
+    examples: Sequence[Example],
+    max_len: int,
+    answers: Sequence[str] | None = None,
+) -> dict[str, torch.Tensor]:
+    """:func:`encode_batch` with ``base``'s image placeholders and prompt format."""
+    return encode_batch(
+        examples, base.tokenizer, max_len, base.image_tokens, answers, base.chat_template
+    )
 
 
 def encode_classification(
@@ -125,7 +150,7 @@ def encode_for(
 ) -> dict[str, torch.Tensor]:
     """The training batch of ``examples`` for ``base``'s task kind (see module docstring)."""
     if base.task_kind == "generate":
-        return encode_batch(examples, base.tokenizer, max_len, base.image_tokens)
+        return encode_answers(base, examples, max_len)
     if base.task_kind == "classify":
         return encode_classification(examples, base.tokenizer, max_len)
     raise ValueError(f"unknown task_kind {base.task_kind!r}; valid choices: {list(TASK_KINDS)}")
@@ -134,7 +159,7 @@ def encode_for(
 def answer_log_likelihood(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Sum of log p(answer token) per sequence, shape (B,), from next-token ``logits``."""
     shifted_logits = logits[:, :-1].float()
-    shifted_labels = labels[:, 1:]
+    shifted_labels = labels[:, 1:].to(logits.device)
     mask = shifted_labels != IGNORE_INDEX
     logp = torch.log_softmax(shifted_logits, dim=-1)
     picked = logp.gather(-1, shifted_labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)

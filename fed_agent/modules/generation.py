@@ -17,7 +17,7 @@ from fed_agent.data.scenes import ACTIONS
 from fed_agent.data.tasks import Example
 from fed_agent.models.base import TASK_KINDS
 from fed_agent.modules.adapter import AgentModule
-from fed_agent.modules.batching import encode_batch
+from fed_agent.modules.batching import encode_answers
 
 
 @dataclass(frozen=True)
@@ -38,9 +38,7 @@ class Answer:
 
 def _prompt_batch(module: AgentModule, example: Example) -> dict[str, torch.Tensor]:
     """The prompt exactly as training formats it (BOS, image slots, prompt), without answer."""
-    batch = encode_batch(
-        [example], module.base.tokenizer, module.cfg.max_seq_len, module.base.image_tokens, [""]
-    )
+    batch = encode_answers(module.base, [example], module.cfg.max_seq_len, [""])
     batch.pop("labels")
     # an empty answer leaves only its EOS at the end: drop it to end on the prompt
     batch["input_ids"] = batch["input_ids"][:, :-1]

@@ -24,8 +24,10 @@ A base of at most :data:`EMBED_BASE_MAX_BYTES` (the tiny bases, which exist nowh
 they are built from config) is copied to ``base/<folder>/`` for stock
 ``AutoModelForCausalLM``/``LlavaForConditionalGeneration.from_pretrained``; the adapter
 config's ``base_model_name_or_path`` names it relative to the agent folder. A larger base
-(SmolLM2-135M) is not copied: ``base_model_name_or_path`` is its source on the exporting
-machine, and ``fed_agent.models.registry.load_base`` rebuilds it anywhere (docs/deployment.md).
+(SmolLM2-135M) is not copied: ``base_model_name_or_path`` is its hub id or its folder's name,
+never an absolute path; ``fed_agent.models.registry.load_base`` rebuilds a registry base
+anywhere, and a ``model=hf`` folder is looked up by that name in the loading machine's model
+cache (``base.cache_folder``), checked by fingerprint (docs/models.md).
 The manifest records both folders (``adapter.peft_dir``, ``base.folder``) and stays the
 source of truth for fingerprints and the chain; the runtime reads the manifest's adapter file.
 
@@ -49,6 +51,8 @@ from pathlib import Path
 from transformers import PreTrainedModel
 
 from fed_agent.config.schema import ModelConfig
+from fed_agent.models.base import cache_root
+from fed_agent.models.preflight import looks_local
 from fed_agent.modules.adapter import (
     AdapterError,
     AdapterState,
@@ -90,19 +94,48 @@ class ModulePart:
     """Names of earlier modules whose outputs are added to this module's prompt (runtime)."""
 
 
+MACHINE_FIELDS = ("cache_dir", "device", "dtype", "gradient_checkpointing")
+"""Model settings that are the loading machine's business, not the agent's: left out of the
+manifest, so each machine that loads the agent uses its own (defaults: its cache, ``auto``)."""
+
+
 def _base_entry(module: AgentModule, folder: str | None = None) -> dict:
+    """The manifest's base: name, fingerprint and config, with no absolute path in it.
+
+    A ``model=hf`` base from a local folder is named by where the loader finds it: the copy
+    in the agent (``folder``) when it was copied, else its folder's name under the loading
+    machine's model cache (``cache_folder``); the fingerprint says it is the same base.
+    """
+    config = {k: v for k, v in dataclasses.asdict(module.cfg).items() if k not in MACHINE_FIELDS}
     entry = {
         "name": module.base.name,
         "fingerprint": module.base.fingerprint,
         "task_kind": module.base.task_kind,
-        # the cache folder is this machine's business, not the agent's
-        "model_config": {
-            k: v for k, v in dataclasses.asdict(module.cfg).items() if k != "cache_dir"
-        },
+        "model_config": config,
     }
+    local_hf = module.cfg.name == "hf" and looks_local(module.cfg.path)
+    if local_hf:
+        config["path"] = ""
     if folder is not None:
         entry["folder"] = folder
+    elif local_hf or Path(module.base.path).is_relative_to(cache_root(module.cfg)):
+        entry["cache_folder"] = Path(module.base.path).name
     return entry
+
+
+def base_config(agent_dir: Path, base: dict) -> ModelConfig:
+    """The ModelConfig of a manifest's base on this machine: a ``model=hf`` base recorded by
+    folder loads from the agent's copy or from this machine's model cache."""
+    cfg = ModelConfig(**base["model_config"])
+    if cfg.name != "hf" or cfg.path:
+        return cfg
+    if base.get("folder"):
+        path = confined_path(agent_dir, base["folder"], "base.folder")
+    elif base.get("cache_folder"):
+        path = cache_root(cfg) / str(base["cache_folder"])
+    else:
+        raise AdapterError("a model=hf base without model.path, folder or cache_folder")
+    return dataclasses.replace(cfg, path=str(path))
 
 
 @contextlib.contextmanager
@@ -165,10 +198,14 @@ def _write_standard(
     peft_dir = f"{PEFT_DIR}/{name}"
     with _adapter_active(module, state):
         module.model.save_pretrained(out_dir / peft_dir, safe_serialization=True)
-    # where stock loaders find the base: the copy in this agent, else the exporting machine's
+    # where stock loaders find the base: the copy in this agent, else a hub id, else the
+    # folder's name (in the model cache; never this machine's absolute path)
     config_file = out_dir / peft_dir / "adapter_config.json"
     config = json.loads(config_file.read_text())
-    config["base_model_name_or_path"] = base_folder or str(module.base.path)
+    hub_id = module.cfg.name == "hf" and not looks_local(module.cfg.path)
+    config["base_model_name_or_path"] = base_folder or (
+        module.cfg.path if hub_id else Path(module.base.path).name
+    )
     write_json_atomic(config, config_file)
     return peft_dir, base_folder
 
@@ -345,7 +382,7 @@ def load_module(agent_dir: Path, spec: dict, seed: int) -> tuple[AgentModule, Ad
         When the adapter file is missing or corrupt, or this machine's base has other weights
         than the base the module was built on.
     """
-    cfg = ModelConfig(**spec["base"]["model_config"])
+    cfg = base_config(agent_dir, spec["base"])
     module = agent_module(cfg, seed)
     if module.base.fingerprint != spec["base"]["fingerprint"]:
         raise AdapterError(

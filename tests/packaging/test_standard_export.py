@@ -106,7 +106,10 @@ def test_a_large_base_is_named_not_copied(tmp_path, smoke_cfg, smoke_module, mon
     manifest = json.loads((agent_dir / MANIFEST).read_text())
     assert "folder" not in manifest["base"] and not (agent_dir / "base").exists()
     config = json.loads((agent_dir / "peft/agent/adapter_config.json").read_text())
-    assert config["base_model_name_or_path"] == str(smoke_module.base.path)
+    # named by its folder in the model cache, never by this machine's absolute path
+    assert config["base_model_name_or_path"] == smoke_module.base.path.name
+    assert manifest["base"]["cache_folder"] == smoke_module.base.path.name
+    assert str(smoke_module.base.path) not in (agent_dir / MANIFEST).read_text()
 
 
 @pytest.mark.slow

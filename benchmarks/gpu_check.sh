@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The same small SmolLM2-135M federation (2 ESs, 3 rounds, in process) on the CPU and on CUDA:
+# steps/s, round time and peak GPU memory per device in benchmarks/results/gpu.csv (one row
+# per device; a rerun replaces that device's row). The CUDA leg runs only where
+# torch sees a GPU; the CPU leg runs everywhere. Extra arguments go to both legs
+# (e.g. --rounds 2 --steps 4).
+#
+#   benchmarks/gpu_check.sh            # from the repository root
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-.venv/bin/python}"
+export HF_HUB_OFFLINE=1 FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1
+"$PYTHON" -m fed_agent.cli models convert smollm2-135m >/dev/null  # the cached folder, once
+"$PYTHON" benchmarks/gpu_check.py --device cpu "$@"
+if "$PYTHON" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+    "$PYTHON" benchmarks/gpu_check.py --device cuda "$@"
+else
+    echo "no CUDA GPU here: only the CPU leg ran" >&2
+fi

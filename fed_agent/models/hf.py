@@ -1,0 +1,137 @@
+"""``model=hf``: any Hugging Face causal LM or image-text-to-text model by id or local folder.
+
+The kind comes from the model's config: one with a ``vision_config`` loads as
+``AutoModelForImageTextToText`` with its ``AutoProcessor`` (or, when the processor cannot be
+built here, its ``AutoImageProcessor`` and ``AutoTokenizer``); any other as
+``AutoModelForCausalLM`` with its tokenizer. Offline (``HF_HUB_OFFLINE=1``, the project
+default) only local folders and ids already in the local Hugging Face cache load; the
+pre-flight (``fed_agent.models.preflight``) says so before a run starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModelForCausalLM,
+    AutoModelForImageTextToText,
+    AutoProcessor,
+    AutoTokenizer,
+)
+
+from fed_agent.config.schema import DataConfig, ModelConfig
+from fed_agent.models.base import BaseModel, ModelLoadError, weights_fingerprint
+from fed_agent.models.devices import resolve_dtype
+from fed_agent.models.hf_vision import (
+    ImageInputs,
+    count_image_tokens,
+    image_processor_wants_nested,
+    vision_layout,
+)
+from fed_agent.models.preflight import check_hf_model_available, hub_offline, looks_local
+
+
+def hf_source(cfg: ModelConfig) -> tuple[str, bool]:
+    """(what to pass to ``from_pretrained``, whether only local files may be read)."""
+    check_hf_model_available(cfg.path)
+    if looks_local(cfg.path):
+        return str(Path(cfg.path).expanduser().resolve()), True
+    return cfg.path, hub_offline()
+
+
+def _load_kwargs(cfg: ModelConfig, local_only: bool) -> dict:
+    """float32 on the CPU (fingerprinted there, placed later); a quantised base on its GPU."""
+    kwargs: dict = {"local_files_only": local_only, "dtype": torch.float32}
+    if cfg.quantization != "none":
+        from transformers import BitsAndBytesConfig
+
+        compute = resolve_dtype("auto", torch.device("cuda"))
+        bits = (
+            BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=compute)
+            if cfg.quantization == "4bit"
+            else BitsAndBytesConfig(load_in_8bit=True)
+        )
+        kwargs |= {"quantization_config": bits, "device_map": {"": 0}, "dtype": compute}
+    return kwargs
+
+
+def _tokenizer(source: str, local_only: bool):
+    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+    if tokenizer.pad_token_id is None:  # batches are padded; the pad positions are masked
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _processor_parts(source: str, local_only: bool):
+    """(tokenizer, image processor) of a VLM folder, from its AutoProcessor when it builds."""
+    try:
+        processor = AutoProcessor.from_pretrained(source, local_files_only=local_only)
+        image_processor = getattr(processor, "image_processor", None)
+        tokenizer = getattr(processor, "tokenizer", None)
+    except (ImportError, OSError, ValueError, TypeError, AttributeError):
+        image_processor = tokenizer = None  # e.g. a video processor that needs torchvision
+    if image_processor is None:
+        image_processor = AutoImageProcessor.from_pretrained(source, local_files_only=local_only)
+    if tokenizer is None:
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer, image_processor
+
+
+def _image_token_id(config) -> int:
+    for key in ("image_token_id", "image_token_index"):
+        value = getattr(config, key, None)
+        if isinstance(value, int):
+            return value
+    raise ModelLoadError(f"{config.model_type}: its config names no image token id")
+
+
+def _load_vlm(cfg: ModelConfig, source: str, local_only: bool, config) -> BaseModel:
+    model = AutoModelForImageTextToText.from_pretrained(source, **_load_kwargs(cfg, local_only))
+    tokenizer, image_processor = _processor_parts(source, local_only)
+    image_token_id = _image_token_id(config)
+    tokenizer.image_token = tokenizer.convert_ids_to_tokens(image_token_id)
+    hook = ImageInputs(
+        image_processor, image_token_id, image_processor_wants_nested(image_processor)
+    )
+    image_tokens = count_image_tokens(model, hook, DataConfig().image_size)
+    fingerprint = weights_fingerprint(model)
+    model.register_forward_pre_hook(hook, with_kwargs=True)
+    layout = vision_layout(model, cfg)
+    return BaseModel(
+        cfg.name,
+        model,
+        tokenizer,
+        image_tokens,
+        fingerprint,
+        Path(source),
+        lora_scope=layout.text_scope,
+        trainable_modules=layout.trainable,
+        image_inputs=hook.apply,
+    )
+
+
+def load_hf(cfg: ModelConfig, seed: int) -> BaseModel:
+    """Any causal LM or image-text-to-text model by Hugging Face id or local directory.
+
+    Raises
+    ------
+    ModelLoadError
+        For a missing or unloadable ``model.path`` (one line, with what to do).
+    """
+    del seed  # real weights: nothing random
+    source, local_only = hf_source(cfg)
+    try:
+        config = AutoConfig.from_pretrained(source, local_files_only=local_only)
+        if hasattr(config, "vision_config"):
+            return _load_vlm(cfg, source, local_only, config)
+        tokenizer = _tokenizer(source, local_only)
+        model = AutoModelForCausalLM.from_pretrained(source, **_load_kwargs(cfg, local_only))
+    except (OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelLoadError(f"cannot load model.path {cfg.path!r}: {first}") from err
+    return BaseModel(cfg.name, model, tokenizer, 0, weights_fingerprint(model), Path(source))
