@@ -86,7 +86,7 @@ def query(msg: Message, context: Context) -> Message:
         reason = f"declines: its data is unusable: {es.data_problem}"
         return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason), reply_to=msg)
     if phase == PUBLIC_FACTS:
-        return Message(RecordDict({PUBLIC_FACTS: ConfigRecord(es.facts.to_dict())}), reply_to=msg)
+        return Message(RecordDict({PUBLIC_FACTS: ConfigRecord(es.public_facts())}), reply_to=msg)
     if phase == OFFER:
         item = es.answer_offer(Offer.from_dict(values))
         return Message(RecordDict({METRICS: MetricRecord({ITEM: item})}), reply_to=msg)

@@ -47,6 +47,7 @@ from fed_agent.incentives.profiles import (
 from fed_agent.protocol import (
     DECLINE,
     DEVICE,
+    ES_IDENTITY,
     NUM_PARTITIONS,
     PARTITION_ID,
     AdapterState,
@@ -55,6 +56,7 @@ from fed_agent.protocol import (
     TrainInstruction,
     TrainOffer,
     TrainReply,
+    es_identity,
 )
 from fed_agent.seeding import derive_seed
 
@@ -127,6 +129,12 @@ class EdgeServer:
         if self.cfg.data.source != "files":
             return None
         return _data_problem(self.data_folder)
+
+    def public_facts(self) -> dict[str, float | str]:
+        """The public-facts reply: workload, uplink gain and the ES's stable identity (its
+        data shard), by which a resumed cloud finds this ES's engagement."""
+        identity = es_identity(self.partition_id, self.num_partitions)
+        return {**self.facts.to_dict(), ES_IDENTITY: identity}
 
     def market(self, module_bytes: float | None = None) -> Market:
         """This ES's market as it sees it (no belief: it knows its own type)."""

@@ -4,7 +4,8 @@ A checkpoint is a folder ``checkpoints/round-NNNNN`` holding the global module
 (``adapter.safetensors``), the ledger as it stood after that round (``ledger.csv``) and the
 strategy's state (``state.json``: beliefs, public facts and current contracts by node id), and
 a manifest (``checkpoint.json``: the round, the SHA-256 of the adapter and of every file, the
-ledger included, and the config values the checkpoint is tied to, :func:`resume_fields`). It
+ledger included, and the config values the checkpoint is tied to, :func:`resume_fields`: all
+but :data:`RESUMABLE_CHANGES`). It
 is written under a temporary name and renamed, and ``LATEST.json`` is replaced atomically
 afterwards, so a crash at any point leaves the previous checkpoint intact.
 
@@ -65,28 +66,44 @@ def adapter_sha256(state: AdapterState) -> str:
     return digest.hexdigest()
 
 
-RESUME_SECTIONS = ("model",)
-"""Config sections a checkpoint is tied to whole (the module's shapes and base)."""
-RESUME_FIELDS = ("market.num_types", "incentive.rounds_per_period")
-"""Single fields a checkpoint is tied to (the beliefs' and contracts' size, the periods)."""
-UNTIED_FIELDS = ("model.cache_dir",)
-"""Fields of a tied section that may differ (where a base is cached is not what it is)."""
+RESUMABLE_CHANGES = (
+    "output_dir",
+    "run_name",
+    "federation.num_rounds",
+    "federation.round_timeout_s",
+    "federation.resume_from",
+    "federation.checkpoint_every",
+    "federation.client_cpus",
+    "federation.client_gpus",
+    "model.cache_dir",
+    "model.device",
+)
+"""The only settings a resumed run may change: how long it runs, how long it waits, how often
+it checkpoints, where it writes, where a base is cached and what it computes on. Every other
+config value is the checkpoint's fingerprint (:func:`resume_fields`) and must match: the seed,
+the market (kappa, f range, participation, types, prior, transition, ...), the incentive
+policy and its settings, the training settings (local steps, learning rate, ...), the data
+source and its settings, screening, privacy, the model and the federation's shape; another
+value makes the saved module, beliefs, contracts or held pay mean something else."""
+
+
+def _dotted(values: dict, prefix: str = "") -> dict[str, object]:
+    """A nested dict flattened to dotted names (``market.kappa``)."""
+    out: dict[str, object] = {}
+    for name, value in values.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, dict):
+            out.update(_dotted(value, f"{key}."))
+        else:
+            out[key] = value
+    return out
 
 
 def resume_fields(cfg: ExperimentConfig) -> dict[str, object]:
-    """The config values a checkpoint is tied to, by dotted name (JSON-ready).
-
-    A run may resume a checkpoint only with the same values: another base model, LoRA shape
-    or number of types makes the saved module, beliefs or contracts meaningless.
-    """
-    values: dict[str, object] = {}
-    for section in RESUME_SECTIONS:
-        for name, value in dataclasses.asdict(getattr(cfg, section)).items():
-            values[f"{section}.{name}"] = value
-    for dotted in RESUME_FIELDS:
-        section, name = dotted.split(".")
-        values[dotted] = getattr(getattr(cfg, section), name)
-    return {k: v for k, v in json.loads(json.dumps(values)).items() if k not in UNTIED_FIELDS}
+    """The config values a checkpoint is tied to, by dotted name (JSON-ready): every field but
+    :data:`RESUMABLE_CHANGES`."""
+    values = _dotted(json.loads(json.dumps(dataclasses.asdict(cfg))))
+    return {k: v for k, v in values.items() if k not in RESUMABLE_CHANGES}
 
 
 @dataclass(frozen=True)
@@ -118,15 +135,20 @@ def check_resume_config(checkpoint: Checkpoint, cfg: ExperimentConfig) -> None:
         log.warning("checkpoint %s records no config; not checked against it", checkpoint.folder)
         return
     now = resume_fields(cfg)
-    keys = sorted(set(now) | set(checkpoint.config))
+    keys = sorted((set(now) | set(checkpoint.config)) - set(RESUMABLE_CHANGES))
+    missing = "(not recorded)"
     diffs = [
-        f"{k}={checkpoint.config.get(k)!r} (checkpoint) vs {now.get(k)!r} (config)"
+        f"{k}={checkpoint.config.get(k, missing)!r} (checkpoint) vs {now.get(k, missing)!r} "
+        "(config)"
         for k in keys
-        if checkpoint.config.get(k) != now.get(k)
+        if checkpoint.config.get(k, missing) != now.get(k, missing)
     ]
     if diffs:
         manifest = (checkpoint.folder or Path(".")) / MANIFEST
-        raise CheckpointError(f"{manifest} was written under another config: " + ", ".join(diffs))
+        raise CheckpointError(
+            f"{manifest} was written under another config (only "
+            f"{', '.join(RESUMABLE_CHANGES)} may change on resume): " + ", ".join(diffs)
+        )
 
 
 def resume_point(cfg: ExperimentConfig) -> Checkpoint | None:
@@ -260,6 +282,17 @@ def _metrics_until(path: Path, server_round: int) -> list[dict]:
         raise CheckpointError(f"{path} is not a metrics table ({err})") from err
 
 
+def _check_inside(root: Path, folder: Path, what: str) -> None:
+    """Refuse a checkpoint folder that is not a ``round-NNNNN`` folder inside ``root`` (a
+    pointer or a link that leads elsewhere is never loaded)."""
+    name = folder.name
+    inside = folder.parent == root and folder.resolve().parent == root.resolve()
+    if not (inside and name.startswith("round-") and name[6:].isdigit()):
+        raise CheckpointError(
+            f"{what}: {folder} is not a round-NNNNN checkpoint folder inside {root}; refused"
+        )
+
+
 def load_latest(path: Path) -> Checkpoint:
     """The newest intact checkpoint under ``path`` (a run folder or its ``checkpoints`` folder).
 
@@ -272,7 +305,8 @@ def load_latest(path: Path) -> Checkpoint:
     FileNotFoundError
         When there is no checkpoint there, naming the folder.
     CheckpointError
-        When no checkpoint there is intact (a ValueError), naming each file and its fault.
+        When no checkpoint there is intact (a ValueError), naming each file and its fault,
+        or when LATEST.json or a ``round-*`` entry leads outside the checkpoints folder.
     """
     root = path if (path / LATEST).is_file() else checkpoint_root(path)
     latest = root / LATEST
@@ -285,7 +319,11 @@ def load_latest(path: Path) -> Checkpoint:
     except (CheckpointError, KeyError) as err:
         errors.append(str(err) if isinstance(err, CheckpointError) else f"{latest} has no dir")
         pointer, first = None, None
+    if first is not None:
+        _check_inside(root, first, f"{latest} names {str(pointer['dir'])!r}")
     folders = sorted(root.glob("round-*"), reverse=True)
+    for folder in folders:
+        _check_inside(root, folder, "checkpoint folder")
     candidates = [first] if first is not None else []
     candidates += [f for f in folders if f != first]
     for folder in candidates:

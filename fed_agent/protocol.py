@@ -28,6 +28,9 @@ DATA_DECLINE = "declines: its data is unusable"
 """How an ES whose own data is broken answers the public-facts query: an error reply whose
 reason starts with this, then the file and line. The cloud records a decline, not an app that
 cannot answer the protocol, and never asks that ES again."""
+ES_IDENTITY = "es-identity"
+"""Key of the public-facts reply: the ES's stable identity (:func:`es_identity`), by which a
+resumed cloud finds the engagement an ES had under the node id of an earlier run."""
 ITEM = "item"
 ITEM_STEPS = "item-steps"
 """A train offer's local steps per menu item."""
@@ -116,6 +119,23 @@ def _read_str(kind: str, key: str, value: object, limit: int = 256) -> str:
     if not isinstance(value, str) or len(value) > limit:
         raise ProtocolError(f"{kind}: {key} must be a string of <= {limit} chars")
     return value
+
+
+def es_identity(partition_id: int, num_partitions: int) -> str:
+    """An ES's stable identity: its data shard, which its node config fixes across restarts
+    (Flower's node ids change with every run). It says nothing about the private type."""
+    return f"partition-{partition_id}-of-{num_partitions}"
+
+
+def read_identity(values: Mapping[str, object]) -> str | None:
+    """The identity a public-facts reply names (None: it names none); a printable string of
+    at most 64 characters, else ProtocolError."""
+    if ES_IDENTITY not in values:
+        return None
+    identity = _read_str("public facts", ES_IDENTITY, values[ES_IDENTITY], limit=64)
+    if not identity.isprintable() or not identity.strip():
+        raise ProtocolError(f"public facts: {ES_IDENTITY} must be printable text")
+    return identity
 
 
 def read_choice(values: Mapping[str, object], num_items: int) -> int:

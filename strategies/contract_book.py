@@ -1,10 +1,21 @@
 """The contract book: each ES's engagement, the pay held in escrow for it, and the ledger rows.
 
 An engagement is an ES's current epoch: its two-period contract, the market it was designed
-on, its period-1 report and, under ex ante participation, the period-1 pay held back until its
-period-2 work is delivered. The book is the one writer of ledger rows; every row names the
-round and period of the :class:`~strategies.round_plan.RoundPlan` it belongs to. It calls
-nothing above it (recruiting, judging replies, the strategy).
+on, its period-1 report and, when the federation holds pay
+(:func:`fed_agent.contracts.escrow.holds_pay`: ex ante, delta > 0), the period-1 pay held back
+until its period-2 work is delivered. What is held is what the contract pays in period 1: a
+contract in its deferred form (:func:`fed_agent.contracts.escrow.defer_pay`, every guarded
+offer) pays 0 there, and its deferred pay is part of the period-2 items instead.
+
+Escrow over an epoch of several rounds a period: the held pay of every period-1 round adds up;
+it is released once, in the epoch's closing round (the last round of period 2, or the run's
+last round), to an ES that delivered or was ready to; it is forfeited as soon as the ES fails
+its commitment (declines, does not answer, sends rejected work) in any later round of the
+epoch, and when the epoch closes without it (gone).
+
+The book is the one writer of ledger rows; every row names the round and period of the
+:class:`~strategies.round_plan.RoundPlan` it belongs to. It calls nothing above it
+(recruiting, judging replies, the strategy).
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ import numpy as np
 
 from fed_agent.config import ExperimentConfig
 from fed_agent.contracts import DynamicContract, Market
+from fed_agent.contracts.escrow import holds_pay
 from fed_agent.incentives.ledger import Ledger, LedgerEntry
 from strategies.round_plan import Assignment, RoundPlan
 from strategies.validation import AcceptedReply
@@ -68,37 +80,38 @@ class ContractBook:
         self.ledger.add(entry)
 
     def settle_held(self, plan: RoundPlan, node_id: int, delivered: bool) -> dict[str, float]:
-        """Ledger fields that settle an ES's held pay: paid out if it kept its commitment,
-        forfeited if it did not (only in period 2; nothing is held otherwise)."""
+        """Ledger fields that settle an ES's held pay: a failed commitment forfeits it in any
+        round; kept commitments are paid it once, in the epoch's closing round."""
         engagement = self.engagements.get(node_id)
-        if plan.period != 2 or engagement is None or engagement.held == 0:
+        if engagement is None or engagement.held == 0 or (delivered and not plan.closes_epoch):
             return {}
         held, engagement.held = engagement.held, 0.0
         return {"paid": held, "released": held} if delivered else {"forfeited": held}
 
     def holds_back(self, plan: RoundPlan, node_id: int) -> bool:
-        """Ex ante: period-1 pay waits for the period-2 work (unless the run ends first)."""
+        """Period-1 pay waits for the period-2 work where the federation holds pay (unless
+        the round closes the epoch: the run's last round)."""
         engagement = self.engagements.get(node_id)
         return (
             plan.period == 1
             and engagement is not None
-            and engagement.market.participation == "ex_ante"
-            and plan.server_round < self.cfg.federation.num_rounds
+            and holds_pay(engagement.market)
+            and not plan.closes_epoch
         )
 
     def forfeit_unfinished(self, plan: RoundPlan) -> None:
         """Held pay of an epoch whose period-2 work never came is the cloud's (ex ante)."""
         for node_id, engagement in self.engagements.items():
             if engagement.held > 0:
-                reason = "gone before period 2: held period-1 pay forfeited"
+                reason = "gone before the epoch's end: held period-1 pay forfeited"
                 self.record(plan, node_id, "forfeit", reason=reason, forfeited=engagement.held)
                 engagement.held = 0.0
 
     def pay(self, plan: RoundPlan, reply: AcceptedReply) -> None:
-        """Pay accepted work: now, or (ex ante, period 1) held until the period-2 work."""
+        """Pay accepted work: now, or (period 1, pay held) added to the held pay."""
         a = plan.assignments[reply.node_id]
         if self.holds_back(plan, reply.node_id):
-            self.engagements[reply.node_id].held = a.reward
+            self.engagements[reply.node_id].held += a.reward
             pay = {"paid": 0.0, "held": a.reward}
         else:
             released = self.settle_held(plan, reply.node_id, delivered=True).get("released", 0.0)
@@ -119,6 +132,11 @@ class ContractBook:
         a = plan.assignments.get(node_id)
         settled = self.settle_held(plan, node_id, delivered=False) if a else {}
         self.record(plan, node_id, status, a, reason=reason, **settled)
+
+    def rebind(self, old: int, new: int) -> None:
+        """Move ``old``'s engagement (contract, report, held pay) to node id ``new``."""
+        if old in self.engagements:
+            self.engagements[new] = self.engagements.pop(old)
 
     def state_dict(self) -> dict:
         """The engagements by node id (JSON-ready)."""

@@ -74,7 +74,7 @@ from fed_agent.config import ExperimentConfig
 from fed_agent.incentives.beliefs import BeliefTracker
 from fed_agent.incentives.ledger import Ledger
 from fed_agent.incentives.policies import ContractPolicy
-from fed_agent.incentives.profiles import PublicFacts, period_of_round, period_weight
+from fed_agent.incentives.profiles import PublicFacts, period_weight
 from fed_agent.modules.adapter import AgentModule
 from fed_agent.outputs import RunOutputs
 from fed_agent.protocol import AdapterState
@@ -199,9 +199,13 @@ class ContractStrategy(Strategy):
     ) -> Iterable[Message]:
         """Design offers, collect choices, select participants, send them the module."""
         server_round = self.absolute_round(server_round)
-        _, period = period_of_round(server_round, self.cfg.incentive.rounds_per_period)
-        plan = RoundPlan(server_round, period, record_to_adapter(arrays))
         fed = self.cfg.federation
+        plan = RoundPlan.begin(
+            server_round,
+            record_to_adapter(arrays),
+            self.cfg.incentive.rounds_per_period,
+            fed.num_rounds,
+        )
         node_ids = wait_for_nodes(grid, fed.min_available_es, fed.round_timeout_s)
         offered, design_times = self.recruiter.design_offers(grid, plan, node_ids)
         plan = dataclasses.replace(plan, design_times=design_times)
@@ -281,6 +285,8 @@ class ContractStrategy(Strategy):
         # only work that is in the aggregate is paid
         for reply in verdict.kept:
             self.book.pay(plan, reply)
+        if plan.closes_epoch:  # held pay still unsettled: its ES is gone
+            self.book.forfeit_unfinished(plan)
         row = self._round_row(plan, len(replies))
         row["ignored_replies"] = len(plan.validated.ignored)
         row["incompatible_es"] = len(self.incompatible)
@@ -345,6 +351,7 @@ class ContractStrategy(Strategy):
             "beliefs": {str(k): v for k, v in self.beliefs.state().items()},
             "facts": {str(n): p.to_dict() for n, p in self.facts.items()},
             "incompatible": {str(n): reason for n, reason in self.incompatible.items()},
+            "identities": {str(n): i for n, i in self.recruiter.identities.items()},
             "engagements": self.book.state_dict(),
             "expectations": self.expectations.state_dict(),
         }
@@ -355,6 +362,7 @@ class ContractStrategy(Strategy):
         recruiter.beliefs.load_state(state["beliefs"])
         recruiter.facts = {int(n): PublicFacts.from_dict(p) for n, p in state["facts"].items()}
         recruiter.incompatible = {int(n): str(r) for n, r in state.get("incompatible", {}).items()}
+        recruiter.identities = {int(n): str(i) for n, i in state.get("identities", {}).items()}
         # checkpoints written before the expectations were kept start them afresh
         self.expectations.load_state_dict(state.get("expectations", {"ratios": []}))
         self.book.load_state_dict(state["engagements"], recruiter.market_of)

@@ -22,7 +22,7 @@ import logging
 from collections import Counter
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 
@@ -41,19 +41,18 @@ from fed_agent.protocol import (
     CONFIG,
     DATA_DECLINE,
     DECLINE,
-    METRICS,
     PHASE,
     PUBLIC_FACTS,
     Offer,
     ProtocolError,
     TrainInstruction,
     TrainOffer,
-    TrainReply,
     new_nonce,
-    read_choice,
+    read_identity,
 )
 from fed_agent.seeding import rng_for
 from fed_agent.text import one_line
+from strategies.choices import Choices, choices_in_answers, choices_in_train_replies, query
 from strategies.contract_book import ContractBook, Engagement
 from strategies.round_plan import Assignment, RoundPlan
 from strategies.sampling import sample_nodes
@@ -66,18 +65,9 @@ INCOMPATIBLE_ERRORS = (ErrorCode.LOAD_CLIENT_APP_EXCEPTION, ErrorCode.CLIENT_APP
 """Error replies that say the node's ClientApp cannot answer the protocol (not a transient
 fault such as a dead node or a timed-out reply, which is asked again later)."""
 
-Choices = dict[int, int | str | None]
-"""Each offered ES's answer: its chosen item index, None when it declined, or why its answer
-was refused (a string: it loses its place in the round); an ES that did not answer is absent."""
 
-
-def query(node_id: int, values: dict) -> Message:
-    """A QUERY of config ``values`` to ``node_id``."""
-    return Message(
-        RecordDict({CONFIG: ConfigRecord(dict(values))}),
-        message_type=MessageType.QUERY,
-        dst_node_id=node_id,
-    )
+def _ignore(node_id: int, revealed_type: int | None) -> None:
+    """A choice the beliefs do not learn from (a period's later rounds repeat its first)."""
 
 
 class Recruiter:
@@ -102,11 +92,17 @@ class Recruiter:
         self.declined: dict[int, str] = {}
         """Nodes that declined to take part because their own data is unusable, and why (the
         ES's reason: file and line; never asked again)."""
+        self.identities: dict[int, str] = {}
+        """Each ES's stable identity (``protocol.ES_IDENTITY``), by its node id in this run."""
 
     # ------------------------------------------------------------------ admission
 
-    def ask_public_facts(self, grid: Grid, plan: RoundPlan, node_ids: list[int]) -> None:
-        """Ask ESs seen for the first time for their public facts (workload, uplink gain)."""
+    def ask_public_facts(
+        self, grid: Grid, plan: RoundPlan, node_ids: list[int], live: set[int]
+    ) -> None:
+        """Ask ESs seen for the first time for their public facts (workload, uplink gain); an
+        ES that comes back under a new node id gets its saved engagement back (``live``: the
+        connected nodes, :meth:`_returning`)."""
         new = [n for n in node_ids if n not in self.facts and n not in self.left_out]
         if not new:
             return
@@ -128,27 +124,65 @@ class Recruiter:
             try:
                 if reply.has_error():
                     raise ProtocolError(reply.error.reason)
-                facts = self._admissible_facts(reply)
+                facts, identity = self._admissible_facts(reply)
             except Exception as err:  # noqa: BLE001 -- a node's reply never ends the run
                 reason = f"cannot answer the contract protocol: {one_line(err)}"
                 self.mark_incompatible(plan, node_id, reason)
                 continue
+            old = self._returning(node_id, identity, facts, live)
+            if old is not None:
+                self._rebind(old, node_id)
             self.facts[node_id] = facts
+            if identity is not None:
+                self.identities[node_id] = identity
 
-    def _admissible_facts(self, reply: Message) -> PublicFacts:
+    def _returning(
+        self, node_id: int, identity: str | None, facts: PublicFacts, live: set[int]
+    ) -> int | None:
+        """The earlier node id of the ES ``node_id`` is, or None: the node id whose identity
+        and public facts it reports, when that node is not connected and no other connected
+        node holds the identity."""
+        if identity is None:
+            return None
+        holders = [n for n, known in self.identities.items() if known == identity]
+        if any(n in live and n != node_id for n in holders):
+            return None
+        gone = [n for n in holders if n not in live and self.facts.get(n) == facts]
+        return gone[0] if gone else None
+
+    def _rebind(self, old: int, new: int) -> None:
+        """Keep the ES known as node ``old`` (an earlier run) under node id ``new``: its facts,
+        identity, belief and engagement (contract, report, held pay)."""
+        self.facts[new] = self.facts.pop(old)
+        self.identities[new] = self.identities.pop(old)
+        self.beliefs.move(old, new)
+        self.book.rebind(old, new)
+        log.info("node %s is ES %s, known before as node %s", new, self.identities[new], old)
+
+    def _find_returning(self, grid: Grid, plan: RoundPlan, node_ids: list[int]) -> None:
+        """When an engaged ES is not connected (a restart gives new node ids), ask the
+        connected nodes not known yet for their public facts, which finds returning ESs."""
+        live = set(node_ids)
+        if all(n in live for n in self.book.engagements):
+            return
+        unknown = [n for n in node_ids if n not in self.facts and n not in self.left_out]
+        self.ask_public_facts(grid, plan, unknown, live)
+
+    def _admissible_facts(self, reply: Message) -> tuple[PublicFacts, str | None]:
         """The public facts a reply holds, parsed and bounded (a finite number > 0 each), on
-        which a market can be designed: any failure raises, naming it."""
+        which a market can be designed, and the identity it names: any failure raises."""
         record = reply.content[PUBLIC_FACTS]
         if not isinstance(record, ConfigRecord):
             raise ProtocolError(f"public facts in a {type(record).__name__}, not a ConfigRecord")
         facts = PublicFacts.from_dict(record)
+        identity = read_identity(record)
         try:
             es_market(self.cfg.market, facts, self.module.adapter_bytes, None)
         except ValueError as err:
             raise ProtocolError(
                 f"public facts {facts.to_dict()} give no valid market: {err}"
             ) from err
-        return facts
+        return facts, identity
 
     @property
     def left_out(self) -> set[int]:
@@ -179,19 +213,21 @@ class Recruiter:
     ) -> tuple[list[int], dict[str, float]]:
         """The ESs to offer contracts to (their contracts designed) and the design times.
 
-        Period 1: a fresh seeded sample gets new contracts, designed in one batched call of the
-        policy; period 2: the period-1 participants keep theirs. Only sampled ESs are asked for
-        their public facts (once each), so a round's cost follows the offers, not the number of
-        connected ESs.
+        The epoch's first round: a fresh seeded sample gets new contracts, designed in one
+        batched call of the policy; its later rounds (the rest of period 1, period 2): the ESs
+        that took a period-1 item keep theirs. Only sampled ESs are asked for their public facts
+        (once each), so a round's cost follows the offers, not the number of connected ESs;
+        other connected nodes are asked only while an engaged ES is missing (a restart).
         """
         times = dict(plan.design_times)
-        if plan.period == 2:
+        self._find_returning(grid, plan, node_ids)
+        if not plan.opens_epoch:
             engaged = {n for n, e in self.book.engagements.items() if e.report is not None}
             return [n for n in node_ids if n in engaged], times
         rng = rng_for(self.cfg.seed, "offers", plan.server_round)
         usable = [n for n in node_ids if n not in self.left_out]
         sampled = sample_nodes(usable, self.cfg.incentive.max_offers_per_round, rng)
-        self.ask_public_facts(grid, plan, sampled)
+        self.ask_public_facts(grid, plan, sampled, set(node_ids))
         offered = [n for n in sampled if n in self.facts]
         self.beliefs.advance_unobserved([n for n in self.book.engagements if n not in offered])
         designed = {n: self._designable_market(n) for n in offered}
@@ -310,62 +346,13 @@ class Recruiter:
     def collect_choices(self, grid: Grid, plan: RoundPlan, offered: list[int]) -> Choices:
         """Send each offered ES its offer (a QUERY) and read the item it names."""
         messages = [query(n, self.offer(plan, n).to_dict()) for n in offered]
-        choices: Choices = {}
-        k = self.cfg.market.num_types
-        for reply in grid.send_and_receive(messages, timeout=self.cfg.federation.round_timeout_s):
-            node_id = int(reply.metadata.src_node_id)
-            if node_id not in offered or node_id in choices:
-                continue  # not asked, or a second answer: the first one counts
-            if self._failed(reply, "offer"):
-                continue
-            try:
-                record = reply.content[METRICS]
-                if not isinstance(record, MetricRecord):
-                    raise ProtocolError(f"the answer is a {type(record).__name__}")
-                item = read_choice(record, k)
-            except Exception as err:  # noqa: BLE001 -- a node's reply never ends the run
-                choices[node_id] = self._refused(node_id, "offer", err)
-                continue
-            choices[node_id] = None if item == DECLINE else item
-        return choices
-
-    @staticmethod
-    def _failed(reply: Message, what: str) -> bool:
-        """Whether the reply is a Flower error (logged): the offer counts as unanswered."""
-        if reply.has_error():
-            error = one_line(f"client error {reply.error.code}: {reply.error.reason}")
-            log.warning(
-                "node %s: no answer to the %s (%s)", reply.metadata.src_node_id, what, error
-            )
-        return reply.has_error()
-
-    @staticmethod
-    def _refused(node_id: int, what: str, err: Exception) -> str:
-        """Why an answer to an offer is refused (one line, logged)."""
-        reason = f"unusable answer to the {what}: {one_line(err)}"
-        log.warning("node %s: %s", node_id, reason)
-        return reason
+        replies = grid.send_and_receive(messages, timeout=self.cfg.federation.round_timeout_s)
+        return choices_in_answers(replies, set(offered), self.cfg.market.num_types)
 
     def choices_in_train_replies(self, plan: RoundPlan, replies: list[Message]) -> Choices:
         """The choices the replies to this round's train offers name (the first reply of each
         offered node; unsolicited and duplicate replies are left to validation)."""
-        choices: Choices = {}
-        k = self.cfg.market.num_types
-        for reply in replies:
-            node_id = int(reply.metadata.src_node_id)
-            if node_id not in plan.train_offers or node_id in choices:
-                continue
-            if self._failed(reply, "train offer"):
-                continue
-            try:
-                item = TrainReply.from_dict(dict(reply.content[METRICS])).item
-                if not (item == DECLINE or 0 <= item < k):
-                    raise ProtocolError(f"item {item} outside [0, {k})")
-            except Exception as err:  # noqa: BLE001 -- a node's reply never ends the run
-                choices[node_id] = self._refused(node_id, "train offer", err)
-                continue
-            choices[node_id] = None if item == DECLINE else item
-        return choices
+        return choices_in_train_replies(replies, set(plan.train_offers), self.cfg.market.num_types)
 
     # ------------------------------------------------------------------ selection
 
@@ -393,30 +380,34 @@ class Recruiter:
     def _learn_choice(
         self, plan: RoundPlan, node_id: int, choices: Choices
     ) -> tuple[int, np.ndarray] | None:
-        """Update the belief about ``node_id`` from its choice; record a decline or a missing
-        answer. The item it accepted and the belief held when it chose, or None."""
-        if node_id not in choices:
+        """Update the belief about ``node_id`` from its choice (in a period's first round);
+        record a decline, a missing answer or a refused one, each of which forfeits held pay.
+        The item it accepted and the belief held when it chose, or None.
+
+        In a later round of period 1 the ES is held to its period-1 report: another item is
+        refused."""
+        observe = self.beliefs.observe_choice if plan.round_in_period == 0 else _ignore
+        item = choices.get(node_id, "no answer to the offer")
+        engagement = self.book.engagements.get(node_id)
+        if plan.period == 1 and not plan.opens_epoch and isinstance(item, int):
+            if engagement is not None and item != engagement.report:
+                item = f"named item {item}, not its period-1 report {engagement.report}"
+        if isinstance(item, str):  # no answer, or one refused: no place in the round
+            status = "no_reply" if node_id not in choices else "rejected"
             settled = self.book.settle_held(plan, node_id, delivered=False)
-            reason = "no answer to the offer"
-            self.book.record(plan, node_id, "no_reply", reason=reason, **settled)
-            self.beliefs.observe_choice(node_id, None)
-            return None
-        item = choices[node_id]
-        if isinstance(item, str):  # an answer that could not be read: no place in the round
-            settled = self.book.settle_held(plan, node_id, delivered=False)
-            self.book.record(plan, node_id, "rejected", reason=item, **settled)
-            self.beliefs.observe_choice(node_id, None)
+            self.book.record(plan, node_id, status, reason=item, **settled)
+            observe(node_id, None)
             return None
         belief = self.beliefs.belief(node_id)
-        self.beliefs.observe_choice(node_id, item)
+        observe(node_id, item)
         if item is None:
             settled = self.book.settle_held(plan, node_id, delivered=False)
             self.book.record(plan, node_id, "declined", **settled)
-            if plan.period == 1:
+            if plan.period == 1:  # it leaves the epoch
                 del self.book.engagements[node_id]
             return None
-        if plan.period == 1:
-            self.book.engagements[node_id].report = item
+        if plan.opens_epoch:
+            engagement.report = item
         return item, belief
 
     def _assignment(

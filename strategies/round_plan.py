@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from fed_agent.incentives.profiles import period_of_round
 from fed_agent.protocol import AdapterState
 from strategies.validation import AcceptedReply, RejectedReply
 
@@ -74,3 +75,31 @@ class RoundPlan:
     """The round's deadline chosen with its participants (see incentives.selection)."""
     validated: ValidatedReplies | None = None
     """The replies after validation (None until validated)."""
+    round_in_period: int = 0
+    """The round's place in its period (0: the period's first round)."""
+    closes_epoch: bool = False
+    """Whether held pay is settled this round: the last round of period 2, or the run's last
+    round (no period 2 follows it)."""
+
+    @classmethod
+    def begin(
+        cls,
+        server_round: int,
+        global_state: AdapterState,
+        rounds_per_period: int,
+        num_rounds: int,
+    ) -> RoundPlan:
+        """The plan of absolute round ``server_round``: its period and place in the epoch."""
+        _, period = period_of_round(server_round, rounds_per_period)
+        in_period = (server_round - 1) % rounds_per_period
+        closes = (period == 2 and in_period == rounds_per_period - 1) or (
+            server_round >= num_rounds
+        )
+        return cls(
+            server_round, period, global_state, round_in_period=in_period, closes_epoch=closes
+        )
+
+    @property
+    def opens_epoch(self) -> bool:
+        """The epoch's first round: new contracts are designed and offered."""
+        return self.period == 1 and self.round_in_period == 0

@@ -23,32 +23,32 @@ default market), and ten times the audit's tolerance, so a contract the audit pa
 followed truthfully."""
 
 
-def _pick(
-    values: np.ndarray, f: np.ndarray, allowed: np.ndarray, intended: int | None, tol: float
-) -> int | None:
-    """Index of the best allowed value; ties go to ``intended``, then to the higher f."""
+def _pick(values: np.ndarray, f: np.ndarray, allowed: np.ndarray, tol: float) -> int | None:
+    """Index of the best allowed value; ties go to the highest f, then to the lowest index.
+
+    The rule never looks at the ES's type, so a tie reveals nothing: under a flat fee (K
+    identical items) every type names item 0. Where a binding downward IC leaves a type
+    indifferent between its item and the one below, its own item has the higher f, so an
+    optimal menu is still followed truthfully.
+    """
     if not np.any(allowed):
         return None
     best = np.max(values[allowed])
     tied = np.flatnonzero(allowed & (values >= best - tol))
-    if intended is not None and intended in tied:
-        return int(intended)
-    return int(tied[np.argmax(f[tied])])
+    return int(tied[np.argmax(f[tied])])  # argmax: the first (lowest index) of the highest f
 
 
 def best_response(
     menu_items: Sequence[ContractItem],
     theta: float,
     market: Market,
-    intended: int | None = None,
     tol: float = TIE_TOLERANCE,
 ) -> int | None:
     """The item an ES of willingness ``theta`` picks from a one-period menu, or None.
 
     The ES maximises R - c(f)/theta and declines when every item gives it negative utility.
-    Ties (within ``tol`` times the market's money scale) are broken toward ``intended`` when
-    given (an indifferent ES tells the truth, the usual convention of mechanism design), else
-    toward the higher f.
+    Ties (within ``tol`` times the market's money scale) go to the higher f, then to the
+    lower index (:func:`_pick`: a rule that does not depend on the type).
     """
     if len(menu_items) == 0:
         return None
@@ -56,7 +56,7 @@ def best_response(
     rewards = np.array([item.reward for item in menu_items])
     values = es_period_utility(rewards, f, theta, market)
     tie = tol * market_value_scale(market)
-    return _pick(values, f, values >= -tie, intended, tie)
+    return _pick(values, f, values >= -tie, tie)
 
 
 def _continuation(contract: DynamicContract, market: Market, report: int, tol: float) -> np.ndarray:
@@ -93,8 +93,8 @@ def period2_choice(
         values = es_period_utility(contract.r2[report], contract.f2[report], theta, market)
         tie = tol * market_value_scale(market)
         floor = -np.inf if forfeit is None else -float(forfeit) - tie
-        return _pick(values, contract.f2[report], values >= floor, period2_type, tie)
-    return best_response(contract.period2_menu(report), theta, market, period2_type, tol)
+        return _pick(values, contract.f2[report], values >= floor, tie)
+    return best_response(contract.period2_menu(report), theta, market, tol)
 
 
 def es_choice(
@@ -111,7 +111,7 @@ def es_choice(
     ``per_period``: an item with negative period-1 utility is never taken (the ES may leave
     in any period), and declining period 1 means sitting out the epoch. ``ex_ante``: the ES
     takes the report of highest epoch utility if that is non-negative, and is then committed
-    for period 2. Ties go to the truthful report.
+    for period 2. Ties go to the higher f, then the lower index (never to the type).
 
     ``held`` (default: :func:`fed_agent.contracts.escrow.holds_pay`, i.e. ex ante with
     delta > 0): the period-1 reward is held and paid unchanged in period 2, so the ES values
@@ -133,7 +133,7 @@ def es_choice(
     total = period1 + market.discount * continuation
     tie = tol * market_value_scale(market)
     allowed = total >= -tie if committed else period1 >= -tie
-    return _pick(total, contract.f1, allowed, period1_type, tie)
+    return _pick(total, contract.f1, allowed, tie)
 
 
 def cloud_utility_best_response(contract: DynamicContract, market: Market) -> float:

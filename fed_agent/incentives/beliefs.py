@@ -40,6 +40,11 @@ class BeliefTracker:
             if node_id in self._beliefs:
                 self._beliefs[node_id] = self._beliefs[node_id] @ self.transition
 
+    def move(self, old: int, new: int) -> None:
+        """Keep the belief about the ES known as ``old`` under node id ``new`` (a restart)."""
+        if old in self._beliefs:
+            self._beliefs[new] = self._beliefs.pop(old)
+
     def state(self) -> dict[int, list[float]]:
         """Checkpointable form."""
         return {k: v.tolist() for k, v in self._beliefs.items()}

@@ -74,7 +74,11 @@ def test_optimum_is_truthful_and_rents_match(optimum) -> None:
     for i in range(3):
         assert es_choice(contract, market, i) == i
         for j in range(3):
-            assert period2_choice(contract, market, i, j) == j
+            # truthful up to identical items: where the optimum bunches types (report 0's
+            # row pools types 1 and 2), a tie goes to the lowest index, never to the type
+            pick = period2_choice(contract, market, i, j)
+            assert contract.terms(2, pick, i) == pytest.approx(contract.terms(2, j, i))
+        assert period2_choice(contract, market, i, 2) == (1 if i == 0 else 2)
     assert cloud_utility_best_response(contract, market) == pytest.approx(
         cloud_utility(contract, market)
     )
@@ -87,9 +91,11 @@ def test_best_response_declines_and_breaks_ties() -> None:
     market = named_market("persistent")
     # c(2 GHz) = 0.2 * 20 * 4 = 16 and c(1 GHz) = 4
     menu = [ContractItem(2.0, 16.0 / 1.1), ContractItem(1.0, 4.0 / 1.1)]
-    # type 1.1 gets 0 from both: a tie goes to the higher f, or to the intended item
+    # type 1.1 gets 0 from both: a tie goes to the higher f
     assert best_response(menu, 1.1, market) == 0
-    assert best_response(menu, 1.1, market, intended=1) == 1
+    # identical items: the lowest index, whatever the type (a tie reveals nothing)
+    flat = [ContractItem(1.0, 25.0)] * 3
+    assert {best_response(flat, float(theta), market) for theta in market.types} == {0}
     # a less willing type loses on both items and declines
     assert best_response(menu, 0.2, market) is None
     assert best_response([], 1.0, market) is None

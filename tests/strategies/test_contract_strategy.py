@@ -149,7 +149,8 @@ def test_participant_limit_keeps_the_largest_cloud_surplus(tmp_path, smoke_modul
 
 
 def test_aggregate_is_the_work_weighted_mean_and_accepted_work_is_paid(tmp_path, smoke_module):
-    strategy, grid = make_strategy(tmp_path, smoke_module, "incentive=optimal")
+    # complete information: its contracts pay (and so hold) in period 1, not deferred
+    strategy, grid = make_strategy(tmp_path, smoke_module, "incentive=complete_information")
     messages, _ = train_round(strategy, grid, smoke_module)
     updates = honest_updates(smoke_module, messages)
     replies = [reply_for(m, u) for m, u in zip(messages, updates, strict=True)]
@@ -266,7 +267,7 @@ def test_a_loss_making_policy_never_makes_the_cloud_lose_money(tmp_path, smoke_m
 
 
 def test_a_committed_es_that_walks_away_in_period_two_forfeits_its_held_pay(tmp_path, smoke_module):
-    strategy, grid = make_strategy(tmp_path, smoke_module, "incentive=optimal")
+    strategy, grid = make_strategy(tmp_path, smoke_module, "incentive=complete_information")
     messages, _ = train_round(strategy, grid, smoke_module)
     strategy.aggregate_train(
         1,

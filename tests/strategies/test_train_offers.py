@@ -161,7 +161,10 @@ def test_folding_rules_choose_every_accepter_under_the_limit(rule, smoke_cfg):
 
 
 def test_two_rounds_of_train_offers_release_the_held_period_one_pay(tmp_path, smoke_module):
-    strategy, grid = make_strategy(tmp_path, smoke_module, "incentive=optimal", fold=True)
+    # complete information: its contracts pay (and so hold) in period 1, not deferred
+    strategy, grid = make_strategy(
+        tmp_path, smoke_module, "incentive=complete_information", fold=True
+    )
     arrays = adapter_to_record(smoke_module.initial_state)
     for server_round in (1, 2):
         set_task_identity(0)
