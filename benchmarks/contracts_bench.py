@@ -144,8 +144,9 @@ def solve_all(
     return rows
 
 
-def sweep_rows() -> list[dict]:
-    """The persistence sweep: family member x participation rule x delta x K."""
+def sweep_rows(exclusion: bool = False) -> list[dict]:
+    """The persistence sweep: family member x participation rule x delta x K (with
+    ``exclusion``: the ``+exclusion`` solutions)."""
     rows = []
     for k in SWEEP_TYPES:
         for rule in PARTICIPATION_RULES:
@@ -153,14 +154,14 @@ def sweep_rows() -> list[dict]:
                 for persistence in PERSISTENCES:
                     market = family_market(persistence, k, rule, discount=delta)
                     label = f"family_p{persistence:+.1f}_d{delta:g}"
-                    for row in solve_all(label, market, SWEEP_SOLUTIONS):
+                    for row in solve_all(label, market, SWEEP_SOLUTIONS, exclusion):
                         rows.append({**row, "persistence": persistence, "delta": delta})
     return rows
 
 
-def print_sweep(table: pd.DataFrame) -> None:
+def print_sweep(table: pd.DataFrame, optimum: str = "optimal") -> None:
     """The optimum's ratio to the static menu and rent share, one line per family member."""
-    optimal = table[table["solution"] == "optimal"]
+    optimal = table[table["solution"] == optimum]
     pivot = optimal.pivot_table(
         index=["K", "participation", "delta"],
         columns="persistence",
@@ -360,6 +361,18 @@ def references() -> None:
         print(f"score_f_menus on {name}: {fast:,.0f} menus/s closed form, {exact:,.0f} exact")
 
 
+def sweep_exclusion() -> None:
+    """The persistence sweep with exclusion, merged into contracts.csv (no plot)."""
+    start = time.perf_counter()
+    rows = sweep_rows(exclusion=True)
+    upsert_table(round_rows(rows), RESULTS, KEYS)
+    print_sweep(pd.DataFrame(rows), "optimal+exclusion")
+    print(
+        f"sweep with exclusion: {len(rows) // len(SWEEP_SOLUTIONS)} markets in "
+        f"{time.perf_counter() - start:.1f} s"
+    )
+
+
 def sweep() -> None:
     """The persistence sweep, merged into contracts.csv, and its plot."""
     start = time.perf_counter()
@@ -389,13 +402,17 @@ def federation() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--part", choices=("all", "references", "sweep", "federation"), default="all"
+        "--part",
+        choices=("all", "references", "sweep", "sweep_exclusion", "federation"),
+        default="all",
     )
     part = parser.parse_args().part
     if part in ("all", "references"):
         references()
     if part in ("all", "sweep"):
         sweep()
+    if part in ("all", "sweep_exclusion"):
+        sweep_exclusion()
     if part in ("all", "federation"):
         federation()
     print(f"wrote {RESULTS}")

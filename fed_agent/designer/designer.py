@@ -28,7 +28,7 @@ from fed_agent.contracts import (
     MarketRanges,
     cloud_utility_batch,
     neighbour_transition,
-    persistence_transition,
+    reversal_matrix,
     sample_market,
 )
 from fed_agent.contracts.pricing import PricedMenus, price_menus, reference_menus
@@ -169,27 +169,31 @@ def _inside(values: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
     return (values >= low - 1e-9 * (1 + abs(low))) & (values <= high + 1e-9 * (1 + abs(high)))
 
 
-def _transition_in_ranges(transition: np.ndarray, ranges: MarketRanges) -> bool:
-    """Whether a transition matrix is one that ``sample_market`` draws from ``ranges``."""
-    k = transition.shape[0]
+def _transitions_in_ranges(transition: np.ndarray, ranges: MarketRanges) -> np.ndarray:
+    """(B,) whether each of B transition matrices (B, K, K) is one that ``sample_market``
+    draws from ``ranges``: both structures are linear in their parameter, so the parameter
+    is read off one entry and the whole matrix compared."""
+    k = transition.shape[1]
     if ranges.transition == "dirichlet":
-        return True
+        return np.ones(transition.shape[0], bool)
+
+    def matches(p: np.ndarray, base: np.ndarray, rest: np.ndarray) -> np.ndarray:
+        candidate = p[:, None, None] * base + (1 - p[:, None, None]) * rest
+        return np.all(np.abs(candidate - transition) <= 1e-9, axis=(1, 2))
+
     if ranges.transition == "neighbour":
-        stay = float(transition[0, 0])
-        candidates = [(stay, neighbour_transition(k, stay))]
-        bounds = ranges.transition_stay
-    else:
-        # P(p) = |p| S + (1 - |p|) / K, S = I (p >= 0) or the reversal (p < 0)
-        same = (transition[0, 0] - 1 / k) / (1 - 1 / k)
-        flip = (transition[0, k - 1] - 1 / k) / (1 - 1 / k)
-        candidates = [
-            (p, persistence_transition(k, p)) for p in (same, -flip) if -1 - 1e-9 <= p <= 1 + 1e-9
-        ]
-        candidates = [(float(np.clip(p, -1, 1)), m) for p, m in candidates]
-        bounds = ranges.persistence
-    return any(
-        np.allclose(matrix, transition, atol=1e-9) and _inside(np.array(p), bounds)
-        for p, matrix in candidates
+        # neighbour_transition(K, stay) = stay I + (1 - stay) neighbour_transition(K, 0)
+        stay = transition[:, 0, 0]
+        ok = matches(stay, np.eye(k), neighbour_transition(k, 0.0))
+        return ok & _inside(stay, ranges.transition_stay)
+    # persistence_transition(K, p) = |p| S + (1 - |p|) / K, S = I (p >= 0) or the reversal
+    uniform = np.full((k, k), 1.0 / k)
+    same = (transition[:, 0, 0] - 1 / k) / (1 - 1 / k)
+    flip = (transition[:, 0, k - 1] - 1 / k) / (1 - 1 / k)
+    persistent = matches(same, np.eye(k), uniform) & (same >= -1e-12)
+    reversed_ = matches(flip, reversal_matrix(k), uniform) & (flip >= -1e-12)
+    return (persistent & _inside(same, ranges.persistence)) | (
+        reversed_ & _inside(-flip, ranges.persistence)
     )
 
 
@@ -205,8 +209,9 @@ def markets_in_ranges(markets: Sequence[Market], ranges: MarketRanges) -> np.nda
     batch = MarketBatch.from_markets(markets)
     types = batch.types
     even = np.all(np.abs(np.diff(types, 2, axis=1)) <= 1e-9 * (1 + types[:, -1:]), axis=1)
-    rate = np.array([m.uplink_rate_bps for m in markets])
-    upload_bounds = [8 * b / rate for b in ranges.module_bytes]
+    # S / r of the market's own uplink at the smallest and the largest module size
+    seconds_per_byte = batch.upload_s / np.array([m.module_bytes for m in markets])
+    upload_bounds = [b * seconds_per_byte for b in ranges.module_bytes]
     inside = (
         even
         & _inside(types[:, 0], ranges.theta_min)
@@ -220,8 +225,7 @@ def markets_in_ranges(markets: Sequence[Market], ranges: MarketRanges) -> np.nda
         & (batch.upload_s <= upload_bounds[1] * (1 + 1e-9))
         & (batch.ex_ante == (ranges.participation == "ex_ante"))
     )
-    structure = np.array([_transition_in_ranges(m.transition, ranges) for m in markets])
-    return inside & structure
+    return inside & _transitions_in_ranges(batch.transition, ranges)
 
 
 class ContractDesigner:

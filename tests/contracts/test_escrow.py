@@ -8,7 +8,6 @@ import pytest
 from fed_agent.contracts import (
     audit,
     cloud_utility,
-    cloud_utility_best_response,
     es_choice,
     es_rents,
     named_market,
@@ -16,6 +15,7 @@ from fed_agent.contracts import (
     period2_choice,
 )
 from fed_agent.contracts.escrow import defer_pay, held_epoch_rents, holds_pay
+from fed_agent.contracts.utility import es_period_utility
 from fed_agent.incentives.guard import guard_offers
 
 
@@ -44,9 +44,15 @@ def test_deferred_optimum_is_signed_by_every_type_and_worth_the_same() -> None:
     assert cloud_utility(offered, market) == pytest.approx(cloud_utility(optimum, market))
     assert [es_choice(offered, market, i) for i in range(3)] == [0, 1, 2]
     for i in range(3):
-        # nothing is held: an ES stays in period 2 only if its item does not lose
-        assert [period2_choice(offered, market, i, j, forfeit=0.0) for j in range(3)] == [0, 1, 2]
-    assert cloud_utility_best_response(offered, market) == pytest.approx(85.61148, abs=1e-4)
+        for j in range(3):
+            # nothing is held: the ES stays in period 2, and what it picks is worth as much
+            # to it as its own item (an item it is indifferent to may win a tie), never < 0
+            pick = period2_choice(offered, market, i, j, forfeit=0.0)
+            assert pick is not None
+            theta = market.types[j]
+            own = es_period_utility(offered.r2[i, j], offered.f2[i, j], theta, market)
+            chosen = es_period_utility(offered.r2[i, pick], offered.f2[i, pick], theta, market)
+            assert chosen == pytest.approx(own, abs=1e-6) and own >= -1e-9
 
 
 def test_nothing_is_deferred_per_period_or_without_a_period_two_value() -> None:

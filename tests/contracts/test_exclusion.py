@@ -20,6 +20,7 @@ from fed_agent.contracts import (
 from fed_agent.contracts.escrow import defer_pay
 from fed_agent.contracts.solvers import solve_tied
 from fed_agent.contracts.solvers.references import excluded_items
+from fed_agent.contracts.utility import es_period_utility
 from fed_agent.incentives.guard import EXACT, guard_offers
 
 
@@ -75,7 +76,14 @@ def test_exclusion_on_a_market_where_the_least_willing_type_costs_too_much() -> 
     offered = defer_pay(optimum.contract, market)
     assert [es_choice(offered, market, i) for i in range(3)] == [0, 1, 2]
     for i in range(3):
-        assert [period2_choice(offered, market, i, j, forfeit=0.0) for j in range(3)] == [0, 1, 2]
+        for j in range(3):
+            # the ES stays and gets what its own item (or the exit) is worth to it, >= 0
+            pick = period2_choice(offered, market, i, j, forfeit=0.0)
+            assert pick is not None
+            theta = market.types[j]
+            own = es_period_utility(offered.r2[i, j], offered.f2[i, j], theta, market)
+            chosen = es_period_utility(offered.r2[i, pick], offered.f2[i, pick], theta, market)
+            assert chosen == pytest.approx(own, abs=1e-6) and own >= -1e-9
 
 
 def test_exclusion_changes_nothing_where_every_type_is_worth_serving() -> None:
@@ -85,7 +93,9 @@ def test_exclusion_changes_nothing_where_every_type_is_worth_serving() -> None:
     assert excluded_items(optimum.contract) == ""
     # on the persistent market the least willing type is best left out after report 0
     persistent = optimal_contract(named_market("persistent"), exclusion=True)
-    assert persistent.excluded_types == "2:0,0"
+    # type 0 after report 0, and the item of type 0 after report 2, which P[2, 0] = 0 leaves
+    # unused (exiting it frees the rents it held)
+    assert persistent.excluded_types == "2:0,0 2:2,0"
     assert persistent.cloud_utility == pytest.approx(92.49848, abs=1e-4)
 
 

@@ -261,8 +261,9 @@ def solve_tied(
         rel_gap=rel_gap,
         max_iterations=max_iterations,
     )
-    # a variable of no weight never needs to exit: it works (as without exclusion)
-    root = np.where(exclusion & (value_weight > 0), FREE, IN)
+    # every variable may exit, also one of no weight: an item no type uses with positive
+    # probability still holds the rents of the types above it through their IC
+    root = np.full(n_cost, FREE if exclusion else IN)
     if exclusion and exits is not None:
         root = np.where(np.asarray(exits, bool), OUT, IN)
     incumbent, best, best_status = -np.inf, None, root
