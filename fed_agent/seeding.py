@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import random
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -48,3 +50,21 @@ def torch_generator(seed: int):
     generator = torch.Generator()
     generator.manual_seed(seed)
     return generator
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run the block on ``count`` torch intra-op threads; the process's own count comes back.
+
+    A multi-threaded CPU kernel splits its sums by the thread count, so the same computation on
+    1 and on 2 threads can differ in the last bits; what must be identical on every machine
+    and in every process runs on a fixed count.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

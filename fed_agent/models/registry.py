@@ -45,10 +45,15 @@ from fed_agent.models.base import (
 from fed_agent.models.devices import place
 from fed_agent.models.pretrain import pretrain_language_model
 from fed_agent.models.tokenizer import train_tokenizer
+from fed_agent.seeding import torch_threads
 
 log = logging.getLogger(__name__)
-BUILD_VERSION = "1"
+BUILD_VERSION = "2"
 """Bump when the way a base is built changes, so stale caches are not reused."""
+BUILD_THREADS = 1
+"""Torch threads a tiny base is pre-trained on, whatever process builds it first (the
+ServerApp, a ClientApp with ``federation.client_cpus`` threads, a benchmark): pre-training on 1
+and on 2 threads gives different weights (measured), so a fresh clone would get another base."""
 
 
 def _llama_config(cfg: ModelConfig, vocab_size: int) -> LlamaConfig:
@@ -131,7 +136,8 @@ def _build_and_store(cfg: ModelConfig, seed: int, path: Path) -> None:
     tokenizer = train_tokenizer(corpus, cfg.vocab_size)
     torch.manual_seed(seed)
     model, _ = TINY_ARCHITECTURES[cfg.name](cfg, len(tokenizer))
-    pretrain_language_model(model, tokenizer, corpus, cfg, seed)
+    with torch_threads(BUILD_THREADS):
+        pretrain_language_model(model, tokenizer, corpus, cfg, seed)
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)

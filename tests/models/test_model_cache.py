@@ -41,3 +41,23 @@ def test_a_base_is_built_once_and_the_build_is_timed_apart(monkeypatch, tmp_path
     assert first > 0.05 and again < first / 5
     # bases that load straight from their source need no build
     assert build_base(ModelConfig(name="hf", path=str(tmp_path)), seed=7) == 0.0
+
+
+def test_a_base_is_the_same_whatever_thread_count_the_building_process_has(tmp_path):
+    # the default model's size, 2 pre-training steps: unpinned, 1 and 2 threads gave other bytes
+    import torch
+
+    cfg = dataclasses.replace(ModelConfig(), pretrain_steps=2)
+    before = torch.get_num_threads()
+    weights = []
+    try:
+        for threads in (2, 1):
+            torch.set_num_threads(threads)
+            built = dataclasses.replace(cfg, cache_dir=str(tmp_path / str(threads)))
+            build_base(built, seed=0)
+            stored = cache_root(built) / base_key(built, 0) / "model.safetensors"
+            weights.append(stored.read_bytes())
+            assert torch.get_num_threads() == threads  # the process's count came back
+    finally:
+        torch.set_num_threads(before)
+    assert weights[0] == weights[1]
