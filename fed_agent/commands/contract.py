@@ -43,6 +43,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=sorted(REFERENCE_SOLVERS),
         help="solve only these references (repeatable; default: all)",
     )
+    solve.add_argument(
+        "--exclusion",
+        action="store_true",
+        help="let any type be excluded (an exit item: no work, no pay)",
+    )
     solve.add_argument("--out", type=Path, default=None, help="write the table as CSV")
     solve.set_defaults(handler=run_solve)
 
@@ -70,7 +75,8 @@ def _format_solution(solution: Solution, market: Market) -> str:
             ""
             if solution.optimality_gap is None
             else f", certified gap {solution.optimality_gap:.1e}"
-        ),
+        )
+        + (f", excluded {solution.excluded_types}" if solution.excluded_types else ""),
         "   period 1   "
         + "  ".join(
             f"type {i}: f={f:.4f} R={r:8.4f}"
@@ -87,11 +93,16 @@ def _format_solution(solution: Solution, market: Market) -> str:
     return "\n".join(lines)
 
 
-def solve_table(market: Market, names: list[str], seed: int) -> tuple[list[dict], list[str]]:
-    """Solve each reference; return table rows and the printable blocks."""
+def solve_table(
+    market: Market, names: list[str], seed: int, exclusion: bool = False
+) -> tuple[list[dict], list[str]]:
+    """Solve each reference (with ``exclusion``: exit items allowed, ``random`` excepted);
+    return table rows and the printable blocks."""
     rows, blocks = [], []
     for name in names:
-        solution = solve_reference(name, market, np.random.default_rng(seed))
+        if exclusion and name == "random":
+            continue
+        solution = solve_reference(name, market, np.random.default_rng(seed), exclusion)
         violations = reference_violations(name, solution.contract, market)
         rows.append(
             {
@@ -99,6 +110,7 @@ def solve_table(market: Market, names: list[str], seed: int) -> tuple[list[dict]
                 "cloud_utility": solution.cloud_utility,
                 "violations": len(violations),
                 "solve_time_s": solution.solve_time_s,
+                "excluded_types": solution.excluded_types,
                 "es_rents": " ".join(f"{v:.6g}" for v in es_rents(solution.contract, market)),
                 "f1": " ".join(f"{v:.6g}" for v in solution.contract.f1),
                 "r1": " ".join(f"{v:.6g}" for v in solution.contract.r1),
@@ -130,7 +142,7 @@ def run_solve(args: argparse.Namespace) -> int:
         f"types={np.round(market.types, 4).tolist()}, discount={market.discount:.3g}, "
         f"S/r={market.upload_s:.4g} s, f in [{market.f_lower_ghz:.4g}, {market.f_max_ghz:.4g}] GHz"
     )
-    rows, blocks = solve_table(market, names, args.seed)
+    rows, blocks = solve_table(market, names, args.seed, args.exclusion)
     print("\n".join(blocks))
     if args.out is not None:
         import pandas as pd  # only the table writer needs pandas

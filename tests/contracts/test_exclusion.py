@@ -117,3 +117,15 @@ def test_the_guard_can_offer_an_exact_contract_that_excludes() -> None:
     np.testing.assert_allclose(offered.r2, defer_pay(designed, market).r2, atol=1e-9)
     assert offered.f1[0] == 0 and offered.r1[0] == 0
     assert offered.f2[1, 0] == 0 and offered.r2[1, 0] == pytest.approx(designed.r1[1] / 0.5)
+
+
+def test_the_solve_command_tabulates_excluded_types() -> None:
+    from fed_agent.commands.contract import solve_table
+
+    market = named_market("default").replace(participation="per_period")
+    rows, blocks = solve_table(market, ["optimal", "best_static", "random"], 0, exclusion=True)
+    assert [row["solution"] for row in rows] == ["optimal", "best_static"]
+    assert rows[0]["excluded_types"] == "2:0,0" and rows[1]["excluded_types"] == ""
+    assert rows[0]["cloud_utility"] == pytest.approx(76.9609, abs=1e-3)
+    assert rows[1]["cloud_utility"] == pytest.approx(70.1708, abs=1e-3)
+    assert "excluded 2:0,0" in blocks[0]
