@@ -43,14 +43,14 @@ without screening, an attacker whose update was trimmed away coordinate-wise is 
 Suite ``extended`` (20 ESs, 2 rounds, attackers at 10/30/45 %): the attacks of
 ``benchmarks.attacks.COORDINATED_ATTACKS`` -- colluders sending one shared update that hugs
 the limits, independent threshold-hugging (adaptive) attackers, peer-copy and scaled-copy
-(0.15x) free-riders. Attackers reply after the honest ESs (a copy cannot arrive before what it
-copies). Suite ``small``: rounds of 1 or 2 participants, the last one an attacker (50x and
-500x scaled, zero, sign-flipped, noise, threshold-hugging updates). Both compare
+(0.15x) free-riders. Attackers reply after the honest ESs. Suite ``small``: rounds of 1 or 2
+participants, the last one an attacker (50x and 500x scaled, zero, sign-flipped, noise,
+threshold-hugging updates). Both compare
 ``plain_fedavg``, the median-based ``screened_fedavg`` and ``expected_fedavg``: our default --
 validation, judging against the cloud's expectations (``strategies.validation.judge_updates``,
 the cloud's reference update on its own split), clipping to the expected norm, work-weighted
-FedAvg. ``quality_vs_no_attack`` is ``final_quality`` over the no-attack run of the same suite,
-participants and defence; ``initial_quality`` is the module before any round.
+FedAvg, reply by reply (the settlement: ``benchmarks/robustness_settlement.py``).
+``quality_vs_no_attack``: ``final_quality`` over the no-attack run's (suite, participants, defence); ``initial_quality`` is the module before any round.
 """
 
 from __future__ import annotations

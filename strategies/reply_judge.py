@@ -5,10 +5,13 @@ a node not asked to train is unsolicited (both are ignored), a reply must be wel
 (``strategies.validation``), echo its instruction's round and nonce (else it is a replay) and
 claim the work asked. Screening: the accepted updates are judged against the cloud's own
 expectations (its reference update, trained while the ESs train; the norm per unit of
-contracted effort seen in earlier rounds; copies of another reply or of the last global step:
-``fed_agent.screening.judge``) and clipped to their expected norm. Merging: the kept modules
-are aggregated, weighted by their contracted steps or uniformly; a module that cannot be
-aggregated is rejected alone.
+contracted effort seen in earlier rounds; a replay of the last global step:
+``fed_agent.screening.judge``) and clipped to their expected norm. Settlement: the kept
+updates, as a set, earn a share of their pay and weight (``fed_agent.screening.settlement``:
+copies and means of peers share one update's, an update whose gain on the cloud's split falls
+short of its effort's is paid by its gain); one that earns nothing is rejected. Merging: the
+kept modules are aggregated, weighted by their contracted steps (times their share) or
+uniformly; a module that cannot be aggregated is rejected alone.
 
 The judge decides and returns verdicts; it writes no ledger row and never calls the strategy,
 the recruiter or the contract book.
@@ -24,12 +27,15 @@ import numpy as np
 from flwr.app import Message
 
 from fed_agent.config import ExperimentConfig
+from fed_agent.data.partition import cloud_examples
 from fed_agent.modules.adapter import AgentModule
+from fed_agent.modules.reference import update_gains
 from fed_agent.modules.training import learning_effort
 from fed_agent.protocol import ARRAYS, AdapterState
 from fed_agent.screening.aggregation import aggregate, server_step
 from fed_agent.screening.judge import UpdateScreen
 from fed_agent.screening.robust import flatten
+from fed_agent.screening.settlement import settle
 from strategies.reference_job import ReferenceJob
 from strategies.round_plan import RoundPlan, ValidatedReplies
 from strategies.validation import (
@@ -53,6 +59,8 @@ class Verdict:
     merged: AdapterState | None
     kept: list[AcceptedReply]
     rejected: list[RejectedReply]
+    pay_fractions: dict[int, float] = dataclasses.field(default_factory=dict)
+    """Node id -> the share of its contracted reward a kept reply earned (absent: in full)."""
 
 
 class ReplyJudge:
@@ -68,6 +76,8 @@ class ReplyJudge:
         """The round's reference update, trained while the ESs train."""
         self._last_step: np.ndarray | None = None
         """The previous round's change of the global module (flattened; None at first)."""
+        self._gauge: tuple[AgentModule, list] | None = None
+        """A twin of the module and the cloud's split that measure each update's gain."""
 
     def start_reference(self, plan: RoundPlan) -> None:
         """Begin the round's reference update for the work planned (or offered)."""
@@ -145,22 +155,24 @@ class ReplyJudge:
                 failed.append(RejectedReply(node_id, f"undecodable module: {err}"))
                 continue
             accepted.append(dataclasses.replace(validated.accepted[node_id], adapter=adapter))
-        kept, screened = self._screen(plan, validated, accepted)
-        merged, kept, unmerged = self._merge_or_isolate(plan, kept)
+        kept, screened, expected = self._screen(plan, validated, accepted)
+        fractions, kept, unearned = self._settle(plan, kept, expected)
+        merged, kept, unmerged = self._merge_or_isolate(plan, kept, fractions)
         self._last_step = None
         if merged is not None:
             keys = list(plan.global_state)
             self._last_step = flatten(merged, keys) - flatten(plan.global_state, keys)
-        return Verdict(merged, kept, [*validated.rejected, *failed, *screened, *unmerged])
+        rejected = [*validated.rejected, *failed, *screened, *unearned, *unmerged]
+        return Verdict(merged, kept, rejected, {r.node_id: fractions[r.node_id] for r in kept})
 
     def _screen(
         self, plan: RoundPlan, validated: ValidatedReplies, accepted: list[AcceptedReply]
-    ) -> tuple[list[AcceptedReply], list[RejectedReply]]:
+    ) -> tuple[list[AcceptedReply], list[RejectedReply], dict[int, float]]:
         """Judge the replies against the cloud's expectations (their modules as they arrived,
         before a DP wrapper clipped them); the kept ones, their updates clipped to the
-        expected norm, and the rejected ones."""
+        expected norm, the rejected ones, and each kept one's expected norm."""
         if not accepted:
-            return [], []
+            return [], [], {}
         schedule = self.cfg.training.lr_schedule
         efforts = {n: learning_effort(schedule, a.steps) for n, a in plan.assignments.items()}
         reference = self.references.take(
@@ -175,40 +187,84 @@ class ReplyJudge:
         self.expectations.record(judged)
         ids = {r.node_id for r in judged_kept}
         kept = [r for r in accepted if r.node_id in ids]
-        return clip_to_expected(
-            self.expectations, plan.global_state, kept, efforts, reference
-        ), rejected
+        expected = {n: self.expectations.expected_norm(efforts[n], reference) for n in ids}
+        clipped = clip_to_expected(self.expectations, plan.global_state, kept, efforts, reference)
+        return clipped, rejected, expected
+
+    def _settle(
+        self, plan: RoundPlan, kept: list[AcceptedReply], expected: dict[int, float]
+    ) -> tuple[dict[int, float], list[AcceptedReply], list[RejectedReply]]:
+        """Each kept reply's share of its pay and weight (``fed_agent.screening.settlement``);
+        the replies that earned some, and those that earned none (rejected)."""
+        if not kept:
+            return {}, [], []
+        keys = list(plan.global_state)
+        origin = flatten(plan.global_state, keys)
+        deltas = [flatten(r.adapter, keys) - origin for r in kept]
+        module, split = self._gauge_parts()
+        batch = self.cfg.training.eval_batch_size
+        gains = update_gains(module, plan.global_state, deltas, split, batch)
+        norms = [expected[r.node_id] for r in kept]
+        fractions, earned, unearned = {}, [], []
+        for reply, settled in zip(
+            kept, settle(deltas, gains, norms, self.cfg.screening), strict=True
+        ):
+            if settled.pay_fraction > 0:
+                fractions[reply.node_id] = settled.pay_fraction
+                earned.append(reply)
+            else:
+                outcome = RejectedReply(reply.node_id, f"earned nothing: {settled.detail}")
+                log.warning("rejected reply from node %s: %s", reply.node_id, outcome.reason)
+                unearned.append(outcome)
+        return fractions, earned, unearned
+
+    def _gauge_parts(self) -> tuple[AgentModule, list]:
+        """The twin module and the cloud's split that measure gains (made on first use)."""
+        if self._gauge is None:
+            samples = self.cfg.screening.reference_samples
+            split = cloud_examples(
+                self.cfg.data, self.cfg.seed, samples, self.module.base.is_vision
+            )
+            self._gauge = (self.module.twin(), split)
+        return self._gauge
 
     def _merge_or_isolate(
-        self, plan: RoundPlan, kept: list[AcceptedReply]
+        self, plan: RoundPlan, kept: list[AcceptedReply], fractions: dict[int, float]
     ) -> tuple[AdapterState | None, list[AcceptedReply], list[RejectedReply]]:
         """Merge the kept replies; a reply whose module cannot be merged is rejected alone.
         Returns the merged module (None if nothing), the replies in it, the rejected."""
         if not kept:
             return None, [], []
         try:
-            return self._merge(plan, kept), kept, []
+            return self._merge(plan, kept, fractions), kept, []
         except Exception as err:  # noqa: BLE001 -- find the culprit, keep the rest
             log.warning("round aggregation failed (%s); aggregating reply by reply", err)
         usable, unmerged = [], []
         for reply in kept:
             try:
-                self._merge(plan, [reply])
+                self._merge(plan, [reply], fractions)
                 usable.append(reply)
             except Exception as err:  # noqa: BLE001
                 unmerged.append(RejectedReply(reply.node_id, f"cannot be aggregated: {err}"))
         if usable:
             try:
-                return self._merge(plan, usable), usable, unmerged
+                return self._merge(plan, usable, fractions), usable, unmerged
             except Exception as err:  # noqa: BLE001
                 reason = f"the round's aggregation failed: {err}"
                 unmerged += [RejectedReply(r.node_id, reason) for r in usable]
         return None, [], unmerged
 
-    def _merge(self, plan: RoundPlan, replies: list[AcceptedReply]) -> AdapterState:
-        """The global module after one server step towards the replies' aggregate."""
+    def _merge(
+        self, plan: RoundPlan, replies: list[AcceptedReply], fractions: dict[int, float]
+    ) -> AdapterState:
+        """The global module after one server step towards the replies' aggregate (weighted
+        by contracted steps times earned share; equal weights under ``uniform``, central DP's
+        weighting, whose noise is calibrated to equal weights)."""
         states = [r.adapter for r in replies]
-        weights = [float(plan.assignments[r.node_id].steps) for r in replies]
+        weights = [
+            float(plan.assignments[r.node_id].steps) * fractions.get(r.node_id, 1.0)
+            for r in replies
+        ]
         if self.weighting == "uniform" or not sum(weights) > 0:
             weights = [1.0] * len(replies)
         merged = aggregate(self.cfg.federation.aggregation, states, weights)
