@@ -40,6 +40,7 @@ from fed_agent.console import show_project_logs
 from fed_agent.protocol import (
     ARRAYS,
     CONFIG,
+    DATA_DECLINE,
     ITEM,
     METRICS,
     OFFER,
@@ -83,7 +84,7 @@ def query(msg: Message, context: Context) -> Message:
     if phase == PUBLIC_FACTS and es.data_problem is not None:
         # an ES with unusable data takes no part; the reason (file and line, not the folder's
         # path) goes to the cloud, whose ledger records it; the ES never trains or is paid
-        reason = f"declines: its data is unusable: {es.data_problem}"
+        reason = f"{DATA_DECLINE}: {es.data_problem}"
         return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason), reply_to=msg)
     if phase == PUBLIC_FACTS:
         return Message(RecordDict({PUBLIC_FACTS: ConfigRecord(es.public_facts())}), reply_to=msg)

@@ -24,7 +24,9 @@ One round (``configure_train`` then ``aggregate_train``):
 A node that answers the public-facts query with an error of its ClientApp (e.g. a stock
 Flower app without a query handler) cannot take part in the contract protocol: it is recorded
 once as ``incompatible`` in the ledger, with a one-line reason, counted in the round metrics
-(``incompatible_es``), and never profiled, offered or paid again in this run.
+(``incompatible_es``), and never profiled, offered or paid again in this run. An ES whose own
+data is unusable answers that query with its reason instead: it is recorded once as
+``declined``, with the reason, and is likewise never asked, offered or paid again.
 5. Replies are validated (once) and judged against the cloud's own expectations (its
    reference update on its own small split, the norm per unit of contracted effort seen in
    earlier rounds, copies of another reply or of the last global step:
@@ -352,6 +354,7 @@ class ContractStrategy(Strategy):
             "facts": {str(n): p.to_dict() for n, p in self.facts.items()},
             "incompatible": {str(n): reason for n, reason in self.incompatible.items()},
             "identities": {str(n): i for n, i in self.recruiter.identities.items()},
+            "declined": {str(n): reason for n, reason in self.recruiter.declined.items()},
             "engagements": self.book.state_dict(),
             "expectations": self.expectations.state_dict(),
         }
@@ -363,6 +366,7 @@ class ContractStrategy(Strategy):
         recruiter.facts = {int(n): PublicFacts.from_dict(p) for n, p in state["facts"].items()}
         recruiter.incompatible = {int(n): str(r) for n, r in state.get("incompatible", {}).items()}
         recruiter.identities = {int(n): str(i) for n, i in state.get("identities", {}).items()}
+        recruiter.declined = {int(n): str(r) for n, r in state.get("declined", {}).items()}
         # checkpoints written before the expectations were kept start them afresh
         self.expectations.load_state_dict(state.get("expectations", {"ratios": []}))
         self.book.load_state_dict(state["engagements"], recruiter.market_of)

@@ -3,8 +3,8 @@
 A TLS + auth federation of 3 SuperNodes on 127.0.0.1 whose node configs name three different
 folders (``data-path``, what ``fed-agent deploy supernode --data-path`` sets): two hold an ES's
 exported synthetic data, the third an unreadable line. The run completes with the two; the
-broken ES is recorded once in the ledger with its reason (file and line, not the folder's
-path) and is never offered work or paid. Slow and ``deploy`` (``make test-deploy``).
+broken ES declines: it is recorded once in the ledger as ``declined`` with its reason (file
+and line, not the folder's path) and is never offered work or paid. Slow and ``deploy`` (``make test-deploy``).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from fed_agent.config import load_config
 from fed_agent.data.synthetic_export import export_synthetic
 from fed_agent.deploy.flwr_cli import COMPLETED
 from fed_agent.deploy.local import local_federation, run_experiment
+from fed_agent.protocol import DATA_DECLINE
 from tests.deploy.helpers import round_metrics
 
 pytestmark = [pytest.mark.slow, pytest.mark.deploy]
@@ -46,9 +47,10 @@ def test_supernodes_train_on_their_own_folders_and_a_broken_one_is_recorded_unpa
     assert outcome.status == COMPLETED
     ledger = pd.read_csv(outcome.output_dir / "ledger.csv")
     recorded = ledger[ledger["node_id"] == node_ids[2]]
-    assert recorded["status"].tolist() == ["incompatible"]
+    assert recorded["status"].tolist() == ["declined"]
+    assert recorded["paid"].tolist() == [0.0]
     (reason,) = recorded["reason"].tolist()
-    assert "declines: its data is unusable: data.jsonl:5: unreadable line" in reason
+    assert reason.startswith(f"{DATA_DECLINE}: data.jsonl:5: unreadable line")
     assert str(root) not in reason
     paid = ledger[ledger["status"] == "paid"]
     assert sorted(paid["node_id"].tolist()) == sorted([node_ids[0], node_ids[1]] * 2)

@@ -3,7 +3,8 @@
 When every ES that accepts will be chosen, a round is one TRAIN message per ES: the ES picks
 its item and trains at once (or declines with a reply without arrays). The cloud's records and
 payments must be those of the two-message round: paid for the item named and the work asked.
-A node whose ClientApp cannot answer the protocol is recorded once and never asked again.
+A node whose ClientApp cannot answer the protocol is recorded once and never asked again; so
+is an ES that declines because its own data is unusable.
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ from flwr.common.constant import ErrorCode
 
 from fed_agent.incentives.selection import Candidate, select_participants
 from fed_agent.modules.training import local_steps_for
-from fed_agent.protocol import CONFIG, PHASE, PUBLIC_FACTS, TrainOffer, train_request
+from fed_agent.protocol import (
+    CONFIG,
+    DATA_DECLINE,
+    PHASE,
+    PUBLIC_FACTS,
+    TrainOffer,
+    train_request,
+)
 from fed_agent.text import one_line
 from strategies.records import adapter_to_record
 from strategies.recruiter import FOLDING_SELECTIONS
@@ -184,9 +192,11 @@ def test_two_rounds_of_train_offers_release_the_held_period_one_pay(tmp_path, sm
 class StockNodeGrid(FakeGrid):
     """Node ``stock`` runs a stock Flower ClientApp: it has no query handler."""
 
-    def __init__(self, node_ids, experiment, overrides, stock: int, code: int) -> None:
+    def __init__(
+        self, node_ids, experiment, overrides, stock: int, code: int, reason: str = STOCK_REASON
+    ) -> None:
         super().__init__(node_ids, experiment, overrides)
-        self.stock, self.code = stock, code
+        self.stock, self.code, self.reason = stock, code, reason
 
     def send_and_receive(self, messages, timeout=None):
         messages = list(messages)
@@ -195,7 +205,7 @@ class StockNodeGrid(FakeGrid):
         for message in messages:
             if message.metadata.dst_node_id == self.stock:
                 self.sent.append(message)
-                reason = STOCK_REASON if self.code != ErrorCode.NODE_UNAVAILABLE else "gone"
+                reason = self.reason if self.code != ErrorCode.NODE_UNAVAILABLE else "gone"
                 replies.append(
                     Message(
                         error=Error(self.code, reason),
@@ -205,9 +215,9 @@ class StockNodeGrid(FakeGrid):
         return replies
 
 
-def _stock_strategy(tmp_path, module, code: int):
+def _stock_strategy(tmp_path, module, code: int, reason: str = STOCK_REASON):
     strategy, grid = make_strategy(tmp_path, module, "incentive=optimal", fold=True)
-    stock = StockNodeGrid(NODES, "smoke", "incentive=optimal", NODES[1], code)
+    stock = StockNodeGrid(NODES, "smoke", "incentive=optimal", NODES[1], code, reason)
     return strategy, stock
 
 
@@ -238,6 +248,31 @@ def test_a_stock_clientapp_is_recorded_once_as_incompatible_and_never_asked_agai
     assert sum(e.status == "paid" for e in strategy.ledger.entries if e.round == 3) == 2
     # a resumed strategy remembers it
     assert strategy.state_dict()["incompatible"] == {str(NODES[1]): rows[0].reason}
+
+
+def test_an_es_whose_data_is_unusable_is_recorded_once_as_declined_with_its_reason(
+    tmp_path, smoke_module
+):
+    # what clients/client_app.py answers when the ES's own data folder is broken
+    reason = f"{DATA_DECLINE}: data.jsonl:4: unreadable line (Expecting value)"
+    strategy, grid = _stock_strategy(
+        tmp_path, smoke_module, ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason
+    )
+    for server_round in (1, 2, 3):
+        messages = _run_round(strategy, grid, smoke_module, server_round)
+        assert NODES[1] not in {m.metadata.dst_node_id for m in messages}
+    assert _facts_queries(grid).count(NODES[1]) == 1
+    rows = [e for e in strategy.ledger.entries if e.node_id == NODES[1]]
+    assert [(e.status, e.reason, e.paid) for e in rows] == [("declined", reason, 0.0)]
+    assert strategy.incompatible == {}
+    assert [r["incompatible_es"] for r in strategy.outputs.rows] == [0, 0, 0]
+    assert sum(e.status == "paid" for e in strategy.ledger.entries if e.round == 3) == 2
+    # a resumed strategy remembers it and does not ask again
+    state = strategy.state_dict()
+    assert state["declined"] == {str(NODES[1]): reason}
+    resumed, _ = make_strategy(tmp_path / "resumed", smoke_module, "incentive=optimal", fold=True)
+    resumed.load_state_dict(state)
+    assert NODES[1] in resumed.recruiter.left_out
 
 
 def test_a_node_that_is_only_unavailable_is_asked_again_later(tmp_path, smoke_module):
