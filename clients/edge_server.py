@@ -196,14 +196,14 @@ class EdgeServer:
         """Answer a TRAIN message: the trained adapter (None when declined) and the metrics.
 
         An instruction is followed as given; an offer is answered first (the chosen item's
-        work is done at once, a decline does none); plain training (no contract) does the
+        work is done at once; a decline or the exit item does none); plain training (no contract) does the
         configured ``training.local_steps``.
         """
         if isinstance(request, TrainOffer):
             item = self.answer_offer(request.offer)
-            if item == DECLINE:
+            if item == DECLINE or request.offer.is_exit(item):  # no work: a reply without arrays
                 return None, TrainReply(
-                    0, float("nan"), 0, 0.0, request.offer.server_round, request.nonce, DECLINE
+                    0, float("nan"), 0, 0.0, request.offer.server_round, request.nonce, item
                 )
             return self.train(request.instruction(item), adapter)
         if isinstance(request, PlainTraining):

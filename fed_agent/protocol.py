@@ -205,6 +205,12 @@ CONTRACT_KEYS = frozenset({_kebab(f.name) for f in fields(TrainInstruction)} - {
 with none of them is plain federated training (Flower's own strategies send those)."""
 
 
+def is_exit(f_ghz: float) -> bool:
+    """Whether an item of computing resource ``f_ghz`` is the exit item (f = 0, no work): the
+    one test the cloud and the ES share (docs/contract-model.md, "Exclusion")."""
+    return f_ghz == 0
+
+
 @dataclass(frozen=True)
 class Offer:
     """Cloud -> ES (a QUERY): the ES's two-period contract and where in it the ES stands.
@@ -238,8 +244,9 @@ class Offer:
                 f"malformed offer: period {self.period}, {k} period-1 items, "
                 f"{len(self.f2)} period-2 items"
             )
-        if k == 0 or min(self.f1 + self.f2) <= 0:
-            raise ProtocolError("malformed offer: an empty menu or an item with f <= 0")
+        # f = 0 is the exit item (no work; see ``is_exit``)
+        if k == 0 or min(self.f1 + self.f2) < 0:
+            raise ProtocolError("malformed offer: an empty menu or an item with f < 0")
         if not np.all(np.isfinite(self.f1 + self.r1 + self.f2 + self.r2)):
             raise ProtocolError("malformed offer: a term that is not a finite number")
         if self.participation not in ("per_period", "ex_ante"):
@@ -264,6 +271,11 @@ class Offer:
             return self.f1[item], self.r1[item]
         index = self.report * self.num_items + item
         return self.f2[index], self.r2[index]
+
+    def is_exit(self, item: int) -> bool:
+        """Whether ``item`` of this offer's period is the exit item (f = 0): the ES that takes
+        it does no work this period (it is excluded) and is paid only what the item carries."""
+        return is_exit(self.terms(item)[0])
 
     def to_dict(self) -> dict[str, object]:
         """Flower ConfigRecord content (lists of floats), with the query phase."""

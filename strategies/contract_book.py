@@ -29,6 +29,7 @@ import numpy as np
 from fed_agent.config import ExperimentConfig
 from fed_agent.contracts import DynamicContract, Market
 from fed_agent.contracts.escrow import holds_pay
+from fed_agent.contracts.solvers.references import excluded_items
 from fed_agent.incentives.ledger import Ledger, LedgerEntry
 from strategies.round_plan import Assignment, RoundPlan
 from strategies.validation import AcceptedReply
@@ -64,13 +65,14 @@ class ContractBook:
         a: Assignment | None = None,
         reason: str = "",
         source: str | None = None,
-        **paid_fields: float,
+        **paid_fields: float | int,
     ) -> None:
         """Add ``node_id``'s ledger row of the plan's round (its assignment's terms, if any)."""
         reason = reason or (a.chosen_because if a is not None else "")
         entry = LedgerEntry(plan.server_round, plan.period, node_id, status, reason=reason)
         engagement = self.engagements.get(node_id)
         entry.offer_source = source or (engagement.source if engagement else "")
+        entry.excluded_types = excluded_items(engagement.contract) if engagement else ""
         if a is not None:
             entry.item, entry.f_ghz, entry.reward_offered = a.item, a.f_ghz, a.reward
             entry.cloud_value = a.cloud_value
@@ -126,6 +128,29 @@ class ContractBook:
             modelled_latency_s=a.modelled_latency_s,
             wall_s=reply.metrics.train_wall_s,
         )
+
+    def exclude(self, plan: RoundPlan, node_id: int, item: int, belief: np.ndarray) -> None:
+        """An ES that took the exit item: no work, no pay for work; it is paid what the item
+        carries (ex ante, period 2: the deferred pay of its period-1 work, owed because that
+        work was done) and, having kept its commitment, any held pay at the epoch's close."""
+        engagement = self.engagements[node_id]
+        report = engagement.report if plan.period == 2 else None
+        _, reward = engagement.contract.terms(plan.period, item, report)
+        if self.holds_back(plan, node_id):
+            engagement.held += reward
+            pay = {"paid": 0.0, "held": reward}
+        else:
+            released = self.settle_held(plan, node_id, delivered=True).get("released", 0.0)
+            pay = {"paid": reward + released, "released": released}
+        reason = "exit item: excluded, no work this round"
+        if plan.period == 2 and reward > 0:
+            reason += f"; paid {reward:.6g}, the deferred pay of its period-1 work"
+        terms = {
+            "item": item,
+            "reward_offered": reward,
+            "belief_on_revealed_type": float(belief[item]),
+        }
+        self.record(plan, node_id, "excluded", reason=reason, **pay, **terms)
 
     def refuse(self, plan: RoundPlan, node_id: int, status: str, reason: str) -> None:
         """A chosen ES's work that is not paid (rejected, or no reply): its held pay is lost."""

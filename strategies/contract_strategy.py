@@ -243,7 +243,8 @@ class ContractStrategy(Strategy):
 
     def _settle_train_offers(self, replies: list[Message]) -> list[Message]:
         """Read this round's choices from the replies to its train offers (once), record them
-        as a separate offer's choices are, and return the replies without the declines."""
+        as a separate offer's choices are, and return the replies that hold work (not the
+        declines, nor the exit items of excluded ESs)."""
         plan = self.plan
         if not plan.train_offers:
             return replies
@@ -253,8 +254,13 @@ class ContractStrategy(Strategy):
         self.plan = dataclasses.replace(
             plan, assignments=chosen, deadline_s=deadline_s, train_offers={}
         )
-        declines = {n for n, item in choices.items() if item is None}
-        return [r for r in replies if int(r.metadata.src_node_id) not in declines]
+        # a decline or the exit item: the reply holds no work
+        idle = {
+            n
+            for n, item in choices.items()
+            if item is None or self.recruiter.names_exit(plan, n, item)
+        }
+        return [r for r in replies if int(r.metadata.src_node_id) not in idle]
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]

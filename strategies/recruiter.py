@@ -9,7 +9,9 @@ contract policy (public facts + the cloud's belief about its type); in period 2 
 participants are offered their period-2 menu. Choices: each offered ES
 names an item or declines, on a separate offer QUERY or on the reply to a train offer.
 Selection: the cloud's beliefs learn from the choices, each accepter's work is valued and its
-latency modelled, and ``incentive.selection`` chooses at most ``federation.es_per_round``.
+latency modelled, and ``incentive.selection`` chooses at most ``federation.es_per_round``. An
+ES that takes the exit item (f = 0, ``incentive.exclusion``) is no candidate: it is recorded
+``excluded``, does no work and is paid only what the item carries.
 
 The recruiter writes its ledger rows through the :class:`~strategies.contract_book.ContractBook`
 and never calls the strategy or the reply judge.
@@ -47,6 +49,7 @@ from fed_agent.protocol import (
     ProtocolError,
     TrainInstruction,
     TrainOffer,
+    is_exit,
     new_nonce,
     read_identity,
 )
@@ -242,7 +245,7 @@ class Recruiter:
             markets = [m.replace(participation="per_period") for m in markets]
         if not markets:
             return [], times
-        offers = self.policy(markets)
+        offers = self.policy(markets, deadline=self.designs_for_deadline)
         times = {"design_s": offers.design_s, "guard_s": offers.guard_s}
         for node_id, contract, market, source in zip(
             offered, offers.contracts, markets, offers.sources, strict=True
@@ -272,12 +275,16 @@ class Recruiter:
         a designed contract's every item meets the deadline (``deadline_market``); None when
         the ES cannot meet it at any effort. The flat fee's fixed effort is not designed."""
         market = es_market(self.cfg.market, self.facts[node_id], self.module.adapter_bytes, belief)
-        if (
-            self.cfg.incentive.selection != "deadline"
-            or self.cfg.incentive.policy in UNCOMMITTED_POLICIES
-        ):
+        if not self.designs_for_deadline:
             return market
         return deadline_market(market, self.cfg.incentive.deadline_s)
+
+    @property
+    def designs_for_deadline(self) -> bool:
+        """Whether contracts are designed on the deadline's market (the ``deadline`` rule;
+        not the flat fee, whose fixed effort is not designed)."""
+        inc = self.cfg.incentive
+        return inc.selection == "deadline" and inc.policy not in UNCOMMITTED_POLICIES
 
     def offer(self, plan: RoundPlan, node_id: int) -> Offer:
         """The offer this round makes ``node_id``: its contract and where it stands in it."""
@@ -314,7 +321,10 @@ class Recruiter:
         messages, nonces, steps_offered = [], {}, []
         for node_id in offered:
             offer = self.offer(plan, node_id)
-            steps = tuple(self._steps(offer.terms(item)[0]) for item in range(offer.num_items))
+            steps = tuple(
+                0 if offer.is_exit(item) else self._steps(offer.terms(item)[0])
+                for item in range(offer.num_items)
+            )
             nonces[node_id] = new_nonce()
             steps_offered.extend(steps)
             train_offer = TrainOffer(offer, steps, self.module.base.fingerprint, nonces[node_id])
@@ -372,10 +382,20 @@ class Recruiter:
         candidates = {}
         for node_id in offered:
             accepted = self._learn_choice(plan, node_id, choices)
-            if accepted is not None:
+            if accepted is not None and self.names_exit(plan, node_id, accepted[0]):
+                self.book.exclude(plan, node_id, *accepted)  # no work, so no place to choose
+            elif accepted is not None:
                 nonce = nonces[node_id] if nonces else new_nonce()
                 candidates[node_id] = self._assignment(plan, node_id, *accepted, nonce)
         return self._choose(plan, candidates)
+
+    def names_exit(self, plan: RoundPlan, node_id: int, item: int | str | None) -> bool:
+        """Whether ``item`` (an ES's answer) is the exit item of its contract this round."""
+        engagement = self.book.engagements.get(node_id)
+        if not isinstance(item, int) or engagement is None:
+            return False
+        report = engagement.report if plan.period == 2 else None
+        return is_exit(engagement.contract.terms(plan.period, item, report)[0])
 
     def _learn_choice(
         self, plan: RoundPlan, node_id: int, choices: Choices

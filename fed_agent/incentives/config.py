@@ -58,6 +58,14 @@ class IncentiveConfig:
     that ES's data already. 1 ignores it: then, by surplus, the same cheapest ESs can train
     every round and the ESs whose data they lack never do. Selection only: contracts,
     payments and the recorded cloud utility are unchanged."""
+    exclusion: bool = False
+    """Contracts may give a type the exit item (f = 0, R = 0): that type does no work and is
+    paid nothing for work (docs/contract-model.md, "Exclusion"). An ES that takes an exit item
+    gets no TRAIN and is recorded ``excluded``; under ex ante its period-2 exit still carries
+    the deferred pay of its period-1 work. The exact policies solve with exit items; the guard
+    solves exactly with them where a learned designer is not trusted, which under the
+    ``deadline`` rule is every market (the designers were trained without a deadline's floor
+    on f). False: every type takes a working item, as the shipped designers assume."""
     flat_fee: float = 35.0
     """fedavg_flat_fee: the reward for the fixed effort (an ES whose cost exceeds it leaves)."""
     flat_fee_f_ghz: float = 3.0

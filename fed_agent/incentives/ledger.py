@@ -31,9 +31,15 @@ STATUSES = (
     "no_reply",
     "forfeit",
     "incompatible",
+    "excluded",
 )
 """``forfeit``: an ES engaged ex ante vanished before period 2; its held pay is forfeited.
-``incompatible``: the node's ClientApp cannot answer the contract protocol (recorded once)."""
+``incompatible``: the node's ClientApp cannot answer the contract protocol (recorded once).
+``excluded``: the ES took an exit item (f = 0): no work this round and no pay for work; it
+is paid what the item carries, which is 0 except for the deferred pay of its period-1 work
+on a period-2 exit under ex ante participation."""
+PAID_STATUSES = ("paid", "excluded")
+"""Statuses of rows whose ``paid``/``held`` are what the round's contracts earned."""
 NOT_OFFERS = ("no_offer", "forfeit", "incompatible")
 """Statuses of rows that record no offer."""
 
@@ -63,7 +69,11 @@ class LedgerEntry:
     reason: str = ""
     offer_source: str = ""
     """Who designed the contract offered: designer (the policy), fallback (the guard's
-    reference was better) or no_offer (even the better one would lose money)."""
+    pooling reference was better), exact (the guard's exact solve was better than both) or
+    no_offer (even the best would lose money)."""
+    excluded_types: str = ""
+    """The exit items of the contract offered (``1:i`` period-1 type i, ``2:h,j`` period-2
+    type j after report h; :func:`fed_agent.contracts.solvers.references.excluded_items`)."""
     held: float = 0.0
     """Pay earned this round but held back until the epoch's period-2 work is delivered."""
     released: float = 0.0
@@ -110,6 +120,7 @@ class Ledger:
             raise ValueError(f"unknown ledger status {entry.status!r}; valid choices: {STATUSES}")
         entry.reason = one_line(entry.reason) if entry.reason else ""
         entry.offer_source = one_line(entry.offer_source) if entry.offer_source else ""
+        entry.excluded_types = entry.excluded_types if isinstance(entry.excluded_types, str) else ""
         self.entries.append(entry)
 
     def frame(self) -> pd.DataFrame:
@@ -137,11 +148,13 @@ class Ledger:
         paid = [e for e in rows if e.status == "paid"]
         offered = [e for e in rows if e.status not in NOT_OFFERS]
         accepted = [e for e in rows if e.item >= 0]  # took an item (chosen or not)
-        earned = float(sum(e.paid - e.released + e.held for e in paid))
+        earning = [e for e in rows if e.status in PAID_STATUSES]
+        earned = float(sum(e.paid - e.released + e.held for e in earning))
         return {
             "offers": len(offered),
             "no_offers": len(rows) - len(offered),
             "participants": len(paid),
+            "excluded": sum(e.status == "excluded" for e in rows),
             "participation_rate": len(accepted) / len(offered) if offered else 0.0,
             # what this round's work earns, whether paid now or held back to period 2
             "payments": earned,

@@ -24,7 +24,12 @@ import numpy as np
 from fed_agent.choices import check_choice
 from fed_agent.contracts import DynamicContract, Market, solve_reference
 from fed_agent.incentives.config import POLICIES, IncentiveConfig
-from fed_agent.incentives.guard import GuardedOffers, guard_offers, unguarded_offers
+from fed_agent.incentives.guard import (
+    EXACT_BELOW,
+    GuardedOffers,
+    guard_offers,
+    unguarded_offers,
+)
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 LEARNED_POLICIES = ("edmsac", "dmsac", "ppo")
@@ -53,17 +58,41 @@ class ContractPolicy:
 
     name: str
     design: Callable[[Sequence[Market]], list[DynamicContract]]
+    covers: Callable[[Sequence[Market]], np.ndarray] | None = None
+    """A learned designer's trust check (``ContractDesigner.covers``); None: trusted on every
+    market (the exact references)."""
+    exclusion: bool = False
+    """The guard may offer exit items (``incentive.exclusion``)."""
 
-    def __call__(self, markets: Sequence[Market]) -> GuardedOffers:
+    def __call__(self, markets: Sequence[Market], deadline: bool = False) -> GuardedOffers:
+        """The offers for ``markets``; ``deadline``: the markets carry a round deadline's
+        floor on f (``profiles.deadline_market``), which no learned designer was trained on."""
         start = time.perf_counter()
         proposals = self.design(markets)
         designed = time.perf_counter()
         if self.name in UNGUARDED_POLICIES:
             offers = unguarded_offers(markets, proposals)
         else:
-            offers = guard_offers(markets, proposals, priced=self.name in PRICED_POLICIES)
+            offers = guard_offers(
+                markets,
+                proposals,
+                priced=self.name in PRICED_POLICIES,
+                exact_below=np.inf if self.exclusion else EXACT_BELOW,
+                trusted=self._trusted(markets, deadline),
+                exclusion=self.exclusion,
+            )
         timing = {"design_s": designed - start, "guard_s": time.perf_counter() - designed}
         return dataclasses.replace(offers, **timing)
+
+    def _trusted(self, markets: Sequence[Market], deadline: bool) -> np.ndarray | None:
+        """Where the guard trusts the proposals (None: everywhere). A learned designer is
+        trusted within its training ranges, and nowhere under a deadline. With exclusion
+        every untrusted market is solved exactly (``exact_below`` infinite): the designers'
+        actions never reach the exit item, so only the exact solve can offer one."""
+        if self.covers is None:
+            return None
+        trusted = np.asarray(self.covers(markets), bool)
+        return trusted & (not deadline)
 
 
 def flat_fee_contract(market: Market, f_ghz: float, fee: float) -> DynamicContract:
@@ -159,5 +188,10 @@ def make_policy(cfg: IncentiveConfig, num_types: int) -> ContractPolicy:
         )
     if name in LEARNED_POLICIES:
         designer = _designer(str(designer_checkpoint(cfg, num_types)), num_types)
-        return ContractPolicy(name, designer.propose)
-    return ContractPolicy(name, lambda ms: [solve_reference(name, m).contract for m in ms])
+        return ContractPolicy(name, designer.propose, designer.covers, cfg.exclusion)
+    exclusion = cfg.exclusion and name not in UNGUARDED_POLICIES
+
+    def solve(markets: Sequence[Market]) -> list[DynamicContract]:
+        return [solve_reference(name, m, exclusion=exclusion).contract for m in markets]
+
+    return ContractPolicy(name, solve, exclusion=exclusion)
