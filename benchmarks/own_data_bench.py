@@ -7,6 +7,10 @@ party reads its own folder (``fed_agent.data.sources``). Run (from the repositor
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/own_data_bench.py --seeds 0,1,2,3,4
 
+The experiment is ``digits`` (configs/experiment/digits.yaml, the data paths pointed at the
+split); invocations with other ``--seeds`` may run side by side: each merges its rows into the
+table (``upsert_table``) and the mean rows are recomputed from every seed row there.
+
 With the same step budget (``rounds * steps`` optimiser steps per module chain):
 
 * ``federated``: ``rounds`` rounds; in each, ``es_per_round`` ESs in turn train the global
@@ -49,6 +53,7 @@ from fed_agent.data.split import SplitSpec, split_folder  # noqa: E402
 from fed_agent.data.writing import write_folder  # noqa: E402
 from fed_agent.evaluation.intervals import mean_interval  # noqa: E402
 from fed_agent.evaluation.quality import evaluate_quality, mean_quality  # noqa: E402
+from fed_agent.evaluation.report import upsert_table, write_table  # noqa: E402
 from fed_agent.modules.adapter import agent_module  # noqa: E402
 from fed_agent.seeding import seed_everything  # noqa: E402
 
@@ -68,6 +73,8 @@ COLUMNS = [
     "n_eval",
     "majority",
 ]
+KEYS = ["dataset", "model", "training", "partitioner", "alpha", "num_es", "seed"]
+"""A row of the table: one training of one seed (``seed = mean``: over the seeds)."""
 
 
 def prepare(root: Path, form: str, spec: SplitSpec) -> Path:
@@ -82,7 +89,12 @@ def prepare(root: Path, form: str, spec: SplitSpec) -> Path:
 
 def run_seed(seed: int, data_root: Path, args: argparse.Namespace) -> list[dict]:
     """The rows of one seed: federated, local-only, centralised."""
-    cfg = load_config(args.experiment, [f"seed={seed}", *shlex.split(args.overrides)])
+    paths = [
+        f"data.path={data_root / 'es'}",
+        f"data.eval_path={data_root / 'eval'}",
+        f"data.cloud_path={data_root / 'cloud'}",
+    ]
+    cfg = load_config(args.experiment, [f"seed={seed}", *paths, *shlex.split(args.overrides)])
     seed_everything(seed)
     module = agent_module(cfg.model, seed)
     size = cfg.data.image_size if module.base.is_vision else None
@@ -103,7 +115,7 @@ def run_seed(seed: int, data_root: Path, args: argparse.Namespace) -> list[dict]
             "partitioner": args.partitioner,
             "alpha": args.alpha,
             "num_es": args.num_es,
-            "seed": seed,
+            "seed": str(seed),  # a text column: the mean rows say "mean"
             "accuracy": quality.decision_accuracy,
             "ci_low": low,
             "ci_high": high,
@@ -130,7 +142,9 @@ def run_seed(seed: int, data_root: Path, args: argparse.Namespace) -> list[dict]
 
 
 def with_means(frame: pd.DataFrame) -> pd.DataFrame:
-    """Append one ``seed = mean`` row per training: the t-interval over the seeds."""
+    """The seed rows plus one ``seed = mean`` row per training: the t-interval over the seeds
+    (earlier mean rows are dropped and recomputed)."""
+    frame = frame[frame["seed"].astype(str) != "mean"].drop(columns="code_version", errors="ignore")
     means = []
     for _, group in frame.groupby(["dataset", "model", "training"], sort=False):
         low, high = mean_interval(group["accuracy"].tolist())
@@ -184,7 +198,7 @@ def main() -> None:
     """Prepare the split, run every seed, write the table and the plot."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--form", default="image", choices=["image", "text"])
-    parser.add_argument("--experiment", default="vlm")
+    parser.add_argument("--experiment", default="digits")
     parser.add_argument(
         "--overrides",
         default="",
@@ -206,12 +220,16 @@ def main() -> None:
     torch.set_num_threads(1)
     spec = SplitSpec(args.num_es, args.partitioner, args.alpha, "answer", args.eval_size)
     data_root = prepare(args.work, args.form, spec)
-    rows: list[dict] = []
+    table = args.out / "own_data.csv"
     for seed in (int(s) for s in args.seeds.split(",")):
-        rows.extend(run_seed(seed, data_root, args))
-        frame = with_means(pd.DataFrame(rows, columns=COLUMNS))
-        args.out.mkdir(parents=True, exist_ok=True)
-        frame.to_csv(args.out / "own_data.csv", index=False)
+        rows = pd.DataFrame(run_seed(seed, data_root, args), columns=COLUMNS)
+        seeds = upsert_table(rows.to_dict("records"), table, KEYS)
+        seeds = seeds[seeds["seed"].astype(str) != "mean"]
+        stamps = seeds.set_index(KEYS)["code_version"]
+        frame = with_means(seeds)
+        # the seed rows keep their stamp; the mean rows ("") get this checkout's
+        frame["code_version"] = [stamps.get(tuple(r), "") for r in frame[KEYS].values]
+        frame = write_table(frame.to_dict("records"), table)
         plot(frame, args.out / "own_data.png")
     print(frame.to_string(index=False))
 
