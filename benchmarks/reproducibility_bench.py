@@ -30,11 +30,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from fed_agent.cache import CACHE_ENV
-from fed_agent.evaluation.report import upsert_table
-from fed_agent.outputs import reproducible_digest
-
 ROOT = Path(__file__).resolve().parent.parent
+# this checkout's fed_agent (not an installed one): the rows' code_version names this checkout
+sys.path.insert(0, str(ROOT))
+
+from fed_agent.cache import CACHE_ENV  # noqa: E402
+from fed_agent.evaluation.report import upsert_table  # noqa: E402
+from fed_agent.outputs import reproducible_digest  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results"
 VARIANTS = ("cpus1", "cpus2", "loaded", "clone")
 
