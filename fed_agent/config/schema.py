@@ -151,6 +151,11 @@ class ModelConfig:
     adapter; false: it stays frozen."""
     train_vision_tower: bool = False
     """A VLM's vision tower trains in full and travels with the adapter (large: MBs a round)."""
+    train_lm_head: bool = False
+    """The language model's output head (vocabulary x hidden) trains in full and travels with
+    the adapter, for answers in tokens the base barely predicts (the tiny bases' digits). On a
+    tied head the trained copy is untied from the input embeddings. Any generating base; a
+    classifying one (minilm-perception) refuses it at load."""
     device: str = "auto"
     """auto, cpu, cuda or mps (see DEVICES): the one home of the device setting."""
     dtype: str = "auto"

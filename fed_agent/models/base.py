@@ -50,7 +50,7 @@ class BaseModel:
     keeps LoRA on the language model only (the vision tower has q_proj/v_proj too)."""
     trainable_modules: tuple[str, ...] = ()
     """Modules trained in full and sent with the adapter (peft ``modules_to_save``): a VLM's
-    projector, a classifier's head."""
+    projector, a classifier's head, the LM's output head (``model.train_lm_head``)."""
     image_inputs: Callable[[dict], dict] | None = None
     """A Hugging Face VLM's conversion of a batch with canonical images (``pixel_values``
     (B, 3, H, W) in [-1, 1]) into the inputs its architecture reads; the base's forward
@@ -79,9 +79,7 @@ class BaseModel:
     def num_bytes(self) -> int:
         """Bytes of the base's weights: what sending the full model would cost."""
         return sum(
-            p.numel() * p.element_size()
-            for n, p in self.model.named_parameters()
-            if _is_base(n)
+            p.numel() * p.element_size() for n, p in self.model.named_parameters() if _is_base(n)
         )
 
 
@@ -129,6 +127,24 @@ def build_lock(path: Path) -> Iterator[None]:
     with open(path.parent / f"{path.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
+
+
+def output_head(model: torch.nn.Module) -> str:
+    """The qualified name of ``model``'s output head (``get_output_embeddings``, e.g. ``lm_head``).
+
+    Raises
+    ------
+    ModelLoadError
+        When the model has none (an encoder with a classifier head).
+    """
+    getter = getattr(model, "get_output_embeddings", None)
+    head = getter() if getter is not None else None
+    for name, module in model.named_modules():
+        if head is not None and module is head:
+            return name
+    raise ModelLoadError(
+        f"model.train_lm_head: {type(model).__name__} has no language-model output head"
+    )
 
 
 def freeze(model: torch.nn.Module) -> torch.nn.Module:

@@ -40,6 +40,7 @@ from fed_agent.models.base import (
     build_lock,
     cache_root,
     freeze,
+    output_head,
     weights_fingerprint,
 )
 from fed_agent.models.devices import place
@@ -109,6 +110,7 @@ NOT_IN_WEIGHTS = (
     "use_chat_template",
     "train_projector",
     "train_vision_tower",
+    "train_lm_head",
     "device",
     "dtype",
     "gradient_checkpointing",
@@ -233,6 +235,13 @@ def _load_base_cached(cfg_json: str, seed: int) -> BaseModel:
     if cfg.name not in BUILDERS:
         raise ModelLoadError(f"unknown model.name {cfg.name!r}; valid choices: {sorted(BUILDERS)}")
     base = BUILDERS[cfg.name](cfg, seed)  # on the CPU in float32, fingerprinted there
+    if cfg.train_lm_head:
+        if base.task_kind != "generate":
+            raise ModelLoadError(
+                f"model.train_lm_head needs a generating base; {cfg.name!r} classifies"
+            )
+        head = output_head(base.model)
+        base = dataclasses.replace(base, trainable_modules=(*base.trainable_modules, head))
     freeze(base.model)
     base.chat_template = bool(
         cfg.use_chat_template

@@ -72,6 +72,8 @@ def test_vlm_kind_image_tokens_and_trainable_parts(
     whole = _base(folders, name, train_vision_tower=True)
     expected = (tower,) if projector.startswith(tower) else (tower, projector)
     assert whole.trainable_modules == expected
+    # model.train_lm_head adds the LM's output head, found by get_output_embeddings
+    assert _base(folders, name, train_lm_head=True).trainable_modules == (projector, "lm_head")
 
 
 def test_lora_stays_on_the_language_model_and_projector_travels(folders):

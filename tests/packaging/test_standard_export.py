@@ -112,19 +112,52 @@ def test_a_large_base_is_named_not_copied(tmp_path, smoke_cfg, smoke_module, mon
     assert str(smoke_module.base.path) not in (agent_dir / MANIFEST).read_text()
 
 
+def test_a_trained_output_head_travels_in_the_stock_adapter_and_the_merged_model(
+    tmp_path, smoke_cfg, batch
+) -> None:
+    from fed_agent.modules.adapter import agent_module
+
+    cfg = dataclasses.replace(smoke_cfg.model, train_lm_head=True)
+    module = agent_module(cfg, smoke_cfg.seed)
+    state = _trained_like(module.initial_state, 6)
+    agent_dir = export_agent(tmp_path / "agent", module, state, {}, merged=True)
+    manifest = json.loads((agent_dir / MANIFEST).read_text())
+    assert manifest["base"]["model_config"]["train_lm_head"] is True
+    peft_dir = agent_dir / manifest["adapter"]["peft_dir"]
+    config = json.loads((peft_dir / "adapter_config.json").read_text())
+    assert config["modules_to_save"] == ["lm_head"]
+    assert any("lm_head" in k for k in load_file(str(peft_dir / "adapter_model.safetensors")))
+    runtime = _runtime_logits(agent_dir, "agent", smoke_cfg.seed, batch)
+    torch.testing.assert_close(_stock_logits(agent_dir, "agent", batch), runtime)
+    with torch.no_grad():
+        merged = AutoModelForCausalLM.from_pretrained(agent_dir / "merged")(**batch).logits
+        head = [k for k in state if "lm_head" in k]
+        module.load_adapter({**state, **{k: module.initial_state[k] for k in head}})
+        untrained_head = module.model(**batch).logits
+    module.reset()
+    torch.testing.assert_close(merged, runtime, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(untrained_head, runtime, atol=1e-3)  # the head is in the answer
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("head", [False, True])
 @torch.no_grad()
-def test_a_tiny_vlm_agent_loads_as_a_stock_llava_with_its_peft_adapter(tmp_path) -> None:
+def test_a_tiny_vlm_agent_loads_as_a_stock_llava_with_its_peft_adapter(tmp_path, head) -> None:
     from transformers import LlavaForConditionalGeneration
 
     from fed_agent.config import load_config
     from fed_agent.modules.adapter import agent_module
 
-    cfg = load_config("default", ["model=tiny-vlm"])
+    cfg = load_config("default", ["model=tiny-vlm", f"model.train_lm_head={head}"])
     module = agent_module(cfg.model, cfg.seed)  # builds the tiny VLM base once per machine
     state = _trained_like(module.initial_state, 2)
     agent_dir = export_agent(tmp_path / "agent", module, state, {}, merged=True)
     manifest = json.loads((agent_dir / MANIFEST).read_text())
+    config = json.loads(
+        (agent_dir / manifest["adapter"]["peft_dir"] / "adapter_config.json").read_text()
+    )
+    expected = ["multi_modal_projector", "lm_head"] if head else ["multi_modal_projector"]
+    assert config["modules_to_save"] == expected
     example = heldout_examples(dataclasses.replace(cfg.data, eval_samples=4), 0, True)[0]
     batch = _prompt_batch(module, example)
     try:
