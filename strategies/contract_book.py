@@ -47,6 +47,15 @@ class Engagement:
     source: str
     report: int | None = None
     held: float = 0.0
+    deferred: np.ndarray | None = None
+    """(K,) period-1 pay deferred into every period-2 item after each report (the guard's
+    ``GuardedOffers.deferred``); None: nothing deferred."""
+
+    def owed(self, period: int) -> float:
+        """The deferred period-1 pay a period-2 reward of this ES includes (0 in period 1)."""
+        if period != 2 or self.deferred is None or self.report is None:
+            return 0.0
+        return float(self.deferred[self.report])
 
 
 class ContractBook:
@@ -152,6 +161,18 @@ class ContractBook:
         }
         self.record(plan, node_id, "excluded", reason=reason, **pay, **terms)
 
+    def pass_over(self, plan: RoundPlan, node_id: int, a: Assignment, reason: str) -> None:
+        """An ES that kept its commitment but was not chosen: it is paid what it is owed for
+        earlier work (deferred period-1 pay in period 2; held pay at the epoch's close)."""
+        settled = self.settle_held(plan, node_id, delivered=True)
+        released = settled.get("released", 0.0)
+        pay = {"paid": a.owed + released, "released": released} if a.owed else settled
+        if a.owed:
+            reason += f"; paid {a.owed:.6g}, the deferred pay of its period-1 work"
+        self.record(
+            plan, node_id, "not_selected", a, reason, modelled_latency_s=a.modelled_latency_s, **pay
+        )
+
     def refuse(self, plan: RoundPlan, node_id: int, status: str, reason: str) -> None:
         """A chosen ES's work that is not paid (rejected, or no reply): its held pay is lost."""
         a = plan.assignments.get(node_id)
@@ -175,6 +196,7 @@ class ContractBook:
                 "report": e.report,
                 "source": e.source,
                 "held": e.held,
+                "deferred": None if e.deferred is None else e.deferred.tolist(),
             }
             for n, e in self.engagements.items()
         }
@@ -189,6 +211,12 @@ class ContractBook:
             if market is None:  # the resumed config checks match the checkpoint's: not reached
                 raise ValueError(f"node {n}'s contract cannot meet the configured deadline")
             contract = DynamicContract(e["f1"], e["r1"], e["f2"], e["r2"])
+            deferred = e.get("deferred")  # absent: a checkpoint of contracts paid undeferred
             self.engagements[int(n)] = Engagement(
-                contract, market, e["source"], e["report"], float(e["held"])
+                contract,
+                market,
+                e["source"],
+                e["report"],
+                float(e["held"]),
+                None if deferred is None else np.asarray(deferred, float),
             )

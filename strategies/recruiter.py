@@ -247,14 +247,17 @@ class Recruiter:
             return [], times
         offers = self.policy(markets, deadline=self.designs_for_deadline)
         times = {"design_s": offers.design_s, "guard_s": offers.guard_s}
-        for node_id, contract, market, source in zip(
-            offered, offers.contracts, markets, offers.sources, strict=True
+        for index, (node_id, contract, market, source) in enumerate(
+            zip(offered, offers.contracts, markets, offers.sources, strict=True)
         ):
             if contract is None:
                 reason = "every contract would lose money on this ES"
                 self.book.record(plan, node_id, "no_offer", reason=reason, source=source)
                 continue
-            self.book.engagements[node_id] = Engagement(contract, market, source)
+            deferred = offers.deferred[index] if offers.deferred else None
+            self.book.engagements[node_id] = Engagement(
+                contract, market, source, None, 0.0, deferred
+            )
         return [n for n in offered if n in self.book.engagements], times
 
     def _designable_market(self, node_id: int) -> Market | str:
@@ -450,6 +453,7 @@ class Recruiter:
             float(modelled),
             float(es_period_utility(reward, f, market.types[item], market)),
             nonce,
+            owed=engagement.owed(plan.period),
         )
 
     def _choose(
@@ -463,7 +467,8 @@ class Recruiter:
             [
                 Candidate(
                     n,
-                    selection_surplus(a.cloud_value, a.reward, trained[n], repeat_value),
+                    # deferred pay is owed whether or not the ES is chosen: no cost of choosing
+                    selection_surplus(a.cloud_value, a.reward - a.owed, trained[n], repeat_value),
                     a.modelled_latency_s,
                     trained[n],
                 )
@@ -475,17 +480,8 @@ class Recruiter:
         )
         for node_id, a in candidates.items():
             if node_id not in selection.chosen:
-                # the ES kept its commitment; the cloud chose not to use it: pay what it holds
-                settled = self.book.settle_held(plan, node_id, delivered=True)
-                self.book.record(
-                    plan,
-                    node_id,
-                    "not_selected",
-                    a,
-                    reason=selection.reasons[node_id],
-                    modelled_latency_s=a.modelled_latency_s,
-                    **settled,
-                )
+                # the ES kept its commitment; the cloud chose not to use it: pay what it owes
+                self.book.pass_over(plan, node_id, a, selection.reasons[node_id])
         chosen = {
             n: dataclasses.replace(candidates[n], chosen_because=selection.reasons[n])
             for n in selection.chosen

@@ -37,6 +37,9 @@ class Assignment:
     """The TRAIN instruction's nonce; the reply must echo it."""
     chosen_because: str = ""
     """Why selection chose this ES (the ledger's reason for its work)."""
+    owed: float = 0.0
+    """The part of ``reward`` that is deferred period-1 pay (ex ante, period 2): owed for the
+    period-1 work whether or not this round's work is chosen, so no cost of choosing it."""
 
 
 @dataclass(frozen=True)

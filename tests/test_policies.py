@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import numpy as np
 import pytest
 
-from fed_agent.contracts import audit, named_market
+from fed_agent.contracts import DynamicContract, audit, named_market, optimal_contract
 from fed_agent.incentives import policies
 from fed_agent.incentives.config import IncentiveConfig
+from fed_agent.incentives.guard import EXACT, FALLBACK
 
 
 def test_flat_fee_is_one_item_for_everyone_in_both_periods():
@@ -69,3 +71,38 @@ def test_a_market_outside_its_domain_fails_when_the_config_loads(override, field
 
     with pytest.raises(ConfigError, match=re.escape(field)):
         load_config("default", override)
+
+
+def _unimplementable(market):
+    """Period-2 menus that fall with the type, paid nothing: breaks IR and IC."""
+    k = market.num_types
+    f2 = np.tile(np.linspace(market.f_max_ghz, market.f_lower_ghz, k), (k, 1))
+    return DynamicContract(np.full(k, market.f_lower_ghz), np.zeros(k), f2, np.zeros((k, k)))
+
+
+def test_a_learned_policy_is_trusted_only_on_markets_its_designer_covers():
+    policy = policies.make_policy(IncentiveConfig(policy="edmsac"), 3)
+    inside = named_market("default")
+    outside = inside.replace(discount=0.9)  # the shipped designer was trained at delta 0.5
+    assert policy.covers([inside, outside]).tolist() == [True, False]
+    bad = dataclasses.replace(policy, design=lambda ms: [_unimplementable(m) for m in ms])
+    offers = bad([inside, outside])
+    # inside: the proposal is refused for the pooling reference, with no exact solve; outside
+    # the guard solves the market and offers the exact optimum
+    assert offers.sources == [FALLBACK, EXACT] and offers.exact_solves == 1
+    assert offers.cloud_utility[1] == pytest.approx(optimal_contract(outside).cloud_utility)
+    assert offers.cloud_utility[0] < optimal_contract(inside).cloud_utility - 1
+    # a deadline's floor on f is outside every designer's training: solved exactly too
+    assert bad([inside], deadline=True).sources == [EXACT]
+
+
+def test_with_exclusion_a_learned_policy_offers_the_exit_where_it_pays():
+    # the default market with a deadline: the least willing type cannot meet it profitably
+    market = named_market("default").replace(f_min_ghz=3.1)
+    policy = policies.make_policy(IncentiveConfig(policy="edmsac", exclusion=True), 3)
+    excluding = optimal_contract(market, exclusion=True)
+    assert excluding.cloud_utility > optimal_contract(market).cloud_utility + 1
+    offers = policy([market], deadline=True)
+    assert offers.sources == [EXACT]
+    assert offers.cloud_utility[0] == pytest.approx(excluding.cloud_utility)
+    assert offers.contracts[0].f1[0] == 0.0  # type 0 takes the exit in period 1

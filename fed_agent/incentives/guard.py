@@ -75,6 +75,11 @@ class GuardedOffers:
     """Wall time of the guard (pricing, reference, choice)."""
     exact_solves: int = 0
     """Markets the guard solved exactly."""
+    deferred: list[np.ndarray | None] | None = None
+    """Per ES, the (K,) period-1 pay deferred into period 2 by report (R_i / delta; zeros
+    when nothing is deferred; None for no offer): part of every period-2 reward after report
+    i, owed for the period-1 work whatever the ES is asked to do in period 2. None: nothing
+    deferred for any ES."""
 
 
 def guard_offers(
@@ -166,11 +171,17 @@ def guard_offers(
             sources.append(FALLBACK)
             utility[row] = reference[row]
     offered = np.array([source != NO_OFFER for source in sources])
-    if defer:
+    owed = np.zeros_like(menus[1])
+    if defer:  # what deferral adds to each period-2 row: the deferred pay of each report
+        _, shift = deferred_menus(menus[1], np.zeros_like(menus[3]), batch.discount, batch.ex_ante)
+        owed = shift[:, :, 0]
         menus[1], menus[3] = deferred_menus(menus[1], menus[3], batch.discount, batch.ex_ante)
     stacked = iter(DynamicContract.stacked(*(m[offered] for m in menus)) if offered.any() else [])
     contracts = [next(stacked) if offer else None for offer in offered]
-    return GuardedOffers(contracts, sources, utility, exact_solves=int(solve.sum()))
+    deferred = [owed[row] if offer else None for row, offer in enumerate(offered)]
+    return GuardedOffers(
+        contracts, sources, utility, exact_solves=int(solve.sum()), deferred=deferred
+    )
 
 
 def _within_bounds(

@@ -38,8 +38,9 @@ STATUSES = (
 ``excluded``: the ES took an exit item (f = 0): no work this round and no pay for work; it
 is paid what the item carries, which is 0 except for the deferred pay of its period-1 work
 on a period-2 exit under ex ante participation."""
-PAID_STATUSES = ("paid", "excluded")
-"""Statuses of rows whose ``paid``/``held`` are what the round's contracts earned."""
+EARNING_STATUSES = ("paid", "excluded", "not_selected")
+"""Statuses of rows whose ``paid``/``held`` (less ``released``) are what the round's contracts
+earned: work, the exit item, and (not chosen) the deferred pay of period-1 work."""
 NOT_OFFERS = ("no_offer", "forfeit", "incompatible")
 """Statuses of rows that record no offer."""
 
@@ -148,7 +149,7 @@ class Ledger:
         paid = [e for e in rows if e.status == "paid"]
         offered = [e for e in rows if e.status not in NOT_OFFERS]
         accepted = [e for e in rows if e.item >= 0]  # took an item (chosen or not)
-        earning = [e for e in rows if e.status in PAID_STATUSES]
+        earning = [e for e in rows if e.status in EARNING_STATUSES]
         earned = float(sum(e.paid - e.released + e.held for e in earning))
         return {
             "offers": len(offered),

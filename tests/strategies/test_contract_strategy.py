@@ -54,11 +54,12 @@ def train_round(strategy, grid, module, server_round=1):
 
 def instruction_of(message: Message) -> TrainInstruction | None:
     """What the destination ES does for a TRAIN message: the instruction, or for a train offer
-    the instruction of the item it picks (None when it declines)."""
+    the instruction of the item it picks (None when it declines or takes the exit item)."""
     request = train_request(message.content[CONFIG])
     if isinstance(request, TrainOffer):
         item = choose_item(message)
-        return None if item == DECLINE else request.instruction(item)
+        idle = item == DECLINE or request.offer.is_exit(item)
+        return None if idle else request.instruction(item)
     return request
 
 
