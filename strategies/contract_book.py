@@ -118,15 +118,20 @@ class ContractBook:
                 self.record(plan, node_id, "forfeit", reason=reason, forfeited=engagement.held)
                 engagement.held = 0.0
 
-    def pay(self, plan: RoundPlan, reply: AcceptedReply) -> None:
-        """Pay accepted work: now, or (period 1, pay held) added to the held pay."""
+    def pay(self, plan: RoundPlan, reply: AcceptedReply, fraction: float = 1.0) -> None:
+        """Pay accepted work, ``fraction`` of the offered reward (what screening's settlement
+        says the work earned): now, or (period 1, pay held) added to the held pay."""
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"a pay fraction must be in [0, 1], got {fraction}")
         a = plan.assignments[reply.node_id]
+        earned = a.reward * fraction
         if self.holds_back(plan, reply.node_id):
-            self.engagements[reply.node_id].held += a.reward
-            pay = {"paid": 0.0, "held": a.reward}
+            self.engagements[reply.node_id].held += earned
+            pay = {"paid": 0.0, "held": earned}
         else:
             released = self.settle_held(plan, reply.node_id, delivered=True).get("released", 0.0)
-            pay = {"paid": a.reward + released, "released": released}
+            pay = {"paid": earned + released, "released": released}
+        pay["pay_fraction"] = fraction
         self.record(
             plan,
             reply.node_id,

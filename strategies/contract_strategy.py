@@ -292,7 +292,7 @@ class ContractStrategy(Strategy):
                 self.book.refuse(plan, node_id, "no_reply", "no train reply")
         # only work that is in the aggregate is paid
         for reply in verdict.kept:
-            self.book.pay(plan, reply)
+            self.book.pay(plan, reply, verdict.pay_fractions.get(reply.node_id, 1.0))
         if plan.closes_epoch:  # held pay still unsettled: its ES is gone
             self.book.forfeit_unfinished(plan)
         row = self._round_row(plan, len(replies))

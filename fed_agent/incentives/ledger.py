@@ -81,6 +81,10 @@ class LedgerEntry:
     """Earlier held pay paid out this round (included in ``paid``)."""
     forfeited: float = 0.0
     """Held pay the ES lost by not delivering its period-2 work."""
+    pay_fraction: float = 1.0
+    """The share of the offered reward its work earned (screening's settlement: updates that
+    copy or combine others share one update's pay; one that improves the cloud's split less
+    than its effort promises earns in proportion); 1 for full pay."""
 
 
 def parse_entries(csv_text: str, source: str) -> list[LedgerEntry]:

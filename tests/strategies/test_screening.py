@@ -52,7 +52,10 @@ def test_a_lone_honest_participant_is_kept_and_paid(tmp_path, smoke_module):
     [update] = honest_updates(smoke_module, messages)
     new, metrics = strategy.aggregate_train(1, [reply_for(messages[0], update)])
     [entry] = _ledger(strategy).values()
-    assert entry.status == "paid" and entry.held + entry.paid > 0
+    # paid in full what its item carries in period 1 (under ex ante the optimum defers it all
+    # to period 2, so that can be 0)
+    assert entry.status == "paid" and entry.pay_fraction == 1.0
+    assert entry.held + entry.paid == pytest.approx(entry.reward_offered)
     merged = record_to_adapter(new)
     for key in merged:  # an honest update is not clipped
         np.testing.assert_allclose(merged[key], update[key], rtol=1e-6, atol=1e-8)
@@ -64,7 +67,7 @@ def test_a_copy_and_its_original_are_settled_alike_whichever_arrives_first(
 ):
     """The round is settled as a set (``fed_agent.screening.settlement``): the original and its
     copy share one update's weight, the same verdict in either order of arrival."""
-    outcomes = []
+    outcomes, fractions = [], []
     for order in ((0, 1, 2), (2, 1, 0)):
         strategy, grid = make_strategy(tmp_path / str(order[0]), smoke_module, "incentive=optimal")
         messages, _ = train_round(strategy, grid, smoke_module)
@@ -73,11 +76,17 @@ def test_a_copy_and_its_original_are_settled_alike_whichever_arrives_first(
         replies = [reply_for(messages[i], sent[i]) for i in order]
         new, _ = strategy.aggregate_train(1, replies)
         ledger = _ledger(strategy)
-        outcomes.append(
-            ([ledger[m.metadata.dst_node_id].status for m in messages], record_to_adapter(new))
-        )
+        rows = [ledger[m.metadata.dst_node_id] for m in messages]
+        for row in rows:  # the ledger pays what the settlement says the work earned
+            if row.status == "paid":
+                assert row.paid + row.held == pytest.approx(row.reward_offered * row.pay_fraction)
+        fractions.append([row.pay_fraction for row in rows])
+        outcomes.append(([row.status for row in rows], record_to_adapter(new)))
     (statuses, merged), (statuses_back, merged_back) = outcomes
     # the 1.3x copy may be too large for its own ES's contracted effort: rejected either way
     assert statuses == statuses_back and statuses[:2] == ["paid", "paid"]
+    assert fractions[0] == pytest.approx(fractions[1])
+    if statuses[2] == "paid":  # the original and its copy share one update's pay
+        assert fractions[0][0] + fractions[0][2] == pytest.approx(1.0)
     for key in merged:
         np.testing.assert_allclose(merged[key], merged_back[key], rtol=1e-5, atol=1e-7)
