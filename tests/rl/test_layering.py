@@ -19,6 +19,7 @@ ALLOWED_ROOTS = {
     "pathlib",
     "random",
     "typing",
+    "zipfile",
 }
 
 
