@@ -158,13 +158,24 @@ TABLES = (
          "code_version"),
     ),
     Table(
-        "robustness.csv", "Attacks on the federation",
-        "Attackers among the ESs; what they were paid against their share of the work, honest "
-        "ESs cut, and quality against no attack.",
-        ".venv/bin/python benchmarks/robustness_bench.py",
-        ("attack", "fraction_attackers", "seed", "paid_to_attackers", "attacker_work_share",
-         "attacker_pay_share", "rejected_honest", "quality_vs_no_attack", "code_version"),
-        plot="robustness.png",
+        "robustness_settlement.csv", "Attacks on the federation: pay for delivered work",
+        "Smoke model, 20 non-IID ESs, 16 local steps, one round; attackers at 10/30/45 %; what "
+        "they were paid against the work their replies carry, honest ESs cut, quality against "
+        "no attack, judging alone (`expected`) and with the round's settlement.",
+        ".venv/bin/python benchmarks/robustness_settlement.py",
+        ("seed", "attack", "fraction_attackers", "defence", "attacker_paid", "attacker_work",
+         "honest_cut", "honest_pay_lost", "quality_vs_no_attack", "code_version"),
+        "attack != 'none'",
+    ),
+    Table(
+        "robustness_extended_default.csv", "Attacks on a module that learns",
+        "The main job's tiny LLM and recipe, 40 local steps, 20 ESs, 2 rounds, 500 held-out "
+        "scenes; each defence under each attack.",
+        ".venv/bin/python benchmarks/robustness_bench.py --suite extended --experiment default "
+        "--overrides training.local_steps=40",
+        ("attack", "fraction_attackers", "defence", "paid_to_attackers", "rejected_honest",
+         "quality_vs_no_attack", "code_version"),
+        plot="robustness_extended_default.png",
     ),
     Table(
         "serving.csv", "Serving the agent",

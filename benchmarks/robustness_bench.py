@@ -6,8 +6,9 @@ Commands (from the repository root)::
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/robustness_bench.py --suite extended
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/robustness_bench.py --suite small
 
-Each suite replaces its own rows of ``benchmarks/results/robustness.csv`` (column ``suite``) and
-redraws ``robustness.png``. ``base`` (about 10 minutes on 2 idle cores, 40 on a busy shared box)
+Each (suite, experiment) is one setup with its own table,
+``benchmarks/results/robustness_<suite>_<experiment>.csv`` (every row stamped with the
+``code_version`` that produced it), and the extended suite redraws its plot beside it. ``base`` (about 10 minutes on 2 idle cores, 40 on a busy shared box)
 is described first; ``extended`` and ``small`` after it.
 
 Setup: the smoke experiment's tiny LLM with 10 ESs (each its own non-IID partition), 2
@@ -76,6 +77,7 @@ from benchmarks.attacks import (
 )
 from fed_agent.config import load_config
 from fed_agent.data.partition import cloud_examples, es_examples, heldout_examples
+from fed_agent.evaluation.provenance import code_version
 from fed_agent.evaluation.quality import evaluate_quality
 from fed_agent.modules.adapter import AdapterState, agent_module
 from fed_agent.modules.reference import reference_update
@@ -88,6 +90,8 @@ from fed_agent.screening.robust import flatten, unflatten
 from fed_agent.seeding import derive_seed, seed_everything
 from strategies.records import adapter_to_record
 from strategies.validation import clip_to_expected, judge_updates, screen_updates, split_replies
+
+RESULTS = Path(__file__).resolve().parent / "results"
 
 NUM_ES = 10
 NUM_ATTACKERS = 2
@@ -433,7 +437,12 @@ def plot(table: pd.DataFrame, path: Path) -> None:
 def main() -> None:
     """Run a suite's scenarios and write (merge) the table and the plot."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/robustness.csv"))
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="the table (default benchmarks/results/robustness_<suite>_<experiment>.csv)",
+    )
     parser.add_argument("--rounds", type=int, default=NUM_ROUNDS)
     parser.add_argument("--suite", choices=SUITES, default="base")
     parser.add_argument(
@@ -468,27 +477,20 @@ def main() -> None:
     recipe = f"lr {cfg.training.learning_rate:g} {cfg.training.lr_schedule}"
     if args.experiment != "smoke":  # the smoke rows' recipes predate this field
         recipe += f", {args.experiment} experiment, {cfg.training.local_steps} steps"
+    args.out = args.out or RESULTS / f"robustness_{args.suite}_{args.experiment}.csv"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     kept = pd.DataFrame()
     if args.out.is_file():
         kept = pd.read_csv(args.out)
-        # rows written before the suites existed are the base suite's
-        earlier = (
-            ("suite", "base"),
-            ("participants", NUM_ES),
-            ("rounds", NUM_ROUNDS),
-            ("recipe", "lr 0.003 linear"),  # the training defaults before recipes were recorded
-        )
-        for column, value in earlier:
-            kept[column] = kept[column].fillna(value) if column in kept else value
-        mine = (kept["suite"] == args.suite) & (kept["recipe"] == recipe)
+        mine = kept["recipe"] == recipe
         if only:
             mine &= kept["attack"].isin(only)
         kept = kept[~mine]
     rows: list[dict] = []
+    version = code_version()
 
     def write(row: dict, label: str) -> None:
-        rows.append({**row, "recipe": recipe, "initial_quality": initial})
+        rows.append({**row, "recipe": recipe, "initial_quality": initial, "code_version": version})
         print(f"{label} {row['final_quality']:.4f} {row['status']}", flush=True)
         # rewritten after every scenario: an interrupted run keeps what it measured
         table = _with_relative_quality(pd.concat([kept, pd.DataFrame(rows)], ignore_index=True))
@@ -498,8 +500,9 @@ def main() -> None:
         run_base(args, cfg, module, heldout, write)
     else:
         run_more(args.suite, args, cfg, module, heldout, write, only)
-    plot(pd.read_csv(args.out), args.out.with_suffix(".png"))
-    print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+    if args.suite == "extended":
+        plot(pd.read_csv(args.out), args.out.with_suffix(".png"))
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

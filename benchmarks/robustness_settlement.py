@@ -44,6 +44,7 @@ import pandas as pd
 from benchmarks.attacks import PEER_ATTACKS, coordinated_deltas, peer_deltas
 from fed_agent.config import load_config
 from fed_agent.data.partition import cloud_examples, es_examples, heldout_examples
+from fed_agent.evaluation.provenance import stamp
 from fed_agent.evaluation.quality import evaluate_quality
 from fed_agent.modules.adapter import agent_module
 from fed_agent.modules.reference import reference_update, update_gains
@@ -211,7 +212,7 @@ def main() -> None:
                     f"q {row['final_quality']:.5f}",
                     flush=True,
                 )
-                table = pd.DataFrame(rows)
+                table = pd.DataFrame(stamp(rows))
                 clean = table[table["attack"] == "none"].set_index(["seed", "defence"])
                 index = pd.MultiIndex.from_frame(table[["seed", "defence"]])
                 table["quality_vs_no_attack"] = (
