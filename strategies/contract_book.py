@@ -50,12 +50,8 @@ class Engagement:
     deferred: np.ndarray | None = None
     """(K,) period-1 pay deferred into every period-2 item after each report (the guard's
     ``GuardedOffers.deferred``); None: nothing deferred."""
-
-    def owed(self, period: int) -> float:
-        """The deferred period-1 pay a period-2 reward of this ES includes (0 in period 1)."""
-        if period != 2 or self.deferred is None or self.report is None:
-            return 0.0
-        return float(self.deferred[self.report])
+    worked: int = 0
+    """Period-1 rounds of this epoch whose work was paid: the deferred pay is owed for them."""
 
 
 class ContractBook:
@@ -89,6 +85,18 @@ class ContractBook:
         for key, value in paid_fields.items():
             setattr(entry, key, value)
         self.ledger.add(entry)
+
+    def deferred_split(self, plan: RoundPlan, node_id: int) -> tuple[float, float]:
+        """(owed, unearned): the deferred period-1 pay in this period-2 round's rewards of
+        ``node_id``, split by the share of period-1 rounds it worked. The owed part is paid
+        whatever it does in period 2 as long as it keeps its commitment; the unearned part
+        (period-1 work it never did: not chosen, or refused) is taken off its rewards."""
+        engagement = self.engagements.get(node_id)
+        if plan.period != 2 or engagement is None or engagement.deferred is None:
+            return 0.0, 0.0
+        full = float(engagement.deferred[engagement.report])
+        share = min(1.0, engagement.worked / self.cfg.incentive.rounds_per_period)
+        return full * share, full * (1.0 - share)
 
     def settle_held(self, plan: RoundPlan, node_id: int, delivered: bool) -> dict[str, float]:
         """Ledger fields that settle an ES's held pay: a failed commitment forfeits it in any
@@ -124,7 +132,10 @@ class ContractBook:
         if not 0.0 <= fraction <= 1.0:
             raise ValueError(f"a pay fraction must be in [0, 1], got {fraction}")
         a = plan.assignments[reply.node_id]
-        earned = a.reward * fraction
+        if plan.period == 1 and reply.node_id in self.engagements:
+            self.engagements[reply.node_id].worked += 1
+        # deferred pay is owed for period-1 work, whatever this round's work earns
+        earned = a.owed + (a.reward - a.owed) * fraction
         if self.holds_back(plan, reply.node_id):
             self.engagements[reply.node_id].held += earned
             pay = {"paid": 0.0, "held": earned}
@@ -150,6 +161,7 @@ class ContractBook:
         engagement = self.engagements[node_id]
         report = engagement.report if plan.period == 2 else None
         _, reward = engagement.contract.terms(plan.period, item, report)
+        reward -= self.deferred_split(plan, node_id)[1]
         if self.holds_back(plan, node_id):
             engagement.held += reward
             pay = {"paid": 0.0, "held": reward}
@@ -202,6 +214,7 @@ class ContractBook:
                 "source": e.source,
                 "held": e.held,
                 "deferred": None if e.deferred is None else e.deferred.tolist(),
+                "worked": e.worked,
             }
             for n, e in self.engagements.items()
         }
@@ -224,4 +237,5 @@ class ContractBook:
                 e["report"],
                 float(e["held"]),
                 None if deferred is None else np.asarray(deferred, float),
+                int(e.get("worked", 0)),
             )

@@ -294,6 +294,9 @@ class Recruiter:
         engagement = self.book.engagements[node_id]
         c = engagement.contract
         report = engagement.report if plan.period == 2 else None
+        r2 = c.r2.copy()
+        if report is not None:  # deferred pay of period-1 work it did not do is not offered
+            r2[report] = np.maximum(r2[report] - self.book.deferred_split(plan, node_id)[1], 0)
         return Offer(
             server_round=plan.server_round,
             period=plan.period,
@@ -302,7 +305,7 @@ class Recruiter:
             f1=tuple(c.f1),
             r1=tuple(c.r1),
             f2=tuple(c.f2.ravel()),
-            r2=tuple(c.r2.ravel()),
+            r2=tuple(r2.ravel()),
             held=engagement.held if plan.period == 2 else 0.0,
             participation=engagement.market.participation,
         )
@@ -442,6 +445,8 @@ class Recruiter:
         engagement = self.book.engagements[node_id]
         market = engagement.market
         f, reward = engagement.contract.terms(plan.period, item, engagement.report)
+        owed, unearned = self.book.deferred_split(plan, node_id)
+        reward -= unearned
         modelled = latency.construction_latency_s(f, market.workload_gcycles, market.upload_s)
         return Assignment(
             item,
@@ -453,7 +458,7 @@ class Recruiter:
             float(modelled),
             float(es_period_utility(reward, f, market.types[item], market)),
             nonce,
-            owed=engagement.owed(plan.period),
+            owed=owed,
         )
 
     def _choose(
