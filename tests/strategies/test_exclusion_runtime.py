@@ -139,3 +139,31 @@ def test_an_es_that_takes_the_exit_on_a_train_offer_replies_without_work_and_is_
     metrics = strategy.outputs.rows[-1]
     assert (metrics["participants"], metrics["excluded"], metrics["ignored_replies"]) == (2, 1, 0)
     assert TrainReply.from_dict(dict(replies[1].content[METRICS])).train_steps == 0
+
+
+def test_deferred_pay_is_owed_only_to_an_es_that_did_its_period_one_work(tmp_path, smoke_module):
+    # one participant a round: in period 1 two of the three ESs that sign are not chosen
+    overrides = "incentive=optimal federation.es_per_round=1"
+    strategy, grid = make_strategy(tmp_path, smoke_module, overrides)
+    _, first = _round(strategy, grid, smoke_module, 1)
+    worked = {n for n, e in first.items() if e.status == "paid"}
+    assert len(worked) == 1 and all(
+        e.status == "not_selected" for n, e in first.items() if n not in worked
+    )
+    _, second = _round(strategy, grid, smoke_module, 2)
+    withheld = []  # deferred pay not offered to ESs that did no period-1 work
+    for node, row in second.items():
+        engagement = strategy.engagements[node]
+        deferred = engagement.deferred[engagement.report]
+        assert engagement.worked == (node in worked)
+        if node not in worked:
+            withheld.append(deferred)
+        if row.status == "paid":
+            item_pay = engagement.contract.r2[engagement.report, row.item]
+            expected = item_pay if node in worked else item_pay - deferred
+            assert row.reward_offered == pytest.approx(expected) and row.paid > 0
+        elif row.status == "not_selected":  # paid only what earlier work earned
+            assert row.paid == pytest.approx(deferred if node in worked else 0.0)
+        else:  # without the deferred pay its items lose money: it declines, unpaid
+            assert (row.status, row.paid, node in worked) == ("declined", 0.0, False)
+    assert max(withheld) > 1.0  # the check bites: some unearned deferred pay was withheld
