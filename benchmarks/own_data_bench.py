@@ -11,20 +11,23 @@ The experiment is ``digits`` (configs/experiment/digits.yaml, the data paths poi
 split); invocations with other ``--seeds`` may run side by side: each merges its rows into the
 table (``upsert_table``) and the mean rows are recomputed from every seed row there.
 
-With the same step budget (``rounds * steps`` optimiser steps per module chain):
+With equal compute (``rounds``, ``steps`` and ``es_per_round`` default to the experiment's
+``federation.num_rounds``, ``training.local_steps`` and ``federation.es_per_round``):
 
 * ``federated``: ``rounds`` rounds; in each, ``es_per_round`` ESs in turn train the global
   module ``steps`` steps on their own folder, FedAvg weighted by example counts
   (``benchmarks.agent_eval_bench.federated``: the ClientApp's training and the ServerApp's
   aggregation in one process);
-* ``local-only``: every ES trains alone for ``rounds * steps`` steps; the mean over ESs;
+* ``local-only``: every ES trains alone for as many steps as it trained in the federation
+  (``steps`` times the rounds it took part in); the mean over ESs;
 * ``centralised``: ``es_per_round * rounds * steps`` steps on the pooled ES folders (as many
   gradient steps as the whole federation spent: equal compute).
 
 Each seed builds its own base, LoRA initialisation and training order; the split is the same
 for all seeds (the data set is fixed, as an ES's data would be). Per row: the held-out accuracy
 with its Wilson 95 % interval; per training, a ``mean`` row with the Student-t 95 % interval
-over seeds. Writes ``benchmarks/results/own_data.csv`` and ``own_data.png``.
+over seeds (``n_seeds``: how many), and the recipe (rounds, steps, ESs a round, learning rate).
+Writes ``benchmarks/results/own_data.csv`` and ``own_data.png``.
 """
 
 from __future__ import annotations
@@ -45,7 +48,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.agent_eval_bench import federated, trained_alone  # noqa: E402
+from benchmarks.agent_eval_bench import (  # noqa: E402
+    federated,
+    round_participants,
+    trained_alone,
+)
 from fed_agent.config import load_config  # noqa: E402
 from fed_agent.data.digits import digits_records  # noqa: E402
 from fed_agent.data.sources import _folder_examples  # noqa: E402
@@ -72,6 +79,11 @@ COLUMNS = [
     "ci_high",
     "n_eval",
     "majority",
+    "n_seeds",
+    "rounds",
+    "steps",
+    "es_per_round",
+    "learning_rate",
 ]
 KEYS = ["dataset", "model", "training", "partitioner", "alpha", "num_es", "seed"]
 """A row of the table: one training of one seed (``seed = mean``: over the seeds)."""
@@ -95,6 +107,9 @@ def run_seed(seed: int, data_root: Path, args: argparse.Namespace) -> list[dict]
         f"data.cloud_path={data_root / 'cloud'}",
     ]
     cfg = load_config(args.experiment, [f"seed={seed}", *paths, *shlex.split(args.overrides)])
+    args.rounds = args.rounds or cfg.federation.num_rounds
+    args.steps = args.steps or cfg.training.local_steps
+    args.es_per_round = args.es_per_round or cfg.federation.es_per_round
     seed_everything(seed)
     module = agent_module(cfg.model, seed)
     size = cfg.data.image_size if module.base.is_vision else None
@@ -103,6 +118,7 @@ def run_seed(seed: int, data_root: Path, args: argparse.Namespace) -> list[dict]
     answers = [e.answer for e in heldout]
     majority = max(answers.count(a) for a in set(answers)) / len(answers)
     budget = args.rounds * args.steps
+    chain = range(1, args.rounds + 1)
     rows = []
 
     def row(training: str, quality) -> dict:
@@ -121,6 +137,11 @@ def run_seed(seed: int, data_root: Path, args: argparse.Namespace) -> list[dict]
             "ci_high": high,
             "n_eval": quality.num_decisions,
             "majority": majority,
+            "n_seeds": 1,
+            "rounds": args.rounds,
+            "steps": args.steps,
+            "es_per_round": args.es_per_round,
+            "learning_rate": cfg.training.learning_rate,
         }
 
     def quality():
@@ -131,7 +152,8 @@ def run_seed(seed: int, data_root: Path, args: argparse.Namespace) -> list[dict]
     if "local-only" in args.trainings:
         local = []
         for es, examples in enumerate(data):
-            trained_alone(module, cfg, examples, budget, es)
+            rounds = sum(es in round_participants(r, args.es_per_round, len(data)) for r in chain)
+            trained_alone(module, cfg, examples, rounds * args.steps, es)
             local.append(quality())
         rows.append(row("local-only", mean_quality(local)))
     if "centralised" in args.trainings:
@@ -153,6 +175,7 @@ def with_means(frame: pd.DataFrame) -> pd.DataFrame:
             {
                 **first,
                 "seed": "mean",
+                "n_seeds": len(group),
                 "accuracy": group["accuracy"].mean(),
                 "ci_low": low,
                 "ci_high": high,
@@ -185,7 +208,7 @@ def plot(frame: pd.DataFrame, path: Path) -> None:
     first = means.iloc[0]
     ax.set_title(
         f"{first['dataset']}, {first['model']}: {first['num_es']} ESs, "
-        f"{first['partitioner']} alpha {first['alpha']}",
+        f"{first['partitioner']} alpha {first['alpha']}, {first['n_seeds']} seeds",
         fontsize=9,
     )
     ax.legend(loc="lower right", fontsize=8)
@@ -209,9 +232,9 @@ def main() -> None:
     parser.add_argument("--partitioner", default="dirichlet")
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--eval-size", type=int, default=360)
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--steps", type=int, default=20, help="local steps per ES per round")
-    parser.add_argument("--es-per-round", type=int, default=4)
+    parser.add_argument("--rounds", type=int, help="default: the experiment's num_rounds")
+    parser.add_argument("--steps", type=int, help="local steps a round; default: local_steps")
+    parser.add_argument("--es-per-round", type=int, help="default: the experiment's")
     parser.add_argument("--trainings", default="federated,local-only,centralised")
     parser.add_argument("--work", type=Path, default=Path(".cache/own_data"))
     parser.add_argument("--out", type=Path, default=RESULTS)
