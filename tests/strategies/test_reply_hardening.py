@@ -118,7 +118,8 @@ def test_a_reply_to_another_rounds_or_offers_instruction_is_a_replay(tmp_path, s
         RecordDict({ARRAYS: forged.content[ARRAYS], METRICS: MetricRecord(values)}),
         metadata=forged.metadata,
     )
-    honest = reply_for(messages2[2], updates[2])
+    # the honest ES trains round 2's module for round 2's instruction
+    honest = reply_for(messages2[2], honest_updates(smoke_module, messages2)[2])
     strategy.aggregate_train(2, [replay, forged, honest])
     round2 = {e.node_id: e for e in strategy.ledger.entries if e.round == 2}
     assert round2[node].status == "rejected" and "replay" in round2[node].reason
