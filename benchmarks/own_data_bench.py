@@ -19,7 +19,8 @@ With equal compute (``rounds``, ``steps`` and ``es_per_round`` default to the ex
   (``benchmarks.agent_eval_bench.federated``: the ClientApp's training and the ServerApp's
   aggregation in one process);
 * ``local-only``: every ES trains alone for as many steps as it trained in the federation
-  (``steps`` times the rounds it took part in); the mean over ESs;
+  (``steps`` times the rounds it took part in); the mean over ESs, each scored on its own
+  tenth of the held-out set (``pooled_quality``);
 * ``centralised``: ``es_per_round * rounds * steps`` steps on the pooled ES folders (as many
   gradient steps as the whole federation spent: equal compute).
 
@@ -36,6 +37,7 @@ import argparse
 import logging
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -59,7 +61,7 @@ from fed_agent.data.sources import _folder_examples  # noqa: E402
 from fed_agent.data.split import SplitSpec, split_folder  # noqa: E402
 from fed_agent.data.writing import write_folder  # noqa: E402
 from fed_agent.evaluation.intervals import mean_interval  # noqa: E402
-from fed_agent.evaluation.quality import evaluate_quality, mean_quality  # noqa: E402
+from fed_agent.evaluation.quality import Quality, evaluate_quality  # noqa: E402
 from fed_agent.evaluation.report import upsert_table, write_table  # noqa: E402
 from fed_agent.modules.adapter import agent_module  # noqa: E402
 from fed_agent.seeding import seed_everything  # noqa: E402
@@ -99,8 +101,8 @@ def prepare(root: Path, form: str, spec: SplitSpec) -> Path:
     return out
 
 
-def run_seed(seed: int, data_root: Path, args: argparse.Namespace) -> list[dict]:
-    """The rows of one seed: federated, local-only, centralised."""
+def run_seed(seed: int, data_root: Path, args: argparse.Namespace, save: Callable) -> None:
+    """One seed: federated, local-only, centralised, each row handed to ``save`` when done."""
     paths = [
         f"data.path={data_root / 'es'}",
         f"data.eval_path={data_root / 'eval'}",
@@ -119,7 +121,6 @@ def run_seed(seed: int, data_root: Path, args: argparse.Namespace) -> list[dict]
     majority = max(answers.count(a) for a in set(answers)) / len(answers)
     budget = args.rounds * args.steps
     chain = range(1, args.rounds + 1)
-    rows = []
 
     def row(training: str, quality) -> dict:
         low, high = quality.accuracy_interval
@@ -148,19 +149,32 @@ def run_seed(seed: int, data_root: Path, args: argparse.Namespace) -> list[dict]
         return evaluate_quality(module, heldout, cfg.training.eval_batch_size)
 
     federated(module, cfg, data, args)
-    rows.append(row("federated", quality()))
+    save(row("federated", quality()))
     if "local-only" in args.trainings:
         local = []
         for es, examples in enumerate(data):
             rounds = sum(es in round_participants(r, args.es_per_round, len(data)) for r in chain)
             trained_alone(module, cfg, examples, rounds * args.steps, es)
-            local.append(quality())
-        rows.append(row("local-only", mean_quality(local)))
+            share = heldout[es :: len(data)]
+            local.append(evaluate_quality(module, share, cfg.training.eval_batch_size))
+        save(row("local-only", pooled_quality(local)))
     if "centralised" in args.trainings:
         pooled = [e for examples in data for e in examples]
         trained_alone(module, cfg, pooled, budget * args.es_per_round, -1)
-        rows.append(row("centralised", quality()))
-    return rows
+        save(row("centralised", quality()))
+
+
+def pooled_quality(parts: list[Quality]) -> Quality:
+    """The quality over disjoint shares of the held-out set, one per module: each local-only
+    module answers its own share (every ``num_es``-th example), so the ESs' mean accuracy costs
+    one held-out pass and its interval has the whole set's n."""
+    return Quality(
+        sum(q.decision_accuracy * q.num_decisions for q in parts)
+        / sum(q.num_decisions for q in parts),
+        sum(q.answer_loss * q.num_examples for q in parts) / sum(q.num_examples for q in parts),
+        sum(q.num_examples for q in parts),
+        sum(q.num_decisions for q in parts),
+    )
 
 
 def with_means(frame: pd.DataFrame) -> pd.DataFrame:
@@ -244,9 +258,10 @@ def main() -> None:
     spec = SplitSpec(args.num_es, args.partitioner, args.alpha, "answer", args.eval_size)
     data_root = prepare(args.work, args.form, spec)
     table = args.out / "own_data.csv"
-    for seed in (int(s) for s in args.seeds.split(",")):
-        rows = pd.DataFrame(run_seed(seed, data_root, args), columns=COLUMNS)
-        seeds = upsert_table(rows.to_dict("records"), table, KEYS)
+
+    def save(row: dict) -> None:
+        """Merge one row into the table, recompute the mean rows, redraw the plot."""
+        seeds = upsert_table(pd.DataFrame([row], columns=COLUMNS).to_dict("records"), table, KEYS)
         seeds = seeds[seeds["seed"].astype(str) != "mean"]
         stamps = seeds.set_index(KEYS)["code_version"]
         frame = with_means(seeds)
@@ -254,7 +269,10 @@ def main() -> None:
         frame["code_version"] = [stamps.get(tuple(r), "") for r in frame[KEYS].values]
         frame = write_table(frame.to_dict("records"), table)
         plot(frame, args.out / "own_data.png")
-    print(frame.to_string(index=False))
+        print(frame.to_string(index=False), flush=True)
+
+    for seed in (int(s) for s in args.seeds.split(",")):
+        run_seed(seed, data_root, args, save)
 
 
 if __name__ == "__main__":
