@@ -6,6 +6,9 @@ Train offers (the offer riding on a TRAIN message) are answered by the real ES's
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+
 from flwr.app import Context, Message, MessageType, RecordDict
 
 from benchmarks.in_process import metadata, set_task_identity
@@ -35,6 +38,14 @@ class FakeGrid:
 
     def get_node_ids(self) -> list[int]:
         return list(self.node_ids)
+
+    def get_nodes(self) -> list[SimpleNamespace]:
+        """Flower's NodeInfo as the ServerApp's grid reads it: node i registered i-th."""
+        start = datetime(2026, 1, 1, tzinfo=UTC)
+        return [
+            SimpleNamespace(node_id=n, registered_at=(start + timedelta(seconds=i)).isoformat())
+            for i, n in enumerate(self.node_ids)
+        ]
 
     def send_and_receive(self, messages, timeout=None) -> list[Message]:
         replies = []
