@@ -60,7 +60,8 @@ def _check_keys(kind: str, values: Mapping[str, object], expected: set[str]) -> 
     missing = sorted(expected - set(values))
     extra = sorted(_shown(k) for k in set(values) - expected)[:5]
     if missing or extra:
-        raise ProtocolError(f"{kind}: missing keys {missing}, unexpected keys {extra}")
+        shown = "[" + ", ".join(extra) + "]"
+        raise ProtocolError(f"{kind}: missing keys {missing}, unexpected keys {shown}")
 
 
 def _kebab(name: str) -> str:
