@@ -155,8 +155,11 @@ def test_a_body_above_the_limit_is_refused_before_it_is_read(server) -> None:
     # a chunked body has no Content-Length: it is counted as it arrives
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     parts = [b'{"prompt": "', b"y" * MAX_BODY, b'"}']
-    conn.request("POST", "/v1/completions", iter(parts), {"Content-Type": "application/json"},
-                 encode_chunked=True)  # fmt: skip
+    try:
+        conn.request("POST", "/v1/completions", iter(parts), {"Content-Type": "application/json"},
+                     encode_chunked=True)  # fmt: skip
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # refused mid-body: the server answered and closed while the rest was on its way
     reply = conn.getresponse()
     assert reply.status == 413
     conn.close()
