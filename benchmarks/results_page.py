@@ -99,11 +99,16 @@ TABLES = (
     ),
     Table(
         "strategies_straggler_summary.csv", "Straggler-aware recruitment against the flat fee",
-        "Mean over seeds; economics budget (at most 10 participants a round, 10 local steps).",
-        ".venv/bin/python benchmarks/strategies_bench.py --budget economics --selections "
-        "surplus deadline",
+        "Mean over seeds; economics budget (at most 10 participants a round, 10 local steps); "
+        "deadline 7 s, exit items allowed; ratios to the flat fee paired by seed.",
+        ".venv/bin/python benchmarks/strategies_bench.py --in-process --table "
+        "strategies_straggler --sizes 20 100 --seeds 0 1 2 3 4 --policies edmsac "
+        "fedavg_flat_fee --selections surplus deadline --extra federation.es_per_round=10 "
+        "training.local_steps=10 federation.server_learning_rate=1 incentive.deadline_s=7 "
+        "incentive.exclusion=true",
         ("num_es", "strategy", "selection", "seeds", "cloud_utility", "vs_flat_fee",
-         "latency_vs_flat_fee", "round_latency_model_s", "payments", "code_version"),
+         "vs_flat_fee_ci_low", "vs_flat_fee_ci_high", "latency_vs_flat_fee",
+         "round_latency_model_s", "payments", "code_version"),
         plot="strategies_straggler.png",
     ),
     Table(

@@ -209,6 +209,8 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
             low, high = mean_interval(ratios) if len(ratios) else (float("nan"),) * 2
             row |= {name: ratios.mean() if len(ratios) else float("nan"),
                     f"{name}_ci_low": low, f"{name}_ci_high": high}  # fmt: skip
+        if "code_version" in runs:  # the code of the runs averaged (several: mixed setups)
+            row["code_version"] = " ".join(sorted(set(runs["code_version"].astype(str))))
         rows.append(row)
     return pd.DataFrame(rows)
 
