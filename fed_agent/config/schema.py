@@ -347,7 +347,7 @@ class ExperimentConfig:
     incentive: IncentiveConfig = field(default_factory=IncentiveConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     screening: ScreeningConfig = field(default_factory=ScreeningConfig)
-    """How the cloud judges each returned update (fed_agent/modules/expectations.py)."""
+    """How the cloud judges each returned update (fed_agent/screening/judge.py)."""
     agent: AgentConfig = field(default_factory=AgentConfig)
     """The exported agent: this run's module name and an earlier agent to extend."""
 
