@@ -12,11 +12,10 @@ from fed_agent.contracts import (
     es_rents,
     named_market,
     optimal_contract,
-    period2_choice,
 )
 from fed_agent.contracts.escrow import defer_pay, held_epoch_rents, holds_pay
-from fed_agent.contracts.utility import es_period_utility
 from fed_agent.incentives.guard import guard_offers
+from tests.contracts.conftest import assert_every_type_signs_and_stays
 
 
 def test_pay_held_unchanged_costs_type_two_its_signature_at_the_default_optimum() -> None:
@@ -42,17 +41,7 @@ def test_deferred_optimum_is_signed_by_every_type_and_worth_the_same() -> None:
     assert np.all(rents >= -1e-9)
     assert audit(offered, market) == []
     assert cloud_utility(offered, market) == pytest.approx(cloud_utility(optimum, market))
-    assert [es_choice(offered, market, i) for i in range(3)] == [0, 1, 2]
-    for i in range(3):
-        for j in range(3):
-            # nothing is held: the ES stays in period 2, and what it picks is worth as much
-            # to it as its own item (an item it is indifferent to may win a tie), never < 0
-            pick = period2_choice(offered, market, i, j, forfeit=0.0)
-            assert pick is not None
-            theta = market.types[j]
-            own = es_period_utility(offered.r2[i, j], offered.f2[i, j], theta, market)
-            chosen = es_period_utility(offered.r2[i, pick], offered.f2[i, pick], theta, market)
-            assert chosen == pytest.approx(own, abs=1e-6) and own >= -1e-9
+    assert_every_type_signs_and_stays(offered, market)
 
 
 def test_nothing_is_deferred_per_period_or_without_a_period_two_value() -> None:

@@ -11,17 +11,15 @@ from fed_agent.contracts import (
     PARTICIPATION_RULES,
     audit,
     cloud_utility,
-    es_choice,
     named_market,
     optimal_contract,
-    period2_choice,
     solve_reference,
 )
 from fed_agent.contracts.escrow import defer_pay
 from fed_agent.contracts.solvers import solve_tied
 from fed_agent.contracts.solvers.references import excluded_items
-from fed_agent.contracts.utility import es_period_utility
 from fed_agent.incentives.guard import EXACT, guard_offers
+from tests.contracts.conftest import assert_every_type_signs_and_stays
 
 
 def scarce(num_types: int = 3, participation: str = "ex_ante"):
@@ -74,16 +72,7 @@ def test_exclusion_on_a_market_where_the_least_willing_type_costs_too_much() -> 
     assert values["complete_information"] >= optimum.cloud_utility >= values["best_static"]
     assert values["best_static"] >= values["static"] >= values["uniform"] == 0.0
     offered = defer_pay(optimum.contract, market)
-    assert [es_choice(offered, market, i) for i in range(3)] == [0, 1, 2]
-    for i in range(3):
-        for j in range(3):
-            # the ES stays and gets what its own item (or the exit) is worth to it, >= 0
-            pick = period2_choice(offered, market, i, j, forfeit=0.0)
-            assert pick is not None
-            theta = market.types[j]
-            own = es_period_utility(offered.r2[i, j], offered.f2[i, j], theta, market)
-            chosen = es_period_utility(offered.r2[i, pick], offered.f2[i, pick], theta, market)
-            assert chosen == pytest.approx(own, abs=1e-6) and own >= -1e-9
+    assert_every_type_signs_and_stays(offered, market)
 
 
 def test_exclusion_changes_nothing_where_every_type_is_worth_serving() -> None:
