@@ -32,6 +32,7 @@ run's of the same defence and seed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import logging
 import math
@@ -77,7 +78,8 @@ class Round:
         self.global_state = {k: v.copy() for k, v in self.module.initial_state.items()}
         self.origin = flatten(self.global_state, list(self.global_state))
         self.heldout = heldout_examples(cfg.data, cfg.seed, self.module.base.is_vision)
-        self.screen_cfg = cfg.screening
+        # the settlement as measured: copies share and the quality clause pays by gain
+        self.screen_cfg = dataclasses.replace(cfg.screening, quality_clause=True)
         self.split = cloud_examples(cfg.data, cfg.seed, self.screen_cfg.reference_samples)
         self.honest = np.stack([self._train(es, STEPS) for es in range(NUM_ES)])
         ref_seed = derive_seed(cfg.seed, "reference-update", 1)

@@ -201,9 +201,12 @@ class ReplyJudge:
         keys = list(plan.global_state)
         origin = flatten(plan.global_state, keys)
         deltas = [flatten(r.adapter, keys) - origin for r in kept]
-        module, split = self._gauge_parts()
-        batch = self.cfg.training.eval_batch_size
-        gains = update_gains(module, plan.global_state, deltas, split, batch)
+        if self.cfg.screening.quality_clause:  # gains cost a pass over the split per reply
+            module, split = self._gauge_parts()
+            batch = self.cfg.training.eval_batch_size
+            gains = update_gains(module, plan.global_state, deltas, split, batch)
+        else:
+            gains = [float("nan")] * len(deltas)
         norms = [expected[r.node_id] for r in kept]
         fractions, earned, unearned = {}, [], []
         for reply, settled in zip(

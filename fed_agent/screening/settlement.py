@@ -148,7 +148,7 @@ def quality_of(
             f"need one finite gain and one positive expected norm per update, got "
             f"{len(gains)} gains and expected norms {expected.tolist()}"
         )
-    if len(gains) < cfg.min_quality_peers or not np.isfinite(gains).all():
+    if not cfg.quality_clause or len(gains) < cfg.min_quality_peers or not np.isfinite(gains).all():
         return np.full(len(gains), np.nan)
     per_norm = float(np.median(gains / expected))
     if not per_norm > 0:  # nothing measurable to expect: no clause

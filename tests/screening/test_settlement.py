@@ -16,7 +16,7 @@ from fed_agent.screening.config import ScreeningConfig
 from fed_agent.screening.settlement import dependence_shares, dependent_groups, quality_of, settle
 
 DIM = 1792  # the smoke model's LoRA parameters
-CFG = ScreeningConfig()
+CFG = ScreeningConfig(quality_clause=True)
 COMMON = np.random.default_rng(0).normal(size=DIM)
 
 
@@ -119,3 +119,12 @@ def test_bad_input_is_refused_with_one_line():
         quality_of([1.0, 1.0, 1.0], [1.0, 0.0, 1.0], CFG)
     with pytest.raises(ValueError, match="dependence_tolerance"):
         ScreeningConfig(dependence_tolerance=1.5)
+
+
+def test_without_the_quality_clause_only_dependent_groups_share() -> None:
+    """The default: a lazy update is paid in full (no gain is measured); a copy still shares."""
+    rng = np.random.default_rng(5)
+    updates = [rng.normal(size=64) for _ in range(4)]
+    updates.append(updates[0].copy())
+    result = settle(updates, [1.0, 1.0, 1.0, 0.05, 1.0], [1.0] * 5, ScreeningConfig())
+    assert [s.pay_fraction for s in result] == pytest.approx([0.5, 1.0, 1.0, 1.0, 0.5])
