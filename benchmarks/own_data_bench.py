@@ -34,9 +34,11 @@ Writes ``benchmarks/results/own_data.csv`` and ``own_data.png``.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import logging
 import shlex
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -231,6 +233,25 @@ def plot(frame: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+def save(row: dict | None, table: Path) -> None:
+    """Merge ``row`` (if any) into the table, recompute the mean rows and redraw the plot, all
+    under one lock: invocations side by side never drop each other's rows."""
+    lock_path = Path(tempfile.gettempdir()) / f"fed-agent-{table.name}.means.lock"
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if row is not None:
+            upsert_table(pd.DataFrame([row], columns=COLUMNS).to_dict("records"), table, KEYS)
+        seeds = pd.read_csv(table, dtype={"seed": str})
+        seeds = seeds[seeds["seed"] != "mean"]
+        stamps = seeds.set_index(KEYS)["code_version"]
+        frame = with_means(seeds)
+        # the seed rows keep their stamp; the mean rows ("") get this checkout's
+        frame["code_version"] = [stamps.get(tuple(r), "") for r in frame[KEYS].values]
+        frame = write_table(frame.to_dict("records"), table)
+        plot(frame, table.with_suffix(".png"))
+    print(frame.to_string(index=False), flush=True)
+
+
 def main() -> None:
     """Prepare the split, run every seed, write the table and the plot."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -252,27 +273,20 @@ def main() -> None:
     parser.add_argument("--trainings", default="federated,local-only,centralised")
     parser.add_argument("--work", type=Path, default=Path(".cache/own_data"))
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--redraw", action="store_true", help="only recompute the mean rows and the plot"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(1)
     spec = SplitSpec(args.num_es, args.partitioner, args.alpha, "answer", args.eval_size)
     data_root = prepare(args.work, args.form, spec)
     table = args.out / "own_data.csv"
-
-    def save(row: dict) -> None:
-        """Merge one row into the table, recompute the mean rows, redraw the plot."""
-        seeds = upsert_table(pd.DataFrame([row], columns=COLUMNS).to_dict("records"), table, KEYS)
-        seeds = seeds[seeds["seed"].astype(str) != "mean"]
-        stamps = seeds.set_index(KEYS)["code_version"]
-        frame = with_means(seeds)
-        # the seed rows keep their stamp; the mean rows ("") get this checkout's
-        frame["code_version"] = [stamps.get(tuple(r), "") for r in frame[KEYS].values]
-        frame = write_table(frame.to_dict("records"), table)
-        plot(frame, args.out / "own_data.png")
-        print(frame.to_string(index=False), flush=True)
-
+    if args.redraw:
+        save(None, table)
+        return
     for seed in (int(s) for s in args.seeds.split(",")):
-        run_seed(seed, data_root, args, save)
+        run_seed(seed, data_root, args, lambda row: save(row, table))
 
 
 if __name__ == "__main__":
