@@ -218,13 +218,14 @@ def plot(frame: pd.DataFrame, path: Path) -> None:
             zorder=3,
         )
     ax.axhline(means["majority"].iloc[0], ls=":", color="0.5", label="majority answer")
-    ax.set_xticks(range(len(means)), means["training"])
+    labels = [f"{t}\n{n} seeds" for t, n in zip(means["training"], means["n_seeds"], strict=True)]
+    ax.set_xticks(range(len(means)), labels)
     ax.set_ylabel("held-out accuracy")
     ax.set_ylim(0, 1)
     first = means.iloc[0]
     ax.set_title(
         f"{first['dataset']}, {first['model']}: {first['num_es']} ESs, "
-        f"{first['partitioner']} alpha {first['alpha']}, {first['n_seeds']} seeds",
+        f"{first['partitioner']} alpha {first['alpha']}, {first['n_eval']} held-out",
         fontsize=9,
     )
     ax.legend(loc="lower right", fontsize=8)
