@@ -61,7 +61,7 @@ TABLES = (
         "federated against local-only and centralised training.",
         ".venv/bin/python benchmarks/own_data_bench.py",
         ("dataset", "model", "training", "partitioner", "alpha", "num_es", "seed", "accuracy",
-         "ci_low", "ci_high", "n_eval", "majority", "code_version"),
+         "ci_low", "ci_high", "n_eval", "majority", "n_seeds", "code_version"),
         plot="own_data.png",
     ),
     Table(
