@@ -28,6 +28,7 @@ import pandas as pd
 from fed_agent.contracts import MarketRanges, optimal_contract, sample_market
 from fed_agent.designer import ContractDesigner
 from fed_agent.designer.config import TRAINING_RANGES
+from fed_agent.evaluation.provenance import stamp
 from fed_agent.incentives.guard import NO_OFFER, guard_offers
 from fed_agent.incentives.policies import shipped_checkpoint
 
@@ -113,7 +114,7 @@ def measure(num_types: int) -> dict:
 
 def main() -> None:
     rows = [measure(k) for k in (3, 5)]
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(stamp(rows))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     table.round(6).to_csv(RESULTS, index=False)
     print(f"wrote {RESULTS}")
