@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -27,3 +30,16 @@ def smoke_module(smoke_cfg):
     module.reset()
     yield module
     module.reset()
+
+
+def run_fed_agent(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``fed-agent ARGS`` in a fresh process from the repository root, offline; its output kept."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "fed_agent.cli", *args],
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

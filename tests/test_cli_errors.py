@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,20 +12,9 @@ import pytest
 from fed_agent import cli
 from fed_agent.config import ConfigError
 from fed_agent.errors import UserError, is_user_error, one_line_message
+from tests.conftest import run_fed_agent
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "fed_agent.cli", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=110,
-    )
 
 
 @pytest.mark.timeout(240)
@@ -42,7 +28,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 def test_contract_solve_refuses_an_unwritable_out_before_solving(tmp_path, out, message):
     (tmp_path / "a-file").write_text("")
     target = tmp_path / out if out != "." else tmp_path
-    result = _cli("contract", "solve", "--solution", "static", "--out", str(target))
+    result = run_fed_agent("contract", "solve", "--solution", "static", "--out", str(target))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "fed-agent contract: " + message.format(tmp=tmp_path)

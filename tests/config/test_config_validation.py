@@ -6,14 +6,12 @@ SuperLink starts or any run folder is created, and prints no traceback.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from fed_agent.config import ConfigError, load_config
+from tests.conftest import run_fed_agent
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,18 +74,6 @@ def test_good_values_at_the_limits_load():
     assert load_config("default", ["run_name=my run"]).run_name == "my run"
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "fed_agent.cli", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 @pytest.mark.timeout(300)
 def test_fed_agent_run_refuses_a_bad_config_before_any_folder_exists(tmp_path):
     out = tmp_path / "outputs"
@@ -96,7 +82,7 @@ def test_fed_agent_run_refuses_a_bad_config_before_any_folder_exists(tmp_path):
         ["federation.round_timeout_s=nan"],
         ["run_name=../../escape"],
     ):
-        result = _cli("run", "--experiment", "smoke", *overrides, f"output_dir={out}")
+        result = run_fed_agent("run", "--experiment", "smoke", *overrides, f"output_dir={out}")
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 2, result.stderr
         assert len(lines) == 1 and lines[0].startswith("ERROR") and "bad config: " in lines[0]
@@ -107,7 +93,7 @@ def test_fed_agent_run_refuses_a_bad_config_before_any_folder_exists(tmp_path):
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("num_types", ["50", "-3", "1"])
 def test_contract_solve_refuses_k_outside_the_solvers_range(num_types):
-    result = _cli("contract", "solve", "--num-types", num_types)
+    result = run_fed_agent("contract", "solve", "--num-types", num_types)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"bad option: --num-types must be an integer in [2, 10] (the solver's range), got "
