@@ -57,14 +57,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from benchmarks.seed_table import MEAN, save_seed_rows  # noqa: E402
 from fed_agent.config import load_config, to_yaml  # noqa: E402
 from fed_agent.config.schema import ExperimentConfig  # noqa: E402
 from fed_agent.data.partition import es_examples, heldout_examples  # noqa: E402
 from fed_agent.evaluation.config import EvaluationConfig  # noqa: E402
 from fed_agent.evaluation.deployment import Latency, table_row  # noqa: E402
 from fed_agent.evaluation.evaluate_agent import evaluate_runtime  # noqa: E402
-from fed_agent.evaluation.quality import Quality, evaluate_quality, mean_quality  # noqa: E402
-from fed_agent.evaluation.report import plot_table, upsert_table  # noqa: E402
+from fed_agent.evaluation.quality import Quality, evaluate_quality, pooled_quality  # noqa: E402
+from fed_agent.evaluation.report import plot_table  # noqa: E402
 from fed_agent.models.registry import load_base  # noqa: E402
 from fed_agent.modules.adapter import AgentModule, agent_module  # noqa: E402
 from fed_agent.modules.training import train_locally  # noqa: E402
@@ -95,13 +96,16 @@ MODEL_BUDGETS = {
 buy: 480 x 1.0-1.8 GHz / 5 GHz), the real models at 3 ESs, all in every round (MiniLM at
 SmolLM2's budget: 20 steps a round)."""
 TRAININGS = ("local-only", "centralised", "centralised-equal-compute", "federated")
+KEYS = ["model", "training", "deployment", "seed"]
+"""A row: one training of one model and seed (``seed = mean``: over the seeds)."""
 
 
-def experiment(model: str, args: argparse.Namespace) -> ExperimentConfig:
+def experiment(model: str, args: argparse.Namespace, seed: int) -> ExperimentConfig:
     """The config of one model's comparison (decision task, small per-ES datasets)."""
     return load_config(
         MODEL_EXPERIMENTS[model],
         [
+            f"seed={seed}",
             f"model={model}",
             "incentive=optimal",  # no designer checkpoint needed: contracts play no part here
             f"federation.num_es={args.num_es}",
@@ -148,58 +152,64 @@ def trained_alone(
     train_locally(module, examples, cfg.training, steps, derive_seed(cfg.seed, "alone", key))
 
 
-def compare(model: str, args: argparse.Namespace, rows: list[dict]) -> None:
-    """Append the rows of one model to ``rows`` (and rewrite the results after each step)."""
+def compare(model: str, args: argparse.Namespace, seed: int, timed: bool) -> None:
+    """Write the rows of one model and seed (the table is rewritten after each training);
+    ``timed``: export the federated agent and time its requests (the latency rows)."""
     num_es, per_round, steps = MODEL_BUDGETS[model]
     args = argparse.Namespace(**{**vars(args), "num_es": args.num_es or num_es})
     args.es_per_round = min(args.es_per_round or per_round, args.num_es)
     args.steps = args.steps or steps
-    cfg = experiment(model, args)
-    seed_everything(cfg.seed)
+    cfg = experiment(model, args, seed)
+    seed_everything(seed)
     start = time.perf_counter()
-    load_base(cfg.model, cfg.seed)
+    load_base(cfg.model, seed)
     base_s = time.perf_counter() - start
-    module = agent_module(cfg.model, cfg.seed)
+    module = agent_module(cfg.model, seed)
     images = module.base.is_vision
-    heldout = heldout_examples(cfg.data, cfg.seed, images)
-    data = [es_examples(cfg.data, cfg.seed, es, images) for es in range(args.num_es)]
+    heldout = heldout_examples(cfg.data, seed, images)
+    data = [es_examples(cfg.data, seed, es, images) for es in range(args.num_es)]
     trainings = set(args.trainings.split(","))
     budget = args.rounds * args.steps
+    answers = [e.answer for e in heldout if e.task == "decide"]
+    setup = {
+        "seed": str(seed),
+        "majority": max(answers.count(a) for a in set(answers)) / len(answers),
+        "num_es": args.num_es,
+        "es_per_round": args.es_per_round,
+        "rounds": args.rounds,
+        "steps": args.steps,
+    }
 
     def quality() -> Quality:
         return evaluate_quality(module, heldout, cfg.training.eval_batch_size)
 
-    def record(training: str, q: Quality) -> None:
-        rows.append(table_row(model, training, "edge-agent", q, NO_LATENCY))
-        low, high = q.accuracy_interval
-        log.info(
-            "%s %s: accuracy %.3f [%.3f, %.3f] on %d",
-            model,
-            training,
-            q.decision_accuracy,
-            low,
-            high,
-            q.num_decisions,
-        )
-        save(rows, args.out)
+    def record(training: str, q: Quality, deployment: str = "edge-agent") -> None:
+        log.info("%s seed %d %s: accuracy %.3f", model, seed, training, q.decision_accuracy)
+        save([{**table_row(model, training, deployment, q, NO_LATENCY), **setup}], args.out)
 
     # the federated agent first: the row the others are compared with, and the one timed
     state = federated(module, cfg, data, args)
-    with tempfile.TemporaryDirectory() as tmp:
-        info = {"training": "federated", "config_yaml": to_yaml(cfg)}
-        agent_dir = export_agent(Path(tmp) / "agent", module, state, info)
-        start = time.perf_counter()
-        runtime = AgentRuntime.load(agent_dir, cfg.seed)
-        agent_s = base_s + time.perf_counter() - start
-        ecfg = EvaluationConfig(requests=args.requests, max_new_tokens=args.max_new_tokens)
-        rows.extend(evaluate_runtime(runtime, heldout, ecfg, "federated", (base_s, agent_s)))
-    save(rows, args.out)
-    if "local-only" in trainings:
+    if timed:
+        with tempfile.TemporaryDirectory() as tmp:
+            info = {"training": "federated", "config_yaml": to_yaml(cfg)}
+            agent_dir = export_agent(Path(tmp) / "agent", module, state, info)
+            start = time.perf_counter()
+            runtime = AgentRuntime.load(agent_dir, seed)
+            agent_s = base_s + time.perf_counter() - start
+            ecfg = EvaluationConfig(requests=args.requests, max_new_tokens=args.max_new_tokens)
+            rows = evaluate_runtime(runtime, heldout, ecfg, "federated", (base_s, agent_s))
+        save([{**row, **setup} for row in rows], args.out)
+    else:
+        record("federated", quality())
+        module.reset()  # the initial adapter leaves the base's outputs unchanged
+        record("none", quality(), "edge-base")
+    if "local-only" in trainings:  # each ES's module answers its own share of the held-out set
         local = []
-        for es, examples in enumerate(data[: args.local_only_es or None]):
+        for es, examples in enumerate(data):
             trained_alone(module, cfg, examples, budget, es)
-            local.append(quality())
-        record("local-only", mean_quality(local))
+            share = heldout[es :: len(data)]
+            local.append(evaluate_quality(module, share, cfg.training.eval_batch_size))
+        record("local-only", pooled_quality(local))
     pooled = [e for x in data for e in x]
     if "centralised" in trainings:
         trained_alone(module, cfg, pooled, budget, -1)
@@ -210,10 +220,24 @@ def compare(model: str, args: argparse.Namespace, rows: list[dict]) -> None:
 
 
 def save(rows: list[dict], out: Path) -> None:
-    """Merge this run's rows into the CSV and redraw the plot (after every step, so an
-    interrupted run keeps what it measured; rows of models not re-run stay)."""
-    frame = upsert_table(rows, out / "agent_eval.csv", ("model", "training", "deployment"))
-    plot_table(frame, out / "agent_eval.png", "held-out accuracy and request latency")
+    """Merge rows into the CSV, recompute the mean rows and redraw the plot (after every
+    training, so an interrupted run keeps what it measured; rows of other models and seeds
+    stay)."""
+    save_seed_rows(
+        rows,
+        out / "agent_eval.csv",
+        KEYS,
+        KEYS[:-1],
+        "quality",
+        averaged=("majority", "answer_loss", "perplexity"),
+        draw=plot,
+    )
+
+
+def plot(frame, path: Path) -> None:
+    """The mean rows: accuracy over the seeds and the (first seed's) request latency."""
+    means = frame[frame["seed"] == MEAN].reset_index(drop=True)
+    plot_table(means, path, "held-out accuracy (mean over seeds) and request latency")
 
 
 def main() -> None:
@@ -237,7 +261,10 @@ def main() -> None:
         default=0,
         help="local-only: the mean over the first this many ESs (0: all)",
     )
-    parser.add_argument("--requests", type=int, default=50)
+    parser.add_argument(
+        "--seeds", default="0", help="comma-separated; the first one's agent is timed"
+    )
+    parser.add_argument("--requests", type=int, default=50, help="0: time nothing")
     parser.add_argument("--max-new-tokens", type=int, default=8)
     parser.add_argument(
         "--overrides",
@@ -261,9 +288,10 @@ def main() -> None:
         parser.error(f"--trainings: unknown {sorted(unknown)}; valid choices: {list(TRAININGS)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
-    rows: list[dict] = []
+    seeds = [int(s) for s in args.seeds.split(",")]
     for model in args.models.split(","):
-        compare(model, args, rows)
+        for seed in seeds:
+            compare(model, args, seed, timed=seed == seeds[0] and args.requests > 0)
 
 
 if __name__ == "__main__":

@@ -34,11 +34,9 @@ Writes ``benchmarks/results/own_data.csv`` and ``own_data.png``.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import logging
 import shlex
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -57,14 +55,13 @@ from benchmarks.agent_eval_bench import (  # noqa: E402
     round_participants,
     trained_alone,
 )
+from benchmarks.seed_table import save_seed_rows  # noqa: E402
 from fed_agent.config import load_config  # noqa: E402
 from fed_agent.data.digits import digits_records  # noqa: E402
 from fed_agent.data.sources import _folder_examples  # noqa: E402
 from fed_agent.data.split import SplitSpec, split_folder  # noqa: E402
 from fed_agent.data.writing import write_folder  # noqa: E402
-from fed_agent.evaluation.intervals import mean_interval  # noqa: E402
-from fed_agent.evaluation.quality import Quality, evaluate_quality  # noqa: E402
-from fed_agent.evaluation.report import upsert_table, write_table  # noqa: E402
+from fed_agent.evaluation.quality import evaluate_quality, pooled_quality  # noqa: E402
 from fed_agent.modules.adapter import agent_module  # noqa: E402
 from fed_agent.seeding import seed_everything  # noqa: E402
 
@@ -91,6 +88,7 @@ COLUMNS = [
 ]
 KEYS = ["dataset", "model", "training", "partitioner", "alpha", "num_es", "seed"]
 """A row of the table: one training of one seed (``seed = mean``: over the seeds)."""
+GROUPS = ["dataset", "model", "training"]
 
 
 def prepare(root: Path, form: str, spec: SplitSpec) -> Path:
@@ -166,40 +164,6 @@ def run_seed(seed: int, data_root: Path, args: argparse.Namespace, save: Callabl
         save(row("centralised", quality()))
 
 
-def pooled_quality(parts: list[Quality]) -> Quality:
-    """The quality over disjoint shares of the held-out set, one per module: each local-only
-    module answers its own share (every ``num_es``-th example), so the ESs' mean accuracy costs
-    one held-out pass and its interval has the whole set's n."""
-    return Quality(
-        sum(q.decision_accuracy * q.num_decisions for q in parts)
-        / sum(q.num_decisions for q in parts),
-        sum(q.answer_loss * q.num_examples for q in parts) / sum(q.num_examples for q in parts),
-        sum(q.num_examples for q in parts),
-        sum(q.num_decisions for q in parts),
-    )
-
-
-def with_means(frame: pd.DataFrame) -> pd.DataFrame:
-    """The seed rows plus one ``seed = mean`` row per training: the t-interval over the seeds
-    (earlier mean rows are dropped and recomputed)."""
-    frame = frame[frame["seed"].astype(str) != "mean"].drop(columns="code_version", errors="ignore")
-    means = []
-    for _, group in frame.groupby(["dataset", "model", "training"], sort=False):
-        low, high = mean_interval(group["accuracy"].tolist())
-        first = group.iloc[0].to_dict()
-        means.append(
-            {
-                **first,
-                "seed": "mean",
-                "n_seeds": len(group),
-                "accuracy": group["accuracy"].mean(),
-                "ci_low": low,
-                "ci_high": high,
-            }
-        )
-    return pd.concat([frame, pd.DataFrame(means)], ignore_index=True)
-
-
 def plot(frame: pd.DataFrame, path: Path) -> None:
     """Per training: each seed's accuracy and the mean with its 95 % interval."""
     seeds = frame[frame["seed"] != "mean"]
@@ -235,21 +199,10 @@ def plot(frame: pd.DataFrame, path: Path) -> None:
 
 
 def save(row: dict | None, table: Path) -> None:
-    """Merge ``row`` (if any) into the table, recompute the mean rows and redraw the plot, all
-    under one lock: invocations side by side never drop each other's rows."""
-    lock_path = Path(tempfile.gettempdir()) / f"fed-agent-{table.name}.means.lock"
-    with open(lock_path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if row is not None:
-            upsert_table(pd.DataFrame([row], columns=COLUMNS).to_dict("records"), table, KEYS)
-        seeds = pd.read_csv(table, dtype={"seed": str})
-        seeds = seeds[seeds["seed"] != "mean"]
-        stamps = seeds.set_index(KEYS)["code_version"]
-        frame = with_means(seeds)
-        # the seed rows keep their stamp; the mean rows ("") get this checkout's
-        frame["code_version"] = [stamps.get(tuple(r), "") for r in frame[KEYS].values]
-        frame = write_table(frame.to_dict("records"), table)
-        plot(frame, table.with_suffix(".png"))
+    """Merge ``row`` (if any) into the table, recompute the mean rows and redraw the plot."""
+    frame = save_seed_rows(
+        [row] if row is not None else [], table, KEYS, GROUPS, "accuracy", draw=plot
+    )
     print(frame.to_string(index=False), flush=True)
 
 

@@ -190,3 +190,17 @@ def mean_quality(qualities: list[Quality]) -> Quality:
         int(weights.sum()),
         max(q.num_decisions for q in qualities),
     )
+
+
+def pooled_quality(parts: list[Quality]) -> Quality:
+    """The quality over disjoint shares of one held-out set, one share per module (each
+    module answers its own share, e.g. every ``n``-th example): the modules' mean accuracy
+    for one held-out pass, with the interval of the whole set's ``n``."""
+    decisions = sum(q.num_decisions for q in parts)
+    examples = sum(q.num_examples for q in parts)
+    return Quality(
+        sum(q.decision_accuracy * q.num_decisions for q in parts) / decisions,
+        sum(q.answer_loss * q.num_examples for q in parts) / examples,
+        examples,
+        decisions,
+    )
