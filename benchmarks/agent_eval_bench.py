@@ -1,18 +1,21 @@
 """Federated vs local-only vs centralised agent modules, and the deployed agent's latency.
 
-Run (from the repository root; the tiny default takes minutes, SmolLM2 most of an hour on 2
-busy CPU cores)::
+Run (from the repository root; on 2 busy CPU cores the tiny LLM takes about 10 minutes a
+seed, SmolLM2 over an hour a seed)::
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/agent_eval_bench.py \
-        --models tiny-llm,smollm2-135m --trainings local-only,centralised,centralised-equal-compute
+        --models tiny-llm,minilm-perception --seeds 0,1,2,3,4
 
-and the VLMs, trained on the rendered images (their rows are merged into the same table: a
-run replaces only the rows of the models it ran)::
+and the VLM, trained on the rendered images (rows are merged into the same table: a run
+replaces only the rows of the models and seeds it ran)::
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/agent_eval_bench.py \
-        --models tiny-vlm --trainings local-only,centralised
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/agent_eval_bench.py --models tiny-vlm --seeds 0,1,2,3,4
 
-Writes ``benchmarks/results/agent_eval.csv`` and ``benchmarks/results/agent_eval.png``.
+Writes ``benchmarks/results/agent_eval.csv`` and ``benchmarks/results/agent_eval.png``: one row
+per model, training, deployment and seed (``--seeds``, e.g. ``0,1,2,3,4``; the first seed's
+federated agent is the one timed), and per model, training and deployment a ``seed = mean`` row
+with the Student-t 95 % interval over the seeds (``n_seeds``) and ``majority``, the share of
+the commonest answer on the held-out set (``benchmarks/seed_table.py``).
 Each model runs with its own config (``model=<name>`` on the experiment of
 ``MODEL_EXPERIMENTS``: the tiny LLM as in ``make run``, SmolLM2 with its learning rate and
 natural-language prompts) on the decision task, and with the federation of
@@ -30,9 +33,9 @@ With the same step budget per ES (``rounds * steps`` optimiser steps of batch ``
   server step ``server_step`` in the ServerApp), run in one process to share one base; the apps choose the round's ESs
   by ``incentive.selection`` and give each steps in proportion to its contracted f instead of
   the same ``steps`` (``benchmarks/in_process.py`` runs that real strategy in one process);
-* ``local-only``: each ES (the first ``--local-only-es``, default all) trains alone for
-  ``rounds * steps`` steps; the mean over ESs (its interval is that of one module on the
-  held-out set: the ESs answer the same scenes);
+* ``local-only``: each ES trains alone for ``rounds * steps`` steps and answers its own
+  share of the held-out set (every ``num_es``-th scene, ``pooled_quality``): the mean over the
+  ESs for one held-out pass, its interval over the whole set;
 * ``centralised``: ``rounds * steps`` steps on the pooled data of all ESs (the same number of
   sequential steps as the federation's global model);
 * ``centralised-equal-compute``: ``es_per_round * rounds * steps`` steps,
@@ -255,12 +258,6 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=0, help="0: the config's")
     parser.add_argument("--samples-per-es", type=int, default=0, help="0: the config's")
     parser.add_argument("--eval-samples", type=int, default=500)
-    parser.add_argument(
-        "--local-only-es",
-        type=int,
-        default=0,
-        help="local-only: the mean over the first this many ESs (0: all)",
-    )
     parser.add_argument(
         "--seeds", default="0", help="comma-separated; the first one's agent is timed"
     )
