@@ -30,6 +30,7 @@ markets and on ``scarce``. ``--part all`` (the default) runs all three::
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 from pathlib import Path
 
@@ -51,6 +52,7 @@ from fed_agent.contracts import (
     score_f_menus,
     solve_reference,
 )
+from fed_agent.contracts.renegotiation import renegotiation_gain
 from fed_agent.evaluation.report import upsert_table
 
 RESULTS = Path(__file__).parent / "results" / "contracts.csv"
@@ -71,6 +73,9 @@ DEFAULT = MarketParams()
 FEDERATION_RANGES = federation_ranges(DEFAULT)
 NUM_FEDERATION = 50
 NAMED_FOR_EXCLUSION = ("default", "paper", "persistent", "persistent_paper")
+# what the cloud's commitment is worth: the renegotiation-proof optimum on the named markets
+# and these K = 3 family members at delta 0.5 (the default economics)
+COMMITMENT_PERSISTENCES = (0.4, 0.0, -0.4, -1.0)
 
 
 def markets() -> list[tuple[str, Market]]:
@@ -94,12 +99,14 @@ def markets() -> list[tuple[str, Market]]:
 def solve_all(
     label: str,
     market: Market,
-    solutions: tuple[str, ...] = tuple(REFERENCE_SOLVERS),
+    solutions: tuple[str, ...] = tuple(n for n in REFERENCE_SOLVERS if n != "renegotiation_proof"),
     exclusion: bool = False,
+    contracts: dict | None = None,
 ) -> list[dict]:
-    """One row per reference contract of ``market`` (all of ``REFERENCE_SOLVERS`` by default;
-    ``complete_information``, ``optimal``, ``best_static`` and ``static`` are always solved,
-    for the ratios)."""
+    """One row per reference contract of ``market`` (all of ``REFERENCE_SOLVERS`` but
+    ``renegotiation_proof`` by default; ``complete_information``, ``optimal``,
+    ``best_static`` and ``static`` are always solved, for the ratios); ``contracts``, if
+    given, receives each solution's contract by name."""
     rows = []
     names = [n for n in REFERENCE_SOLVERS if n in {*solutions, *SWEEP_SOLUTIONS}]
     if exclusion:
@@ -107,6 +114,8 @@ def solve_all(
     for name in names:
         solution = solve_reference(name, market, np.random.default_rng(SEED), exclusion)
         found = reference_violations(name, solution.contract, market)
+        if contracts is not None:
+            contracts[name] = solution.contract
         rows.append(
             {
                 "market": label,
@@ -361,6 +370,48 @@ def references() -> None:
         print(f"score_f_menus on {name}: {fast:,.0f} menus/s closed form, {exact:,.0f} exact")
 
 
+def commitment_rows() -> list[dict]:
+    """The renegotiation-proof optimum (rows ``renegotiation_proof``, with exclusion on
+    ``default`` and ``paper`` too), its ratios to the full-commitment optimum and the best
+    static pair, and its renegotiation gain (0 up to the solver's tolerance)."""
+    points = [(name, named_market(name), -0.8, 0.5, True) for name in ("default", "paper")]
+    for p in COMMITMENT_PERSISTENCES:
+        market = family_market(p, 3, "ex_ante", discount=0.5)
+        points.append((f"family_p{p:+.1f}_d0.5", market, p, 0.5, False))
+    rows = []
+    for label, market, persistence, delta, excluding in points:
+        for rule, exclusion in itertools.product(PARTICIPATION_RULES, (False, True)):
+            if exclusion and not excluding:
+                continue
+            rule_market = market.replace(participation=rule)
+            contracts: dict = {}
+            solved = solve_all(label, rule_market, ("renegotiation_proof",), exclusion, contracts)
+            gains = {
+                name: renegotiation_gain(contracts[name], rule_market, exclusion).gain
+                for name in ("renegotiation_proof", "optimal")
+            }
+            for row in solved:
+                if row["solution"].startswith("renegotiation_proof"):
+                    row["renegotiation_gain"] = gains["renegotiation_proof"]
+                    row["optimum_renegotiation_gain"] = gains["optimal"]
+                    rows.append({**row, "persistence": persistence, "delta": delta})
+    return rows
+
+
+def commitment() -> None:
+    """What full commitment is worth to the cloud, merged into contracts.csv."""
+    start = time.perf_counter()
+    rows = commitment_rows()
+    upsert_table(round_rows(rows), RESULTS, KEYS)
+    table = pd.DataFrame(rows)
+    columns = ["market", "K", "participation", "solution", "cloud_utility"]
+    columns += ["utility_ratio_to_optimum", "ratio_to_best_static", "renegotiation_gain"]
+    columns += ["optimum_renegotiation_gain", "excluded_types", "violations", "solve_time_s"]
+    with pd.option_context("display.width", 220, "display.precision", 5):
+        print(table[columns].to_string(index=False))
+    print(f"commitment: {len(rows)} solutions in {time.perf_counter() - start:.1f} s")
+
+
 def sweep_exclusion() -> None:
     """The persistence sweep with exclusion, merged into contracts.csv (no plot)."""
     start = time.perf_counter()
@@ -403,7 +454,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "--part",
-        choices=("all", "references", "sweep", "sweep_exclusion", "federation"),
+        choices=("all", "references", "sweep", "sweep_exclusion", "federation", "commitment"),
         default="all",
     )
     part = parser.parse_args().part
@@ -415,6 +466,8 @@ def main() -> None:
         sweep_exclusion()
     if part in ("all", "federation"):
         federation()
+    if part in ("all", "commitment"):
+        commitment()
     print(f"wrote {RESULTS}")
 
 

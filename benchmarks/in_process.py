@@ -129,7 +129,7 @@ def run_in_process(
     check_model(cfg.model)  # before the run folder, as the ServerApp does
     outputs = RunOutputs.create(cfg.output_dir, cfg.run_name)
     module = agent_module(cfg.model, cfg.seed)
-    policy = make_policy(cfg.incentive, cfg.market.num_types)
+    policy = make_policy(cfg.incentive, cfg.market.num_types, cfg.market.commitment)
     ledger = Ledger(outputs.root / "ledger.csv")
     strategy = ContractStrategy(cfg, module, outputs, policy, ledger)
     evaluate = make_evaluator(cfg, module, outputs, strategy.absolute_round)

@@ -126,7 +126,7 @@ def main(grid: Grid, context: Context) -> None:
         cfg,
         module,
         outputs,
-        make_policy(cfg.incentive, cfg.market.num_types),
+        make_policy(cfg.incentive, cfg.market.num_types, cfg.market.commitment),
         Ledger(outputs.root / "ledger.csv"),
         round_offset=done,
         checkpoint_dir=None if dp else checkpoints,  # under DP: after the noise, by the wrapper

@@ -146,3 +146,25 @@ def test_only_an_untrusted_proposal_that_loses_to_the_reference_is_checked_exact
         [market], [optimal_contract(market).contract], priced=True, trusted=np.array([False])
     )
     assert good.sources == [DESIGNED] and good.exact_solves == 0
+
+
+@pytest.mark.parametrize("participation", ["per_period", "ex_ante"])
+def test_under_renegotiation_proof_the_guard_offers_that_contract(participation) -> None:
+    from fed_agent.contracts import renegotiation_proof_contract
+    from fed_agent.contracts.escrow import defer_pay
+
+    given = [named_market("default", participation), named_market("persistent", participation)]
+    optimum = [optimal_contract(m).contract for m in given]  # better, but not proof
+    offers = guard_offers(given, optimum, priced=True, commitment="renegotiation_proof")
+    assert offers.sources == [EXACT, EXACT] and offers.exact_solves == 2
+    for market, contract, utility in zip(
+        given, offers.contracts, offers.cloud_utility, strict=True
+    ):
+        proof = renegotiation_proof_contract(market)
+        assert utility == pytest.approx(proof.cloud_utility, rel=1e-9)
+        expected = defer_pay(proof.contract, market)  # deferred under ex ante, as every offer
+        for name in ("f1", "r1", "f2", "r2"):
+            np.testing.assert_allclose(getattr(contract, name), getattr(expected, name))
+        assert cloud_utility(contract, market) == pytest.approx(utility, rel=1e-9)
+    with pytest.raises(ValueError, match="market.commitment: unknown value"):
+        guard_offers(given, optimum, priced=True, commitment="sometimes")

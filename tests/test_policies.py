@@ -64,6 +64,7 @@ def test_a_k_without_a_checkpoint_fails_at_config_time_naming_the_shipped_ones()
         ("market.num_types=50", "num_types: must be an integer in [2, 10]"),
         ("market.f_max_ghz=0.5", "f_max_ghz: must be > f_min_ghz"),
         ("market.participation=sometimes", "participation: unknown value"),
+        ("market.commitment=sometimes", "market.commitment: unknown value 'sometimes'"),
     ],
 )
 def test_a_market_outside_its_domain_fails_when_the_config_loads(override, field):
@@ -106,3 +107,25 @@ def test_with_exclusion_a_learned_policy_offers_the_exit_where_it_pays():
     assert offers.sources == [EXACT]
     assert offers.cloud_utility[0] == pytest.approx(excluding.cloud_utility)
     assert offers.contracts[0].f1[0] == 0.0  # type 0 takes the exit in period 1
+
+
+def test_under_renegotiation_proof_a_learned_policy_designs_nothing():
+    from fed_agent.config import load_config
+    from fed_agent.contracts import renegotiation_proof_contract
+
+    cfg = load_config("default", "market.commitment=renegotiation_proof")
+    assert cfg.market.commitment == "renegotiation_proof"
+    assert load_config("default").market.commitment == "full"
+    policy = policies.make_policy(IncentiveConfig(policy="edmsac"), 3, cfg.market.commitment)
+
+    def refuse(markets):
+        raise AssertionError("the designer is not asked under renegotiation_proof")
+
+    market = named_market("default")
+    offers = dataclasses.replace(policy, design=refuse)([market])
+    assert offers.sources == [EXACT]
+    assert offers.cloud_utility[0] == pytest.approx(
+        renegotiation_proof_contract(market).cloud_utility
+    )
+    with pytest.raises(ValueError, match="market.commitment: unknown value"):
+        policies.make_policy(IncentiveConfig(policy="optimal"), 3, "sometimes")

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from fed_agent.contracts import (
+    COMMITMENTS,
     PARTICIPATION_RULES,
     REFERENCE_SOLVERS,
     Market,
@@ -22,6 +23,8 @@ from fed_agent.contracts import (
     solve_reference,
 )
 from fed_agent.contracts.market import MAX_TYPES
+from fed_agent.contracts.renegotiation import renegotiation_gain
+from fed_agent.contracts.solvers.renegotiation_proof import NoRenegotiationProofContract
 
 MARKET_CHOICES = ("default", "paper", "random")
 
@@ -47,6 +50,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--exclusion",
         action="store_true",
         help="let any type be excluded (an exit item: no work, no pay)",
+    )
+    solve.add_argument(
+        "--commitment",
+        choices=COMMITMENTS,
+        default="full",
+        help="renegotiation_proof: also solve the renegotiation-proof contract and report "
+        "each solution's renegotiation gain (what re-offering period 2 would earn the cloud)",
     )
     solve.add_argument("--out", type=Path, default=None, help="write the table as CSV")
     solve.set_defaults(handler=run_solve)
@@ -94,15 +104,19 @@ def _format_solution(solution: Solution, market: Market) -> str:
 
 
 def solve_table(
-    market: Market, names: list[str], seed: int, exclusion: bool = False
+    market: Market, names: list[str], seed: int, exclusion: bool = False, gains: bool = False
 ) -> tuple[list[dict], list[str]]:
     """Solve each reference (with ``exclusion``: exit items allowed, ``random`` excepted);
-    return table rows and the printable blocks."""
+    return table rows and the printable blocks; ``gains``: each row's renegotiation gain."""
     rows, blocks = [], []
     for name in names:
         if exclusion and name == "random":
             continue
-        solution = solve_reference(name, market, np.random.default_rng(seed), exclusion)
+        try:
+            solution = solve_reference(name, market, np.random.default_rng(seed), exclusion)
+        except NoRenegotiationProofContract as err:
+            blocks.append(f"== {name}: {err}")
+            continue
         violations = reference_violations(name, solution.contract, market)
         rows.append(
             {
@@ -119,6 +133,10 @@ def solve_table(
             }
         )
         blocks.append(_format_solution(solution, market))
+        if gains:
+            gain = renegotiation_gain(solution.contract, market, exclusion).gain
+            rows[-1]["renegotiation_gain"] = gain
+            blocks[-1] += f"\n   renegotiation gain {gain:+.4%}"
     return rows, blocks
 
 
@@ -137,12 +155,15 @@ def run_solve(args: argparse.Namespace) -> int:
         check_output_path(args.out, "--out", is_file=True)
     market = build_market(args.market, args.seed, args.num_types, args.participation)
     names = args.solution or list(REFERENCE_SOLVERS)
+    renegotiating = args.commitment == "renegotiation_proof"
+    if renegotiating and "renegotiation_proof" not in names:
+        names = [*names, "renegotiation_proof"]
     print(
         f"market {args.market}: K={market.num_types}, participation={market.participation}, "
         f"types={np.round(market.types, 4).tolist()}, discount={market.discount:.3g}, "
         f"S/r={market.upload_s:.4g} s, f in [{market.f_lower_ghz:.4g}, {market.f_max_ghz:.4g}] GHz"
     )
-    rows, blocks = solve_table(market, names, args.seed, args.exclusion)
+    rows, blocks = solve_table(market, names, args.seed, args.exclusion, renegotiating)
     print("\n".join(blocks))
     if args.out is not None:
         import pandas as pd  # only the table writer needs pandas

@@ -17,6 +17,7 @@ from fed_agent.contracts.constraints import item_types, item_weights
 from fed_agent.contracts.contract import ContractItem, DynamicContract
 from fed_agent.contracts.families import family_market, family_params, with_persistence
 from fed_agent.contracts.market import (
+    COMMITMENTS,
     NAMED_MARKETS,
     PARTICIPATION_RULES,
     Market,
@@ -41,6 +42,7 @@ from fed_agent.contracts.solvers import (
     optimal_contract,
     random_feasible_contract,
     reference_violations,
+    renegotiation_proof_contract,
     solve_reference,
     static_contract,
     uniform_contract,
@@ -62,6 +64,7 @@ from fed_agent.contracts.utility import (
 from fed_agent.contracts.willingness import sample_initial_types, willingness_path
 
 __all__ = [
+    "COMMITMENTS",
     "NAMED_MARKETS",
     "PARTICIPATION_RULES",
     "PERSISTENCE_RANGE",
@@ -105,6 +108,7 @@ __all__ = [
     "persistence_transition",
     "random_feasible_contract",
     "reference_violations",
+    "renegotiation_proof_contract",
     "reversal_matrix",
     "sample_initial_types",
     "sample_market",

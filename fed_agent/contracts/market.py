@@ -18,6 +18,8 @@ from fed_agent.choices import check_choice
 from fed_agent.contracts.transitions import neighbour_transition, persistence_transition
 
 PARTICIPATION_RULES = ("per_period", "ex_ante")
+COMMITMENTS = ("full", "renegotiation_proof")
+"""What the cloud's period-2 promise rests on (``MarketParams.commitment``)."""
 # G(f) = omega ln(1 + T_max - T(f)) is -inf where 1 + T_max - T(f) <= 0; the effective lower
 # bound of f keeps the log argument at least this large so that G stays finite.
 MIN_LOG_ARGUMENT = 1e-3
@@ -104,6 +106,11 @@ class MarketParams:
     """``ex_ante``: an ES commits to both periods of an epoch once it knows its period-1 type
     (the federation enforces it by holding back period-1 pay); ``per_period``: it may leave
     in any period."""
+    commitment: str = "full"
+    """``full``: the cloud keeps the period-2 menus it signed (the model's contract);
+    ``renegotiation_proof``: it offers the exact renegotiation-proof contract, whose period-2
+    menus it would not replace after the reports (docs/contract-model.md, "What an ES is
+    guaranteed"); the contract designer's proposals are then not used."""
 
     def __post_init__(self) -> None:
         if isinstance(self.num_types, bool) or not (
@@ -125,6 +132,7 @@ class MarketParams:
                 f"market.f_max_ghz: must be > f_min_ghz = {self.f_min_ghz}, got {self.f_max_ghz}"
             )
         check_choice("participation", self.participation, PARTICIPATION_RULES)
+        check_choice("market.commitment", self.commitment, COMMITMENTS)
         self._check_lists()
         # the market these settings build (type order, probabilities, the range of f) is
         # checked here too, so a bad one fails when the config loads, not inside a run
@@ -336,7 +344,7 @@ class Market:
             f.name: getattr(params, f.name)
             for f in fields(params)
             if f.name not in {"num_types", "theta_min", "theta_max", "types", "prior", "transition"}
-            and f.name not in {"transition_stay", "persistence"}
+            and f.name not in {"transition_stay", "persistence", "commitment"}
         }
         return cls(types=types, prior=prior, transition=transition, **scalars)
 

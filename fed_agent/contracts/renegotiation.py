@@ -7,7 +7,8 @@ one-period screening optimum for that belief (each type free to leave, per perio
 worth more to the cloud ex post. The difference is the value of breaking the commitment: an
 ES that anticipated it would no longer report truthfully in period 1, which is why the
 federation must keep the signed period-2 menu (docs/contract-model.md, "What an ES is
-guaranteed").
+guaranteed"), or sign the renegotiation-proof contract
+(``solvers.renegotiation_proof_contract``), whose gain is 0.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 
 from fed_agent.contracts.contract import DynamicContract
 from fed_agent.contracts.market import Market
-from fed_agent.contracts.solvers import optimal_contract
+from fed_agent.contracts.solvers.renegotiation_proof import period2_optimum
 from fed_agent.contracts.utility import value_of_work
 
 
@@ -50,9 +51,7 @@ class RenegotiationGain:
 def period2_reoffer_value(market: Market, belief: np.ndarray, exclusion: bool = False) -> float:
     """The one-period screening optimum of ``market``'s period-2 economics for ``belief``
     (per period IR: an ES may leave), per ES; ``exclusion``: types may get the exit."""
-    one_period = market.replace(prior=np.asarray(belief, float), discount=0.0)
-    one_period = one_period.replace(participation="per_period")
-    return optimal_contract(one_period, exclusion=exclusion).cloud_utility
+    return period2_optimum(market, belief, exclusion)[2]
 
 
 def renegotiation_gain(

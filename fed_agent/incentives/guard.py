@@ -21,6 +21,12 @@ Under ex ante participation every offer is made in its deferred form
 items after report i carry the period-1 reward divided by delta, so an ES that discounts
 period-2 money as the model does values the offer as the model does (pay held and released
 unchanged would be worth only delta per unit to it).
+
+Under ``market.commitment=renegotiation_proof`` the guard uses no proposal: it offers every
+market its exact renegotiation-proof contract
+(:func:`fed_agent.contracts.solvers.renegotiation_proof_contract`), whose period-2 menus the
+cloud would not replace after the reports, like the exact solves above (no offer where it
+loses money).
 """
 
 from __future__ import annotations
@@ -30,7 +36,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fed_agent.choices import check_choice
 from fed_agent.contracts import (
+    COMMITMENTS,
     DynamicContract,
     Market,
     MarketBatch,
@@ -38,10 +46,12 @@ from fed_agent.contracts import (
     complete_information_utility,
     count_violations,
     optimal_contract,
+    renegotiation_proof_contract,
 )
 from fed_agent.contracts.escrow import deferred_menus
 from fed_agent.contracts.payments import within_bounds
 from fed_agent.contracts.pricing import price_menus, reference_menus
+from fed_agent.contracts.solvers.renegotiation_proof import NoRenegotiationProofContract
 
 DESIGNED, FALLBACK, EXACT, NO_OFFER = "designer", "fallback", "exact", "no_offer"
 EXACT_BELOW = 0.5
@@ -90,6 +100,7 @@ def guard_offers(
     defer: bool = True,
     trusted: np.ndarray | None = None,
     exclusion: bool = False,
+    commitment: str = "full",
 ) -> GuardedOffers:
     """Price each proposal, compare it with the reference, and decide what to offer.
 
@@ -120,9 +131,15 @@ def guard_offers(
         Contracts may give a type the exit item (f = 0, R = 0): a proposal's exits pass the
         verification and the exact solve may exclude types. Only for a runtime that handles
         exit items (an ES that takes one does no work and is paid nothing).
+    commitment : str
+        ``market.commitment``: under ``renegotiation_proof`` the proposals are not used and
+        every market gets its exact renegotiation-proof contract
+        (:func:`renegotiation_proof_offers`).
     """
     if len(markets) != len(proposals):
         raise ValueError(f"{len(proposals)} proposals for {len(markets)} markets")
+    if check_choice("market.commitment", commitment, COMMITMENTS) == "renegotiation_proof":
+        return renegotiation_proof_offers(markets, exclusion, defer)
     batch = MarketBatch.from_markets(markets)
     f1 = np.stack([np.asarray(c.f1, float) for c in proposals])
     f2 = np.stack([np.asarray(c.f2, float) for c in proposals])
@@ -171,6 +188,20 @@ def guard_offers(
             sources.append(FALLBACK)
             utility[row] = reference[row]
     offered = np.array([source != NO_OFFER for source in sources])
+    return _offer(menus, offered, sources, utility, batch, defer, exact_solves=int(solve.sum()))
+
+
+def _offer(
+    menus: list[np.ndarray],
+    offered: np.ndarray,
+    sources: list[str],
+    utility: np.ndarray,
+    batch: MarketBatch,
+    defer: bool,
+    exact_solves: int,
+) -> GuardedOffers:
+    """The offers of stacked ``menus`` (f1, r1, f2, r2) where ``offered``, deferred under ex
+    ante when ``defer`` (see the module docstring)."""
     owed = np.zeros_like(menus[1])
     if defer:  # what deferral adds to each period-2 row: the deferred pay of each report
         _, shift = deferred_menus(menus[1], np.zeros_like(menus[3]), batch.discount, batch.ex_ante)
@@ -179,9 +210,33 @@ def guard_offers(
     stacked = iter(DynamicContract.stacked(*(m[offered] for m in menus)) if offered.any() else [])
     contracts = [next(stacked) if offer else None for offer in offered]
     deferred = [owed[row] if offer else None for row, offer in enumerate(offered)]
-    return GuardedOffers(
-        contracts, sources, utility, exact_solves=int(solve.sum()), deferred=deferred
-    )
+    return GuardedOffers(contracts, sources, utility, exact_solves=exact_solves, deferred=deferred)
+
+
+def renegotiation_proof_offers(
+    markets: Sequence[Market], exclusion: bool = False, defer: bool = True
+) -> GuardedOffers:
+    """Under ``market.commitment=renegotiation_proof``: the exact renegotiation-proof contract
+    of every market (source ``exact``; no offer where it loses money), deferred like every
+    offer. No proposal is used: a designer's contract is not renegotiation-proof."""
+    batch = MarketBatch.from_markets(markets)
+    k = batch.num_types
+    menus = [np.zeros((batch.size, k)), np.zeros((batch.size, k))]
+    menus += [np.zeros((batch.size, k, k)), np.zeros((batch.size, k, k))]
+    utility = np.zeros(batch.size)
+    for row, market in enumerate(markets):
+        try:
+            solution = renegotiation_proof_contract(market, exclusion=exclusion)
+        except NoRenegotiationProofContract:
+            continue  # no truthful contract of that kind: no offer
+        utility[row] = max(solution.cloud_utility, 0.0)
+        contract = solution.contract
+        terms = (contract.f1, contract.r1, contract.f2, contract.r2)
+        for menu, value in zip(menus, terms, strict=True):
+            menu[row] = value
+    offered = utility > 0
+    sources = [EXACT if offer else NO_OFFER for offer in offered]
+    return _offer(menus, offered, sources, utility, batch, defer, exact_solves=batch.size)
 
 
 def _within_bounds(

@@ -22,12 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from fed_agent.choices import check_choice
-from fed_agent.contracts import DynamicContract, Market, solve_reference
+from fed_agent.contracts import COMMITMENTS, DynamicContract, Market, solve_reference
 from fed_agent.incentives.config import POLICIES, IncentiveConfig
 from fed_agent.incentives.guard import (
     EXACT_BELOW,
     GuardedOffers,
     guard_offers,
+    renegotiation_proof_offers,
     unguarded_offers,
 )
 
@@ -63,11 +64,17 @@ class ContractPolicy:
     market (the exact references)."""
     exclusion: bool = False
     """The guard may offer exit items (``incentive.exclusion``)."""
+    commitment: str = "full"
+    """``market.commitment``: under ``renegotiation_proof`` a guarded policy designs nothing
+    and the guard offers the exact renegotiation-proof contract."""
 
     def __call__(self, markets: Sequence[Market], deadline: bool = False) -> GuardedOffers:
         """The offers for ``markets``; ``deadline``: the markets carry a round deadline's
         floor on f (``profiles.deadline_market``), which no learned designer was trained on."""
         start = time.perf_counter()
+        if self.commitment == "renegotiation_proof" and self.name not in UNGUARDED_POLICIES:
+            offers = renegotiation_proof_offers(markets, self.exclusion)
+            return dataclasses.replace(offers, guard_s=time.perf_counter() - start)
         proposals = self.design(markets)
         designed = time.perf_counter()
         if self.name in UNGUARDED_POLICIES:
@@ -175,9 +182,12 @@ def _designer(path: str, num_types: int):
     return designer
 
 
-def make_policy(cfg: IncentiveConfig, num_types: int) -> ContractPolicy:
-    """The contract policy named by ``cfg.policy`` for markets of K = ``num_types`` types."""
+def make_policy(cfg: IncentiveConfig, num_types: int, commitment: str = "full") -> ContractPolicy:
+    """The contract policy named by ``cfg.policy`` for markets of K = ``num_types`` types;
+    ``commitment`` is ``market.commitment`` (under ``renegotiation_proof`` every guarded
+    policy offers the exact renegotiation-proof contract)."""
     name = check_choice("incentive.policy", cfg.policy, POLICIES)
+    check_choice("market.commitment", commitment, COMMITMENTS)
     if name == "none":
         raise ValueError(
             "incentive.policy=none designs no contracts: the ServerApp runs Flower's FedAvg"
@@ -188,10 +198,10 @@ def make_policy(cfg: IncentiveConfig, num_types: int) -> ContractPolicy:
         )
     if name in LEARNED_POLICIES:
         designer = _designer(str(designer_checkpoint(cfg, num_types)), num_types)
-        return ContractPolicy(name, designer.propose, designer.covers, cfg.exclusion)
+        return ContractPolicy(name, designer.propose, designer.covers, cfg.exclusion, commitment)
     exclusion = cfg.exclusion and name not in UNGUARDED_POLICIES
 
     def solve(markets: Sequence[Market]) -> list[DynamicContract]:
         return [solve_reference(name, m, exclusion=exclusion).contract for m in markets]
 
-    return ContractPolicy(name, solve, exclusion=exclusion)
+    return ContractPolicy(name, solve, exclusion=exclusion, commitment=commitment)

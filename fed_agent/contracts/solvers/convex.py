@@ -103,6 +103,9 @@ class _Problem:
     market: Market
     objective: np.ndarray
     base_rows: np.ndarray
+    base_rhs: np.ndarray
+    fixed: np.ndarray
+    """(n_cost,) the value each cost variable is held at, NaN where it is free."""
     value_weight: np.ndarray
     reward_weight: np.ndarray
     n_cost: int
@@ -132,6 +135,9 @@ class _Problem:
         free, out = status == FREE, status == OUT
         low = np.where(status == IN, self.x_lo, 0.0)
         high = np.where(out, 0.0, self.x_hi)
+        held = ~np.isnan(self.fixed) & ~out
+        low = np.where(held, np.clip(self.fixed, low, high), low)
+        high = np.where(held, low, high)
         bounds = (
             list(zip(low, high, strict=True))
             + [(0.0, 0.0) if out[v] else (0.0, None) for v in range(n_reward)]
@@ -166,7 +172,7 @@ class _Problem:
         while iterations < self.max_iterations:
             iterations += 1
             rows = np.vstack([self.base_rows, *cut_rows])
-            rhs = np.concatenate([np.zeros(self.base_rows.shape[0]), *cut_rhs])
+            rhs = np.concatenate([self.base_rhs, *cut_rhs])
             result = _solve_cut_lp(self.objective, rows, rhs, bounds)
             if result is None:
                 if iterations == 1 and (status != IN).any():
@@ -202,6 +208,8 @@ def solve_tied(
     exclusion: bool = False,
     max_nodes: int = MAX_NODES,
     exits: np.ndarray | None = None,
+    fixed_cost: np.ndarray | None = None,
+    extra_rows: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> ConvexResult:
     """Maximise the cloud's utility over contracts whose items share variables.
 
@@ -227,6 +235,12 @@ def solve_tied(
     exits : np.ndarray, optional
         (n_cost,) bool: these variables are the exit, the others work (no branching; with
         ``exclusion`` only). Tests enumerate exit patterns with it.
+    fixed_cost : np.ndarray, optional
+        (n_cost,) costs x held at these values (NaN: free); with ``exclusion`` a variable held
+        at 0 is the exit and one held above 0 works (neither is branched on).
+    extra_rows : tuple, optional
+        ``(A_cost, A_reward, rhs)``: more rows ``A_cost @ x + A_reward @ R <= rhs`` over the
+        flat items (the renegotiation-proof contract adds its period-2 constraints so).
     """
     system = build_constraints(market)
     keep = np.array([kind in kinds for kind, _ in system.labels])
@@ -238,8 +252,14 @@ def solve_tied(
     tie_cost[np.arange(cost_map.size), cost_map] = 1.0
     tie_reward = np.zeros((reward_map.size, n_reward))
     tie_reward[np.arange(reward_map.size), reward_map] = 1.0
-    a_cost = system.a_cost[keep] @ tie_cost
-    a_reward = system.a_reward[keep] @ tie_reward
+    a_cost, a_reward = system.a_cost[keep], system.a_reward[keep]
+    rhs = np.zeros(a_cost.shape[0])
+    if extra_rows is not None:
+        a_cost = np.vstack([a_cost, extra_rows[0]])
+        a_reward = np.vstack([a_reward, extra_rows[1]])
+        rhs = np.concatenate([rhs, extra_rows[2]])
+    a_cost, a_reward = a_cost @ tie_cost, a_reward @ tie_reward
+    fixed = np.full(n_cost, np.nan) if fixed_cost is None else np.asarray(fixed_cost, float)
     value_weight = weights @ tie_cost
     reward_weight = weights @ tie_reward
     tie_break = reward_weight + TIE_BREAK_WEIGHT * max(weights.max(), 1e-12)
@@ -251,6 +271,8 @@ def solve_tied(
         # Variables: [x (n_cost), R (n_reward), t (n_cost)]; maximise value.t - reward.R
         objective=np.concatenate([np.zeros(n_cost), tie_break, -value_weight]),
         base_rows=np.hstack([a_cost, a_reward, np.zeros((a_cost.shape[0], n_cost))]),
+        base_rhs=rhs,
+        fixed=fixed,
         value_weight=value_weight,
         reward_weight=reward_weight,
         n_cost=n_cost,
@@ -266,6 +288,8 @@ def solve_tied(
     root = np.full(n_cost, FREE if exclusion else IN)
     if exclusion and exits is not None:
         root = np.where(np.asarray(exits, bool), OUT, IN)
+    if exclusion and fixed_cost is not None:
+        root = np.where(np.isnan(fixed), root, np.where(fixed == 0, OUT, IN))
     incumbent, best, best_status = -np.inf, None, root
     bound = -np.inf  # the largest relaxation bound of every leaf closed so far
     order = itertools.count()

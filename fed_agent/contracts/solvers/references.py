@@ -1,5 +1,5 @@
 """Reference contracts: complete information, the exact optimum, the best static pair of menus,
-the one-menu static contract, uniform, random."""
+the renegotiation-proof optimum, the one-menu static contract, uniform, random."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from fed_agent.contracts.contract import DynamicContract
 from fed_agent.contracts.market import Market, check_choice
 from fed_agent.contracts.payments import minimal_payments
 from fed_agent.contracts.solvers.convex import solve_tied
+from fed_agent.contracts.solvers.renegotiation_proof import renegotiation_proof_solution
 from fed_agent.contracts.utility import cloud_utility, energy_cost, value_of_work
 
 
@@ -148,6 +149,16 @@ def best_static_contract(market: Market, exclusion: bool = False) -> Solution:
     return _solve_with_maps("best_static", market, tied, tied, exclusion)
 
 
+def renegotiation_proof_contract(market: Market, exclusion: bool = False) -> Solution:
+    """The best contract the cloud never wants to renegotiate: after every report i the
+    period-2 menu is a one-period optimum for the belief P[i, .] (so re-offering period 2
+    gains nothing), the period-1 menu optimal given them (``solvers.renegotiation_proof``).
+    Worth at most the full-commitment optimum (a restriction of it)."""
+    return _timed(
+        "renegotiation_proof", lambda: renegotiation_proof_solution(market, exclusion), market
+    )
+
+
 def uniform_contract(market: Market, exclusion: bool = False) -> Solution:
     """The best single item (f, R) offered to every type in both periods (with
     ``exclusion``: or the exit for everyone, which is worth 0)."""
@@ -186,6 +197,7 @@ REFERENCE_SOLVERS: dict[str, Callable[..., Solution]] = {
     "complete_information": complete_information,
     "optimal": optimal_contract,
     "best_static": best_static_contract,
+    "renegotiation_proof": renegotiation_proof_contract,
     "static": static_contract,
     "uniform": uniform_contract,
     "random": random_feasible_contract,
