@@ -26,15 +26,19 @@ def with_means(
     frame: pd.DataFrame, groups: Sequence[str], value: str, averaged: Sequence[str] = ()
 ) -> pd.DataFrame:
     """The seed rows of ``frame`` plus one mean row per ``groups`` (old mean rows are dropped
-    and recomputed). A mean row takes ``value``'s mean with its interval (``ci_low``,
-    ``ci_high``), the mean of the ``averaged`` columns, and every other column's first
+    and recomputed). A mean row takes ``value``'s mean with its interval over the seeds
+    (``ci_low``, ``ci_high``; a group of one seed keeps that seed's interval), the mean of the ``averaged`` columns, and every other column's first
     non-empty value over the group's seeds."""
     seeds = frame[frame["seed"].astype(str) != MEAN].drop(columns="code_version", errors="ignore")
     seeds = seeds.assign(n_seeds=1)  # a seed row is one seed
     means = []
     for _, group in seeds.groupby(list(groups), sort=False, dropna=False):
-        low, high = mean_interval(group[value].tolist())
         first = group.bfill().iloc[0].to_dict()
+        low, high = (
+            mean_interval(group[value].tolist())
+            if len(group) > 1  # one seed: its own interval (over its held-out examples)
+            else (first.get("ci_low"), first.get("ci_high"))
+        )
         means.append(
             {
                 **first,

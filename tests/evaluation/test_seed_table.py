@@ -29,7 +29,7 @@ def test_mean_row_holds_the_t_interval_over_seeds_and_first_latency():
         _row("federated", s, v, 0.4 + 0.01 * s, 12.0 if s == 0 else math.nan)
         for s, v in enumerate(values)
     ]
-    rows.append(_row("local-only", 0, 0.5, 0.4, math.nan))
+    rows.append({**_row("local-only", 0, 0.5, 0.4, math.nan), "ci_low": 0.45, "ci_high": 0.55})
     frame = with_means(pd.DataFrame(rows), ["model", "training"], "quality", ("majority",))
     mean = frame[(frame["seed"] == MEAN) & (frame["training"] == "federated")].iloc[0]
     half = stats.t.ppf(0.975, 4) * pd.Series(values).std(ddof=1) / math.sqrt(5)
@@ -40,6 +40,7 @@ def test_mean_row_holds_the_t_interval_over_seeds_and_first_latency():
     assert mean["p50_ms"] == 12.0  # the one timed seed's latency
     local = frame[(frame["seed"] == MEAN) & (frame["training"] == "local-only")].iloc[0]
     assert local["n_seeds"] == 1 and local["quality"] == 0.5
+    assert (local["ci_low"], local["ci_high"]) == (0.45, 0.55)  # one seed keeps its own
     assert (frame[frame["seed"] != MEAN]["n_seeds"] == 1).all()
 
 
