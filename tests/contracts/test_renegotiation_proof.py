@@ -166,3 +166,17 @@ def test_on_random_markets_it_exists_and_lies_below_full_commitment(transition, 
         assert abs(renegotiation_gain(proof.contract, market).gain) < 1e-8
         optimum = optimal_contract(market).cloud_utility
         assert proof.cloud_utility <= optimum + 1e-8 * (1 + abs(optimum))
+
+
+@pytest.mark.parametrize("participation", ["per_period", "ex_ante"])
+def test_items_of_weight_zero_are_chosen_with_period_one(participation) -> None:
+    # on `persistent` type 2 is impossible after report 0 and type 0 after report 2; those
+    # items are free ex post and chosen for the intertemporal IC. The least rents are what
+    # deters a misreport, which is what the one-period solver's tie-break picks too
+    market = named_market("persistent", participation)
+    contract = renegotiation_proof_contract(market).contract
+    for i in range(market.num_types):
+        f, _, _ = period2_optimum(market, market.transition[i])
+        np.testing.assert_allclose(contract.f2[i], f, atol=1e-6)
+    assert contract.f2[0, 2] == pytest.approx(contract.f2[0, 1], abs=1e-6)  # pooled upward
+    assert contract.f2[2, 0] == pytest.approx(market.f_lower_ghz, abs=1e-6)
