@@ -22,7 +22,9 @@ intertemporal IC (type i reporting h gets sum_k P_ik x the rent of type k in men
 Exact: each history's menu is a certified one-period optimum (``solve_tied``; with
 ``exclusion`` by branch and bound), the joint problem is the design problem with those items'
 costs held and two more rows per history (walk-away IR; the expected period-2 pay at most the
-optimum's, within ``PAY_TOLERANCE`` of the money scale), solved by the same certified solver.
+optimum's, within ``PAY_TOLERANCE`` of the money scale), solved by the same certified solver,
+with every intertemporal IC strict by ``STRICT_MARGIN`` (ties with a misreport would be
+broken against the truth by an ES that ignores its type).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from fed_agent.contracts.constraints import (
 )
 from fed_agent.contracts.contract import DynamicContract
 from fed_agent.contracts.market import Market
+from fed_agent.contracts.response import TIE_TOLERANCE
 from fed_agent.contracts.solvers.convex import solve_tied
 from fed_agent.contracts.utility import energy_cost
 
@@ -43,6 +46,14 @@ PAY_TOLERANCE = 1e-10
 """How much more than the one-period optimum's expected pay (a share of the market's money
 scale, ``constraints.value_scale``) a period-2 menu may cost: the solver's room, far below the
 audit's 1e-9."""
+
+
+STRICT_MARGIN = 10 * TIE_TOLERANCE
+"""By how much (a share of the money scale) every truthful period-1 report beats every other.
+Without commitment the ratchet makes upward intertemporal ICs bind too (on ``paper`` type 2
+is indifferent between reporting 2 and 3), and an ES that breaks a tie by the type-free rule
+of ``response.es_choice`` (the higher f) would misreport; with this margin no report ties
+with the truth. It costs the cloud about 1e-7 of the money scale."""
 
 
 class NoRenegotiationProofContract(ValueError):
@@ -70,22 +81,25 @@ def period2_optimum(
     return f, result.rewards[:k], result.lower_bound
 
 
-def _period2_rows(market: Market, pay_caps: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Walk-away IR of every period-2 item (R_ij - x_ij / theta_j >= 0) and, per history i,
-    sum_j P_ij R_ij <= pay_caps[i], as ``(A_cost, A_reward, rhs)`` over the flat items."""
+def _extra_rows(market: Market, pay_caps: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The rows this contract adds, as ``(A_cost, A_reward, rhs)`` over the flat items: the
+    walk-away IR of every period-2 item (R_ij - x_ij / theta_j >= 0), per history i
+    sum_j P_ij R_ij <= pay_caps[i], and every intertemporal IC by ``STRICT_MARGIN``."""
     k = market.num_types
     walk_away = build_constraints(market.replace(participation="per_period"))
     rows = [
         m for m, (kind, index) in enumerate(walk_away.labels) if kind == "IR" and len(index) == 2
     ]
-    a_cost, a_reward = walk_away.a_cost[rows], walk_away.a_reward[rows]
+    system = build_constraints(market)
+    strict = [m for m, (kind, _) in enumerate(system.labels) if kind == "IC_intertemporal"]
     caps = np.zeros((k, k * (k + 1)))
     for i in range(k):
         caps[i, [period2_index(i, j, k) for j in range(k)]] = market.transition[i]
+    margin = STRICT_MARGIN * market_value_scale(market)
     return (
-        np.vstack([a_cost, np.zeros_like(caps)]),
-        np.vstack([a_reward, caps]),
-        np.concatenate([np.zeros(len(rows)), pay_caps]),
+        np.vstack([walk_away.a_cost[rows], np.zeros_like(caps), system.a_cost[strict]]),
+        np.vstack([walk_away.a_reward[rows], caps, system.a_reward[strict]]),
+        np.concatenate([np.zeros(len(rows)), pay_caps, np.full(len(strict), -margin)]),
     )
 
 
@@ -113,7 +127,7 @@ def renegotiation_proof_solution(
             identity,
             exclusion=exclusion,
             fixed_cost=fixed,
-            extra_rows=_period2_rows(market, pay_caps),
+            extra_rows=_extra_rows(market, pay_caps),
         )
     except RuntimeError as err:
         raise NoRenegotiationProofContract(
