@@ -40,7 +40,7 @@ def make_strategy(tmp_path, module, overrides: str, fold: bool = False, **settin
     cfg = load_config("smoke", overrides)
     outputs = RunOutputs.create(str(tmp_path), "run")
     ledger = Ledger(outputs.root / "ledger.csv")
-    policy = make_policy(cfg.incentive, cfg.market.num_types)
+    policy = make_policy(cfg.incentive, cfg.market.num_types, cfg.market.commitment)
     strategy = ContractStrategy(cfg, module, outputs, policy, ledger, **settings)
     return strategy, FakeGrid(NODES, "smoke", overrides)
 
