@@ -40,7 +40,8 @@ class BaseModel:
     model: torch.nn.Module
     tokenizer: object
     image_tokens: int
-    """``<image>`` placeholders per example (0 for a text-only model)."""
+    """Image tokens per example, the ones the model's image features replace (0 for a
+    text-only model)."""
     fingerprint: str
     path: Path
     task_kind: str = "generate"
@@ -58,6 +59,10 @@ class BaseModel:
     chat_template: bool = False
     """Prompts are wrapped in the tokenizer's chat template (``model.use_chat_template`` and a
     tokenizer that has one; set by the registry)."""
+    image_prompt: tuple[int, ...] = ()
+    """The token ids one image takes in a prompt as the model's own processor writes them: its
+    ``image_tokens`` image tokens and the marker tokens around them (Idefics3's
+    ``<fake_token_around_image><global-img>``...). Empty: the image tokens alone."""
 
     def __post_init__(self) -> None:
         if self.task_kind not in TASK_KINDS:
@@ -69,6 +74,15 @@ class BaseModel:
     def is_vision(self) -> bool:
         """True for a VLM (examples carry images)."""
         return self.image_tokens > 0
+
+    @property
+    def image_ids(self) -> tuple[int, ...]:
+        """The ids an image takes in every prompt (:attr:`image_prompt`, else the tokenizer's
+        ``image_token`` ``image_tokens`` times; empty for a text-only model)."""
+        if self.image_prompt or not self.image_tokens:
+            return self.image_prompt
+        image = self.tokenizer.convert_tokens_to_ids(self.tokenizer.image_token)
+        return (image,) * self.image_tokens
 
     @property
     def num_parameters(self) -> int:

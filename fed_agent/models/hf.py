@@ -3,13 +3,16 @@
 The kind comes from the model's config: one with a ``vision_config`` loads as
 ``AutoModelForImageTextToText`` with its ``AutoProcessor`` (or, when the processor cannot be
 built here, its ``AutoImageProcessor`` and ``AutoTokenizer``); any other as
-``AutoModelForCausalLM`` with its tokenizer. Offline (``HF_HUB_OFFLINE=1``, the project
+``AutoModelForCausalLM`` with its tokenizer. A VLM's prompts hold each image as its processor
+writes it (``hf_vision.image_prompt_ids``) where its chat template puts it
+(``fed_agent.models.prompts``). Offline (``HF_HUB_OFFLINE=1``, the project
 default) only local folders and ids already in the local Hugging Face cache load; the
 pre-flight (``fed_agent.models.preflight``) says so before a run starts.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -29,9 +32,13 @@ from fed_agent.models.hf_vision import (
     ImageInputs,
     count_image_tokens,
     image_processor_wants_nested,
+    image_prompt_ids,
     vision_layout,
 )
 from fed_agent.models.preflight import check_hf_model_available, hub_offline, looks_local
+from fed_agent.models.prompts import chat_text
+
+log = logging.getLogger(__name__)
 
 
 def hf_source(cfg: ModelConfig) -> tuple[str, bool]:
@@ -66,20 +73,31 @@ def _tokenizer(source: str, local_only: bool):
 
 
 def _processor_parts(source: str, local_only: bool):
-    """(tokenizer, image processor) of a VLM folder, from its AutoProcessor when it builds."""
+    """(processor or None, tokenizer, image processor) of a VLM folder, from its AutoProcessor
+    when it builds; the processor's chat template becomes the tokenizer's."""
     try:
         processor = AutoProcessor.from_pretrained(source, local_files_only=local_only)
         image_processor = getattr(processor, "image_processor", None)
         tokenizer = getattr(processor, "tokenizer", None)
-    except (ImportError, OSError, ValueError, TypeError, AttributeError):
-        image_processor = tokenizer = None  # e.g. a video processor that needs torchvision
+    except (ImportError, OSError, ValueError, TypeError, AttributeError) as err:
+        # e.g. Qwen2-VL's, whose video processor needs torchvision
+        log.warning(
+            "%s: its processor cannot be built here (%s: %s); each image is written as its "
+            "image tokens alone, without the marker tokens a processor may add around them",
+            source,
+            type(err).__name__,
+            str(err).strip().splitlines()[0] if str(err).strip() else "",
+        )
+        processor = image_processor = tokenizer = None
     if image_processor is None:
         image_processor = AutoImageProcessor.from_pretrained(source, local_files_only=local_only)
     if tokenizer is None:
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer, image_processor
+    if getattr(processor, "chat_template", None):  # the template that places images
+        tokenizer.chat_template = processor.chat_template
+    return processor, tokenizer, image_processor
 
 
 def _image_token_id(config) -> int:
@@ -90,15 +108,34 @@ def _image_token_id(config) -> int:
     raise ModelLoadError(f"{config.model_type}: its config names no image token id")
 
 
+def _check_chat_image(cfg: ModelConfig, tokenizer) -> None:
+    """A chat template that is used must place an image part (one image placeholder)."""
+    if not (cfg.use_chat_template and getattr(tokenizer, "chat_template", None)):
+        return
+    text = chat_text(tokenizer, "", image=True)
+    if text.count(tokenizer.image_token) != 1:
+        raise ModelLoadError(
+            f"model.path {cfg.path!r}: its chat template writes "
+            f"{text.count(tokenizer.image_token)} image placeholders {tokenizer.image_token!r} "
+            "for one image part (expected 1); set model.use_chat_template=false"
+        )
+
+
 def _load_vlm(cfg: ModelConfig, source: str, local_only: bool, config) -> BaseModel:
     model = AutoModelForImageTextToText.from_pretrained(source, **_load_kwargs(cfg, local_only))
-    tokenizer, image_processor = _processor_parts(source, local_only)
+    processor, tokenizer, image_processor = _processor_parts(source, local_only)
     image_token_id = _image_token_id(config)
     tokenizer.image_token = tokenizer.convert_ids_to_tokens(image_token_id)
-    hook = ImageInputs(
-        image_processor, image_token_id, image_processor_wants_nested(image_processor)
+    _check_chat_image(cfg, tokenizer)
+    nested = image_processor_wants_nested(image_processor)
+    hook = ImageInputs(image_processor, image_token_id, nested)
+    image_size = DataConfig().image_size
+    image_tokens = count_image_tokens(model, hook, image_size)
+    image_prompt = (
+        ()
+        if processor is None
+        else image_prompt_ids(processor, image_token_id, image_tokens, image_size, nested)
     )
-    image_tokens = count_image_tokens(model, hook, DataConfig().image_size)
     fingerprint = weights_fingerprint(model)
     model.register_forward_pre_hook(hook, with_kwargs=True)
     layout = vision_layout(model, cfg)
@@ -112,6 +149,7 @@ def _load_vlm(cfg: ModelConfig, source: str, local_only: bool, config) -> BaseMo
         lora_scope=layout.text_scope,
         trainable_modules=layout.trainable,
         image_inputs=hook.apply,
+        image_prompt=image_prompt,
     )
 
 

@@ -1,15 +1,16 @@
 """Image-text-to-text models from Hugging Face: their image inputs and which parts train.
 
 Every example carries its image in one form: ``pixel_values`` of shape (B, 3, H, W) in
-[-1, 1] (``fed_agent.data.render``), followed in ``input_ids`` by ``image_tokens`` image
-placeholder tokens. A loaded VLM base takes exactly that: :class:`ImageInputs`, a forward
-pre-hook, turns the images into what the architecture reads (its own image processor's
-``pixel_values``, Idefics3's ``pixel_attention_mask``, Qwen2-VL's patch grid
+[-1, 1] (``fed_agent.data.render``), and in ``input_ids`` the ids the model's own processor
+writes for one image (:func:`image_prompt_ids`: the image tokens with the marker tokens around
+them, Idefics3's ``<fake_token_around_image><global-img>``...; Qwen2-VL's
+``<|vision_start|>``/``<|vision_end|>`` come from its chat template,
+``fed_agent.models.prompts``). A loaded VLM base takes exactly that: :class:`ImageInputs`, a
+forward pre-hook, turns the images into what the architecture reads (its own image
+processor's ``pixel_values``, Idefics3's ``pixel_attention_mask``, Qwen2-VL's patch grid
 ``image_grid_thw`` and ``mm_token_type_ids``), so batching, training, scoring and decoding are
-the same code for every base. The placeholder count per image is measured once at load, from
-the model's own image features on one blank image. Only the placeholders are written, not the
-marker tokens some processors put around them (Idefics3's ``<fake_token_around_image>``,
-Qwen2-VL's ``<|vision_start|>``): a pretrained VLM sees its images without those markers.
+the same code for every base. The image-token count per image is measured once at load, from
+the model's own image features on one blank image, and checked against the processor's.
 """
 
 from __future__ import annotations
@@ -143,10 +144,42 @@ def image_processor_wants_nested(image_processor) -> bool:
 
 @torch.no_grad()
 def count_image_tokens(model: torch.nn.Module, hook: ImageInputs, image_size: int) -> int:
-    """Placeholders one image needs: the rows of the model's projected features of one image."""
+    """Image tokens one image needs: the rows of the model's projected features of one image
+    (over all its tiles, when the processor splits it)."""
     blank = torch.zeros((1, 3, image_size, image_size))
     inputs = hook.convert(blank)
     features = model.model.get_image_features(**inputs).pooler_output
     if isinstance(features, (list, tuple)):  # one (tokens, hidden) tensor per image
         return int(features[0].shape[0])
-    return int(features.shape[1] if features.dim() == 3 else features.shape[0])
+    return int(features.shape[0] * features.shape[1] if features.dim() == 3 else features.shape[0])
+
+
+def image_prompt_ids(
+    processor, image_token_id: int, image_tokens: int, image_size: int, nested: bool
+) -> tuple[int, ...]:
+    """The ids ``processor`` writes for one image of ``image_size`` px: it expands its image
+    placeholder (the image tokens and any marker tokens around them), read back as ids.
+
+    Raises
+    ------
+    ModelLoadError
+        When the processor fails on one image, or writes another number of image tokens than
+        the model's features have (``image_tokens``).
+    """
+    token = getattr(processor, "image_token", None)
+    token = token or processor.tokenizer.convert_ids_to_tokens(image_token_id)
+    blank = np.zeros((image_size, image_size, 3), dtype=np.uint8)
+    images = [[blank]] if nested else [blank]
+    try:
+        out = processor(text=[token], images=images, add_special_tokens=False)
+    except (ValueError, TypeError, KeyError) as err:
+        raise ModelLoadError(
+            f"{type(processor).__name__} cannot expand one {image_size} px image: {err}"
+        ) from err
+    ids = tuple(int(i) for i in out["input_ids"][0])
+    if ids.count(image_token_id) != image_tokens:
+        raise ModelLoadError(
+            f"{type(processor).__name__} writes {ids.count(image_token_id)} image tokens for "
+            f"one {image_size} px image, but the model makes {image_tokens} image features"
+        )
+    return ids

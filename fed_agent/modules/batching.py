@@ -15,6 +15,7 @@ import torch
 from fed_agent.data.scenes import ACTIONS
 from fed_agent.data.tasks import Example
 from fed_agent.models.base import TASK_KINDS, BaseModel
+from fed_agent.models.prompts import prompt_parts
 
 IGNORE_INDEX = -100
 
@@ -23,7 +24,7 @@ def encode_batch(
     examples: Sequence[Example],
     tokenizer,
     max_len: int,
-    image_tokens: int = 0,
+    image_ids: Sequence[int] = (),
     answers: Sequence[str] | None = None,
     chat: bool = False,
 ) -> dict[str, torch.Tensor]:
@@ -32,12 +33,15 @@ def encode_batch(
     Parameters
     ----------
     examples : sequence of Example
-        Prompts (and images when ``image_tokens`` > 0).
+        Prompts (and images when ``image_ids`` is not empty).
     tokenizer : PreTrainedTokenizerFast
     max_len : int
-        Sequences are cut from the left of the prompt so that the answer always survives.
-    image_tokens : int
-        How many ``<image>`` placeholders precede the prompt (vision models).
+        Sequences are cut from the left of the prompt text so that the answer and the image
+        always survive.
+    image_ids : sequence of int
+        The token ids of one image as the model's processor writes them (vision models;
+        :attr:`BaseModel.image_ids`): before the prompt, or where the chat template puts the
+        image part of the user turn (``fed_agent.models.prompts``).
     answers : sequence of str, optional
         Score these answers instead of the examples' own (decision candidates).
     chat : bool
@@ -51,22 +55,15 @@ def encode_batch(
         ``pixel_values`` of shape (B, 3, H, W).
     """
     answers = [e.answer for e in examples] if answers is None else answers
-    image_ids = (
-        [tokenizer.convert_tokens_to_ids(tokenizer.image_token)] * image_tokens
-        if image_tokens
-        else []
-    )
     rows, label_rows = [], []
     for example, answer in zip(examples, answers, strict=True):
-        prompt = tokenizer.encode(
-            _prompt_text(tokenizer, example.prompt, chat), add_special_tokens=False
-        )
+        head, prompt = prompt_parts(tokenizer, example.prompt, chat, image_ids)
         target = tokenizer.encode(answer, add_special_tokens=False) + [tokenizer.eos_token_id]
-        budget = max_len - len(target) - len(image_ids) - 1
+        budget = max_len - len(target) - len(head) - 1
         prompt = prompt[-budget:] if budget > 0 else []
         # some real tokenizers (SmolLM2's) have no BOS token: then nothing is prepended
         bos = [] if tokenizer.bos_token_id is None or chat else [tokenizer.bos_token_id]
-        ids = [*bos, *image_ids, *prompt, *target][:max_len]
+        ids = [*bos, *head, *prompt, *target][:max_len]
         labels = [IGNORE_INDEX] * (len(ids) - len(target)) + target
         rows.append(ids)
         label_rows.append(labels[: len(ids)])
@@ -79,16 +76,9 @@ def encode_batch(
         labels[i, : len(lab)] = torch.tensor(lab)
         mask[i, : len(ids)] = 1
     batch = {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
-    if image_tokens:
+    if image_ids:
         batch["pixel_values"] = torch.from_numpy(np.stack([e.image for e in examples]))
     return batch
-
-
-def _prompt_text(tokenizer, prompt: str, chat: bool) -> str:
-    if not chat:
-        return prompt
-    turn = [{"role": "user", "content": prompt}]
-    return tokenizer.apply_chat_template(turn, tokenize=False, add_generation_prompt=True)
 
 
 def encode_answers(
@@ -97,9 +87,9 @@ def encode_answers(
     max_len: int,
     answers: Sequence[str] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """:func:`encode_batch` with ``base``'s image placeholders and prompt format."""
+    """:func:`encode_batch` with ``base``'s image layout and prompt format."""
     return encode_batch(
-        examples, base.tokenizer, max_len, base.image_tokens, answers, base.chat_template
+        examples, base.tokenizer, max_len, base.image_ids, answers, base.chat_template
     )
 
 

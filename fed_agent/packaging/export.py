@@ -51,7 +51,7 @@ from pathlib import Path
 from transformers import PreTrainedModel
 
 from fed_agent.config.schema import ModelConfig
-from fed_agent.models.base import cache_root
+from fed_agent.models.base import BaseModel, cache_root
 from fed_agent.models.preflight import looks_local
 from fed_agent.modules.adapter import (
     AdapterError,
@@ -163,23 +163,26 @@ def _base_folder(module: AgentModule, out_dir: Path) -> str | None:
     relative = f"{BASE_DIR}/{source.name}"
     if not (out_dir / relative / "config.json").is_file():  # modules may share one base
         shutil.copytree(source, out_dir / relative, dirs_exist_ok=True)
-        add_bos_on_load(out_dir / relative, module.base.tokenizer)
+        add_bos_on_load(out_dir / relative, module.base)
     return relative
 
 
-def add_bos_on_load(folder: Path, tokenizer) -> None:
-    """Make the ``tokenizer.json`` in ``folder`` prepend BOS, as the runtime's prompts have it.
+def add_bos_on_load(folder: Path, base: BaseModel) -> None:
+    """Make the ``tokenizer.json`` in ``folder`` prepend BOS, as the runtime's plain prompts
+    have it.
 
-    The runtime (``fed_agent.modules.batching.encode_batch``) puts BOS before every prompt;
-    a tokenizer trained here does not add it itself, so a stock ``AutoTokenizer`` on the
-    exported folder would feed the model another sequence. Nothing changes for a tokenizer
-    without BOS (SmolLM2's) or one that adds it already.
+    The runtime (``fed_agent.modules.batching.encode_batch``) puts BOS before every plain
+    prompt; a tokenizer trained here does not add it itself, so a stock ``AutoTokenizer`` on
+    the exported folder would feed the model another sequence. Nothing changes for a tokenizer
+    without BOS (SmolLM2's), one that adds it already, or a base whose prompts go through its
+    chat template (the template writes its own start; the runtime prepends nothing).
     """
     from tokenizers import Tokenizer, processors
 
     file = folder / "tokenizer.json"
+    tokenizer = base.tokenizer
     bos, bos_id = tokenizer.bos_token, tokenizer.bos_token_id
-    if bos_id is None or not file.is_file():
+    if bos_id is None or base.chat_template or not file.is_file():
         return
     backend = Tokenizer.from_file(str(file))
     if backend.encode("a").ids[:1] == [bos_id]:
@@ -251,7 +254,7 @@ def _export_merged(module: AgentModule, state: AdapterState, path: Path) -> None
         merged = copy.deepcopy(module.model).merge_and_unload()
     merged.save_pretrained(path)
     module.base.tokenizer.save_pretrained(path)
-    add_bos_on_load(path, module.base.tokenizer)
+    add_bos_on_load(path, module.base)
 
 
 def export_modules(

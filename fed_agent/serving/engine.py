@@ -130,12 +130,12 @@ class AgentEngine:
 
     @staticmethod
     def prompt_window(part: ChainedModule) -> int:
-        """The most prompt tokens ``part`` reads (its context less BOS, image slots and the
-        first answer token's place; a classifier's less its special tokens)."""
+        """The most prompt tokens ``part`` reads (its context less BOS, the image's tokens and
+        the first answer token's place; a classifier's less its special tokens)."""
         module = part.module
         if module.base.task_kind == "classify":
             return module.cfg.max_seq_len - module.base.tokenizer.num_special_tokens_to_add()
-        return module.cfg.max_seq_len - 2 - module.base.image_tokens
+        return module.cfg.max_seq_len - 2 - len(module.base.image_ids)
 
     def _max_token_chars(self, tokenizer) -> int:
         """The longest vocabulary entry, in characters: a prompt of ``n`` tokens has at most

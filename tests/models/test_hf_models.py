@@ -107,9 +107,13 @@ def test_chat_template_wraps_prompts_when_present_and_asked(folders):
     assert bare.startswith("<|bos|>") and "user: " not in bare
 
 
-def test_qwen2_vl_cached_decoding_matches_full_forwards(folders):
-    cfg = ModelConfig(name="hf", path=str(folders["qwen2-vl"]), max_seq_len=96)
+@pytest.mark.parametrize("name", ["qwen2-vl", "idefics3", "llava"])
+def test_vlm_cached_decoding_matches_full_forwards(folders, name):
+    """Greedy decoding with the cache equals full forwards on the whole prompt (chat template,
+    image markers): Qwen2-VL's cached steps need their multimodal positions from the hook."""
+    cfg = ModelConfig(name="hf", path=str(folders[name]), max_seq_len=96)
     module = AgentModule(load_base(cfg, 0), cfg, 0)
+    assert module.base.chat_template
     example = heldout_examples(DataConfig(eval_samples=2), 0, with_images=True)[0]
     cached = [t for t, _ in greedy_tokens(module, example, 4, stop_at_eos=False)]
     batch = encode_for(module.base, [dataclasses.replace(example, answer="")], 96)

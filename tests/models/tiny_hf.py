@@ -19,11 +19,43 @@ from fed_agent.models.tokenizer import train_tokenizer
 IMAGE_PX = 32
 PATCH_PX = 8
 IDEFICS3_TOKENS = ["<fake_token_around_image>", "<global-img>", "<end_of_utterance>"]
+QWEN2_VL_TOKENS = ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>"]
+QWEN2_VL_IMAGE = "<|image_pad|>"
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|bos|>{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
     "{% if add_generation_prompt %}<|bos|>assistant:{% endif %}"
 )
 """A minimal chat template (the Qwen2 builder's tokenizer has it: the chat-template path)."""
+
+VLM_CHAT_TEMPLATES = {
+    "llava": (
+        "{% for message in messages %}{{ message['role'].upper() + ': ' }}"
+        "{% for part in message['content'] | selectattr('type', 'equalto', 'image') %}"
+        "{{ '<image>\n' }}{% endfor %}"
+        "{% for part in message['content'] | selectattr('type', 'equalto', 'text') %}"
+        "{{ part['text'] + ' ' }}{% endfor %}{% endfor %}"
+        "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
+    ),
+    "idefics3": (
+        "<|bos|>{% for message in messages %}{{ message['role'] | capitalize }}"
+        "{% if message['content'][0]['type'] == 'image' %}{{ ':' }}{% else %}{{ ': ' }}{% endif %}"
+        "{% for part in message['content'] %}{% if part['type'] == 'text' %}{{ part['text'] }}"
+        "{% elif part['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}"
+        "<end_of_utterance>\n{% endfor %}{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
+    ),
+    "qwen2-vl": (
+        "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+        "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}"
+        "{{ message['content'] }}<|im_end|>\n{% else %}{% for part in message['content'] %}"
+        "{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+        "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}"
+        "<|im_end|>\n{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    ),
+}
+"""Chat templates written like the released models' own (llava-1.5, SmolVLM, Qwen2-VL):
+where each puts the image of a user turn, and Qwen2-VL's vision markers around it."""
 
 
 def _tokenizer(extra: list[str] = ()):
@@ -94,6 +126,7 @@ def build_llava(out: Path) -> Path:
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,
         image_token="<image>",
+        chat_template=VLM_CHAT_TEMPLATES["llava"],
     ).save_pretrained(out)
     return out
 
@@ -113,15 +146,22 @@ def build_idefics3(out: Path) -> Path:
         max_image_size={"longest_edge": IMAGE_PX},
     )
     T.Idefics3Processor(
-        image_processor=image_processor, tokenizer=tokenizer, image_seq_len=4
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        image_seq_len=4,
+        chat_template=VLM_CHAT_TEMPLATES["idefics3"],
     ).save_pretrained(out)
     return out
 
 
 def build_qwen2_vl(out: Path) -> Path:
     """Qwen2-VL: its processor needs torchvision (for video) here, so the folder holds the
-    image processor and the tokenizer, which the loader falls back to."""
-    tokenizer = _tokenizer()
+    image processor and the tokenizer (with the chat template), which the loader falls back
+    to. Its image token is ``<|image_pad|>``, between the template's vision markers."""
+    tokenizer = _tokenizer([*QWEN2_VL_TOKENS, QWEN2_VL_IMAGE])
+    tokenizer.image_token = QWEN2_VL_IMAGE
+    tokenizer.chat_template = VLM_CHAT_TEMPLATES["qwen2-vl"]
+    ids = tokenizer.convert_tokens_to_ids
     rope = {"rope_type": "default", "mrope_section": [1, 1, 2], "rope_theta": 1e4}
     config = T.Qwen2VLConfig(
         vision_config=dict(
@@ -134,7 +174,9 @@ def build_qwen2_vl(out: Path) -> Path:
             temporal_patch_size=2,
         ),
         text_config=T.Qwen2Config(**_text(tokenizer), rope_parameters=rope),
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        image_token_id=ids(QWEN2_VL_IMAGE),
+        vision_start_token_id=ids("<|vision_start|>"),
+        vision_end_token_id=ids("<|vision_end|>"),
     )
     T.Qwen2VLForConditionalGeneration(config).save_pretrained(out)
     T.Qwen2VLImageProcessor(
