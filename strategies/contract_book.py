@@ -98,6 +98,16 @@ class ContractBook:
         share = min(1.0, engagement.worked / self.cfg.incentive.rounds_per_period)
         return full * share, full * (1.0 - share)
 
+    def deferred_cost(self, plan: RoundPlan, node_id: int, item: int) -> float:
+        """What choosing ``node_id`` for ``item`` in this period-1 round costs in deferred pay:
+        the round's share of ``R_i / delta`` it will be owed in period 2, in the contract's
+        period-1 terms (times delta: ``R_i`` per period). 0 in period 2 or without deferral."""
+        engagement = self.engagements.get(node_id)
+        if plan.period != 1 or engagement is None or engagement.deferred is None:
+            return 0.0
+        share = engagement.market.discount / self.cfg.incentive.rounds_per_period
+        return share * float(engagement.deferred[item])
+
     def settle_held(self, plan: RoundPlan, node_id: int, delivered: bool) -> dict[str, float]:
         """Ledger fields that settle an ES's held pay: a failed commitment forfeits it in any
         round; kept commitments are paid it once, in the epoch's closing round."""

@@ -5,13 +5,14 @@ whose ClientApp answers with an error of the app itself is recorded once as ``in
 and never asked again; an ES whose own data is unusable answers with its reason
 (``protocol.DATA_DECLINE``) and is recorded once as ``declined``, never asked again either.
 Offer design: in period 1 a seeded sample gets contracts designed in one batched call of the
-contract policy (public facts + the cloud's belief about its type); in period 2 the period-1
-participants are offered their period-2 menu. Choices: each offered ES
-names an item or declines, on a separate offer QUERY or on the reply to a train offer.
-Selection: the cloud's beliefs learn from the choices, each accepter's work is valued and its
-latency modelled, and ``incentive.selection`` chooses at most ``federation.es_per_round``. An
-ES that takes the exit item (f = 0, ``incentive.exclusion``) is no candidate: it is recorded
-``excluded``, does no work and is paid only what the item carries.
+contract policy (public facts + the cloud's belief about its type; under the deadline rule
+with exit items, at the best price of a place: ``fed_agent.incentives.capacity``); in period 2
+the period-1 participants are offered their period-2 menu. Choices: each offered ES names an
+item or declines, on a separate offer QUERY or on the reply to a train offer. Selection: the
+cloud's beliefs learn from the choices, each accepter's work is valued (less
+``Assignment.cost_of_choosing``), its latency modelled, and ``incentive.selection`` chooses at
+most ``federation.es_per_round``. An ES that takes the exit item (f = 0, ``incentive.exclusion``)
+is no candidate: it is recorded ``excluded``, does no work and is paid only what it carries.
 
 The recruiter writes its ledger rows through the :class:`~strategies.contract_book.ContractBook`
 and never calls the strategy or the reply judge.
@@ -20,6 +21,7 @@ and never calls the strategy or the reply judge.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections import Counter
 
@@ -33,6 +35,8 @@ from fed_agent.config import ExperimentConfig
 from fed_agent.contracts import Market, value_of_work
 from fed_agent.contracts.utility import es_period_utility
 from fed_agent.incentives.beliefs import BeliefTracker
+from fed_agent.incentives.capacity import capacity_offers
+from fed_agent.incentives.guard import GuardedOffers
 from fed_agent.incentives.policies import ORACLE_POLICIES, UNCOMMITTED_POLICIES, ContractPolicy
 from fed_agent.incentives.profiles import PublicFacts, deadline_market, es_market
 from fed_agent.incentives.selection import Candidate, select_participants, selection_surplus
@@ -62,8 +66,7 @@ from strategies.sampling import sample_nodes
 
 log = logging.getLogger(__name__)
 FOLDING_SELECTIONS = ("surplus", "random")
-"""Selection rules that choose every accepting ES when there are at most ``es_per_round``
-of them (``fed_agent.incentives.selection``), so the offer can ride on the TRAIN message."""
+"""Rules that choose every accepter when at most ``es_per_round`` accept (offer on TRAIN)."""
 INCOMPATIBLE_ERRORS = (ErrorCode.LOAD_CLIENT_APP_EXCEPTION, ErrorCode.CLIENT_APP_RAISED_EXCEPTION)
 """Error replies that say the node's ClientApp cannot answer the protocol (not a transient
 fault such as a dead node or a timed-out reply, which is asked again later)."""
@@ -245,7 +248,7 @@ class Recruiter:
             markets = [m.replace(participation="per_period") for m in markets]
         if not markets:
             return [], times
-        offers = self.policy(markets, deadline=self.designs_for_deadline)
+        offers = self._offers(plan, markets)
         times = {"design_s": offers.design_s, "guard_s": offers.guard_s}
         for index, (node_id, contract, market, source) in enumerate(
             zip(offered, offers.contracts, markets, offers.sources, strict=True)
@@ -255,10 +258,16 @@ class Recruiter:
                 self.book.record(plan, node_id, "no_offer", reason=reason, source=source)
                 continue
             deferred = offers.deferred[index] if offers.deferred else None
-            self.book.engagements[node_id] = Engagement(
-                contract, market, source, None, 0.0, deferred
-            )
+            self.book.engagements[node_id] = Engagement(contract, market, source, deferred=deferred)
         return [n for n in offered if n in self.book.engagements], times
+
+    def _offers(self, plan: RoundPlan, markets: list[Market]) -> GuardedOffers:
+        """The policy's offers, at the best price of a place under the deadline rule."""
+        design = functools.partial(self.policy, deadline=self.designs_for_deadline)
+        if not (self.cfg.incentive.prices_places and self.designs_for_deadline):
+            return design(markets)
+        rng = rng_for(self.cfg.seed, "place-price", plan.server_round)
+        return capacity_offers(design, markets, self.cfg.federation.es_per_round, rng).offers
 
     def _designable_market(self, node_id: int) -> Market | str:
         """The market to design ``node_id``'s contract on, or why it gets no offer."""
@@ -267,10 +276,8 @@ class Recruiter:
         except ValueError as err:  # its facts passed admission; the belief cannot break it
             return f"no valid market for this ES: {one_line(err)}"
         if market is None:
-            return (
-                f"cannot meet the round's deadline of {self.cfg.incentive.deadline_s:g} s "
-                f"even at f_max = {self.cfg.market.f_max_ghz:g} GHz"
-            )
+            deadline, f_max = self.cfg.incentive.deadline_s, self.cfg.market.f_max_ghz
+            return f"cannot meet the round's deadline of {deadline:g} s even at f_max {f_max:g} GHz"
         return market
 
     def market_of(self, node_id: int, belief: np.ndarray) -> Market | None:
@@ -278,9 +285,8 @@ class Recruiter:
         a designed contract's every item meets the deadline (``deadline_market``); None when
         the ES cannot meet it at any effort. The flat fee's fixed effort is not designed."""
         market = es_market(self.cfg.market, self.facts[node_id], self.module.adapter_bytes, belief)
-        if not self.designs_for_deadline:
-            return market
-        return deadline_market(market, self.cfg.incentive.deadline_s)
+        deadline = self.cfg.incentive.deadline_s
+        return deadline_market(market, deadline) if self.designs_for_deadline else market
 
     @property
     def designs_for_deadline(self) -> bool:
@@ -459,6 +465,7 @@ class Recruiter:
             float(es_period_utility(reward, f, market.types[item], market)),
             nonce,
             owed=owed,
+            deferred_cost=self.book.deferred_cost(plan, node_id, item),
         )
 
     def _choose(
@@ -472,8 +479,7 @@ class Recruiter:
             [
                 Candidate(
                     n,
-                    # deferred pay is owed whether or not the ES is chosen: no cost of choosing
-                    selection_surplus(a.cloud_value, a.reward - a.owed, trained[n], repeat_value),
+                    selection_surplus(a.cloud_value, a.cost_of_choosing, trained[n], repeat_value),
                     a.modelled_latency_s,
                     trained[n],
                 )

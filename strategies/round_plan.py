@@ -40,6 +40,16 @@ class Assignment:
     owed: float = 0.0
     """The part of ``reward`` that is deferred period-1 pay (ex ante, period 2): owed for the
     period-1 work whether or not this round's work is chosen, so no cost of choosing it."""
+    deferred_cost: float = 0.0
+    """Period 1 with deferred pay: the pay this round's work will be owed in period 2
+    (``R_i / delta`` per period-1 round), in the contract's period-1 terms (``R_i``): a cost
+    of choosing the ES that ``reward`` (0, deferred) does not show."""
+
+    @property
+    def cost_of_choosing(self) -> float:
+        """What choosing this ES costs the cloud: its reward, less deferred pay it is owed
+        anyway (``owed``), plus the pay this work defers (``deferred_cost``)."""
+        return self.reward - self.owed + self.deferred_cost
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,13 @@ class IncentiveConfig:
     solves exactly with them where a learned designer is not trusted, which under the
     ``deadline`` rule is every market (the designers were trained without a deadline's floor
     on f). False: every type takes a working item, as the shipped designers assume."""
+    price_places: bool = True
+    """``deadline`` with ``exclusion``: each ES's contract is designed for its work's value
+    less the price of a place in the round, at the price whose offers earn the most for the
+    round's ``federation.es_per_round`` places (``fed_agent.incentives.capacity``; no price is
+    one candidate): with more offers than places, types not worth a place get the exit item
+    and the more willing types are paid no rent for them. False: every contract is designed
+    as if each ES's work were always used."""
     flat_fee: float = 35.0
     """fedavg_flat_fee: the reward for the fixed effort (an ES whose cost exceeds it leaves)."""
     flat_fee_f_ghz: float = 3.0
@@ -74,6 +81,13 @@ class IncentiveConfig:
     """Simulated ESs' workloads vary by this factor around the market's (public facts)."""
     channel_gain_spread_db: float = 10.0
     """Simulated ESs' uplink gains vary by +/- this many dB around the market's."""
+
+    @property
+    def prices_places(self) -> bool:
+        """Contracts are designed at a place price: ``price_places`` with exit items under
+        the ``deadline`` rule (the learned designers are not trusted there, so every market
+        is solved exactly and the exact solve can leave types out)."""
+        return self.price_places and self.exclusion and self.selection == "deadline"
 
     def __post_init__(self) -> None:
         check_choice("incentive.policy", self.policy, POLICIES)
