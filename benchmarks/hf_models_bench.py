@@ -11,8 +11,9 @@ tiny_hf.py``: Llama, Qwen2, LLaVA, Idefics3, Qwen2-VL) or the real SmolLM2-135M-
 and ClientApp handlers (``benchmarks/in_process.py``, 2 ESs); the module is exported; stock
 ``peft.PeftModel.from_pretrained`` on a stock copy of the base loads the exported adapter and
 must give the module's logits; the agent answers one OpenAI chat request (a VLM's with an
-``image_url`` data URL) through ``fed-agent serve``'s application. Writes
-``benchmarks/results/hf_models.csv`` (each row stamped with its ``code_version``).
+``image_url`` data URL) through ``fed-agent serve``'s application. Merges its rows
+into ``benchmarks/results/hf_models.csv`` by architecture (each row stamped with its
+``code_version``; ``--skip-smollm2`` leaves the SmolLM2 row as it is).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import torch  # noqa: E402
 from benchmarks.in_process import run_in_process  # noqa: E402
 from fed_agent.config import load_config, to_yaml  # noqa: E402
 from fed_agent.data.partition import heldout_examples  # noqa: E402
-from fed_agent.evaluation.report import write_table  # noqa: E402
+from fed_agent.evaluation.report import upsert_table  # noqa: E402
 from fed_agent.modules.adapter import AgentModule, agent_module  # noqa: E402
 from fed_agent.modules.batching import encode_for  # noqa: E402
 from fed_agent.packaging.export import export_agent  # noqa: E402
@@ -189,7 +190,8 @@ def main() -> None:
             folder = store_smollm2(ModelConfig(name="smollm2-135m"), 0)
             rows.append(check_architecture("smollm2-135m", "llm", folder, Path(tmp) / "smollm2"))
             print(rows[-1], flush=True)
-    write_table([{k: row[k] for k in COLUMNS} for row in rows], args.out)
+    # rows replace their architecture's; --skip-smollm2 keeps the SmolLM2 row in place
+    upsert_table([{k: row[k] for k in COLUMNS} for row in rows], args.out, ["architecture"])
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ def _processor_parts(source: str, local_only: bool):
             "image tokens alone, without the marker tokens a processor may add around them",
             source,
             type(err).__name__,
-            str(err).strip().splitlines()[0] if str(err).strip() else "",
+            str(err).strip().split(". ")[0].split("\n")[0],  # its first sentence
         )
         processor = image_processor = tokenizer = None
     if image_processor is None:
