@@ -40,19 +40,26 @@ class ScreeningConfig:
     (:mod:`fed_agent.screening.settlement`). Honest ESs of the smoke model (20 non-IID ESs, 16
     steps) lie >= 0.18 from the span of their two nearest peers; pairs reach cosine 0.983
     (0.18 from each other's span)."""
+    near_copy_sigmas: float = 6.0
+    """A pair of updates is a near-copy when the other updates explain less of its difference
+    than this many standard deviations above what they explain of a random direction
+    (:mod:`fed_agent.screening.dependence`): 0.030 for 20 ESs of the smoke model, where honest
+    pairs measured >= 0.13; 9e-5 for 4 ESs of the default model, honest >= 0.023."""
     quality_clause: bool = False
-    """Pay each kept update by its own gain on the cloud's split against the gain its effort
-    promises (below ``quality_tolerance``: in proportion; no gain: rejected). Off by default:
-    on the main job (4 non-IID ESs a round, a 64-scene cloud split, 5 seeds) 9 of 100 honest
-    updates raised the loss of the cloud's split on their own and were rejected, though the
-    round's average of them improved it; on the smoke model's 20 ESs none was."""
+    """Pay each kept update by its contribution to the round's aggregate on the cloud's split
+    (its share of the aggregate's drop of the loss, measured along the path to the aggregate)
+    against the contribution its effort promises (below ``quality_tolerance``: in proportion;
+    none: rejected; :mod:`fed_agent.screening.settlement`)."""
+    quality_path_points: int = 4
+    """Points on the path from the global module to the round's aggregate at which each
+    update's contribution is measured (2 x updates + 1 losses on the cloud's split each)."""
     quality_tolerance: float = 0.15
-    """An update whose gain on the cloud's split is at least (1 - this) x its expected gain is
-    paid in full, a smaller one in proportion to its gain. Honest gains of the smoke model
-    measured 0.91-1.04x the round's median (20 ESs)."""
+    """An update whose contribution is at least (1 - this) x its expected contribution is
+    paid in full, a smaller one in proportion to it."""
     min_quality_peers: int = 3
-    """The expected gain is the median gain per expected norm of at least this many updates
-    of the round; with fewer the quality clause is void (full pay)."""
+    """The expected contribution is the median contribution per unit of weight and expected
+    norm of at least this many updates of the round; with fewer the quality clause is void
+    (full pay)."""
     history_rounds: int = 5
     """Rounds of accepted norm ratios that calibrate the expected norm."""
     reference_samples: int = 64
@@ -70,7 +77,8 @@ class ScreeningConfig:
     def __post_init__(self) -> None:
         for name in ("min_reference_cosine", "cosine_fraction"):
             check_number(f"screening.{name}", getattr(self, name), 0, 1, ends="[)")
-        check_number("screening.random_cosine_sigmas", self.random_cosine_sigmas, 0)
+        for name in ("random_cosine_sigmas", "near_copy_sigmas"):
+            check_number(f"screening.{name}", getattr(self, name), 0)
         check_number("screening.low_norm_ratio", self.low_norm_ratio, 0, 1, ends="()")
         check_number("screening.clip_ratio", self.clip_ratio, 1)
         check_number("screening.high_norm_ratio", self.high_norm_ratio, self.clip_ratio)
@@ -83,6 +91,7 @@ class ScreeningConfig:
             "reference_samples",
             "max_reference_steps",
             "min_quality_peers",
+            "quality_path_points",
         ):
             check_number(f"screening.{name}", getattr(self, name), 1, integer=True)
 

@@ -1,0 +1,140 @@
+"""Copies, means of peers and near-copies share one update's worth, whatever the order of
+arrival; honest updates as close to each other as measured share nothing.
+
+Synthetic updates (pure numpy) shaped like the smoke model's round 1: honest ESs share one
+learning direction plus their own data's part, which lies in a few directions that the ESs'
+data have in common (so the difference of two honest updates is learning the others share in
+part), plus a little of their own.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from fed_agent.screening.config import ScreeningConfig
+from fed_agent.screening.dependence import (
+    dependence_shares,
+    dependent_groups,
+    explained_shares,
+    near_copy_classes,
+    noise_share_limit,
+    unit_rows,
+)
+
+DIM = 1792  # the smoke model's LoRA parameters
+CFG = ScreeningConfig()
+_RNG = np.random.default_rng(0)
+COMMON = _RNG.normal(size=DIM)
+TOPICS = _RNG.normal(size=(6, DIM))  # the directions the ESs' data have in common
+
+
+def honest(seed: int, own: float = 0.25) -> np.ndarray:
+    """The common direction plus ``own`` x a mix of the topics plus 2 % of the ES's own noise."""
+    rng = np.random.default_rng(seed)
+    part = rng.normal(size=6) @ TOPICS / np.sqrt(6)
+    return COMMON + own * part + 0.02 * rng.normal(size=DIM)
+
+
+def honest_round(n: int = 8) -> list[np.ndarray]:
+    return [honest(s) for s in range(1, n + 1)]
+
+
+def near_copy(peer: np.ndarray, cosine: float, seed: int) -> np.ndarray:
+    """``peer`` turned by Gaussian noise to ``cosine`` to it, at its norm (as
+    ``benchmarks.attacks``' ``near_copy_*``)."""
+    unit = peer / np.linalg.norm(peer)
+    side = np.random.default_rng(seed).normal(size=DIM)
+    side -= (side @ unit) * unit
+    side /= np.linalg.norm(side)
+    return np.linalg.norm(peer) * (cosine * unit + np.sqrt(1 - cosine**2) * side)
+
+
+def test_honest_updates_as_close_as_measured_share_nothing():
+    updates = honest_round()
+    units = unit_rows(updates)
+    closest = max(units[i] @ units[j] for i, j in itertools.combinations(range(8), 2))
+    assert 0.95 < closest < 0.995  # honest smoke-model pairs measured up to 0.99
+    assert dependent_groups(units, CFG.dependence_tolerance) == []
+    assert near_copy_classes(units, CFG) == [[i] for i in range(8)]
+    limit = noise_share_limit(6, DIM, CFG.near_copy_sigmas)
+    assert min(explained_shares(units, CFG.dependence_tolerance).values()) > 3 * limit
+    np.testing.assert_array_equal(dependence_shares(updates, CFG), np.ones(8))
+
+
+def test_the_noise_limit_is_the_random_share_plus_six_deviations():
+    # 18 others in the smoke model's 1,792 dimensions; 2 in the default model's 155,648
+    assert noise_share_limit(18, 1792, 6.0) == pytest.approx(0.0301, abs=2e-4)
+    assert noise_share_limit(2, 155_648, 6.0) == pytest.approx(9.0e-5, abs=2e-6)
+    shares = []
+    for seed in range(200):  # what others explain of a random direction stays under it
+        units = unit_rows([*honest_round(6), np.random.default_rng(seed + 50).normal(size=DIM)])
+        rest = units[:6]
+        residual = units[6] - rest.T @ np.linalg.lstsq(rest.T, units[6], rcond=None)[0]
+        shares.append(1 - residual @ residual)
+    assert max(shares) < noise_share_limit(6, DIM, 6.0)
+
+
+@pytest.mark.parametrize("cosine", [0.99, 0.95, 0.8])
+def test_a_near_copy_and_its_original_share_one_update_in_any_order(cosine):
+    updates = honest_round(7)
+    sent = [*updates, near_copy(updates[2], cosine, seed=11)]
+    base = dependence_shares(sent, CFG)
+    np.testing.assert_allclose(base, [1, 1, 0.5, 1, 1, 1, 1, 0.5])
+    for order in itertools.islice(itertools.permutations(range(8)), 0, 5000, 397):
+        shares = dependence_shares([sent[i] for i in order], CFG)
+        np.testing.assert_allclose(shares, base[list(order)])
+
+
+def test_near_copies_of_several_peers_pair_with_their_originals_only():
+    updates = honest_round(11)
+    copies = [near_copy(updates[i], 0.95, seed=20 + i) for i in range(9)]  # 45 % attackers
+    shares = dependence_shares([*updates, *copies], CFG)
+    np.testing.assert_allclose(shares, [0.5] * 9 + [1, 1] + [0.5] * 9)
+
+
+def test_two_near_copies_of_one_peer_share_it_three_ways():
+    updates = honest_round(6)
+    sent = [*updates, near_copy(updates[0], 0.99, 1), near_copy(updates[0], 0.95, 2)]
+    np.testing.assert_allclose(dependence_shares(sent, CFG), [1 / 3] + [1] * 5 + [1 / 3] * 2)
+
+
+def test_shares_do_not_depend_on_the_order_of_arrival():
+    updates = honest_round(6)
+    sent = [*updates, (updates[0] + updates[1]) / 2, updates[3].copy(), updates[3].copy()]
+    base = dependence_shares(sent, CFG)
+    for order in itertools.islice(itertools.permutations(range(len(sent))), 0, 200, 7):
+        shares = dependence_shares([sent[i] for i in order], CFG)
+        np.testing.assert_allclose(shares, base[list(order)])
+    # the mean of two peers: 3 updates of rank 2; three copies of one: rank 1
+    np.testing.assert_allclose(base, [2 / 3, 2 / 3, 1, 1 / 3, 1, 1, 2 / 3, 1 / 3, 1 / 3])
+
+
+def test_colluders_sending_one_update_are_worth_one_update_in_all():
+    updates = honest_round(5)
+    shared = honest(99)
+    shares = dependence_shares([*updates, shared, 0.9 * shared, shared], CFG)
+    np.testing.assert_allclose(shares, [1] * 5 + [1 / 3] * 3)
+
+
+def test_pairs_alone_are_never_near_copies():
+    """Two updates leave nothing to tell learning from noise: only exact copies share."""
+    a, b = honest(1), near_copy(honest(1), 0.95, 3)
+    np.testing.assert_array_equal(dependence_shares([a, b], CFG), [1, 1])
+    np.testing.assert_array_equal(dependence_shares([a, 2 * a], CFG), [0.5, 0.5])
+
+
+def test_bad_input_is_refused_with_one_line():
+    with pytest.raises(ValueError, match="finite and non-zero"):
+        dependence_shares([honest(1), np.zeros(DIM)], CFG)
+    with pytest.raises(ValueError, match="near_copy_sigmas"):
+        ScreeningConfig(near_copy_sigmas=-1.0)
+
+
+def test_a_copy_among_three_is_one_update_not_a_near_copy_of_the_third():
+    """A copy leaves the near-copy test nothing to compare with: it is taken as one update."""
+    a, b = honest(1), honest(2)
+    np.testing.assert_allclose(dependence_shares([a, b, 1.3 * a], CFG), [0.5, 1, 0.5])
+    np.testing.assert_allclose(dependence_shares([1.3 * a, b, a], CFG), [0.5, 1, 0.5])
