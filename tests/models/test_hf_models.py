@@ -107,7 +107,7 @@ def test_chat_template_wraps_prompts_when_present_and_asked(folders):
     assert bare.startswith("<|bos|>") and "user: " not in bare
 
 
-@pytest.mark.parametrize("name", ["qwen2-vl", "idefics3", "llava"])
+@pytest.mark.parametrize("name", ["qwen2-vl", "idefics3", "idefics3-split", "llava"])
 def test_vlm_cached_decoding_matches_full_forwards(folders, name):
     """Greedy decoding with the cache equals full forwards on the whole prompt (chat template,
     image markers): Qwen2-VL's cached steps need their multimodal positions from the hook."""

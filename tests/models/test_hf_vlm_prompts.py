@@ -31,12 +31,16 @@ from fed_agent.packaging.export import export_agent
 from fed_agent.runtime import AgentRuntime
 from tests.models.tiny_hf import BUILDERS
 
-VLMS = ("llava", "idefics3", "qwen2-vl")
+VLMS = ("llava", "idefics3", "idefics3-split", "qwen2-vl")
 MARKERS = {
     "llava": "USER: " + "<image>" * 16 + "\n",
     "idefics3": "User:<fake_token_around_image><global-img>"
     + "<image>" * 4
     + "<fake_token_around_image>",
+    "idefics3-split": "User:<fake_token_around_image><row_1_col_1><image>"
+    "<fake_token_around_image><row_1_col_2><image>\n"
+    "<fake_token_around_image><row_2_col_1><image><fake_token_around_image><row_2_col_2><image>"
+    "\n\n<fake_token_around_image><global-img><image><fake_token_around_image>",
     "qwen2-vl": "user\n<|vision_start|>" + "<|image_pad|>" * 4 + "<|vision_end|>",
 }
 """What each architecture's prompt must hold around its image (written out by hand from the
@@ -95,7 +99,7 @@ def test_chat_prompt_ids_equal_the_stock_processor(folders, name):
         {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": example.prompt}]}
     ]
     text = processor.apply_chat_template(turn, add_generation_prompt=True, tokenize=False)
-    nested = name == "idefics3"
+    nested = name.startswith("idefics3")
     image = array_image(example.image)
     stock = processor(text=[text], images=[[image]] if nested else [image], return_tensors="pt")
     assert ours["input_ids"].tolist() == stock["input_ids"].tolist()
@@ -116,9 +120,11 @@ def test_plain_prompt_ids_equal_the_stock_processor(folders, name):
     processor = _stock_processor(name, folders[name])
     image = array_image(example.image)
     text = base.tokenizer.bos_token + base.tokenizer.image_token + example.prompt
-    stock = processor(text=[text], images=[[image]] if name == "idefics3" else [image])
+    nested = name.startswith("idefics3")
+    stock = processor(text=[text], images=[[image]] if nested else [image])
     assert _our_prompt(base, example)["input_ids"][0].tolist() == stock["input_ids"][0]
-    assert len(base.image_ids) == {"llava": 16, "idefics3": 7, "qwen2-vl": 4}[name]
+    lengths = {"llava": 16, "idefics3": 7, "idefics3-split": 19, "qwen2-vl": 4}
+    assert len(base.image_ids) == lengths[name]
 
 
 def test_a_long_prompt_is_cut_before_the_image_never_through_it(folders):
@@ -177,5 +183,5 @@ def test_the_exported_agent_reads_the_prompt_as_trained_and_as_stock_tools_do(
     ]
     text = processor.apply_chat_template(turn, add_generation_prompt=True, tokenize=False)
     image = array_image(example.image)
-    stock = processor(text=[text], images=[[image]] if name == "idefics3" else [image])
+    stock = processor(text=[text], images=[[image]] if name.startswith("idefics3") else [image])
     assert stock["input_ids"] == trained

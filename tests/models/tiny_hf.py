@@ -8,6 +8,7 @@ model. Text side: 2 layers, hidden 32; vision side: 1 layer, hidden 32, 32 px im
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -131,24 +132,30 @@ def build_llava(out: Path) -> Path:
     return out
 
 
-def build_idefics3(out: Path) -> Path:
-    tokenizer = _tokenizer(IDEFICS3_TOKENS)
+def build_idefics3(out: Path, tile_px: int = 0) -> Path:
+    """Idefics3 (SmolVLM): one 32 px image as 4 image tokens; with ``tile_px`` its processor
+    splits the image into ``tile_px`` tiles plus the whole image scaled to one tile (1 image
+    token each, between SmolVLM's ``<row_r_col_c>`` and ``<global-img>`` markers)."""
+    tile = tile_px or IMAGE_PX
+    grid = [f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)] if tile_px else []
+    tokenizer = _tokenizer([*IDEFICS3_TOKENS, *grid])
+    vision = {**_vision(), "image_size": tile}
     config = T.Idefics3Config(
-        vision_config=_vision(),
+        vision_config=vision,
         text_config=T.LlamaConfig(**_text(tokenizer)),
         scale_factor=2,
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
     )
     T.Idefics3ForConditionalGeneration(config).save_pretrained(out)
     image_processor = T.Idefics3ImageProcessor(
-        do_image_splitting=False,
+        do_image_splitting=bool(tile_px),
         size={"longest_edge": IMAGE_PX},
-        max_image_size={"longest_edge": IMAGE_PX},
+        max_image_size={"longest_edge": tile},
     )
     T.Idefics3Processor(
         image_processor=image_processor,
         tokenizer=tokenizer,
-        image_seq_len=4,
+        image_seq_len=(tile // PATCH_PX) ** 2 // 4,
         chat_template=VLM_CHAT_TEMPLATES["idefics3"],
     ).save_pretrained(out)
     return out
@@ -195,6 +202,7 @@ BUILDERS: dict[str, tuple[str, Callable[[Path], Path]]] = {
     "qwen2": ("llm", build_qwen2),
     "llava": ("vlm", build_llava),
     "idefics3": ("vlm", build_idefics3),
+    "idefics3-split": ("vlm", functools.partial(build_idefics3, tile_px=16)),
     "qwen2-vl": ("vlm", build_qwen2_vl),
 }
 """Architecture -> (kind, builder)."""
