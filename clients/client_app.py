@@ -37,10 +37,13 @@ from clients.edge_server import EdgeServer
 from clients.warm_trainer import TrainerUnavailable, train_remotely
 from fed_agent.config import config_from_run_config
 from fed_agent.console import show_project_logs
+from fed_agent.es_keys import IdentityKeyError
 from fed_agent.protocol import (
     ARRAYS,
     CONFIG,
     DATA_DECLINE,
+    IDENTITY_CHALLENGE,
+    IDENTITY_KEY,
     ITEM,
     METRICS,
     OFFER,
@@ -87,11 +90,24 @@ def query(msg: Message, context: Context) -> Message:
         reason = f"{DATA_DECLINE}: {es.data_problem}"
         return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason), reply_to=msg)
     if phase == PUBLIC_FACTS:
-        return Message(RecordDict({PUBLIC_FACTS: ConfigRecord(es.public_facts())}), reply_to=msg)
+        return _public_facts(es, str(values.get(IDENTITY_CHALLENGE, "")), msg)
     if phase == OFFER:
         item = es.answer_offer(Offer.from_dict(values))
         return Message(RecordDict({METRICS: MetricRecord({ITEM: item})}), reply_to=msg)
     raise ProtocolError(f"unknown query phase {phase!r}; valid choices: {list(PHASES)}")
+
+
+def _public_facts(es: EdgeServer, challenge: str, msg: Message) -> Message:
+    """The public-facts reply; an identity key the node config names but that cannot be used
+    is a node config problem: one error line here, and an error reply whose reason (without
+    the file's path) the cloud records once before it stops asking this node."""
+    try:
+        facts = es.public_facts(challenge)
+    except IdentityKeyError as err:
+        log.error("ES %d cannot prove its identity: node config %s", es.partition_id, err)
+        reason = f"node config {IDENTITY_KEY}: {err.problem}"
+        return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason), reply_to=msg)
+    return Message(RecordDict({PUBLIC_FACTS: ConfigRecord(facts)}), reply_to=msg)
 
 
 @app.train()

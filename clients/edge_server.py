@@ -33,6 +33,13 @@ from fed_agent.data.files import DataFileError, find_problems
 from fed_agent.data.partition import es_examples
 from fed_agent.data.sources import es_data, es_folder
 from fed_agent.data.tasks import Example
+from fed_agent.es_keys import (
+    PrivateKey,
+    load_identity_key,
+    public_key_text,
+    sign,
+    simulated_identity_key,
+)
 from fed_agent.incentives.profiles import (
     CHANNEL_GAIN,
     WILLINGNESS_SEED,
@@ -48,6 +55,9 @@ from fed_agent.protocol import (
     DECLINE,
     DEVICE,
     ES_IDENTITY,
+    ES_PROOF,
+    ES_PUBLIC_KEY,
+    IDENTITY_KEY,
     NUM_PARTITIONS,
     PARTITION_ID,
     AdapterState,
@@ -92,6 +102,9 @@ class EdgeServer:
     data_folder: str = ""
     """``data.source=files``: the ES's own data folder (node config ``data-path``, else
     ``<data.path>/<partition-id>``); it never leaves the ES."""
+    identity_key_file: str = ""
+    """The file of the ES's identity key (node config ``identity-key``); empty: the simulated
+    key derived from the seed and the partition (``fed_agent.es_keys``)."""
     keep_modules: ClassVar[bool] = False
     """Keep the last built module for later messages: set by a long-lived process (the warm
     trainer, ``clients/warm_trainer.py``); a ClientApp process answers one message."""
@@ -120,7 +133,8 @@ class EdgeServer:
             seed = int(node_config.get(WILLINGNESS_SEED, willingness.chain_seed))  # type: ignore[arg-type]
             willingness = Willingness(initial, seed)
         folder = es_folder(cfg.data, pid, node_config) if cfg.data.source == "files" else ""
-        return cls(cfg, pid, num, facts, willingness, str(folder))
+        key_file = str(node_config.get(IDENTITY_KEY, ""))
+        return cls(cfg, pid, num, facts, willingness, str(folder), key_file)
 
     @property
     def data_problem(self) -> str | None:
@@ -130,11 +144,26 @@ class EdgeServer:
             return None
         return _data_problem(self.data_folder)
 
-    def public_facts(self) -> dict[str, float | str]:
-        """The public-facts reply: workload, uplink gain and the ES's stable identity (its
-        data shard), by which a resumed cloud finds this ES's engagement."""
+    def identity_key(self) -> PrivateKey:
+        """The ES's identity key: its key file's, else the simulated one. A key file that is
+        missing or unusable raises ``fed_agent.es_keys.IdentityKeyError`` (one line)."""
+        if self.identity_key_file:
+            return load_identity_key(self.identity_key_file)
+        return simulated_identity_key(self.cfg.seed, self.partition_id)
+
+    def public_facts(self, challenge: str = "") -> dict[str, float | str]:
+        """The public-facts reply: workload, uplink gain, the ES's stable identity (its data
+        shard) and the proof that it holds the identity's key: the public key and a signature
+        over the identity and the cloud's ``challenge``, by which a resumed cloud finds this
+        ES's engagement and no other node can take it."""
         identity = es_identity(self.partition_id, self.num_partitions)
-        return {**self.facts.to_dict(), ES_IDENTITY: identity}
+        key = self.identity_key()
+        return {
+            **self.facts.to_dict(),
+            ES_IDENTITY: identity,
+            ES_PUBLIC_KEY: public_key_text(key),
+            ES_PROOF: sign(key, identity, challenge),
+        }
 
     def market(self, module_bytes: float | None = None) -> Market:
         """This ES's market as it sees it (no belief: it knows its own type)."""

@@ -31,6 +31,14 @@ cannot answer the protocol, and never asks that ES again."""
 ES_IDENTITY = "es-identity"
 """Key of the public-facts reply: the ES's stable identity (:func:`es_identity`), by which a
 resumed cloud finds the engagement an ES had under the node id of an earlier run."""
+ES_PUBLIC_KEY = "es-public-key"
+ES_PROOF = "es-proof"
+"""Keys of the public-facts reply: the public half of the ES's identity key (one OpenSSH line)
+and its signature over the identity and the query's challenge (``fed_agent.es_keys``)."""
+IDENTITY_CHALLENGE = "identity-challenge"
+"""ConfigRecord key of a public-facts QUERY: the fresh challenge the ES signs."""
+IDENTITY_KEY = "identity-key"
+"""Node-config key: the ES's identity key file (an OpenSSH private key; ``fed_agent.es_keys``)."""
 ITEM = "item"
 ITEM_STEPS = "item-steps"
 """A train offer's local steps per menu item."""
@@ -128,15 +136,42 @@ def es_identity(partition_id: int, num_partitions: int) -> str:
     return f"partition-{partition_id}-of-{num_partitions}"
 
 
-def read_identity(values: Mapping[str, object]) -> str | None:
-    """The identity a public-facts reply names (None: it names none); a printable string of
-    at most 64 characters, else ProtocolError."""
+def new_challenge() -> str:
+    """A fresh unpredictable challenge for one public-facts query (32 hex digits)."""
+    return secrets.token_hex(16)
+
+
+@dataclass(frozen=True)
+class IdentityClaim:
+    """A public-facts reply's identity, public key and proof (``fed_agent.es_keys.verify``)."""
+
+    name: str
+    public_key: str
+    proof: str
+
+
+def _read_text(key: str, value: object, limit: int) -> str:
+    text = _read_str("public facts", key, value, limit=limit)
+    if not text.isprintable() or not text.strip():
+        raise ProtocolError(f"public facts: {key} must be printable text")
+    return text
+
+
+def read_identity(values: Mapping[str, object]) -> IdentityClaim | None:
+    """A public-facts reply's identity claim (None: no identity), else ProtocolError: printable
+    identity (<= 64 chars), public key (<= 1024) and proof (<= 512 lowercase hex digits)."""
     if ES_IDENTITY not in values:
         return None
-    identity = _read_str("public facts", ES_IDENTITY, values[ES_IDENTITY], limit=64)
-    if not identity.isprintable() or not identity.strip():
-        raise ProtocolError(f"public facts: {ES_IDENTITY} must be printable text")
-    return identity
+    if ES_PUBLIC_KEY not in values or ES_PROOF not in values:
+        raise ProtocolError(f"public facts: {ES_IDENTITY} needs {ES_PUBLIC_KEY} and {ES_PROOF}")
+    proof = _read_text(ES_PROOF, values[ES_PROOF], limit=512)
+    if any(c not in "0123456789abcdef" for c in proof):
+        raise ProtocolError(f"public facts: {ES_PROOF} must be lowercase hex digits")
+    return IdentityClaim(
+        _read_text(ES_IDENTITY, values[ES_IDENTITY], limit=64),
+        _read_text(ES_PUBLIC_KEY, values[ES_PUBLIC_KEY], limit=1024),
+        proof,
+    )
 
 
 def read_choice(values: Mapping[str, object], num_items: int) -> int:

@@ -359,7 +359,7 @@ class ContractStrategy(Strategy):
             "beliefs": {str(k): v for k, v in self.beliefs.state().items()},
             "facts": {str(n): p.to_dict() for n, p in self.facts.items()},
             "incompatible": {str(n): reason for n, reason in self.incompatible.items()},
-            "identities": {str(n): i for n, i in self.recruiter.identities.items()},
+            "identities": self.recruiter.identities.state_dict(),
             "declined": {str(n): reason for n, reason in self.recruiter.declined.items()},
             "engagements": self.book.state_dict(),
             "expectations": self.expectations.state_dict(),
@@ -371,7 +371,7 @@ class ContractStrategy(Strategy):
         recruiter.beliefs.load_state(state["beliefs"])
         recruiter.facts = {int(n): PublicFacts.from_dict(p) for n, p in state["facts"].items()}
         recruiter.incompatible = {int(n): str(r) for n, r in state.get("incompatible", {}).items()}
-        recruiter.identities = {int(n): str(i) for n, i in state.get("identities", {}).items()}
+        recruiter.identities.load_state_dict(state.get("identities", {}))
         recruiter.declined = {int(n): str(r) for n, r in state.get("declined", {}).items()}
         # checkpoints written before the expectations were kept start them afresh
         self.expectations.load_state_dict(state.get("expectations", {"ratios": []}))

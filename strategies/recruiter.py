@@ -47,13 +47,16 @@ from fed_agent.protocol import (
     CONFIG,
     DATA_DECLINE,
     DECLINE,
+    IDENTITY_CHALLENGE,
     PHASE,
     PUBLIC_FACTS,
+    IdentityClaim,
     Offer,
     ProtocolError,
     TrainInstruction,
     TrainOffer,
     is_exit,
+    new_challenge,
     new_nonce,
     read_identity,
 )
@@ -61,6 +64,7 @@ from fed_agent.seeding import rng_for
 from fed_agent.text import one_line
 from strategies.choices import Choices, choices_in_answers, choices_in_train_replies, query
 from strategies.contract_book import ContractBook, Engagement
+from strategies.identities import EsIdentities
 from strategies.round_plan import Assignment, RoundPlan
 from strategies.sampling import sample_nodes
 
@@ -98,8 +102,8 @@ class Recruiter:
         self.declined: dict[int, str] = {}
         """Nodes that declined to take part because their own data is unusable, and why (the
         ES's reason: file and line; never asked again)."""
-        self.identities: dict[int, str] = {}
-        """Each ES's stable identity (``protocol.ES_IDENTITY``), by its node id in this run."""
+        self.identities = EsIdentities()
+        """Each ES's proven identity and key (``strategies.identities``), by node id."""
 
     # ------------------------------------------------------------------ admission
 
@@ -108,11 +112,12 @@ class Recruiter:
     ) -> None:
         """Ask ESs seen for the first time for their public facts (workload, uplink gain); an
         ES that comes back under a new node id gets its saved engagement back (``live``: the
-        connected nodes, :meth:`_returning`)."""
+        connected nodes, ``EsIdentities.earlier_node``)."""
         new = [n for n in node_ids if n not in self.facts and n not in self.left_out]
         if not new:
             return
-        queries = [query(n, {PHASE: PUBLIC_FACTS}) for n in new]
+        challenges = {n: new_challenge() for n in new}
+        queries = [query(n, {PHASE: PUBLIC_FACTS, IDENTITY_CHALLENGE: challenges[n]}) for n in new]
         for reply in grid.send_and_receive(queries, timeout=self.cfg.federation.round_timeout_s):
             node_id = int(reply.metadata.src_node_id)
             if node_id not in new or node_id in self.facts or node_id in self.left_out:
@@ -130,40 +135,31 @@ class Recruiter:
             try:
                 if reply.has_error():
                     raise ProtocolError(reply.error.reason)
-                facts, identity = self._admissible_facts(reply)
+                facts, claim = self._admissible_facts(reply, challenges[node_id])
             except Exception as err:  # noqa: BLE001 -- a node's reply never ends the run
                 reason = f"cannot answer the contract protocol: {one_line(err)}"
                 self.mark_incompatible(plan, node_id, reason)
                 continue
-            old = self._returning(node_id, identity, facts, live)
+            impostor = self.identities.impostor_reason(claim) if claim else None
+            if impostor is not None:
+                self.mark_incompatible(plan, node_id, impostor)
+                continue
+            old = self.identities.earlier_node(node_id, claim, live, (self.facts, facts))
             if old is not None:
                 self._rebind(old, node_id)
             self.facts[node_id] = facts
-            if identity is not None:
-                self.identities[node_id] = identity
-
-    def _returning(
-        self, node_id: int, identity: str | None, facts: PublicFacts, live: set[int]
-    ) -> int | None:
-        """The earlier node id of the ES ``node_id`` is, or None: the node id whose identity
-        and public facts it reports, when that node is not connected and no other connected
-        node holds the identity."""
-        if identity is None:
-            return None
-        holders = [n for n, known in self.identities.items() if known == identity]
-        if any(n in live and n != node_id for n in holders):
-            return None
-        gone = [n for n in holders if n not in live and self.facts.get(n) == facts]
-        return gone[0] if gone else None
+            if claim is not None:
+                self.identities.add(node_id, claim)
 
     def _rebind(self, old: int, new: int) -> None:
         """Keep the ES known as node ``old`` (an earlier run) under node id ``new``: its facts,
         identity, belief and engagement (contract, report, held pay)."""
         self.facts[new] = self.facts.pop(old)
-        self.identities[new] = self.identities.pop(old)
+        self.identities.move(old, new)
         self.beliefs.move(old, new)
         self.book.rebind(old, new)
-        log.info("node %s is ES %s, known before as node %s", new, self.identities[new], old)
+        name = self.identities.name_of(new)
+        log.info("node %s is ES %s, known before as node %s", new, name, old)
 
     def _find_returning(self, grid: Grid, plan: RoundPlan, node_ids: list[int]) -> None:
         """When an engaged ES is not connected (a restart gives new node ids), ask the
@@ -174,14 +170,18 @@ class Recruiter:
         unknown = [n for n in node_ids if n not in self.facts and n not in self.left_out]
         self.ask_public_facts(grid, plan, unknown, live)
 
-    def _admissible_facts(self, reply: Message) -> tuple[PublicFacts, str | None]:
+    def _admissible_facts(
+        self, reply: Message, challenge: str
+    ) -> tuple[PublicFacts, IdentityClaim | None]:
         """The public facts a reply holds, parsed and bounded (a finite number > 0 each), on
-        which a market can be designed, and the identity it names: any failure raises."""
+        which a market can be designed, and the identity it proves over ``challenge``: raises."""
         record = reply.content[PUBLIC_FACTS]
         if not isinstance(record, ConfigRecord):
             raise ProtocolError(f"public facts in a {type(record).__name__}, not a ConfigRecord")
         facts = PublicFacts.from_dict(record)
         identity = read_identity(record)
+        if identity is not None and not self.identities.proves(identity, challenge):
+            raise ProtocolError(f"its proof of identity {identity.name} does not verify")
         try:
             es_market(self.cfg.market, facts, self.module.adapter_bytes, None)
         except ValueError as err:

@@ -285,7 +285,7 @@ def _supernode(args: argparse.Namespace) -> int:
         start_warm_trainer,
         stop_warm_trainer,
     )
-    from fed_agent.protocol import WARM_TRAINER
+    from fed_agent.protocol import IDENTITY_KEY, WARM_TRAINER
 
     parse_address(args.superlink)
     check_certificate(args.ca, "--ca")
@@ -303,6 +303,8 @@ def _supernode(args: argparse.Namespace) -> int:
     profile.update(parse_pairs(args.node_config))
     if args.data_path is not None:
         profile[DATA_PATH] = str(_data_folder(args.data_path))
+    if IDENTITY_KEY in profile:  # another key than the SuperNode's proves the ES's identity
+        check_node_private_key(Path(str(profile[IDENTITY_KEY])), IDENTITY_KEY)
     env = flower_env(DEFAULT_HOME.resolve(), args.port)
     logs = Path(".flwr") / "deploy" / "logs"
     trainer, socket = None, None
@@ -315,7 +317,7 @@ def _supernode(args: argparse.Namespace) -> int:
         superlink=args.superlink,
         ca_cert=args.ca.resolve(),
         private_key=args.key.resolve(),
-        node_config=node_config(args.partition_id, args.num_partitions, profile),
+        node_config=node_config(args.partition_id, args.num_partitions, profile, args.key),
         runtime_port=args.port,
         max_wait_time_s=args.max_wait_time_s,
     )

@@ -120,7 +120,9 @@ class LocalFederation:
             superlink=self.address,
             ca_cert=ca_cert or self.tls.ca_cert,
             private_key=key.private_key if key else None,
-            node_config=node_config(partition_id, num_partitions, profile),
+            node_config=node_config(
+                partition_id, num_partitions, profile, key.private_key if key else None
+            ),
             runtime_port=free_port(),
             max_wait_time_s=max_wait_time_s,
         )

@@ -1,7 +1,10 @@
-"""SuperNode node configs: partition, number of partitions and the ES's private profile.
+"""SuperNode node configs: partition, number of partitions, identity key and private profile.
 
 An ES's private facts (its partition, later its willingness type, ...) live in its
-SuperNode's ``--node-config`` and never travel to the server. A per-node profile is a flat
+SuperNode's ``--node-config`` and never travel to the server. The identity key
+(``protocol.IDENTITY_KEY``) is the file of the SuperNode's authentication key unless the
+profile names another: with it the ES proves to a resumed cloud which ES it is
+(``fed_agent.es_keys``). A per-node profile is a flat
 YAML mapping whose keys are passed through verbatim, so keys the ClientApp learns to read
 later need no change here.
 """
@@ -13,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from fed_agent.protocol import NUM_PARTITIONS, PARTITION_ID
+from fed_agent.protocol import IDENTITY_KEY, NUM_PARTITIONS, PARTITION_ID
 
 Scalar = bool | int | float | str
 
@@ -42,12 +45,19 @@ def parse_pairs(pairs: Sequence[str]) -> dict[str, Scalar]:
 
 
 def node_config(
-    partition_id: int, num_partitions: int, profile: Mapping[str, Scalar] | None = None
+    partition_id: int,
+    num_partitions: int,
+    profile: Mapping[str, Scalar] | None = None,
+    auth_key: Path | None = None,
 ) -> dict[str, Scalar]:
-    """The node config of one ES; the profile may not contradict the partition given."""
+    """The node config of one ES; the profile may not contradict the partition given. With
+    the SuperNode's ``auth_key``, that file is the ES's identity key unless the profile names
+    one."""
     if not 0 <= partition_id < num_partitions:
         raise ValueError(f"partition id {partition_id} is outside [0, {num_partitions})")
     config: dict[str, Scalar] = {**(profile or {})}
+    if auth_key is not None:
+        config.setdefault(IDENTITY_KEY, str(auth_key.resolve()))
     for key, value in ((PARTITION_ID, partition_id), (NUM_PARTITIONS, num_partitions)):
         if key in config and config[key] != value:
             raise ValueError(f"profile sets {key}={config[key]!r}, command line says {value}")

@@ -34,7 +34,8 @@ STATUSES = (
     "excluded",
 )
 """``forfeit``: an ES engaged ex ante vanished before period 2; its held pay is forfeited.
-``incompatible``: the node's ClientApp cannot answer the contract protocol (recorded once).
+``incompatible``: the node cannot take part: its ClientApp cannot answer the contract protocol,
+or it names an ES's identity it cannot prove (recorded once; never asked again).
 ``excluded``: the ES took an exit item (f = 0): no work this round and no pay for work; it
 is paid what the item carries, which is 0 except for the deferred pay of its period-1 work
 on a period-2 exit under ex ante participation."""

@@ -1,8 +1,11 @@
-"""The ClientApp outside the contract protocol: plain TRAIN messages, EVALUATE, train offers.
+"""The ClientApp outside the contract protocol: plain TRAIN messages, EVALUATE, train offers,
+and the proof of identity in the public facts.
 
 Flower's own strategies (FedAvg) send a TRAIN message with the module and a config of their own
 keys; the ES trains ``training.local_steps`` and notes the keys it does not use. EVALUATE
-measures the received module on the ES's local split.
+measures the received module on the ES's local split. The public facts carry the ES's
+identity, signed over the query's challenge with the key its node config names; a key file
+that cannot be used is one error line on the node and one error reply, without its path.
 """
 
 from __future__ import annotations
@@ -14,12 +17,21 @@ import pytest
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 from benchmarks.message_cost import PROJECT_ROOT, message_cost
-from clients.client_app import evaluate, train
+from clients.client_app import evaluate, query, train
+from fed_agent.deploy.certs import generate_node_keys
+from fed_agent.es_keys import verify
 from fed_agent.protocol import (
     ARRAYS,
     CONFIG,
     DECLINE,
+    ES_IDENTITY,
+    ES_PROOF,
+    ES_PUBLIC_KEY,
+    IDENTITY_CHALLENGE,
+    IDENTITY_KEY,
     METRICS,
+    PHASE,
+    PUBLIC_FACTS,
     REPLY_METRIC_KEYS,
     Offer,
     ProtocolError,
@@ -128,3 +140,35 @@ def test_answering_a_query_imports_no_torch():
     """Each deployment message is a fresh process: the query path must not pay for torch."""
     cost = message_cost("public-facts", PROJECT_ROOT)
     assert cost["torch"] is False and cost["cpu_s"] > 0
+
+
+def _ask_public_facts(context: Context, challenge: str) -> Message:
+    content = RecordDict(
+        {CONFIG: ConfigRecord({PHASE: PUBLIC_FACTS, IDENTITY_CHALLENGE: challenge})}
+    )
+    return _call(query, _message("query", content), context)
+
+
+def test_the_public_facts_prove_the_identity_with_the_node_configs_key(tmp_path):
+    (key,) = generate_node_keys(tmp_path, 1)
+    context = _context()
+    context.node_config[IDENTITY_KEY] = str(key.private_key)
+    facts = dict(_ask_public_facts(context, "challenge-1").content[PUBLIC_FACTS])
+    assert facts[ES_IDENTITY] == "partition-0-of-3"
+    assert facts[ES_PUBLIC_KEY].split() == key.public_key.read_text().split()[:2]
+    assert verify(facts[ES_PUBLIC_KEY], facts[ES_IDENTITY], "challenge-1", facts[ES_PROOF])
+    assert not verify(facts[ES_PUBLIC_KEY], facts[ES_IDENTITY], "challenge-2", facts[ES_PROOF])
+
+
+def test_a_missing_key_file_is_one_error_line_and_an_error_reply_without_its_path(tmp_path, caplog):
+    context = _context()
+    context.node_config[IDENTITY_KEY] = str(tmp_path / "supernode-0")
+    with caplog.at_level(logging.ERROR, logger="clients.client_app"):
+        reply = _ask_public_facts(context, "challenge-1")
+    assert reply.has_error()
+    assert reply.error.reason == "node config identity-key: no such file"
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [
+        f"ES 0 cannot prove its identity: node config identity key {tmp_path / 'supernode-0'}: "
+        "no such file"
+    ]

@@ -75,6 +75,16 @@ def test_node_config_carries_partition_and_passes_profile_keys_through(tmp_path:
     }
 
 
+def test_the_supernodes_auth_key_is_the_es_identity_key_unless_the_profile_names_one(
+    tmp_path: Path,
+) -> None:
+    key = tmp_path / "keys" / "supernode-1"
+    assert node_config(1, 3, {}, key)["identity-key"] == str(key.resolve())
+    own = {"identity-key": "/etc/fedagent/es-1.key"}
+    assert node_config(1, 3, own, key)["identity-key"] == "/etc/fedagent/es-1.key"
+    assert "identity-key" not in node_config(1, 3, {})
+
+
 @pytest.mark.parametrize(
     ("pid", "num", "profile", "match"),
     [

@@ -3,7 +3,8 @@
 Under ex ante participation the period-1 pay a contract pays is held until the period-2 work
 is delivered. With several rounds a period it adds up and is released once, in the epoch's
 closing round; after a restart the ESs come back under new Flower node ids, report the same
-stable identity and public facts, and are paid what they held.
+stable identity and public facts, prove the identity with the same key (a key file in the
+node config, or the simulated key), and are paid what they held.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from flwr.app import ConfigRecord
 
 from fed_agent.checkpoints import checkpoint_root, load_latest
 from fed_agent.config import load_config
+from fed_agent.deploy.certs import generate_node_keys
 from fed_agent.incentives.ledger import Ledger
 from fed_agent.incentives.policies import make_policy
 from fed_agent.outputs import RunOutputs
+from fed_agent.protocol import IDENTITY_KEY
 from strategies.contract_strategy import ContractStrategy
 from strategies.records import adapter_to_record
 from tests.strategies.fake_grid import FakeGrid, set_task_identity
@@ -32,7 +35,7 @@ HOLDING = "incentive=complete_information"
 """A policy whose contracts are not in the deferred form: they pay (and hold) in period 1."""
 
 
-def _honest_round(strategy, grid, module, flower_round, arrays):
+def honest_round(strategy, grid, module, flower_round, arrays):
     set_task_identity(0)
     messages = list(strategy.configure_train(flower_round, arrays, ConfigRecord(), grid))
     updates = honest_updates(module, messages, seed=flower_round)
@@ -41,7 +44,7 @@ def _honest_round(strategy, grid, module, flower_round, arrays):
     return new_arrays or arrays
 
 
-def _rows(strategy, status="paid"):
+def rows_of(strategy, status="paid"):
     return [e for e in strategy.ledger.entries if e.status == status]
 
 
@@ -50,14 +53,14 @@ def test_two_rounds_a_period_pay_honest_ess_in_full_once_per_epoch(tmp_path, smo
     strategy, grid = make_strategy(tmp_path, smoke_module, overrides)
     arrays = adapter_to_record(smoke_module.initial_state)
     for flower_round in (1, 2, 3, 4):
-        arrays = _honest_round(strategy, grid, smoke_module, flower_round, arrays)
+        arrays = honest_round(strategy, grid, smoke_module, flower_round, arrays)
         if flower_round == 2:  # two period-1 rounds of held pay, added up
             for node in NODES:
-                held = [e.held for e in _rows(strategy) if e.node_id == node]
+                held = [e.held for e in rows_of(strategy) if e.node_id == node]
                 assert held[0] > 0 and strategy.engagements[node].held == pytest.approx(sum(held))
-    assert _rows(strategy, "forfeit") == [] and all(e.forfeited == 0 for e in _rows(strategy))
+    assert rows_of(strategy, "forfeit") == [] and all(e.forfeited == 0 for e in rows_of(strategy))
     by_round = defaultdict(dict)
-    for e in _rows(strategy):
+    for e in rows_of(strategy):
         by_round[e.round][e.node_id] = e
     assert all(sorted(by_round[r]) == NODES for r in (1, 2, 3, 4))
     for node in NODES:
@@ -72,7 +75,7 @@ def test_two_rounds_a_period_pay_honest_ess_in_full_once_per_epoch(tmp_path, smo
         assert strategy.engagements[node].held == 0
 
 
-def _resumed(tmp_path, module, overrides, node_ids):
+def resume(tmp_path, module, overrides, node_ids):
     """A strategy resumed from the newest checkpoint, on a grid of new node ids (the i-th
     still holds partition i), as ``strategies.server_app`` builds it."""
     run = tmp_path / "run"
@@ -93,24 +96,38 @@ def _resumed(tmp_path, module, overrides, node_ids):
     return strategy, grid, adapter_to_record(checkpoint.adapter)
 
 
-def test_a_resume_with_new_node_ids_releases_the_held_pay_to_the_same_ess(tmp_path, smoke_module):
+def give_keys(grid, key_files) -> None:
+    """Node i of the grid proves its identity with ``key_files[i]`` (node config)."""
+    for node, key_file in zip(grid.node_ids, key_files, strict=True):
+        grid.contexts[node].node_config[IDENTITY_KEY] = str(key_file)
+
+
+@pytest.mark.parametrize("key_files", [False, True], ids=["simulated-keys", "key-files"])
+def test_a_resume_with_new_node_ids_releases_the_held_pay_to_the_same_ess(
+    tmp_path, smoke_module, key_files
+):
     overrides = f"{HOLDING} federation.num_rounds=2"
     strategy, grid = make_strategy(
         tmp_path, smoke_module, overrides, checkpoint_dir=checkpoint_root(tmp_path / "run")
     )
-    _honest_round(strategy, grid, smoke_module, 1, adapter_to_record(smoke_module.initial_state))
-    held = {e.node_id: e.held for e in _rows(strategy)}
+    keys = [k.private_key for k in generate_node_keys(tmp_path / "keys", len(NODES))]
+    if key_files:
+        give_keys(grid, keys)
+    honest_round(strategy, grid, smoke_module, 1, adapter_to_record(smoke_module.initial_state))
+    held = {e.node_id: e.held for e in rows_of(strategy)}
     assert sorted(held) == NODES and all(h > 0 for h in held.values())
 
     new_ids = [201, 202, 203]  # a restart: Flower gives the same ESs new node ids
-    resumed, grid, arrays = _resumed(tmp_path, smoke_module, overrides, new_ids)
-    _honest_round(resumed, grid, smoke_module, 1, arrays)
-    second = {e.node_id: e for e in _rows(resumed) if e.round == 2}
+    resumed, grid, arrays = resume(tmp_path, smoke_module, overrides, new_ids)
+    if key_files:
+        give_keys(grid, keys)
+    honest_round(resumed, grid, smoke_module, 1, arrays)
+    second = {e.node_id: e for e in rows_of(resumed) if e.round == 2}
     assert sorted(second) == new_ids
     for old, new in zip(NODES, new_ids, strict=True):
         assert second[new].released == pytest.approx(held[old])
         assert second[new].paid == pytest.approx(second[new].reward_offered + held[old])
-    assert _rows(resumed, "forfeit") == []
+    assert rows_of(resumed, "forfeit") == []
     assert all(e.forfeited == 0 for e in resumed.ledger.entries)
 
 
@@ -119,14 +136,14 @@ def test_a_new_node_with_other_public_facts_gets_no_saved_engagement(tmp_path, s
     strategy, grid = make_strategy(
         tmp_path, smoke_module, overrides, checkpoint_dir=checkpoint_root(tmp_path / "run")
     )
-    _honest_round(strategy, grid, smoke_module, 1, adapter_to_record(smoke_module.initial_state))
-    held = {e.node_id: e.held for e in _rows(strategy)}
+    honest_round(strategy, grid, smoke_module, 1, adapter_to_record(smoke_module.initial_state))
+    held = {e.node_id: e.held for e in rows_of(strategy)}
 
-    resumed, grid, arrays = _resumed(tmp_path, smoke_module, overrides, [201, 202, 203])
+    resumed, grid, arrays = resume(tmp_path, smoke_module, overrides, [201, 202, 203])
     # node 201 names partition 0's identity but another workload: not the same ES
     grid.contexts[201].node_config["workload-gcycles"] = 7.5
-    _honest_round(resumed, grid, smoke_module, 1, arrays)
-    released = {e.node_id: e.released for e in _rows(resumed) if e.round == 2}
+    honest_round(resumed, grid, smoke_module, 1, arrays)
+    released = {e.node_id: e.released for e in rows_of(resumed) if e.round == 2}
     assert sorted(released) == [202, 203]
-    forfeits = {e.node_id: e.forfeited for e in _rows(resumed, "forfeit")}
+    forfeits = {e.node_id: e.forfeited for e in rows_of(resumed, "forfeit")}
     assert forfeits == {NODES[0]: pytest.approx(held[NODES[0]])}
