@@ -5,7 +5,7 @@ Run (from the repository root; ~1 min for the tiny ones, SmolLM2 adds ~1-2 min):
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/hf_models_bench.py
 
 For each architecture: a tiny random-weight model built from config (``tests/models/
-tiny_hf.py``: Llama, Qwen2, LLaVA, Idefics3, Qwen2-VL) or the real SmolLM2-135M-Instruct
+tiny_hf.py``: Llama, Qwen2, LLaVA, Idefics3 whole and tiled, Qwen2-VL) or the real SmolLM2-135M-Instruct
 (its converted folder, ``fed-agent models convert smollm2-135m``) is loaded through
 ``model=hf model.path=<folder>``; one federated round runs in process with the real strategy
 and ClientApp handlers (``benchmarks/in_process.py``, 2 ESs); the module is exported; stock
