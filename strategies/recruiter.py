@@ -254,7 +254,7 @@ class Recruiter:
             zip(offered, offers.contracts, markets, offers.sources, strict=True)
         ):
             if contract is None:
-                reason = "every contract would lose money on this ES"
+                reason = "every contract would cost more than this ES's work is worth to the cloud"
                 self.book.record(plan, node_id, "no_offer", reason=reason, source=source)
                 continue
             deferred = offers.deferred[index] if offers.deferred else None
