@@ -4,7 +4,7 @@
 :func:`score_menus` gives each market's menu its least-rent rewards, cloud utility and
 violated-constraint count at once, which is what lets the RL designer
 (``fed_agent.designer``) score a thousand markets in a few milliseconds. The per-period
-closed form itself is ``fed_agent.contracts.payments.per_period_closed_form``, shared with the
+closed form itself is ``fed_agent.contracts.closed_form.per_period_closed_form``, shared with the
 single-market path (``score_f_menus``); tests/contracts/test_batch.py checks every function
 here against the single-market contract model.
 
@@ -20,9 +20,9 @@ import numpy as np
 
 from fed_agent import latency
 from fed_agent.contracts.audit import DEFAULT_TOLERANCE
+from fed_agent.contracts.closed_form import ex_ante_closed_form, per_period_closed_form
 from fed_agent.contracts.constraints import value_scale
 from fed_agent.contracts.market import MIN_LOG_ARGUMENT, Market
-from fed_agent.contracts.payments import ex_ante_closed_form, per_period_closed_form
 
 NEWTON_STEPS = 40
 

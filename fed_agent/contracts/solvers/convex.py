@@ -198,6 +198,20 @@ class _Problem:
         return best_upper, best_lower, x, rewards
 
 
+def _rows(
+    a_cost: np.ndarray, a_reward: np.ndarray, extra: tuple[np.ndarray, ...] | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The model's rows (right-hand side 0) followed by ``extra`` ``(A_cost, A_reward, rhs)``."""
+    rhs = np.zeros(a_cost.shape[0])
+    if extra is None:
+        return a_cost, a_reward, rhs
+    return (
+        np.vstack([a_cost, extra[0]]),
+        np.vstack([a_reward, extra[1]]),
+        np.concatenate([rhs, extra[2]]),
+    )
+
+
 def solve_tied(
     market: Market,
     cost_map: np.ndarray,
@@ -252,12 +266,7 @@ def solve_tied(
     tie_cost[np.arange(cost_map.size), cost_map] = 1.0
     tie_reward = np.zeros((reward_map.size, n_reward))
     tie_reward[np.arange(reward_map.size), reward_map] = 1.0
-    a_cost, a_reward = system.a_cost[keep], system.a_reward[keep]
-    rhs = np.zeros(a_cost.shape[0])
-    if extra_rows is not None:
-        a_cost = np.vstack([a_cost, extra_rows[0]])
-        a_reward = np.vstack([a_reward, extra_rows[1]])
-        rhs = np.concatenate([rhs, extra_rows[2]])
+    a_cost, a_reward, rhs = _rows(system.a_cost[keep], system.a_reward[keep], extra_rows)
     a_cost, a_reward = a_cost @ tie_cost, a_reward @ tie_reward
     fixed = np.full(n_cost, np.nan) if fixed_cost is None else np.asarray(fixed_cost, float)
     value_weight = weights @ tie_cost
