@@ -168,3 +168,18 @@ def test_under_renegotiation_proof_the_guard_offers_that_contract(participation)
         assert cloud_utility(contract, market) == pytest.approx(utility, rel=1e-9)
     with pytest.raises(ValueError, match="market.commitment: unknown value"):
         guard_offers(given, optimum, priced=True, commitment="sometimes")
+
+
+def test_a_market_without_a_renegotiation_proof_contract_gets_no_offer(monkeypatch, caplog):
+    from fed_agent.contracts.solvers.renegotiation_proof import NoRenegotiationProofContract
+    from fed_agent.incentives import guard
+
+    def refuse(market, exclusion=False):
+        raise NoRenegotiationProofContract("no renegotiation-proof contract: none here")
+
+    monkeypatch.setattr(guard, "renegotiation_proof_contract", refuse)
+    market = named_market("default")
+    offers = guard.renegotiation_proof_offers([market])
+    assert offers.sources == [NO_OFFER] and offers.contracts == [None]
+    assert offers.cloud_utility[0] == 0.0
+    assert "no offer on market 0 of the batch: no renegotiation-proof contract" in caplog.text

@@ -31,6 +31,7 @@ loses money).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -53,6 +54,7 @@ from fed_agent.contracts.payments import within_bounds
 from fed_agent.contracts.pricing import price_menus, reference_menus
 from fed_agent.contracts.solvers.renegotiation_proof import NoRenegotiationProofContract
 
+log = logging.getLogger(__name__)
 DESIGNED, FALLBACK, EXACT, NO_OFFER = "designer", "fallback", "exact", "no_offer"
 EXACT_BELOW = 0.5
 """On a market where the policy is not trusted, the guard solves exactly when the proposal
@@ -227,8 +229,9 @@ def renegotiation_proof_offers(
     for row, market in enumerate(markets):
         try:
             solution = renegotiation_proof_contract(market, exclusion=exclusion)
-        except NoRenegotiationProofContract:
-            continue  # no truthful contract of that kind: no offer
+        except NoRenegotiationProofContract as err:
+            log.warning("no offer on market %d of the batch: %s", row, err)
+            continue
         utility[row] = max(solution.cloud_utility, 0.0)
         contract = solution.contract
         terms = (contract.f1, contract.r1, contract.f2, contract.r2)
