@@ -45,6 +45,9 @@ class ScreeningConfig:
     than this many standard deviations above what they explain of a random direction
     (:mod:`fed_agent.screening.dependence`): 0.030 for 20 ESs of the smoke model, where honest
     pairs measured >= 0.13; 9e-5 for 4 ESs of the default model, honest >= 0.023."""
+    near_copy_cosine: float = 0.9
+    """Only pairs of updates at this cosine or more are tested for near-copies (a peer's update
+    with up to 19 % of its energy replaced by noise); honest smoke-model pairs reach 0.99."""
     quality_clause: bool = False
     """Pay each kept update by its contribution to the round's aggregate on the cloud's split
     (its share of the aggregate's drop of the loss, measured along the path to the aggregate)
@@ -84,7 +87,7 @@ class ScreeningConfig:
         check_number("screening.high_norm_ratio", self.high_norm_ratio, self.clip_ratio)
         check_number("screening.copy_cosine", self.copy_cosine, 0, 1, ends="(]")
         check_number("screening.norm_effort_exponent", self.norm_effort_exponent, 0, 1)
-        for name in ("dependence_tolerance", "quality_tolerance"):
+        for name in ("dependence_tolerance", "quality_tolerance", "near_copy_cosine"):
             check_number(f"screening.{name}", getattr(self, name), 0, 1, ends="[)")
         for name in (
             "history_rounds",

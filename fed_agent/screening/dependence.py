@@ -15,7 +15,9 @@ is symmetric in the updates, and the rank of a group is taken in an order set by
   the smaller share of its two differences lies below that mean plus ``near_copy_sigmas``
   standard deviations. The difference of two honest ESs is learning (each ES's own data,
   which the other ESs' updates share in part); the difference of a copy and its original is
-  the copier's noise. Measured (``benchmarks/robustness_settlement.py``'s round, and the
+  the copier's noise. Only pairs at cosine ``near_copy_cosine`` (0.9) or more are tested: the
+  difference of a junk update and any honest one is junk too, and a junk update is no copy
+  (the quality clause pays it by its contribution). Measured (``benchmarks/robustness_settlement.py``'s round, and the
   default model's round 1): honest pairs' shares 0.27-0.99 on the smoke model (20 ESs,
   D = 1,792; 0.13 with 9 near-copies among the others), 0.023-0.6 on the default model
   (3-10 ESs, D = 155,648); near-copies at cosine 0.99 and 0.95 0.005-0.016 (smoke) and
@@ -80,10 +82,12 @@ def noise_share_limit(others: int, dim: int, sigmas: float) -> float:
     return float(mean + sigmas * sd)
 
 
-def explained_shares(units: np.ndarray, tolerance: float) -> dict[tuple[int, int], float]:
-    """For each pair ``i < j`` not exactly dependent, the smaller of the shares of its two
-    differences (``u_i - c u_j``, ``u_j - c u_i``) that the span of the other updates explains
-    (computed from the Gram matrix; empty with fewer than three updates)."""
+def explained_shares(
+    units: np.ndarray, tolerance: float, closest: float
+) -> dict[tuple[int, int], float]:
+    """For each pair ``i < j`` at ``|cosine| >= closest`` and not exactly dependent, the smaller
+    of the shares of its two differences (``u_i - c u_j``, ``u_j - c u_i``) that the span of
+    the other updates explains (from the Gram matrix; empty with fewer than three updates)."""
     n = len(units)
     gram = units @ units.T
     out: dict[tuple[int, int], float] = {}
@@ -91,8 +95,8 @@ def explained_shares(units: np.ndarray, tolerance: float) -> dict[tuple[int, int
         return out
     for i, j in combinations(range(n), 2):
         apart = 1.0 - gram[i, j] ** 2
-        if apart < tolerance**2:
-            continue  # an exact copy: the exact test's
+        if apart < tolerance**2 or abs(gram[i, j]) < closest:
+            continue  # an exact copy (the exact test's), or too far apart to be a copy
         rest = [m for m in range(n) if m != i and m != j]
         inverse = np.linalg.pinv(gram[np.ix_(rest, rest)], rcond=1e-10, hermitian=True)
         shares = []
@@ -108,7 +112,8 @@ def near_copy_classes(units: np.ndarray, cfg: ScreeningConfig) -> list[list[int]
     n, dim = units.shape
     union = _Union(n)
     limit = noise_share_limit(n - 2, dim, cfg.near_copy_sigmas)
-    for pair, share in explained_shares(units, cfg.dependence_tolerance).items():
+    shares = explained_shares(units, cfg.dependence_tolerance, cfg.near_copy_cosine)
+    for pair, share in shares.items():
         if share < limit:
             union.join(pair)
     return union.classes()
