@@ -248,12 +248,19 @@ def export_agent(
     return out_dir
 
 
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json", "chat_template.jinja")
+"""A VLM base folder's processor files that a merged model carries along."""
+
+
 def _export_merged(module: AgentModule, state: AdapterState, path: Path) -> None:
     """The base with the adapter merged in, as a stock ``save_pretrained`` folder."""
     with _adapter_active(module, state):
         merged = copy.deepcopy(module.model).merge_and_unload()
     merged.save_pretrained(path)
     module.base.tokenizer.save_pretrained(path)
+    for name in PROCESSOR_FILES:  # a VLM's processor: its images and their prompt layout
+        if (Path(module.base.path) / name).is_file():
+            shutil.copy2(Path(module.base.path) / name, path / name)
     add_bos_on_load(path, module.base)
 
 

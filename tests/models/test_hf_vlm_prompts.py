@@ -185,3 +185,25 @@ def test_the_exported_agent_reads_the_prompt_as_trained_and_as_stock_tools_do(
     image = array_image(example.image)
     stock = processor(text=[text], images=[[image]] if name.startswith("idefics3") else [image])
     assert stock["input_ids"] == trained
+
+
+def test_a_merged_vlm_export_loads_through_model_hf_with_the_same_prompt(folders, tmp_path):
+    """The merged model carries the processor: ``model=hf`` on it builds the same prompts."""
+    cfg = load_config(
+        "smoke", ["model=hf", f"model.path={folders['idefics3-split']}", "model.lora_targets=[]"]
+    )
+    module = agent_module(cfg.model, cfg.seed)
+    agent = export_agent(
+        tmp_path / "agent",
+        module,
+        module.adapter_state(),
+        {"config_yaml": to_yaml(cfg)},
+        merged=True,
+    )
+    merged = load_base(ModelConfig(name="hf", path=str(agent / "merged")), 0)
+    example = _example()
+    ours = _our_prompt(module.base, example)
+    assert _our_prompt(merged, example)["input_ids"].tolist() == ours["input_ids"].tolist()
+    with torch.no_grad():
+        expected = module.model(**ours).logits
+        torch.testing.assert_close(merged.model(**ours).logits, expected, rtol=1e-4, atol=1e-4)
