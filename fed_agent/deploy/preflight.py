@@ -70,8 +70,9 @@ def check_tls_key(path: Path, certificate: x509.Certificate, flag: str) -> None:
 
 def check_node_private_key(path: Path, flag: str = "--key") -> None:
     """A SuperNode's authentication key: an unencrypted OpenSSH private key."""
+    data = _read(path, flag)  # a missing file is reported as such
     try:
-        load_ssh_private_key(_read(path, flag), password=None)
+        load_ssh_private_key(data, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm) as err:
         hint = " (that is the public half)" if path.suffix == ".pub" else ""
         raise PreflightError(

@@ -84,6 +84,8 @@ def test_certificates_and_keys_must_exist_and_parse(tmp_path, tls, other_tls, ke
     with pytest.raises(PreflightError, match="does not belong to the server certificate"):
         check_tls_key(other_tls.server_key, server, "key")
     check_node_private_key(keys[0].private_key)
+    with pytest.raises(PreflightError, match=r"^identity-key .*absent: no such file$"):
+        check_node_private_key(keys[0].private_key.parent / "absent", "identity-key")
     check_node_public_key(keys[0].public_key)
     with pytest.raises(PreflightError, match="private key .that is the public half"):
         check_node_private_key(keys[0].public_key)
