@@ -17,8 +17,8 @@ result to its honest update's norm. Defences:
   (``UpdateScreen.judge``), clipping, every kept reply paid in full and weighted equally;
 - ``settled``: the same, then the round settled as a set (``fed_agent.screening.settlement``):
   pay and weight = dependence share (copies, near-copies, means of peers:
-  ``fed_agent.screening.dependence``) x quality fraction, each update's contribution to the
-  aggregate measured on the cloud's split (``fed_agent.screening.settlement.contributions``);
+  ``fed_agent.screening.dependence``) x quality fraction, the gain measured on the cloud's
+  split (``fed_agent.modules.reference.update_gains``);
 - ``plain``: FedAvg of every reply, all paid (the quality baseline).
 
 Columns: ``attacker_paid`` = the attackers' pay in replies' worth (sum of pay fractions);
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import logging
 import math
 import time
@@ -53,7 +54,7 @@ from fed_agent.modules.training import learning_effort, train_locally
 from fed_agent.outputs import write_table_atomic
 from fed_agent.screening.judge import UpdateScreen
 from fed_agent.screening.robust import flatten, unflatten
-from fed_agent.screening.settlement import contributions, settle, weigh
+from fed_agent.screening.settlement import settle
 from fed_agent.seeding import derive_seed, seed_everything
 
 NUM_ES = 20
@@ -67,7 +68,7 @@ OUT = Path("benchmarks/results/robustness_settlement.csv")
 
 
 class Round:
-    """One seed's round: the module, the honest updates, the reference, the cloud's split."""
+    """One seed's round: the module, the honest updates, the reference and the cached gains."""
 
     def __init__(self, seed: int) -> None:
         overrides = [f"federation.num_es={NUM_ES}", f"federation.es_per_round={NUM_ES}"]
@@ -87,6 +88,7 @@ class Round:
             self.module, self.global_state, self.split, cfg.training, STEPS, ref_seed
         )
         self.effort = learning_effort(cfg.training.lr_schedule, STEPS)
+        self._gains: dict[bytes, float] = {}
 
     def _train(self, es: int, steps: int) -> np.ndarray:
         self.module.load_adapter(self.global_state)
@@ -95,11 +97,15 @@ class Round:
         train_locally(self.module, data, self.cfg.training, steps, seed)
         return flatten(self.module.adapter_state(), list(self.global_state)) - self.origin
 
-    def gains_at(self, step: np.ndarray, probes: list[np.ndarray]) -> list[float]:
-        """Loss on the cloud's split of the module moved by ``step`` minus moved by
-        ``step + probe``, each probe (``fed_agent.screening.settlement.GainsAt``)."""
-        base = unflatten(self.origin + step, self.global_state)
-        return update_gains(self.module, base, probes, self.split, 64)
+    def gains(self, deltas: list[np.ndarray]) -> list[float]:
+        """Gains on the cloud's split, measured once per distinct update."""
+        keys = [hashlib.sha256(d.tobytes()).digest() for d in deltas]
+        todo = [(k, d) for k, d in zip(keys, deltas, strict=True) if k not in self._gains]
+        measured = update_gains(
+            self.module, self.global_state, [d for _, d in todo], self.split, 64
+        )
+        self._gains.update({k: g for (k, _), g in zip(todo, measured, strict=True)})
+        return [self._gains[k] for k in keys]
 
     def attacked(self, attack: str, attackers: list[int]) -> tuple[np.ndarray, float]:
         """The round's updates with the attackers' replaced, and the work those carry."""
@@ -147,10 +153,7 @@ def run(r: Round, attack: str, attackers: list[int], defence: str) -> dict:
     clipped = [screen.clip(sent[i], r.effort, r.reference) for i in kept]
     if defence == "settled" and kept:
         expected = [screen.expected_norm(r.effort, r.reference)] * len(kept)
-        weighing = weigh(clipped, [1.0] * len(kept), r.screen_cfg)
-        points = r.screen_cfg.quality_path_points
-        contributed = contributions(weighing, r.gains_at, points)
-        settled = settle(weighing, contributed, expected, r.screen_cfg)
+        settled = settle(clipped, r.gains(clipped), expected, r.screen_cfg)
         pay[kept] = [s.pay_fraction for s in settled]
     weights = pay[kept]
     if not kept or weights.sum() <= 0:

@@ -8,11 +8,10 @@ expectations (its reference update, trained while the ESs train; the norm per un
 contracted effort seen in earlier rounds; a replay of the last global step:
 ``fed_agent.screening.judge``) and clipped to their expected norm. Settlement: the kept
 updates, as a set, earn a share of their pay and weight (``fed_agent.screening.settlement``:
-copies, near-copies and means of peers share one update's; under the quality clause an update
-whose contribution to the round's aggregate on the cloud's split falls short of its effort's is
-paid by its contribution); one that earns nothing is rejected. Merging: the
-kept modules are aggregated, weighted by their contracted steps (times their share) or
-uniformly; a module that cannot be aggregated is rejected alone.
+copies, near-copies and means of peers share one update's, an update whose gain on the
+cloud's split falls short of its effort's is paid by its gain); one that earns nothing is
+rejected. Merging: the kept modules are aggregated, weighted by their contracted steps (times
+their share) or uniformly; a module that cannot be aggregated is rejected alone.
 
 The judge decides and returns verdicts; it writes no ledger row and never calls the strategy,
 the recruiter or the contract book.
@@ -35,8 +34,8 @@ from fed_agent.modules.training import learning_effort
 from fed_agent.protocol import ARRAYS, AdapterState
 from fed_agent.screening.aggregation import aggregate, server_step
 from fed_agent.screening.judge import UpdateScreen
-from fed_agent.screening.robust import flatten, unflatten
-from fed_agent.screening.settlement import contributions, settle, weigh
+from fed_agent.screening.robust import flatten
+from fed_agent.screening.settlement import settle
 from strategies.reference_job import ReferenceJob
 from strategies.round_plan import RoundPlan, ValidatedReplies
 from strategies.validation import (
@@ -202,24 +201,16 @@ class ReplyJudge:
         keys = list(plan.global_state)
         origin = flatten(plan.global_state, keys)
         deltas = [flatten(r.adapter, keys) - origin for r in kept]
-        uniform = self.weighting == "uniform"
-        work = [1.0 if uniform else float(plan.assignments[r.node_id].steps) for r in kept]
-        screening = self.cfg.screening
-        weighing = weigh(deltas, work, screening)
-        contributed = np.full(len(kept), np.nan)
-        if screening.quality_clause:  # 2 x replies + 1 passes over the split per path point
+        if self.cfg.screening.quality_clause:  # gains cost a pass over the split per reply
             module, split = self._gauge_parts()
             batch = self.cfg.training.eval_batch_size
-
-            def gains_at(step: np.ndarray, probes: list[np.ndarray]) -> list[float]:
-                moved = unflatten(origin + step, plan.global_state)
-                return update_gains(module, moved, probes, split, batch)
-
-            contributed = contributions(weighing, gains_at, screening.quality_path_points)
+            gains = update_gains(module, plan.global_state, deltas, split, batch)
+        else:
+            gains = [float("nan")] * len(deltas)
         norms = [expected[r.node_id] for r in kept]
         fractions, earned, unearned = {}, [], []
         for reply, settled in zip(
-            kept, settle(weighing, contributed, norms, screening), strict=True
+            kept, settle(deltas, gains, norms, self.cfg.screening), strict=True
         ):
             if settled.pay_fraction > 0:
                 fractions[reply.node_id] = settled.pay_fraction

@@ -49,20 +49,18 @@ class ScreeningConfig:
     """Only pairs of updates at this cosine or more are tested for near-copies (a peer's update
     with up to 19 % of its energy replaced by noise); honest smoke-model pairs reach 0.99."""
     quality_clause: bool = False
-    """Pay each kept update by its contribution to the round's aggregate on the cloud's split
-    (its share of the aggregate's drop of the loss, measured along the path to the aggregate)
-    against the contribution its effort promises (below ``quality_tolerance``: in proportion;
-    none: rejected; :mod:`fed_agent.screening.settlement`)."""
-    quality_path_points: int = 4
-    """Points on the path from the global module to the round's aggregate at which each
-    update's contribution is measured (2 x updates + 1 losses on the cloud's split each)."""
+    """Pay each kept update by its own gain on the cloud's split against the gain its effort
+    promises (below ``quality_tolerance``: in proportion; no gain: rejected). Off by default:
+    on the main job (4 non-IID ESs a round, a 64-scene cloud split, 5 seeds) 9 of 100 honest
+    updates raised the loss of the cloud's split on their own and were rejected, though the
+    round's average of them improved it; on the smoke model's 20 ESs none was."""
     quality_tolerance: float = 0.15
-    """An update whose contribution is at least (1 - this) x its expected contribution is
-    paid in full, a smaller one in proportion to it."""
+    """An update whose gain on the cloud's split is at least (1 - this) x its expected gain is
+    paid in full, a smaller one in proportion to its gain. Honest gains of the smoke model
+    measured 0.91-1.04x the round's median (20 ESs)."""
     min_quality_peers: int = 3
-    """The expected contribution is the median contribution per unit of weight and expected
-    norm of at least this many updates of the round; with fewer the quality clause is void
-    (full pay)."""
+    """The expected gain is the median gain per expected norm of at least this many updates
+    of the round; with fewer the quality clause is void (full pay)."""
     history_rounds: int = 5
     """Rounds of accepted norm ratios that calibrate the expected norm."""
     reference_samples: int = 64
@@ -94,7 +92,6 @@ class ScreeningConfig:
             "reference_samples",
             "max_reference_steps",
             "min_quality_peers",
-            "quality_path_points",
         ):
             check_number(f"screening.{name}", getattr(self, name), 1, integer=True)
 
