@@ -17,11 +17,15 @@ is symmetric in the updates, and the rank of a group is taken in an order set by
   which the other ESs' updates share in part); the difference of a copy and its original is
   the copier's noise. Only pairs at cosine ``near_copy_cosine`` (0.9) or more are tested: the
   difference of a junk update and any honest one is junk too, and a junk update is no copy
-  (the quality clause pays it by its contribution). Measured (``benchmarks/robustness_settlement.py``'s round, and the
-  default model's round 1): honest pairs' shares 0.27-0.99 on the smoke model (20 ESs,
-  D = 1,792; 0.13 with 9 near-copies among the others), 0.023-0.6 on the default model
-  (3-10 ESs, D = 155,648); near-copies at cosine 0.99 and 0.95 0.005-0.016 (smoke) and
-  1e-5 (default), the limit 0.030 and 9e-5.
+  (the quality clause pays it by its gain). With few others, the others explain little of an
+  honest pair's difference either, so only rounds of ``near_copy_min_updates`` (12) or more
+  kept updates are searched. Measured (smoke model, D = 1,792, round 1 of
+  ``benchmarks/robustness_settlement.py``, seeds 0-1): honest pairs' shares >= 0.27 in rounds
+  of 20 (>= 0.13 with 9 near-copies among the others), >= 0.049 in rounds of 12, 0.015 in
+  rounds of 8, ~0 in rounds of 3 (honest pairs would be taken for near-copies in 154 of 400);
+  near-copies at cosine 0.99 and 0.95 0.005-0.016; the limit 0.030 (20), 0.021 (12). The
+  default model (D = 155,648, 10 ESs, 192 steps, seed 0) separates better: honest >= 0.023 in
+  rounds of 3, near-copies ~1e-5, the limit 9e-5 for 4 -- but its rounds of 4 are not searched.
 
 A group of ``k`` updates worth ``r`` updates shares ``r`` updates' pay and weight, ``r / k``
 each; near-copies count as one update (their noise is no work). The group is treated
@@ -111,6 +115,8 @@ def near_copy_classes(units: np.ndarray, cfg: ScreeningConfig) -> list[list[int]
     """The updates in classes (sorted; singletons included) joined by near-copy pairs."""
     n, dim = units.shape
     union = _Union(n)
+    if n < max(3, cfg.near_copy_min_updates):
+        return union.classes()
     limit = noise_share_limit(n - 2, dim, cfg.near_copy_sigmas)
     shares = explained_shares(units, cfg.dependence_tolerance, cfg.near_copy_cosine)
     for pair, share in shares.items():
