@@ -1,6 +1,6 @@
 """Who is paid for what: the round's settlement against copying, lazy and hugging attackers.
 
-Command (from the repository root; about 10 minutes a seed on 2 busy cores)::
+Command (from the repository root; about 25 seconds a seed on 2 shared cores)::
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/robustness_settlement.py --seeds 0 1 2
 
