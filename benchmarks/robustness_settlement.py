@@ -3,6 +3,8 @@
 Command (from the repository root; about 25 seconds a seed on 2 shared cores)::
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/robustness_settlement.py --seeds 0 1 2
+    # the honest updates' similarity in random rounds of 3, 8, 12 and 20 (no table):
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/robustness_settlement.py --seeds 0 1 --similarity
 
 Setup (in the columns of every row of ``benchmarks/results/robustness_settlement.csv``): the
 smoke experiment's tiny LLM, 20 ESs (each its own non-IID partition), 16 local steps, one
@@ -52,6 +54,12 @@ from fed_agent.modules.adapter import agent_module
 from fed_agent.modules.reference import reference_update, update_gains
 from fed_agent.modules.training import learning_effort, train_locally
 from fed_agent.outputs import write_table_atomic
+from fed_agent.screening.dependence import (
+    explained_shares,
+    near_copy_classes,
+    noise_share_limit,
+    unit_rows,
+)
 from fed_agent.screening.judge import UpdateScreen
 from fed_agent.screening.robust import flatten, unflatten
 from fed_agent.screening.settlement import settle
@@ -175,14 +183,44 @@ def _row(quality: float, pay: np.ndarray, attackers: list[int], work: float, rej
     }
 
 
+def honest_similarity(r: Round, sizes: list[int], samples: int = 150) -> None:
+    """Print how close the seed's honest updates are, in random rounds of each size: the
+    largest pairwise cosine, the smallest share of a close pair's difference the other updates
+    explain (``fed_agent.screening.dependence``) against the noise limit, and in how many
+    rounds honest pairs would be taken for near-copies were such rounds searched."""
+    cfg = dataclasses.replace(r.screen_cfg, near_copy_min_updates=3)
+    rng = np.random.default_rng(r.cfg.seed)
+    units = unit_rows(list(r.honest))
+    for size in sizes:
+        least, cosine, flagged = 1.0, 0.0, 0
+        for _ in range(samples):
+            pick = np.sort(rng.choice(NUM_ES, size, replace=False))
+            gram = units[pick] @ units[pick].T
+            cosine = max(cosine, float(gram[np.triu_indices(size, 1)].max()))
+            shares = explained_shares(units[pick], cfg.dependence_tolerance, cfg.near_copy_cosine)
+            least = min([least, *shares.values()])
+            flagged += any(len(c) > 1 for c in near_copy_classes(units[pick], cfg))
+        limit = noise_share_limit(size - 2, units.shape[1], cfg.near_copy_sigmas)
+        print(
+            f"seed {r.cfg.seed} rounds of {size:2d}: max cosine {cosine:.3f}, least explained "
+            f"{least:.4f} (limit {limit:.4f}), honest near-copies in {flagged}/{samples} rounds"
+        )
+
+
 def main() -> None:
-    """Run every attack x fraction x defence for each seed; write the table."""
+    """Run every attack x fraction x defence for each seed; write the table (``--similarity``:
+    print the honest updates' similarity instead)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--attacks", nargs="*", default=list(ATTACKS))
+    parser.add_argument("--similarity", type=int, nargs="*", metavar="ROUND_SIZE")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
+    if args.similarity is not None:
+        for seed in args.seeds:
+            honest_similarity(Round(seed), args.similarity or [3, 8, 12, 20])
+        return
     rows: list[dict] = []
     started = time.perf_counter()
     for seed in args.seeds:

@@ -51,9 +51,10 @@ class ScreeningConfig:
     near_copy_min_updates: int = 12
     """Near-copies are looked for only in rounds of at least this many kept updates (after
     exact copies are taken as one): with few others, the others explain little of an honest
-    pair's difference either. Smoke model (20 honest ESs, 150 rounds of each size, 2 seeds):
-    the smallest honest share 0.049 and 0.058 in rounds of 12 (limit 0.021), 0.015 in rounds
-    of 8 (limit 0.015), and honest pairs were taken for near-copies in 154 of 400 rounds of 3."""
+    pair's difference either. Smoke model (``benchmarks/robustness_settlement.py
+    --similarity``, 150 random rounds of each size, seeds 0-1): the smallest honest share 0.040
+    and 0.063 in rounds of 12 (limit 0.021), 0.017 and 0.023 in rounds of 8 (limit 0.015), and
+    honest pairs were taken for near-copies in 69 and 120 of 150 rounds of 3."""
     quality_clause: bool = False
     """Pay each kept update by its own gain on the cloud's split against the gain its effort
     promises (below ``quality_tolerance``: in proportion; no gain: rejected). Off by default:
