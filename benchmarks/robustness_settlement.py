@@ -205,6 +205,10 @@ def honest_similarity(r: Round, sizes: list[int], samples: int = 150) -> None:
             f"seed {r.cfg.seed} rounds of {size:2d}: max cosine {cosine:.3f}, least explained "
             f"{least:.4f} (limit {limit:.4f}), honest near-copies in {flagged}/{samples} rounds"
         )
+    for attack in ("near_copy_99", "near_copy_95"):  # the last ES's reply: a copy of the first's
+        sent, _ = r.attacked(attack, [NUM_ES - 1])
+        shares = explained_shares(unit_rows(list(sent)), cfg.dependence_tolerance, 0.0)
+        print(f"seed {r.cfg.seed} {attack}: explained {shares[(0, NUM_ES - 1)]:.4f}")
 
 
 def main() -> None:

@@ -21,12 +21,10 @@ is symmetric in the updates, and the rank of a group is taken in an order set by
   honest pair's difference either, so only rounds of ``near_copy_min_updates`` (12) or more
   kept updates are searched. Measured (smoke model, D = 1,792, round 1 of
   ``benchmarks/robustness_settlement.py``, seeds 0-1, ``--similarity``: 150 random rounds of
-  each size): honest pairs' shares >= 0.27 in rounds of 20 (>= 0.13 with 9 near-copies among
-  the others), >= 0.040 in rounds of 12, >= 0.017 in rounds of 8, 0 in rounds of 3 (honest
-  pairs would be taken for near-copies in 69 and 120 of 150); near-copies at cosine 0.99 and
-  0.95 0.005-0.016; the limit 0.030 (20), 0.021 (12), 0.015 (8). The
-  default model (D = 155,648, 10 ESs, 192 steps, seed 0) separates better: honest >= 0.023 in
-  rounds of 3, near-copies ~1e-5, the limit 9e-5 for 4 -- but its rounds of 4 are not searched.
+  each size): honest pairs' shares >= 0.27 in rounds of 20, >= 0.040 in rounds of 12,
+  >= 0.017 in rounds of 8, 0 in rounds of 3 (honest pairs would be taken for near-copies in
+  69 and 120 of 150); a near-copy of a peer at cosine 0.99 or 0.95 in a round of 20
+  0.010-0.014; the limit 0.030 (20), 0.021 (12), 0.015 (8).
 
 A group of ``k`` updates worth ``r`` updates shares ``r`` updates' pay and weight, ``r / k``
 each; near-copies count as one update (their noise is no work). The group is treated
