@@ -37,14 +37,14 @@ class ScreeningConfig:
     dependence_tolerance: float = 0.05
     """An update whose unit vector lies within this of the span of one or two others' depends on
     them: copies (cosine >= 0.9987), scaled copies, means of two peers
-    (:mod:`fed_agent.screening.settlement`). Honest ESs of the smoke model (20 non-IID ESs, 16
+    (:mod:`fed_agent.screening.dependence`). Honest ESs of the smoke model (20 non-IID ESs, 16
     steps) lie >= 0.18 from the span of their two nearest peers; pairs reach cosine 0.983
     (0.18 from each other's span)."""
     near_copy_sigmas: float = 6.0
     """A pair of updates is a near-copy when the other updates explain less of its difference
     than this many standard deviations above what they explain of a random direction
     (:mod:`fed_agent.screening.dependence`): 0.030 for 20 ESs of the smoke model, where honest
-    pairs measured >= 0.13."""
+    pairs measured >= 0.27 (``benchmarks/robustness_settlement.py --similarity``)."""
     near_copy_cosine: float = 0.9
     """Only pairs of updates at this cosine or more are tested for near-copies (a peer's update
     with up to 19 % of its energy replaced by noise); honest smoke-model pairs reach 0.99."""
