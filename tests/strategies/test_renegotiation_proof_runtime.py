@@ -6,29 +6,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from flwr.app import ConfigRecord
 
 from fed_agent.contracts import renegotiation_proof_contract
 from fed_agent.contracts.escrow import defer_pay
 from fed_agent.contracts.renegotiation import renegotiation_gain
 from fed_agent.incentives.guard import EXACT
 from strategies.records import adapter_to_record
-from tests.strategies.fake_grid import set_task_identity
-from tests.strategies.test_contract_strategy import (
-    NODES,
-    honest_updates,
-    make_strategy,
-    reply_for,
-)
-
-
-def _round(strategy, grid, module, flower_round, arrays):
-    set_task_identity(0)
-    messages = list(strategy.configure_train(flower_round, arrays, ConfigRecord(), grid))
-    updates = honest_updates(module, messages, seed=flower_round)
-    replies = [reply_for(m, u) for m, u in zip(messages, updates, strict=True)]
-    new_arrays, _ = strategy.aggregate_train(flower_round, replies)
-    return new_arrays or arrays
+from tests.strategies.test_contract_strategy import NODES, make_strategy
+from tests.strategies.test_escrow_epochs import honest_round
 
 
 @pytest.mark.parametrize("policy", ["optimal", "edmsac"])
@@ -39,7 +24,7 @@ def test_every_es_signs_the_renegotiation_proof_contract_and_keeps_its_row(
     strategy, grid = make_strategy(tmp_path, smoke_module, overrides)
     assert strategy.cfg.market.participation == "ex_ante"
     arrays = adapter_to_record(smoke_module.initial_state)
-    arrays = _round(strategy, grid, smoke_module, 1, arrays)
+    arrays = honest_round(strategy, grid, smoke_module, 1, arrays)
     signed = {}
     for node in NODES:
         engagement = strategy.engagements[node]
@@ -50,7 +35,7 @@ def test_every_es_signs_the_renegotiation_proof_contract_and_keeps_its_row(
             np.testing.assert_allclose(getattr(engagement.contract, name), getattr(expected, name))
         assert abs(renegotiation_gain(proof, engagement.market).gain) < 1e-8
         signed[node] = (engagement.contract, engagement.report)
-    _round(strategy, grid, smoke_module, 2, arrays)
+    honest_round(strategy, grid, smoke_module, 2, arrays)
     period2 = [e for e in strategy.ledger.entries if e.round == 2 and e.status == "paid"]
     assert {e.node_id for e in period2} == set(NODES)
     for entry in period2:  # the signed row of its report, as signed
