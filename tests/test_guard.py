@@ -152,10 +152,10 @@ def test_only_an_untrusted_proposal_that_loses_to_the_reference_is_checked_exact
 def test_under_renegotiation_proof_the_guard_offers_that_contract(participation) -> None:
     from fed_agent.contracts import renegotiation_proof_contract
     from fed_agent.contracts.escrow import defer_pay
+    from fed_agent.incentives.guard import renegotiation_proof_offers
 
     given = [named_market("default", participation), named_market("persistent", participation)]
-    optimum = [optimal_contract(m).contract for m in given]  # better, but not proof
-    offers = guard_offers(given, optimum, priced=True, commitment="renegotiation_proof")
+    offers = renegotiation_proof_offers(given)
     assert offers.sources == [EXACT, EXACT] and offers.exact_solves == 2
     for market, contract, utility in zip(
         given, offers.contracts, offers.cloud_utility, strict=True
@@ -166,8 +166,8 @@ def test_under_renegotiation_proof_the_guard_offers_that_contract(participation)
         for name in ("f1", "r1", "f2", "r2"):
             np.testing.assert_allclose(getattr(contract, name), getattr(expected, name))
         assert cloud_utility(contract, market) == pytest.approx(utility, rel=1e-9)
-    with pytest.raises(ValueError, match="market.commitment: unknown value"):
-        guard_offers(given, optimum, priced=True, commitment="sometimes")
+        # the full-commitment optimum is worth more, but it is not renegotiation-proof
+        assert utility < optimal_contract(market).cloud_utility
 
 
 def test_a_market_without_a_renegotiation_proof_contract_gets_no_offer(monkeypatch, caplog):

@@ -22,9 +22,10 @@ items after report i carry the period-1 reward divided by delta, so an ES that d
 period-2 money as the model does values the offer as the model does (pay held and released
 unchanged would be worth only delta per unit to it).
 
-Under ``market.commitment=renegotiation_proof`` the guard uses no proposal: it offers every
-market its exact renegotiation-proof contract
-(:func:`fed_agent.contracts.solvers.renegotiation_proof_contract`), whose period-2 menus the
+Under ``market.commitment=renegotiation_proof`` no proposal is used: the policy
+(``fed_agent.incentives.policies.ContractPolicy``) offers every market its exact
+renegotiation-proof contract (:func:`renegotiation_proof_offers`,
+:func:`fed_agent.contracts.solvers.renegotiation_proof_contract`), whose period-2 menus the
 cloud would not replace after the reports, like the exact solves above (no offer where it
 loses money).
 """
@@ -37,9 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fed_agent.choices import check_choice
 from fed_agent.contracts import (
-    COMMITMENTS,
     DynamicContract,
     Market,
     MarketBatch,
@@ -102,7 +101,6 @@ def guard_offers(
     defer: bool = True,
     trusted: np.ndarray | None = None,
     exclusion: bool = False,
-    commitment: str = "full",
 ) -> GuardedOffers:
     """Price each proposal, compare it with the reference, and decide what to offer.
 
@@ -133,15 +131,9 @@ def guard_offers(
         Contracts may give a type the exit item (f = 0, R = 0): a proposal's exits pass the
         verification and the exact solve may exclude types. Only for a runtime that handles
         exit items (an ES that takes one does no work and is paid nothing).
-    commitment : str
-        ``market.commitment``: under ``renegotiation_proof`` the proposals are not used and
-        every market gets its exact renegotiation-proof contract
-        (:func:`renegotiation_proof_offers`).
     """
     if len(markets) != len(proposals):
         raise ValueError(f"{len(proposals)} proposals for {len(markets)} markets")
-    if check_choice("market.commitment", commitment, COMMITMENTS) == "renegotiation_proof":
-        return renegotiation_proof_offers(markets, exclusion, defer)
     batch = MarketBatch.from_markets(markets)
     f1 = np.stack([np.asarray(c.f1, float) for c in proposals])
     f2 = np.stack([np.asarray(c.f2, float) for c in proposals])
