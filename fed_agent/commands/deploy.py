@@ -274,6 +274,7 @@ def _supernode(args: argparse.Namespace) -> int:
         PreflightError,
         UntrustedSuperLink,
         check_certificate,
+        check_identity_key,
         check_node_private_key,
         check_port_free,
         check_superlink,
@@ -304,7 +305,7 @@ def _supernode(args: argparse.Namespace) -> int:
     if args.data_path is not None:
         profile[DATA_PATH] = str(_data_folder(args.data_path))
     if IDENTITY_KEY in profile:  # another key than the SuperNode's proves the ES's identity
-        check_node_private_key(Path(str(profile[IDENTITY_KEY])), IDENTITY_KEY)
+        check_identity_key(Path(str(profile[IDENTITY_KEY])), IDENTITY_KEY)
     env = flower_env(DEFAULT_HOME.resolve(), args.port)
     logs = Path(".flwr") / "deploy" / "logs"
     trainer, socket = None, None

@@ -80,6 +80,17 @@ def check_node_private_key(path: Path, flag: str = "--key") -> None:
         ) from err
 
 
+def check_identity_key(path: Path, flag: str) -> None:
+    """An ES's identity key (node config ``identity-key``): an unencrypted OpenSSH ECDSA or
+    Ed25519 private key, as the ES loads it (``fed_agent.es_keys.load_identity_key``)."""
+    from fed_agent.es_keys import IdentityKeyError, load_identity_key
+
+    try:
+        load_identity_key(path)
+    except IdentityKeyError as err:
+        raise PreflightError(f"{flag} {path}: {err.problem}") from err
+
+
 def check_node_public_key(path: Path) -> None:
     """A SuperNode's public key to register: one OpenSSH public key line."""
     try:

@@ -13,6 +13,8 @@ import threading
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from fed_agent.cli import main
 from fed_agent.deploy import processes
@@ -23,6 +25,7 @@ from fed_agent.deploy.preflight import (
     PreflightError,
     UntrustedSuperLink,
     check_certificate,
+    check_identity_key,
     check_node_private_key,
     check_node_public_key,
     check_port_free,
@@ -84,8 +87,20 @@ def test_certificates_and_keys_must_exist_and_parse(tmp_path, tls, other_tls, ke
     with pytest.raises(PreflightError, match="does not belong to the server certificate"):
         check_tls_key(other_tls.server_key, server, "key")
     check_node_private_key(keys[0].private_key)
+    check_identity_key(keys[0].private_key, "identity-key")
     with pytest.raises(PreflightError, match=r"^identity-key .*absent: no such file$"):
-        check_node_private_key(keys[0].private_key.parent / "absent", "identity-key")
+        check_identity_key(keys[0].private_key.parent / "absent", "identity-key")
+    rsa_key = tmp_path / "id_rsa"  # an SSH key the SuperNode would take, but no identity key
+    rsa_key.write_bytes(
+        rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+    )
+    check_node_private_key(rsa_key)
+    with pytest.raises(PreflightError, match=r"id_rsa: a .*RSAPrivateKey, neither ECDSA nor"):
+        check_identity_key(rsa_key, "identity-key")
     check_node_public_key(keys[0].public_key)
     with pytest.raises(PreflightError, match="private key .that is the public half"):
         check_node_private_key(keys[0].public_key)
