@@ -116,7 +116,8 @@ def test_no_price_is_tried_when_every_offer_has_a_place():
 
 def test_with_four_offers_a_place_the_best_price_leaves_more_types_out():
     markets = _crowded_markets(24)
-    policy = make_policy(load_config("default", ["incentive.exclusion=true"]).incentive, 3)
+    cfg = load_config("default", ["incentive.exclusion=true"])
+    policy = make_policy(cfg.incentive, cfg.market.num_types, cfg.market.commitment)
 
     def design(batch):
         return policy(batch, deadline=True)

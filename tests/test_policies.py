@@ -23,7 +23,7 @@ def test_flat_fee_is_one_item_for_everyone_in_both_periods():
 @pytest.mark.parametrize("name", ["optimal", "static", "uniform", "complete_information"])
 def test_reference_policies_design_feasible_menus_in_one_call(name):
     markets = [named_market("default"), named_market("default", participation="ex_ante")]
-    offers = policies.make_policy(IncentiveConfig(policy=name), 3)(markets)
+    offers = policies.make_policy(IncentiveConfig(policy=name), 3, "full")(markets)
     contracts = offers.contracts
     assert len(contracts) == 2 and None not in contracts
     if name != "complete_information":  # the oracle is IR only, not IC
@@ -82,7 +82,7 @@ def _unimplementable(market):
 
 
 def test_a_learned_policy_is_trusted_only_on_markets_its_designer_covers():
-    policy = policies.make_policy(IncentiveConfig(policy="edmsac"), 3)
+    policy = policies.make_policy(IncentiveConfig(policy="edmsac"), 3, "full")
     inside = named_market("default")
     outside = inside.replace(discount=0.9)  # the shipped designer was trained at delta 0.5
     assert policy.covers([inside, outside]).tolist() == [True, False]
@@ -100,7 +100,7 @@ def test_a_learned_policy_is_trusted_only_on_markets_its_designer_covers():
 def test_with_exclusion_a_learned_policy_offers_the_exit_where_it_pays():
     # the default market with a deadline: the least willing type cannot meet it profitably
     market = named_market("default").replace(f_min_ghz=3.1)
-    policy = policies.make_policy(IncentiveConfig(policy="edmsac", exclusion=True), 3)
+    policy = policies.make_policy(IncentiveConfig(policy="edmsac", exclusion=True), 3, "full")
     excluding = optimal_contract(market, exclusion=True)
     assert excluding.cloud_utility > optimal_contract(market).cloud_utility + 1
     offers = policy([market], deadline=True)

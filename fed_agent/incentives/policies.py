@@ -182,7 +182,7 @@ def _designer(path: str, num_types: int):
     return designer
 
 
-def make_policy(cfg: IncentiveConfig, num_types: int, commitment: str = "full") -> ContractPolicy:
+def make_policy(cfg: IncentiveConfig, num_types: int, commitment: str) -> ContractPolicy:
     """The contract policy named by ``cfg.policy`` for markets of K = ``num_types`` types;
     ``commitment`` is ``market.commitment`` (under ``renegotiation_proof`` every guarded
     policy offers the exact renegotiation-proof contract)."""

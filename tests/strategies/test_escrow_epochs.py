@@ -87,7 +87,7 @@ def resume(tmp_path, module, overrides, node_ids):
         cfg,
         module,
         outputs,
-        make_policy(cfg.incentive, cfg.market.num_types),
+        make_policy(cfg.incentive, cfg.market.num_types, cfg.market.commitment),
         Ledger(outputs.root / "ledger.csv"),
         round_offset=checkpoint.server_round,
         saved_state=checkpoint.state,

@@ -48,7 +48,7 @@ def _server(parent, run_name: str, module, resume_from: str = ""):
         cfg,
         module,
         outputs,
-        make_policy(cfg.incentive, cfg.market.num_types),
+        make_policy(cfg.incentive, cfg.market.num_types, cfg.market.commitment),
         Ledger(outputs.root / "ledger.csv"),
         round_offset=0 if checkpoint is None else checkpoint.server_round,
         checkpoint_dir=checkpoint_root(outputs.root),
