@@ -119,12 +119,21 @@ def test_with_four_offers_a_place_the_best_price_leaves_more_types_out():
     cfg = load_config("default", ["incentive.exclusion=true"])
     policy = make_policy(cfg.incentive, cfg.market.num_types, cfg.market.commitment)
 
+    design_times = []
+
     def design(batch):
-        return policy(batch, deadline=True)
+        offers = policy(batch, deadline=True)
+        design_times.append(offers.design_s)
+        return offers
 
     unpriced = design(markets)
+    design_times.clear()
     chosen = capacity_offers(design, markets, 6, np.random.default_rng(0))
     assert chosen.place_price > 0 and chosen.scores[chosen.place_price] > chosen.scores[0.0]
+    # the round's design time is every candidate's, not only the chosen one's
+    assert len(design_times) == len(chosen.scores) == 4
+    assert chosen.offers.design_s == pytest.approx(sum(design_times))
+    assert chosen.offers.guard_s > 0
 
     def working(offers: GuardedOffers) -> int:  # working period-1 items over the offers
         return sum(int((c.f1 > 0).sum()) for c in offers.contracts if c is not None)
