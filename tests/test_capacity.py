@@ -151,3 +151,27 @@ def test_with_four_offers_a_place_the_best_price_leaves_more_types_out():
                 contract.f1, market.discount * owed, contract.f2, contract.r2 - owed[:, None]
             )
             assert audit(designed, market) == []
+
+
+@pytest.mark.parametrize("price_places", [True, False])
+def test_the_recruiter_prices_places_only_when_asked(
+    tmp_path, smoke_module, monkeypatch, price_places
+):
+    import strategies.recruiter as recruiter
+    from tests.strategies.test_contract_strategy import make_strategy, train_round
+
+    priced = []
+
+    def counting(*args, **kwargs):
+        priced.append(len(args[1]))  # the markets designed at a place price
+        return capacity_offers(*args, **kwargs)
+
+    monkeypatch.setattr(recruiter, "capacity_offers", counting)
+    overrides = (
+        "incentive=optimal incentive.exclusion=true incentive.selection=deadline "
+        f"federation.es_per_round=1 incentive.price_places={str(price_places).lower()}"
+    )
+    strategy, grid = make_strategy(tmp_path, smoke_module, overrides)
+    train_round(strategy, grid, smoke_module)
+    assert priced == ([3] if price_places else [])  # one design for the 3 ESs' markets
+    assert strategy.engagements  # offers either way
