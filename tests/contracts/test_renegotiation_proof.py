@@ -193,12 +193,11 @@ def test_items_of_weight_zero_are_chosen_with_period_one(participation) -> None:
 @pytest.mark.parametrize("name", ["default", "paper", "persistent"])
 @pytest.mark.parametrize("participation", ["per_period", "ex_ante"])
 def test_the_simulated_es_signs_the_offered_form_and_stays(name, participation) -> None:
-    from fed_agent.incentives.guard import guard_offers
+    from fed_agent.incentives.guard import renegotiation_proof_offers
     from tests.contracts.conftest import assert_every_type_signs_and_stays
 
     market = named_market(name, participation)
-    signed = optimal_contract(market).contract
-    offers = guard_offers([market], [signed], priced=True, commitment="renegotiation_proof")
+    offers = renegotiation_proof_offers([market])
     offered = offers.contracts[0]
     if participation == "ex_ante":  # deferred: nothing paid in period 1
         assert np.all(offered.r1 == 0)
