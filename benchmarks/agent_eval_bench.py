@@ -99,8 +99,9 @@ MODEL_BUDGETS = {
 buy: 480 x 1.0-1.8 GHz / 5 GHz), the real models at 3 ESs, all in every round (MiniLM at
 SmolLM2's budget: 20 steps a round)."""
 TRAININGS = ("local-only", "centralised", "centralised-equal-compute", "federated")
-KEYS = ["model", "training", "deployment", "seed"]
-"""A row: one training of one model and seed (``seed = mean``: over the seeds)."""
+KEYS = ["model", "training", "deployment", "num_es", "es_per_round", "rounds", "steps", "seed"]
+"""A row: one training of one model at one budget and seed (``seed = mean``: over the seeds);
+rows of other budgets of the same model stay beside it."""
 
 
 def experiment(model: str, args: argparse.Namespace, seed: int) -> ExperimentConfig:
@@ -181,6 +182,7 @@ def compare(model: str, args: argparse.Namespace, seed: int, timed: bool) -> Non
         "es_per_round": args.es_per_round,
         "rounds": args.rounds,
         "steps": args.steps,
+        "samples_per_es": cfg.data.samples_per_es,
     }
 
     def quality() -> Quality:
