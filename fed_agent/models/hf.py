@@ -37,6 +37,7 @@ from fed_agent.models.hf_vision import (
 )
 from fed_agent.models.preflight import check_hf_model_available, hub_offline, looks_local
 from fed_agent.models.prompts import chat_text
+from fed_agent.text import one_line
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,13 @@ def _check_chat_image(cfg: ModelConfig, tokenizer) -> None:
     """A chat template that is used must place an image part (one image placeholder)."""
     if not (cfg.use_chat_template and getattr(tokenizer, "chat_template", None)):
         return
-    text = chat_text(tokenizer, "", image=True)
+    try:
+        text = chat_text(tokenizer, "", image=True)
+    except Exception as err:  # noqa: BLE001 -- a template's own error, said in one line
+        raise ModelLoadError(
+            f"model.path {cfg.path!r}: its chat template fails on an image part "
+            f"({one_line(err)}); set model.use_chat_template=false"
+        ) from err
     if text.count(tokenizer.image_token) != 1:
         raise ModelLoadError(
             f"model.path {cfg.path!r}: its chat template writes "

@@ -161,6 +161,19 @@ def test_a_chat_template_that_places_no_image_is_refused_in_one_line(folders, tm
     assert len(plain.image_ids) == 16
 
 
+def test_a_chat_template_that_fails_on_an_image_part_is_refused_in_one_line(folders, tmp_path):
+    folder = tmp_path / "llava-failing-template"
+    shutil.copytree(folders["llava"], folder)
+    (folder / "chat_template.jinja").write_text(
+        "{% for m in messages %}{% if m['content'] is not string %}"
+        "{{ raise_exception('this template reads text only') }}{% endif %}"
+        "{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    )
+    with pytest.raises(ModelLoadError, match="chat template fails on an image part") as err:
+        load_base(ModelConfig(name="hf", path=str(folder)), 0)
+    assert "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize("name", ["idefics3", "qwen2-vl"])
 def test_the_exported_agent_reads_the_prompt_as_trained_and_as_stock_tools_do(
     folders, name, tmp_path
