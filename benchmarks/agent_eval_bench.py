@@ -99,7 +99,8 @@ MODEL_BUDGETS = {
 buy: 480 x 1.0-1.8 GHz / 5 GHz), the real models at 3 ESs, all in every round (MiniLM at
 SmolLM2's budget: 20 steps a round)."""
 TRAININGS = ("local-only", "centralised", "centralised-equal-compute", "federated")
-KEYS = ["model", "training", "deployment", "num_es", "es_per_round", "rounds", "steps", "seed"]
+KEYS = ["model", "training", "deployment", "num_es", "es_per_round", "rounds", "steps"]
+KEYS += ["samples_per_es", "batch_size", "seed"]
 """A row: one training of one model at one budget and seed (``seed = mean``: over the seeds);
 rows of other budgets of the same model stay beside it."""
 
@@ -183,6 +184,7 @@ def compare(model: str, args: argparse.Namespace, seed: int, timed: bool) -> Non
         "rounds": args.rounds,
         "steps": args.steps,
         "samples_per_es": cfg.data.samples_per_es,
+        "batch_size": cfg.training.batch_size,
     }
 
     def quality() -> Quality:
