@@ -100,7 +100,7 @@ buy: 480 x 1.0-1.8 GHz / 5 GHz), the real models at 3 ESs, all in every round (M
 SmolLM2's budget: 20 steps a round)."""
 TRAININGS = ("local-only", "centralised", "centralised-equal-compute", "federated")
 KEYS = ["model", "training", "deployment", "num_es", "es_per_round", "rounds", "steps"]
-KEYS += ["samples_per_es", "batch_size", "seed"]
+KEYS += ["samples_per_es", "batch_size", "server_learning_rate", "seed"]
 """A row: one training of one model at one budget and seed (``seed = mean``: over the seeds);
 rows of other budgets of the same model stay beside it."""
 
@@ -185,6 +185,7 @@ def compare(model: str, args: argparse.Namespace, seed: int, timed: bool) -> Non
         "steps": args.steps,
         "samples_per_es": cfg.data.samples_per_es,
         "batch_size": cfg.training.batch_size,
+        "server_learning_rate": cfg.federation.server_learning_rate,
     }
 
     def quality() -> Quality:

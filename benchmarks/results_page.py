@@ -74,16 +74,16 @@ TABLES = (
         "agent_eval.csv", "Agent quality per base model",
         "Held-out accuracy of the agent each base model builds (base alone, local-only, "
         "centralised, federated) on `n_eval` held-out scenes, at the budget of the row (ESs, "
-        "ESs a round, rounds, local steps, scenes an ES, batch size); `majority`: the commonest answer's share. Shown: the "
-        "mean rows, with the Student-t 95 % interval over `n_seeds` seeds (one seed: its "
-        "Wilson interval); the CSV also holds every seed's row. Latency: the first seed's agent. "
-        "The command of each budget: docs/models.md.",
+        "ESs a round, rounds, local steps, scenes an ES, batch size, the server step); "
+        "`majority`: the commonest answer's share. Shown: the mean rows, with the Student-t "
+        "95 % interval over `n_seeds` seeds (one seed: its Wilson interval); the CSV also "
+        "holds every seed's row. Latency: the first seed's agent. The command of each budget: "
+        "docs/models.md.",
         ".venv/bin/python benchmarks/agent_eval_bench.py --models tiny-llm,minilm-perception,"
         "tiny-vlm --seeds 0,1,2,3,4",
         ("model", "training", "deployment", "n_seeds", "quality", "ci_low", "ci_high",
          "majority", "num_es", "es_per_round", "rounds", "steps", "samples_per_es", "batch_size",
-         "p50_ms",
-         "code_version"),
+         "server_learning_rate", "p50_ms", "code_version"),
         query="seed == 'mean'",
         plot="agent_eval.png",
     ),
