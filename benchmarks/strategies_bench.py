@@ -63,21 +63,29 @@ from fed_agent.evaluation.intervals import accuracy_interval, mean_interval
 from fed_agent.evaluation.report import upsert_table
 from fed_agent.incentives.config import POLICIES
 from fed_agent.incentives.profiles import period_weight
+from fed_agent.outputs import write_table_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results"
-TABLE_KEYS = ("num_es", "strategy", "selection", "runner", "seed")
-RUN_KEYS = TABLE_KEYS[:4]
+TABLE_KEYS = ("num_es", "strategy", "selection", "offers", "runner", "seed")
+RUN_KEYS = TABLE_KEYS[:5]
+OFFERS = ("uniform", "surplus")
+"""``incentive.offer_targeting`` of a run (``--offers``): a table written before the column
+existed holds uniform offers only."""
 TARGETS = (0.8, 0.9)
 """Held-out decision accuracies whose time to quality each row records."""
 RATIOS = (
-    ("vs_static", "static", "cloud_utility"),
-    ("vs_static_discounted", "static", "cloud_utility_discounted"),
-    ("vs_flat_fee", "fedavg_flat_fee", "cloud_utility"),
-    ("latency_vs_flat_fee", "fedavg_flat_fee", "round_latency_model_s"),
-    ("s_to_0.9_vs_flat_fee", "fedavg_flat_fee", "modelled_s_to_target_0.9"),
+    ("vs_static", "static", "cloud_utility", "uniform"),
+    ("vs_static_discounted", "static", "cloud_utility_discounted", "uniform"),
+    ("vs_flat_fee", "fedavg_flat_fee", "cloud_utility", "uniform"),
+    ("latency_vs_flat_fee", "fedavg_flat_fee", "round_latency_model_s", "uniform"),
+    ("s_to_0.9_vs_flat_fee", "fedavg_flat_fee", "modelled_s_to_target_0.9", "uniform"),
+    ("vs_targeted_flat_fee", "fedavg_flat_fee", "cloud_utility", "surplus"),
+    ("latency_vs_targeted_flat_fee", "fedavg_flat_fee", "round_latency_model_s", "surplus"),
 )
-"""Summary columns: (name, reference policy, metric) of the ratios paired by seed (over the
-seeds where both have the metric: time to a target only where both reached it)."""
+"""Summary columns: (name, reference policy, metric, the reference's offers) of the ratios
+paired by seed (over the seeds where both have the metric: time to a target only where both
+reached it). The flat fee with uniform offers is the stock baseline; with targeted offers
+(``--offers surplus``) it is the stronger one."""
 SELECTIONS = ("surplus", "latency_priced", "deadline")
 RUNNERS = ("flower", "in_process")
 
@@ -190,6 +198,7 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
     ``vs_static_discounted`` is the same ratio of ``cloud_utility_discounted``, the objective
     the contracts maximise.
     """
+    frame = with_offers(frame)
     rows = []
     for keys, runs in frame.groupby(list(RUN_KEYS), sort=False):
         row = dict(zip(RUN_KEYS, keys, strict=True)) | {"seeds": len(runs)}
@@ -204,8 +213,8 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
             row[f"reached_{target}"] = len(reached)
             for metric in ("rounds_to_target", "modelled_s_to_target", "payments_to_target"):
                 row[f"{metric}_{target}"] = reached[f"{metric}_{target}"].mean()
-        for name, reference, metric in RATIOS:
-            ratios = paired_ratios(frame, runs, reference, metric)
+        for name, reference, metric, offers in RATIOS:
+            ratios = paired_ratios(frame, runs, reference, metric, offers)
             low, high = mean_interval(ratios) if len(ratios) else (float("nan"),) * 2
             row |= {name: ratios.mean() if len(ratios) else float("nan"),
                     f"{name}_ci_low": low, f"{name}_ci_high": high}  # fmt: skip
@@ -216,15 +225,31 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def paired_ratios(
-    frame: pd.DataFrame, runs: pd.DataFrame, reference: str, metric: str = "cloud_utility"
+    frame: pd.DataFrame,
+    runs: pd.DataFrame,
+    reference: str,
+    metric: str = "cloud_utility",
+    offers: str = "uniform",
 ) -> pd.Series:
-    """``runs``' ``metric`` over the ``reference`` policy's (surplus selection), seed by seed,
-    for the seeds both ran."""
+    """``runs``' ``metric`` over the ``reference`` policy's (surplus selection, ``offers``),
+    seed by seed, for the seeds both ran."""
+    frame = with_offers(frame)
     size, runner = runs["num_es"].iloc[0], runs["runner"].iloc[0]
     base = frame[(frame["num_es"] == size) & (frame["runner"] == runner)
-                 & (frame["strategy"] == reference) & (frame["selection"] == "surplus")]  # fmt: skip
+                 & (frame["strategy"] == reference) & (frame["selection"] == "surplus")
+                 & (frame["offers"] == offers)]  # fmt: skip
     joined = runs.merge(base[["seed", metric]], on="seed", suffixes=("", "_ref"))
     return (joined[metric] / joined[f"{metric}_ref"]).dropna()
+
+
+def with_offers(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its ``offers`` column (uniform for rows written before it existed),
+    after ``selection``."""
+    if "offers" in frame:
+        return frame.assign(offers=frame["offers"].fillna("uniform"))
+    frame = frame.copy()
+    frame.insert(list(frame.columns).index("selection") + 1, "offers", "uniform")
+    return frame
 
 
 def plot(table: pd.DataFrame, path: Path) -> None:
@@ -233,6 +258,7 @@ def plot(table: pd.DataFrame, path: Path) -> None:
                "agent_quality"]  # fmt: skip
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 6), sharey=True)
     labels = table["strategy"] + "/" + table["selection"]
+    labels = labels.where(table["offers"] == "uniform", labels + " (targeted)")
     labels = labels.where(table["runner"] == "in_process", labels + " (Flower)")
     for ax, metric in zip(axes, metrics, strict=True):
         means = table.assign(label=labels).pivot_table(
@@ -276,6 +302,12 @@ def main() -> None:
         default=["edmsac"],
         help="policies also run with the selections other than surplus",
     )
+    parser.add_argument(
+        "--offers",
+        default="uniform",
+        choices=OFFERS,
+        help="incentive.offer_targeting of every run (a key column of the table)",
+    )
     parser.add_argument("--in-process", action="store_true", help="no Flower processes")
     parser.add_argument(
         "--table",
@@ -296,11 +328,16 @@ def main() -> None:
     runner = "in_process" if args.in_process else "flower"
     for seed in args.seeds:
         for num_es in args.sizes:
-            extra = [*args.extra, f"incentive.max_offers_per_round={min(num_es, 40)}"]
+            extra = [
+                *args.extra,
+                f"incentive.max_offers_per_round={min(num_es, 40)}",
+                f"incentive.offer_targeting={args.offers}",
+            ]
             for policy, selection in bench_cases(args):
                 row = run_policy(
                     policy, num_es, args.rounds, out, extra, "default", selection, runner, seed
                 )
+                row = {**row, "offers": args.offers}
                 print(row, flush=True)
                 record([row], table)
     if args.ffa:
@@ -327,6 +364,10 @@ def main() -> None:
 def record(rows: list[dict], table: Path) -> None:
     """Merge rows into the per-run table (several invocations may share it), then rewrite
     the summary and the plot from the whole table."""
+    if table.is_file():  # a table written before the offers column: its rows are uniform
+        old = pd.read_csv(table)
+        if "offers" not in old:
+            write_table_atomic(with_offers(old), table)
     frame = upsert_table(rows, table, TABLE_KEYS)
     means = summary(frame)
     means.to_csv(table.with_name(f"{table.stem}_summary.csv"), index=False)

@@ -10,7 +10,8 @@ The budget is accounted by Google's ``dp-accounting`` (Renyi DP at its default o
 conversion to (epsilon, delta)). An ES's update can only be in a round if the round's seeded,
 uniform sample of offers picked the ES: ``incentive.max_offers_per_round`` of the at least
 ``federation.min_available_es`` connected ESs, a rate q of at most their ratio
-(:func:`offer_sampling_rate`). A period-2 round offers again to the ESs of its epoch's period-1
+(:func:`offer_sampling_rate`); offers targeted at the ESs worth most
+(``incentive.offer_targeting=surplus``) are no random sample, and the rate is then 1. A period-2 round offers again to the ESs of its epoch's period-1
 round, so the sample is drawn once per contract epoch: each epoch is one Poisson-sampled
 Gaussian at rate q whose multiplier is that of the epoch's r releases composed, z / sqrt(r),
 and the epochs compose. The sample has a fixed size, for which Poisson sampling at its rate is
@@ -42,15 +43,18 @@ class PrivacyConfig:
         check_number("privacy.delta", self.delta, 0, 1, ends="()")
 
 
-def offer_sampling_rate(max_offers_per_round: int, min_available_es: int) -> float:
+def offer_sampling_rate(
+    max_offers_per_round: int, min_available_es: int, targeted: bool = False
+) -> float:
     """The most likely an ES is among a round's offers: ``max_offers / min_available`` (the
-    sample is drawn from at least ``min_available_es`` connected ESs), at most 1."""
+    sample is drawn from at least ``min_available_es`` connected ESs), at most 1; 1 when the
+    offers are ``targeted`` (chosen by the ESs' public facts, not drawn)."""
     if max_offers_per_round < 1 or min_available_es < 1:
         raise ValueError(
             f"need >= 1 offer and >= 1 available ES, got {max_offers_per_round} and "
             f"{min_available_es}"
         )
-    return min(1.0, max_offers_per_round / min_available_es)
+    return 1.0 if targeted else min(1.0, max_offers_per_round / min_available_es)
 
 
 def epsilon_spent(

@@ -38,8 +38,11 @@ class ValidatedCentralDP(DifferentialPrivacyServerSideFixedClipping):
         self.privacy = cfg
         self.epoch_releases: dict[int, int] = {}
         """Modules released per contract epoch (the unit of the offer sample)."""
+        incentive = strategy.cfg.incentive
         self.sampling_rate = offer_sampling_rate(
-            strategy.cfg.incentive.max_offers_per_round, strategy.cfg.federation.min_available_es
+            incentive.max_offers_per_round,
+            strategy.cfg.federation.min_available_es,
+            targeted=incentive.offer_targeting != "uniform",
         )
         self.checkpoint_dir = checkpoint_dir
 

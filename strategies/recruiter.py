@@ -4,7 +4,8 @@ Admission: ESs seen for the first time are asked for their public facts (a QUERY
 whose ClientApp answers with an error of the app itself is recorded once as ``incompatible``
 and never asked again; an ES whose own data is unusable answers with its reason
 (``protocol.DATA_DECLINE``) and is recorded once as ``declined``, never asked again either.
-Offer design: in period 1 a seeded sample gets contracts designed in one batched call of the
+Offer design: in period 1 a seeded sample (or, with ``incentive.offer_targeting=surplus``,
+the ESs whose work the cloud expects to be worth most) gets contracts designed in one batched call of the
 contract policy (public facts + the cloud's belief about its type; under the deadline rule
 with exit items, at the best price of a place: ``fed_agent.incentives.capacity``); in period 2
 the period-1 participants are offered their period-2 menu. Choices: each offered ES names an
@@ -35,7 +36,7 @@ from fed_agent.config import ExperimentConfig
 from fed_agent.contracts import Market, value_of_work
 from fed_agent.contracts.utility import es_period_utility
 from fed_agent.incentives.beliefs import BeliefTracker
-from fed_agent.incentives.capacity import capacity_offers
+from fed_agent.incentives.capacity import capacity_offers, expected_surpluses
 from fed_agent.incentives.guard import GuardedOffers
 from fed_agent.incentives.policies import ORACLE_POLICIES, UNCOMMITTED_POLICIES, ContractPolicy
 from fed_agent.incentives.profiles import PublicFacts, deadline_market, es_market
@@ -219,11 +220,13 @@ class Recruiter:
     ) -> tuple[list[int], dict[str, float]]:
         """The ESs to offer contracts to (their contracts designed) and the design times.
 
-        The epoch's first round: a fresh seeded sample gets new contracts, designed in one
-        batched call of the policy; its later rounds (the rest of period 1, period 2): the ESs
-        that took a period-1 item keep theirs. Only sampled ESs are asked for their public facts
-        (once each), so a round's cost follows the offers, not the number of connected ESs;
-        other connected nodes are asked only while an engaged ES is missing (a restart).
+        The epoch's first round: a fresh seeded sample (or the ESs worth most,
+        ``incentive.offer_targeting``) gets new contracts, designed in one batched call of the
+        policy; its later rounds (the rest of period 1, period 2): the ESs that took a period-1
+        item keep theirs. Under uniform sampling only sampled ESs are asked for their public
+        facts (once each), so a round's cost follows the offers, not the number of connected
+        ESs; other connected nodes are asked only while an engaged ES is missing (a restart).
+        Targeted offers ask every connected ES once.
         """
         times = dict(plan.design_times)
         self._find_returning(grid, plan, node_ids)
@@ -232,8 +235,13 @@ class Recruiter:
             return [n for n in node_ids if n in engaged], times
         rng = rng_for(self.cfg.seed, "offers", plan.server_round)
         usable = [n for n in node_ids if n not in self.left_out]
-        sampled = sample_nodes(usable, self.cfg.incentive.max_offers_per_round, rng)
-        self.ask_public_facts(grid, plan, sampled, set(node_ids))
+        k = self.cfg.incentive.max_offers_per_round
+        if self.cfg.incentive.offer_targeting == "surplus" and k < len(usable):
+            self.ask_public_facts(grid, plan, usable, set(node_ids))
+            sampled = self._worth_most(usable, k, rng)
+        else:
+            sampled = sample_nodes(usable, k, rng)
+            self.ask_public_facts(grid, plan, sampled, set(node_ids))
         offered = [n for n in sampled if n in self.facts]
         self.beliefs.advance_unobserved([n for n in self.book.engagements if n not in offered])
         designed = {n: self._designable_market(n) for n in offered}
@@ -260,6 +268,20 @@ class Recruiter:
             deferred = offers.deferred[index] if offers.deferred else None
             self.book.engagements[node_id] = Engagement(contract, market, source, deferred=deferred)
         return [n for n in offered if n in self.book.engagements], times
+
+    def _worth_most(self, node_ids: list[int], k: int, rng: np.random.Generator) -> list[int]:
+        """The ``k`` ESs of ``node_ids`` with known public facts whose work the cloud expects
+        to be worth most (``expected_surpluses`` of their designable markets; ties by a
+        seeded draw), in the order of ``node_ids``. An ES with no designable market (none
+        meets the deadline) comes last, and only to fill the offers."""
+        known = [n for n in node_ids if n in self.facts]
+        designed = [self._designable_market(n) for n in known]
+        markets = [m for m in designed if isinstance(m, Market)]
+        worth = iter(expected_surpluses(markets))
+        scores = np.array([next(worth) if isinstance(m, Market) else -np.inf for m in designed])
+        tiebreak = rng.permutation(len(known))
+        picked = set(np.lexsort((tiebreak, -scores))[:k].tolist())
+        return [n for i, n in enumerate(known) if i in picked]
 
     def _offers(self, plan: RoundPlan, markets: list[Market]) -> GuardedOffers:
         """The policy's offers, at the best price of a place under the deadline rule."""

@@ -100,6 +100,15 @@ def type_surpluses(markets: Sequence[Market]) -> np.ndarray:
     return np.maximum(np.array(rows), 0.0)
 
 
+def expected_surpluses(markets: Sequence[Market]) -> np.ndarray:
+    """(B,) each ES's :func:`type_surpluses` averaged over its market's prior (the cloud's
+    belief about its type): what the cloud expects a place given to it to be worth."""
+    if not markets:
+        return np.zeros(0)
+    priors = np.array([m.prior for m in markets])
+    return np.sum(type_surpluses(markets) * priors, axis=1)
+
+
 def price_candidates(
     markets: Sequence[Market], places: int, rng: np.random.Generator
 ) -> list[float]:

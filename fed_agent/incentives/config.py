@@ -20,6 +20,7 @@ POLICIES = (
 )
 """``none``: no contract at all; the ServerApp runs Flower's own FedAvg (strategies/baseline.py)."""
 SELECTION_RULES = ("surplus", "random", "deadline", "latency_priced")
+OFFER_TARGETINGS = ("uniform", "surplus")
 
 
 @dataclass
@@ -33,7 +34,18 @@ class IncentiveConfig:
     """Checkpoint of a learned designer; empty = the shipped one for edmsac/dmsac."""
     rounds_per_period: int = 1
     max_offers_per_round: int = 100
-    """Offers go to at most this many connected ESs per period-1 round (seeded sample)."""
+    """Offers go to at most this many connected ESs per period-1 round (``offer_targeting``)."""
+    offer_targeting: str = "uniform"
+    """Which connected ESs a period-1 round's offers go to when there are more than
+    ``max_offers_per_round``: ``uniform``, a seeded uniform sample (only the sampled ESs are
+    asked for their public facts; central DP is accounted with amplification by this
+    sampling); ``surplus``, the ESs whose work the cloud expects to be worth most: each
+    connected ES is asked for its public facts once, and the offers go to the largest
+    complete-information surpluses of their markets (under the ``deadline`` rule, the
+    deadline's market), averaged over the cloud's belief about each ES's type, ties by a
+    seeded draw (``fed_agent.incentives.capacity.expected_surpluses``). Targeted offers are no
+    random sample: central DP is then accounted at rate 1, and ESs with much work or a weak
+    uplink may never be offered, so their data may never be learned from."""
     selection: str = "surplus"
     """Who of the accepting ESs takes part (at most federation.es_per_round) and so how long
     the round lasts (its slowest participant's W/f + S/r); fed_agent.incentives.selection:
@@ -92,6 +104,7 @@ class IncentiveConfig:
     def __post_init__(self) -> None:
         check_choice("incentive.policy", self.policy, POLICIES)
         check_choice("incentive.selection", self.selection, SELECTION_RULES)
+        check_choice("incentive.offer_targeting", self.offer_targeting, OFFER_TARGETINGS)
         for name in ("rounds_per_period", "max_offers_per_round"):
             check_number(f"incentive.{name}", getattr(self, name), 1, integer=True)
         check_number("incentive.latency_price", self.latency_price, 0)
