@@ -212,7 +212,8 @@ TABLES = (
         "robustness_settlement.csv", "Attacks on the federation: pay for delivered work",
         "Smoke model, 20 non-IID ESs, 16 local steps, one round; attackers at 10/30/45 %; what "
         "they were paid against the work their replies carry, honest ESs cut, quality against "
-        "no attack, judging alone (`expected`) and with the round's settlement.",
+        "no attack, judging alone (`expected`), with the round's settlement (`settled`) and "
+        "with the effort clause as well (`effort`).",
         ".venv/bin/python benchmarks/robustness_settlement.py",
         ("seed", "attack", "fraction_attackers", "defence", "attacker_paid", "attacker_work",
          "honest_cut", "honest_pay_lost", "quality_vs_no_attack", "code_version"),

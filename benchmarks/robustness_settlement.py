@@ -21,6 +21,9 @@ result to its honest update's norm. Defences:
   pay and weight = dependence share (copies, near-copies, means of peers:
   ``fed_agent.screening.dependence``) x quality fraction, the gain measured on the cloud's
   split (``fed_agent.modules.reference.update_gains``);
+- ``effort``: ``settled`` with the effort clause as well (``screening.effort_clause``: an
+  update is paid at most the effort its direction shows along the reference's path,
+  ``fed_agent.screening.settlement.effort_fractions``);
 - ``plain``: FedAvg of every reply, all paid (the quality baseline).
 
 Columns: ``attacker_paid`` = the attackers' pay in replies' worth (sum of pay fractions);
@@ -70,7 +73,7 @@ STEPS = 16
 FRACTIONS = (0.1, 0.3, 0.45)
 ATTACKS = ("near_copy_99", "near_copy_95", "peer_copy", "peer_mean", "collude")
 ATTACKS += ("collude_noisy", "hug", "partial")
-DEFENCES = ("plain", "expected", "settled")
+DEFENCES = ("plain", "expected", "settled", "effort")
 HUG_WORK = 0.4 * 1.9  # HugParams: cosine 0.4 to its own update, 1.9x its norm
 OUT = Path("benchmarks/results/robustness_settlement.csv")
 
@@ -159,9 +162,11 @@ def run(r: Round, attack: str, attackers: list[int], defence: str) -> dict:
     kept = [i for i, j in enumerate(judged) if j.kept]
     pay[[i for i in range(NUM_ES) if i not in kept]] = 0.0
     clipped = [screen.clip(sent[i], r.effort, r.reference) for i in kept]
-    if defence == "settled" and kept:
+    if defence in ("settled", "effort") and kept:
         expected = [screen.expected_norm(r.effort, r.reference)] * len(kept)
-        settled = settle(clipped, r.gains(clipped), expected, r.screen_cfg)
+        cfg = dataclasses.replace(r.screen_cfg, effort_clause=defence == "effort")
+        efforts = [r.effort] * len(kept)
+        settled = settle(clipped, r.gains(clipped), expected, cfg, efforts, r.reference.path)
         pay[kept] = [s.pay_fraction for s in settled]
     weights = pay[kept]
     if not kept or weights.sum() <= 0:

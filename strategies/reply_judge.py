@@ -9,8 +9,9 @@ contracted effort seen in earlier rounds; a replay of the last global step:
 ``fed_agent.screening.judge``) and clipped to their expected norm. Settlement: the kept
 updates, as a set, earn a share of their pay and weight (``fed_agent.screening.settlement``:
 copies, near-copies and means of peers share one update's, an update whose gain on the
-cloud's split falls short of its effort's is paid by its gain); one that earns nothing is
-rejected. Merging: the kept modules are aggregated, weighted by their contracted steps (times
+cloud's split falls short of its effort's is paid by its gain, and with
+``screening.effort_clause`` one whose direction shows less effort than contracted is paid by
+the effort it shows); one that earns nothing is rejected. Merging: the kept modules are aggregated, weighted by their contracted steps (times
 their share) or uniformly; a module that cannot be aggregated is rejected alone.
 
 The judge decides and returns verdicts; it writes no ledger row and never calls the strategy,
@@ -33,7 +34,7 @@ from fed_agent.modules.reference import update_gains
 from fed_agent.modules.training import learning_effort
 from fed_agent.protocol import ARRAYS, AdapterState
 from fed_agent.screening.aggregation import aggregate, server_step
-from fed_agent.screening.judge import UpdateScreen
+from fed_agent.screening.judge import Reference, UpdateScreen
 from fed_agent.screening.robust import flatten
 from fed_agent.screening.settlement import settle
 from strategies.reference_job import ReferenceJob
@@ -155,8 +156,8 @@ class ReplyJudge:
                 failed.append(RejectedReply(node_id, f"undecodable module: {err}"))
                 continue
             accepted.append(dataclasses.replace(validated.accepted[node_id], adapter=adapter))
-        kept, screened, expected = self._screen(plan, validated, accepted)
-        fractions, kept, unearned = self._settle(plan, kept, expected)
+        kept, screened, expected, reference = self._screen(plan, validated, accepted)
+        fractions, kept, unearned = self._settle(plan, kept, expected, reference)
         merged, kept, unmerged = self._merge_or_isolate(plan, kept, fractions)
         self._last_step = None
         if merged is not None:
@@ -167,12 +168,12 @@ class ReplyJudge:
 
     def _screen(
         self, plan: RoundPlan, validated: ValidatedReplies, accepted: list[AcceptedReply]
-    ) -> tuple[list[AcceptedReply], list[RejectedReply], dict[int, float]]:
+    ) -> tuple[list[AcceptedReply], list[RejectedReply], dict[int, float], Reference | None]:
         """Judge the replies against the cloud's expectations (their modules as they arrived,
         before a DP wrapper clipped them); the kept ones, their updates clipped to the
-        expected norm, the rejected ones, and each kept one's expected norm."""
+        expected norm, the rejected ones, each kept one's expected norm and the reference."""
         if not accepted:
-            return [], [], {}
+            return [], [], {}, None
         schedule = self.cfg.training.lr_schedule
         efforts = {n: learning_effort(schedule, a.steps) for n, a in plan.assignments.items()}
         reference = self.references.take(
@@ -189,10 +190,14 @@ class ReplyJudge:
         kept = [r for r in accepted if r.node_id in ids]
         expected = {n: self.expectations.expected_norm(efforts[n], reference) for n in ids}
         clipped = clip_to_expected(self.expectations, plan.global_state, kept, efforts, reference)
-        return clipped, rejected, expected
+        return clipped, rejected, expected, reference
 
     def _settle(
-        self, plan: RoundPlan, kept: list[AcceptedReply], expected: dict[int, float]
+        self,
+        plan: RoundPlan,
+        kept: list[AcceptedReply],
+        expected: dict[int, float],
+        reference: Reference | None,
     ) -> tuple[dict[int, float], list[AcceptedReply], list[RejectedReply]]:
         """Each kept reply's share of its pay and weight (``fed_agent.screening.settlement``);
         the replies that earned some, and those that earned none (rejected)."""
@@ -208,10 +213,12 @@ class ReplyJudge:
         else:
             gains = [float("nan")] * len(deltas)
         norms = [expected[r.node_id] for r in kept]
+        schedule = self.cfg.training.lr_schedule
+        efforts = [learning_effort(schedule, plan.assignments[r.node_id].steps) for r in kept]
+        path = reference.path if reference is not None else ()
+        settled_all = settle(deltas, gains, norms, self.cfg.screening, efforts, path)
         fractions, earned, unearned = {}, [], []
-        for reply, settled in zip(
-            kept, settle(deltas, gains, norms, self.cfg.screening), strict=True
-        ):
+        for reply, settled in zip(kept, settled_all, strict=True):
             if settled.pay_fraction > 0:
                 fractions[reply.node_id] = settled.pay_fraction
                 earned.append(reply)

@@ -31,7 +31,7 @@ def reference_update(
     seed: int,
 ) -> Reference:
     """The cloud's own update: ``global_state`` trained ``steps`` steps on ``examples``, with
-    its norm after 1, 2, 4, ... steps (``Reference.growth``).
+    its norm and direction after 1, 2, 4, ... steps (``Reference.growth``, ``Reference.path``).
 
     Leaves ``module`` holding the trained adapter (callers load what they need next).
     """
@@ -41,16 +41,21 @@ def reference_update(
         [learning_rate_factor(training.lr_schedule, k, steps) for k in range(steps)]
     )
     growth: list[tuple[float, float]] = []
+    path: list[tuple[float, np.ndarray]] = []
 
     def record(done: int) -> None:
         if done & (done - 1) == 0 or done == steps:  # a power of two, or the end
-            norm = float(np.linalg.norm(flatten(module.adapter_state(), keys) - origin))
+            so_far = flatten(module.adapter_state(), keys) - origin
+            norm = float(np.linalg.norm(so_far))
             growth.append((float(factors[done - 1]), norm))
+            if norm > 0:
+                path.append((float(factors[done - 1]), so_far / norm))
 
     module.load_adapter(global_state)
     train_locally(module, examples, training, steps, seed, after_step=record)
     delta = flatten(module.adapter_state(), keys) - origin
-    return Reference(delta, learning_effort(training.lr_schedule, steps), tuple(growth))
+    effort = learning_effort(training.lr_schedule, steps)
+    return Reference(delta, effort, tuple(growth), tuple(path))
 
 
 @torch.no_grad()

@@ -65,6 +65,22 @@ class ScreeningConfig:
     """An update whose gain on the cloud's split is at least (1 - this) x its expected gain is
     paid in full, a smaller one in proportion to its gain. Honest gains of the smoke model
     measured 0.91-1.04x the round's median (20 ESs)."""
+    effort_clause: bool = False
+    """Pay each kept update by the effort its direction shows: along the cloud's reference
+    path (its update after 1, 2, 4, ... steps), an honest update is closest to the point of
+    its own contracted effort, and an update of a few steps stretched to the expected norm
+    is closest to an early point; one whose cosine there falls short of its best by more
+    than ``effort_tolerance`` is paid that best point's effort over its contracted effort
+    (``fed_agent.screening.settlement.effort_fractions``; void for an update contracted past
+    the reference's ``max_reference_steps``). Off by default: it is measured in round 1 of
+    the smoke model (``benchmarks/robustness_settlement.py``), where it catches updates of
+    1-2 of 16 steps and misses those of 3-4; on the main job, whose ESs are contracted
+    at least 96 steps (480 x f / f_max, f >= 1 GHz) against the reference's 64, it is void."""
+    effort_tolerance: float = 0.1
+    """An update whose cosine to the reference's point of its effort is at least (1 - this)
+    x its best cosine along the path is paid in full by the effort clause. Smoke model, round
+    1, 20 ESs of 16 steps, seeds 0-2 (``benchmarks/robustness_settlement.py``, ``effort``
+    rows): no honest update is cut; stretched updates of 1-2 steps mostly are, of 3-4 not."""
     min_quality_peers: int = 3
     """The expected gain is the median gain per expected norm of at least this many updates
     of the round; with fewer the quality clause is void (full pay)."""
@@ -92,7 +108,12 @@ class ScreeningConfig:
         check_number("screening.high_norm_ratio", self.high_norm_ratio, self.clip_ratio)
         check_number("screening.copy_cosine", self.copy_cosine, 0, 1, ends="(]")
         check_number("screening.norm_effort_exponent", self.norm_effort_exponent, 0, 1)
-        for name in ("dependence_tolerance", "quality_tolerance", "near_copy_cosine"):
+        for name in (
+            "dependence_tolerance",
+            "quality_tolerance",
+            "near_copy_cosine",
+            "effort_tolerance",
+        ):
             check_number(f"screening.{name}", getattr(self, name), 0, 1, ends="[)")
         for name in (
             "history_rounds",

@@ -70,6 +70,10 @@ class Reference:
     growth: tuple[tuple[float, float], ...] = ()
     """(effort, norm of the update so far) after 1, 2, 4, ... steps and the last (empty: only
     the end point is known)."""
+    path: tuple[tuple[float, np.ndarray], ...] = ()
+    """(effort, unit direction of the update so far) at the points of ``growth`` (empty: not
+    recorded): where an update's direction lies along the reference's own path
+    (:func:`fed_agent.screening.settlement.effort_fractions`)."""
 
     @property
     def norm(self) -> float:

@@ -19,7 +19,12 @@ matters), by two clauses of the contract:
   with fewer than ``min_quality_peers`` updates, or no positive expected gain (a converged
   module), the clause is void.
 
-The share of pay is ``dependence share x quality fraction``; the strategy pays that share of
+- effort (off by default, ``screening.effort_clause``): where each update's direction lies
+  along the cloud's reference path (:func:`effort_fractions`): an update of a few steps
+  stretched to its expected norm points where the reference pointed after a few steps, and
+  is paid that effort over its contracted one.
+
+The share of pay is ``dependence share x min(quality fraction, effort fraction)``; the strategy pays that share of
 the contracted reward and weights the update by it in the aggregate (a trust weight that
 bounds an attacker's influence to what it delivered).
 
@@ -73,11 +78,54 @@ def quality_of(
     return gains / (per_norm * expected)
 
 
+def effort_fractions(
+    deltas: Sequence[np.ndarray],
+    efforts: Sequence[float],
+    path: Sequence[tuple[float, np.ndarray]],
+    cfg: ScreeningConfig,
+) -> np.ndarray:
+    """Each update's share of its contracted ``efforts`` that its direction shows (1: all).
+
+    ``path``: the reference's (effort, unit direction) after 1, 2, 4, ... steps
+    (:attr:`fed_agent.screening.judge.Reference.path`). Of the points up to an update's
+    effort, its cosine to the last one ("at") against its largest ("best"): at >= (1 -
+    ``effort_tolerance``) best, or no positive cosine, or fewer than two points, is full
+    effort; otherwise the best point's effort over the contracted effort. Void (1) for an
+    update contracted past the path's end (the reference stops at
+    ``screening.max_reference_steps``): where an honest update of that effort points is not
+    known (on the main job, an honest update of 96 steps or more can point closer to the
+    reference after 32 steps than after its last 64). All 1 when the clause is off.
+    """
+    efforts = np.asarray(efforts, dtype=np.float64)
+    if len(efforts) != len(deltas) or not (np.isfinite(efforts).all() and (efforts > 0).all()):
+        raise ValueError(
+            f"need one positive effort per update: {len(deltas)} updates, efforts "
+            f"{efforts.tolist()}"
+        )
+    out = np.ones(len(deltas))
+    if not cfg.effort_clause or len(path) < 2:
+        return out
+    points = np.array([e for e, _ in path])
+    directions = np.stack([d for _, d in path])
+    for i, (delta, effort) in enumerate(zip(deltas, efforts, strict=True)):
+        upto = int(np.searchsorted(points, effort * (1 + 1e-9), side="right"))
+        norm = float(np.linalg.norm(delta))
+        if upto < 2 or effort > points[-1] * (1 + 1e-9) or not norm > 0:
+            continue
+        cosines = directions[:upto] @ (np.asarray(delta, dtype=np.float64) / norm)
+        best = int(np.argmax(cosines))
+        if cosines[best] > 0 and cosines[upto - 1] < (1 - cfg.effort_tolerance) * cosines[best]:
+            out[i] = min(1.0, points[best] / effort)
+    return out
+
+
 def settle(
     deltas: Sequence[np.ndarray],
     gains: Sequence[float],
     expected_norms: Sequence[float],
     cfg: ScreeningConfig,
+    efforts: Sequence[float] | None = None,
+    path: Sequence[tuple[float, np.ndarray]] = (),
 ) -> list[Settled]:
     """Settle the kept updates of one round (any order; the result follows ``deltas``).
 
@@ -93,6 +141,9 @@ def settle(
         (:meth:`fed_agent.screening.judge.UpdateScreen.expected_norm`).
     cfg
         The ``screening.*`` tolerances.
+    efforts, path
+        Each update's contracted effort and the reference's path, for the effort clause
+        (:func:`effort_fractions`; without ``efforts`` the clause is void).
 
     Raises
     ------
@@ -106,14 +157,19 @@ def settle(
         )
     shares = dependence_shares(deltas, cfg)
     quality = quality_of(gains, expected_norms, cfg)
+    shown = (
+        np.ones(len(deltas)) if efforts is None else effort_fractions(deltas, efforts, path, cfg)
+    )
     out = []
-    for share, q in zip(shares, quality, strict=True):
+    for share, q, effort in zip(shares, quality, shown, strict=True):
         full = not np.isfinite(q) or q >= 1.0 - cfg.quality_tolerance
-        fraction = 1.0 if full else float(np.clip(q, 0.0, 1.0))
+        fraction = min(1.0 if full else float(np.clip(q, 0.0, 1.0)), float(effort))
         reasons = []
         if share < 1:
             reasons.append(f"shares {share:.3g} of a dependent group's work")
         if not full:
             reasons.append(f"gain {q:.3g} x expected on the cloud's split")
+        if effort < 1:
+            reasons.append(f"its direction shows {effort:.3g} of its contracted effort")
         out.append(Settled(float(share), float(q), float(share * fraction), "; ".join(reasons)))
     return out

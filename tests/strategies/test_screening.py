@@ -90,3 +90,40 @@ def test_a_copy_and_its_original_are_settled_alike_whichever_arrives_first(
         assert fractions[0][0] + fractions[0][2] == pytest.approx(1.0)
     for key in merged:
         np.testing.assert_allclose(merged[key], merged_back[key], rtol=1e-5, atol=1e-7)
+
+
+def _stretched_short_work(module, message, honest, steps: int = 1):
+    """What a lazy ES sends: ``steps`` of its own training, stretched to its honest norm."""
+    from fed_agent.config import load_config
+    from fed_agent.data.partition import es_examples
+    from fed_agent.modules.training import train_locally
+    from fed_agent.protocol import ARRAYS
+
+    start = record_to_adapter(message.content[ARRAYS])
+    module.load_adapter(start)
+    cfg = load_config("smoke")
+    train_locally(module, es_examples(cfg.data, cfg.seed, 2), cfg.training, steps, seed=7)
+    short = module.adapter_state()
+    norm = lambda s: np.sqrt(sum(float(((s[k] - start[k]) ** 2).sum()) for k in s))  # noqa: E731
+    return _scaled(start, short, norm(honest) / norm(short))
+
+
+@pytest.mark.parametrize("clause", [False, True])
+def test_the_effort_clause_pays_stretched_short_work_less_and_honest_work_in_full(
+    tmp_path, smoke_module, clause
+):
+    overrides = f"incentive=optimal training.local_steps=64 screening.effort_clause={clause}"
+    strategy, grid = make_strategy(tmp_path, smoke_module, overrides)
+    messages, _ = train_round(strategy, grid, smoke_module)
+    updates = honest_updates(smoke_module, messages)
+    lazy = _stretched_short_work(smoke_module, messages[2], updates[2])
+    replies = [reply_for(m, u) for m, u in zip(messages, [*updates[:2], lazy], strict=True)]
+    strategy.aggregate_train(1, replies)
+    ledger = _ledger(strategy)
+    rows = [ledger[m.metadata.dst_node_id] for m in messages]
+    assert [r.status for r in rows] == ["paid"] * 3
+    assert [r.pay_fraction for r in rows[:2]] == [1.0, 1.0]
+    if clause:
+        assert rows[2].pay_fraction <= 0.25  # the effort its direction shows, of ~25 steps
+    else:
+        assert rows[2].pay_fraction == 1.0
