@@ -115,33 +115,32 @@ TABLES = (
     Table(
         "strategies_straggler_summary.csv", "Straggler-aware recruitment against the flat fee",
         "Mean over seeds; economics budget (at most 10 participants a round, 10 local steps); "
-        "deadline 7 s, exit items allowed, places priced; ratios to the flat fee paired by "
-        "seed, with 95 % t-intervals (`vs_flat_fee`: the flat fee with uniform offers, the "
-        "stock baseline; `vs_targeted_flat_fee`: with targeted offers). `offers`: "
-        "`incentive.offer_targeting` (`surplus`: 40 offers to the ESs worth most; at 20 ESs "
-        "every ES is offered either way). No run reaches 0.9 at this budget.",
-        ".venv/bin/python benchmarks/strategies_bench.py --in-process --table "
-        "strategies_straggler --sizes 20 100 --seeds 0 1 2 3 4 --policies edmsac "
-        "fedavg_flat_fee --selections surplus deadline --extra federation.es_per_round=10 "
-        "training.local_steps=10 federation.server_learning_rate=1 incentive.deadline_s=7 "
-        "incentive.exclusion=true; the targeted rows: the same with --sizes 100 --offers "
-        "surplus, one invocation per case as below",
+        "the deadline rule's default of 6 s, exit items allowed, places priced; ratios to the "
+        "flat fee paired by seed, with 95 % t-intervals (`vs_flat_fee`: the flat fee with "
+        "uniform offers, the stock baseline; `vs_targeted_flat_fee`: with targeted offers). "
+        "`offers`: `incentive.offer_targeting` (`surplus`: the 40 offers go to the ESs worth "
+        "most; at 20 ESs every ES is offered either way, so only uniform rows). No run "
+        "reaches 0.9 at this budget.",
+        "for sizes in '20 --offers uniform' '100 --offers uniform' '100 --offers surplus'; "
+        "do for case in 'edmsac --selections deadline' 'fedavg_flat_fee --selections "
+        "surplus'; do .venv/bin/python benchmarks/strategies_bench.py --in-process --table "
+        "strategies_straggler --seeds 0 1 2 3 4 --sizes $sizes --policies $case --extra "
+        "federation.es_per_round=10 training.local_steps=10 federation.server_learning_rate=1 "
+        "incentive.deadline_s=6 incentive.exclusion=true; done; done",
         STRAGGLER_COLUMNS,
         plot="strategies_straggler.png",
     ),
     Table(
-        "strategies_straggler_6s_summary.csv", "Straggler-aware recruitment at the 6 s deadline",
-        "As above with the deadline rule's default of 6 s (about the flat fee's round latency "
-        "at 100 ESs); 20 ESs with uniform offers only (every ES is offered either way), by "
-        "the same command with --sizes 20.",
-        "for offers in uniform surplus; do for case in 'edmsac --selections deadline' "
-        "'fedavg_flat_fee --selections surplus'; do .venv/bin/python "
-        "benchmarks/strategies_bench.py --in-process --table strategies_straggler_6s --sizes "
-        "100 --seeds 0 1 2 3 4 --offers $offers --policies $case --extra "
-        "federation.es_per_round=10 training.local_steps=10 federation.server_learning_rate=1 "
-        "incentive.deadline_s=6 incentive.exclusion=true; done; done",
+        "strategies_straggler_7s_summary.csv", "Straggler-aware recruitment at a 7 s deadline",
+        "As above with a 7 s deadline, and EDMSAC by surplus beside it.",
+        ".venv/bin/python benchmarks/strategies_bench.py --in-process --table "
+        "strategies_straggler_7s --sizes 20 100 --seeds 0 1 2 3 4 --policies edmsac "
+        "fedavg_flat_fee --selections surplus deadline --extra federation.es_per_round=10 "
+        "training.local_steps=10 federation.server_learning_rate=1 incentive.deadline_s=7 "
+        "incentive.exclusion=true; the targeted rows: the same with --sizes 100 --offers "
+        "surplus, one invocation per case as above",
         STRAGGLER_COLUMNS,
-        plot="strategies_straggler_6s.png",
+        plot="strategies_straggler_7s.png",
     ),
     Table(
         "strategies_straggler_5s_summary.csv",
