@@ -11,12 +11,13 @@ conversion to (epsilon, delta)). An ES's update can only be in a round if the ro
 uniform sample of offers picked the ES: ``incentive.max_offers_per_round`` of the at least
 ``federation.min_available_es`` connected ESs, a rate q of at most their ratio
 (:func:`offer_sampling_rate`); offers targeted at the ESs worth most
-(``incentive.offer_targeting=surplus``) are no random sample, and the rate is then 1. A period-2 round offers again to the ESs of its epoch's period-1
-round, so the sample is drawn once per contract epoch: each epoch is one Poisson-sampled
-Gaussian at rate q whose multiplier is that of the epoch's r releases composed, z / sqrt(r),
-and the epochs compose. The sample has a fixed size, for which Poisson sampling at its rate is
-the usual approximation; at q = 1 (the default: every connected ES gets an offer) no
-amplification is claimed and the account is exact RDP composition.
+(``incentive.offer_targeting=surplus``) are no random sample, and the rate is then 1. A period-2
+round offers again to the ESs of its epoch's period-1 round, so the sample is drawn once per
+contract epoch: each epoch is one Poisson-sampled Gaussian at rate q whose multiplier is that of
+the epoch's r releases composed, z / sqrt(r), and the epochs compose. The sample has a fixed
+size, for which Poisson sampling at its rate is the usual approximation; at q = 1 (the default:
+every connected ES gets an offer) no amplification is claimed and the account is exact RDP
+composition.
 """
 
 from __future__ import annotations

@@ -4,16 +4,17 @@ Admission: ESs seen for the first time are asked for their public facts (a QUERY
 whose ClientApp answers with an error of the app itself is recorded once as ``incompatible``
 and never asked again; an ES whose own data is unusable answers with its reason
 (``protocol.DATA_DECLINE``) and is recorded once as ``declined``, never asked again either.
-Offer design: in period 1 a seeded sample (or, with ``incentive.offer_targeting=surplus``,
-the ESs whose work the cloud expects to be worth most) gets contracts designed in one batched call of the
-contract policy (public facts + the cloud's belief about its type; under the deadline rule
-with exit items, at the best price of a place: ``fed_agent.incentives.capacity``); in period 2
-the period-1 participants are offered their period-2 menu. Choices: each offered ES names an
-item or declines, on a separate offer QUERY or on the reply to a train offer. Selection: the
-cloud's beliefs learn from the choices, each accepter's work is valued (less
+Offer design: in period 1 a seeded sample (or, with ``incentive.offer_targeting=surplus``, the
+ESs whose work the cloud expects to be worth most) gets contracts designed in one batched call
+of the contract policy (public facts + the cloud's belief about its type; under the deadline
+rule with exit items, at the best price of a place: ``fed_agent.incentives.capacity``); in
+period 2 the period-1 participants are offered their period-2 menu. Choices: each offered ES
+names an item or declines, on a separate offer QUERY or on the reply to a train offer.
+Selection: the cloud's beliefs learn from the choices, each accepter's work is valued (less
 ``Assignment.cost_of_choosing``), its latency modelled, and ``incentive.selection`` chooses at
-most ``federation.es_per_round``. An ES that takes the exit item (f = 0, ``incentive.exclusion``)
-is no candidate: it is recorded ``excluded``, does no work and is paid only what it carries.
+most ``federation.es_per_round``. An ES that takes the exit item (f = 0,
+``incentive.exclusion``) is no candidate: it is recorded ``excluded``, does no work and is paid
+only what it carries.
 
 The recruiter writes its ledger rows through the :class:`~strategies.contract_book.ContractBook`
 and never calls the strategy or the reply judge.

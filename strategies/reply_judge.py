@@ -11,8 +11,9 @@ updates, as a set, earn a share of their pay and weight (``fed_agent.screening.s
 copies, near-copies and means of peers share one update's, an update whose gain on the
 cloud's split falls short of its effort's is paid by its gain, and with
 ``screening.effort_clause`` one whose direction shows less effort than contracted is paid by
-the effort it shows); one that earns nothing is rejected. Merging: the kept modules are aggregated, weighted by their contracted steps (times
-their share) or uniformly; a module that cannot be aggregated is rejected alone.
+the effort it shows); one that earns nothing is rejected. Merging: the kept modules are
+aggregated, weighted by their contracted steps (times their share) or uniformly; a module
+that cannot be aggregated is rejected alone.
 
 The judge decides and returns verdicts; it writes no ledger row and never calls the strategy,
 the recruiter or the contract book.

@@ -24,9 +24,9 @@ matters), by two clauses of the contract:
   stretched to its expected norm points where the reference pointed after a few steps, and
   is paid that effort over its contracted one.
 
-The share of pay is ``dependence share x min(quality fraction, effort fraction)``; the strategy pays that share of
-the contracted reward and weights the update by it in the aggregate (a trust weight that
-bounds an attacker's influence to what it delivered).
+The share of pay is ``dependence share x min(quality fraction, effort fraction)``; the
+strategy pays that share of the contracted reward and weights the update by it in the
+aggregate (a trust weight that bounds an attacker's influence to what it delivered).
 
 Measured on the smoke model (20 non-IID ESs, 16 steps, 64-scene cloud split, round 1): honest
 gains 0.91-1.04x the round's median; an update of 1 step stretched to the expected norm 0.5x,
