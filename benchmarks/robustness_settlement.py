@@ -96,7 +96,7 @@ class Round:
         self.honest = np.stack([self._train(es, STEPS) for es in range(NUM_ES)])
         ref_seed = derive_seed(cfg.seed, "reference-update", 1)
         self.reference = reference_update(
-            self.module, self.global_state, self.split, cfg.training, STEPS, ref_seed
+            self.module, self.global_state, self.split, cfg.training, STEPS, ref_seed, True
         )
         self.effort = learning_effort(cfg.training.lr_schedule, STEPS)
         self._gains: dict[bytes, float] = {}

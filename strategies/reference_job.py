@@ -82,4 +82,5 @@ class ReferenceJob:
             self.cfg.training,
             steps,
             seed,
+            keep_path=screening.effort_clause,
         )

@@ -29,9 +29,11 @@ def reference_update(
     training: TrainingConfig,
     steps: int,
     seed: int,
+    keep_path: bool = False,
 ) -> Reference:
     """The cloud's own update: ``global_state`` trained ``steps`` steps on ``examples``, with
-    its norm and direction after 1, 2, 4, ... steps (``Reference.growth``, ``Reference.path``).
+    its norm after 1, 2, 4, ... steps (``Reference.growth``) and, with ``keep_path``, its
+    direction there (``Reference.path``, for the effort clause: a copy of the update each).
 
     Leaves ``module`` holding the trained adapter (callers load what they need next).
     """
@@ -48,7 +50,7 @@ def reference_update(
             so_far = flatten(module.adapter_state(), keys) - origin
             norm = float(np.linalg.norm(so_far))
             growth.append((float(factors[done - 1]), norm))
-            if norm > 0:
+            if keep_path and norm > 0:
                 path.append((float(factors[done - 1]), so_far / norm))
 
     module.load_adapter(global_state)
