@@ -22,7 +22,7 @@ def _expected_surplus(market) -> float:
     return float(surplus @ market.prior)
 
 
-def _offered(strategy, grid) -> set[int]:
+def _offered(strategy) -> set[int]:
     """The ESs the round made contracts for."""
     return set(strategy.engagements)
 
@@ -51,14 +51,14 @@ def test_targeted_offers_go_to_the_es_worth_most_and_every_es_is_asked_once(
     prior = Market.from_params(strategy.cfg.market).prior  # the belief before any choice
     worth = {n: _expected_surplus(recruiter.market_of(n, prior)) for n in NODES}
     assert len(set(np.round(list(worth.values()), 6))) == len(NODES)  # no tie to break
-    assert _offered(strategy, grid) == {max(worth, key=worth.get)}
+    assert _offered(strategy) == {max(worth, key=worth.get)}
 
 
 def test_uniform_offers_ask_only_the_sampled_es(tmp_path, smoke_module):
     overrides = "incentive=optimal incentive.max_offers_per_round=1"
     strategy, grid = make_strategy(tmp_path, smoke_module, overrides)
     train_round(strategy, grid, smoke_module)
-    assert _facts_asked(grid) == list(_offered(strategy, grid))
+    assert _facts_asked(grid) == list(_offered(strategy))
 
 
 def test_targeted_offers_are_accounted_without_amplification(tmp_path, smoke_module):

@@ -6,6 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fed_agent.config import load_config
+from fed_agent.data.partition import es_examples
+from fed_agent.modules.training import train_locally
+from fed_agent.protocol import ARRAYS
 from strategies.records import record_to_adapter
 from tests.strategies.test_contract_strategy import (
     honest_updates,
@@ -94,11 +98,6 @@ def test_a_copy_and_its_original_are_settled_alike_whichever_arrives_first(
 
 def _stretched_short_work(module, message, honest, steps: int = 1):
     """What a lazy ES sends: ``steps`` of its own training, stretched to its honest norm."""
-    from fed_agent.config import load_config
-    from fed_agent.data.partition import es_examples
-    from fed_agent.modules.training import train_locally
-    from fed_agent.protocol import ARRAYS
-
     start = record_to_adapter(message.content[ARRAYS])
     module.load_adapter(start)
     cfg = load_config("smoke")
