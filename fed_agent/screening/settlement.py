@@ -6,10 +6,10 @@ matters), by two clauses of the contract:
 
 - dependence (:mod:`fed_agent.screening.dependence`): copies (scaled or not), colluders
   sending one update, means of peers and near-copies of a peer (its update plus noise of the
-  copier's own) deliver fewer updates' work than their number; a group of ``k`` updates worth
-  ``r`` shares ``r`` updates' pay and weight, ``r / k`` each. The group is treated
-  symmetrically because a set cannot tell the original from its copy: an honest ES whose
-  update is copied shares its pay with the copier (the copier never gets more than it);
+  copier's own) deliver fewer updates' work than their number; a group is worth what it adds,
+  held by the members that did the work: a near-copy's original (the update the others
+  explain best) and the peers a mean is taken of; exact copies, which a set cannot tell from
+  their original, share one update's worth equally;
 - quality: each update's *gain*, the drop of the loss on the cloud's own split when the
   global module takes that update alone (the caller measures it,
   :func:`fed_agent.modules.reference.update_gains`), against the gain expected of its
@@ -31,7 +31,7 @@ aggregate (a trust weight that bounds an attacker's influence to what it deliver
 Measured on the smoke model (20 non-IID ESs, 16 steps, 64-scene cloud split, round 1): honest
 gains 0.91-1.04x the round's median; an update of 1 step stretched to the expected norm 0.5x,
 of 2 steps 0.7-0.87x, of 4 steps 0.87-0.95x; near-copies of a peer at cosine 0.99 and 0.95
-0.98x and 0.92x its gain (the dependence clause shares their pay with their originals').
+0.98x and 0.92x its gain (the dependence clause leaves their worth to their originals).
 """
 
 from __future__ import annotations

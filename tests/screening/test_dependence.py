@@ -1,5 +1,6 @@
-"""Copies, means of peers and near-copies share one update's worth, whatever the order of
-arrival; honest updates as close to each other as measured share nothing.
+"""Copies, means of peers and near-copies are worth what they add, whatever the order of
+arrival: a near-copy's original and the peers of a mean hold the worth, exact copies share
+it; honest updates as close to each other as measured share nothing.
 
 Synthetic updates (pure numpy) shaped like the smoke model's round 1: honest ESs share one
 learning direction plus their own data's part, which lies in a few directions that the ESs'
@@ -16,6 +17,7 @@ import pytest
 
 from fed_agent.screening.config import ScreeningConfig
 from fed_agent.screening.dependence import (
+    _rank,
     dependence_shares,
     dependent_groups,
     explained_shares,
@@ -78,12 +80,12 @@ def test_the_noise_limit_is_the_random_share_plus_six_deviations():
     assert max(shares) < noise_share_limit(6, DIM, 6.0)
 
 
-@pytest.mark.parametrize("cosine", [0.99, 0.95, 0.91])
-def test_a_near_copy_and_its_original_share_one_update_in_any_order(cosine):
+@pytest.mark.parametrize("cosine", [0.998, 0.99, 0.95, 0.91])
+def test_the_original_of_a_near_copy_holds_its_update_in_any_order(cosine):
     updates = honest_round(11)
     sent = [*updates, near_copy(updates[2], cosine, seed=11)]
     base = dependence_shares(sent, CFG)
-    np.testing.assert_allclose(base, [1, 1, 0.5] + [1] * 8 + [0.5])
+    np.testing.assert_allclose(base, [1] * 11 + [0])
     rng = np.random.default_rng(5)
     for _ in range(25):
         order = rng.permutation(12)
@@ -95,13 +97,34 @@ def test_near_copies_of_several_peers_pair_with_their_originals_only():
     updates = honest_round(11)
     copies = [near_copy(updates[i], 0.95, seed=20 + i) for i in range(9)]  # 45 % attackers
     shares = dependence_shares([*updates, *copies], CFG)
-    np.testing.assert_allclose(shares, [0.5] * 9 + [1, 1] + [0.5] * 9)
+    np.testing.assert_allclose(shares, [1] * 11 + [0] * 9)
 
 
-def test_two_near_copies_of_one_peer_share_it_three_ways():
+def test_two_near_copies_of_one_peer_leave_it_its_update():
     updates = honest_round(10)
     sent = [*updates, near_copy(updates[0], 0.99, 1), near_copy(updates[0], 0.95, 2)]
-    np.testing.assert_allclose(dependence_shares(sent, CFG), [1 / 3] + [1] * 9 + [1 / 3] * 2)
+    np.testing.assert_allclose(dependence_shares(sent, CFG), [1] * 10 + [0, 0])
+
+
+def test_the_original_is_the_update_the_others_explain_best():
+    """The copy adds noise the others do not explain: ``E (1 - c^2)`` less of it explained."""
+    updates = honest_round(11)
+    copy = near_copy(updates[2], 0.95, seed=11)
+    units = unit_rows([*updates, copy])
+    rest = np.delete(units, [2, 11], axis=0)
+    explained = []
+    for i in (2, 11):
+        coefficients = np.linalg.lstsq(rest.T, units[i], rcond=None)[0]
+        explained.append(float(np.sum((rest.T @ coefficients) ** 2)))
+    assert explained[0] - explained[1] == pytest.approx(explained[0] * (1 - 0.95**2), rel=0.2)
+
+
+def test_an_original_without_a_clear_lead_shares_its_update_equally():
+    """A lead within ``origin_sigmas`` deviations of chance singles no one out."""
+    updates = honest_round(11)
+    strict = ScreeningConfig(origin_sigmas=1e6)  # no lead is enough: shared equally
+    sent = [*updates, near_copy(updates[2], 0.95, seed=11)]
+    np.testing.assert_allclose(dependence_shares(sent, strict), [1, 1, 0.5] + [1] * 8 + [0.5])
 
 
 def test_small_rounds_are_not_searched_for_near_copies():
@@ -110,7 +133,7 @@ def test_small_rounds_are_not_searched_for_near_copies():
     sent = [*updates, near_copy(updates[2], 0.95, seed=11)]
     np.testing.assert_array_equal(dependence_shares(sent, CFG), np.ones(8))
     fewer = ScreeningConfig(near_copy_min_updates=8)
-    np.testing.assert_allclose(dependence_shares(sent, fewer), [1, 1, 0.5] + [1] * 4 + [0.5])
+    np.testing.assert_allclose(dependence_shares(sent, fewer), [1] * 7 + [0])
 
 
 def test_shares_do_not_depend_on_the_order_of_arrival():
@@ -120,8 +143,33 @@ def test_shares_do_not_depend_on_the_order_of_arrival():
     for order in itertools.islice(itertools.permutations(range(len(sent))), 0, 200, 7):
         shares = dependence_shares([sent[i] for i in order], CFG)
         np.testing.assert_allclose(shares, base[list(order)])
-    # the mean of two peers: 3 updates of rank 2; three copies of one: rank 1
-    np.testing.assert_allclose(base, [2 / 3, 2 / 3, 1, 1 / 3, 1, 1, 2 / 3, 1 / 3, 1 / 3])
+    # the mean of two peers: the peers hold the rank 2; three copies of one: rank 1, shared
+    np.testing.assert_allclose(base, [1, 1, 1, 1 / 3, 1, 1, 0, 1 / 3, 1 / 3])
+
+
+def test_means_of_peers_are_worth_nothing_and_their_peers_in_full():
+    """A chain of means (the benchmark's 45 %): each mean lies in the cone of its two peers,
+    no peer in the cone of the others; the peers share the group's rank."""
+    updates = honest_round(11)
+    means = [(updates[i] + updates[i + 1]) / 2 for i in range(9)]
+    shares = dependence_shares([*updates, *means], CFG)
+    assert np.all(shares[11:] == 0)
+    units = unit_rows([*updates, *means])
+    (group,) = dependent_groups(units, CFG.dependence_tolerance)
+    rank = _rank(units[group], CFG.dependence_tolerance)
+    np.testing.assert_allclose(shares[:11], min(1.0, rank / 11))  # synthetic ESs: rank 9
+
+
+def test_a_mean_with_a_little_noise_of_its_own_is_still_inside():
+    a, b, c = honest(1), honest(2), honest(3)
+    mean = (a + b) / 2
+    side = np.random.default_rng(8).normal(size=DIM)
+    side -= np.linalg.lstsq(np.stack([a, b]).T, side, rcond=None)[0] @ np.stack([a, b])
+    noisy = mean + 0.02 * np.linalg.norm(mean) * side / np.linalg.norm(side)
+    for sent in ([a, b, c, mean], [a, b, c, noisy], [noisy, c, b, a]):
+        shares = dependence_shares(sent, CFG)
+        np.testing.assert_allclose(sorted(shares), [0, 1, 1, 1])
+        assert shares[[i for i, x in enumerate(sent) if x is noisy or x is mean][0]] == 0
 
 
 def test_colluders_sending_one_update_are_worth_one_update_in_all():
@@ -143,6 +191,8 @@ def test_bad_input_is_refused_with_one_line():
         dependence_shares([honest(1), np.zeros(DIM)], CFG)
     with pytest.raises(ValueError, match="near_copy_sigmas"):
         ScreeningConfig(near_copy_sigmas=-1.0)
+    with pytest.raises(ValueError, match="origin_sigmas"):
+        ScreeningConfig(origin_sigmas=float("nan"))
 
 
 def test_a_copy_among_three_is_one_update_not_a_near_copy_of_the_third():
@@ -161,3 +211,13 @@ def test_a_junk_update_is_no_near_copy_of_the_honest_ones():
     hug = 0.4 * own / np.linalg.norm(own) + np.sqrt(1 - 0.4**2) * junk / np.linalg.norm(junk)
     shares = dependence_shares([*updates, hug, hug.copy()], CFG)
     np.testing.assert_allclose(shares, [1] * 10 + [0.5, 0.5])
+
+
+def test_an_exact_copy_shares_with_its_original_and_a_near_copy_gets_nothing():
+    updates = honest_round(11)
+    sent = [*updates, 1.3 * updates[2], near_copy(updates[2], 0.95, seed=4)]
+    expected = np.array([1, 1, 0.5] + [1] * 8 + [0.5, 0])
+    for order in (range(13), range(12, -1, -1)):
+        order = list(order)
+        shares = dependence_shares([sent[i] for i in order], CFG)
+        np.testing.assert_allclose(shares, expected[order])
