@@ -156,9 +156,11 @@ an honest peer's): ``collude``: every attacker sends one shared update that hugs
 ``hug``: each attacker alone sends an update just inside the limits, mostly a junk direction;
 ``peer_copy``: a copy of an honest peer's update; ``scaled_copy``: 0.15x of it."""
 
-PEER_ATTACKS = ("near_copy_99", "near_copy_95", "peer_mean", "collude_noisy")
+PEER_ATTACKS = ("near_copy_99", "near_copy_95", "peer_mean", "peer_extrapolation")
+PEER_ATTACKS += ("collude_noisy",)
 """Attacks built from the honest peers' updates: ``near_copy_<c>``: a peer's update with noise
 added, at cosine 0.<c> to it and of its norm; ``peer_mean``: the mean of two peers' updates;
+``peer_extrapolation``: ``2p - q`` for two peers ``p``, ``q`` (``p`` is then their mean);
 ``collude_noisy``: like ``hug``, but the junk is one direction all attackers share plus 0.6 of
 each one's own noise (so that no two replies are copies of each other)."""
 
@@ -242,6 +244,10 @@ def peer_deltas(
         return [
             (peer_deltas_[i % n] + peer_deltas_[(i + 1) % n]) / 2
             for i in range(len(attacker_deltas))
+        ]
+    if name == "peer_extrapolation":
+        return [
+            2 * peer_deltas_[i % n] - peer_deltas_[(i + 1) % n] for i in range(len(attacker_deltas))
         ]
     if name == "collude_noisy":
         junk = rng.normal(size=peer_deltas_[0].shape)

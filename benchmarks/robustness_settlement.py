@@ -10,7 +10,8 @@ Setup (in the columns of every row of ``benchmarks/results/robustness_settlement
 smoke experiment's tiny LLM, 20 ESs (each its own non-IID partition), 16 local steps, one
 round from the initial module, every ES contracted to the same work; the last 10/30/45 % of
 the ESs attack; the cloud's split is 64 scenes. Attacks: ``benchmarks.attacks`` -- near-copies
-of a peer (cosine 0.99, 0.95), exact copies, the mean of two peers, colluders (one shared
+of a peer (cosine 0.99, 0.95), exact copies, the mean of two peers, the extrapolation
+``2p - q`` of two peers (which makes the honest ``p`` their mean), colluders (one shared
 update, or a shared junk direction plus their own noise), threshold-huggers, and ``partial``:
 an ES that trains 1-4 of its 16 steps (attacker ``i``: ``1 + i mod 4``) and stretches the
 result to its honest update's norm. Defences:
@@ -71,7 +72,8 @@ from fed_agent.seeding import derive_seed, seed_everything
 NUM_ES = 20
 STEPS = 16
 FRACTIONS = (0.1, 0.3, 0.45)
-ATTACKS = ("near_copy_99", "near_copy_95", "peer_copy", "peer_mean", "collude")
+ATTACKS = ("near_copy_99", "near_copy_95", "peer_copy", "peer_mean", "peer_extrapolation")
+ATTACKS += ("collude",)
 ATTACKS += ("collude_noisy", "hug", "partial")
 DEFENCES = ("plain", "expected", "settled", "effort")
 HUG_WORK = 0.4 * 1.9  # HugParams: cosine 0.4 to its own update, 1.9x its norm

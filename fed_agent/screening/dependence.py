@@ -197,34 +197,60 @@ def _span_coordinates(units: np.ndarray) -> np.ndarray:
     return vectors[:, keep] * np.sqrt(values[keep])
 
 
-def _inside_cone(units: np.ndarray, tolerance: float) -> np.ndarray:
-    """Which rows lie within ``tolerance`` of the cone of the others (a combination of them
-    with no negative weight: the mean of two peers lies in theirs, neither peer in the cone
-    of the mean and the other)."""
+def _cone_supports(units: np.ndarray, tolerance: float) -> list[list[int]]:
+    """For each row, the others it lies within ``tolerance`` of the cone of (a combination
+    with no negative weight: a mean of two peers lies in theirs, neither peer in the cone of
+    the mean and the other): those with a weight in it; empty for a row outside."""
     coords = _span_coordinates(units)
-    inside = np.zeros(len(units), dtype=bool)
+    supports: list[list[int]] = []
     for i in range(len(units)):
-        others = np.delete(coords, i, axis=0)
-        inside[i] = nnls(others.T, coords[i])[1] < tolerance
-    return inside
+        others = [j for j in range(len(units)) if j != i]
+        weights, distance = nnls(coords[others].T, coords[i])
+        used = weights > 1e-6 * max(float(weights.max()), np.finfo(float).tiny)
+        supports.append([others[k] for k in np.flatnonzero(used)] if distance < tolerance else [])
+    return supports
 
 
-def group_worths(units: np.ndarray, tolerance: float) -> np.ndarray:
+def _residuals(units: np.ndarray, outside: np.ndarray) -> np.ndarray:
+    """The rows' parts that the ``outside`` rows' span does not explain."""
+    if not len(outside):
+        return units
+    coefficients = np.linalg.lstsq(outside.T, units.T, rcond=None)[0]
+    return units - (outside.T @ coefficients).T
+
+
+def group_worths(
+    units: np.ndarray, outside: np.ndarray, tolerance: float, support_cosine: float
+) -> np.ndarray:
     """Each member's worth in updates, for a group of exactly dependent unit vectors (their
-    rank in all). The members that no others combine to with non-negative weights (the
-    cone's edges: the peers a mean is taken of) hold the rank, one update each at most; the
-    members inside the cone (the means) share what is left. Where every member is inside
-    (copies, colluders sending one update) or none, the rank is shared equally.
+    rank in all; ``outside``: the round's other updates). The members that no others combine
+    to with non-negative weights (the cone's edges: the peers a mean is taken of) hold the
+    rank, one update each at most; the members inside the cone (the means) share what is
+    left. Where every member is inside (copies, colluders sending one update) or none, the
+    rank is shared equally.
 
     Inside is within half the ``tolerance`` of the cone: a mean of peers lies in it exactly,
     while honest smoke-model updates lay 0.069-0.34 from the cone of the other 19 (seeds 0-1,
-    round 1), so a mean with noise of its own near the tolerance is an edge (shared equally
-    as before) rather than an honest ES being taken for one."""
+    round 1). The geometry alone would let an attacker that sends ``2p - q`` (two peers'
+    updates extrapolated) make the honest ``p`` look like the mean; so the cone is believed
+    only where each inside member's own part (what the ``outside`` updates do not explain)
+    has cosine ``support_cosine`` or more with that of every member it combines: a mean's
+    part is the mean of its peers' (about 0.7 with each, measured 0.56-0.92), while an honest
+    ES's part and an extrapolation's point apart (measured -0.26-0.56 between the honest
+    ``p`` and ``q``). Else the rank is shared equally."""
     rank = _rank(units, tolerance)
-    inside = _inside_cone(units, tolerance / 2)
+    supports = _cone_supports(units, tolerance / 2)
+    inside = np.array([bool(s) for s in supports])
     edges = int((~inside).sum())
     if edges in (0, len(units)):
         return np.full(len(units), rank / len(units))
+    own = _residuals(units, outside)
+    norms = np.linalg.norm(own, axis=1)
+    for i in np.flatnonzero(inside):
+        for j in supports[i]:
+            cosine = float(own[i] @ own[j]) / max(float(norms[i] * norms[j]), np.finfo(float).tiny)
+            if cosine < support_cosine:
+                return np.full(len(units), rank / len(units))
     each = min(1.0, rank / edges)
     return np.where(inside, (rank - each * edges) / (len(units) - edges), each)
 
@@ -289,7 +315,8 @@ def dependence_shares(deltas: Sequence[np.ndarray], cfg: ScreeningConfig) -> np.
     means = _class_means(units, classes)
     worth = np.ones(len(classes))
     for group in dependent_groups(means, tolerance):
-        worth[group] = group_worths(means[group], tolerance)
+        outside = np.delete(means, group, axis=0)
+        worth[group] = group_worths(means[group], outside, tolerance, cfg.mean_support_cosine)
     for members, value in zip(classes, worth, strict=True):
         shares[members] = value * held[members]
     return shares

@@ -221,3 +221,14 @@ def test_an_exact_copy_shares_with_its_original_and_a_near_copy_gets_nothing():
         order = list(order)
         shares = dependence_shares([sent[i] for i in order], CFG)
         np.testing.assert_allclose(shares, expected[order])
+
+
+def test_an_extrapolation_cannot_frame_an_honest_peer_as_the_mean():
+    """``2p - q`` makes the honest ``p`` the mean of the attacker and ``q``; its own part
+    points away from ``q``'s, so the cone is not believed and the three share the rank."""
+    updates = honest_round(11)
+    framing = 2 * updates[0] - updates[1]
+    shares = dependence_shares([*updates, framing], CFG)
+    np.testing.assert_allclose(shares, [2 / 3, 2 / 3] + [1] * 9 + [2 / 3])
+    mean = (updates[0] + updates[1]) / 2
+    np.testing.assert_allclose(dependence_shares([*updates, mean], CFG), [1] * 11 + [0])
