@@ -56,12 +56,13 @@ class ScreeningConfig:
     and 0.063 in rounds of 12 (limit 0.021), 0.017 and 0.023 in rounds of 8 (limit 0.015), and
     honest pairs were taken for near-copies in 69 and 120 of 150 rounds of 3."""
     origin_sigmas: float = 4.0
-    """A class of near-copies is worth one update, held by the member the round's other updates
-    explain best (the original: a copy adds noise they do not explain) when it leads every
-    other member by more than this many deviations of that noise's chance share; else shared
-    equally (:func:`fed_agent.screening.dependence._originals`). Smoke model, rounds of 20
-    with 2-9 near-copiers at cosine 0.99 and 0.95, seeds 0-2: the original led in 51 of 51
-    pairs, by 0.016-0.019 (0.99) and 0.090-0.097 (0.95)."""
+    """A class of near-copies is worth one update, held by its original: the member with the
+    least part the round's other updates do not explain, when every other member's is larger
+    and none's explained part smaller, each by more than this many deviations of chance; else
+    shared equally (:func:`fed_agent.screening.dependence._originals`). Smoke model, rounds
+    of 20 with 2-9 near-copiers at cosine 0.99 and 0.95, seeds 0-2: every original found;
+    copies scaled down to 0.7x or pushed up to 0.08 along the ESs' common direction framed
+    no original."""
     mean_support_cosine: float = 0.45
     """A member of a group of exactly dependent updates that lies in the cone of others (a
     mean of peers) holds only what its peers leave when its own part (what the round's

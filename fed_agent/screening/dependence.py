@@ -30,9 +30,9 @@ What a group is worth is held by the members that did the work, never by arrival
 
 - exact copies (a pair within ``dependence_tolerance``, colluders sending one update) share
   one update's worth equally: a set cannot tell an exact copy from its original;
-- a class of near-copies is worth one update, held by its original: the member the round's
-  other updates explain best, since a copy adds noise they do not explain
-  (:func:`_originals`; without a lead of ``origin_sigmas`` deviations, shared equally);
+- a class of near-copies is worth one update, held by its original: against the round's
+  other updates, a copy has more of a part they do not explain (its noise) and no more of a
+  part they do (:func:`_originals`; where no member stands out so, shared equally);
 - a group of exactly dependent updates is worth its rank, held by the edges of its cone
   (the peers a mean is taken of); the members inside the cone (the means) hold what is left
   (:func:`group_worths`).
@@ -255,36 +255,55 @@ def group_worths(
     return np.where(inside, (rank - each * edges) / (len(units) - edges), each)
 
 
-def _originals(units: np.ndarray, members: list[list[int]], cfg: ScreeningConfig) -> list[int]:
+def _originals(
+    rows: np.ndarray, units: np.ndarray, members: list[list[int]], cfg: ScreeningConfig
+) -> list[int]:
     """Of a class of near-copies (``members``: its classes of exact copies, as indices of
-    ``units``), the positions that hold the class's worth: the one whose direction the
-    round's other updates explain best, when it beats every other member by more than
-    ``cfg.origin_sigmas`` deviations; else all (the original cannot be told).
+    ``rows``, the updates, and ``units``, theirs as unit vectors), the positions that hold the
+    class's worth: the original when the round tells it, else all.
 
-    A near-copy is its original turned by noise of the copier's own, which the other
-    updates explain no more of than of a random direction, so they explain less of the copy
-    than of its original: ``E (1 - c^2)`` less for an original they explain ``E`` of, at
-    cosine ``c``. What the noise happens to share with the explained part deviates by about
-    ``2 s sqrt((1 - E') / D)`` (``s``: the pair's distance, ``E'`` the lesser share)."""
+    A near-copy is its original plus noise of the copier's own, which the round's other
+    updates explain no more of than of a random direction. So against those others, the copy
+    has more of an unexplained part than its original (``A``, in the updates' own units) and
+    no more of an explained part (``B``). The original is the member of least ``A`` when it
+    is short of every other member's by more than ``cfg.origin_sigmas`` deviations of chance
+    and no other's ``B`` falls short of its own by more than that. Both are asked because
+    either alone can be bought: a copier that scales its copy down lowers its ``A`` (and its
+    ``B`` with it), and one that adds a little of a direction the others share (the public
+    global step) raises its ``B``. Chance is what noise of the pair's distance ``d`` adds
+    in ``D`` dimensions with ``k`` others: ``2 A d / sqrt(D)`` to ``A^2``, ``2 B d /
+    sqrt(D)`` plus ``d^2 (k + sigmas sqrt(2 k)) / D`` to ``B^2``."""
     if len(members) == 1:
         return [0]
     inside = {i for m in members for i in m}
     rest = [i for i in range(len(units)) if i not in inside]
     if not rest:
         return list(range(len(members)))
-    heads = _class_means(units, members)
+    heads = np.stack([_aligned_mean(rows, units, m) for m in members])
     against = heads @ units[rest].T
     inverse = np.linalg.pinv(units[rest] @ units[rest].T, rcond=1e-10, hermitian=True)
-    explained = np.einsum("ij,jk,ik->i", against, inverse, against)
-    top = int(np.argmax(explained))
+    explained = np.clip(np.einsum("ij,jk,ik->i", against, inverse, against), 0.0, None)
+    unexplained = np.clip((heads**2).sum(axis=1) - explained, 0.0, None)
+    dim, others, sigmas = units.shape[1], len(rest), cfg.origin_sigmas
+    top = int(np.argmin(unexplained))
+    a, b = np.sqrt(unexplained[top]), np.sqrt(explained[top])
     for j in range(len(members)):
         if j == top:
             continue
-        apart = np.sqrt(max(0.0, 1.0 - float(heads[top] @ heads[j]) ** 2))
-        deviation = 2 * apart * np.sqrt(max(0.0, 1.0 - explained[j]) / units.shape[1])
-        if explained[top] - explained[j] <= cfg.origin_sigmas * deviation:
+        d = float(np.linalg.norm(heads[j] - heads[top]))
+        more_noise = unexplained[j] - unexplained[top] > sigmas * 2 * a * d / np.sqrt(dim)
+        chance = (
+            sigmas * 2 * b * d / np.sqrt(dim) + d**2 * (others + sigmas * np.sqrt(2 * others)) / dim
+        )
+        if not (more_noise and explained[j] - explained[top] < chance):
             return list(range(len(members)))
     return [top]
+
+
+def _aligned_mean(rows: np.ndarray, units: np.ndarray, members: list[int]) -> np.ndarray:
+    """The mean of a class of exact copies, each turned to the sign of the class's first."""
+    signs = np.sign(units[members] @ units[members[0]])
+    return (signs[:, None] * rows[members]).mean(axis=0)
 
 
 def dependence_shares(deltas: Sequence[np.ndarray], cfg: ScreeningConfig) -> np.ndarray:
@@ -297,6 +316,7 @@ def dependence_shares(deltas: Sequence[np.ndarray], cfg: ScreeningConfig) -> np.
     if len(deltas) < 2:
         return shares
     units = unit_rows(deltas)
+    rows = np.stack([np.asarray(d, dtype=np.float64).ravel() for d in deltas])
     tolerance = cfg.dependence_tolerance
     union = _Union(len(units))
     paired = 1.0 - (units @ units.T) ** 2 < tolerance**2
@@ -306,7 +326,8 @@ def dependence_shares(deltas: Sequence[np.ndarray], cfg: ScreeningConfig) -> np.
     held = np.ones(len(units))  # each update's part of its near-copy class's worth
     classes = []
     for group in near_copy_classes(_class_means(units, copies), cfg):
-        holders = [copies[group[k]] for k in _originals(units, [copies[c] for c in group], cfg)]
+        found = _originals(rows, units, [copies[c] for c in group], cfg)
+        holders = [copies[group[k]] for k in found]
         held[sorted(i for c in group for i in copies[c])] = 0.0
         for members in holders:
             held[members] = 1.0 / (len(holders) * len(members))

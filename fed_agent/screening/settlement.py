@@ -7,8 +7,8 @@ matters), by two clauses of the contract:
 - dependence (:mod:`fed_agent.screening.dependence`): copies (scaled or not), colluders
   sending one update, means of peers and near-copies of a peer (its update plus noise of the
   copier's own) deliver fewer updates' work than their number; a group is worth what it adds,
-  held by the members that did the work: a near-copy's original (the update the others
-  explain best) and the peers a mean is taken of; exact copies, which a set cannot tell from
+  held by the members that did the work: a near-copy's original (the member with the least part the
+  others do not explain) and the peers a mean is taken of; exact copies, which a set cannot tell from
   their original, share one update's worth equally;
 - quality: each update's *gain*, the drop of the loss on the cloud's own split when the
   global module takes that update alone (the caller measures it,

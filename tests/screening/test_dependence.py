@@ -106,17 +106,35 @@ def test_two_near_copies_of_one_peer_leave_it_its_update():
     np.testing.assert_allclose(dependence_shares(sent, CFG), [1] * 10 + [0, 0])
 
 
-def test_the_original_is_the_update_the_others_explain_best():
-    """The copy adds noise the others do not explain: ``E (1 - c^2)`` less of it explained."""
+def test_a_copy_has_more_unexplained_and_no_more_explained_than_its_original():
+    """The noise the copier adds is what the others do not explain."""
     updates = honest_round(11)
     copy = near_copy(updates[2], 0.95, seed=11)
-    units = unit_rows([*updates, copy])
-    rest = np.delete(units, [2, 11], axis=0)
-    explained = []
-    for i in (2, 11):
-        coefficients = np.linalg.lstsq(rest.T, units[i], rcond=None)[0]
-        explained.append(float(np.sum((rest.T @ coefficients) ** 2)))
-    assert explained[0] - explained[1] == pytest.approx(explained[0] * (1 - 0.95**2), rel=0.2)
+    rest = np.delete(np.stack(updates), 2, axis=0)
+    parts = []
+    for x in (updates[2], copy):
+        explained = rest.T @ np.linalg.lstsq(rest.T, x, rcond=None)[0]
+        parts.append((np.linalg.norm(x - explained), np.linalg.norm(explained)))
+    (a_original, b_original), (a_copy, b_copy) = parts
+    assert a_copy > 1.5 * a_original and b_copy < b_original
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.5, 0.1])
+@pytest.mark.parametrize("shift", [0.0, 0.01, 0.02, 0.04])
+def test_a_copier_cannot_buy_the_original_s_place(scale, shift):
+    """Scaled down (less unexplained, but less explained too) or pushed along the direction
+    every ES shares (more explained, as much unexplained): the original keeps at least half,
+    the copier gets at most half (or, pushed far enough, is no near-copy at all)."""
+    updates = honest_round(19)
+    shared = np.mean(updates, axis=0)
+    for seed in range(3):
+        original = updates[seed]
+        copy = scale * near_copy(original, 0.99, seed=40 + seed)
+        copy += shift * np.linalg.norm(original) * shared / np.linalg.norm(shared)
+        shares = dependence_shares([*updates, copy], CFG)
+        assert shares[seed] >= 0.5
+        if shares[seed] < 1 or shares[-1] < 1:  # found as a near-copy
+            assert shares[-1] <= 0.5
 
 
 def test_an_original_without_a_clear_lead_shares_its_update_equally():
