@@ -5,6 +5,8 @@ Command (from the repository root; about 25 seconds a seed on 2 shared cores)::
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/robustness_settlement.py --seeds 0 1 2
     # the honest updates' similarity in random rounds of 3, 8, 12 and 20 (no table):
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/robustness_settlement.py --seeds 0 1 --similarity
+    # the honest updates' gains against the quality clause over 8 FedAvg rounds (no table):
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/robustness_settlement.py --honest-gains 8
 
 Setup (in the columns of every row of ``benchmarks/results/robustness_settlement.csv``): the
 smoke experiment's tiny LLM, 20 ESs (each its own non-IID partition), 16 local steps, one
@@ -66,7 +68,7 @@ from fed_agent.screening.dependence import (
 )
 from fed_agent.screening.judge import UpdateScreen
 from fed_agent.screening.robust import flatten, unflatten
-from fed_agent.screening.settlement import settle
+from fed_agent.screening.settlement import quality_of, settle
 from fed_agent.seeding import derive_seed, seed_everything
 
 NUM_ES = 20
@@ -218,6 +220,24 @@ def honest_similarity(r: Round, sizes: list[int], samples: int = 150) -> None:
         print(f"seed {r.cfg.seed} {attack}: explained {shares[(0, NUM_ES - 1)]:.4f}")
 
 
+def honest_gains(r: Round, rounds: int) -> None:
+    """Print, for each of ``rounds`` rounds of FedAvg of the seed's honest ESs, their gains
+    on the cloud's split over the round's median (the quality clause's measure with equal
+    efforts) and how many of them the clause would pay less than in full."""
+    for done in range(1, rounds + 1):
+        updates = [r._train(es, STEPS) for es in range(NUM_ES)]
+        gains = update_gains(r.module, r.global_state, updates, r.split, 64)
+        ratios = quality_of(gains, [1.0] * NUM_ES, r.screen_cfg)
+        cut = int(np.sum(ratios < 1 - r.screen_cfg.quality_tolerance))
+        print(
+            f"seed {r.cfg.seed} round {done}: gain over the median {ratios.min():.3f}-"
+            f"{ratios.max():.3f}, honest updates the quality clause cuts {cut}/{NUM_ES}",
+            flush=True,
+        )
+        r.origin = r.origin + np.mean(updates, axis=0)
+        r.global_state = unflatten(r.origin, r.global_state)
+
+
 def main() -> None:
     """Run every attack x fraction x defence for each seed; write the table (``--similarity``:
     print the honest updates' similarity instead)."""
@@ -226,8 +246,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--attacks", nargs="*", default=list(ATTACKS))
     parser.add_argument("--similarity", type=int, nargs="*", metavar="ROUND_SIZE")
+    parser.add_argument("--honest-gains", type=int, metavar="ROUNDS")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
+    if args.honest_gains:
+        for seed in args.seeds:
+            honest_gains(Round(seed), args.honest_gains)
+        return
     if args.similarity is not None:
         for seed in args.seeds:
             honest_similarity(Round(seed), args.similarity or [3, 8, 12, 20])
