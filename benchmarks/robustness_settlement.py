@@ -5,8 +5,8 @@ Command (from the repository root; about 25 seconds a seed on 2 shared cores)::
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/robustness_settlement.py --seeds 0 1 2
     # the honest updates' similarity in random rounds of 3, 8, 12 and 20 (no table):
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/robustness_settlement.py --seeds 0 1 --similarity
-    # the honest updates' gains against the quality clause over 8 FedAvg rounds (no table):
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/robustness_settlement.py --honest-gains 8
+    # the quality and dependence clauses over 8 rounds of FedAvg (no table):
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/robustness_settlement.py --over-rounds 8
 
 Setup (in the columns of every row of ``benchmarks/results/robustness_settlement.csv``): the
 smoke experiment's tiny LLM, 20 ESs (each its own non-IID partition), 16 local steps, one
@@ -61,6 +61,7 @@ from fed_agent.modules.reference import reference_update, update_gains
 from fed_agent.modules.training import learning_effort, train_locally
 from fed_agent.outputs import write_table_atomic
 from fed_agent.screening.dependence import (
+    dependence_shares,
     explained_shares,
     near_copy_classes,
     noise_share_limit,
@@ -220,20 +221,34 @@ def honest_similarity(r: Round, sizes: list[int], samples: int = 150) -> None:
         print(f"seed {r.cfg.seed} {attack}: explained {shares[(0, NUM_ES - 1)]:.4f}")
 
 
-def honest_gains(r: Round, rounds: int) -> None:
-    """Print, for each of ``rounds`` rounds of FedAvg of the seed's honest ESs, their gains
-    on the cloud's split over the round's median (the quality clause's measure with equal
-    efforts) and how many of them the clause would pay less than in full."""
+def over_rounds(r: Round, rounds: int) -> None:
+    """Print, for each of ``rounds`` rounds of FedAvg of the seed's honest ESs: their gains on
+    the cloud's split over the round's median (the quality clause's measure with equal
+    efforts) and how many of them the clause would pay less than in full; the honest ESs
+    the dependence clause pays less than in full, alone and with the last 30 % sending
+    near-copies or means of the others, and what those attackers are paid."""
+    attackers = list(range(NUM_ES - round(0.3 * NUM_ES), NUM_ES))
     for done in range(1, rounds + 1):
         updates = [r._train(es, STEPS) for es in range(NUM_ES)]
         gains = update_gains(r.module, r.global_state, updates, r.split, 64)
         ratios = quality_of(gains, [1.0] * NUM_ES, r.screen_cfg)
         cut = int(np.sum(ratios < 1 - r.screen_cfg.quality_tolerance))
-        print(
+        alone = dependence_shares(updates, r.screen_cfg)
+        line = (
             f"seed {r.cfg.seed} round {done}: gain over the median {ratios.min():.3f}-"
-            f"{ratios.max():.3f}, honest updates the quality clause cuts {cut}/{NUM_ES}",
-            flush=True,
+            f"{ratios.max():.3f}, honest cut by the quality clause {cut}/{NUM_ES}, "
+            f"by dependence {int(np.sum(alone < 1 - 1e-9))}"
         )
+        rng = np.random.default_rng(derive_seed(r.cfg.seed, "attack-over-rounds", done))
+        honest = [u for i, u in enumerate(updates) if i not in attackers]
+        for attack in ("near_copy_99", "near_copy_95", "peer_mean"):
+            sent = honest + peer_deltas(attack, [updates[i] for i in attackers], honest, rng)
+            shares = dependence_shares(sent, r.screen_cfg)
+            line += (
+                f"; {attack}: honest cut {int(np.sum(shares[: len(honest)] < 1 - 1e-9))}, "
+                f"attackers paid {shares[len(honest) :].sum():.2f}"
+            )
+        print(line, flush=True)
         r.origin = r.origin + np.mean(updates, axis=0)
         r.global_state = unflatten(r.origin, r.global_state)
 
@@ -246,12 +261,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--attacks", nargs="*", default=list(ATTACKS))
     parser.add_argument("--similarity", type=int, nargs="*", metavar="ROUND_SIZE")
-    parser.add_argument("--honest-gains", type=int, metavar="ROUNDS")
+    parser.add_argument("--over-rounds", type=int, metavar="ROUNDS")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
-    if args.honest_gains:
+    if args.over_rounds:
         for seed in args.seeds:
-            honest_gains(Round(seed), args.honest_gains)
+            over_rounds(Round(seed), args.over_rounds)
         return
     if args.similarity is not None:
         for seed in args.seeds:

@@ -78,7 +78,7 @@ class ScreeningConfig:
     round's average of them improved it; on the smoke model's 20 ESs none was in round 1, but
     their gains spread as the module learns: over 8 rounds of FedAvg the clause would cut
     1-9 of 20 honest updates a round from round 5-7 on, to as little as 0.26x (seeds 0-2,
-    ``benchmarks/robustness_settlement.py --honest-gains 8``)."""
+    ``benchmarks/robustness_settlement.py --over-rounds 8``)."""
     quality_tolerance: float = 0.15
     """An update whose gain on the cloud's split is at least (1 - this) x its expected gain is
     paid in full, a smaller one in proportion to its gain. Honest gains of the smoke model
