@@ -69,7 +69,7 @@ from fed_agent.screening.dependence import (
 )
 from fed_agent.screening.judge import UpdateScreen
 from fed_agent.screening.robust import flatten, unflatten
-from fed_agent.screening.settlement import quality_of, settle
+from fed_agent.screening.settlement import effort_fractions, quality_of, settle
 from fed_agent.seeding import derive_seed, seed_everything
 
 NUM_ES = 20
@@ -224,20 +224,36 @@ def honest_similarity(r: Round, sizes: list[int], samples: int = 150) -> None:
 def over_rounds(r: Round, rounds: int) -> None:
     """Print, for each of ``rounds`` rounds of FedAvg of the seed's honest ESs: their gains on
     the cloud's split over the round's median (the quality clause's measure with equal
-    efforts) and how many of them the clause would pay less than in full; the honest ESs
-    the dependence clause pays less than in full, alone and with the last 30 % sending
-    near-copies or means of the others, and what those attackers are paid."""
+    efforts) and how many of them the clause would pay less than in full; the same for the
+    effort clause, and what it pays the last 30 % when they stretch 1-4 of their steps; the
+    honest ESs the dependence clause pays less than in full, alone and with the last 30 %
+    sending near-copies or means of the others, and what those attackers are paid."""
     attackers = list(range(NUM_ES - round(0.3 * NUM_ES), NUM_ES))
+    effort_cfg = dataclasses.replace(r.screen_cfg, effort_clause=True)
     for done in range(1, rounds + 1):
         updates = [r._train(es, STEPS) for es in range(NUM_ES)]
         gains = update_gains(r.module, r.global_state, updates, r.split, 64)
         ratios = quality_of(gains, [1.0] * NUM_ES, r.screen_cfg)
         cut = int(np.sum(ratios < 1 - r.screen_cfg.quality_tolerance))
+        ref_seed = derive_seed(r.cfg.seed, "reference-update", done)
+        path = reference_update(
+            r.module, r.global_state, r.split, r.cfg.training, STEPS, ref_seed, True
+        ).path
+        efforts = [r.effort] * NUM_ES
+        shown = effort_fractions(updates, efforts, path, effort_cfg)
+        stretched = list(updates)
+        for n, i in enumerate(attackers):
+            short = r._train(i, 1 + n % 4)
+            stretched[i] = short * np.linalg.norm(updates[i]) / np.linalg.norm(short)
+        caught = effort_fractions(stretched, efforts, path, effort_cfg)
         alone = dependence_shares(updates, r.screen_cfg)
         line = (
             f"seed {r.cfg.seed} round {done}: gain over the median {ratios.min():.3f}-"
-            f"{ratios.max():.3f}, honest cut by the quality clause {cut}/{NUM_ES}, "
-            f"by dependence {int(np.sum(alone < 1 - 1e-9))}"
+            f"{ratios.max():.3f}, honest cut by the quality clause {cut}/{NUM_ES}, by the "
+            f"effort clause {int(np.sum(shown < 1))} (stretched 1-4 of {STEPS} steps: paid "
+            f"{caught[attackers].sum():.2f} of {len(attackers)}, honest cut "
+            f"{int(np.sum(np.delete(caught, attackers) < 1))}), by dependence "
+            f"{int(np.sum(alone < 1 - 1e-9))}"
         )
         rng = np.random.default_rng(derive_seed(r.cfg.seed, "attack-over-rounds", done))
         honest = [u for i, u in enumerate(updates) if i not in attackers]

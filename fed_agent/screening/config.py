@@ -92,8 +92,10 @@ class ScreeningConfig:
     (``fed_agent.screening.settlement.effort_fractions``; void for an update contracted past
     the reference's ``max_reference_steps``). Off by default: it is measured in round 1 of
     the smoke model (``benchmarks/robustness_settlement.py``), where it catches updates of
-    1-2 of 16 steps and misses those of 3-4; on the main job, whose ESs are contracted
-    at least 96 steps (480 x f / f_max, f >= 1 GHz) against the reference's 64, it is void."""
+    1-2 of 16 steps and misses those of 3-4, and after round 1 it catches little (stretched
+    replies paid 1.62-6.00 of 6 in rounds 2-8, no honest update cut; ``--over-rounds 8``);
+    on the main job, whose ESs are contracted at least 96 steps (480 x f / f_max, f >= 1
+    GHz) against the reference's 64, it is void."""
     effort_tolerance: float = 0.1
     """An update whose cosine to the reference's point of its effort is at least (1 - this)
     x its best cosine along the path is paid in full by the effort clause. Smoke model, round
