@@ -211,6 +211,8 @@ def test_bad_input_is_refused_with_one_line():
         ScreeningConfig(near_copy_sigmas=-1.0)
     with pytest.raises(ValueError, match="origin_sigmas"):
         ScreeningConfig(origin_sigmas=float("nan"))
+    with pytest.raises(ValueError, match="mean_support_cosine"):
+        ScreeningConfig(mean_support_cosine=float("inf"))
 
 
 def test_a_copy_among_three_is_one_update_not_a_near_copy_of_the_third():
