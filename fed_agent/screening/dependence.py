@@ -267,7 +267,7 @@ def _originals(
     has more of an unexplained part than its original (``A``, in the updates' own units) and
     no more of an explained part (``B``). The original is the member of least ``A`` when it
     is short of every other member's by more than ``cfg.origin_sigmas`` deviations of chance
-    and no other's ``B`` falls short of its own by more than that. Both are asked because
+    and no other's ``B`` exceeds its own by more than that. Both are asked because
     either alone can be bought: a copier that scales its copy down lowers its ``A`` (and its
     ``B`` with it), and one that adds a little of a direction the others share (the public
     global step) raises its ``B``. Chance is what noise of the pair's distance ``d`` adds
