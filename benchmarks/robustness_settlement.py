@@ -50,6 +50,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.optimize import nnls
 
 from benchmarks.attacks import PEER_ATTACKS, coordinated_deltas, peer_deltas
 from fed_agent.config import load_config
@@ -61,6 +62,8 @@ from fed_agent.modules.reference import reference_update, update_gains
 from fed_agent.modules.training import learning_effort, train_locally
 from fed_agent.outputs import write_table_atomic
 from fed_agent.screening.dependence import (
+    _residuals,
+    _span_coordinates,
     dependence_shares,
     explained_shares,
     near_copy_classes,
@@ -219,6 +222,30 @@ def honest_similarity(r: Round, sizes: list[int], samples: int = 150) -> None:
         sent, _ = r.attacked(attack, [NUM_ES - 1])
         shares = explained_shares(unit_rows(list(sent)), cfg.dependence_tolerance, 0.0)
         print(f"seed {r.cfg.seed} {attack}: explained {shares[(0, NUM_ES - 1)]:.4f}")
+    units = unit_rows(list(r.honest))
+    coords = _span_coordinates(units)
+    apart = [nnls(np.delete(coords, i, axis=0).T, coords[i])[1] for i in range(NUM_ES)]
+    print(
+        f"seed {r.cfg.seed}: honest updates from the cone of the other {NUM_ES - 1} "
+        f"{min(apart):.3f}-{max(apart):.3f}"
+    )
+    for name, made in (
+        ("mean", lambda p, q: (p + q) / 2),
+        ("extrapolation", lambda p, q: 2 * p - q),
+    ):
+        cosines = []  # own parts (off the round's other updates) of the triple p, q, made
+        for a in range(6):
+            p, q = r.honest[2 * a], r.honest[2 * a + 1]
+            others = np.delete(units, [2 * a, 2 * a + 1], axis=0)
+            own = _residuals(unit_rows([p, q, made(p, q)]), others)
+            own /= np.linalg.norm(own, axis=1, keepdims=True)
+            cosines.append((own[2] @ own[0], own[2] @ own[1], own[0] @ own[1]))
+        made_to_peers = [c for x in cosines for c in x[:2]]
+        print(
+            f"seed {r.cfg.seed} {name} of two peers p, q: own part's cosine to p's and q's "
+            f"{min(made_to_peers):.2f}-{max(made_to_peers):.2f}, p's to q's "
+            f"{min(x[2] for x in cosines):.2f}-{max(x[2] for x in cosines):.2f}"
+        )
 
 
 def over_rounds(r: Round, rounds: int) -> None:

@@ -60,16 +60,18 @@ class ScreeningConfig:
     least part the round's other updates do not explain, when every other member's is larger
     and none's explained part smaller, each by more than this many deviations of chance; else
     shared equally (:func:`fed_agent.screening.dependence._originals`). Smoke model, rounds
-    of 20 with 2-9 near-copiers at cosine 0.99 and 0.95, seeds 0-2: every original found;
-    copies scaled down to 0.7x or pushed up to 0.08 along the ESs' common direction framed
-    no original."""
+    of 20 with 2-9 near-copiers at cosine 0.99 and 0.95, seeds 0-2: every original found
+    (``benchmarks/robustness_settlement.py``); copies scaled to 0.1-1x or pushed along the
+    ESs' common direction never take the original's place
+    (``tests/screening/test_dependence.py``)."""
     mean_support_cosine: float = 0.45
     """A member of a group of exactly dependent updates that lies in the cone of others (a
     mean of peers) holds only what its peers leave when its own part (what the round's
     other updates do not explain) has at least this cosine with each peer's; else the group
     shares its worth equally (:func:`fed_agent.screening.dependence.group_worths`). Smoke
-    model, round 1, seeds 0-2: means of two peers 0.56-0.92; an extrapolation ``2p - q``
-    framing the honest ``p`` as the mean -0.26-0.56."""
+    model, round 1, seeds 0-2 (``benchmarks/robustness_settlement.py --similarity 20``):
+    a mean's with its two peers' 0.57-0.92; the two honest peers' with each other's
+    -0.35-0.55, which is what an extrapolation ``2p - q`` framing ``p`` as the mean meets."""
     quality_clause: bool = False
     """Pay each kept update by its own gain on the cloud's split against the gain its effort
     promises (below ``quality_tolerance``: in proportion; no gain: rejected). Off by default:

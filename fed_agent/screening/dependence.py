@@ -230,14 +230,15 @@ def group_worths(
     rank is shared equally.
 
     Inside is within half the ``tolerance`` of the cone: a mean of peers lies in it exactly,
-    while honest smoke-model updates lay 0.069-0.34 from the cone of the other 19 (seeds 0-1,
-    round 1). The geometry alone would let an attacker that sends ``2p - q`` (two peers'
+    while honest smoke-model updates lay 0.078-0.34 from the cone of the other 19 (seeds 0-2,
+    round 1, ``benchmarks/robustness_settlement.py --similarity 20``). The geometry alone would let an attacker that sends ``2p - q`` (two peers'
     updates extrapolated) make the honest ``p`` look like the mean; so the cone is believed
     only where each inside member's own part (what the ``outside`` updates do not explain)
     has cosine ``support_cosine`` or more with that of every member it combines: a mean's
-    part is the mean of its peers' (about 0.7 with each, measured 0.56-0.92), while an honest
-    ES's part and an extrapolation's point apart (measured -0.26-0.56 between the honest
-    ``p`` and ``q``). Else the rank is shared equally."""
+    part is the mean of its peers' (about 0.7 with each, measured 0.57-0.92), while the
+    framed ``p`` combines the attacker and the honest ``q``, whose own part is independent of
+    ``p``'s (measured -0.35-0.55). Else the rank is shared equally. Two peers whose own
+    parts agree past ``support_cosine`` can still be framed so."""
     rank = _rank(units, tolerance)
     supports = _cone_supports(units, tolerance / 2)
     inside = np.array([bool(s) for s in supports])
