@@ -62,12 +62,12 @@ from fed_agent.modules.reference import reference_update, update_gains
 from fed_agent.modules.training import learning_effort, train_locally
 from fed_agent.outputs import write_table_atomic
 from fed_agent.screening.dependence import (
-    _residuals,
-    _span_coordinates,
     dependence_shares,
     explained_shares,
     near_copy_classes,
     noise_share_limit,
+    own_parts,
+    span_coordinates,
     unit_rows,
 )
 from fed_agent.screening.judge import UpdateScreen
@@ -223,7 +223,7 @@ def honest_similarity(r: Round, sizes: list[int], samples: int = 150) -> None:
         shares = explained_shares(unit_rows(list(sent)), cfg.dependence_tolerance, 0.0)
         print(f"seed {r.cfg.seed} {attack}: explained {shares[(0, NUM_ES - 1)]:.4f}")
     units = unit_rows(list(r.honest))
-    coords = _span_coordinates(units)
+    coords = span_coordinates(units)
     apart = [nnls(np.delete(coords, i, axis=0).T, coords[i])[1] for i in range(NUM_ES)]
     print(
         f"seed {r.cfg.seed}: honest updates from the cone of the other {NUM_ES - 1} "
@@ -237,7 +237,7 @@ def honest_similarity(r: Round, sizes: list[int], samples: int = 150) -> None:
         for a in range(6):
             p, q = r.honest[2 * a], r.honest[2 * a + 1]
             others = np.delete(units, [2 * a, 2 * a + 1], axis=0)
-            own = _residuals(unit_rows([p, q, made(p, q)]), others)
+            own = own_parts(unit_rows([p, q, made(p, q)]), others)
             own /= np.linalg.norm(own, axis=1, keepdims=True)
             cosines.append((own[2] @ own[0], own[2] @ own[1], own[0] @ own[1]))
         made_to_peers = [c for x in cosines for c in x[:2]]

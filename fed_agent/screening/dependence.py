@@ -190,7 +190,7 @@ def _class_means(units: np.ndarray, classes: list[list[int]]) -> np.ndarray:
     return np.stack(means)
 
 
-def _span_coordinates(units: np.ndarray) -> np.ndarray:
+def span_coordinates(units: np.ndarray) -> np.ndarray:
     """The rows' coordinates in an orthonormal basis of their span (same Gram matrix)."""
     values, vectors = np.linalg.eigh(units @ units.T)
     keep = values > values.max() * 1e-12
@@ -201,7 +201,7 @@ def _cone_supports(units: np.ndarray, tolerance: float) -> list[list[int]]:
     """For each row, the others it lies within ``tolerance`` of the cone of (a combination
     with no negative weight: a mean of two peers lies in theirs, neither peer in the cone of
     the mean and the other): those with a weight in it; empty for a row outside."""
-    coords = _span_coordinates(units)
+    coords = span_coordinates(units)
     supports: list[list[int]] = []
     for i in range(len(units)):
         others = [j for j in range(len(units)) if j != i]
@@ -211,7 +211,7 @@ def _cone_supports(units: np.ndarray, tolerance: float) -> list[list[int]]:
     return supports
 
 
-def _residuals(units: np.ndarray, outside: np.ndarray) -> np.ndarray:
+def own_parts(units: np.ndarray, outside: np.ndarray) -> np.ndarray:
     """The rows' parts that the ``outside`` rows' span does not explain."""
     if not len(outside):
         return units
@@ -245,7 +245,7 @@ def group_worths(
     edges = int((~inside).sum())
     if edges in (0, len(units)):
         return np.full(len(units), rank / len(units))
-    own = _residuals(units, outside)
+    own = own_parts(units, outside)
     norms = np.linalg.norm(own, axis=1)
     for i in np.flatnonzero(inside):
         for j in supports[i]:
