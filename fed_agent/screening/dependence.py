@@ -182,12 +182,8 @@ def _rank(units: np.ndarray, tolerance: float) -> int:
 def _class_means(units: np.ndarray, classes: list[list[int]]) -> np.ndarray:
     """The unit mean of each class's vectors, each turned to the sign of the class's first
     (every test here is blind to the sign of a vector)."""
-    means = []
-    for members in classes:
-        signs = np.sign(units[members] @ units[members[0]])
-        mean = (signs[:, None] * units[members]).sum(axis=0)
-        means.append(mean / np.linalg.norm(mean))
-    return np.stack(means)
+    means = [_aligned_mean(units, units, members) for members in classes]
+    return np.stack([mean / np.linalg.norm(mean) for mean in means])
 
 
 def span_coordinates(units: np.ndarray) -> np.ndarray:
