@@ -5,7 +5,7 @@ Command (from the repository root; about 25 seconds a seed on 2 shared cores)::
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/robustness_settlement.py --seeds 0 1 2
     # the honest updates' similarity in random rounds of 3, 8, 12 and 20 (no table):
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/robustness_settlement.py --seeds 0 1 --similarity
-    # the quality and dependence clauses over 8 rounds of FedAvg (no table):
+    # the quality, effort and dependence clauses over 8 rounds of FedAvg (no table):
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/robustness_settlement.py --over-rounds 8
 
 Setup (in the columns of every row of ``benchmarks/results/robustness_settlement.csv``): the
@@ -79,8 +79,7 @@ NUM_ES = 20
 STEPS = 16
 FRACTIONS = (0.1, 0.3, 0.45)
 ATTACKS = ("near_copy_99", "near_copy_95", "peer_copy", "peer_mean", "peer_extrapolation")
-ATTACKS += ("collude",)
-ATTACKS += ("collude_noisy", "hug", "partial")
+ATTACKS += ("collude", "collude_noisy", "hug", "partial")
 DEFENCES = ("plain", "expected", "settled", "effort")
 HUG_WORK = 0.4 * 1.9  # HugParams: cosine 0.4 to its own update, 1.9x its norm
 OUT = Path("benchmarks/results/robustness_settlement.csv")
@@ -116,6 +115,12 @@ class Round:
         train_locally(self.module, data, self.cfg.training, steps, seed)
         return flatten(self.module.adapter_state(), list(self.global_state)) - self.origin
 
+    def stretched(self, es: int, steps: int, honest: np.ndarray) -> np.ndarray:
+        """ES ``es``'s update of ``steps`` steps from the current module, stretched to the norm
+        of its ``honest`` one (the ``partial`` attack)."""
+        short = self._train(es, steps)
+        return short * np.linalg.norm(honest) / np.linalg.norm(short)
+
     def gains(self, deltas: list[np.ndarray]) -> list[float]:
         """Gains on the cloud's split, measured once per distinct update."""
         keys = [hashlib.sha256(d.tobytes()).digest() for d in deltas]
@@ -138,8 +143,7 @@ class Round:
         if attack == "partial":
             for n, i in enumerate(attackers):
                 steps = 1 + n % 4
-                short = self._train(i, steps)
-                sent[i] = short * np.linalg.norm(self.honest[i]) / np.linalg.norm(short)
+                sent[i] = self.stretched(i, steps, self.honest[i])
                 work += steps / STEPS
             return sent, work
         if attack in PEER_ATTACKS:
@@ -270,8 +274,7 @@ def over_rounds(r: Round, rounds: int) -> None:
         shown = effort_fractions(updates, efforts, path, effort_cfg)
         stretched = list(updates)
         for n, i in enumerate(attackers):
-            short = r._train(i, 1 + n % 4)
-            stretched[i] = short * np.linalg.norm(updates[i]) / np.linalg.norm(short)
+            stretched[i] = r.stretched(i, 1 + n % 4, updates[i])
         caught = effort_fractions(stretched, efforts, path, effort_cfg)
         alone = dependence_shares(updates, r.screen_cfg)
         line = (
