@@ -11,7 +11,7 @@ and every status code the server answers is in its OpenAPI schema (``/openapi.js
 * 404 for an unknown model or path; 405 (with ``Allow``) for a method a path does not take;
 * 408 for a body not received in full within ``body_timeout_s``;
 * 413 for a body above ``max_body_bytes`` (checked before the body is read in full);
-* 500 when the agent fails on a request (before anything is streamed);
+* 500 when the agent or the server fails on a request (before anything is streamed);
 * 503 with ``Retry-After`` when ``max_queue`` requests are running or waiting already.
 
 A client that goes away before its answer is complete (streamed or not) cancels its request:
@@ -249,6 +249,12 @@ def create_app(engine: AgentEngine, cfg: ServingConfig, model_name: str) -> ASGI
     async def _invalid(request: Request, err: RequestValidationError) -> JSONResponse:
         message, param = _validation_message(err)
         return JSONResponse(error_body(message, "invalid_request_error", param), status_code=400)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, err: Exception) -> JSONResponse:
+        """A failure no handler foresaw still gets OpenAI's error body (not a text page)."""
+        body = error_body(f"the server failed on this request: {err}", "server_error")
+        return JSONResponse(body, status_code=500)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, err: StarletteHTTPException) -> JSONResponse:

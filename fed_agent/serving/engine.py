@@ -153,8 +153,17 @@ class AgentEngine:
         ------
         RequestError
             With code ``context_length_exceeded`` when a module would not read all of it. A
-            prompt too long in characters to fit is refused before it is tokenized.
+            prompt too long in characters to fit is refused before it is tokenized; so is one
+            that is not valid Unicode (a lone surrogate, which no tokenizer can encode).
         """
+        try:
+            prompt.encode("utf-8")
+        except UnicodeEncodeError as err:  # JSON's "\ud800" escapes decode to lone surrogates
+            raise RequestError(
+                f"the prompt is not valid Unicode: a lone surrogate (U+{ord(prompt[err.start]):04X})"
+                f" at character {err.start}; send UTF-8 text",
+                "prompt",
+            ) from None
         count = 0
         for part in self.runtime.modules:
             tokenizer = part.module.base.tokenizer

@@ -375,5 +375,7 @@ def _chunk_kind(chat: bool) -> str:
 
 
 def error_body(message: str, kind: str, param: str | None = None, code: str | None = None) -> dict:
-    """OpenAI's error shape: ``{"error": {"message", "type", "param", "code"}}``."""
+    """OpenAI's error shape: ``{"error": {"message", "type", "param", "code"}}``; the message
+    on one line whatever it quotes (an exception's text may span several)."""
+    message = " ".join(message.split())
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
