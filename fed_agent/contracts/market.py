@@ -280,11 +280,45 @@ class Market:
         object.__setattr__(self, "types", types)
         object.__setattr__(self, "prior", prior)
         object.__setattr__(self, "transition", transition)
+        self._check_scales()
         if self.f_lower_ghz >= self.f_max_ghz:
             raise ValueError(
                 "f_max_ghz: the latency bound t_max_s needs f >= "
                 f"{self.f_lower_ghz:.4g} GHz (1 + T_max - T(f) > 0), above f_max_ghz = "
                 f"{self.f_max_ghz}; the bounds of f are empty"
+            )
+
+    def _check_scales(self) -> None:
+        """Refuse finite settings whose derived quantities are not: each field may be in its
+        domain while the uplink rate, the upload time, the largest energy cost or the value
+        scale overflows to infinity or underflows to 0 (``noise_dbm=1e300`` is a noise of
+        inf W, a rate of 0 and an upload that never ends), which every solver would then
+        divide by or feed to its LP."""
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            rate = self.uplink_rate_bps
+            upload = latency.upload_latency_s(self.module_bytes, rate) if rate > 0 else np.inf
+            cost = latency.construction_cost(self.f_max_ghz, self.workload_gcycles, self.kappa)
+            rent = cost / self.types[0]
+            scale = (1.0 + self.discount) * self.omega * np.log1p(self.t_max_s)
+        if not (np.isfinite(rate) and rate > 0):
+            raise ValueError(
+                "bandwidth_hz/tx_power_dbm/channel_gain/noise_dbm: the uplink rate "
+                f"B log2(1 + p h / N0) must be a finite number > 0, got {rate!r} bit/s"
+            )
+        if not np.isfinite(upload):
+            raise ValueError(
+                f"module_bytes: the upload S / r at {rate:.4g} bit/s must be finite, got {upload!r}"
+            )
+        if not (np.isfinite(cost) and np.isfinite(rent)):
+            raise ValueError(
+                "kappa: the energy cost kappa W f_max^2 over the smallest type must be finite, "
+                f"got {float(rent)!r} (kappa={self.kappa}, W={self.workload_gcycles}, "
+                f"f_max={self.f_max_ghz}, theta={self.types[0]})"
+            )
+        if not np.isfinite(scale):
+            raise ValueError(
+                "omega: the value scale (1 + delta) omega ln(1 + t_max_s) must be finite, got "
+                f"{float(scale)!r}"
             )
 
     @property

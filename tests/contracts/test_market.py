@@ -101,6 +101,39 @@ def test_bad_market_is_refused_naming_field_and_rule(
     assert rule in error.value.args[0]
 
 
+@pytest.mark.parametrize(
+    ("changes", "field_name", "got"),
+    [
+        ({"noise_dbm": 1e300}, "bandwidth_hz/tx_power_dbm/channel_gain/noise_dbm", "got 0.0"),
+        ({"channel_gain": 1e-300}, "bandwidth_hz/tx_power_dbm/channel_gain/noise_dbm", "got 0.0"),
+        ({"tx_power_dbm": -1e30}, "bandwidth_hz/tx_power_dbm/channel_gain/noise_dbm", "got 0.0"),
+        ({"tx_power_dbm": 1e300}, "bandwidth_hz/tx_power_dbm/channel_gain/noise_dbm", "got inf"),
+        ({"bandwidth_hz": 1e308}, "bandwidth_hz/tx_power_dbm/channel_gain/noise_dbm", "got inf"),
+        ({"module_bytes": 1e308, "bandwidth_hz": 1e-10}, "module_bytes", "got inf"),
+        ({"kappa": 1e308}, "kappa", "got inf"),
+        ({"f_max_ghz": 1e300}, "kappa", "got inf"),
+        ({"types": [1e-320, 1.0, 2.0]}, "kappa", "got inf"),
+        ({"omega": 1e308}, "omega", "got inf"),
+    ],
+)
+def test_finite_settings_whose_derived_scales_overflow_are_refused(
+    changes: dict, field_name: str, got: str
+) -> None:
+    with pytest.raises(ValueError) as error:
+        _market(**changes)
+    assert error.value.args[0].startswith(field_name + ":")
+    assert got in error.value.args[0]
+
+
+def test_an_overflowing_market_setting_fails_at_load_in_one_line() -> None:
+    from fed_agent.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError) as error:
+        load_config("default", ["market.noise_dbm=1e308"])
+    assert str(error.value).startswith("market.bandwidth_hz/tx_power_dbm/channel_gain/noise_dbm:")
+    assert "finite number > 0, got 0.0 bit/s" in str(error.value)
+
+
 def test_unknown_market_name_lists_the_choices() -> None:
     with pytest.raises(ValueError, match=r"market.*\['default', 'paper', 'persistent'"):
         named_market("huge")
