@@ -5,8 +5,9 @@ answer is the temperature-0 one. ``temperature`` and ``top_p`` are validated (fi
 in OpenAI's ranges; anything else is a 400) and otherwise do not change the answer. Fields
 whose other values would ask for what greedy single-answer decoding cannot give (stop
 sequences, log-probabilities, penalties, logit biases, tools, a JSON response format, echo,
-``best_of``) accept only their neutral value (omitted, null, 0, false, 1 or ``"text"``); any
-other value is a 400 naming the field, never an answer that silently ignores it. Fields
+``best_of``) accept only their neutral value (omitted, null, 0, false, 1, ``"text"``, or an
+empty list or object); any other value is a 400 naming the field, never an answer that
+silently ignores it. Every field may be null, as in OpenAI's API, meaning its default. Fields
 unknown to both APIs are ignored.
 
 ``max_completion_tokens`` (OpenAI's current name) and ``max_tokens`` both cap the answer;
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -55,6 +56,7 @@ def _only(neutral: object):
     return AfterValidator(check)
 
 
+T = TypeVar("T")
 Integral = Annotated[StrictInt, BeforeValidator(_integral)]
 Finite = Annotated[float, Strict(), Field(allow_inf_nan=False)]
 TokenCount = Annotated[StrictInt, Field(ge=1), BeforeValidator(_integral)]
@@ -62,6 +64,8 @@ OnlyFalse = Annotated[StrictBool, _only(False), WithJsonSchema({"const": False})
 OnlyZero = Annotated[Integral, _only(0), WithJsonSchema({"const": 0})]
 OnlyOne = Annotated[Integral, _only(1), WithJsonSchema({"const": 1})]
 OnlyNone = Annotated[Literal["none"], WithJsonSchema({"const": "none"})]
+Nothing = Annotated[T, Field(max_length=0)]
+"""An empty list or object (``stop: []``, ``logit_bias: {}``): it asks for nothing."""
 
 UNSUPPORTED = {
     "n": "decoding is greedy: one answer per request, n must be 1",
@@ -88,7 +92,7 @@ class StreamOptions(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    include_usage: StrictBool = False
+    include_usage: StrictBool | None = None
 
 
 class ResponseFormat(BaseModel):
@@ -102,28 +106,28 @@ class _Request(BaseModel):
     max_tokens: TokenCount | None = None
     max_completion_tokens: TokenCount | None = None
     """OpenAI's current name for ``max_tokens`` (either may be given; both must agree)."""
-    stream: StrictBool = False
+    stream: StrictBool | None = None
     stream_options: StreamOptions | None = None
-    n: OnlyOne = 1
+    n: OnlyOne | None = None
     """One answer per request (greedy decoding gives the same answer every time)."""
-    ignore_eos: StrictBool = False
+    ignore_eos: StrictBool | None = None
     temperature: Annotated[Finite, Field(ge=0, le=2)] | None = None
     top_p: Annotated[Finite, Field(ge=0, le=1)] | None = None
     seed: Integral | None = None
     """Accepted: greedy decoding gives the same answer for every seed."""
     user: StrictStr | None = None
-    stop: None = None
+    stop: Nothing[list] | None = None
     logprobs: OnlyFalse | None = None
     top_logprobs: OnlyZero | None = None
-    echo: OnlyFalse = False
+    echo: OnlyFalse | None = None
     suffix: None = None
     best_of: OnlyOne | None = None
     presence_penalty: Annotated[Finite, Field(ge=0, le=0)] | None = None
     frequency_penalty: Annotated[Finite, Field(ge=0, le=0)] | None = None
-    logit_bias: None = None
-    tools: None = None
+    logit_bias: Nothing[dict] | None = None
+    tools: Nothing[list] | None = None
     tool_choice: OnlyNone | None = None
-    functions: None = None
+    functions: Nothing[list] | None = None
     function_call: OnlyNone | None = None
     response_format: ResponseFormat | None = None
 

@@ -83,3 +83,29 @@ def test_an_unforeseen_failure_is_a_json_500_on_one_line() -> None:
             "code": None,
         }
     }
+
+
+def test_null_fields_and_empty_neutral_values_are_the_defaults(port) -> None:
+    """OpenAI's API takes null for every optional field, and clients send it (``"stream":
+    null``, ``"n": null``); an empty ``stop`` list or ``logit_bias`` object asks for nothing."""
+    plain = _post(port, COMPLETIONS, {"prompt": PROMPT, "max_tokens": 4})[1]
+    nulls = {"stream": None, "n": None, "echo": None, "ignore_eos": None, "best_of": None}
+    nulls |= {"stream_options": {"include_usage": None}, "temperature": None, "seed": None}
+    empty = {"stop": [], "logit_bias": {}, "tools": [], "functions": []}
+    for extra in (nulls, empty):
+        status, reply = _post(port, COMPLETIONS, {"prompt": PROMPT, "max_tokens": 4, **extra})
+        assert status == 200, reply
+        assert reply["object"] == "text_completion"  # "stream": null is not a stream
+        assert reply["choices"][0]["text"] == plain["choices"][0]["text"]
+        assert reply["usage"] == plain["usage"]
+    chat = {"messages": [{"role": "user", "content": PROMPT}], "max_tokens": 4, **nulls}
+    status, reply = _post(port, CHAT, chat)
+    assert status == 200 and reply["choices"][0]["message"]["content"] == _text(plain)
+    for field, value in (("stop", ["\n"]), ("logit_bias", {"5": 1}), ("n", 2), ("echo", True)):
+        status, reply = _post(port, COMPLETIONS, {"prompt": PROMPT, field: value})
+        assert status == 400 and reply["error"]["param"] == field
+
+
+def _text(reply: dict) -> str:
+    choice = reply["choices"][0]
+    return choice["message"]["content"] if "message" in choice else choice["text"]
