@@ -183,19 +183,61 @@ class ImageUrl(BaseModel):
     """A ``data:image/...;base64,`` URL (the server fetches nothing)."""
 
 
-class ContentPart(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+PART_TYPES = ("text", "image_url", "refusal")
+"""Content part types read (a refusal only stands in an earlier assistant turn's content)."""
 
-    type: Literal["text", "image_url"]
+
+class ContentPart(BaseModel):
+    """One part of a message: its ``type`` names the field that carries it, which is required
+    (an ``image_url`` part without its image is a 400, not a part silently skipped)."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "oneOf": [
+                {
+                    "properties": {"type": {"const": t}, t: {"not": {"type": "null"}}},
+                    "required": [t],
+                }
+                for t in PART_TYPES
+            ]
+        },
+    )
+
+    type: Literal[PART_TYPES]
     text: StrictStr | None = None
     image_url: ImageUrl | None = None
+    refusal: StrictStr | None = None
+
+    @model_validator(mode="after")
+    def _carries_its_field(self) -> ContentPart:
+        if getattr(self, self.type) is None:
+            raise ValueError(f"a part of type {self.type!r} needs its {self.type!r} field")
+        return self
+
+
+def _as_parts(value: object) -> object:
+    """A string is one text part. Anything but a string, a list or null is refused here, so
+    the 400 says what content may be (not what one branch of a union expected)."""
+    if isinstance(value, str):
+        return [{"type": "text", "text": value}]
+    if value is not None and not isinstance(value, list):
+        raise ValueError("content must be a string, a list of content parts or null")
+    return value
+
+
+def _string_too(schema: dict) -> None:
+    schema["anyOf"].insert(0, {"type": "string"})
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: StrictStr | list[ContentPart] | None = None
+    content: Annotated[list[ContentPart] | None, BeforeValidator(_as_parts)] = Field(
+        None, json_schema_extra=_string_too
+    )
+    """A string, a list of parts or null (a string is read as one text part)."""
 
 
 class ChatRequest(_Request):
@@ -212,12 +254,9 @@ class ChatRequest(_Request):
         users = [m for m in self.messages if m.role == "user"]
         if not users:
             raise ValueError("messages: no message with role 'user'")
-        content = users[-1].content
-        if content is None or isinstance(content, str):
-            text, images = content or "", []
-        else:
-            text = "\n".join(p.text or "" for p in content if p.type == "text")
-            images = [p.image_url.url for p in content if p.type == "image_url" and p.image_url]
+        parts = users[-1].content or []
+        text = "\n".join(p.text or "" for p in parts if p.type == "text")
+        images = [p.image_url.url for p in parts if p.type == "image_url" and p.image_url]
         if len(images) > 1:
             raise ValueError(f"messages: the agent reads one image per request, got {len(images)}")
         if not (text or images):

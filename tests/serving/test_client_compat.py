@@ -109,3 +109,46 @@ def test_null_fields_and_empty_neutral_values_are_the_defaults(port) -> None:
 def _text(reply: dict) -> str:
     choice = reply["choices"][0]
     return choice["message"]["content"] if "message" in choice else choice["text"]
+
+
+@pytest.mark.parametrize(
+    ("content", "param", "message"),
+    [
+        (5, "messages.0.content", "content must be a string, a list of content parts or null"),
+        (
+            [{"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}],
+            "messages.0.content.0.type",
+            "Input should be 'text', 'image_url' or 'refusal'",
+        ),
+        (
+            [{"type": "text", "text": PROMPT}, {"type": "image_url"}],
+            "messages.0.content.1",
+            "a part of type 'image_url' needs its 'image_url' field",
+        ),
+        (
+            [{"type": "text", "text": None}],
+            "messages.0.content.0",
+            "a part of type 'text' needs its 'text' field",
+        ),
+    ],
+)
+def test_a_bad_content_part_gets_a_400_naming_it(port, content, param, message) -> None:
+    body = {"messages": [{"role": "user", "content": content}], "max_tokens": 1}
+    status, reply = _post(port, CHAT, body)
+    assert status == 400 and reply["error"]["param"] == param
+    assert reply["error"]["message"] == f"{param}: {message}"
+
+
+def test_earlier_turns_may_hold_any_openai_part(port) -> None:
+    """An assistant turn's refusal part and a tool turn's text parts are valid history."""
+    messages = [
+        {"role": "developer", "content": [{"type": "text", "text": "Drive carefully."}]},
+        {"role": "user", "content": "first"},
+        {"role": "assistant", "content": [{"type": "refusal", "refusal": "I cannot."}]},
+        {"role": "tool", "content": [{"type": "text", "text": "42"}], "tool_call_id": "1"},
+        {"role": "user", "content": [{"type": "text", "text": PROMPT}]},
+    ]
+    status, reply = _post(port, CHAT, {"messages": messages, "max_tokens": 4})
+    plain = _post(port, COMPLETIONS, {"prompt": PROMPT, "max_tokens": 4})[1]
+    assert status == 200 and _text(reply) == _text(plain)
+    assert reply["usage"]["prompt_tokens"] == plain["usage"]["prompt_tokens"]
