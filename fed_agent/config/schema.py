@@ -27,6 +27,13 @@ an instruction in words around the scene's description (what instruction-tuned b
 as SmolLM2-Instruct read best)."""
 AGGREGATIONS = tuple(AGGREGATORS)
 LR_SCHEDULES = ("constant", "linear")
+MODEL_NAMES = ("tiny-llm", "tiny-vlm", "smollm2-135m", "minilm-perception", "hf")
+"""Every ``model.name``: the keys of ``fed_agent.models.registry.BUILDERS``, named here too so
+that the config refuses an unknown base without importing torch."""
+LORA_TARGET_PATTERN = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
+"""A LoRA target names a layer (``q_proj``) or the dotted end of its path
+(``self_attn.q_proj``): peft matches the end of each module's name, and
+``fed_agent.modules.adapter`` joins the names into a regular expression."""
 MODULE_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 """A module name also names its adapter file ``<name>.safetensors`` in the agent directory."""
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -167,25 +174,11 @@ class ModelConfig:
     needs CUDA, refused at config load on a machine without it."""
 
     def __post_init__(self) -> None:
-        for name in ("hidden_size", "num_layers", "num_heads", "vocab_size", "max_seq_len"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
-        if self.hidden_size % self.num_heads:
-            raise ValueError(
-                f"model.hidden_size ({self.hidden_size}) must be divisible by "
-                f"model.num_heads ({self.num_heads})"
-            )
-        if self.lora_r < 1:
-            raise ValueError(f"model.lora_r must be >= 1, got {self.lora_r}")
-        if not 1 <= self.num_kv_heads <= self.num_heads or self.num_heads % self.num_kv_heads:
-            raise ValueError(
-                f"model.num_kv_heads ({self.num_kv_heads}) must be >= 1 and divide "
-                f"model.num_heads ({self.num_heads})"
-            )
-        if not 0 <= self.lora_dropout < 1:
-            raise ValueError(f"model.lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        check_choice("model.name", self.name, MODEL_NAMES)
         for name in (
+            "hidden_size",
             "num_layers",
+            "num_heads",
             "vocab_size",
             "max_seq_len",
             "lora_r",
@@ -197,6 +190,24 @@ class ModelConfig:
             "lora_alpha",
         ):
             check_number(f"model.{name}", getattr(self, name), 1, integer=True)
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"model.hidden_size ({self.hidden_size}) must be divisible by "
+                f"model.num_heads ({self.num_heads})"
+            )
+        if not 1 <= self.num_kv_heads <= self.num_heads or self.num_heads % self.num_kv_heads:
+            raise ValueError(
+                f"model.num_kv_heads ({self.num_kv_heads}) must be >= 1 and divide "
+                f"model.num_heads ({self.num_heads})"
+            )
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"model.lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        for target in self.lora_targets:
+            if not isinstance(target, str) or not LORA_TARGET_PATTERN.fullmatch(target):
+                raise ValueError(
+                    "model.lora_targets must list layer names (letters, digits and _, or a "
+                    f"dotted path of them), got {target!r} in {self.lora_targets!r}"
+                )
         check_number("model.pretrain_steps", self.pretrain_steps, 0, integer=True)
         check_number("model.pretrain_lr", self.pretrain_lr, 0, ends="()")
         check_choice("model.device", self.device, DEVICES)

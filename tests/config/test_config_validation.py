@@ -6,11 +6,12 @@ SuperLink starts or any run folder is created, and prints no traceback.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from fed_agent.config import ConfigError, load_config
+from fed_agent.config import ConfigError, ModelConfig, load_config
 from tests.conftest import run_fed_agent
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,6 +56,12 @@ ROOT = Path(__file__).resolve().parents[2]
         ("model.dtype=int3", r"model.dtype: unknown value 'int3'; valid choices"),
         ("model.quantization=4bit", "model.quantization=4bit loads a model=hf base only"),
         ("federation.client_gpus=-0.5", "federation.client_gpus must be >= 0"),
+        ("model.name=gpt-17", r"model.name: unknown value 'gpt-17'; valid choices: \['hf', "),
+        (
+            "model.lora_targets=[[q_proj,v_proj]]",
+            r"model.lora_targets must list layer names .*, got \['q_proj', 'v_proj'\] in",
+        ),
+        ("model.lora_targets=[q_proj,v_proj|o_proj]", r"got 'v_proj\|o_proj' in \['q_proj', "),
     ],
 )
 def test_a_bad_value_is_refused_at_load_time_in_one_line(overrides, message, monkeypatch):
@@ -72,6 +79,14 @@ def test_good_values_at_the_limits_load():
     )
     assert cfg.federation.es_per_round == cfg.federation.num_es == 10
     assert load_config("default", ["run_name=my run"]).run_name == "my run"
+    targets = load_config("default", ["model.lora_targets=[self_attn.q_proj,v_proj]"])
+    assert targets.model.lora_targets == ["self_attn.q_proj", "v_proj"]
+
+
+@pytest.mark.parametrize("targets", [[""], ["q_proj", None], ["q proj"], ["q_proj."]])
+def test_lora_targets_are_layer_names_on_direct_construction_too(targets):
+    with pytest.raises(ValueError, match=f"got {re.escape(repr(targets[-1]))} in"):
+        ModelConfig(lora_targets=targets)
 
 
 @pytest.mark.timeout(300)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from fed_agent.config import load_config
+from fed_agent.config.schema import MODEL_NAMES
 from fed_agent.data import es_examples, heldout_examples
 from fed_agent.evaluation.quality import evaluate_quality
 from fed_agent.models.base import BaseModel, weights_fingerprint
@@ -28,7 +29,7 @@ def test_every_model_yaml_names_a_registry_entry(tmp_path) -> None:
         ).model.name
         for p in (CONFIG_DIR / "model").glob("*.yaml")
     }
-    assert names == set(BUILDERS)
+    assert names == set(BUILDERS) == set(MODEL_NAMES)
 
 
 def test_unknown_model_name_lists_the_choices(smoke_cfg) -> None:
