@@ -1,14 +1,17 @@
 """The agent server: an OpenAI-compatible FastAPI application over an :class:`AgentEngine`.
 
 Endpoints: ``POST /v1/completions``, ``POST /v1/chat/completions`` (both also as server-sent
-events with ``"stream": true``), ``GET /v1/models`` and ``GET /health``. Every error has
+events with ``"stream": true``), ``GET /v1/models``, ``GET /v1/models/{model}`` and
+``GET /health``. Every error has
 OpenAI's body ``{"error": {"message", "type", "param", "code"}}`` with a one-line message,
 and every status code the server answers is in its OpenAPI schema (``/openapi.json``):
 
 * 400 for a malformed request (invalid JSON, a missing, mistyped or out-of-range field, a
   field this server cannot honour, ``max_tokens`` above the limit, an empty prompt, a prompt
   longer than the context (code ``context_length_exceeded``), an image for a text agent, ...);
-* 404 for an unknown model or path; 405 (with ``Allow``) for a method a path does not take;
+* 404 for an unknown model (code ``model_not_found``) or path (``/v1/models/`` with a slash
+  too: paths are not redirected); 405 (with ``Allow``) for a method a path does not take
+  (``GET`` paths take ``HEAD`` too);
 * 408 for a body not received in full within ``body_timeout_s``;
 * 413 for a body above ``max_body_bytes`` (checked before the body is read in full);
 * 500 when the agent or the server fails on a request (before anything is streamed);
@@ -44,6 +47,7 @@ from fed_agent.serving.schemas import (
     CompletionResponse,
     ErrorResponse,
     Health,
+    ModelEntry,
     ModelList,
     chunk_body,
     completion_body,
@@ -216,7 +220,9 @@ async def _watch(request: Request, ticket: Ticket) -> None:
 def create_app(engine: AgentEngine, cfg: ServingConfig, model_name: str) -> ASGIApp:
     """The application serving ``engine`` as the model ``model_name`` (FastAPI inside the body
     guard)."""
-    app = FastAPI(title=f"FedAgent {model_name}", docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title=f"FedAgent {model_name}", docs_url=None, redoc_url=None, redirect_slashes=False
+    )
 
     def openapi() -> dict:
         """FastAPI's schema without its 422 (validation errors are answered 400), with this
@@ -264,7 +270,9 @@ def create_app(engine: AgentEngine, cfg: ServingConfig, model_name: str) -> ASGI
             error_body(message, kind), status_code=err.status_code, headers=err.headers
         )
 
-    @app.get("/health", response_model=Health, responses=_errors(408, 413))
+    @app.api_route(
+        "/health", methods=["GET", "HEAD"], response_model=Health, responses=_errors(408, 413)
+    )
     async def health() -> dict:
         return {
             "status": "ok",
@@ -278,10 +286,29 @@ def create_app(engine: AgentEngine, cfg: ServingConfig, model_name: str) -> ASGI
             },
         }
 
-    @app.get("/v1/models", response_model=ModelList, responses=_errors(408, 413))
+    entry = {"id": model_name, "object": "model", "created": 0, "owned_by": "fedagent"}
+
+    @app.api_route(
+        "/v1/models", methods=["GET", "HEAD"], response_model=ModelList, responses=_errors(408, 413)
+    )
     async def models() -> dict:
-        entry = {"id": model_name, "object": "model", "created": 0, "owned_by": "fedagent"}
         return {"object": "list", "data": [entry]}
+
+    @app.api_route(
+        "/v1/models/{model:path}",
+        methods=["GET", "HEAD"],
+        response_model=ModelEntry,
+        responses=_errors(404, 408, 413),
+    )
+    async def model(model: str) -> dict:
+        """OpenAI's model look-up (the client's ``models.retrieve``)."""
+        _served(model)
+        return entry
+
+    def _served(model: str | None) -> None:
+        if model is not None and model != model_name:
+            raise ApiError(404, f"model {model!r} is not served here (only {model_name!r})",
+                           "not_found_error", "model", "model_not_found")  # fmt: skip
 
     @app.post(
         "/v1/completions", response_model=None, responses=_answer_responses(CompletionResponse)
@@ -302,9 +329,7 @@ def create_app(engine: AgentEngine, cfg: ServingConfig, model_name: str) -> ASGI
         return await _answer(request, body, prompt, image, chat=True)
 
     async def _answer(http: Request, body, prompt: str, image: str | None, chat: bool) -> Response:
-        if body.model is not None and body.model != model_name:
-            raise ApiError(404, f"model {body.model!r} is not served here (only {model_name!r})",
-                           "not_found_error", "model")  # fmt: skip
+        _served(body.model)
         max_tokens = body.token_cap(cfg.default_max_tokens)
         if max_tokens > cfg.max_tokens_limit:
             field = "max_tokens" if body.max_completion_tokens is None else "max_completion_tokens"

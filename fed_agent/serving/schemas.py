@@ -342,7 +342,7 @@ class Health(BaseModel):
     queue: _Queue
 
 
-class _ModelEntry(BaseModel):
+class ModelEntry(BaseModel):
     id: str
     object: Literal["model"]
     created: int
@@ -351,7 +351,7 @@ class _ModelEntry(BaseModel):
 
 class ModelList(BaseModel):
     object: Literal["list"]
-    data: list[_ModelEntry]
+    data: list[ModelEntry]
 
 
 _Request.model_rebuild()

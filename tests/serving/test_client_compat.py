@@ -152,3 +152,27 @@ def test_earlier_turns_may_hold_any_openai_part(port) -> None:
     plain = _post(port, COMPLETIONS, {"prompt": PROMPT, "max_tokens": 4})[1]
     assert status == 200 and _text(reply) == _text(plain)
     assert reply["usage"]["prompt_tokens"] == plain["usage"]["prompt_tokens"]
+
+
+def test_the_served_model_can_be_looked_up_and_others_are_not_found(port, smoke_agent_dir):
+    name = smoke_agent_dir.name
+    status, data, _ = _request(port, "GET", f"/v1/models/{name}")
+    assert status == 200
+    assert json.loads(data) == {"id": name, "object": "model", "created": 0, "owned_by": "fedagent"}
+    for path in ("/v1/models/gpt-4o", "/v1/models/org/gpt-4o"):
+        status, data, _ = _request(port, "GET", path)
+        error = json.loads(data)["error"]
+        assert status == 404 and error["code"] == "model_not_found" and error["param"] == "model"
+    status, reply = _post(port, COMPLETIONS, {"prompt": PROMPT, "model": "gpt-4o"})
+    assert status == 404 and reply["error"]["code"] == "model_not_found"
+
+
+def test_get_paths_answer_head_and_no_path_is_redirected(port) -> None:
+    for path in ("/health", "/v1/models"):
+        status, data, headers = _request(port, "HEAD", path)
+        assert status == 200 and data == b"" and int(headers["content-length"]) > 0
+    # a trailing slash is an unknown path (a 307 would echo the client's Host header back)
+    for path in ("/v1/completions/", "/v1/chat/completions/", "/health/"):
+        status, data, headers = _request(port, "POST", path, {"prompt": PROMPT})
+        assert status == 404 and "location" not in headers
+        assert json.loads(data)["error"]["message"] == f"POST {path}: Not Found"
