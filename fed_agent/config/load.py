@@ -13,11 +13,13 @@ import json
 import re
 import shlex
 import tempfile
+import typing
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException, ValidationError
@@ -68,6 +70,33 @@ def _valid_keys_hint(overrides: Sequence[str]) -> str:
     return ""
 
 
+def _field_type(key: str) -> object:
+    """The schema's type of the dotted ``key`` (None where it names no field)."""
+    node: object = ExperimentConfig
+    for part in key.split("."):
+        hints = typing.get_type_hints(node) if dataclasses.is_dataclass(node) else {}
+        if part not in hints:
+            return None
+        node = hints[part]
+    return node
+
+
+def _check_booleans(overrides: Sequence[str]) -> None:
+    """Refuse an override of a true/false setting with any other value: OmegaConf would take
+    ``privacy.enabled=-1`` or ``=yes`` for true (interpolations are left to OmegaConf)."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException:
+        return  # compose reports the syntax error with its context
+    for override in parsed:
+        if override.is_delete() or _field_type(override.key_or_group) is not bool:
+            continue
+        value = override.value()
+        if not isinstance(value, bool) and not str(value).startswith("${"):
+            given = str(override.input_line).split("=", 1)[-1]
+            raise ConfigError(f"{override.key_or_group} must be true or false, got {given}")
+
+
 def _hydra_message(err: Exception) -> str:
     """Hydra's message on one line, with the reason of a value it refused (Hydra's own message
     names only the override: ``Error merging override federation.num_es=true``)."""
@@ -83,6 +112,7 @@ def _hydra_message(err: Exception) -> str:
 def _compose(experiment: str, overrides: tuple[str, ...]) -> ExperimentConfig:
     if experiment not in experiment_names():
         raise ConfigError(f"unknown experiment {experiment!r}; valid choices: {experiment_names()}")
+    _check_booleans(overrides)
     _register_schemas()
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):

@@ -56,6 +56,10 @@ ROOT = Path(__file__).resolve().parents[2]
         ("model.dtype=int3", r"model.dtype: unknown value 'int3'; valid choices"),
         ("model.quantization=4bit", "model.quantization=4bit loads a model=hf base only"),
         ("federation.client_gpus=-0.5", "federation.client_gpus must be >= 0"),
+        ("privacy.enabled=-1", "^privacy.enabled must be true or false, got -1$"),
+        ("federation.fold_offers=yes", "^federation.fold_offers must be true or false, got yes$"),
+        ("screening.quality_clause=1", "^screening.quality_clause must be true or false, got 1$"),
+        ("agent.merged=[true]", r"^agent.merged must be true or false, got \[true\]$"),
         ("model.name=gpt-17", r"model.name: unknown value 'gpt-17'; valid choices: \['hf', "),
         (
             "model.lora_targets=[[q_proj,v_proj]]",
@@ -79,6 +83,8 @@ def test_good_values_at_the_limits_load():
     )
     assert cfg.federation.es_per_round == cfg.federation.num_es == 10
     assert load_config("default", ["run_name=my run"]).run_name == "my run"
+    flags = load_config("default", ["privacy.enabled=true", "federation.fold_offers=False"])
+    assert flags.privacy.enabled is True and flags.federation.fold_offers is False
     targets = load_config("default", ["model.lora_targets=[self_attn.q_proj,v_proj]"])
     assert targets.model.lora_targets == ["self_attn.q_proj", "v_proj"]
 
