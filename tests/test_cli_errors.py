@@ -89,3 +89,35 @@ def test_designer_eval_on_a_corrupt_checkpoint_is_one_line(tmp_path, capsys, con
     lines = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(lines) == 1
     assert lines[0].startswith(f"fed-agent designer: {checkpoint} is not a designer checkpoint")
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["privacy.noise_multiplier=nan"], "privacy.noise_multiplier must be a finite number > 0"),
+        (["--profile", "{tmp}/bad.yaml"], "profile {tmp}/bad.yaml is not a YAML mapping: "),
+    ],
+)
+def test_deploy_local_refuses_a_bad_setting_or_profile_before_writing_anything(
+    tmp_path, caplog, extra, message
+):
+    (tmp_path / "bad.yaml").write_text("willingness-type: [1\n")
+    workdir = tmp_path / "local"
+    argv = ["deploy", "local", "--num-nodes", "1", "--workdir", str(workdir)]
+    code = cli.main([*argv, *(a.format(tmp=tmp_path) for a in extra)])
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert code == 2 and len(errors) == 1
+    assert errors[0].startswith(message.format(tmp=tmp_path)) and "\n" not in errors[0]
+    assert not workdir.exists()  # no certificate, key or log written, no process started
+
+
+def test_deploy_run_refuses_a_bad_setting_before_it_writes_the_connection(tmp_path, caplog):
+    home = tmp_path / "flwr-home"
+    code = cli.main(
+        ["deploy", "run", "--superlink", "127.0.0.1:1", "--ca", str(tmp_path / "ca.crt"),
+         "--flwr-home", str(home), "privacy.noise_multiplier=nan"]
+    )  # fmt: skip
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert code == 2
+    assert errors == ["bad config: privacy.noise_multiplier must be a finite number > 0, got nan"]
+    assert not home.exists()

@@ -359,10 +359,11 @@ def _report(outcome) -> None:
 def _run(args: argparse.Namespace) -> int:
     from fed_agent.config import ConfigError
     from fed_agent.deploy.launcher import FederationRunError
-    from fed_agent.deploy.local import run_experiment
+    from fed_agent.deploy.local import checked_experiment, run_experiment
 
     _logging()
     try:
+        checked_experiment(args.experiment, args.overrides)  # before the connection is written
         _report(
             run_experiment(_connection_env(args), args.experiment, args.overrides, args.timeout_s)
         )
@@ -377,11 +378,12 @@ def _run(args: argparse.Namespace) -> int:
 
 def _local(args: argparse.Namespace) -> int:
     from fed_agent.deploy.launcher import FederationRunError
-    from fed_agent.deploy.local import local_federation, run_experiment
+    from fed_agent.deploy.local import checked_experiment, local_federation, run_experiment
     from fed_agent.deploy.nodes import load_profile
 
     _logging()
     profiles = [load_profile(p) for p in args.profile] if args.profile else None
+    checked_experiment(args.experiment, args.overrides)  # before any certificate or process
     try:
         with local_federation(
             args.num_nodes, args.workdir, profiles, warm_trainers=args.warm_trainers

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fed_agent.config import load_config, run_config_file
+from fed_agent.config import ExperimentConfig, load_config, run_config_file
 from fed_agent.config.load import split_overrides
 from fed_agent.deploy.certs import NodeKey, TlsFiles, generate_node_keys, generate_tls
 from fed_agent.deploy.flwr_cli import (
@@ -203,6 +203,25 @@ class SubmittedRun:
     output_dir: Path
 
 
+def checked_experiment(
+    experiment: str, overrides: str | Sequence[str] = ()
+) -> tuple[ExperimentConfig, list[str]]:
+    """The config of a run to submit and its overrides with paths pinned absolute, after the
+    checks that need no SuperLink: ``fed-agent deploy local`` calls it before it writes a
+    certificate or starts a process, so a bad setting leaves nothing behind.
+
+    Raises
+    ------
+    ConfigError
+        A bad experiment, override, checkpoint to resume or data folder, in one line.
+    """
+    items = split_overrides(overrides)
+    cfg = load_config(experiment, items)
+    check_resume_from(cfg)
+    check_data(cfg, simulation=False)
+    return cfg, effective_overrides(items, cfg, default_cache_dir())
+
+
 def submit_experiment(
     env: dict[str, str],
     experiment: str,
@@ -215,11 +234,7 @@ def submit_experiment(
     The config is composed here first, so a bad experiment or override fails before a run
     exists; output, cache and input paths are pinned absolute (the apps run elsewhere).
     """
-    items = split_overrides(overrides)
-    cfg = load_config(experiment, items)
-    check_resume_from(cfg)
-    check_data(cfg, simulation=False)
-    items = effective_overrides(items, cfg, default_cache_dir())
+    cfg, items = checked_experiment(experiment, overrides)
     with run_config_file(experiment, items) as run_config:
         run_id = start_run(app_dir, connection, str(run_config), env)
     log.info("started run %d on %s", run_id, connection)

@@ -11,6 +11,7 @@ later need no change here.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -22,14 +23,31 @@ Scalar = bool | int | float | str
 
 
 def load_profile(path: Path) -> dict[str, Scalar]:
-    """Read a per-ES profile: a flat YAML mapping of node-config keys to scalars."""
-    data = yaml.safe_load(path.read_text()) or {}
+    """Read a per-ES profile: a flat YAML mapping of node-config keys to scalars.
+
+    Raises
+    ------
+    ValueError
+        One line naming the file: not YAML, not a mapping, or a key that holds no scalar.
+    """
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        problem = " ".join(str(err).split())
+        raise ValueError(f"profile {path} is not a YAML mapping: {problem}") from err
     if not isinstance(data, dict):
         raise ValueError(f"profile {path} must be a mapping of node-config keys, got {data!r}")
     for key, value in data.items():
         if not isinstance(key, str) or not isinstance(value, Scalar):
             raise ValueError(f"profile {path}: {key!r} must map to a scalar, got {value!r}")
+        _check_finite(f"profile {path}", key, value)
     return data
+
+
+def _check_finite(where: str, key: str, value: Scalar) -> None:
+    """Refuse a NaN or infinite node-config number here, not when an ES first reads it."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where}: {key!r} must be a finite number, got {value!r}")
 
 
 def parse_pairs(pairs: Sequence[str]) -> dict[str, Scalar]:
@@ -39,8 +57,12 @@ def parse_pairs(pairs: Sequence[str]) -> dict[str, Scalar]:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise ValueError(f"expected key=value, got {pair!r}")
-        value = yaml.safe_load(raw) if raw else ""
+        try:
+            value = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError:  # no YAML scalar: the text itself, as for a list or mapping
+            value = raw
         out[key] = value if isinstance(value, Scalar) else raw
+        _check_finite("--node-config", key, out[key])
     return out
 
 

@@ -75,6 +75,34 @@ def test_node_config_carries_partition_and_passes_profile_keys_through(tmp_path:
     }
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("willingness-type: [1\n", "is not a YAML mapping: while parsing a flow sequence"),
+        ("- 1\n- 2\n", "must be a mapping of node-config keys, got [1, 2]"),
+        ("unit-cost: .nan\n", "'unit-cost' must be a finite number, got nan"),
+        ("unit-cost: -.inf\n", "'unit-cost' must be a finite number, got -inf"),
+    ],
+)
+def test_a_bad_profile_is_refused_in_one_line_naming_the_file(tmp_path: Path, text, message):
+    profile_file = tmp_path / "profile.yaml"
+    profile_file.write_text(text)
+    with pytest.raises(ValueError) as err:
+        load_profile(profile_file)
+    assert str(err.value).startswith(f"profile {profile_file}")
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_node_config_pairs_keep_non_yaml_text_and_refuse_non_finite_numbers() -> None:
+    assert parse_pairs(["region=[north", "tag=a: b", "n=2"]) == {
+        "region": "[north",
+        "tag": "a: b",
+        "n": 2,
+    }
+    with pytest.raises(ValueError, match="^--node-config: 'unit-cost' must be a finite number"):
+        parse_pairs(["unit-cost=.inf"])
+
+
 def test_the_supernodes_auth_key_is_the_es_identity_key_unless_the_profile_names_one(
     tmp_path: Path,
 ) -> None:
