@@ -361,4 +361,4 @@ def test_schemathesis_finds_no_failure_against_the_real_server(smoke_agent_dir) 
         result = subprocess.run(command, capture_output=True, text=True, timeout=540)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
-    assert "4 selected / 4 total" in output and "failures" not in output.lower()
+    assert "8 selected / 8 total" in output and "failures" not in output.lower()
