@@ -126,6 +126,17 @@ def encode_classification(
     return batch
 
 
+def prompt_tokens_read(base: BaseModel, prompt: str) -> int:
+    """The tokens of ``prompt`` that ``base`` reads before the answer, as the encoders above
+    lay it out: with the chat template's own tokens around it (a ``generate`` base that wraps
+    prompts), without BOS, a classifier's special tokens and the image's tokens (the context
+    windows that serving checks leave those out)."""
+    if base.task_kind == "classify" or not base.chat_template:
+        return len(base.tokenizer.encode(prompt, add_special_tokens=False))
+    head, text = prompt_parts(base.tokenizer, prompt, True, base.image_ids)
+    return len(head) - len(base.image_ids) + len(text)
+
+
 def usable_examples(base: BaseModel, examples: Sequence[Example]) -> list[Example]:
     """The examples ``base`` can learn from: all for ``generate``, decisions for ``classify``."""
     if base.task_kind == "generate":

@@ -10,7 +10,7 @@ next token if it is running.
 
 Prompts are checked before admission (:meth:`AgentEngine.prepare`, meant to run off the event
 loop): a prompt longer than a module's context window is refused, never cut, so the usage
-figures count what the model reads.
+figures count what the model reads (a chat template's own tokens included).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from fed_agent.data.tasks import Example
+from fed_agent.modules.batching import prompt_tokens_read
 from fed_agent.modules.generation import Delta
 from fed_agent.runtime import AgentRuntime, ChainedModule
 
@@ -175,7 +176,7 @@ class AgentEngine:
                     "prompt",
                     CONTEXT_EXCEEDED,
                 )
-            count = len(tokenizer.encode(prompt, add_special_tokens=False))
+            count = prompt_tokens_read(part.module.base, prompt)
             if count > window:
                 raise RequestError(
                     f"the prompt has {count} tokens, above the {window} that module "
