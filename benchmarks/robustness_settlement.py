@@ -1,6 +1,6 @@
 """Who is paid for what: the round's settlement against copying, lazy and hugging attackers.
 
-Command (from the repository root; about 25 seconds a seed on 2 shared cores)::
+Command (from the repository root; about 2 minutes a seed on 2 shared cores)::
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/robustness_settlement.py --seeds 0 1 2
     # the honest updates' similarity in random rounds of 3, 8, 12 and 20 (no table):
@@ -20,6 +20,8 @@ result to its honest update's norm. Defences:
 
 - ``expected``: reply judging against the cloud's expectations
   (``UpdateScreen.judge``), clipping, every kept reply paid in full and weighted equally;
+- ``default``: the same, then the round settled as the shipped config settles it
+  (``screening.*`` defaults: the dependence clause only, the quality and effort clauses off);
 - ``settled``: the same, then the round settled as a set (``fed_agent.screening.settlement``):
   pay and weight = dependence share (copies, near-copies, means of peers:
   ``fed_agent.screening.dependence``) x quality fraction, the gain measured on the cloud's
@@ -72,7 +74,12 @@ from fed_agent.screening.dependence import (
 )
 from fed_agent.screening.judge import UpdateScreen
 from fed_agent.screening.robust import flatten, unflatten
-from fed_agent.screening.settlement import effort_fractions, quality_of, settle
+from fed_agent.screening.settlement import (
+    effort_fractions,
+    quality_fractions,
+    quality_of,
+    settle,
+)
 from fed_agent.seeding import derive_seed, seed_everything
 
 NUM_ES = 20
@@ -80,7 +87,7 @@ STEPS = 16
 FRACTIONS = (0.1, 0.3, 0.45)
 ATTACKS = ("near_copy_99", "near_copy_95", "peer_copy", "peer_mean", "peer_extrapolation")
 ATTACKS += ("collude", "collude_noisy", "hug", "partial")
-DEFENCES = ("plain", "expected", "settled", "effort")
+DEFENCES = ("plain", "expected", "default", "settled", "effort")
 HUG_WORK = 0.4 * 1.9  # HugParams: cosine 0.4 to its own update, 1.9x its norm
 OUT = Path("benchmarks/results/robustness_settlement.csv")
 
@@ -174,11 +181,14 @@ def run(r: Round, attack: str, attackers: list[int], defence: str) -> dict:
     kept = [i for i, j in enumerate(judged) if j.kept]
     pay[[i for i in range(NUM_ES) if i not in kept]] = 0.0
     clipped = [screen.clip(sent[i], r.effort, r.reference) for i in kept]
-    if defence in ("settled", "effort") and kept:
+    if defence in ("default", "settled", "effort") and kept:
         expected = [screen.expected_norm(r.effort, r.reference)] * len(kept)
         cfg = dataclasses.replace(r.screen_cfg, effort_clause=defence == "effort")
+        if defence == "default":
+            cfg = r.cfg.screening
         efforts = [r.effort] * len(kept)
-        settled = settle(clipped, r.gains(clipped), expected, cfg, efforts, r.reference.path)
+        gains = r.gains(clipped) if cfg.quality_clause else [0.0] * len(kept)
+        settled = settle(clipped, gains, expected, cfg, efforts, r.reference.path)
         pay[kept] = [s.pay_fraction for s in settled]
     weights = pay[kept]
     if not kept or weights.sum() <= 0:
@@ -256,7 +266,8 @@ def over_rounds(r: Round, rounds: int) -> None:
     """Print, for each of ``rounds`` rounds of FedAvg of the seed's honest ESs: their gains on
     the cloud's split over the round's median (the quality clause's measure with equal
     efforts) and how many of them the clause would pay less than in full; the same for the
-    effort clause, and what it pays the last 30 % when they stretch 1-4 of their steps; the
+    effort clause and the quality clause, and what each pays the last 30 % when they stretch 1-4
+    of their steps (in a round of the others' honest updates); the
     honest ESs the dependence clause pays less than in full, alone and with the last 30 %
     sending near-copies or means of the others, and what those attackers are paid."""
     attackers = list(range(NUM_ES - round(0.3 * NUM_ES), NUM_ES))
@@ -276,13 +287,20 @@ def over_rounds(r: Round, rounds: int) -> None:
         for n, i in enumerate(attackers):
             stretched[i] = r.stretched(i, 1 + n % 4, updates[i])
         caught = effort_fractions(stretched, efforts, path, effort_cfg)
+        mixed = np.array(gains)
+        mixed[attackers] = update_gains(
+            r.module, r.global_state, [stretched[i] for i in attackers], r.split, 64
+        )
+        by_gain = quality_fractions(quality_of(mixed, [1.0] * NUM_ES, r.screen_cfg), r.screen_cfg)
         alone = dependence_shares(updates, r.screen_cfg)
         line = (
             f"seed {r.cfg.seed} round {done}: gain over the median {ratios.min():.3f}-"
             f"{ratios.max():.3f}, honest cut by the quality clause {cut}/{NUM_ES}, by the "
             f"effort clause {int(np.sum(shown < 1))} (stretched 1-4 of {STEPS} steps: paid "
             f"{caught[attackers].sum():.2f} of {len(attackers)}, honest cut "
-            f"{int(np.sum(np.delete(caught, attackers) < 1))}), by dependence "
+            f"{int(np.sum(np.delete(caught, attackers) < 1))}; by the quality clause paid "
+            f"{by_gain[attackers].sum():.2f}, honest cut "
+            f"{int(np.sum(np.delete(by_gain, attackers) < 1))}), by dependence "
             f"{int(np.sum(alone < 1 - 1e-9))}"
         )
         rng = np.random.default_rng(derive_seed(r.cfg.seed, "attack-over-rounds", done))

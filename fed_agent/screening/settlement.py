@@ -78,6 +78,15 @@ def quality_of(
     return gains / (per_norm * expected)
 
 
+def quality_fractions(quality: np.ndarray, cfg: ScreeningConfig) -> np.ndarray:
+    """What the quality clause pays of each update's contracted reward, from its gain over the
+    gain expected of its effort (:func:`quality_of`): in full at ``1 - quality_tolerance`` or
+    more (or when the clause is void: NaN), else in proportion to its gain (none for none)."""
+    quality = np.asarray(quality, dtype=np.float64)
+    full = ~np.isfinite(quality) | (quality >= 1.0 - cfg.quality_tolerance)
+    return np.where(full, 1.0, np.clip(np.nan_to_num(quality), 0.0, 1.0))
+
+
 def effort_fractions(
     deltas: Sequence[np.ndarray],
     efforts: Sequence[float],
@@ -160,14 +169,14 @@ def settle(
     shown = (
         np.ones(len(deltas)) if efforts is None else effort_fractions(deltas, efforts, path, cfg)
     )
+    by_gain = quality_fractions(quality, cfg)
     out = []
-    for share, q, effort in zip(shares, quality, shown, strict=True):
-        full = not np.isfinite(q) or q >= 1.0 - cfg.quality_tolerance
-        fraction = min(1.0 if full else float(np.clip(q, 0.0, 1.0)), float(effort))
+    for share, q, paid, effort in zip(shares, quality, by_gain, shown, strict=True):
+        fraction = min(float(paid), float(effort))
         reasons = []
         if share < 1:
             reasons.append(f"shares {share:.3g} of a dependent group's work")
-        if not full:
+        if paid < 1:
             reasons.append(f"gain {q:.3g} x expected on the cloud's split")
         if effort < 1:
             reasons.append(f"its direction shows {effort:.3g} of its contracted effort")
