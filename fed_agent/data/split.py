@@ -17,6 +17,7 @@ from pathlib import Path
 
 from fed_agent.data.files import DataFileError, Record, iter_records, open_image, read_meta
 from fed_agent.data.writing import OutRecord, write_folder
+from fed_agent.validation import check_number
 
 PARTITIONERS = ("iid", "dirichlet", "pathological")
 SPLIT_SUMMARY = "split.json"
@@ -46,10 +47,10 @@ class SplitSpec:
             )
         if self.by not in ("answer", "task"):
             raise ValueError(f"unknown --by column {self.by!r}; valid choices: ['answer', 'task']")
-        if self.num_es < 1 or self.eval_size < 1 or self.cloud_size < 1:
-            raise ValueError("num_es, eval_size and cloud_size must be >= 1")
-        if not self.alpha > 0:
-            raise ValueError(f"alpha must be > 0, got {self.alpha}")
+        for name in ("num_es", "eval_size", "cloud_size", "classes_per_es", "min_es_size"):
+            check_number(f"--{name.replace('_', '-')}", getattr(self, name), 1, integer=True)
+        check_number("--seed", self.seed, 0, integer=True)
+        check_number("--alpha", self.alpha, 0, ends="()")
 
 
 def _partitioner(spec: SplitSpec):

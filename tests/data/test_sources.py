@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 from pathlib import Path
 
 import pytest
@@ -60,6 +62,22 @@ def test_pathological_split_gives_each_es_its_few_answers(tmp_path):
 def test_unknown_partitioner_lists_the_choices():
     with pytest.raises(ValueError, match=r"\['iid', 'dirichlet', 'pathological'\]"):
         SplitSpec(num_es=2, partitioner="shards")
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"classes_per_es": 0}, "--classes-per-es must be >= 1, got 0"),
+        ({"seed": -1}, "--seed must be >= 0, got -1"),
+        ({"alpha": math.inf}, "--alpha must be a finite number > 0, got inf"),
+        ({"alpha": math.nan}, "--alpha must be a finite number > 0, got nan"),
+        ({"eval_size": 0}, "--eval-size must be >= 1, got 0"),
+        ({"num_es": 2.0}, "--num-es must be an integer, got 2.0"),
+    ],
+)
+def test_split_options_are_checked_naming_the_option(changes, message):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        SplitSpec(**{"num_es": 2, "partitioner": "pathological", **changes})
 
 
 def test_data_check_exits_2_and_names_file_and_line(tmp_path, capsys):
