@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -145,6 +146,22 @@ def test_training_ends_with_the_best_evaluated_learner(keep_best: bool) -> None:
 def test_unknown_designer_lists_the_valid_names() -> None:
     with pytest.raises(ValueError, match=r"valid choices: \['dmsac', 'edmsac', 'ppo', 'sac'\]"):
         DesignerConfig(algorithm="ddpg")
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"violation_penalty": float("nan")}, "violation_penalty must be a finite number >= 0"),
+        ({"reward_scale_frac": 0.0}, "reward_scale_frac must be a finite number > 0, got 0.0"),
+        ({"num_types": 11}, "num_types must be in [2, 10], got 11"),
+        ({"seed": -1}, "seed must be >= 0, got -1"),
+        ({"eval_interval": 0}, "eval_interval must be >= 1, got 0"),
+        ({"imitation_steps": 1.5}, "imitation_steps must be an integer, got 1.5"),
+    ],
+)
+def test_a_training_setting_out_of_its_range_is_refused_naming_it(changes, message) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}"):
+        DesignerConfig(**changes)
 
 
 def test_designer_rejects_markets_of_another_size() -> None:

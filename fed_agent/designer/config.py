@@ -13,9 +13,11 @@ from fed_agent.contracts import (
     federation_ranges,
     named_market,
 )
+from fed_agent.contracts.market import MAX_TYPES
 from fed_agent.rl.gaussian_sac import GaussianSACConfig
 from fed_agent.rl.ppo import PPOConfig
 from fed_agent.rl.sac import EDMSACConfig
+from fed_agent.validation import check_number
 
 DESIGNERS = ("edmsac", "dmsac", "sac", "ppo")
 TRAINING_RANGES = {
@@ -84,12 +86,20 @@ class DesignerConfig:
         check_choice("training market", self.market, training_markets())
         if self.market not in TRAINING_RANGES:
             self.num_types = named_market(self.market).num_types
-        if self.num_types < 2 or self.num_envs < 1 or self.env_steps < 1:
-            raise ValueError("need num_types >= 2, num_envs >= 1 and env_steps >= 1")
-        if self.demonstrations < 0 or self.imitation_steps < 0 or self.imitation_batch_size < 1:
-            raise ValueError(
-                "need demonstrations >= 0, imitation_steps >= 0 and imitation_batch_size >= 1"
-            )
+        check_number("num_types", self.num_types, 2, MAX_TYPES, integer=True)
+        for name in (
+            "env_steps",
+            "num_envs",
+            "updates_per_iteration",
+            "eval_interval",
+            "eval_markets",
+            "imitation_batch_size",
+        ):
+            check_number(name, getattr(self, name), 1, integer=True)
+        for name in ("warmup_env_steps", "demonstrations", "imitation_steps", "seed"):
+            check_number(name, getattr(self, name), 0, integer=True)
+        check_number("reward_scale_frac", self.reward_scale_frac, 0, ends="()")
+        check_number("violation_penalty", self.violation_penalty, 0)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> DesignerConfig:
