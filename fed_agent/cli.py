@@ -8,14 +8,26 @@ import os
 import pkgutil
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 import fed_agent.commands as commands_pkg
 from fed_agent.errors import is_user_error, one_line_message
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr, exit code 2, like every
+    other user error of the command line (``--help`` prints the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``<prog>: error: <message>`` and exit 2."""
+        one_line = " ".join(message.split())
+        self.exit(2, f"{self.prog}: error: {one_line} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """Build the top-level parser with every command module's sub-parser."""
-    parser = argparse.ArgumentParser(
+    """Build the top-level parser with every command module's sub-parser (each of them, and
+    theirs, :class:`OneLineErrors` too: argparse makes sub-parsers of the parent's class)."""
+    parser = OneLineErrors(
         prog="fed-agent",
         description="FedAgent: federated construction of AI agents with dynamic contracts.",
     )

@@ -7,7 +7,9 @@ with a message that names the field, never inside a run.
 
 from __future__ import annotations
 
+import argparse
 import math
+from collections.abc import Callable
 from numbers import Integral, Real
 
 ENDS = ("[]", "[)", "(]", "()")
@@ -64,3 +66,36 @@ def check_number(
     if not (math.isfinite(number) and above and below):
         what = "" if integer else " a finite number"
         raise ValueError(f"{name} must be{what}{_range_text(low, high, ends)}, got {value!r}")
+
+
+def number_option(
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    ends: str = "[]",
+    integer: bool = False,
+) -> Callable[[str], float]:
+    """An argparse ``type`` that applies :func:`check_number`'s rule to a command-line option,
+    so that ``--seed -1`` or ``--timeout-s nan`` is refused as a usage error before the
+    command does anything, instead of failing deep inside it (or not at all).
+
+    Returns
+    -------
+    callable
+        ``text -> int`` (``integer``) or ``text -> float``; raises
+        :class:`argparse.ArgumentTypeError` (``"must be >= 0, got -1"``) otherwise.
+    """
+
+    def parse(text: str) -> float:
+        try:
+            value: object = int(text) if integer else float(text)
+        except ValueError:
+            value = text
+        try:
+            check_number("", value, low, high, ends=ends, integer=integer)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err).strip()) from None
+        return value  # type: ignore[return-value]
+
+    parse.__name__ = "integer" if integer else "number"
+    return parse

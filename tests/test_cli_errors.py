@@ -121,3 +121,54 @@ def test_deploy_run_refuses_a_bad_setting_before_it_writes_the_connection(tmp_pa
     assert code == 2
     assert errors == ["bad config: privacy.noise_multiplier must be a finite number > 0, got nan"]
     assert not home.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "prog", "message"),
+    [
+        (["contract", "solve", "--seed", "-1"], "contract solve", "argument --seed: must be >= 0"),
+        (["run", "--timeout-s", "nan"], "run", "argument --timeout-s: must be a finite number > 0"),
+        (
+            ["designer", "eval", "--threads", "0"],
+            "designer eval",
+            "argument --threads: must be >= 1",
+        ),
+        (
+            ["designer", "eval", "--heldout", "-1"],
+            "designer eval",
+            "argument --heldout: must be >=",
+        ),
+        (["evaluate", "--concurrency", "4", "0"], "evaluate", "argument --concurrency: must be >="),
+        (["deploy", "certs", "--out", "c", "--num-keys", "-1"], "deploy certs", "argument --num-k"),
+        (["data", "split", "x", "--num-es", "abc", "--out", "y"], "data split", "argument --num-e"),
+        (["nope"], "", "argument COMMAND: invalid choice: 'nope' (choose from 'contract', "),
+    ],
+)
+def test_a_bad_option_is_one_line_and_exit_code_2(capsys, argv, prog, message):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    lines = capsys.readouterr().err.strip().splitlines()
+    prog = f"fed-agent {prog}".strip()
+    assert exit_.value.code == 2 and len(lines) == 1
+    assert lines[0].startswith(f"{prog}: error: {message}")
+    assert lines[0].endswith(f" (see {prog} --help)")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--violation-penalty", "nan"], "bad option: violation_penalty must be a finite number"),
+        (["--num-types", "11"], "bad option: num_types must be in [2, 10], got 11"),
+        (["--prune-rate", "1.5"], "bad option: prune_rate must be in [0, 1), got 1.5"),
+        (["--out", "{tmp}"], "--out {tmp} is a folder; name the file to write"),
+        (["--log", "{tmp}/a-file/log.jsonl"], "--log {tmp}/a-file/log.jsonl: {tmp}/a-file is not"),
+    ],
+)
+def test_designer_train_refuses_bad_options_before_training(tmp_path, capsys, options, message):
+    (tmp_path / "a-file").write_text("")
+    argv = ["designer", "train", "--out", str(tmp_path / "d.npz"), "--env-steps", "64"]
+    code = cli.main([*argv, *(o.format(tmp=tmp_path) for o in options)])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1
+    assert lines[0].startswith("fed-agent designer: " + message.format(tmp=tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]  # nothing trained or logged

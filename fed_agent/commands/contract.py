@@ -25,6 +25,7 @@ from fed_agent.contracts import (
 from fed_agent.contracts.market import MAX_TYPES
 from fed_agent.contracts.renegotiation import renegotiation_gain
 from fed_agent.contracts.solvers.renegotiation_proof import NoRenegotiationProofContract
+from fed_agent.validation import number_option
 
 MARKET_CHOICES = ("default", "paper", "random")
 
@@ -35,7 +36,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     commands = parser.add_subparsers(dest="contract_command", required=True, metavar="COMMAND")
     solve = commands.add_parser("solve", help="solve and print every reference contract")
     solve.add_argument("--market", choices=MARKET_CHOICES, default="default")
-    solve.add_argument("--seed", type=int, default=0, help="seed of a random market and menu")
+    solve.add_argument(
+        "--seed",
+        type=number_option(0, integer=True),
+        default=0,
+        help="seed of a random market and menu",
+    )
     solve.add_argument(
         "--num-types", type=int, default=None, help=f"K in [2, {MAX_TYPES}] (default: the market's)"
     )

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fed_agent.config import experiment_names
+from fed_agent.validation import number_option
 
 DEFAULT_PORT = 9092
 """The SuperLink's single HTTPS port (Fleet, Control and Runtime APIs in Flower 1.42)."""
@@ -45,7 +46,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="SuperLink address or DNS name for the certificate (repeatable; "
         "default 127.0.0.1 and localhost)",
     )
-    certs.add_argument("--num-keys", type=int, default=0, help="SuperNode key pairs to write")
+    certs.add_argument(
+        "--num-keys",
+        type=number_option(0, integer=True),
+        default=0,
+        help="SuperNode key pairs to write",
+    )
     certs.set_defaults(handler=_operator_errors(_certs))
 
     link = commands.add_parser("superlink", help="run a TLS SuperLink (foreground)")
@@ -66,8 +72,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     node.add_argument("--superlink", required=True, help="SuperLink host:port")
     node.add_argument("--ca", type=Path, required=True, help="CA certificate (ca.crt)")
     node.add_argument("--key", type=Path, required=True, help="this node's private key")
-    node.add_argument("--partition-id", type=int, required=True)
-    node.add_argument("--num-partitions", type=int, required=True)
+    node.add_argument("--partition-id", type=number_option(0, integer=True), required=True)
+    node.add_argument("--num-partitions", type=number_option(1, integer=True), required=True)
     node.add_argument(
         "--profile",
         type=Path,
@@ -91,7 +97,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     node.add_argument("--port", type=int, default=9094, help="local Runtime API port")
     node.add_argument(
         "--max-wait-time-s",
-        type=float,
+        type=number_option(0, ends="()"),
         default=None,
         help="give up reconnecting after this long (default: retry forever)",
     )
@@ -109,7 +115,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.set_defaults(handler=_operator_errors(_run))
 
     local = commands.add_parser("local", help="TLS + auth federation on 127.0.0.1, one run")
-    local.add_argument("--num-nodes", type=int, default=3)
+    local.add_argument("--num-nodes", type=number_option(1, integer=True), default=3)
     local.add_argument("--workdir", type=Path, default=Path(".flwr") / "deploy" / "local")
     local.add_argument(
         "--profile",
@@ -141,7 +147,9 @@ def _experiment_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "overrides", nargs="*", help="Hydra overrides, e.g. federation.num_rounds=2"
     )
-    parser.add_argument("--timeout-s", type=float, default=3600.0, help="bound on the run")
+    parser.add_argument(
+        "--timeout-s", type=number_option(0, ends="()"), default=3600.0, help="bound on the run"
+    )
 
 
 def _logging() -> None:

@@ -49,7 +49,9 @@ from fed_agent.designer.demonstrations import (
     demonstration_markets,
     solve_demonstrations,
 )
+from fed_agent.errors import UserError
 from fed_agent.seeding import seed_everything
+from fed_agent.validation import number_option
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "edmsac_federation_k3.npz"
 # one intra-op thread: these networks are small, and on a shared 2-core machine a second
@@ -89,40 +91,51 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="behaviour-cloning steps on the demonstrations before the first episode",
     )
     train.add_argument("--log", type=Path, default=None, help="metrics log (.jsonl)")
-    train.add_argument("--threads", type=int, default=DEFAULT_THREADS)
+    train.add_argument("--threads", type=number_option(1, integer=True), default=DEFAULT_THREADS)
     train.set_defaults(handler=run_train)
     evaluate = actions.add_parser("eval", help="utility ratio of a checkpoint vs the optimum")
     evaluate.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
-    evaluate.add_argument("--heldout", type=int, default=16, help="held-out random markets")
+    evaluate.add_argument(
+        "--heldout", type=number_option(0, integer=True), default=16, help="held-out random markets"
+    )
     evaluate.add_argument("--out", type=Path, default=None, help="results table (.csv)")
-    evaluate.add_argument("--threads", type=int, default=DEFAULT_THREADS)
+    evaluate.add_argument("--threads", type=number_option(1, integer=True), default=DEFAULT_THREADS)
     evaluate.set_defaults(handler=run_eval)
 
 
 def _config_from_args(args: argparse.Namespace) -> DesignerConfig:
-    config = DesignerConfig(
-        algorithm=args.algorithm,
-        market=args.market,
-        num_types=args.num_types,
-        env_steps=args.env_steps,
-        seed=args.seed,
-        violation_penalty=args.violation_penalty,
-        demonstrations=args.demonstrations,
-        imitation_steps=args.imitation_steps,
-    )
-    if args.prune_rate is not None:
-        config.edmsac.prune_rate = args.prune_rate
-        config.edmsac.__post_init__()
+    """The training config the options describe; a value it refuses is the user's to fix."""
+    try:
+        config = DesignerConfig(
+            algorithm=args.algorithm,
+            market=args.market,
+            num_types=args.num_types,
+            env_steps=args.env_steps,
+            seed=args.seed,
+            violation_penalty=args.violation_penalty,
+            demonstrations=args.demonstrations,
+            imitation_steps=args.imitation_steps,
+        )
+        if args.prune_rate is not None:
+            config.edmsac.prune_rate = args.prune_rate
+            config.edmsac.__post_init__()
+    except ValueError as err:
+        raise UserError(f"bad option: {err}") from err
     return config
 
 
 def run_train(args: argparse.Namespace) -> int:
     """Train with a progress bar, log metrics as JSON lines, save the checkpoint."""
+    from fed_agent.outputs import check_output_path  # pandas: only when it runs
+
+    config = _config_from_args(args)
+    log_path = args.log or args.out.with_suffix(".metrics.jsonl")
+    # before training: a checkpoint or log that cannot be written fails now, not minutes later
+    check_output_path(args.out, "--out", is_file=True)
+    check_output_path(log_path, "--log", is_file=True)
     torch.set_num_threads(args.threads)
     seed_everything(args.seed)
-    config = _config_from_args(args)
     designer = ContractDesigner(config)
-    log_path = args.log or args.out.with_suffix(".metrics.jsonl")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("w") as log, tqdm(total=config.env_steps, unit="step") as bar:
 
@@ -172,6 +185,10 @@ def evaluation_rows(designer: ContractDesigner, heldout: int) -> list[dict[str, 
 
 def run_eval(args: argparse.Namespace) -> int:
     """Print (and optionally write) the utility ratio of a checkpoint per market set."""
+    if args.out is not None:  # before evaluating: a table that cannot be written fails at once
+        from fed_agent.outputs import check_output_path  # pandas: only with --out
+
+        check_output_path(args.out, "--out", is_file=True)
     torch.set_num_threads(args.threads)
     designer = ContractDesigner.load(args.checkpoint)
     rows = evaluation_rows(designer, args.heldout)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from fed_agent.errors import UserError
 from fed_agent.evaluation.config import EvaluationConfig
+from fed_agent.validation import number_option
 
 DEFAULTS = EvaluationConfig()
 
@@ -44,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--concurrency",
-        type=int,
+        type=number_option(1, integer=True),
         nargs="+",
         default=[1, 4, 16],
         help="users sending requests at once, one level after the other (with --endpoint)",
@@ -54,7 +55,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--rtt-ms", type=float, default=DEFAULTS.rtt_ms)
     parser.add_argument("--uplink-mbps", type=float, default=DEFAULTS.uplink_mbps)
     parser.add_argument(
-        "--eval-samples", type=int, default=None, help="held-out examples (default: the run's)"
+        "--eval-samples",
+        type=number_option(1, integer=True),
+        default=None,
+        help="held-out examples (default: the run's)",
     )
     parser.set_defaults(handler=_evaluate)
 
@@ -100,8 +104,6 @@ def _evaluate_endpoint(args: argparse.Namespace) -> int:
 
     try:
         cfg = _config(args)
-        if min(args.concurrency) < 1:
-            raise ValueError(f"--concurrency levels must be >= 1, got {args.concurrency}")
         vision = Endpoint.probe(args.endpoint).vision
     except (ValueError, EndpointError) as err:
         print(f"fed-agent evaluate: {err}", file=sys.stderr)

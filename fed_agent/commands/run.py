@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from fed_agent.config import experiment_names
+from fed_agent.validation import number_option
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -14,7 +15,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("run", help="run the federation as a Flower simulation")
     parser.add_argument("--experiment", default="default", choices=experiment_names())
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. federation.num_es=20")
-    parser.add_argument("--timeout-s", type=float, default=3600.0, help="per run (per job)")
+    parser.add_argument(
+        "--timeout-s", type=number_option(0, ends="()"), default=3600.0, help="per run (per job)"
+    )
     parser.add_argument(
         "-m",
         "--multirun",

@@ -7,6 +7,7 @@ added later is checked too (and this test fails until its ``__post_init__`` chec
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 import re
@@ -19,7 +20,7 @@ from fed_agent.contracts import MarketParams
 from fed_agent.incentives.config import IncentiveConfig
 from fed_agent.privacy import PrivacyConfig
 from fed_agent.screening.config import ScreeningConfig
-from fed_agent.validation import check_number
+from fed_agent.validation import check_number, number_option
 
 NEGATIVE_ONE_IS_VALID = {"market.tx_power_dbm", "market.noise_dbm", "market.persistence"}
 """dBm levels are negative; a persistence of -1 is a full reversal of willingness."""
@@ -202,3 +203,23 @@ def test_check_number_accepts_values_at_closed_ends():
     check_number("x", 0, 0, 1)
     check_number("x", 1.0, 0, 1, ends="(]")
     check_number("x", 3, 1, integer=True)
+
+
+@pytest.mark.parametrize(
+    ("text", "kwargs", "message"),
+    [
+        ("-1", {"low": 0, "integer": True}, "must be >= 0, got -1"),
+        ("2.5", {"low": 0, "integer": True}, "must be an integer, got '2.5'"),
+        ("nan", {"low": 0, "ends": "()"}, "must be a finite number > 0, got nan"),
+        ("inf", {}, "must be a finite number, got inf"),
+        ("abc", {}, "must be a number, got 'abc'"),
+    ],
+)
+def test_number_option_refuses_what_check_number_refuses(text, kwargs, message):
+    with pytest.raises(argparse.ArgumentTypeError, match=f"^{re.escape(message)}$"):
+        number_option(**kwargs)(text)
+
+
+def test_number_option_returns_the_parsed_number():
+    assert number_option(0, integer=True)("7") == 7 and isinstance(number_option()("7"), float)
+    assert number_option(0, ends="()")("1e-3") == 0.001
