@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from yaml import YAMLError
 
 from fed_agent.evaluation.intervals import mean_interval
 
@@ -31,31 +33,60 @@ class SweepError(ValueError):
 
 
 def read_manifest(sweep_dir: Path) -> dict:
-    """The sweep's manifest; raises :class:`SweepError` when there is none."""
+    """The sweep's manifest: a mapping whose ``jobs`` is a list of mappings.
+
+    Raises
+    ------
+    SweepError
+        When there is none, or it is no JSON of that shape (one line naming the file).
+    """
     path = Path(sweep_dir) / MANIFEST
     if not path.is_file():
         raise SweepError(f"{sweep_dir} is not a multirun folder: no {MANIFEST} in it")
-    return json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text())
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+        raise SweepError(f"{path} is not a multirun manifest: {err}") from err
+    jobs = manifest.get("jobs") if isinstance(manifest, dict) else None
+    if not isinstance(jobs, list) or not all(isinstance(job, dict) for job in jobs):
+        raise SweepError(f'{path} is not a multirun manifest: expected {{"jobs": [{{...}}, ...]}}')
+    return manifest
 
 
 def job_rows(sweep_dir: Path) -> pd.DataFrame:
-    """One row per completed job: job, setting, seed, its final and total metrics, wall time."""
+    """One row per completed job: job, setting, seed, its final and total metrics, wall time.
+
+    Raises
+    ------
+    SweepError
+        For a job entry or a completed job's files that cannot be read (one line naming the
+        job): a summary of the other jobs would hide it.
+    """
     rows = []
     for job in read_manifest(sweep_dir)["jobs"]:
-        if job["status"] != COMPLETED:
-            continue
-        folder = Path(sweep_dir) / str(job["job"])
-        metrics = pd.read_csv(folder / "metrics.csv").sort_values("round")
-        row = {
-            "job": job["job"],
-            "setting": " ".join(o for o in job["overrides"] if not o.startswith("seed=")),
-            "seed": int(OmegaConf.load(folder / "config.yaml").seed),
-            "wall_s": job["wall_s"],
-        }
-        row |= {m: float(metrics[m].iloc[-1]) if m in metrics else math.nan for m in FINAL}
-        row |= {m: float(metrics[m].sum()) if m in metrics else math.nan for m in TOTAL}
-        rows.append(row)
+        try:
+            if job["status"] == COMPLETED:
+                rows.append(_job_row(Path(sweep_dir), job))
+        except (KeyError, TypeError, ValueError, OSError, OmegaConfBaseException, YAMLError) as err:
+            problem = " ".join(str(err).split()) or type(err).__name__
+            if isinstance(err, KeyError):
+                problem = f"no {problem}"
+            raise SweepError(f"{sweep_dir}: job {job.get('job')!r}: {problem}") from err
     return pd.DataFrame(rows)
+
+
+def _job_row(sweep_dir: Path, job: dict) -> dict:
+    folder = sweep_dir / str(job["job"])
+    metrics = pd.read_csv(folder / "metrics.csv").sort_values("round")
+    row = {
+        "job": job["job"],
+        "setting": " ".join(o for o in job["overrides"] if not o.startswith("seed=")),
+        "seed": int(OmegaConf.load(folder / "config.yaml").seed),
+        "wall_s": float(job["wall_s"]),
+    }
+    row |= {m: float(metrics[m].iloc[-1]) if m in metrics else math.nan for m in FINAL}
+    row |= {m: float(metrics[m].sum()) if m in metrics else math.nan for m in TOTAL}
+    return row
 
 
 def summarize(sweep_dir: Path) -> pd.DataFrame:

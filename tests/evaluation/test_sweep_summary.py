@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -82,3 +83,35 @@ def test_the_commands_run_a_sweep_and_write_its_summary(tmp_path, monkeypatch, c
     assert main(["summarize", str(tmp_path)]) == 2  # not a sweep folder
     with pytest.raises(SweepError, match="no multirun.json"):
         summarize(tmp_path)
+
+
+JOB = {"job": 0, "status": "finished:completed", "overrides": ["seed=0"], "wall_s": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("manifest", "files", "message"),
+    [
+        ("{bad", {}, "multirun.json is not a multirun manifest: Expecting property name"),
+        ("[]", {}, 'multirun.json is not a multirun manifest: expected {"jobs": [{...}, ...]}'),
+        ('{"jobs": "x"}', {}, "multirun.json is not a multirun manifest: expected"),
+        ('{"jobs": [{"job": 0}]}', {}, "job 0: no 'status'"),
+        (json.dumps({"jobs": [JOB]}), {"metrics.csv": "x\n1\n"}, "job 0: no 'round'"),
+        (
+            json.dumps({"jobs": [JOB]}),
+            {"metrics.csv": "round\n1\n", "config.yaml": "seed: [\n"},
+            "job 0: while parsing a flow node",
+        ),
+        (json.dumps({"jobs": [JOB]}), {}, "job 0: [Errno 2] No such file or directory"),
+    ],
+)
+def test_a_broken_sweep_folder_is_one_line_naming_the_file_or_job(
+    tmp_path, caplog, manifest, files, message
+):
+    (tmp_path / "multirun.json").write_text(manifest)
+    (tmp_path / "0").mkdir()
+    for name, text in files.items():
+        (tmp_path / "0" / name).write_text(text)
+    assert main(["summarize", str(tmp_path)]) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "\n" not in errors[0]
+    assert errors[0].startswith(str(tmp_path)) and message in errors[0]
