@@ -108,6 +108,8 @@ def main(grid: Grid, context: Context) -> None:
     check_run_data(cfg.data, None)
     # and before it: the base loads on this machine (model.path, device, bitsandbytes)
     check_model(cfg.model)
+    # and before it: the module builds on its base (a model.lora_targets layer it lacks)
+    module = agent_module(cfg.model, cfg.seed)
     outputs = RunOutputs.create(cfg.output_dir, cfg.run_name)
     (outputs.root / "config.yaml").write_text(to_yaml(cfg))
     done = 0
@@ -115,7 +117,6 @@ def main(grid: Grid, context: Context) -> None:
         restore(checkpoint, outputs)
         done = checkpoint.server_round
         log.info("resuming after round %d of %s", done, cfg.federation.resume_from)
-    module = agent_module(cfg.model, cfg.seed)
     if cfg.incentive.policy == NO_CONTRACT:
         final = _run_fedavg(cfg, PromptGrid(grid), module, outputs, checkpoint)
         _export(cfg, outputs, module, final, extension, done)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
+from peft.tuners.lora import LoraLayer
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 from safetensors import SafetensorError
@@ -71,6 +72,25 @@ def default_lora_targets(model: torch.nn.Module) -> list[str]:
     )
 
 
+def _check_targets_matched(model: torch.nn.Module, targets: list[str]) -> None:
+    """Refuse ``model.lora_targets`` that name a layer the base lacks (in its LoRA scope):
+    peft fails only when no name matches, so a misspelt name beside a good one would train
+    fewer layers than configured, silently.
+
+    Raises
+    ------
+    AdapterError
+        Naming the targets that matched no layer.
+    """
+    wrapped = [name for name, module in model.named_modules() if isinstance(module, LoraLayer)]
+    unmatched = [t for t in targets if not any(n == t or n.endswith(f".{t}") for n in wrapped)]
+    if unmatched:
+        raise AdapterError(
+            f"model.lora_targets {unmatched} name no layer of the base's language model; "
+            f"its LoRA layers end in {sorted({n.rsplit('.', 1)[-1] for n in wrapped})}"
+        )
+
+
 class AgentModule:
     """A LoRA agent module on a frozen base: the unit an ES trains and the cloud aggregates."""
 
@@ -79,6 +99,7 @@ class AgentModule:
         self.cfg = cfg
         torch.manual_seed(seed)  # the initial A matrices: identical wherever the seed is
         self.model: PeftModel = get_peft_model(base.model, lora_config(cfg, base))
+        _check_targets_matched(self.model, cfg.lora_targets)
         if cfg.lora_freeze_a:
             for name, parameter in self.model.named_parameters():
                 if "lora_A" in name:

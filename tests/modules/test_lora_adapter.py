@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from fed_agent.data import es_examples, heldout_examples
 from fed_agent.evaluation.quality import evaluate_quality
-from fed_agent.modules.adapter import AdapterError, load_adapter_file, save_adapter
+from fed_agent.models.registry import load_base
+from fed_agent.modules.adapter import AdapterError, AgentModule, load_adapter_file, save_adapter
 from fed_agent.modules.training import train_locally
 from fed_agent.screening.aggregation import weighted_average
 
@@ -96,3 +99,11 @@ def test_adapter_file_round_trip_and_corrupt_file(tmp_path, smoke_module):
         load_adapter_file(path)
     with pytest.raises(AdapterError, match="does not exist"):
         load_adapter_file(tmp_path / "missing.safetensors")
+
+
+def test_a_lora_target_that_names_no_layer_is_refused_beside_good_ones(smoke_cfg):
+    cfg = dataclasses.replace(smoke_cfg.model, lora_targets=["q_proj", "v_projj"])
+    with pytest.raises(AdapterError) as err:
+        AgentModule(load_base(cfg, smoke_cfg.seed), cfg, smoke_cfg.seed)
+    assert str(err.value).startswith("model.lora_targets ['v_projj'] name no layer")
+    assert "'q_proj'" in str(err.value)  # the layers that are there
