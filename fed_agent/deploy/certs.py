@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,11 +50,31 @@ def _name(common_name: str) -> x509.Name:
     )
 
 
+DNS_NAME = re.compile(
+    r"(\*\.)?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+)
+"""A host name a certificate can name: dot-separated labels of letters, digits and inner
+hyphens (RFC 1123), optionally behind a ``*.`` wildcard."""
+
+
 def _san(host: str) -> x509.GeneralName:
     try:
         return x509.IPAddress(ipaddress.ip_address(host))
     except ValueError:
         return x509.DNSName(host)
+
+
+def check_host(host: str) -> None:
+    """Refuse a certificate host that is neither an IP address nor a DNS name (a SuperNode's
+    hostname check could never match it), before any key is generated."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if len(host) > 253 or not DNS_NAME.fullmatch(host):
+            raise ValueError(
+                f"--host {host!r} is neither an IP address nor a DNS name "
+                "(letters, digits, '-' and '.')"
+            ) from None
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -94,6 +115,8 @@ def generate_tls(
     """
     if not hosts:
         raise ValueError("the server certificate needs at least one host name or address")
+    for host in hosts:
+        check_host(host)
     out_dir.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
     # backdated a little: a SuperNode whose clock lags must not see a not-yet-valid certificate

@@ -14,7 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_ssh_private_key, load_ssh_public_key
 
-from fed_agent.deploy.certs import generate_node_keys, generate_tls
+from fed_agent.deploy.certs import check_host, generate_node_keys, generate_tls
 from fed_agent.deploy.flwr_cli import write_connection
 from fed_agent.deploy.nodes import load_profile, node_config, node_config_arg, parse_pairs
 from fed_agent.deploy.processes import SuperLinkSpec, SuperNodeSpec
@@ -252,3 +252,18 @@ def test_the_run_status_is_the_asked_runs_and_newest_means_last_submitted(monkey
     assert launcher.run_status({}, "c") == (12, "running", "")
     with pytest.raises(launcher.FederationRunError, match="run 5 is not listed"):
         launcher.run_status({}, "c", 5)
+
+
+@pytest.mark.parametrize("host", ["bad host!", "", "-lead.example", "a..b", "x" * 64])
+def test_a_host_no_certificate_can_name_is_refused_before_any_key(tmp_path: Path, host) -> None:
+    with pytest.raises(ValueError) as err:
+        generate_tls(tmp_path / "certs", ["127.0.0.1", host])
+    assert str(err.value) == (
+        f"--host {host!r} is neither an IP address nor a DNS name (letters, digits, '-' and '.')"
+    )
+    assert not (tmp_path / "certs").exists()
+
+
+def test_ip_addresses_and_dns_names_are_valid_hosts() -> None:
+    for host in ("::1", "10.0.0.7", "localhost", "superlink-1.edge.example", "*.example.org"):
+        check_host(host)
