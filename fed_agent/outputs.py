@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,11 @@ def check_output_path(path: Path, option: str, is_file: bool = False) -> None:
         raise UserError(f"{option} {path}: {existing} is not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"{option} {path}: {existing} is not writable")
+    try:  # os.access says yes to root everywhere, /proc and read-only mounts included
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise UserError(f"{option} {path}: {existing} is not writable ({err.strerror})") from err
 
 
 def write_table_atomic(frame: pd.DataFrame, path: Path) -> None:

@@ -172,3 +172,14 @@ def test_designer_train_refuses_bad_options_before_training(tmp_path, capsys, op
     assert code == 2 and len(lines) == 1
     assert lines[0].startswith("fed-agent designer: " + message.format(tmp=tmp_path))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]  # nothing trained or logged
+
+
+def test_an_out_path_no_file_can_be_written_under_is_refused_even_for_root():
+    """``os.access`` says yes to root under /proc; creating a file there fails."""
+    from fed_agent.outputs import check_output_path
+
+    with pytest.raises(UserError) as err:
+        check_output_path(Path("/proc/no-such-dir/table.csv"), "--out", is_file=True)
+    assert str(err.value) == (
+        "--out /proc/no-such-dir/table.csv: /proc is not writable (No such file or directory)"
+    )

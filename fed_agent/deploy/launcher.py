@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -310,6 +311,42 @@ def check_model(cfg: ExperimentConfig) -> None:
         raise ConfigError(str(err)) from err
 
 
+def check_output_dir(cfg: ExperimentConfig) -> None:
+    """Refuse, before anything starts, an ``output_dir`` where the run folder cannot be made
+    (under a file, read-only): the ServerApp would fail only after the SuperLink, the
+    SuperNodes and the base were up.
+
+    Raises
+    ------
+    ConfigError
+        One line naming ``output_dir`` and the folder that is not writable.
+    """
+    from fed_agent.errors import UserError
+    from fed_agent.outputs import check_output_path  # pandas: lazily
+
+    try:
+        check_output_path(Path(cfg.output_dir).expanduser() / cfg.run_name, "output_dir")
+    except UserError as err:
+        raise ConfigError(str(err)) from err
+
+
+def check_simulation(experiment: str, overrides: str | Sequence[str] = ()) -> ExperimentConfig:
+    """The config of a simulation run after every check that needs no process: the config,
+    ``federation.resume_from``, the data folders, the base and ``output_dir``.
+
+    Raises
+    ------
+    ConfigError
+        The first problem, in one line.
+    """
+    cfg: ExperimentConfig = load_config(experiment, split_overrides(overrides))
+    check_resume_from(cfg)
+    check_data(cfg, simulation=True)
+    check_model(cfg)
+    check_output_dir(cfg)
+    return cfg
+
+
 def federation_config(fed: FederationConfig) -> str:
     """Flower's ``--federation-config`` of a simulation: SuperNodes and per-ClientApp resources
     (``federation.client_cpus``; ``federation.client_gpus`` when above 0)."""
@@ -330,10 +367,7 @@ def launch_simulation(
         When the run does not end ``finished:completed`` (the details name the failure).
     """
     items = split_overrides(overrides)
-    cfg: ExperimentConfig = load_config(experiment, items)  # fail fast on a bad config
-    check_resume_from(cfg)
-    check_data(cfg, simulation=True)
-    check_model(cfg)
+    cfg = check_simulation(experiment, items)  # fail fast, before any process starts
     if cfg.agent.extend:  # and on a bad agent.extend (the ServerApp then loads its modules)
         from fed_agent.packaging.extend import ExtendError, extension_specs  # torch: lazily
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from fed_agent.config import hydra_quoted, load_config
 from fed_agent.config.sweep import expand_sweep
-from fed_agent.deploy.launcher import FederationRunError, launch_simulation
+from fed_agent.deploy.launcher import FederationRunError, check_simulation, launch_simulation
 from fed_agent.evaluation.sweep_summary import MANIFEST
 
 log = logging.getLogger(__name__)
@@ -66,25 +66,31 @@ def launch_multirun(
     Raises
     ------
     ConfigError
-        Before any job runs, for a sweep Hydra cannot expand or a job whose config is invalid.
+        Before any job runs, for a sweep Hydra cannot expand or a job that any check of
+        :func:`fed_agent.deploy.launcher.check_simulation` refuses.
     """
     jobs = expand_sweep(overrides)
     for job in jobs:
         load_config(experiment, job)
     sweep_dir = (sweep_dir or default_sweep_dir(experiment, jobs[0])).expanduser().resolve()
+    kept = [[o for o in job if _key(o) not in PLACED] for job in jobs]
+    placed = [
+        [f"output_dir={hydra_quoted(str(sweep_dir))}", f"run_name={index}"]
+        for index in range(len(jobs))
+    ]
+    for index in range(len(jobs)):  # all first: a bad last job must not fail after the others
+        check_simulation(experiment, [*kept[index], *placed[index]])
     sweep_dir.mkdir(parents=True, exist_ok=True)
     done: list[SweepJob] = []
-    for index, job in enumerate(jobs):
-        kept = [o for o in job if _key(o) not in PLACED]
-        placed = [f"output_dir={hydra_quoted(str(sweep_dir))}", f"run_name={index}"]
-        log.info("multirun job %d of %d: %s", index + 1, len(jobs), " ".join(kept))
+    for index in range(len(jobs)):
+        log.info("multirun job %d of %d: %s", index + 1, len(jobs), " ".join(kept[index]))
         start = time.perf_counter()
         try:
-            outcome = launch_simulation(experiment, [*kept, *placed], timeout_s)
+            outcome = launch_simulation(experiment, [*kept[index], *placed[index]], timeout_s)
             status, details, wall_s = outcome.status, "", outcome.wall_s
         except FederationRunError as err:
             status, details, wall_s = "failed", str(err), time.perf_counter() - start
             log.error("multirun job %d failed: %s", index, err)
-        done.append(SweepJob(index, kept, status, wall_s, details))
+        done.append(SweepJob(index, kept[index], status, wall_s, details))
         write_manifest(sweep_dir, experiment, done)
     return sweep_dir, done

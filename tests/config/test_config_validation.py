@@ -133,3 +133,20 @@ def test_only_the_main_job_takes_the_measured_server_step():
         ).federation.server_learning_rate
         == 1.0
     )
+
+
+@pytest.mark.parametrize("where", ["a-file", "/proc/no-such-dir"])
+def test_run_refuses_an_output_dir_it_cannot_write_before_any_process(
+    tmp_path, monkeypatch, caplog, where
+):
+    from fed_agent import cli
+    from fed_agent.deploy import launcher
+
+    monkeypatch.setattr(launcher, "start_simulation_superlink", lambda *a: pytest.fail("started"))
+    (tmp_path / "a-file").write_text("")
+    out = tmp_path / where  # an absolute ``where`` replaces tmp_path
+    code = cli.main(["run", "--experiment", "smoke", f"output_dir={out}"])
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    blocker = f"{out} is not a folder" if where == "a-file" else "/proc is not writable"
+    assert code == 2 and len(errors) == 1
+    assert errors[0].startswith(f"bad config: output_dir {out}/smoke: {blocker}")

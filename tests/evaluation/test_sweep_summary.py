@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -70,6 +71,27 @@ def test_a_bad_job_config_is_refused_before_any_job_runs(tmp_path, monkeypatch):
     with pytest.raises(ConfigError):
         multirun.launch_multirun("smoke", ["federation.num_es=4,0"], sweep_dir=tmp_path)
     assert ran == [] and not (tmp_path / "multirun.json").exists()
+
+
+@pytest.mark.parametrize("bad", ["model_dir", "sweep_under_a_file"])
+def test_a_job_the_run_checks_refuse_stops_the_sweep_before_its_first_job(
+    tmp_path, monkeypatch, bad
+):
+    ran = []
+    monkeypatch.setattr(multirun, "launch_simulation", lambda *a: ran.append(a))
+    good = tmp_path / "hf"
+    good.mkdir()
+    (good / "config.json").write_text("{}")
+    (tmp_path / "a-file").write_text("")
+    if bad == "model_dir":  # the second job's base is missing: check_model refuses it
+        sweep, message = tmp_path / "sweep", f"model.path '{tmp_path}/missing' must be"
+        overrides = ["model=hf", f"model.path={good},{tmp_path / 'missing'}"]
+    else:  # every job's run folder would be under a file
+        sweep, message = tmp_path / "a-file" / "sweep", f"{tmp_path}/a-file is not a folder"
+        overrides = ["seed=0,1"]
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        multirun.launch_multirun("smoke", overrides, sweep_dir=sweep)
+    assert ran == [] and not (tmp_path / "sweep").exists()
 
 
 def test_the_commands_run_a_sweep_and_write_its_summary(tmp_path, monkeypatch, capsys):
