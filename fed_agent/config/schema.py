@@ -371,6 +371,16 @@ class ExperimentConfig:
                 f"separators (/ or \\), got {name!r}"
             )
         check_simulated_markets(self.market, self.incentive)
+        if self.incentive.policy == "fedavg_flat_fee":  # its one item must be a feasible f
+            try:
+                check_number(
+                    "incentive.flat_fee_f_ghz",
+                    self.incentive.flat_fee_f_ghz,
+                    self.market.f_min_ghz,
+                    self.market.f_max_ghz,
+                )
+            except ValueError as err:
+                raise ValueError(f"{err} (market.f_min_ghz to market.f_max_ghz)") from err
         # a learned policy needs a designer for this K: fail here, before any run folder
         if self.incentive.policy in LEARNED_POLICIES:
             try:

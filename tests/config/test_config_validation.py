@@ -56,6 +56,10 @@ ROOT = Path(__file__).resolve().parents[2]
         ("model.dtype=int3", r"model.dtype: unknown value 'int3'; valid choices"),
         ("model.quantization=4bit", "model.quantization=4bit loads a model=hf base only"),
         ("federation.client_gpus=-0.5", "federation.client_gpus must be >= 0"),
+        (
+            "incentive=fedavg_flat_fee incentive.flat_fee_f_ghz=6",
+            r"^incentive.flat_fee_f_ghz must be a finite number in \[1, 5\], got 6.0 \(market",
+        ),
         ("privacy.enabled=-1", "^privacy.enabled must be true or false, got -1$"),
         ("federation.fold_offers=yes", "^federation.fold_offers must be true or false, got yes$"),
         ("screening.quality_clause=1", "^screening.quality_clause must be true or false, got 1$"),
@@ -83,6 +87,8 @@ def test_good_values_at_the_limits_load():
     )
     assert cfg.federation.es_per_round == cfg.federation.num_es == 10
     assert load_config("default", ["run_name=my run"]).run_name == "my run"
+    flat = load_config("default", ["incentive=fedavg_flat_fee", "incentive.flat_fee_f_ghz=5"])
+    assert flat.incentive.flat_fee_f_ghz == flat.market.f_max_ghz == 5.0
     flags = load_config("default", ["privacy.enabled=true", "federation.fold_offers=False"])
     assert flags.privacy.enabled is True and flags.federation.fold_offers is False
     targets = load_config("default", ["model.lora_targets=[self_attn.q_proj,v_proj]"])
