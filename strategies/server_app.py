@@ -108,8 +108,12 @@ def main(grid: Grid, context: Context) -> None:
     check_run_data(cfg.data, None)
     # and before it: the base loads on this machine (model.path, device, bitsandbytes)
     check_model(cfg.model)
-    # and before it: the module builds on its base (a model.lora_targets layer it lacks)
+    # and before it: the module builds on its base (a model.lora_targets layer it lacks) and
+    # the policy loads (a corrupt designer checkpoint, or one for another K)
     module = agent_module(cfg.model, cfg.seed)
+    policy = None
+    if cfg.incentive.policy != NO_CONTRACT:
+        policy = make_policy(cfg.incentive, cfg.market.num_types, cfg.market.commitment)
     outputs = RunOutputs.create(cfg.output_dir, cfg.run_name)
     (outputs.root / "config.yaml").write_text(to_yaml(cfg))
     done = 0
@@ -117,7 +121,7 @@ def main(grid: Grid, context: Context) -> None:
         restore(checkpoint, outputs)
         done = checkpoint.server_round
         log.info("resuming after round %d of %s", done, cfg.federation.resume_from)
-    if cfg.incentive.policy == NO_CONTRACT:
+    if policy is None:
         final = _run_fedavg(cfg, PromptGrid(grid), module, outputs, checkpoint)
         _export(cfg, outputs, module, final, extension, done)
         return
@@ -127,7 +131,7 @@ def main(grid: Grid, context: Context) -> None:
         cfg,
         module,
         outputs,
-        make_policy(cfg.incentive, cfg.market.num_types, cfg.market.commitment),
+        policy,
         Ledger(outputs.root / "ledger.csv"),
         round_offset=done,
         checkpoint_dir=None if dp else checkpoints,  # under DP: after the noise, by the wrapper

@@ -330,9 +330,31 @@ def check_output_dir(cfg: ExperimentConfig) -> None:
         raise ConfigError(str(err)) from err
 
 
+def check_designer(cfg: ExperimentConfig) -> None:
+    """Refuse, before anything starts, an ``incentive.designer_checkpoint`` that does not load
+    as a designer for the market's K (the shipped ones are known good and not loaded here:
+    torch is imported only for a checkpoint of the user's).
+
+    Raises
+    ------
+    ConfigError
+        One line naming the file.
+    """
+    if not cfg.incentive.designer_checkpoint:
+        return
+    from fed_agent.incentives.policies import LEARNED_POLICIES, make_policy
+
+    if cfg.incentive.policy in LEARNED_POLICIES:
+        try:
+            make_policy(cfg.incentive, cfg.market.num_types, cfg.market.commitment)
+        except ValueError as err:  # CheckpointFileError, or a designer for another K
+            raise ConfigError(str(err)) from err
+
+
 def check_simulation(experiment: str, overrides: str | Sequence[str] = ()) -> ExperimentConfig:
     """The config of a simulation run after every check that needs no process: the config,
-    ``federation.resume_from``, the data folders, the base and ``output_dir``.
+    ``federation.resume_from``, the data folders, the base, a designer checkpoint of the
+    user's and ``output_dir``.
 
     Raises
     ------
@@ -343,6 +365,7 @@ def check_simulation(experiment: str, overrides: str | Sequence[str] = ()) -> Ex
     check_resume_from(cfg)
     check_data(cfg, simulation=True)
     check_model(cfg)
+    check_designer(cfg)
     check_output_dir(cfg)
     return cfg
 

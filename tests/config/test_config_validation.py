@@ -156,3 +156,30 @@ def test_run_refuses_an_output_dir_it_cannot_write_before_any_process(
     blocker = f"{out} is not a folder" if where == "a-file" else "/proc is not writable"
     assert code == 2 and len(errors) == 1
     assert errors[0].startswith(f"bad config: output_dir {out}/smoke: {blocker}")
+
+
+@pytest.mark.parametrize("which", ["corrupt", "another_k"])
+def test_run_refuses_a_designer_checkpoint_that_does_not_load_before_any_process(
+    tmp_path, monkeypatch, caplog, which
+):
+    from fed_agent import cli
+    from fed_agent.deploy import launcher
+
+    monkeypatch.setattr(launcher, "start_simulation_superlink", lambda *a: pytest.fail("started"))
+    corrupt = tmp_path / "designer.npz"
+    corrupt.write_bytes(b"not a checkpoint")
+    k3 = ROOT / "fed_agent" / "assets" / "edmsac_federation_k3.npz"
+    overrides = (
+        [f"incentive.designer_checkpoint={corrupt}"]
+        if which == "corrupt"
+        else ["market=paper", f"incentive.designer_checkpoint={k3}"]
+    )
+    code = cli.main(["run", "--experiment", "smoke", f"output_dir={tmp_path}", *overrides])
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    expected = (
+        f"bad config: {corrupt} is not a designer checkpoint"
+        if which == "corrupt"
+        else f"bad config: designer checkpoint {k3} serves K = 3 types, the market has K = 5"
+    )
+    assert code == 2 and len(errors) == 1 and errors[0].startswith(expected)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["designer.npz"]

@@ -61,3 +61,32 @@ def test_a_lora_target_the_base_lacks_fails_before_the_run_folder_moves(tmp_path
         server_app.main(NoGrid(), context)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["smoke"]
     assert (earlier / "metrics.csv").read_text() == "round\n1\n"
+
+
+def test_a_corrupt_designer_checkpoint_fails_before_the_run_folder_moves(tmp_path):
+    from fed_agent.rl.checkpoint import CheckpointFileError
+
+    earlier = tmp_path / "smoke"
+    earlier.mkdir()
+    (earlier / "metrics.csv").write_text("round\n1\n")
+    corrupt = tmp_path / "designer.npz"
+    corrupt.write_bytes(b"PK\x03\x04 truncated zip")
+    context = Context(
+        run_id=1,
+        node_id=0,
+        state=RecordDict(),
+        node_config={},
+        run_config={
+            "experiment": "smoke",
+            "overrides": f"output_dir={tmp_path} incentive.designer_checkpoint={corrupt}",
+        },
+    )
+
+    class NoGrid:
+        def __getattr__(self, name):
+            raise AssertionError(f"the grid was used ({name}) before the policy was loaded")
+
+    with pytest.raises(CheckpointFileError, match="is not a designer checkpoint"):
+        server_app.main(NoGrid(), context)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["designer.npz", "smoke"]
+    assert (earlier / "metrics.csv").read_text() == "round\n1\n"
