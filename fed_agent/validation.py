@@ -60,10 +60,17 @@ def check_number(
     if isinstance(value, bool) or not isinstance(value, kind):
         what = "an integer" if integer else "a number"
         raise ValueError(f"{name} must be {what}, got {value!r}")
-    number = float(value)
+    if integer:  # compared as it is: as a float, 2**64 - 1 would round up to 2**64
+        number: float = value  # type: ignore[assignment]
+    else:
+        try:
+            number = float(value)  # type: ignore[arg-type]
+        except OverflowError:  # an integer beyond 1e308
+            number = math.inf
+    finite = integer or math.isfinite(number)
     above = low is None or (number > low if ends[0] == "(" else number >= low)
     below = high is None or (number < high if ends[1] == ")" else number <= high)
-    if not (math.isfinite(number) and above and below):
+    if not (finite and above and below):
         what = "" if integer else " a finite number"
         raise ValueError(f"{name} must be{what}{_range_text(low, high, ends)}, got {value!r}")
 

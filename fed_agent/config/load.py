@@ -122,6 +122,10 @@ def _compose(experiment: str, overrides: tuple[str, ...]) -> ExperimentConfig:
         raise ConfigError(f"{_hydra_message(err)}{_valid_keys_hint(overrides)}") from err
     except ValueError as err:  # raised by a schema's __post_init__
         raise ConfigError(str(err)) from err
+    except OverflowError as err:  # OmegaConf turning an integer beyond 1e308 into a float
+        key = re.search(r"full_key: (\S+)", str(err))
+        where = key.group(1) if key else "a number"
+        raise ConfigError(f"{where} must be a finite number, got an integer beyond 1e308") from err
     return cfg
 
 

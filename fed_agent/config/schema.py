@@ -44,6 +44,8 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 """``model.dtype``: ``auto`` is bfloat16 on a CUDA device that supports it, else float32."""
 QUANTIZATIONS = ("none", "4bit", "8bit")
 """``model.quantization``: bitsandbytes loading of a ``model=hf`` base (CUDA only)."""
+SEED_LIMIT = 2**64
+"""``seed`` is below this: torch seeds its generators with an unsigned 64-bit integer."""
 RUN_NAME_FORBIDDEN = ("/", "\\", "\0")
 """A run name names its folder ``<output_dir>/<run_name>``: it holds none of these and is not
 empty, ``.`` or ``..`` (spaces and quotes are fine)."""
@@ -363,7 +365,8 @@ class ExperimentConfig:
     """The exported agent: this run's module name and an earlier agent to extend."""
 
     def __post_init__(self) -> None:
-        check_number("seed", self.seed, 0, integer=True)
+        # torch's generators take a 64-bit seed: a larger one fails when a run seeds them
+        check_number("seed", self.seed, 0, SEED_LIMIT, ends="[)", integer=True)
         name = self.run_name
         if name in ("", ".", "..") or any(c in name for c in RUN_NAME_FORBIDDEN):
             raise ValueError(

@@ -55,7 +55,7 @@ def check_in_domain(name: str, value: object) -> None:
     low, high, ends = DOMAINS[name]
     try:
         number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         number = float("nan")
     above = number > low if ends[0] == "(" else number >= low
     below = number < high if ends[1] == ")" else number <= high

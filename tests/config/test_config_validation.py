@@ -60,6 +60,11 @@ ROOT = Path(__file__).resolve().parents[2]
             "incentive=fedavg_flat_fee incentive.flat_fee_f_ghz=6",
             r"^incentive.flat_fee_f_ghz must be a finite number in \[1, 5\], got 6.0 \(market",
         ),
+        (f"seed={2**64}", r"^seed must be in \[0, 1.84467e\+19\), got 18446744073709551616$"),
+        (
+            f"training.learning_rate={10**400}",
+            "^training.learning_rate must be a finite number, got an integer beyond 1e308$",
+        ),
         ("privacy.enabled=-1", "^privacy.enabled must be true or false, got -1$"),
         ("federation.fold_offers=yes", "^federation.fold_offers must be true or false, got yes$"),
         ("screening.quality_clause=1", "^screening.quality_clause must be true or false, got 1$"),
@@ -87,6 +92,7 @@ def test_good_values_at_the_limits_load():
     )
     assert cfg.federation.es_per_round == cfg.federation.num_es == 10
     assert load_config("default", ["run_name=my run"]).run_name == "my run"
+    assert load_config("default", [f"seed={2**64 - 1}"]).seed == 2**64 - 1
     flat = load_config("default", ["incentive=fedavg_flat_fee", "incentive.flat_fee_f_ghz=5"])
     assert flat.incentive.flat_fee_f_ghz == flat.market.f_max_ghz == 5.0
     flags = load_config("default", ["privacy.enabled=true", "federation.fold_offers=False"])

@@ -192,6 +192,12 @@ def test_direct_construction_refuses_wrong_types_too(build, key):
         (2.0, {"low": 1, "integer": True}, "x must be an integer, got 2.0"),
         (True, {}, "x must be a number, got True"),
         ("1", {}, "x must be a number, got '1'"),
+        (10**400, {"low": 0}, "x must be a finite number >= 0, got 1000000000"),
+        (
+            2**64,
+            {"high": 2**64, "ends": "[)", "integer": True},
+            r"x must be < 1.84467e\+19, got 18446744073709551616",
+        ),
     ],
 )
 def test_check_number_states_the_rule_it_applies(value, kwargs, message):
@@ -200,6 +206,7 @@ def test_check_number_states_the_rule_it_applies(value, kwargs, message):
 
 
 def test_check_number_accepts_values_at_closed_ends():
+    check_number("x", 2**64 - 1, 0, 2**64, ends="[)", integer=True)  # not rounded to 2**64
     check_number("x", 0, 0, 1)
     check_number("x", 1.0, 0, 1, ends="(]")
     check_number("x", 3, 1, integer=True)
