@@ -30,6 +30,9 @@ LR_SCHEDULES = ("constant", "linear")
 MODEL_NAMES = ("tiny-llm", "tiny-vlm", "smollm2-135m", "minilm-perception", "hf")
 """Every ``model.name``: the keys of ``fed_agent.models.registry.BUILDERS``, named here too so
 that the config refuses an unknown base without importing torch."""
+CLASSIFYING_MODELS = ("minilm-perception",)
+"""Registry bases that classify (a head over the decisions) rather than generate text: they
+have no language-model output head for ``model.train_lm_head``."""
 LORA_TARGET_PATTERN = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
 """A LoRA target names a layer (``q_proj``) or the dotted end of its path
 (``self_attn.q_proj``): peft matches the end of each module's name, and
@@ -210,6 +213,10 @@ class ModelConfig:
                     "model.lora_targets must list layer names (letters, digits and _, or a "
                     f"dotted path of them), got {target!r} in {self.lora_targets!r}"
                 )
+        if self.train_lm_head and self.name in CLASSIFYING_MODELS:
+            raise ValueError(
+                f"model.train_lm_head needs a generating base; model={self.name} classifies"
+            )
         check_number("model.pretrain_steps", self.pretrain_steps, 0, integer=True)
         check_number("model.pretrain_lr", self.pretrain_lr, 0, ends="()")
         check_choice("model.device", self.device, DEVICES)

@@ -65,6 +65,10 @@ ROOT = Path(__file__).resolve().parents[2]
             f"training.learning_rate={10**400}",
             "^training.learning_rate must be a finite number, got an integer beyond 1e308$",
         ),
+        (
+            "model=minilm-perception model.train_lm_head=true",
+            "^model.train_lm_head needs a generating base; model=minilm-perception classifies$",
+        ),
         ("privacy.enabled=-1", "^privacy.enabled must be true or false, got -1$"),
         ("federation.fold_offers=yes", "^federation.fold_offers must be true or false, got yes$"),
         ("screening.quality_clause=1", "^screening.quality_clause must be true or false, got 1$"),
