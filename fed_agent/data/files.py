@@ -140,9 +140,10 @@ class Record:
 
 
 def read_meta(folder: Path) -> DatasetMeta:
-    """The folder's metadata (defaults when it has no ``dataset.json``)."""
+    """The folder's metadata (defaults when it has no ``dataset.json``; a folder of that name
+    is a problem, not an absent file)."""
     path = Path(folder) / META_FILE
-    if not path.is_file():
+    if not path.exists():
         return DatasetMeta()
     try:
         return DatasetMeta.from_dict(json.loads(path.read_text(encoding="utf-8")))

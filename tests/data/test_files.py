@@ -137,6 +137,14 @@ def test_an_empty_data_set_and_a_missing_folder_are_problems(tmp_path):
     assert "no such data folder" in str(find_problems(tmp_path / "nowhere")[1][0])
 
 
+def test_a_folder_named_dataset_json_is_a_problem_not_missing_metadata(tmp_path):
+    folder = _folder(tmp_path, ['{"prompt": "a", "answer": "b"}'])
+    (folder / "dataset.json").mkdir()
+    count, problems = find_problems(folder)
+    assert len(problems) == 1
+    assert str(problems[0]).startswith(f"{folder}/dataset.json: [Errno 21] Is a directory")
+
+
 def test_local_reason_holds_no_folder_path(tmp_path):
     folder = _folder(tmp_path, ['{"prompt": "p"}'])
 
