@@ -81,20 +81,33 @@ def _field_type(key: str) -> object:
     return node
 
 
-def _check_booleans(overrides: Sequence[str]) -> None:
-    """Refuse an override of a true/false setting with any other value: OmegaConf would take
-    ``privacy.enabled=-1`` or ``=yes`` for true (interpolations are left to OmegaConf)."""
+def _check_overrides(overrides: Sequence[str]) -> None:
+    """Refuse what OmegaConf would take quietly: an added key (``+`` or ``++``) that names no
+    setting, which the typed config then drops (``+federation.num_ess=20`` changed nothing),
+    and any value but true or false for a true/false setting (OmegaConf takes
+    ``privacy.enabled=-1`` or ``=yes`` for true; interpolations are left to OmegaConf)."""
     try:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
     except HydraException:
         return  # compose reports the syntax error with its context
+    groups = {p.name for p in CONFIG_DIR.iterdir() if p.is_dir()}
     for override in parsed:
-        if override.is_delete() or _field_type(override.key_or_group) is not bool:
+        key = override.key_or_group
+        if override.is_delete():
+            continue
+        if override.is_add() or override.is_force_add():
+            known = key in groups or key.split(".")[0] == "hydra" or _field_type(key) is not None
+            if not known:
+                raise ConfigError(
+                    f"{override.input_line}: no setting {key} to add"
+                    f"{_valid_keys_hint([key + '=0'])}"
+                )
             continue
         value = override.value()
-        if not isinstance(value, bool) and not str(value).startswith("${"):
-            given = str(override.input_line).split("=", 1)[-1]
-            raise ConfigError(f"{override.key_or_group} must be true or false, got {given}")
+        if _field_type(key) is bool and not isinstance(value, bool):
+            if not str(value).startswith("${"):
+                given = str(override.input_line).split("=", 1)[-1]
+                raise ConfigError(f"{key} must be true or false, got {given}")
 
 
 def _hydra_message(err: Exception) -> str:
@@ -112,7 +125,7 @@ def _hydra_message(err: Exception) -> str:
 def _compose(experiment: str, overrides: tuple[str, ...]) -> ExperimentConfig:
     if experiment not in experiment_names():
         raise ConfigError(f"unknown experiment {experiment!r}; valid choices: {experiment_names()}")
-    _check_booleans(overrides)
+    _check_overrides(overrides)
     _register_schemas()
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):

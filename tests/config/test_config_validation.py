@@ -69,6 +69,12 @@ ROOT = Path(__file__).resolve().parents[2]
             "model=minilm-perception model.train_lm_head=true",
             "^model.train_lm_head needs a generating base; model=minilm-perception classifies$",
         ),
+        (
+            "+federation.num_ess=20",
+            r"^\+federation.num_ess=20: no setting federation.num_ess to add Valid keys at "
+            r"federation: \['aggregation', ",
+        ),
+        ("++nope=1", r"^\+\+nope=1: no setting nope to add Valid keys at the top level: "),
         ("privacy.enabled=-1", "^privacy.enabled must be true or false, got -1$"),
         ("federation.fold_offers=yes", "^federation.fold_offers must be true or false, got yes$"),
         ("screening.quality_clause=1", "^screening.quality_clause must be true or false, got 1$"),
@@ -99,6 +105,7 @@ def test_good_values_at_the_limits_load():
     assert load_config("default", [f"seed={2**64 - 1}"]).seed == 2**64 - 1
     flat = load_config("default", ["incentive=fedavg_flat_fee", "incentive.flat_fee_f_ghz=5"])
     assert flat.incentive.flat_fee_f_ghz == flat.market.f_max_ghz == 5.0
+    assert load_config("default", ["++federation.num_es=4"]).federation.num_es == 4
     flags = load_config("default", ["privacy.enabled=true", "federation.fold_offers=False"])
     assert flags.privacy.enabled is True and flags.federation.fold_offers is False
     targets = load_config("default", ["model.lora_targets=[self_attn.q_proj,v_proj]"])
