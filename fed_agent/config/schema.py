@@ -322,6 +322,8 @@ class DataConfig:
             raise ValueError(f"data.tasks must name at least one of {list(TASKS)}")
         for task in self.tasks:
             check_choice("data.tasks", task, TASKS)
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"data.tasks must name each task once, got {list(self.tasks)}")
         check_number("data.image_size", self.image_size, 8, integer=True)
 
 

@@ -75,6 +75,7 @@ ROOT = Path(__file__).resolve().parents[2]
             r"federation: \['aggregation', ",
         ),
         ("++nope=1", r"^\+\+nope=1: no setting nope to add Valid keys at the top level: "),
+        ("data.tasks=[decide,describe,decide]", r"^data.tasks must name each task once, got \["),
         ("privacy.enabled=-1", "^privacy.enabled must be true or false, got -1$"),
         ("federation.fold_offers=yes", "^federation.fold_offers must be true or false, got yes$"),
         ("screening.quality_clause=1", "^screening.quality_clause must be true or false, got 1$"),
