@@ -8,6 +8,7 @@ import pandas as pd
 import psutil
 import pytest
 
+from fed_agent.deploy import launcher
 from fed_agent.deploy.launcher import FederationRunError, launch_simulation
 from fed_agent.packaging.export import load_agent
 
@@ -47,9 +48,11 @@ def test_contract_run_completes_pays_ledger_and_exports_a_loadable_agent(tmp_pat
 
 
 @pytest.mark.timeout(600)
-def test_a_failing_server_app_is_reported_as_failed(tmp_path):
+def test_a_failing_server_app_is_reported_as_failed(tmp_path, monkeypatch):
     # a designer checkpoint that exists but is not one makes the ServerApp raise after
-    # start-up (a missing one is refused earlier, when the config loads)
+    # start-up once the launcher's own check of it is skipped (`fed-agent run` refuses it
+    # before any process: tests/config/test_config_validation.py)
+    monkeypatch.setattr(launcher, "check_designer", lambda cfg: None)
     corrupt = tmp_path / "corrupt.npz"
     corrupt.write_bytes(b"not a checkpoint")
     with pytest.raises(FederationRunError, match="finished:failed"):
