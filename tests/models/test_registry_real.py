@@ -33,10 +33,11 @@ def test_every_model_yaml_names_a_registry_entry(tmp_path) -> None:
 
 
 def test_unknown_model_name_lists_the_choices(smoke_cfg) -> None:
-    cfg = dataclasses.replace(smoke_cfg.model, name="gpt-17")
-    with pytest.raises(ModelLoadError, match="smollm2-135m") as err:
-        load_base(cfg, 0)
-    assert "minilm-perception" in str(err.value) and "hf" in str(err.value)
+    # refused where the config is built, so no base loader ever sees it
+    with pytest.raises(ValueError, match="model.name: unknown value 'gpt-17'") as err:
+        dataclasses.replace(smoke_cfg.model, name="gpt-17")
+    assert "smollm2-135m" in str(err.value) and "minilm-perception" in str(err.value)
+    assert "'hf'" in str(err.value)
 
 
 def test_hf_offline_unknown_id_fails_at_once_and_says_what_to_do(smoke_cfg, monkeypatch) -> None:
