@@ -11,10 +11,11 @@ from flwr.serverapp import Grid, ServerApp
 from fed_agent.checkpoints import Checkpoint, adapter_sha256, checkpoint_root, resume_point
 from fed_agent.config import ExperimentConfig, config_from_run_config, to_yaml
 from fed_agent.console import show_project_logs
+from fed_agent.contracts import Market
 from fed_agent.data.sources import check_run_data, heldout_data
 from fed_agent.evaluation.quality import evaluate_quality
 from fed_agent.incentives.ledger import Ledger
-from fed_agent.incentives.policies import make_policy
+from fed_agent.incentives.policies import check_designable, make_policy
 from fed_agent.models.preflight import check_model
 from fed_agent.modules.adapter import AgentModule, agent_module
 from fed_agent.outputs import RunOutputs
@@ -114,6 +115,8 @@ def main(grid: Grid, context: Context) -> None:
     policy = None
     if cfg.incentive.policy != NO_CONTRACT:
         policy = make_policy(cfg.incentive, cfg.market.num_types, cfg.market.commitment)
+        # and before it: the policy can design a contract on the market (kappa=1e30 cannot)
+        check_designable(policy, Market.from_params(cfg.market))
     outputs = RunOutputs.create(cfg.output_dir, cfg.run_name)
     (outputs.root / "config.yaml").write_text(to_yaml(cfg))
     done = 0

@@ -330,31 +330,33 @@ def check_output_dir(cfg: ExperimentConfig) -> None:
         raise ConfigError(str(err)) from err
 
 
-def check_designer(cfg: ExperimentConfig) -> None:
-    """Refuse, before anything starts, an ``incentive.designer_checkpoint`` that does not load
-    as a designer for the market's K (the shipped ones are known good and not loaded here:
-    torch is imported only for a checkpoint of the user's).
+def check_contracts(cfg: ExperimentConfig) -> None:
+    """Refuse, before anything starts, a contract policy that does not load (a corrupt
+    ``incentive.designer_checkpoint``, or one for another K) or that cannot design a contract
+    on the configured market (:func:`fed_agent.incentives.policies.check_designable`; the
+    ServerApp checks both again before its run folder moves).
 
     Raises
     ------
     ConfigError
-        One line naming the file.
+        One line naming the file or the failure.
     """
-    if not cfg.incentive.designer_checkpoint:
+    if cfg.incentive.policy == "none":
         return
-    from fed_agent.incentives.policies import LEARNED_POLICIES, make_policy
+    from fed_agent.contracts import Market
+    from fed_agent.incentives.policies import check_designable, make_policy
 
-    if cfg.incentive.policy in LEARNED_POLICIES:
-        try:
-            make_policy(cfg.incentive, cfg.market.num_types, cfg.market.commitment)
-        except ValueError as err:  # CheckpointFileError, or a designer for another K
-            raise ConfigError(str(err)) from err
+    try:
+        policy = make_policy(cfg.incentive, cfg.market.num_types, cfg.market.commitment)
+        check_designable(policy, Market.from_params(cfg.market))
+    except ValueError as err:  # CheckpointFileError, another K, or no contract designable
+        raise ConfigError(str(err)) from err
 
 
 def check_simulation(experiment: str, overrides: str | Sequence[str] = ()) -> ExperimentConfig:
     """The config of a simulation run after every check that needs no process: the config,
-    ``federation.resume_from``, the data folders, the base, a designer checkpoint of the
-    user's and ``output_dir``.
+    ``federation.resume_from``, the data folders, the base, the contract policy on the market
+    and ``output_dir``.
 
     Raises
     ------
@@ -365,7 +367,7 @@ def check_simulation(experiment: str, overrides: str | Sequence[str] = ()) -> Ex
     check_resume_from(cfg)
     check_data(cfg, simulation=True)
     check_model(cfg)
-    check_designer(cfg)
+    check_contracts(cfg)
     check_output_dir(cfg)
     return cfg
 

@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import importlib.metadata
 import json
+import sys
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
@@ -31,6 +32,7 @@ from fed_agent.incentives.guard import (
     renegotiation_proof_offers,
     unguarded_offers,
 )
+from fed_agent.text import one_line
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 LEARNED_POLICIES = ("edmsac", "dmsac", "ppo")
@@ -100,6 +102,36 @@ class ContractPolicy:
             return None
         trusted = np.asarray(self.covers(markets), bool)
         return trusted & (not deadline)
+
+
+def check_designable(policy: ContractPolicy, market: Market) -> None:
+    """Refuse a market no contract can be designed on before a run starts: ``policy`` is asked
+    once for the offer of ``market`` (the configured one), as each round asks it for every
+    ES's market, so settings that the config's ranges allow but the solvers cannot handle
+    (``market.kappa=1e30``: the pricing LP fails) stop the run before its first round and
+    before its previous run folder moves. The global torch RNG, which a designer samples from,
+    is left as it was, so the check changes nothing of the run.
+
+    Raises
+    ------
+    ValueError
+        One line naming the failure.
+    """
+    if policy.name in UNCOMMITTED_POLICIES:
+        market = market.replace(participation="per_period")
+    torch = sys.modules.get("torch")  # imported by a learned designer, the one that samples
+    try:
+        if torch is None:
+            policy([market])
+        else:
+            with torch.random.fork_rng(devices=[]):
+                policy([market])
+    except (ArithmeticError, RuntimeError, ValueError, np.linalg.LinAlgError) as err:
+        raise ValueError(
+            f"market: the {policy.name} policy cannot design a contract on these settings "
+            f"({one_line(err)}); bring kappa, omega and the types nearer the defaults' scales "
+            "(docs/contract-model.md)"
+        ) from None
 
 
 def flat_fee_contract(market: Market, f_ghz: float, fee: float) -> DynamicContract:

@@ -201,3 +201,31 @@ def test_run_refuses_a_designer_checkpoint_that_does_not_load_before_any_process
     )
     assert code == 2 and len(errors) == 1 and errors[0].startswith(expected)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["designer.npz"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "policy"),
+    [
+        (["market.kappa=1e30"], "edmsac"),
+        (["market.omega=1e30", "incentive=optimal"], "optimal"),
+        (["market.theta_min=1e-30", "incentive=static"], "static"),
+    ],
+)
+def test_run_refuses_a_market_no_contract_can_be_designed_on_before_any_process(
+    tmp_path, monkeypatch, caplog, overrides, policy
+):
+    """Scales inside the config's ranges that the solvers cannot handle: refused with the
+    solver's reason, before any process and before any run folder exists."""
+    from fed_agent import cli
+    from fed_agent.deploy import launcher
+
+    monkeypatch.setattr(launcher, "start_simulation_superlink", lambda *a: pytest.fail("started"))
+    load_config("smoke", overrides)  # the config itself loads
+    code = cli.main(["run", "--experiment", "smoke", f"output_dir={tmp_path}", *overrides])
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert code == 2 and len(errors) == 1 and "\n" not in errors[0]
+    assert errors[0].startswith(
+        f"bad config: market: the {policy} policy cannot design a contract on these settings ("
+    )
+    assert "LP failed" in errors[0]
+    assert list(tmp_path.iterdir()) == []

@@ -52,7 +52,7 @@ def test_a_failing_server_app_is_reported_as_failed(tmp_path, monkeypatch):
     # a designer checkpoint that exists but is not one makes the ServerApp raise after
     # start-up once the launcher's own check of it is skipped (`fed-agent run` refuses it
     # before any process: tests/config/test_config_validation.py)
-    monkeypatch.setattr(launcher, "check_designer", lambda cfg: None)
+    monkeypatch.setattr(launcher, "check_contracts", lambda cfg: None)
     corrupt = tmp_path / "corrupt.npz"
     corrupt.write_bytes(b"not a checkpoint")
     with pytest.raises(FederationRunError, match="finished:failed"):

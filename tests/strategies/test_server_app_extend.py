@@ -67,3 +67,9 @@ def test_a_corrupt_designer_checkpoint_fails_before_the_run_folder_moves(tmp_pat
         CheckpointFileError,
         "is not a designer checkpoint",
     )
+
+
+def test_a_market_no_contract_can_be_designed_on_fails_before_the_run_folder_moves(tmp_path):
+    _fails_before_the_run_folder_moves(
+        tmp_path, "market.kappa=1e30", ValueError, "the edmsac policy cannot design a contract"
+    )
