@@ -96,6 +96,7 @@ def test_designer_eval_on_a_corrupt_checkpoint_is_one_line(tmp_path, capsys, con
     [
         (["privacy.noise_multiplier=nan"], "privacy.noise_multiplier must be a finite number > 0"),
         (["--profile", "{tmp}/bad.yaml"], "profile {tmp}/bad.yaml is not a YAML mapping: "),
+        (["market.kappa=1e30"], "market: the edmsac policy cannot design a contract on these"),
     ],
 )
 def test_deploy_local_refuses_a_bad_setting_or_profile_before_writing_anything(

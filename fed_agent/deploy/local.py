@@ -31,6 +31,7 @@ from fed_agent.deploy.flwr_cli import (
 from fed_agent.deploy.launcher import (
     PROJECT_ROOT,
     RunOutcome,
+    check_contracts,
     check_data,
     check_resume_from,
     default_cache_dir,
@@ -213,12 +214,14 @@ def checked_experiment(
     Raises
     ------
     ConfigError
-        A bad experiment, override, checkpoint to resume or data folder, in one line.
+        A bad experiment, override, checkpoint to resume, data folder, or a market the
+        contract policy cannot design on, in one line.
     """
     items = split_overrides(overrides)
     cfg = load_config(experiment, items)
     check_resume_from(cfg)
     check_data(cfg, simulation=False)
+    check_contracts(cfg)
     return cfg, effective_overrides(items, cfg, default_cache_dir())
 
 
