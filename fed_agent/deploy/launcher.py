@@ -353,10 +353,29 @@ def check_contracts(cfg: ExperimentConfig) -> None:
         raise ConfigError(str(err)) from err
 
 
+def check_extend(cfg: ExperimentConfig) -> None:
+    """Refuse, before anything starts, an ``agent.extend`` that is no agent to extend (the
+    ServerApp loads its modules before its first round and would fail there).
+
+    Raises
+    ------
+    ConfigError
+        One line naming the folder.
+    """
+    if not cfg.agent.extend:
+        return
+    from fed_agent.packaging.extend import ExtendError, extension_specs  # torch: lazily
+
+    try:
+        extension_specs(cfg.agent)
+    except ExtendError as err:
+        raise ConfigError(str(err)) from err
+
+
 def check_simulation(experiment: str, overrides: str | Sequence[str] = ()) -> ExperimentConfig:
     """The config of a simulation run after every check that needs no process: the config,
-    ``federation.resume_from``, the data folders, the base, the contract policy on the market
-    and ``output_dir``.
+    ``federation.resume_from``, the data folders, the base, the contract policy on the market,
+    ``agent.extend`` and ``output_dir``.
 
     Raises
     ------
@@ -368,6 +387,7 @@ def check_simulation(experiment: str, overrides: str | Sequence[str] = ()) -> Ex
     check_data(cfg, simulation=True)
     check_model(cfg)
     check_contracts(cfg)
+    check_extend(cfg)
     check_output_dir(cfg)
     return cfg
 
@@ -393,13 +413,6 @@ def launch_simulation(
     """
     items = split_overrides(overrides)
     cfg = check_simulation(experiment, items)  # fail fast, before any process starts
-    if cfg.agent.extend:  # and on a bad agent.extend (the ServerApp then loads its modules)
-        from fed_agent.packaging.extend import ExtendError, extension_specs  # torch: lazily
-
-        try:
-            extension_specs(cfg.agent)
-        except ExtendError as err:
-            raise FederationRunError(str(err)) from err
     items = effective_overrides(items, cfg, default_cache_dir())
     flwr_home = PROJECT_ROOT / ".flwr"
     flwr_home.mkdir(exist_ok=True)

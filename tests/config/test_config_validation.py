@@ -229,3 +229,20 @@ def test_run_refuses_a_market_no_contract_can_be_designed_on_before_any_process(
     )
     assert "LP failed" in errors[0]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_run_refuses_an_agent_to_extend_that_is_not_one_before_any_process(
+    tmp_path, monkeypatch, caplog
+):
+    from fed_agent import cli
+    from fed_agent.deploy import launcher
+
+    monkeypatch.setattr(launcher, "start_simulation_superlink", lambda *a: pytest.fail("started"))
+    missing = tmp_path / "nope"
+    argv = ["run", "--experiment", "smoke", f"output_dir={tmp_path}"]
+    code = cli.main([*argv, "agent.module_name=decision", f"agent.extend={missing}"])
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert code == 2 and len(errors) == 1 and "\n" not in errors[0]
+    assert errors[0].startswith("bad config: ") and str(missing) in errors[0]
+    assert "is not a directory" in errors[0]
+    assert list(tmp_path.iterdir()) == []

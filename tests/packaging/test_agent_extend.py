@@ -207,5 +207,5 @@ def test_the_launcher_pins_relative_input_paths_and_fails_before_flower(tmp_path
         raise AssertionError("a SuperLink was started for a run that cannot export its agent")
 
     monkeypatch.setattr(launcher, "start_simulation_superlink", no_flower)
-    with pytest.raises(launcher.FederationRunError, match="outputs/p/agent.*is not a directory"):
+    with pytest.raises(launcher.ConfigError, match="outputs/p/agent.*is not a directory"):
         launcher.launch_simulation("smoke", ["agent.module_name=d", "agent.extend=outputs/p/agent"])
