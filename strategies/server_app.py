@@ -112,6 +112,8 @@ def main(grid: Grid, context: Context) -> None:
     # and before it: the module builds on its base (a model.lora_targets layer it lacks) and
     # the policy loads (a corrupt designer checkpoint, or one for another K)
     module = agent_module(cfg.model, cfg.seed)
+    # and before it: the judge can keep an update of this module (a cosine floor below 1)
+    cfg.screening.check_module(sum(v.size for v in module.initial_state.values()))
     policy = None
     if cfg.incentive.policy != NO_CONTRACT:
         policy = make_policy(cfg.incentive, cfg.market.num_types, cfg.market.commitment)

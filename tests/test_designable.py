@@ -44,3 +44,22 @@ def test_an_unsolvable_market_is_one_line_naming_the_policy() -> None:
     with pytest.raises(ValueError, match=r"^market: the optimal policy cannot design") as err:
         check_designable(policy, market)
     assert "\n" not in str(err.value) and "cutting-plane LP failed" in str(err.value)
+
+
+@pytest.mark.parametrize("policy_name", ["edmsac", "optimal", "static", "complete_information"])
+def test_a_market_the_solvers_overflow_on_is_refused(policy_name) -> None:
+    # the designer's proposal at theta_max=1e308 came back with overflow warnings and a
+    # contract worth 71 against the exact 103: an overflow is a failure of the design
+    policy, market = _policy_and_market(f"incentive={policy_name}", "market.theta_max=1e308")
+    with pytest.raises(ValueError, match=rf"^market: the {policy_name} policy .*overflow"):
+        check_designable(policy, market)
+
+
+@pytest.mark.parametrize("experiment", ["default", "smoke", "digits", "vlm"])
+@pytest.mark.parametrize("market", [None, "paper", "persistent"])
+def test_every_shipped_market_passes_the_overflow_check(experiment, market) -> None:
+    cfg = load_config(experiment, [] if market is None else [f"market={market}"])
+    if cfg.incentive.policy in ("none",):
+        pytest.skip("no contracts to design")
+    policy = make_policy(cfg.incentive, cfg.market.num_types, cfg.market.commitment)
+    check_designable(policy, Market.from_params(cfg.market))

@@ -108,8 +108,9 @@ def check_designable(policy: ContractPolicy, market: Market) -> None:
     """Refuse a market no contract can be designed on before a run starts: ``policy`` is asked
     once for the offer of ``market`` (the configured one), as each round asks it for every
     ES's market, so settings that the config's ranges allow but the solvers cannot handle
-    (``market.kappa=1e30``: the pricing LP fails) stop the run before its first round and
-    before its previous run folder moves. The global torch RNG, which a designer samples from,
+    (``market.kappa=1e30``: the pricing LP fails; ``market.theta_max=1e308``: the solvers
+    overflow, a floating-point error here) stop the run before its first round and before its
+    previous run folder moves. The global torch RNG, which a designer samples from,
     is left as it was, so the check changes nothing of the run.
 
     Raises
@@ -120,12 +121,13 @@ def check_designable(policy: ContractPolicy, market: Market) -> None:
     if policy.name in UNCOMMITTED_POLICIES:
         market = market.replace(participation="per_period")
     torch = sys.modules.get("torch")  # imported by a learned designer, the one that samples
-    try:
-        if torch is None:
-            policy([market])
-        else:
-            with torch.random.fork_rng(devices=[]):
+    try:  # an overflow on the way (market.theta_max=1e308) is a failure, not a warning
+        with np.errstate(over="raise", divide="raise", invalid="raise"):
+            if torch is None:
                 policy([market])
+            else:
+                with torch.random.fork_rng(devices=[]):
+                    policy([market])
     except (ArithmeticError, RuntimeError, ValueError, np.linalg.LinAlgError) as err:
         raise ValueError(
             f"market: the {policy.name} policy cannot design a contract on these settings "

@@ -9,7 +9,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from fed_agent.validation import check_number
+
+MAX_SIGMAS = 40.0
+"""The most deviations of chance a ``screening.*_sigmas`` may ask: a normal tail beyond
+about 38 is below the smallest float64, so larger values only switch a check off or make
+it refuse everything."""
 
 
 @dataclass
@@ -124,7 +131,7 @@ class ScreeningConfig:
         for name in ("min_reference_cosine", "cosine_fraction"):
             check_number(f"screening.{name}", getattr(self, name), 0, 1, ends="[)")
         for name in ("random_cosine_sigmas", "near_copy_sigmas", "origin_sigmas"):
-            check_number(f"screening.{name}", getattr(self, name), 0)
+            check_number(f"screening.{name}", getattr(self, name), 0, MAX_SIGMAS)
         check_number("screening.low_norm_ratio", self.low_norm_ratio, 0, 1, ends="()")
         check_number("screening.clip_ratio", self.clip_ratio, 1)
         check_number("screening.high_norm_ratio", self.high_norm_ratio, self.clip_ratio)
@@ -146,6 +153,17 @@ class ScreeningConfig:
             "near_copy_min_updates",
         ):
             check_number(f"screening.{name}", getattr(self, name), 1, integer=True)
+
+    def check_module(self, size: int) -> None:
+        """Refuse settings under which every update of a module of ``size`` parameters is
+        noise: a fixed cosine floor (``random_cosine_sigmas`` / sqrt(size)) of 1 or more."""
+        floor = self.random_cosine_sigmas / np.sqrt(size)
+        if not floor < 1:
+            raise ValueError(
+                f"screening.random_cosine_sigmas={self.random_cosine_sigmas:g} puts the cosine "
+                f"floor at {floor:.3g} for this module's {size} parameters, so every update "
+                f"would be rejected as noise; use at most {np.sqrt(size) / 2:.3g} (a floor of 0.5)"
+            )
 
     def steps_for(self, contracted: Sequence[int]) -> int:
         """The reference's steps for a round whose ESs contract ``contracted`` steps."""

@@ -140,9 +140,10 @@ def test_a_copier_cannot_buy_the_original_s_place(scale, shift):
 def test_an_original_without_a_clear_lead_shares_its_update_equally():
     """A lead within ``origin_sigmas`` deviations of chance singles no one out."""
     updates = honest_round(11)
-    strict = ScreeningConfig(origin_sigmas=1e6)  # no lead is enough: shared equally
-    sent = [*updates, near_copy(updates[2], 0.95, seed=11)]
+    strict = ScreeningConfig(origin_sigmas=40.0)  # the largest setting: this lead is not enough
+    sent = [*updates, near_copy(updates[2], 0.99, seed=11)]
     np.testing.assert_allclose(dependence_shares(sent, strict), [1, 1, 0.5] + [1] * 8 + [0.5])
+    np.testing.assert_allclose(dependence_shares(sent, CFG), [1] * 11 + [0])  # 4 deviations
 
 
 def test_small_rounds_are_not_searched_for_near_copies():
@@ -211,6 +212,8 @@ def test_bad_input_is_refused_with_one_line():
         ScreeningConfig(near_copy_sigmas=-1.0)
     with pytest.raises(ValueError, match="origin_sigmas"):
         ScreeningConfig(origin_sigmas=float("nan"))
+    with pytest.raises(ValueError, match=r"near_copy_sigmas must be a finite number in \[0, 40\]"):
+        ScreeningConfig(near_copy_sigmas=1e308)
     with pytest.raises(ValueError, match="mean_support_cosine"):
         ScreeningConfig(mean_support_cosine=float("inf"))
 

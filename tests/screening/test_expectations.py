@@ -237,3 +237,14 @@ def test_the_reference_update_records_its_norm_after_each_doubling(smoke_cfg, sm
     assert reference.growth[-1][1] == pytest.approx(reference.norm)
     norms = [n for _, n in reference.growth]
     assert all(a < b for a, b in zip(norms, norms[1:], strict=False))
+
+
+def test_a_cosine_floor_of_one_or_more_is_refused_for_the_module() -> None:
+    """``random_cosine_sigmas`` / sqrt(D) >= 1 would reject every update of the module as noise."""
+    cfg = ScreeningConfig(random_cosine_sigmas=40.0)
+    cfg.check_module(1_792)  # floor 0.945: strict, but a parallel enough update can pass
+    with pytest.raises(ValueError, match=r"floor at 1\.03 for this module's 1500 parameters"):
+        cfg.check_module(1_500)
+    ScreeningConfig().check_module(37)  # the default 6 sigmas: a floor of 1 at 36 parameters
+    with pytest.raises(ValueError, match="every update would be rejected"):
+        ScreeningConfig().check_module(36)
