@@ -120,7 +120,8 @@ class Checkpoint:
     folder: Path | None = None
     """Where it was read from."""
     config: dict | None = None
-    """Its :func:`resume_fields` (None: written before checkpoints recorded them)."""
+    """Its :func:`resume_fields` (None: its manifest records none, and
+    :func:`check_resume_config` refuses it)."""
 
 
 def check_resume_config(checkpoint: Checkpoint, cfg: ExperimentConfig) -> None:
@@ -131,9 +132,11 @@ def check_resume_config(checkpoint: Checkpoint, cfg: ExperimentConfig) -> None:
     CheckpointError
         Naming the checkpoint's manifest and every mismatching field, both values.
     """
+    manifest = (checkpoint.folder or Path(".")) / MANIFEST
     if checkpoint.config is None:
-        log.warning("checkpoint %s records no config; not checked against it", checkpoint.folder)
-        return
+        raise CheckpointError(
+            f"{manifest} records no config, so nothing shows it was written under this one; refused"
+        )
     now = resume_fields(cfg)
     keys = sorted((set(now) | set(checkpoint.config)) - set(RESUMABLE_CHANGES))
     missing = "(not recorded)"
@@ -144,7 +147,6 @@ def check_resume_config(checkpoint: Checkpoint, cfg: ExperimentConfig) -> None:
         if checkpoint.config.get(k, missing) != now.get(k, missing)
     ]
     if diffs:
-        manifest = (checkpoint.folder or Path(".")) / MANIFEST
         raise CheckpointError(
             f"{manifest} was written under another config (only "
             f"{', '.join(RESUMABLE_CHANGES)} may change on resume): " + ", ".join(diffs)
@@ -233,6 +235,25 @@ class _Folder:
     config: dict | None
 
 
+def _read_manifest(path: Path, server_round: int) -> dict:
+    """The manifest of the folder of ``server_round``, checked for the shape
+    :func:`save_checkpoint` writes: its round, a SHA-256 per file of :data:`HASHED_FILES`
+    (the adapter's always) and, if recorded, the config as an object."""
+    manifest = _read_json(path)
+    recorded, files = manifest.get("round", "(not recorded)"), manifest.get("files")
+    if type(recorded) is not int or recorded != server_round:
+        fault = f"round {recorded!r}, not the folder's {server_round}"
+    elif not isinstance(files, dict) or "adapter.safetensors" not in files:
+        fault = "no hash of adapter.safetensors in its files"
+    elif not set(files) <= set(HASHED_FILES) or not all(isinstance(h, str) for h in files.values()):
+        fault = f"files other than a hash each of {', '.join(HASHED_FILES)}: {sorted(files)}"
+    elif not isinstance(manifest.get("config", {}), dict):
+        fault = "a config that is not an object"
+    else:
+        return manifest
+    raise CheckpointError(f"{path} is not a checkpoint manifest ({fault})")
+
+
 def _load_folder(folder: Path, pointer: dict | None) -> _Folder:
     """One checkpoint folder, verified: its round, adapter, state, ledger CSV text, config.
 
@@ -240,35 +261,31 @@ def _load_folder(folder: Path, pointer: dict | None) -> _Folder:
     LATEST.json points at, against the pointer's adapter hash.
     """
     manifest_path = folder / MANIFEST
-    manifest = _read_json(manifest_path) if manifest_path.is_file() else None
-    if manifest is None and pointer is None:
-        raise CheckpointError(f"{manifest_path} is missing (nothing to verify the folder by)")
-    if manifest is not None:
-        for name, digest in dict(manifest.get("files", {})).items():
-            path = folder / name
-            if not path.is_file():
-                raise CheckpointError(f"{path} is missing")
-            if _file_sha256(path) != digest:
-                raise CheckpointError(f"{path} does not match its hash in {manifest_path}")
+    manifest = _read_manifest(manifest_path, int(folder.name[6:]))
+    for name, digest in manifest["files"].items():
+        path = folder / name
+        if not path.is_file():
+            raise CheckpointError(f"{path} is missing")
+        if _file_sha256(path) != digest:
+            raise CheckpointError(f"{path} does not match its hash in {manifest_path}")
     try:
         adapter = load_adapter_file(folder / "adapter.safetensors")
     except AdapterError as err:
         raise CheckpointError(str(err)) from err
-    expected = [(m, manifest_path) for m in [manifest] if m is not None]
+    expected = [(manifest, manifest_path)]
     expected += [(p, folder.parent / LATEST) for p in [pointer] if p is not None]
     for source, path in expected:
         if adapter_sha256(adapter) != source.get("adapter_sha256"):
             raise CheckpointError(f"checkpoint {folder} does not match its hash in {path}")
     state = _read_json(folder / "state.json")
-    server_round = int((manifest or pointer or {})["round"])
+    server_round = manifest["round"]
     ledger = folder / "ledger.csv"
     try:
         ledger_csv = ledger.read_text() if ledger.is_file() else ""
         parse_entries(ledger_csv, str(ledger))
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise CheckpointError(str(err) if str(ledger) in str(err) else f"{ledger}: {err}") from err
-    config = None if manifest is None else manifest.get("config")
-    return _Folder(server_round, adapter, state, ledger_csv, config)
+    return _Folder(server_round, adapter, state, ledger_csv, manifest.get("config"))
 
 
 def _metrics_until(path: Path, server_round: int) -> list[dict]:

@@ -186,3 +186,48 @@ def test_a_checkpoint_ledger_that_is_no_ledger_is_refused_naming_it(tmp_path):
     with pytest.raises(CheckpointError, match="is not a ledger") as err:
         load_latest(run_dir)
     assert str(ledger) in str(err.value)
+
+
+def _edit_manifest(folder, edit) -> None:
+    manifest_path = folder / "checkpoint.json"
+    manifest = json.loads(manifest_path.read_text())
+    edit(manifest)
+    manifest_path.write_text(json.dumps(manifest))
+
+
+MANIFEST_FAULTS = {
+    "no round": (lambda m: m.pop("round"), "round '(not recorded)', not the folder's 1"),
+    "a round in words": (lambda m: m.update(round="one"), "round 'one', not the folder's 1"),
+    "another round": (lambda m: m.update(round=7), "round 7, not the folder's 1"),
+    "files as a list": (
+        lambda m: m.update(files=list(m["files"])),
+        "no hash of adapter.safetensors in its files",
+    ),
+    "a file outside": (
+        lambda m: m["files"].update({"../../../ledger.csv": "0" * 64}),
+        "files other than a hash each of adapter.safetensors, state.json, ledger.csv",
+    ),
+    "config as a list": (lambda m: m.update(config=[1]), "a config that is not an object"),
+}
+
+
+@pytest.mark.parametrize("fault", list(MANIFEST_FAULTS))
+def test_a_manifest_of_the_wrong_shape_is_refused_in_one_line_naming_it(tmp_path, caplog, fault):
+    run_dir = _run_folder_with_checkpoint(tmp_path)
+    folder = run_dir / "checkpoints" / "round-00001"
+    edit, why = MANIFEST_FAULTS[fault]
+    _edit_manifest(folder, edit)
+    message = _refused_run(tmp_path, run_dir, caplog)
+    assert f"{folder / 'checkpoint.json'} is not a checkpoint manifest ({why}" in message
+
+
+def test_a_checkpoint_without_its_manifest_or_its_config_is_refused(tmp_path, caplog):
+    run_dir = _run_folder_with_checkpoint(tmp_path)
+    folder = run_dir / "checkpoints" / "round-00001"
+    _edit_manifest(folder, lambda m: m.pop("config"))
+    message = _refused_run(tmp_path, run_dir, caplog)
+    assert f"{folder / 'checkpoint.json'} records no config" in message
+    caplog.clear()
+    (folder / "checkpoint.json").unlink()  # LATEST.json alone vouches for nothing
+    message = _refused_run(tmp_path, run_dir, caplog)
+    assert f"{folder / 'checkpoint.json'} is missing" in message
