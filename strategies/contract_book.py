@@ -21,6 +21,7 @@ The book is the one writer of ledger rows; every row names the round and period 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -61,6 +62,11 @@ class ContractBook:
         self.cfg = cfg
         self.ledger = ledger
         self.engagements: dict[int, Engagement] = {}
+        self.trained: Counter[int] = Counter(
+            e.node_id for e in ledger.entries if e.status == "paid"
+        )
+        """Rounds each ES's work was paid in, this run's and those of the runs it resumes, by
+        its current node id (it moves with the ES to a new node id, :meth:`rebind`)."""
 
     def record(
         self,
@@ -142,6 +148,7 @@ class ContractBook:
         if not 0.0 <= fraction <= 1.0:
             raise ValueError(f"a pay fraction must be in [0, 1], got {fraction}")
         a = plan.assignments[reply.node_id]
+        self.trained[reply.node_id] += 1
         if plan.period == 1 and reply.node_id in self.engagements:
             self.engagements[reply.node_id].worked += 1
         # deferred pay is owed for period-1 work, whatever this round's work earns
@@ -207,9 +214,12 @@ class ContractBook:
         self.record(plan, node_id, status, a, reason=reason, **settled)
 
     def rebind(self, old: int, new: int) -> None:
-        """Move ``old``'s engagement (contract, report, held pay) to node id ``new``."""
+        """Move ``old``'s engagement (contract, report, held pay) and its rounds of paid work
+        to node id ``new``."""
         if old in self.engagements:
             self.engagements[new] = self.engagements.pop(old)
+        if old in self.trained:
+            self.trained[new] = self.trained.pop(old)
 
     def state_dict(self) -> dict:
         """The engagements by node id (JSON-ready)."""

@@ -63,6 +63,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -362,6 +363,7 @@ class ContractStrategy(Strategy):
             "identities": self.recruiter.identities.state_dict(),
             "declined": {str(n): reason for n, reason in self.recruiter.declined.items()},
             "engagements": self.book.state_dict(),
+            "trained": {str(n): count for n, count in self.book.trained.items()},
             "expectations": self.expectations.state_dict(),
         }
 
@@ -376,6 +378,8 @@ class ContractStrategy(Strategy):
         # checkpoints written before the expectations were kept start them afresh
         self.expectations.load_state_dict(state.get("expectations", {"ratios": []}))
         self.book.load_state_dict(state["engagements"], recruiter.market_of)
+        if "trained" in state:  # else as the ledger counts them by node id
+            self.book.trained = Counter({int(n): int(c) for n, c in state["trained"].items()})
 
     # ------------------------------------------------------------------ evaluate
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-from collections import Counter
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
@@ -496,8 +495,7 @@ class Recruiter:
     ) -> tuple[dict[int, Assignment], float]:
         """Run ``incentive.selection`` on the accepters; record those not chosen."""
         repeat_value = self.cfg.incentive.repeat_value
-        # rounds each ES's work was accepted in, from the ledger (restored with a checkpoint)
-        trained = Counter(e.node_id for e in self.book.ledger.entries if e.status == "paid")
+        trained = self.book.trained  # rounds each ES's work was paid in, whatever its node id
         selection = select_participants(
             [
                 Candidate(

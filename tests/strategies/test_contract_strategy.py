@@ -335,8 +335,8 @@ def test_the_aggregate_does_not_depend_on_the_order_replies_arrive_in(tmp_path, 
 
 def test_selection_counts_earlier_rounds_from_the_ledger(tmp_path, smoke_module):
     """With repeat_value, a round-2 candidate that was paid in round 1 is ranked with its
-    value discounted once, and its reason says so (the count comes from the ledger, which a
-    checkpoint restores)."""
+    value discounted once, and its reason says so (the count follows the ES to a new node id
+    and a checkpoint restores it: tests/strategies/test_resume_boundaries.py)."""
     strategy, grid = make_strategy(
         tmp_path, smoke_module, "incentive=optimal incentive.repeat_value=0.5"
     )

@@ -1,0 +1,111 @@
+"""Held pay, selection and the ledger over a resume at every round boundary of an epoch.
+
+A run of the real ContractStrategy (offers answered by the real ClientApp handlers on the fake
+grid, a checkpoint every round) is resumed after each of its rounds, the way the ServerApp
+resumes (``resume_point`` + ``restore``), on a grid where Flower gave the same ESs new node
+ids. Its ledger must be the uninterrupted run's, row by row, with the new ids from the
+resumed rounds on: held pay accumulates over the period-1 rounds and is released once, and
+every choice that depends on an ES's history (its earlier rounds of work) follows the ES, not
+its node id.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pytest
+from flwr.app import ConfigRecord
+
+from fed_agent.checkpoints import checkpoint_root, resume_point
+from fed_agent.config import load_config
+from fed_agent.incentives.ledger import Ledger
+from fed_agent.incentives.policies import make_policy
+from fed_agent.outputs import RunOutputs
+from strategies.contract_strategy import ContractStrategy
+from strategies.records import adapter_to_record
+from strategies.server_app import restore
+from tests.strategies.fake_grid import FakeGrid, set_task_identity
+from tests.strategies.test_contract_strategy import NODES, honest_updates, reply_for
+
+RENUMBERED = 100
+"""A restart adds this to every node id (node 101 comes back as 201)."""
+
+
+def _overrides(rounds_per_period: int, num_rounds: int, extra: str = "") -> str:
+    return (
+        "incentive=complete_information federation.fold_offers=false "
+        f"incentive.rounds_per_period={rounds_per_period} federation.num_rounds={num_rounds} "
+        f"{extra}"
+    )
+
+
+def _server(parent, overrides: str, module, resume_from=None):
+    """What the ServerApp builds: the checkpoint (read first), the run folder, the strategy."""
+    if resume_from is not None:
+        overrides = f"{overrides} federation.resume_from={resume_from}"
+    cfg = load_config("smoke", overrides)
+    checkpoint = resume_point(cfg)
+    outputs = RunOutputs.create(str(parent), "run")
+    if checkpoint is not None:
+        restore(checkpoint, outputs)
+    strategy = ContractStrategy(
+        cfg,
+        module,
+        outputs,
+        make_policy(cfg.incentive, cfg.market.num_types, cfg.market.commitment),
+        Ledger(outputs.root / "ledger.csv"),
+        round_offset=0 if checkpoint is None else checkpoint.server_round,
+        checkpoint_dir=checkpoint_root(outputs.root),
+        saved_state=None if checkpoint is None else checkpoint.state,
+    )
+    return strategy, module.initial_state if checkpoint is None else checkpoint.adapter
+
+
+def _drive(strategy, grid, module, state, copies=None) -> None:
+    """The rest of the run; with ``copies``, the run folder is copied after each round."""
+    arrays = adapter_to_record(state)
+    for server_round in range(1, 1 + strategy.cfg.federation.num_rounds - strategy.round_offset):
+        absolute = strategy.absolute_round(server_round)
+        set_task_identity(0)
+        messages = list(strategy.configure_train(server_round, arrays, ConfigRecord(), grid))
+        updates = honest_updates(module, messages, seed=absolute)
+        replies = [reply_for(m, u) for m, u in zip(messages, updates, strict=True)]
+        new, _ = strategy.aggregate_train(server_round, replies)
+        arrays = arrays if new is None else new
+        if copies is not None:
+            shutil.copytree(strategy.outputs.root, copies / f"after-{absolute}")
+
+
+def _ledger(run_dir) -> pd.DataFrame:
+    return pd.read_csv(run_dir / "ledger.csv").drop(columns=["wall_s"])  # reported by the ES
+
+
+@pytest.mark.parametrize(
+    ("rounds_per_period", "num_rounds", "extra"),
+    [
+        (2, 4, "incentive.repeat_value=0.5"),
+        (3, 6, "incentive.repeat_value=0.5"),
+        (2, 4, "incentive.repeat_value=0.5 federation.es_per_round=2"),
+    ],
+)
+def test_a_resume_under_new_node_ids_at_any_boundary_keeps_the_uninterrupted_ledger(
+    tmp_path, smoke_module, rounds_per_period, num_rounds, extra
+):
+    overrides = _overrides(rounds_per_period, num_rounds, extra)
+    strategy, start = _server(tmp_path / "whole", overrides, smoke_module)
+    copies = tmp_path / "copies"
+    _drive(strategy, FakeGrid(NODES, "smoke", overrides), smoke_module, start, copies)
+    whole = _ledger(strategy.outputs.root)
+    assert whole["held"].sum() > 0
+    assert whole["released"].sum() == pytest.approx(whole["held"].sum())
+    for done in range(1, num_rounds):
+        smoke_module.reset()
+        resumed, state = _server(
+            tmp_path / f"resumed-{done}", overrides, smoke_module, copies / f"after-{done}"
+        )
+        grid = FakeGrid([n + RENUMBERED for n in NODES], "smoke", overrides)
+        _drive(resumed, grid, smoke_module, state)
+        expected = whole.copy()
+        expected.loc[expected["round"] > done, "node_id"] += RENUMBERED
+        pd.testing.assert_frame_equal(_ledger(resumed.outputs.root), expected, check_dtype=False)
