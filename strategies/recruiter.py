@@ -123,19 +123,22 @@ class Recruiter:
             node_id = int(reply.metadata.src_node_id)
             if node_id not in new or node_id in self.facts or node_id in self.left_out:
                 continue
-            if reply.has_error() and reply.error.reason.startswith(DATA_DECLINE):
-                self.mark_declined(plan, node_id, reply.error.reason)
+            # an error's reason is whatever the node put there: None, or no string at all
+            reason = reply.error.reason if reply.has_error() else None
+            reason = reason if isinstance(reason, str) else "no reason given"
+            if reply.has_error() and reason.startswith(DATA_DECLINE):
+                self.mark_declined(plan, node_id, reason)
                 continue
             if reply.has_error() and reply.error.code not in INCOMPATIBLE_ERRORS:
                 log.warning(
                     "node %s sent no public facts (%s); asked again in a later round",
                     node_id,
-                    one_line(reply.error.reason),
+                    one_line(reason),
                 )
                 continue
             try:
                 if reply.has_error():
-                    raise ProtocolError(reply.error.reason)
+                    raise ProtocolError(reason)
                 facts, claim = self._admissible_facts(reply, challenges[node_id])
             except Exception as err:  # noqa: BLE001 -- a node's reply never ends the run
                 reason = f"cannot answer the contract protocol: {one_line(err)}"

@@ -292,12 +292,13 @@ class Market:
         """Refuse finite settings whose derived quantities are not: each field may be in its
         domain while the uplink rate, the upload time, the largest energy cost or the value
         scale overflows to infinity or underflows to 0 (``noise_dbm=1e300`` is a noise of
-        inf W, a rate of 0 and an upload that never ends), which every solver would then
-        divide by or feed to its LP."""
+        inf W, a rate of 0 and an upload that never ends; a workload of 5e-324 makes the
+        energy cost 0), which every solver would then divide by or feed to its LP."""
         with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
             rate = self.uplink_rate_bps
             upload = latency.upload_latency_s(self.module_bytes, rate) if rate > 0 else np.inf
             cost = latency.construction_cost(self.f_max_ghz, self.workload_gcycles, self.kappa)
+            least = latency.construction_cost(self.f_min_ghz, self.workload_gcycles, self.kappa)
             rent = cost / self.types[0]
             scale = (1.0 + self.discount) * self.omega * np.log1p(self.t_max_s)
         if not (np.isfinite(rate) and rate > 0):
@@ -314,6 +315,12 @@ class Market:
                 "kappa: the energy cost kappa W f_max^2 over the smallest type must be finite, "
                 f"got {float(rent)!r} (kappa={self.kappa}, W={self.workload_gcycles}, "
                 f"f_max={self.f_max_ghz}, theta={self.types[0]})"
+            )
+        if not least > 0:
+            raise ValueError(
+                "kappa/workload_gcycles: the energy cost kappa W f_min^2 must be > 0 (the "
+                f"solvers divide by kappa W), got {float(least)!r} (kappa={self.kappa}, "
+                f"W={self.workload_gcycles}, f_min={self.f_min_ghz})"
             )
         if not np.isfinite(scale):
             raise ValueError(

@@ -88,6 +88,10 @@ class LedgerEntry:
     than its effort promises earns in proportion); 1 for full pay."""
 
 
+TEXT_COLUMNS = ("status", "reason", "offer_source", "excluded_types")
+"""The ledger's text columns (read back as strings whatever they hold)."""
+
+
 def parse_entries(csv_text: str, source: str) -> list[LedgerEntry]:
     """The entries of a ledger CSV.
 
@@ -99,8 +103,13 @@ def parse_entries(csv_text: str, source: str) -> list[LedgerEntry]:
     """
     if not csv_text.strip():
         return []
+    text = {c: str for c in TEXT_COLUMNS}  # a reason of "0" or "" stays text, not a float
     try:
-        frame = pd.read_csv(io.StringIO(csv_text), keep_default_na=False, na_values=[""])
+        frame = pd.read_csv(
+            io.StringIO(csv_text), keep_default_na=False, na_values=[""], dtype=text
+        )
+        present = [c for c in TEXT_COLUMNS if c in frame]
+        frame[present] = frame[present].fillna("")
         entries = [LedgerEntry(**row) for row in frame.to_dict("records")]
     except (pd.errors.ParserError, TypeError, ValueError) as err:
         raise ValueError(f"{source} is not a ledger: {err}") from err
