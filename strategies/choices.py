@@ -2,8 +2,8 @@
 
 An answer comes on a separate offer QUERY (:func:`choices_in_answers`) or on the reply to a
 train offer (:func:`choices_in_train_replies`). The first answer of an offered node counts;
-a Flower error reply counts as no answer; an answer that cannot be read is refused for that
-node alone (a node's reply never ends the run).
+a Flower error reply counts as no answer; an answer that cannot be read, or that is not of
+its offer's message type, is refused for that node alone (a node's reply never ends the run).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from flwr.app import ConfigRecord, Message, MessageType, MetricRecord, RecordDic
 
 from fed_agent.protocol import CONFIG, DECLINE, METRICS, ProtocolError, TrainReply, read_choice
 from fed_agent.text import one_line
+from strategies.validation import check_reply_type
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ def choices_in_answers(replies: Iterable[Message], offered: set[int], num_items:
         if _failed(reply, "offer"):
             continue
         try:
+            check_reply_type(reply, MessageType.QUERY)
             record = reply.content[METRICS]
             if not isinstance(record, MetricRecord):
                 raise ProtocolError(f"the answer is a {type(record).__name__}")
@@ -66,6 +68,7 @@ def choices_in_train_replies(
         if _failed(reply, "train offer"):
             continue
         try:
+            check_reply_type(reply, MessageType.TRAIN)
             item = TrainReply.from_dict(dict(reply.content[METRICS])).item
             if not (item == DECLINE or 0 <= item < num_items):
                 raise ProtocolError(f"item {item} outside [0, {num_items})")

@@ -68,6 +68,7 @@ from strategies.contract_book import ContractBook, Engagement
 from strategies.identities import EsIdentities
 from strategies.round_plan import Assignment, RoundPlan
 from strategies.sampling import sample_nodes
+from strategies.validation import check_reply_type
 
 log = logging.getLogger(__name__)
 FOLDING_SELECTIONS = ("surplus", "random")
@@ -179,6 +180,7 @@ class Recruiter:
     ) -> tuple[PublicFacts, IdentityClaim | None]:
         """The public facts a reply holds, parsed and bounded (a finite number > 0 each), on
         which a market can be designed, and the identity it proves over ``challenge``: raises."""
+        check_reply_type(reply, MessageType.QUERY)
         record = reply.content[PUBLIC_FACTS]
         if not isinstance(record, ConfigRecord):
             raise ProtocolError(f"public facts in a {type(record).__name__}, not a ConfigRecord")

@@ -1,13 +1,14 @@
 """Reply validation and update screening: nothing reaches aggregation or payment unchecked.
 
-Stage 1, :func:`split_replies`: a reply is accepted only if it carries no Flower error,
-exactly the allow-listed records of the right kinds (an ArrayRecord and a MetricRecord), the
-allow-listed metric keys with values of the right types within their bounds, an integral
-example count in ``[1, max_examples]``, and an adapter with the module's keys, shapes, float32
-dtype and finite values under the size cap. Each tensor's claimed shape and dtype (the Array's
-fields and its ``.npy`` header) are checked against the module *before* anything is allocated,
-and the tensors are put in the module's key order (:func:`decode_adapter`). Any other failure
-while decoding a reply rejects that reply only.
+Stage 1, :func:`split_replies`: a reply is accepted only if it is a TRAIN reply
+(:func:`check_reply_type`) and carries no Flower error, exactly the allow-listed records of
+the right kinds (an ArrayRecord and a MetricRecord), the allow-listed metric keys with values
+of the right types within their bounds, an integral example count in ``[1, max_examples]``,
+and an adapter with the module's keys, shapes, float32 dtype and finite values under the size
+cap. Each tensor's claimed shape and dtype (the Array's fields and its ``.npy`` header) are
+checked against the module *before* anything is allocated, and the tensors are put in the
+module's key order (:func:`decode_adapter`). Any other failure while decoding a reply rejects
+that reply only.
 
 Stage 2, the accepted adapters' *values*. The strategy judges them against the cloud's own
 expectations (:func:`judge_updates`, ``fed_agent.screening.judge``): agreement with the
@@ -28,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Message, MetricRecord
+from flwr.app import Array, ArrayRecord, Message, MessageType, MetricRecord
 from flwr.common.constant import SType
 
 from fed_agent.modules.adapter import AdapterError, AdapterState, AgentModule
@@ -146,6 +147,14 @@ def decode_adapter(record: object, module: AgentModule) -> AdapterState:
     return adapter
 
 
+def check_reply_type(message: Message, expected: str) -> None:
+    """A reply answers an instruction of its own message type (Flower's replies copy it;
+    a node's ClientApp may not): raise ProtocolError otherwise."""
+    kind = message.metadata.message_type
+    if kind != expected:
+        raise ProtocolError(f"a reply of message type {one_line(repr(kind), 40)}, not {expected}")
+
+
 def validate_reply(
     message: Message, module: AgentModule, max_examples: int
 ) -> AcceptedReply | RejectedReply:
@@ -154,6 +163,7 @@ def validate_reply(
     if message.has_error():
         return RejectedReply(node_id, f"client error {message.error.code}: {message.error.reason}")
     try:
+        check_reply_type(message, MessageType.TRAIN)
         content = message.content
         if set(content.keys()) != {ARRAYS, METRICS}:
             return RejectedReply(node_id, f"unexpected records {sorted(content.keys())}")

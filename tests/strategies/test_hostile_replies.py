@@ -4,7 +4,8 @@ parses with the csv module and pandas, and the round's checkpoint loads back.
 
 Covers what the decoder-level tests (test_hostile_values.py) and the per-reply hardening
 tests (test_reply_hardening.py) do not: Flower error replies whose reason is None, no string,
-or text with NULs, lone surrogates, quotes and line breaks; subnormal public facts.
+or text with NULs, lone surrogates, quotes and line breaks; subnormal public facts; replies of
+another message type than their instruction's.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.app.error import Error
 from flwr.common.constant import ErrorCode
 from hypothesis import HealthCheck, given, settings
@@ -26,7 +27,7 @@ from hypothesis import strategies as st
 from fed_agent.checkpoints import load_latest, save_checkpoint
 from fed_agent.incentives.ledger import Ledger, LedgerEntry
 from fed_agent.incentives.profiles import CHANNEL_GAIN, WORKLOAD
-from fed_agent.protocol import DATA_DECLINE, PUBLIC_FACTS
+from fed_agent.protocol import DATA_DECLINE, ITEM, METRICS, PUBLIC_FACTS
 from fed_agent.text import MAX_TEXT, one_line
 from strategies.round_plan import RoundPlan
 from tests.strategies.fake_grid import FakeGrid, metadata, set_task_identity
@@ -281,3 +282,47 @@ def test_any_positive_public_facts_are_offered_or_cost_one_incompatible_row(
     else:
         [row] = rows
         assert row.status == "incompatible" and "give no valid market" in row.reason
+
+
+# ------------------------------------------------------------- replies of another type
+
+
+@pytest.mark.parametrize("fold", [False, True])
+@pytest.mark.parametrize("kind", ["query", "evaluate", "train.custom"])
+def test_a_train_reply_of_another_message_type_is_rejected_unpaid(
+    tmp_path, smoke_module, fold, kind
+):
+    strategy, grid = make_strategy(tmp_path, smoke_module, "incentive=optimal", fold=fold)
+    messages, _ = train_round(strategy, grid, smoke_module)
+    updates = honest_updates(smoke_module, messages)
+    replies = [reply_for(m, u) for m, u in zip(messages, updates, strict=True)]
+    bad = replies[0]
+    replies[0] = Message(bad.content, metadata=metadata(bad.metadata.src_node_id, 0, kind))
+    _, metrics = strategy.aggregate_train(1, replies)
+    assert metrics["participants"] == 2
+    node = bad.metadata.src_node_id
+    [row] = [e for e in strategy.ledger.entries if e.node_id == node]
+    assert row.status == "rejected" and row.paid == 0 and row.held == 0
+    assert row.reason.endswith(f"a reply of message type '{kind}', not train")
+    paid = sorted(e.node_id for e in strategy.ledger.entries if e.status == "paid")
+    assert paid == sorted(m.metadata.dst_node_id for m in messages[1:])
+
+
+def test_public_facts_or_an_answer_of_another_message_type_cost_the_node_its_place(
+    tmp_path, smoke_module
+):
+    record = ConfigRecord({WORKLOAD: 20.0, CHANNEL_GAIN: 1e-8})
+    facts = Message(RecordDict({PUBLIC_FACTS: record}), metadata=metadata(HOSTILE, 0, "train"))
+    strategy, chosen = _offer_round(tmp_path, smoke_module, {PUBLIC_FACTS: facts})
+    assert sorted(chosen) == NODES[1:]
+    [row] = [e for e in strategy.ledger.entries if e.node_id == HOSTILE]
+    assert row.status == "incompatible"
+    assert row.reason.endswith("a reply of message type 'train', not query")
+
+    answer = RecordDict({METRICS: MetricRecord({ITEM: 0})})
+    script = {"offer": Message(answer, metadata=metadata(HOSTILE, 0, "evaluate"))}
+    strategy, chosen = _offer_round(tmp_path / "answer", smoke_module, script)
+    assert sorted(chosen) == NODES[1:]
+    [row] = [e for e in strategy.ledger.entries if e.node_id == HOSTILE]
+    assert row.status == "rejected" and row.paid == 0
+    assert row.reason.endswith("a reply of message type 'evaluate', not query")
