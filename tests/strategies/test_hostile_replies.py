@@ -326,3 +326,29 @@ def test_public_facts_or_an_answer_of_another_message_type_cost_the_node_its_pla
     [row] = [e for e in strategy.ledger.entries if e.node_id == HOSTILE]
     assert row.status == "rejected" and row.paid == 0
     assert row.reason.endswith("a reply of message type 'evaluate', not query")
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    phase=st.sampled_from([PUBLIC_FACTS, "offer"]),
+    code=st.one_of(st.sampled_from(list(range(10))), st.integers(-(2**70), 2**70)),
+    reason=st.one_of(st.none(), ANY_TEXT, st.just(DATA_DECLINE + NASTY)),
+)
+def test_any_error_reply_before_training_costs_its_node_at_most_one_bounded_row(
+    tmp_path, smoke_module, phase, code, reason
+):
+    script = {PUBLIC_FACTS: _error(code, reason)} if phase == PUBLIC_FACTS else {}
+    if phase == "offer":
+        script = {"offer": _error(code, reason)}
+    strategy, chosen = _offer_round(Path(tempfile.mkdtemp(dir=tmp_path)), smoke_module, script)
+    assert sorted(chosen) == NODES[1:]
+    rows = [e for e in strategy.ledger.entries if e.node_id == HOSTILE]
+    assert len(rows) <= 1 and all(r.paid == 0 for r in rows)
+    for row in rows:
+        assert row.reason.isprintable() and len(row.reason) <= MAX_TEXT
+    for reasons in (strategy.incompatible, strategy.recruiter.declined):
+        assert all(r.isprintable() and len(r) <= MAX_TEXT for r in reasons.values())
+    strategy.ledger.write()
+    assert len(_check_ledger_file(strategy)) == len(strategy.ledger.entries)
