@@ -109,3 +109,34 @@ def test_a_resume_under_new_node_ids_at_any_boundary_keeps_the_uninterrupted_led
         expected = whole.copy()
         expected.loc[expected["round"] > done, "node_id"] += RENUMBERED
         pd.testing.assert_frame_equal(_ledger(resumed.outputs.root), expected, check_dtype=False)
+
+
+@pytest.mark.parametrize("done", [1, 2], ids=["mid-period-1", "at-the-period-switch"])
+def test_an_es_gone_at_a_restart_before_period_2_forfeits_exactly_its_held_pay(
+    tmp_path, smoke_module, done
+):
+    overrides = _overrides(2, 4)
+    strategy, start = _server(tmp_path / "first", overrides, smoke_module)
+    copies = tmp_path / "copies"
+    _drive(strategy, FakeGrid(NODES, "smoke", overrides), smoke_module, start, copies)
+    smoke_module.reset()
+    resumed, state = _server(
+        tmp_path / "resumed", overrides, smoke_module, copies / f"after-{done}"
+    )
+    grid = FakeGrid([n + RENUMBERED for n in NODES], "smoke", overrides)
+    grid.node_ids = grid.node_ids[:2]  # the ES of partition 2 does not come back
+    _drive(resumed, grid, smoke_module, state)
+    ledger = _ledger(resumed.outputs.root)
+    held = ledger.groupby("node_id")["held"].sum()
+    gone = ledger[ledger["status"] == "forfeit"]
+    assert list(gone["node_id"]) == [NODES[2]] and list(gone["round"]) == [4]
+    assert gone["forfeited"].item() == pytest.approx(held[NODES[2]])
+    first = ledger[(ledger["round"] == 1) & (ledger["node_id"] == NODES[2])]
+    assert held[NODES[2]] == pytest.approx(done * first["reward_offered"].item())  # per round
+    stayed = ledger[(ledger["round"] == 4) & (ledger["status"] == "paid")]
+    assert sorted(stayed["node_id"]) == [NODES[0] + RENUMBERED, NODES[1] + RENUMBERED]
+    for _, row in stayed.iterrows():  # what each held under either node id, released once
+        old = row["node_id"] - RENUMBERED
+        assert row["released"] == pytest.approx(held[old] + held.get(row["node_id"], 0.0))
+    assert ledger["forfeited"].sum() == pytest.approx(held[NODES[2]])
+    assert ledger["held"].sum() == pytest.approx(ledger["released"].sum() + gone["forfeited"].sum())
