@@ -5,7 +5,9 @@ on, its period-1 report and, when the federation holds pay
 (:func:`fed_agent.contracts.escrow.holds_pay`: ex ante, delta > 0), the period-1 pay held back
 until its period-2 work is delivered. What is held is what the contract pays in period 1: a
 contract in its deferred form (:func:`fed_agent.contracts.escrow.defer_pay`, every guarded
-offer) pays 0 there, and its deferred pay is part of the period-2 items instead.
+offer) pays 0 there, and its deferred pay is part of the period-2 items instead; where the
+run ends in period 1, its last round pays the deferred pay of the epoch's period-1 work
+(:meth:`ContractBook.due_at_close`), as it releases held pay.
 
 Escrow over an epoch of several rounds a period: the held pay of every period-1 round adds up;
 it is released once, in the epoch's closing round (the last round of period 2, or the run's
@@ -104,12 +106,38 @@ class ContractBook:
         share = min(1.0, engagement.worked / self.cfg.incentive.rounds_per_period)
         return full * share, full * (1.0 - share)
 
+    def due_at_close(self, plan: RoundPlan, node_id: int) -> tuple[float, float]:
+        """(owed, this round's): the deferred pay due in a period-1 round that closes the
+        epoch (the run's last round: no period 2 follows to pay it). What the period-1 rounds
+        it worked before are owed is paid as long as it keeps its commitment; this round's
+        share is paid with this round's work, by what that work earns. (0, 0) in any other
+        round or without deferral."""
+        engagement = self.engagements.get(node_id)
+        if (
+            plan.period != 1
+            or not plan.closes_epoch
+            or engagement is None
+            or engagement.deferred is None
+            or engagement.report is None
+        ):
+            return 0.0, 0.0
+        full = float(engagement.deferred[engagement.report])
+        rounds = self.cfg.incentive.rounds_per_period
+        return full * min(1.0, engagement.worked / rounds), full / rounds
+
     def deferred_cost(self, plan: RoundPlan, node_id: int, item: int) -> float:
         """What choosing ``node_id`` for ``item`` in this period-1 round costs in deferred pay:
         the round's share of ``R_i / delta`` it will be owed in period 2, in the contract's
-        period-1 terms (times delta: ``R_i`` per period). 0 in period 2 or without deferral."""
+        period-1 terms (times delta: ``R_i`` per period). 0 in period 2, in a round that
+        closes the epoch (its share is in the round's reward, :meth:`due_at_close`) or without
+        deferral."""
         engagement = self.engagements.get(node_id)
-        if plan.period != 1 or engagement is None or engagement.deferred is None:
+        if (
+            plan.period != 1
+            or plan.closes_epoch
+            or engagement is None
+            or engagement.deferred is None
+        ):
             return 0.0
         share = engagement.market.discount / self.cfg.incentive.rounds_per_period
         return share * float(engagement.deferred[item])
@@ -178,7 +206,7 @@ class ContractBook:
         engagement = self.engagements[node_id]
         report = engagement.report if plan.period == 2 else None
         _, reward = engagement.contract.terms(plan.period, item, report)
-        reward -= self.deferred_split(plan, node_id)[1]
+        reward += self.due_at_close(plan, node_id)[0] - self.deferred_split(plan, node_id)[1]
         if self.holds_back(plan, node_id):
             engagement.held += reward
             pay = {"paid": 0.0, "held": reward}
@@ -186,7 +214,7 @@ class ContractBook:
             released = self.settle_held(plan, node_id, delivered=True).get("released", 0.0)
             pay = {"paid": reward + released, "released": released}
         reason = "exit item: excluded, no work this round"
-        if plan.period == 2 and reward > 0:
+        if (plan.period == 2 or self.due_at_close(plan, node_id)[0] > 0) and reward > 0:
             reason += f"; paid {reward:.6g}, the deferred pay of its period-1 work"
         terms = {
             "item": item,

@@ -479,7 +479,9 @@ class Recruiter:
         market = engagement.market
         f, reward = engagement.contract.terms(plan.period, item, engagement.report)
         owed, unearned = self.book.deferred_split(plan, node_id)
-        reward -= unearned
+        earlier, this_round = self.book.due_at_close(plan, node_id)  # no period 2 follows
+        reward += earlier + this_round - unearned
+        owed += earlier
         modelled = latency.construction_latency_s(f, market.workload_gcycles, market.upload_s)
         return Assignment(
             item,

@@ -38,8 +38,9 @@ class Assignment:
     chosen_because: str = ""
     """Why selection chose this ES (the ledger's reason for its work)."""
     owed: float = 0.0
-    """The part of ``reward`` that is deferred period-1 pay (ex ante, period 2): owed for the
-    period-1 work whether or not this round's work is chosen, so no cost of choosing it."""
+    """The part of ``reward`` that is deferred period-1 pay (ex ante, period 2, or the
+    earlier period-1 rounds' in a period-1 round that ends the run): owed for the period-1
+    work whether or not this round's work is chosen, so no cost of choosing it."""
     deferred_cost: float = 0.0
     """Period 1 with deferred pay: the pay this round's work will be owed in period 2
     (``R_i / delta`` per period-1 round), in the contract's period-1 terms (``R_i``): a cost

@@ -147,3 +147,35 @@ def test_a_new_node_with_other_public_facts_gets_no_saved_engagement(tmp_path, s
     assert sorted(released) == [202, 203]
     forfeits = {e.node_id: e.forfeited for e in rows_of(resumed, "forfeit")}
     assert forfeits == {NODES[0]: pytest.approx(held[NODES[0]])}
+
+
+@pytest.mark.parametrize("rounds_per_period, num_rounds", [(1, 3), (2, 2), (2, 5), (2, 6)])
+def test_a_run_that_ends_in_period_one_pays_the_deferred_pay_of_its_period_one_work(
+    tmp_path, smoke_module, rounds_per_period, num_rounds
+):
+    # a guarded policy offers contracts in the deferred form: period 1 pays r1 (0 or little)
+    # and the rest of the period-1 pay comes with the period-2 items; a run whose last round
+    # is in period 1 has no period 2 to pay it, so its last round pays it
+    overrides = (
+        f"incentive=optimal incentive.rounds_per_period={rounds_per_period} "
+        f"federation.num_rounds={num_rounds}"
+    )
+    strategy, grid = make_strategy(tmp_path, smoke_module, overrides)
+    arrays = adapter_to_record(smoke_module.initial_state)
+    for flower_round in range(1, num_rounds + 1):
+        arrays = honest_round(strategy, grid, smoke_module, flower_round, arrays)
+    epoch = 2 * rounds_per_period
+    epoch_start = (num_rounds - 1) // epoch * epoch + 1  # the last epoch: period 1 only
+    deferred_paid = []
+    for node in NODES:
+        rows = [e for e in rows_of(strategy) if e.node_id == node and e.round >= epoch_start]
+        assert [e.round for e in rows] == list(range(epoch_start, num_rounds + 1))  # all work
+        engagement = strategy.engagements[node]
+        deferred = float(engagement.deferred[engagement.report])
+        period1_pay = sum(float(engagement.contract.r1[e.item]) for e in rows)
+        # the deferred pay of each period-1 round worked: all of it over a whole period 1
+        owed = deferred * len(rows) / rounds_per_period
+        assert sum(e.paid for e in rows) == pytest.approx(period1_pay + owed)
+        assert rows[-1].paid == pytest.approx(rows[-1].reward_offered)  # all in the last round
+        deferred_paid.append(deferred)
+    assert max(deferred_paid) > 1.0  # the check bites: deferred pay was owed
