@@ -62,6 +62,17 @@ class EsIdentities:
             f"recorded for that ES: an impostor or a misconfigured node; refused"
         )
 
+    def twin_reason(self, node_id: int, claim: IdentityClaim, live: set[int]) -> str | None:
+        """Why ``node_id`` is not the ES its claim names while another connected node already
+        is (one ES, one node: a second machine with the ES's key is a clone), or None."""
+        twins = [n for n in self.holders(claim.name) if n != node_id and n in live]
+        if not twins:
+            return None
+        return (
+            f"names ES {claim.name}, which connected node {twins[0]} already is: one ES is one "
+            f"node (a clone of its key, or a node started twice); refused"
+        )
+
     def earlier_node(
         self,
         node_id: int,

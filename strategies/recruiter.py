@@ -120,7 +120,9 @@ class Recruiter:
             return
         challenges = {n: new_challenge() for n in new}
         queries = [query(n, {PHASE: PUBLIC_FACTS, IDENTITY_CHALLENGE: challenges[n]}) for n in new]
-        for reply in grid.send_and_receive(queries, timeout=self.cfg.federation.round_timeout_s):
+        replies = grid.send_and_receive(queries, timeout=self.cfg.federation.round_timeout_s)
+        # in node-id order: of two nodes naming one ES in a batch, the same one is it
+        for reply in sorted(replies, key=lambda r: int(r.metadata.src_node_id)):
             node_id = int(reply.metadata.src_node_id)
             if node_id not in new or node_id in self.facts or node_id in self.left_out:
                 continue
@@ -145,9 +147,12 @@ class Recruiter:
                 reason = f"cannot answer the contract protocol: {one_line(err)}"
                 self.mark_incompatible(plan, node_id, reason)
                 continue
-            impostor = self.identities.impostor_reason(claim) if claim else None
-            if impostor is not None:
-                self.mark_incompatible(plan, node_id, impostor)
+            refused = None
+            if claim is not None:
+                refused = self.identities.impostor_reason(claim)
+                refused = refused or self.identities.twin_reason(node_id, claim, live)
+            if refused is not None:
+                self.mark_incompatible(plan, node_id, refused)
                 continue
             old = self.identities.earlier_node(node_id, claim, live, (self.facts, facts))
             if old is not None:

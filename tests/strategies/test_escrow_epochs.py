@@ -179,3 +179,16 @@ def test_a_run_that_ends_in_period_one_pays_the_deferred_pay_of_its_period_one_w
         assert rows[-1].paid == pytest.approx(rows[-1].reward_offered)  # all in the last round
         deferred_paid.append(deferred)
     assert max(deferred_paid) > 1.0  # the check bites: deferred pay was owed
+
+
+def test_two_connected_nodes_naming_one_es_get_one_contract(tmp_path, smoke_module):
+    # the second node holds partition 0 as well: the same identity, proved with the same key
+    strategy, grid = make_strategy(tmp_path, smoke_module, f"{HOLDING} federation.num_rounds=2")
+    grid.contexts[NODES[2]].node_config["partition-id"] = 0
+    honest_round(strategy, grid, smoke_module, 1, adapter_to_record(smoke_module.initial_state))
+    twin, original = max(NODES[0], NODES[2]), min(NODES[0], NODES[2])
+    assert sorted(e.node_id for e in rows_of(strategy)) == sorted({original, NODES[1]})
+    (refused,) = rows_of(strategy, "incompatible")
+    assert refused.node_id == twin and refused.held == refused.paid == 0
+    assert f"which connected node {original} already is" in refused.reason
+    assert twin not in strategy.engagements
