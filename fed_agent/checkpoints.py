@@ -151,6 +151,12 @@ def check_resume_config(checkpoint: Checkpoint, cfg: ExperimentConfig) -> None:
             f"{manifest} was written under another config (only "
             f"{', '.join(RESUMABLE_CHANGES)} may change on resume): " + ", ".join(diffs)
         )
+    if cfg.federation.num_rounds <= checkpoint.server_round:
+        raise CheckpointError(
+            f"{manifest} is of round {checkpoint.server_round}, so federation.num_rounds="
+            f"{cfg.federation.num_rounds} (the run's rounds in all) leaves no round to run and "
+            f"no epoch's pay to settle; set it above {checkpoint.server_round}"
+        )
 
 
 def resume_point(cfg: ExperimentConfig) -> Checkpoint | None:

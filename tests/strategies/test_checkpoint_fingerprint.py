@@ -93,3 +93,10 @@ def test_a_checkpoint_recording_fewer_fields_is_refused_naming_the_missing_ones(
         check_resume_config(
             type(checkpoint)(**{**checkpoint.__dict__, "config": older}), load_config("smoke")
         )
+
+
+def test_a_resume_with_no_round_left_to_run_is_refused(tmp_path):
+    checkpoint = load_latest(_checkpoint(tmp_path / "run"))  # of round 1
+    check_resume_config(checkpoint, load_config("smoke", "federation.num_rounds=2"))
+    with pytest.raises(CheckpointError, match=r"is of round 1, so federation.num_rounds=1 "):
+        check_resume_config(checkpoint, load_config("smoke", "federation.num_rounds=1"))
