@@ -219,6 +219,19 @@ TABLES = (
         "attack != 'none'",
     ),
     Table(
+        "near_copy_rounds.csv", "Near-copies in rounds of four",
+        "Rounds of FedAvg of 4 of 10 ESs drawn at random (steps of a computing resource drawn "
+        "from the market's range), settled by the dependence clause as shipped: honest ESs "
+        "cut, and a near-copy (cosine 0.99, 0.95) of each participant in turn added as one "
+        "more reply: what the 8 copies were paid, originals and others cut. Setup columns: "
+        "experiment, overrides, dim.",
+        ".venv/bin/python benchmarks/near_copy_rounds.py --experiment default --seeds 0 1 2 "
+        "--rounds 4",
+        ("experiment", "overrides", "dim", "seed", "round", "searched", "honest_cut",
+         "near_copies", "copies_paid", "originals_cut", "others_cut", "max_honest_cosine",
+         "close_honest_pairs", "least_close_pair_share_over_limit", "code_version"),
+    ),
+    Table(
         "robustness_extended_default.csv", "Attacks on a module that learns",
         "The main job's tiny LLM and recipe, 40 local steps, 20 ESs, 2 rounds, 500 held-out "
         "scenes; each defence under each attack.",

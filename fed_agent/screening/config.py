@@ -62,6 +62,18 @@ class ScreeningConfig:
     --similarity``, 150 random rounds of each size, seeds 0-1): the smallest honest share 0.040
     and 0.063 in rounds of 12 (limit 0.021), 0.017 and 0.023 in rounds of 8 (limit 0.015), and
     honest pairs were taken for near-copies in 69 and 120 of 150 rounds of 3."""
+    near_copy_max_noise_share: float = 0.001
+    """Rounds of fewer than ``near_copy_min_updates`` kept updates (three or more) are searched
+    for near-copies too when the round's other updates explain at most this share of a random
+    direction (the noise limit: mean plus ``near_copy_sigmas`` deviations,
+    :func:`fed_agent.screening.dependence.noise_share_limit`): a module so large that noise
+    lies almost wholly outside a few updates. Measured over rounds of 4 of 10 ESs
+    (``benchmarks/near_copy_rounds.py``): the default module (D = 155,648; limit 0.00009 with
+    two others) never had two honest updates at ``near_copy_cosine`` (largest 0.79; 3 seeds x
+    4 rounds, and 3 rounds of near-IID data) and every near-copy was found; the smoke model
+    (D = 1,792; limit 0.0078) had close honest pairs the others explained less of than the
+    limit in 13 of 50 rounds, so it is searched in rounds of ``near_copy_min_updates`` or
+    more only."""
     origin_sigmas: float = 4.0
     """A class of near-copies is worth one update, held by its original: the member with the
     least part the round's other updates do not explain, when every other member's is larger
@@ -136,6 +148,7 @@ class ScreeningConfig:
         check_number("screening.clip_ratio", self.clip_ratio, 1)
         check_number("screening.high_norm_ratio", self.high_norm_ratio, self.clip_ratio)
         check_number("screening.copy_cosine", self.copy_cosine, 0, 1, ends="(]")
+        check_number("screening.near_copy_max_noise_share", self.near_copy_max_noise_share, 0, 1)
         check_number("screening.norm_effort_exponent", self.norm_effort_exponent, 0, 1)
         for name in (
             "dependence_tolerance",

@@ -19,7 +19,10 @@ is symmetric in the updates, and the rank of a group is taken in an order set by
   difference of a junk update and any honest one is junk too, and a junk update is no copy
   (the quality clause pays it by its gain). With few others, the others explain little of an
   honest pair's difference either, so only rounds of ``near_copy_min_updates`` (12) or more
-  kept updates are searched. Measured (smoke model, D = 1,792, round 1 of
+  kept updates are searched, or rounds of 3 or more where the noise limit is at most
+  ``near_copy_max_noise_share`` (a large module: the default module's limit in a round of 4
+  is 0.00009, and its honest updates never came within cosine 0.9 of each other,
+  ``benchmarks/near_copy_rounds.py``). Measured (smoke model, D = 1,792, round 1 of
   ``benchmarks/robustness_settlement.py``, seeds 0-1, ``--similarity``: 150 random rounds of
   each size): honest pairs' shares >= 0.27 in rounds of 20, >= 0.040 in rounds of 12,
   >= 0.017 in rounds of 8, 0 in rounds of 3 (honest pairs would be taken for near-copies in
@@ -32,7 +35,10 @@ What a group is worth is held by the members that did the work, never by arrival
   one update's worth equally: a set cannot tell an exact copy from its original;
 - a class of near-copies is worth one update, held by its original: against the round's
   other updates, a copy has more of a part they do not explain (its noise) and no more of a
-  part they do (:func:`_originals`; where no member stands out so, shared equally);
+  part they do (:func:`_originals`; where no member stands out so, shared equally: a copy at
+  its original's norm differs from it there by only the original's explained share times
+  ``1 - cosine^2``, so where the others explain little of the original -- few others, or
+  updates far apart, as the default module's after its first round -- the pair shares);
 - a group of exactly dependent updates is worth its rank, held by the edges of its cone
   (the peers a mean is taken of); the members inside the cone (the means) hold what is left
   (:func:`group_worths`).
@@ -125,9 +131,11 @@ def near_copy_classes(units: np.ndarray, cfg: ScreeningConfig) -> list[list[int]
     """The updates in classes (sorted; singletons included) joined by near-copy pairs."""
     n, dim = units.shape
     union = _Union(n)
-    if n < max(3, cfg.near_copy_min_updates):
+    if n < 3:
         return union.classes()
     limit = noise_share_limit(n - 2, dim, cfg.near_copy_sigmas)
+    if n < cfg.near_copy_min_updates and limit > cfg.near_copy_max_noise_share:
+        return union.classes()  # too few others to tell an honest pair's difference from noise
     shares = explained_shares(units, cfg.dependence_tolerance, cfg.near_copy_cosine)
     for pair, share in shares.items():
         if share < limit:

@@ -155,6 +155,37 @@ def test_small_rounds_are_not_searched_for_near_copies():
     np.testing.assert_allclose(dependence_shares(sent, fewer), [1] * 7 + [0])
 
 
+def test_a_round_of_four_of_a_large_module_is_searched_for_near_copies():
+    """In D = 155,648 dimensions (the default module) two others explain 0.0001 of noise
+    (the limit) and far more of an honest pair's difference: rounds of 3 or more are searched
+    (``screening.near_copy_max_noise_share``); in the smoke model's 1,792 they are not."""
+    dim = 155_648
+    rng = np.random.default_rng(5)
+    common, topics = rng.normal(size=dim), rng.normal(size=(6, dim))
+    honest_large = [
+        common + 0.2 * (r.normal(size=6) @ topics) / np.sqrt(6) + 0.02 * r.normal(size=dim)
+        for r in (np.random.default_rng(s) for s in range(1, 5))
+    ]
+    units = unit_rows(honest_large)
+    assert min(units[i] @ units[j] for i, j in itertools.combinations(range(4), 2)) > 0.9
+    assert noise_share_limit(2, dim, CFG.near_copy_sigmas) < CFG.near_copy_max_noise_share
+    np.testing.assert_array_equal(dependence_shares(honest_large, CFG), np.ones(4))
+    for source, cosine in ((0, 0.99), (2, 0.95)):
+        unit = honest_large[source] / np.linalg.norm(honest_large[source])
+        side = rng.normal(size=dim)
+        side -= (side @ unit) * unit
+        copy = np.linalg.norm(honest_large[source]) * (
+            cosine * unit + np.sqrt(1 - cosine**2) * side / np.linalg.norm(side)
+        )
+        for sent, copied in (([*honest_large[:3], copy], 3), ([copy, *honest_large[:3]], 0)):
+            expected = np.ones(4)
+            expected[copied] = 0.0  # unpaid in either order; its original paid in full
+            np.testing.assert_allclose(dependence_shares(sent, CFG), expected)
+    small = [u[:DIM] for u in honest_large[:3]]  # a round of 4 of the smoke model's size
+    copy_small = near_copy(small[0], 0.95, seed=3)
+    np.testing.assert_array_equal(dependence_shares([*small, copy_small], CFG), np.ones(4))
+
+
 def test_shares_do_not_depend_on_the_order_of_arrival():
     updates = honest_round(6)
     sent = [*updates, (updates[0] + updates[1]) / 2, updates[3].copy(), updates[3].copy()]
