@@ -17,16 +17,10 @@ import pandas as pd
 import pytest
 from flwr.app import ConfigRecord
 
-from fed_agent.checkpoints import checkpoint_root, resume_point
-from fed_agent.config import load_config
-from fed_agent.incentives.ledger import Ledger
-from fed_agent.incentives.policies import make_policy
-from fed_agent.outputs import RunOutputs
-from strategies.contract_strategy import ContractStrategy
 from strategies.records import adapter_to_record
-from strategies.server_app import restore
 from tests.strategies.fake_grid import FakeGrid, set_task_identity
 from tests.strategies.test_contract_strategy import NODES, honest_updates, reply_for
+from tests.strategies.test_round_commit import build_server
 
 RENUMBERED = 100
 """A restart adds this to every node id (node 101 comes back as 201)."""
@@ -41,25 +35,7 @@ def _overrides(rounds_per_period: int, num_rounds: int, extra: str = "") -> str:
 
 
 def _server(parent, overrides: str, module, resume_from=None):
-    """What the ServerApp builds: the checkpoint (read first), the run folder, the strategy."""
-    if resume_from is not None:
-        overrides = f"{overrides} federation.resume_from={resume_from}"
-    cfg = load_config("smoke", overrides)
-    checkpoint = resume_point(cfg)
-    outputs = RunOutputs.create(str(parent), "run")
-    if checkpoint is not None:
-        restore(checkpoint, outputs)
-    strategy = ContractStrategy(
-        cfg,
-        module,
-        outputs,
-        make_policy(cfg.incentive, cfg.market.num_types, cfg.market.commitment),
-        Ledger(outputs.root / "ledger.csv"),
-        round_offset=0 if checkpoint is None else checkpoint.server_round,
-        checkpoint_dir=checkpoint_root(outputs.root),
-        saved_state=None if checkpoint is None else checkpoint.state,
-    )
-    return strategy, module.initial_state if checkpoint is None else checkpoint.adapter
+    return build_server(parent, "run", overrides, module, resume_from or "")
 
 
 def _drive(strategy, grid, module, state, copies=None) -> None:

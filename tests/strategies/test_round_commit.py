@@ -37,8 +37,13 @@ class Crash(RuntimeError):
 
 
 def _server(parent, run_name: str, module, resume_from: str = ""):
+    return build_server(parent, run_name, OVERRIDES, module, resume_from)
+
+
+def build_server(parent, run_name: str, overrides: str, module, resume_from: str = ""):
     """What the ServerApp builds: the checkpoint (read first), the run folder, the strategy."""
-    overrides = f"{OVERRIDES} federation.resume_from={resume_from}" if resume_from else OVERRIDES
+    if resume_from:
+        overrides = f"{overrides} federation.resume_from={resume_from}"
     cfg = load_config("smoke", overrides)
     checkpoint = resume_point(cfg)
     outputs = RunOutputs.create(str(parent), run_name)
