@@ -5,9 +5,10 @@ on, its period-1 report and, when the federation holds pay
 (:func:`fed_agent.contracts.escrow.holds_pay`: ex ante, delta > 0), the period-1 pay held back
 until its period-2 work is delivered. What is held is what the contract pays in period 1: a
 contract in its deferred form (:func:`fed_agent.contracts.escrow.defer_pay`, every guarded
-offer) pays 0 there, and its deferred pay is part of the period-2 items instead; where the
-run ends in period 1, its last round pays the deferred pay of the epoch's period-1 work
-(:meth:`ContractBook.due_at_close`), as it releases held pay.
+offer) pays 0 there, and its deferred pay is part of the period-2 items instead. An epoch
+the run cannot finish is offered per period (``strategies.recruiter``); where a run ends in
+period 1 all the same (a resume with fewer rounds), its last round pays the deferred pay of
+the epoch's period-1 work (:meth:`ContractBook.due_at_close`), as it releases held pay.
 
 Escrow over an epoch of several rounds a period: the held pay of every period-1 round adds up;
 it is released once, in the epoch's closing round (the last round of period 2, or the run's

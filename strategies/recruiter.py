@@ -262,7 +262,7 @@ class Recruiter:
                 self.book.record(plan, node_id, "no_offer", reason=reason, source="no_offer")
         offered = [n for n in offered if isinstance(designed[n], Market)]
         markets = [designed[n] for n in offered]
-        if self.cfg.incentive.policy in UNCOMMITTED_POLICIES:
+        if self.cfg.incentive.policy in UNCOMMITTED_POLICIES or self._cut_short(plan):
             markets = [m.replace(participation="per_period") for m in markets]
         if not markets:
             return [], times
@@ -278,6 +278,14 @@ class Recruiter:
             deferred = offers.deferred[index] if offers.deferred else None
             self.book.engagements[node_id] = Engagement(contract, market, source, deferred=deferred)
         return [n for n in offered if n in self.book.engagements], times
+
+    def _cut_short(self, plan: RoundPlan) -> bool:
+        """Whether the run ends before the period 2 of the epoch ``plan`` opens: a commitment
+        to period 2 would promise pay (deferred or held, and the period-2 items an ES takes
+        a period-1 item at a loss for) in a period that never comes, so such an epoch is
+        offered per period: each period's item pays its own work."""
+        period2 = plan.server_round + self.cfg.incentive.rounds_per_period
+        return period2 > self.cfg.federation.num_rounds
 
     def _worth_most(self, node_ids: list[int], k: int, rng: np.random.Generator) -> list[int]:
         """The ``k`` ESs of ``node_ids`` with known public facts whose work the cloud expects

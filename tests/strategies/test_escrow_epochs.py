@@ -150,32 +150,61 @@ def test_a_new_node_with_other_public_facts_gets_no_saved_engagement(tmp_path, s
 
 
 @pytest.mark.parametrize("rounds_per_period, num_rounds", [(1, 3), (2, 2), (2, 5), (2, 6)])
-def test_a_run_that_ends_in_period_one_pays_the_deferred_pay_of_its_period_one_work(
+def test_an_epoch_the_run_cannot_finish_is_offered_per_period(
     tmp_path, smoke_module, rounds_per_period, num_rounds
 ):
-    # a guarded policy offers contracts in the deferred form: period 1 pays r1 (0 or little)
-    # and the rest of the period-1 pay comes with the period-2 items; a run whose last round
-    # is in period 1 has no period 2 to pay it, so its last round pays it
+    # ex ante, a guarded offer defers period-1 pay into period 2 (the least willing type's
+    # period-1 item paid 0 and its work was to be paid by its period-2 items): an epoch whose
+    # period 2 falls after the run's last round is offered per period, each item paying its
+    # own work in its own period
     overrides = (
         f"incentive=optimal incentive.rounds_per_period={rounds_per_period} "
         f"federation.num_rounds={num_rounds}"
     )
     strategy, grid = make_strategy(tmp_path, smoke_module, overrides)
     arrays = adapter_to_record(smoke_module.initial_state)
+    rules = []
     for flower_round in range(1, num_rounds + 1):
         arrays = honest_round(strategy, grid, smoke_module, flower_round, arrays)
+        rules.append({e.market.participation for e in strategy.engagements.values()})
     epoch = 2 * rounds_per_period
-    epoch_start = (num_rounds - 1) // epoch * epoch + 1  # the last epoch: period 1 only
+    last_epoch = (num_rounds - 1) // epoch * epoch + 1  # period 1 only, in this run
+    assert rules[: last_epoch - 1] == [{"ex_ante"}] * (last_epoch - 1)
+    assert rules[last_epoch - 1 :] == [{"per_period"}] * (num_rounds - last_epoch + 1)
+    for node in NODES:
+        engagement = strategy.engagements[node]
+        nothing_deferred = engagement.deferred is None or not engagement.deferred.any()
+        assert nothing_deferred and engagement.held == 0
+        rows = [e for e in rows_of(strategy) if e.node_id == node and e.round >= last_epoch]
+        assert [e.round for e in rows] == list(range(last_epoch, num_rounds + 1))  # all work
+        for row in rows:  # paid in its round, and at least what the work costs its type
+            reward = float(engagement.contract.r1[row.item])
+            assert row.paid == pytest.approx(reward) and row.es_utility >= -1e-6 * reward
+            assert reward > 1.0
+
+
+def test_a_run_cut_short_in_period_one_pays_the_deferred_pay_of_its_period_one_work(
+    tmp_path, smoke_module
+):
+    # an epoch offered in full (period 2: rounds 3-4) in a run that then ends in period 1 (a
+    # resume with federation.num_rounds=2 after round 1): the last round pays the deferred
+    # pay of both period-1 rounds of work, there being no period 2 to pay it
+    overrides = "incentive=optimal incentive.rounds_per_period=2 federation.num_rounds=4"
+    strategy, grid = make_strategy(tmp_path, smoke_module, overrides)
+    arrays = honest_round(
+        strategy, grid, smoke_module, 1, adapter_to_record(smoke_module.initial_state)
+    )
+    strategy.cfg.federation.num_rounds = 2  # as a resume with fewer rounds does
+    honest_round(strategy, grid, smoke_module, 2, arrays)
     deferred_paid = []
     for node in NODES:
-        rows = [e for e in rows_of(strategy) if e.node_id == node and e.round >= epoch_start]
-        assert [e.round for e in rows] == list(range(epoch_start, num_rounds + 1))  # all work
+        rows = [e for e in rows_of(strategy) if e.node_id == node]
+        assert [e.round for e in rows] == [1, 2]
         engagement = strategy.engagements[node]
+        assert engagement.market.participation == "ex_ante"
         deferred = float(engagement.deferred[engagement.report])
         period1_pay = sum(float(engagement.contract.r1[e.item]) for e in rows)
-        # the deferred pay of each period-1 round worked: all of it over a whole period 1
-        owed = deferred * len(rows) / rounds_per_period
-        assert sum(e.paid for e in rows) == pytest.approx(period1_pay + owed)
+        assert sum(e.paid for e in rows) == pytest.approx(period1_pay + deferred)
         assert rows[-1].paid == pytest.approx(rows[-1].reward_offered)  # all in the last round
         deferred_paid.append(deferred)
     assert max(deferred_paid) > 1.0  # the check bites: deferred pay was owed
