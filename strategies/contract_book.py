@@ -202,12 +202,14 @@ class ContractBook:
 
     def exclude(self, plan: RoundPlan, node_id: int, item: int, belief: np.ndarray) -> None:
         """An ES that took the exit item: no work, no pay for work; it is paid what the item
-        carries (ex ante, period 2: the deferred pay of its period-1 work, owed because that
-        work was done) and, having kept its commitment, any held pay at the epoch's close."""
+        carries (ex ante, period 2 or a run's last round in period 1: the deferred pay of its
+        period-1 work, owed because that work was done) and, having kept its commitment, any
+        held pay at the epoch's close."""
         engagement = self.engagements[node_id]
         report = engagement.report if plan.period == 2 else None
         _, reward = engagement.contract.terms(plan.period, item, report)
-        reward += self.due_at_close(plan, node_id)[0] - self.deferred_split(plan, node_id)[1]
+        owed_at_close = self.due_at_close(plan, node_id)[0]  # a run ending in period 1
+        reward += owed_at_close - self.deferred_split(plan, node_id)[1]
         if self.holds_back(plan, node_id):
             engagement.held += reward
             pay = {"paid": 0.0, "held": reward}
@@ -215,7 +217,7 @@ class ContractBook:
             released = self.settle_held(plan, node_id, delivered=True).get("released", 0.0)
             pay = {"paid": reward + released, "released": released}
         reason = "exit item: excluded, no work this round"
-        if (plan.period == 2 or self.due_at_close(plan, node_id)[0] > 0) and reward > 0:
+        if (plan.period == 2 or owed_at_close > 0) and reward > 0:
             reason += f"; paid {reward:.6g}, the deferred pay of its period-1 work"
         terms = {
             "item": item,
