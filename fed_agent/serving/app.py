@@ -8,7 +8,8 @@ and every status code the server answers is in its OpenAPI schema (``/openapi.js
 
 * 400 for a malformed request (invalid JSON, a missing, mistyped or out-of-range field, a
   field this server cannot honour, ``max_tokens`` above the limit, an empty prompt, a prompt
-  longer than the context (code ``context_length_exceeded``), an image for a text agent, ...);
+  longer than the context (code ``context_length_exceeded``), an image for a text agent or
+  one above ``engine.MAX_IMAGE_PIXELS``, ...);
 * 404 for an unknown model (code ``model_not_found``) or path (``/v1/models/`` with a slash
   too: paths are not redirected); 405 (with ``Allow``) for a method a path does not take
   (``GET`` paths take ``HEAD`` too);

@@ -35,6 +35,9 @@ SERVED_TASK = "serve"
 """The task name of a served request (it has no reference answer)."""
 CONTEXT_EXCEEDED = "context_length_exceeded"
 """OpenAI's error code for a prompt longer than the model's context."""
+MAX_IMAGE_PIXELS = 4096 * 4096
+"""Largest image read (width x height, from its header, before it is decoded): a small
+compressed file can declare a huge image, whose decoding would take seconds and gigabytes."""
 
 
 class RequestError(ValueError):
@@ -247,19 +250,31 @@ class AgentEngine:
 def decode_image(url: str, size: int) -> np.ndarray:
     """A ``data:image/...;base64,`` URL -> a (3, size, size) float32 image in [-1, 1].
 
-    The same scaling as the training images (``fed_agent.data.render``).
+    The same scaling as the training images (``fed_agent.data.render``). An image above
+    :data:`MAX_IMAGE_PIXELS` is refused from its header, before it is decoded.
     """
     from PIL import Image, UnidentifiedImageError
+    from PIL.Image import DecompressionBombError
 
     header, sep, payload = url.partition(",")
     if not (sep and header.startswith("data:image/") and header.endswith(";base64")):
         raise RequestError(
             "image_url must be a data:image/...;base64 URL (nothing is fetched)", "messages"
         )
+    too_big = RequestError(
+        f"image_url holds an image above the {MAX_IMAGE_PIXELS} pixels read; send a smaller one",
+        "messages",
+    )
     try:
         raw = base64.b64decode(payload, validate=True)
-        with Image.open(io.BytesIO(raw)) as opened:
+        with Image.open(io.BytesIO(raw)) as opened:  # reads the header only
+            if opened.width * opened.height > MAX_IMAGE_PIXELS:
+                raise too_big
             image = opened.convert("RGB").resize((size, size))
+    except DecompressionBombError:  # PIL's own, far higher limit, checked on opening
+        raise too_big from None
+    except RequestError:
+        raise
     except (binascii.Error, UnidentifiedImageError, OSError, ValueError) as err:
         raise RequestError(f"image_url does not hold a readable image ({err})", "messages") from err
     pixels = np.asarray(image, dtype=np.float32) / 127.5 - 1.0

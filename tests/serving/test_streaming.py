@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -64,3 +68,29 @@ def test_an_image_travels_as_a_png_data_url_and_comes_back_as_trained(smoke_cfg)
     for bad in ("https://example.org/cat.png", "data:image/png;base64,not-base64!", "data:,x"):
         with pytest.raises(RequestError, match="image_url"):
             decode_image(bad, size)
+
+
+def _png_declaring(width: int, height: int) -> str:
+    """A data URL of a tiny PNG whose header declares ``width`` x ``height`` pixels."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("1", (8, 8)).save(buffer, "PNG")
+    raw = bytearray(buffer.getvalue())
+    header = b"IHDR" + struct.pack(">II", width, height) + raw[24:29]
+    raw[12:29], raw[29:33] = header, struct.pack(">I", zlib.crc32(header))
+    return "data:image/png;base64," + base64.b64encode(bytes(raw)).decode()
+
+
+@pytest.mark.parametrize("side", [5000, 20000])
+def test_an_image_too_large_is_refused_from_its_header(side) -> None:
+    """A few hundred bytes can declare a 25- or 400-megapixel image: refused before decoding
+    (PIL's own limit alone would raise its error, or decode gigabytes)."""
+    from fed_agent.serving.engine import MAX_IMAGE_PIXELS, RequestError, decode_image
+
+    assert side * side > MAX_IMAGE_PIXELS
+    with pytest.raises(RequestError, match=f"above the {MAX_IMAGE_PIXELS} pixels read"):
+        decode_image(_png_declaring(side, side), 32)
+    fits = _png_declaring(64, 64)  # within the limit: read (and found truncated)
+    with pytest.raises(RequestError, match="does not hold a readable image"):
+        decode_image(fits, 32)
