@@ -15,6 +15,8 @@ and every status code the server answers is in its OpenAPI schema (``/openapi.js
   (``GET`` paths take ``HEAD`` too);
 * 408 for a body not received in full within ``body_timeout_s``;
 * 413 for a body above ``max_body_bytes`` (checked before the body is read in full);
+* 415 (with ``Accept-Encoding: identity``) for a compressed body (a ``Content-Encoding``
+  other than ``identity``): bodies are read as sent;
 * 500 when the agent or the server fails on a request (before anything is streamed);
 * 503 with ``Retry-After`` when ``max_queue`` requests are running or waiting already.
 
@@ -83,8 +85,9 @@ class ApiError(Exception):
 class BodyGuard:
     """ASGI middleware: read a request body in full, within a size and a time limit.
 
-    A declared ``Content-Length`` above ``max_bytes`` is refused (413) before anything is
-    read; a body without one (chunked) is read up to the limit and refused once it passes it.
+    A compressed body (a ``Content-Encoding`` other than ``identity``) is refused (415), and
+    a declared ``Content-Length`` above ``max_bytes`` (413), before anything is read; a body
+    without one (chunked) is read up to the limit and refused once it passes it.
     A body not complete within ``timeout_s`` (shorter than its ``Content-Length``, or
     trickled) is refused with 408 and the connection closed. The application gets the body
     whole, so no handler ever waits on a slow client.
@@ -97,7 +100,16 @@ class BodyGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
+        headers = dict(scope["headers"])
+        coding = headers.get(b"content-encoding", b"identity").strip().lower()
+        if coding != b"identity":
+            message = (
+                f"Content-Encoding {coding.decode('latin-1')!r} is not supported: "
+                "send the body uncompressed"
+            )
+            await self._refuse(send, 415, message, [(b"accept-encoding", b"identity")])
+            return
+        declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
             await self._refuse(send, 413, f"request body above {self.max_bytes} bytes")
             return
@@ -131,9 +143,10 @@ class BodyGuard:
         await self.app(scope, replay, send)
 
     @staticmethod
-    async def _refuse(send: Send, status: int, message: str) -> None:
+    async def _refuse(send: Send, status: int, message: str, extra: list | None = None) -> None:
         body = json.dumps(error_body(message, "invalid_request_error")).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        headers += extra or []
         headers.append((b"connection", b"close"))  # the rest of the body is never read
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
@@ -162,6 +175,7 @@ _STATUS = {
     404: "a model other than the one served",
     408: "the request body did not arrive in full within the body timeout",
     413: "the request body is above the size limit",
+    415: "the request body is compressed (Content-Encoding): send it uncompressed",
     500: "the agent failed on this request",
     503: "the queue is full: retry after Retry-After seconds",
 }
@@ -174,6 +188,9 @@ def _errors(*codes: int) -> dict:
     retry = {"description": "seconds to wait", "schema": {"type": "integer"}}
     if 503 in responses:
         responses[503]["headers"] = {"Retry-After": retry}
+    if 415 in responses:
+        coding = {"description": "identity: the one coding read", "schema": {"type": "string"}}
+        responses[415]["headers"] = {"Accept-Encoding": coding}
     return responses
 
 
@@ -203,7 +220,7 @@ def _answer_responses(model: type) -> dict:
         "description": f"the whole answer; {stream}",
         "content": {"text/event-stream": {"schema": _EVENT}},
     }
-    return {200: ok, **_errors(400, 404, 408, 413, 500, 503)}
+    return {200: ok, **_errors(400, 404, 408, 413, 415, 500, 503)}
 
 
 async def _disconnected(request: Request) -> None:
@@ -267,12 +284,14 @@ def create_app(engine: AgentEngine, cfg: ServingConfig, model_name: str) -> ASGI
     async def _http(request: Request, err: StarletteHTTPException) -> JSONResponse:
         kind = "not_found_error" if err.status_code == 404 else "invalid_request_error"
         message = f"{request.method} {request.url.path}: {err.detail}"
+        if err.status_code == 400 and err.__cause__ is not None:  # the body did not parse
+            message = f"the body is not valid JSON ({err.__cause__})"
         return JSONResponse(
             error_body(message, kind), status_code=err.status_code, headers=err.headers
         )
 
     @app.api_route(
-        "/health", methods=["GET", "HEAD"], response_model=Health, responses=_errors(408, 413)
+        "/health", methods=["GET", "HEAD"], response_model=Health, responses=_errors(408, 413, 415)
     )
     async def health() -> dict:
         return {
@@ -290,7 +309,10 @@ def create_app(engine: AgentEngine, cfg: ServingConfig, model_name: str) -> ASGI
     entry = {"id": model_name, "object": "model", "created": 0, "owned_by": "fedagent"}
 
     @app.api_route(
-        "/v1/models", methods=["GET", "HEAD"], response_model=ModelList, responses=_errors(408, 413)
+        "/v1/models",
+        methods=["GET", "HEAD"],
+        response_model=ModelList,
+        responses=_errors(408, 413, 415),
     )
     async def models() -> dict:
         return {"object": "list", "data": [entry]}
@@ -299,7 +321,7 @@ def create_app(engine: AgentEngine, cfg: ServingConfig, model_name: str) -> ASGI
         "/v1/models/{model:path}",
         methods=["GET", "HEAD"],
         response_model=ModelEntry,
-        responses=_errors(404, 408, 413),
+        responses=_errors(404, 408, 413, 415),
     )
     async def model(model: str) -> dict:
         """OpenAI's model look-up (the client's ``models.retrieve``)."""

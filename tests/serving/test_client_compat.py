@@ -1,9 +1,10 @@
 """`fed-agent serve` against what real OpenAI clients and fuzzers send: text that is not valid
-Unicode, failures no handler foresaw, nullable fields, content parts, model look-ups, paths
-and methods."""
+Unicode, bodies that do not parse or are compressed, failures no handler foresaw, nullable
+fields, content parts, model look-ups, paths and methods."""
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import json
 
@@ -59,6 +60,40 @@ def test_a_lone_surrogate_is_a_400_not_a_500(port, path, raw, where) -> None:
     assert f"not valid Unicode: a lone surrogate {where}" in reply["error"]["message"]
     pair = b'{"prompt": "a\\ud83d\\ude97b", "max_tokens": 1}'  # a valid pair is a character
     assert _post(port, COMPLETIONS, pair)[0] == 200
+
+
+@pytest.mark.parametrize(
+    ("raw", "cause"),
+    [
+        (b'{"prompt": "caf\xe9", "max_tokens": 1}', "'utf-8' codec can't decode byte 0xe9"),
+        (b'{"prompt": "x", "a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "recursion depth"),
+    ],
+)
+def test_a_body_that_does_not_parse_says_why(port, raw, cause) -> None:
+    status, reply = _post(port, COMPLETIONS, raw)
+    assert status == 400 and reply["error"]["type"] == "invalid_request_error"
+    assert reply["error"]["message"].startswith("the body is not valid JSON (")
+    assert cause in reply["error"]["message"]
+
+
+def test_a_compressed_body_is_a_415_naming_its_coding(port) -> None:
+    raw = json.dumps({"prompt": PROMPT, "max_tokens": 1}).encode()
+    for coding, body in (("gzip", gzip.compress(raw)), ("GZIP", raw), ("br", raw)):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        headers = {"Content-Type": "application/json", "Content-Encoding": coding}
+        conn.request("POST", COMPLETIONS, body, headers)
+        reply = conn.getresponse()
+        error = json.loads(reply.read())["error"]
+        conn.close()
+        assert reply.status == 415 and reply.getheader("accept-encoding") == "identity"
+        assert error["message"] == (
+            f"Content-Encoding '{coding.lower()}' is not supported: send the body uncompressed"
+        )
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    headers = {"Content-Type": "application/json", "Content-Encoding": "identity"}
+    conn.request("POST", COMPLETIONS, raw, headers)
+    assert conn.getresponse().status == 200
+    conn.close()
 
 
 class _FailingEngine:

@@ -285,9 +285,10 @@ def test_the_openapi_schema_lists_every_status_and_the_event_stream(port) -> Non
     spec = json.loads(_get(port, "/openapi.json")[1])
     for path in ("/v1/completions", "/v1/chat/completions"):
         responses = spec["paths"][path]["post"]["responses"]
-        assert set(responses) == {"200", "400", "404", "408", "413", "500", "503"}
+        assert set(responses) == {"200", "400", "404", "408", "413", "415", "500", "503"}
         assert set(responses["200"]["content"]) == {"application/json", "text/event-stream"}
         assert "Retry-After" in responses["503"]["headers"]
+        assert "Accept-Encoding" in responses["415"]["headers"]
         request = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]
         name = request["schema"]["$ref"].rsplit("/", 1)[1]
         field = spec["components"]["schemas"][name]["properties"]["max_completion_tokens"]
