@@ -5,10 +5,13 @@ answer is the temperature-0 one. ``temperature`` and ``top_p`` are validated (fi
 in OpenAI's ranges; anything else is a 400) and otherwise do not change the answer. Fields
 whose other values would ask for what greedy single-answer decoding cannot give (stop
 sequences, log-probabilities, penalties, logit biases, tools, a JSON response format, echo,
-``best_of``) accept only their neutral value (omitted, null, 0, false, 1, ``"text"``, or an
-empty list or object); any other value is a 400 naming the field, never an answer that
-silently ignores it. Every field may be null, as in OpenAI's API, meaning its default. Fields
-unknown to both APIs are ignored.
+``best_of``, audio, web search) accept only their neutral value (omitted, null, 0, false, 1,
+``"text"``, ``["text"]``, or an empty list or object); any other value is a 400 naming the
+field, never an answer that silently ignores it. Every field may be null, as in OpenAI's API,
+meaning its default. ``stream_options`` goes with ``"stream": true`` only (a 400 otherwise, as
+in OpenAI's API). Fields unknown to both APIs are ignored, and so are OpenAI's fields that do
+not change a greedy text answer (``store``, ``metadata``, ``service_tier``, ``prediction``,
+``parallel_tool_calls``, ...).
 
 ``max_completion_tokens`` (OpenAI's current name) and ``max_tokens`` both cap the answer;
 giving both with different values is a 400. ``ignore_eos`` (as in vLLM's OpenAI server)
@@ -64,6 +67,7 @@ OnlyFalse = Annotated[StrictBool, _only(False), WithJsonSchema({"const": False})
 OnlyZero = Annotated[Integral, _only(0), WithJsonSchema({"const": 0})]
 OnlyOne = Annotated[Integral, _only(1), WithJsonSchema({"const": 1})]
 OnlyNone = Annotated[Literal["none"], WithJsonSchema({"const": "none"})]
+OnlyText = Annotated[list[StrictStr], _only(["text"]), WithJsonSchema({"const": ["text"]})]
 Nothing = Annotated[T, Field(max_length=0)]
 """An empty list or object (``stop: []``, ``logit_bias: {}``): it asks for nothing."""
 
@@ -83,6 +87,9 @@ UNSUPPORTED = {
     "functions": "functions are not supported",
     "function_call": "functions are not supported",
     "response_format": "only the text response format is supported",
+    "modalities": 'only text is answered: modalities must be ["text"]',
+    "audio": "audio answers are not supported",
+    "web_search_options": "web search is not supported",
 }
 """Fields accepted only with their neutral value, and why (the 400 message says it)."""
 
@@ -138,6 +145,12 @@ class _Request(BaseModel):
             raise ValueError(
                 f"max_tokens ({both[0]}) and max_completion_tokens ({both[1]}) differ: give one"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _stream_options_with_a_stream(self) -> _Request:
+        if self.stream_options is not None and not self.stream:
+            raise ValueError('stream_options is only allowed with "stream": true')
         return self
 
     def token_cap(self, default: int) -> int:
@@ -244,6 +257,9 @@ class ChatRequest(_Request):
     """``POST /v1/chat/completions``."""
 
     messages: list[ChatMessage] = Field(min_length=1)
+    modalities: OnlyText | None = None
+    audio: None = None
+    web_search_options: None = None
 
     def user_turn(self) -> tuple[str, str | None]:
         """The last user message: its text and its first image's URL (if any).

@@ -125,7 +125,7 @@ def test_null_fields_and_empty_neutral_values_are_the_defaults(port) -> None:
     null``, ``"n": null``); an empty ``stop`` list or ``logit_bias`` object asks for nothing."""
     plain = _post(port, COMPLETIONS, {"prompt": PROMPT, "max_tokens": 4})[1]
     nulls = {"stream": None, "n": None, "echo": None, "ignore_eos": None, "best_of": None}
-    nulls |= {"stream_options": {"include_usage": None}, "temperature": None, "seed": None}
+    nulls |= {"stream_options": None, "temperature": None, "seed": None}
     empty = {"stop": [], "logit_bias": {}, "tools": [], "functions": []}
     for extra in (nulls, empty):
         status, reply = _post(port, COMPLETIONS, {"prompt": PROMPT, "max_tokens": 4, **extra})

@@ -177,6 +177,38 @@ def test_sampling_fields_are_validated_and_unsupported_ones_refused(
     assert message in reply["error"]["message"] and reply["error"]["param"] == field
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        (
+            "modalities",
+            ["text", "audio"],
+            'modalities: only text is answered: modalities must be ["text"]',
+        ),
+        ("audio", {"voice": "alloy", "format": "wav"}, "audio: audio answers are not supported"),
+        ("web_search_options", {}, "web_search_options: web search is not supported"),
+    ],
+)
+def test_chat_fields_asking_for_more_than_text_are_refused(port, field, value, message) -> None:
+    body = {"messages": [{"role": "user", "content": PROMPT}], "max_tokens": 1, field: value}
+    status, reply = _post(port, "/v1/chat/completions", body)
+    assert status == 400 and reply["error"]["param"] == field
+    assert reply["error"]["message"].startswith(message)
+    body[field] = ["text"] if field == "modalities" else None  # the neutral value
+    assert _post(port, "/v1/chat/completions", body)[0] == 200
+
+
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])
+def test_stream_options_go_with_a_stream_only(port, path) -> None:
+    body = {"prompt": PROMPT, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 2}
+    for stream in (False, None):
+        options = {"stream": stream, "stream_options": {"include_usage": True}}
+        status, reply = _post(port, path, {**body, **options})
+        assert status == 400
+        assert reply["error"]["message"] == 'stream_options is only allowed with "stream": true'
+    assert _post(port, path, {**body, "stream": False, "stream_options": None})[0] == 200
+
+
 def test_neutral_sampling_values_give_the_greedy_answer(port) -> None:
     plain = _post(port, "/v1/completions", {"prompt": PROMPT, "max_tokens": 6})[1]
     neutral = {"temperature": 0.7, "top_p": 0.5, "seed": 4, "stop": None, "logprobs": False}
