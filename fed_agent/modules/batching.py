@@ -137,6 +137,15 @@ def prompt_tokens_read(base: BaseModel, prompt: str) -> int:
     return len(head) - len(base.image_ids) + len(text)
 
 
+def prompt_window(base: BaseModel, max_len: int) -> int:
+    """The most prompt tokens (as :func:`prompt_tokens_read` counts them) that ``base`` reads in
+    a context of ``max_len``: less BOS, the image's tokens and the first answer token's place
+    (a classifier's less its special tokens). A longer prompt is cut to this many."""
+    if base.task_kind == "classify":
+        return max_len - base.tokenizer.num_special_tokens_to_add()
+    return max_len - 2 - len(base.image_ids)
+
+
 def usable_examples(base: BaseModel, examples: Sequence[Example]) -> list[Example]:
     """The examples ``base`` can learn from: all for ``generate``, decisions for ``classify``."""
     if base.task_kind == "generate":

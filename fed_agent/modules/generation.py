@@ -7,6 +7,7 @@ further token.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from fed_agent.data.scenes import ACTIONS
 from fed_agent.data.tasks import Example
 from fed_agent.models.base import TASK_KINDS
 from fed_agent.modules.adapter import AgentModule
-from fed_agent.modules.batching import encode_answers
+from fed_agent.modules.batching import encode_answers, prompt_tokens_read, prompt_window
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,10 @@ class Delta:
     """``stop`` (EOS, or a classifier's one-step answer), ``length`` (max tokens), else None."""
     tokens: int = 1
     """Answer tokens this step decoded (0 for the EOS step and a classifier's answer)."""
+    prompt_tokens: int | None = None
+    """On the first step only: the prompt tokens the module read (as
+    :func:`~fed_agent.modules.batching.prompt_tokens_read` counts them, after a prompt longer
+    than the module's context is cut to :func:`~fed_agent.modules.batching.prompt_window`)."""
 
 
 def stream_answer(
@@ -133,10 +138,21 @@ def stream_answer(
     The same greedy decoding as :func:`answer` (``stop_at_eos=False`` decodes exactly
     ``max_new_tokens`` tokens, for timing); the text is decoded from all answer tokens so far,
     and a step that would end inside a multi-byte character adds nothing until the character
-    is complete.
+    is complete. The first step carries the prompt tokens the module read.
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    read = min(
+        prompt_tokens_read(module.base, example.prompt),
+        prompt_window(module.base, module.cfg.max_seq_len),
+    )
+    for step, delta in enumerate(_deltas(module, example, max_new_tokens, stop_at_eos)):
+        yield dataclasses.replace(delta, prompt_tokens=read) if step == 0 else delta
+
+
+def _deltas(
+    module: AgentModule, example: Example, max_new_tokens: int, stop_at_eos: bool
+) -> Iterator[Delta]:
     module.model.eval()
     if module.base.task_kind == "classify":
         yield Delta(_classify(module, example).text, "stop", 0)

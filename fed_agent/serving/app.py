@@ -382,25 +382,28 @@ def create_app(engine: AgentEngine, cfg: ServingConfig, model_name: str) -> ASGI
                     await collector
                 log.info("request %s cancelled: its client went away", id_)
                 return Response(status_code=CLIENT_GONE)
-            text, finish, tokens = collector.result()
+            text, finish, tokens, read = collector.result()
         except Exception as err:
             log.exception("request %s failed", id_)
             raise ApiError(500, f"the agent failed on this request: {err}", "server_error") from err
         finally:
             watcher.cancel()
             ticket.release()
-        counts = usage(prompt_tokens, tokens)
+        counts = usage(prompt_tokens if read is None else read, tokens)
         return JSONResponse(completion_body(chat, id_, model_name, text, finish, counts))
 
-    async def _collect(steps: AsyncIterator) -> tuple[str, str, int]:
-        text, finish, tokens = "", "stop", 0
+    async def _collect(steps: AsyncIterator) -> tuple[str, str, int, int | None]:
+        """The answer's text, finish reason, tokens and the prompt tokens the last module read
+        (in a chain: with the upstream answers prefixed)."""
+        text, finish, tokens, read = "", "stop", 0, None
         try:
             async for step in steps:
                 text, tokens = text + step.text, tokens + step.tokens
                 finish = step.finish_reason or finish
+                read = step.prompt_tokens if read is None else read
         finally:
             await steps.aclose()
-        return text, finish, tokens
+        return text, finish, tokens, read
 
     async def _events(
         steps: AsyncIterator,
@@ -415,6 +418,8 @@ def create_app(engine: AgentEngine, cfg: ServingConfig, model_name: str) -> ASGI
         try:
             async for step in steps:
                 tokens += step.tokens
+                if step.prompt_tokens is not None:  # what the last module read
+                    prompt_tokens = step.prompt_tokens
                 if not (step.text or step.finish_reason or first):
                     continue  # a character still incomplete: nothing to show yet
                 # the first token is sent at once (as OpenAI's first chunk, maybe empty)

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from fed_agent.data.tasks import Example
-from fed_agent.modules.batching import prompt_tokens_read
+from fed_agent.modules.batching import prompt_tokens_read, prompt_window
 from fed_agent.modules.generation import Delta
 from fed_agent.runtime import AgentRuntime, ChainedModule
 
@@ -136,10 +136,7 @@ class AgentEngine:
     def prompt_window(part: ChainedModule) -> int:
         """The most prompt tokens ``part`` reads (its context less BOS, the image's tokens and
         the first answer token's place; a classifier's less its special tokens)."""
-        module = part.module
-        if module.base.task_kind == "classify":
-            return module.cfg.max_seq_len - module.base.tokenizer.num_special_tokens_to_add()
-        return module.cfg.max_seq_len - 2 - len(module.base.image_ids)
+        return prompt_window(part.module.base, part.module.cfg.max_seq_len)
 
     def _max_token_chars(self, tokenizer) -> int:
         """The longest vocabulary entry, in characters: a prompt of ``n`` tokens has at most

@@ -282,8 +282,9 @@ class ChatRequest(_Request):
 
 class _Usage(BaseModel):
     prompt_tokens: int
-    """Tokens of the prompt as the last module's tokenizer counts them (the model reads all of
-    them: a prompt above the context is refused, never cut)."""
+    """Tokens of the prompt the last module read, as its tokenizer counts them (a prompt above
+    the context is refused, never cut; in a chain, the upstream answers prefixed to it count
+    too, and if they push it over the context it is cut and this counts what is left)."""
     completion_tokens: int
     total_tokens: int
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import io
+import json
 import struct
 import zlib
 
@@ -94,3 +95,50 @@ def test_an_image_too_large_is_refused_from_its_header(side) -> None:
     fits = _png_declaring(64, 64)  # within the limit: read (and found truncated)
     with pytest.raises(RequestError, match="does not hold a readable image"):
         decode_image(fits, 32)
+
+
+def test_a_chain_s_usage_counts_the_prompt_its_last_module_read(tmp_path, smoke_cfg, smoke_module):
+    """The last module reads the request prefixed with the upstream answers; a prompt that
+    fits alone but not with them is cut, and the usage counts what is left."""
+    from starlette.testclient import TestClient
+
+    from fed_agent.data.tasks import Example
+    from fed_agent.serving.app import create_app
+    from fed_agent.serving.config import ServingConfig
+    from fed_agent.serving.engine import SERVED_TASK, AgentEngine
+
+    parts = {
+        "perception": ModulePart(smoke_module, smoke_module.initial_state),
+        "decision": ModulePart(smoke_module, smoke_module.initial_state, inputs=("perception",)),
+    }
+    runtime = AgentRuntime.load(export_modules(tmp_path / "agent", parts, {}), smoke_cfg.seed)
+    engine = AgentEngine(runtime, 2, smoke_cfg.data.image_size)
+    client = TestClient(create_app(engine, ServingConfig(), "agent"))
+    tokenizer = smoke_module.base.tokenizer
+    window = smoke_module.cfg.max_seq_len - 2
+
+    def count(text: str) -> int:
+        return len(tokenizer.encode(text, add_special_tokens=False))
+
+    def read(prompt: str) -> int:
+        upstream = runtime.respond(Example(SERVED_TASK, prompt, "", None), 4).answers
+        return count(f"perception: {upstream['perception'].text.strip()}\n{prompt}")
+
+    prompt = "weather=snow light=night | pedestrian crosswalk near crossing\nAction:"
+    words = 1
+    while count("crossing " * (words + 1)) <= window - 3:
+        words += 1
+    near = "crossing " * words  # fits alone, not with the perception line
+    assert count(near) <= window - 3 and read(near) > window
+    try:
+        for text, expected in ((prompt, read(prompt)), (near, window)):
+            assert expected != count(text)
+            body = {"prompt": text, "max_tokens": 4}
+            whole = client.post("/v1/completions", json=body).json()
+            assert whole["usage"]["prompt_tokens"] == expected
+            stream = {**body, "stream": True, "stream_options": {"include_usage": True}}
+            events = client.post("/v1/completions", json=stream).text.split("\n\n")
+            last = json.loads(events[-3].removeprefix("data: "))  # before "[DONE]" and ""
+            assert last["usage"] == whole["usage"]
+    finally:
+        engine.close()
