@@ -253,10 +253,27 @@ class ChatMessage(BaseModel):
     """A string, a list of parts or null (a string is read as one text part)."""
 
 
+MAX_MESSAGES = 2048
+"""Most messages in a chat request (OpenAI's limit), and most content parts in all of them: a
+1 MiB body could hold tens of thousands, whose validation alone holds up the event loop."""
+
+
+def _few_parts(messages: object) -> object:
+    """Refuse more than :data:`MAX_MESSAGES` content parts in all, before they are validated."""
+    if isinstance(messages, list):
+        lists = (m.get("content") for m in messages if isinstance(m, dict))
+        parts = sum(len(c) for c in lists if isinstance(c, list))
+        if parts > MAX_MESSAGES:
+            raise ValueError(f"{parts} content parts in all: at most {MAX_MESSAGES} are read")
+    return messages
+
+
 class ChatRequest(_Request):
     """``POST /v1/chat/completions``."""
 
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: Annotated[list[ChatMessage], BeforeValidator(_few_parts)] = Field(
+        min_length=1, max_length=MAX_MESSAGES
+    )
     modalities: OnlyText | None = None
     audio: None = None
     web_search_options: None = None

@@ -284,6 +284,23 @@ def test_huge_prompts_are_refused_without_stalling_the_server(port) -> None:
     assert latencies and max(latencies) < 1.0, f"/health waited {max(latencies):.2f} s"
 
 
+def test_a_chat_holds_at_most_2048_messages_and_2048_content_parts(port) -> None:
+    """A 1 MiB body holds up to ~40,000 of either, whose validation alone would hold up the
+    event loop for a fraction of a second each: they are counted before they are validated."""
+    user = {"role": "user", "content": PROMPT}
+    history = [{"role": "assistant", "content": "x"}] * 2047
+    assert _post(port, "/v1/chat/completions", {"messages": [*history, user]})[0] == 200
+    status, reply = _post(port, "/v1/chat/completions", {"messages": [*history, user, user]})
+    assert status == 400 and reply["error"]["param"] == "messages"
+    assert "at most 2048 items after validation, not 2049" in reply["error"]["message"]
+    parts = [{"type": "text", "text": ""}] * 30_000 + [{"type": "text", "text": PROMPT}]
+    messages = [*history[:10], {"role": "user", "content": parts}]
+    status, reply = _post(port, "/v1/chat/completions", {"messages": messages})
+    assert status == 400 and reply["error"]["param"] == "messages"
+    message = "messages: 30001 content parts in all: at most 2048 are read"
+    assert reply["error"]["message"] == message
+
+
 @pytest.mark.parametrize("trickle", [False, True])
 def test_a_slow_or_short_body_times_out_with_408(port, trickle) -> None:
     sock = socket.create_connection(("127.0.0.1", port), timeout=BODY_TIMEOUT_S + 10)
