@@ -38,7 +38,9 @@ from pydantic import (
     StrictBool,
     StrictInt,
     StrictStr,
+    ValidationInfo,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 
@@ -147,11 +149,12 @@ class _Request(BaseModel):
             )
         return self
 
-    @model_validator(mode="after")
-    def _stream_options_with_a_stream(self) -> _Request:
-        if self.stream_options is not None and not self.stream:
-            raise ValueError('stream_options is only allowed with "stream": true')
-        return self
+    @field_validator("stream_options")
+    @classmethod
+    def _with_a_stream(cls, value: StreamOptions | None, info: ValidationInfo) -> object:
+        if value is not None and not info.data.get("stream"):
+            raise ValueError('only allowed with "stream": true')
+        return value
 
     def token_cap(self, default: int) -> int:
         """Tokens to decode: ``max_completion_tokens``, else ``max_tokens``, else ``default``."""

@@ -204,8 +204,8 @@ def test_stream_options_go_with_a_stream_only(port, path) -> None:
     for stream in (False, None):
         options = {"stream": stream, "stream_options": {"include_usage": True}}
         status, reply = _post(port, path, {**body, **options})
-        assert status == 400
-        assert reply["error"]["message"] == 'stream_options is only allowed with "stream": true'
+        assert status == 400 and reply["error"]["param"] == "stream_options"
+        assert reply["error"]["message"] == 'stream_options: only allowed with "stream": true'
     assert _post(port, path, {**body, "stream": False, "stream_options": None})[0] == 200
 
 
