@@ -164,8 +164,19 @@ class _Request(BaseModel):
         return default
 
 
+def _ids(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _one_prompt(value: object) -> str:
-    """A prompt as a string or a list of one string; never empty."""
+    """A prompt as a string or a list of one string; never empty (nor token ids, which OpenAI's
+    API takes as one list of ints or a list of such lists)."""
+    if (
+        isinstance(value, list)
+        and value
+        and all(_ids(v) or (isinstance(v, list) and v and all(map(_ids, v))) for v in value)
+    ):
+        raise ValueError("token ids are not read: send the prompt as text")
     if isinstance(value, list):
         if len(value) != 1:
             raise ValueError(f"give one prompt, got a list of {len(value)}")
