@@ -127,7 +127,7 @@ def main(grid: Grid, context: Context) -> None:
         done = checkpoint.server_round
         log.info("resuming after round %d of %s", done, cfg.federation.resume_from)
     if policy is None:
-        final = _run_fedavg(cfg, PromptGrid(grid), module, outputs, checkpoint)
+        final = _run_fedavg(cfg, PromptGrid(grid), module, outputs)
         _export(cfg, outputs, module, final, extension, done)
         return
     checkpoints = checkpoint_root(outputs.root)
@@ -160,13 +160,9 @@ def main(grid: Grid, context: Context) -> None:
     _export(cfg, outputs, module, final, extension, done)
 
 
-def _run_fedavg(cfg, grid, module, outputs, checkpoint) -> dict:
-    """The no-contract baseline (``strategies.baseline``); the final adapter."""
-    if checkpoint is not None or cfg.privacy.enabled:
-        raise ValueError(
-            f"incentive.policy={NO_CONTRACT} (Flower's FedAvg) has no checkpoints and no central "
-            "DP; unset federation.resume_from and privacy.enabled"
-        )
+def _run_fedavg(cfg, grid, module, outputs) -> dict:
+    """The no-contract baseline (``strategies.baseline``; the config refuses it with
+    ``federation.resume_from`` or ``privacy.enabled``); the final adapter."""
     result = RecordedFedAvg(cfg, outputs).start(
         grid=grid,
         initial_arrays=adapter_to_record(module.initial_state),

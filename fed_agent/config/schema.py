@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from fed_agent.choices import check_choice
@@ -207,6 +208,10 @@ class ModelConfig:
             )
         if not 0 <= self.lora_dropout < 1:
             raise ValueError(f"model.lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if isinstance(self.lora_targets, str) or not isinstance(self.lora_targets, Sequence):
+            raise ValueError(
+                f"model.lora_targets must be a list of layer names, got {self.lora_targets!r}"
+            )
         for target in self.lora_targets:
             if not isinstance(target, str) or not LORA_TARGET_PATTERN.fullmatch(target):
                 raise ValueError(
@@ -383,6 +388,16 @@ class ExperimentConfig:
                 f"separators (/ or \\), got {name!r}"
             )
         check_simulated_markets(self.market, self.incentive)
+        if self.incentive.policy == "none":  # Flower's FedAvg: no checkpoints, no central DP
+            for name, value in (
+                ("federation.resume_from", self.federation.resume_from),
+                ("privacy.enabled", self.privacy.enabled),
+            ):
+                if value:
+                    raise ValueError(
+                        f"{name}={value} needs a contract run: incentive.policy=none (Flower's "
+                        "FedAvg) has no checkpoints and no central DP"
+                    )
         if self.incentive.policy == "fedavg_flat_fee":  # its one item must be a feasible f
             try:
                 check_number(

@@ -86,6 +86,15 @@ ROOT = Path(__file__).resolve().parents[2]
             r"model.lora_targets must list layer names .*, got \['q_proj', 'v_proj'\] in",
         ),
         ("model.lora_targets=[q_proj,v_proj|o_proj]", r"got 'v_proj\|o_proj' in \['q_proj', "),
+        (
+            "incentive.policy=none privacy.enabled=true",
+            r"^privacy.enabled=True needs a contract run: incentive.policy=none \(Flower's FedAvg\) "
+            "has no checkpoints and no central DP$",
+        ),
+        (
+            "incentive.policy=none federation.resume_from=outputs/default",
+            "^federation.resume_from=outputs/default needs a contract run: incentive.policy=none",
+        ),
     ],
 )
 def test_a_bad_value_is_refused_at_load_time_in_one_line(overrides, message, monkeypatch):
