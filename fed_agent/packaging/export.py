@@ -279,16 +279,9 @@ def export_modules(
         For an adapter that does not fit its module, or an input that names a module that does
         not run earlier in the chain.
     """
-    if not parts:
-        raise AdapterError("an agent needs at least one module")
-    chain = list(parts)
-    for position, (name, part) in enumerate(parts.items()):
+    check_chain({name: part.inputs for name, part in parts.items()})
+    for part in parts.values():
         part.module.check_state(part.state)
-        late = [i for i in part.inputs if i not in chain[:position]]
-        if late:
-            raise AdapterError(
-                f"module {name!r} takes inputs {late} that do not run before it in {chain}"
-            )
     out_dir.mkdir(parents=True, exist_ok=True)
     info = dict(info)
     config_yaml = info.pop("config_yaml", None)
@@ -310,12 +303,34 @@ def export_modules(
     manifest = {
         "format_version": MULTI_FORMAT_VERSION,
         "created_unix": time.time(),
-        "chain": chain,
+        "chain": list(parts),
         "modules": modules,
         **info,
     }
     write_json_atomic(manifest, out_dir / MANIFEST)
     return out_dir
+
+
+def check_chain(inputs: Mapping[str, object], what: str = "") -> None:
+    """Refuse a chain of no module, or a module whose ``inputs`` (a list) name a module that
+    does not run before it (``{name: inputs}`` in run order; ``what`` leads the message).
+
+    Raises
+    ------
+    AdapterError
+        Naming the module and its inputs.
+    """
+    if not inputs:
+        raise AdapterError(f"{what}an agent needs at least one module")
+    chain = list(inputs)
+    for position, (name, given) in enumerate(inputs.items()):
+        if not isinstance(given, list | tuple):
+            raise AdapterError(f"{what}module {name!r}: inputs must be a list, got {given!r}")
+        late = [i for i in given if i not in chain[:position]]
+        if late:
+            raise AdapterError(
+                f"{what}module {name!r} takes inputs {late} that do not run before it in {chain}"
+            )
 
 
 def read_manifest(agent_dir: Path) -> dict:
@@ -326,19 +341,25 @@ def read_manifest(agent_dir: Path) -> dict:
     try:
         manifest = json.loads(path.read_text())
         version = manifest.get("format_version")
-    except (json.JSONDecodeError, AttributeError) as err:
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
         raise AdapterError(f"{path} is not a valid agent manifest: {err}") from err
     if version not in FORMAT_VERSIONS:
         raise AdapterError(
             f"{path}: format_version {version} is not one of {list(FORMAT_VERSIONS)}"
         )
     try:
-        for spec in module_specs(manifest).values():
-            spec["base"]["model_config"], spec["base"]["fingerprint"], spec["adapter"]["file"]
+        specs = module_specs(manifest)
+        check_chain({name: spec.get("inputs", []) for name, spec in specs.items()}, f"{path}: ")
+        for spec in specs.values():
+            spec["base"]["model_config"], spec["adapter"]["file"]
+            if not isinstance(spec["base"]["fingerprint"], str):
+                raise AdapterError(
+                    f"{path}: base.fingerprint must be a string, got {spec['base']['fingerprint']!r}"
+                )
             for what, relative in _manifest_paths(spec):
                 confined_path(agent_dir, relative, f"{path}: {what}")
             check_base_entry(spec["base"], f"{path}: base")
-    except (KeyError, TypeError) as err:
+    except (KeyError, TypeError, AttributeError) as err:
         raise AdapterError(f"{path} is not a valid agent manifest: missing {err}") from err
     return manifest
 
@@ -363,7 +384,7 @@ def confined_path(agent_dir: Path, relative: object, what: str) -> Path:
     AdapterError
         Naming ``what`` (the manifest and field) and the path.
     """
-    if not isinstance(relative, str) or not relative:
+    if not isinstance(relative, str) or not relative or "\0" in relative:
         raise AdapterError(f"{what} must be a non-empty relative path, got {relative!r}")
     root = Path(agent_dir).resolve()
     target = (root / relative).resolve()

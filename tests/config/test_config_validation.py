@@ -128,6 +128,13 @@ def test_lora_targets_are_layer_names_on_direct_construction_too(targets):
         ModelConfig(lora_targets=targets)
 
 
+@pytest.mark.parametrize("targets", ["q_proj", 5, None])
+def test_lora_targets_are_a_list_on_direct_construction(targets):
+    """An agent manifest builds its ModelConfig directly: a string is no list of letters."""
+    with pytest.raises(ValueError, match=r"^model.lora_targets must be a list of layer names, got"):
+        ModelConfig(lora_targets=targets)
+
+
 @pytest.mark.timeout(300)
 def test_fed_agent_run_refuses_a_bad_config_before_any_folder_exists(tmp_path):
     out = tmp_path / "outputs"

@@ -51,11 +51,49 @@ def _base_config(**values):
     return change
 
 
+def _as_chain(chain, inputs):
+    """The single module as a format-2 chain ``chain`` of it (named ``agent``) with ``inputs``."""
+
+    def change(manifest):
+        spec = {"base": manifest.pop("base"), "adapter": manifest.pop("adapter"), "inputs": inputs}
+        manifest.update(format_version=2, chain=chain, modules={"agent": spec})
+
+    return change
+
+
 CASES = {
     "missing folder": (None, "is not an agent directory: manifest.json is missing"),
     "empty folder": ("empty", "is not an agent directory: manifest.json is missing"),
     "no manifest": (lambda a: (a / MANIFEST).unlink(), "manifest.json is missing"),
     "bad json": (lambda a: (a / MANIFEST).write_text("{not json"), "is not a valid agent manifest"),
+    "binary manifest": (
+        lambda a: (a / MANIFEST).write_bytes(b"\xff\xfe{}"),
+        "manifest.json is not a valid agent manifest: 'utf-8' codec can't decode",
+    ),
+    "fingerprint not a string": (
+        lambda a: _edit_manifest(a, lambda m: m["base"].update(fingerprint=5)),
+        "manifest.json: base.fingerprint must be a string, got 5",
+    ),
+    "nul in the adapter path": (
+        lambda a: _edit_manifest(a, lambda m: m["adapter"].update(file="a\0b")),
+        "manifest.json: adapter.file must be a non-empty relative path",
+    ),
+    "lora_targets a string": (
+        lambda a: _edit_manifest(a, _base_config(lora_targets="q_proj")),
+        "model.lora_targets must be a list of layer names, got 'q_proj'",
+    ),
+    "empty chain": (
+        lambda a: _edit_manifest(a, _as_chain([], [])),
+        "manifest.json: an agent needs at least one module",
+    ),
+    "inputs not a list": (
+        lambda a: _edit_manifest(a, _as_chain(["agent"], 5)),
+        "manifest.json: module 'agent': inputs must be a list, got 5",
+    ),
+    "inputs of no earlier module": (
+        lambda a: _edit_manifest(a, _as_chain(["agent"], ["agent"])),
+        "manifest.json: module 'agent' takes inputs ['agent'] that do not run before it",
+    ),
     "wrong schema": (
         lambda a: (a / MANIFEST).write_text(json.dumps({"format_version": 1, "base": 3})),
         "is not a valid agent manifest: missing",
