@@ -8,6 +8,7 @@ fed_agent stays free of flwr imports.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -226,6 +227,18 @@ PINNED_PATHS = (
 """Path fields resolved against the launcher's working directory (the apps run elsewhere)."""
 
 
+def pinned_paths(cfg: ExperimentConfig) -> dict[str, Path]:
+    """The :data:`PINNED_PATHS` of ``cfg`` that are set, resolved against the working
+    directory, by dotted key: the values the apps read."""
+    pinned = {}
+    for key in PINNED_PATHS:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value:
+            pinned[key] = Path(value).expanduser().resolve()
+    return pinned
+
+
 def effective_overrides(
     cfg_overrides: list[str], cfg: ExperimentConfig, cache_dir: Path
 ) -> list[str]:
@@ -234,12 +247,7 @@ def effective_overrides(
     ``cfg`` is the config composed from ``cfg_overrides``; its :data:`PINNED_PATHS` that are set
     (an experiment file may set them too) are resolved here.
     """
-    pinned = {}
-    for key in PINNED_PATHS:
-        section, name = key.split(".")
-        value = getattr(getattr(cfg, section), name)
-        if value:
-            pinned[key] = Path(value).expanduser().resolve()
+    pinned = pinned_paths(cfg)
     keys = {o.split("=", 1)[0] for o in cfg_overrides}
     kept = [o for o in cfg_overrides if o.split("=", 1)[0] not in pinned]
     extra = [f"{key}={hydra_quoted(str(path))}" for key, path in pinned.items()]
@@ -253,6 +261,10 @@ def effective_overrides(
 def check_resume_from(cfg: ExperimentConfig) -> None:
     """Refuse, before anything starts, a ``federation.resume_from`` that cannot be resumed.
 
+    The checkpoint's config is compared with the one the apps read: with the
+    :data:`PINNED_PATHS` resolved (an ``agent.extend`` or data folder given relative to the
+    working directory is recorded absolute).
+
     Raises
     ------
     ConfigError
@@ -261,8 +273,12 @@ def check_resume_from(cfg: ExperimentConfig) -> None:
     """
     from fed_agent.checkpoints import CheckpointError, resume_point  # torch: lazily
 
+    apps_cfg = copy.deepcopy(cfg)  # load_config's cached object stays as it is
+    for key, path in pinned_paths(cfg).items():
+        section, name = key.split(".")
+        setattr(getattr(apps_cfg, section), name, str(path))
     try:
-        resume_point(cfg)
+        resume_point(apps_cfg)
     except (FileNotFoundError, CheckpointError) as err:
         raise ConfigError(f"federation.resume_from: {err}") from err
 

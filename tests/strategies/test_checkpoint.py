@@ -19,7 +19,8 @@ from fed_agent.checkpoints import (
     resume_fields,
     save_checkpoint,
 )
-from fed_agent.config import load_config
+from fed_agent.config import ConfigError, load_config
+from fed_agent.deploy.launcher import check_resume_from, effective_overrides
 from fed_agent.incentives.ledger import Ledger, LedgerEntry
 from tests.strategies.test_contract_strategy import make_strategy, train_round
 
@@ -231,3 +232,24 @@ def test_a_checkpoint_without_its_manifest_or_its_config_is_refused(tmp_path, ca
     (folder / "checkpoint.json").unlink()  # LATEST.json alone vouches for nothing
     message = _refused_run(tmp_path, run_dir, caplog)
     assert f"{folder / 'checkpoint.json'} is missing" in message
+
+
+def test_a_relative_input_path_resumes_against_the_absolute_one_the_apps_recorded(
+    tmp_path, monkeypatch
+):
+    """The apps read (and a checkpoint records) ``agent.extend`` and the data folders resolved
+    against the launcher's working directory: the same relative value resumes from there, and
+    one that names another folder is refused naming the field."""
+    monkeypatch.chdir(tmp_path)
+    given = ["agent.extend=earlier-agent"]
+    apps_cfg = load_config(
+        "smoke", effective_overrides(given, load_config("smoke", given), tmp_path / "cache")
+    )
+    assert apps_cfg.agent.extend == str(tmp_path / "earlier-agent")
+    run_dir = tmp_path / "smoke"
+    adapter = {"a": np.zeros(3, np.float32)}
+    save_checkpoint(checkpoint_root(run_dir), 1, adapter, {}, "", resume_fields(apps_cfg))
+    check_resume_from(load_config("smoke", [*given, f"federation.resume_from={run_dir}"]))
+    monkeypatch.chdir(run_dir)  # the same text now names another folder
+    with pytest.raises(ConfigError, match=r"agent\.extend='.*earlier-agent' \(checkpoint\) vs"):
+        check_resume_from(load_config("smoke", [*given, f"federation.resume_from={run_dir}"]))
