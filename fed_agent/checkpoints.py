@@ -308,9 +308,9 @@ def _metrics_until(path: Path, server_round: int) -> list[dict]:
 def _check_inside(root: Path, folder: Path, what: str) -> None:
     """Refuse a checkpoint folder that is not a ``round-NNNNN`` folder inside ``root`` (a
     pointer or a link that leads elsewhere is never loaded)."""
-    name = folder.name
-    inside = folder.parent == root and folder.resolve().parent == root.resolve()
-    if not (inside and name.startswith("round-") and name[6:].isdigit()):
+    name = folder.name  # checked first: a name with a NUL byte cannot be resolved
+    named = name.startswith("round-") and name[6:].isdigit()
+    if not (named and folder.parent == root and folder.resolve().parent == root.resolve()):
         raise CheckpointError(
             f"{what}: {folder} is not a round-NNNNN checkpoint folder inside {root}; refused"
         )

@@ -41,6 +41,15 @@ def test_a_latest_pointer_leading_outside_the_checkpoints_folder_is_refused(tmp_
             load_latest(root)
 
 
+@pytest.mark.parametrize("target", ["round-0\x0000001", "round-00001\x00/../x", 5])
+def test_a_latest_pointer_that_names_no_folder_is_refused_in_one_line(tmp_path, target):
+    """A NUL byte or a number in LATEST.json's dir is a corrupt pointer, not a crash."""
+    root = _checkpoint(tmp_path / "run")
+    (root / "LATEST.json").write_text(json.dumps({"round": 1, "dir": target}))
+    with pytest.raises(CheckpointError, match=r"LATEST.json names .* is not a round-NNNNN"):
+        load_latest(root)
+
+
 def test_a_round_folder_linked_elsewhere_is_refused(tmp_path):
     root = _checkpoint(tmp_path / "run")
     outside = _checkpoint(tmp_path / "elsewhere") / "round-00001"
