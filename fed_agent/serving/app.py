@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import suppress
 
@@ -244,12 +245,17 @@ def create_app(engine: AgentEngine, cfg: ServingConfig, model_name: str) -> ASGI
 
     def openapi() -> dict:
         """FastAPI's schema without its 422 (validation errors are answered 400), with this
-        server's ``max_tokens`` limit."""
+        server's ``max_tokens`` limit and one operation id per operation (FastAPI gives a
+        GET + HEAD route's two operations the id of either method)."""
         if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            with warnings.catch_warnings():  # the ids it warns about are made unique below
+                warnings.filterwarnings("ignore", "Duplicate Operation ID", UserWarning)
+                schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
             for path in schema["paths"].values():
-                for operation in path.values():
+                for method, operation in path.items():
                     operation["responses"].pop("422", None)
+                    route_id = operation["operationId"].rsplit("_", 1)[0]  # less its method
+                    operation["operationId"] = f"{route_id}_{method}"
             components = schema.get("components", {}).get("schemas", {})
             for unused in ("HTTPValidationError", "ValidationError"):
                 components.pop(unused, None)

@@ -343,6 +343,10 @@ def test_the_openapi_schema_lists_every_status_and_the_event_stream(port) -> Non
         field = spec["components"]["schemas"][name]["properties"]["max_completion_tokens"]
         assert {"type": "integer", "minimum": 1, "maximum": LIMIT} in field["anyOf"]
     assert "422" not in json.dumps(spec["paths"])
+    ids = {f"{method} {path}": op["operationId"] for path, ops in spec["paths"].items()
+           for method, op in ops.items()}  # fmt: skip
+    assert len(set(ids.values())) == len(ids) == 8
+    assert ids["get /health"] == "health_health_get" and ids["head /health"] == "health_health_head"
     status, body, headers = _get(port, "/v1/completions")
     assert status == 405 and headers["allow"] == "POST"
     assert json.loads(body)["error"]["message"] == "GET /v1/completions: Method Not Allowed"
