@@ -65,6 +65,8 @@ log = logging.getLogger(__name__)
 RETRY_AFTER_S = 1
 CLIENT_GONE = 499
 """Logged (nginx's convention) for a request whose client went away; nobody receives it."""
+_UNBUFFERED = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+"""An event stream's headers: no cache or reverse proxy (nginx) holds its events back."""
 
 
 class ApiError(Exception):
@@ -378,7 +380,7 @@ def create_app(engine: AgentEngine, cfg: ServingConfig, model_name: str) -> ASGI
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             events = _events(steps, ticket, watcher, chat, id_, prompt_tokens, include_usage)
-            return StreamingResponse(events, media_type="text/event-stream")
+            return StreamingResponse(events, media_type="text/event-stream", headers=_UNBUFFERED)
         collector = asyncio.create_task(_collect(steps))
         try:
             await asyncio.wait({collector, watcher}, return_when=asyncio.FIRST_COMPLETED)

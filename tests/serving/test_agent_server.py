@@ -42,6 +42,9 @@ def _events(port: int, path: str, body: dict) -> list[dict]:
     conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
     reply = conn.getresponse()
     assert reply.status == 200 and reply.getheader("content-type").startswith("text/event-stream")
+    # a reverse proxy (nginx) passes each event on at once, and nothing caches the stream
+    assert reply.getheader("x-accel-buffering") == "no"
+    assert reply.getheader("cache-control") == "no-cache"
     lines = [line.strip() for line in reply.read().decode().splitlines() if line.strip()]
     conn.close()
     assert lines[-1] == "data: [DONE]"
