@@ -6,7 +6,6 @@ the dataclass registered for its group, so a misspelt key fails at compose time.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -113,8 +112,7 @@ class FederationConfig:
                     f"federation.{name} must be <= federation.num_es ({self.num_es}), got "
                     f"{getattr(self, name)}"
                 )
-        if not (math.isfinite(self.client_gpus) and self.client_gpus >= 0):
-            raise ValueError(f"federation.client_gpus must be >= 0, got {self.client_gpus}")
+        check_number("federation.client_gpus", self.client_gpus, 0)
         check_choice("federation.aggregation", self.aggregation, AGGREGATIONS)
 
 
@@ -194,6 +192,7 @@ class ModelConfig:
             "patch_size",
             "pretrain_corpus_size",
             "lora_alpha",
+            "num_kv_heads",
         ):
             check_number(f"model.{name}", getattr(self, name), 1, integer=True)
         if self.hidden_size % self.num_heads:
@@ -201,13 +200,12 @@ class ModelConfig:
                 f"model.hidden_size ({self.hidden_size}) must be divisible by "
                 f"model.num_heads ({self.num_heads})"
             )
-        if not 1 <= self.num_kv_heads <= self.num_heads or self.num_heads % self.num_kv_heads:
+        if self.num_kv_heads > self.num_heads or self.num_heads % self.num_kv_heads:
             raise ValueError(
                 f"model.num_kv_heads ({self.num_kv_heads}) must be >= 1 and divide "
                 f"model.num_heads ({self.num_heads})"
             )
-        if not 0 <= self.lora_dropout < 1:
-            raise ValueError(f"model.lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        check_number("model.lora_dropout", self.lora_dropout, 0, 1, ends="[)")
         if isinstance(self.lora_targets, str) or not isinstance(self.lora_targets, Sequence):
             raise ValueError(
                 f"model.lora_targets must be a list of layer names, got {self.lora_targets!r}"
@@ -323,8 +321,10 @@ class DataConfig:
         for name in ("samples_per_es", "eval_samples"):
             check_number(f"data.{name}", getattr(self, name), 1, integer=True)
         check_number("data.dirichlet_alpha", self.dirichlet_alpha, 0, ends="()")
-        if not self.tasks:
-            raise ValueError(f"data.tasks must name at least one of {list(TASKS)}")
+        if isinstance(self.tasks, str) or not isinstance(self.tasks, Sequence) or not self.tasks:
+            raise ValueError(
+                f"data.tasks must list at least one of {list(TASKS)}, got {self.tasks!r}"
+            )
         for task in self.tasks:
             check_choice("data.tasks", task, TASKS)
         if len(set(self.tasks)) != len(self.tasks):
@@ -350,7 +350,9 @@ class AgentConfig:
     as the base. The peft adapter folders and the base folder are written either way."""
 
     def __post_init__(self) -> None:
-        if not MODULE_NAME_PATTERN.fullmatch(self.module_name):
+        if not isinstance(self.module_name, str) or not MODULE_NAME_PATTERN.fullmatch(
+            self.module_name
+        ):
             raise ValueError(
                 "agent.module_name must start with a letter or digit and hold only letters, "
                 f"digits, _ or - (it names <name>.safetensors), got {self.module_name!r}"

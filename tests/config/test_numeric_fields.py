@@ -15,7 +15,15 @@ import typing
 
 import pytest
 
-from fed_agent.config import ConfigError, ExperimentConfig, load_config
+from fed_agent.config import (
+    AgentConfig,
+    ConfigError,
+    DataConfig,
+    ExperimentConfig,
+    FederationConfig,
+    ModelConfig,
+    load_config,
+)
 from fed_agent.contracts import MarketParams
 from fed_agent.incentives.config import IncentiveConfig
 from fed_agent.privacy import PrivacyConfig
@@ -174,6 +182,12 @@ def test_a_valid_market_list_override_loads_and_builds_that_market():
         (lambda: ScreeningConfig(high_norm_ratio=math.inf), "screening.high_norm_ratio"),
         (lambda: MarketParams(prior=["a", "b", "c"]), "market.prior"),
         (lambda: MarketParams(types=[0.5, True, 2.0]), "market.types"),
+        (lambda: ModelConfig(num_kv_heads=[2]), "model.num_kv_heads"),
+        (lambda: ModelConfig(lora_dropout=[0.1]), "model.lora_dropout"),
+        (lambda: FederationConfig(client_gpus=[]), "federation.client_gpus"),
+        (lambda: DataConfig(tasks=5), "data.tasks"),
+        (lambda: DataConfig(tasks="decide"), "data.tasks"),
+        (lambda: AgentConfig(module_name=0.0), "agent.module_name"),
     ],
 )
 def test_direct_construction_refuses_wrong_types_too(build, key):
