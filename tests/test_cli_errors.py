@@ -184,3 +184,32 @@ def test_an_out_path_no_file_can_be_written_under_is_refused_even_for_root():
     assert str(err.value) == (
         "--out /proc/no-such-dir/table.csv: /proc is not writable (No such file or directory)"
     )
+
+
+def test_a_run_past_its_timeout_is_one_logged_line_exit_1_and_stops_the_superlink(
+    tmp_path, monkeypatch, caplog
+):
+    """``--timeout-s`` is an outcome of the run (exit 1, like a failed run), not a traceback;
+    a sweep records such a job as failed and goes on (``FederationRunError``)."""
+    import logging
+    import subprocess
+
+    from fed_agent.deploy import launcher
+
+    stopped = []
+    monkeypatch.setattr(launcher, "start_simulation_superlink", lambda *a: "superlink")
+    monkeypatch.setattr(launcher, "stop_process_tree", stopped.append)
+
+    def too_long(command, **kwargs):
+        raise subprocess.TimeoutExpired(command, kwargs["timeout"])
+
+    monkeypatch.setattr(launcher.subprocess, "run", too_long)
+    argv = ["run", "--experiment", "smoke", "--timeout-s", "5", f"output_dir={tmp_path}"]
+    with caplog.at_level(logging.ERROR):
+        assert cli.main(argv) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [
+        f"the run did not finish within 5 s (--timeout-s); stopped, its outputs so far are in "
+        f"{tmp_path / 'smoke'}"
+    ]
+    assert stopped == ["superlink"]

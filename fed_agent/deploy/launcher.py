@@ -425,7 +425,8 @@ def launch_simulation(
     Raises
     ------
     FederationRunError
-        When the run does not end ``finished:completed`` (the details name the failure).
+        When the run does not end ``finished:completed`` (the details name the failure) or
+        does not finish within ``timeout_s``.
     """
     items = split_overrides(overrides)
     cfg = check_simulation(experiment, items)  # fail fast, before any process starts
@@ -451,7 +452,13 @@ def launch_simulation(
                 "--run-config",
                 str(run_config),
             ]
-            subprocess.run(command, env=env, timeout=timeout_s, check=False)
+            try:
+                subprocess.run(command, env=env, timeout=timeout_s, check=False)
+            except subprocess.TimeoutExpired as err:  # the SuperLink stops with the run
+                raise FederationRunError(
+                    f"the run did not finish within {timeout_s:g} s (--timeout-s); stopped, its "
+                    f"outputs so far are in {Path(cfg.output_dir).resolve() / cfg.run_name}"
+                ) from err
         run_id, status, details = run_status(env)
     finally:
         stop_process_tree(superlink)
