@@ -84,8 +84,10 @@ def _field_type(key: str) -> object:
 def _check_overrides(overrides: Sequence[str]) -> None:
     """Refuse what OmegaConf would take quietly: an added key (``+`` or ``++``) that names no
     setting, which the typed config then drops (``+federation.num_ess=20`` changed nothing),
-    and any value but true or false for a true/false setting (OmegaConf takes
-    ``privacy.enabled=-1`` or ``=yes`` for true; interpolations are left to OmegaConf)."""
+    any value but true or false for a true/false setting (OmegaConf takes
+    ``privacy.enabled=-1`` or ``=yes`` for true; interpolations are left to OmegaConf), and a
+    list for a config group that holds anything but option names (Hydra fails on
+    ``model=[nan]`` with a TypeError). The value is quoted on one line."""
     try:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
     except HydraException:
@@ -93,20 +95,23 @@ def _check_overrides(overrides: Sequence[str]) -> None:
     groups = {p.name for p in CONFIG_DIR.iterdir() if p.is_dir()}
     for override in parsed:
         key = override.key_or_group
+        line = " ".join(str(override.input_line).split())
+        given = line.split("=", 1)[-1]
         if override.is_delete():
             continue
+        value = override.value()
+        if key in groups and isinstance(value, list) and not all(isinstance(v, str) for v in value):
+            options = sorted(p.stem for p in (CONFIG_DIR / key).glob("*.yaml"))
+            raise ConfigError(f"{key} takes the name of one of {options}, got {given}")
         if override.is_add() or override.is_force_add():
             known = key in groups or key.split(".")[0] == "hydra" or _field_type(key) is not None
             if not known:
                 raise ConfigError(
-                    f"{override.input_line}: no setting {key} to add"
-                    f"{_valid_keys_hint([key + '=0'])}"
+                    f"{line}: no setting {key} to add{_valid_keys_hint([key + '=0'])}"
                 )
             continue
-        value = override.value()
         if _field_type(key) is bool and not isinstance(value, bool):
             if not str(value).startswith("${"):
-                given = str(override.input_line).split("=", 1)[-1]
                 raise ConfigError(f"{key} must be true or false, got {given}")
 
 

@@ -86,6 +86,10 @@ ROOT = Path(__file__).resolve().parents[2]
             r"model.lora_targets must list layer names .*, got \['q_proj', 'v_proj'\] in",
         ),
         ("model.lora_targets=[q_proj,v_proj|o_proj]", r"got 'v_proj\|o_proj' in \['q_proj', "),
+        ("model=[nan]", r"^model takes the name of one of \['hf', .*\], got \[nan\]$"),
+        ("+market=[shuffle(1,2)]", r"^market takes the name of one of \['default', "),
+        ("privacy.enabled=\"'a\nb'\"", "^privacy.enabled must be true or false, got 'a b'$"),
+        ("+nope=\"'a\nb'\"", r"^\+nope='a b': no setting nope to add Valid keys"),
         (
             "incentive.policy=none privacy.enabled=true",
             r"^privacy.enabled=True needs a contract run: incentive.policy=none \(Flower's FedAvg\) "
