@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -71,7 +72,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from fed_agent.checkpoints import resume_fields, save_checkpoint
+from fed_agent.checkpoints import Checkpoint, CheckpointError, resume_fields, save_checkpoint
 from fed_agent.choices import check_choice
 from fed_agent.config import ExperimentConfig
 from fed_agent.incentives.beliefs import BeliefTracker
@@ -82,6 +83,7 @@ from fed_agent.modules.adapter import AgentModule
 from fed_agent.outputs import RunOutputs
 from fed_agent.protocol import AdapterState
 from fed_agent.screening.judge import UpdateScreen
+from fed_agent.text import one_line
 from strategies.contract_book import ContractBook, Engagement
 from strategies.records import adapter_to_record, record_to_adapter
 from strategies.recruiter import Recruiter
@@ -141,6 +143,28 @@ class ContractStrategy(Strategy):
         """The round being configured or aggregated (None before the first)."""
         if saved_state is not None:
             self.load_state_dict(saved_state)
+
+    @classmethod
+    def check_saved_state(
+        cls, cfg: ExperimentConfig, module: AgentModule, policy: ContractPolicy, saved: Checkpoint
+    ) -> None:
+        """Load a checkpoint's state into a throwaway strategy (no run folder, no ledger file):
+        a state of another shape is refused here, before the run's folder is touched.
+
+        Raises
+        ------
+        CheckpointError
+            Naming the checkpoint's ``state.json`` and what could not be restored.
+        """
+        with tempfile.TemporaryDirectory() as scratch:
+            ledger = Ledger(Path(scratch) / "ledger.csv")
+            try:
+                cls(cfg, module, None, policy, ledger, saved_state=saved.state)  # type: ignore[arg-type]
+            except (AttributeError, IndexError, KeyError, TypeError, ValueError) as err:
+                raise CheckpointError(
+                    f"{saved.folder / 'state.json' if saved.folder else 'state.json'} cannot be "
+                    f"restored ({type(err).__name__}: {one_line(err)})"
+                ) from None
 
     # the collaborators' state, by the names the rest of the project reads
     @property

@@ -8,7 +8,13 @@ from collections.abc import Callable
 from flwr.app import ArrayRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
-from fed_agent.checkpoints import Checkpoint, adapter_sha256, checkpoint_root, resume_point
+from fed_agent.checkpoints import (
+    Checkpoint,
+    CheckpointError,
+    adapter_sha256,
+    checkpoint_root,
+    resume_point,
+)
 from fed_agent.config import ExperimentConfig, config_from_run_config, to_yaml
 from fed_agent.console import show_project_logs
 from fed_agent.contracts import Market
@@ -17,7 +23,7 @@ from fed_agent.evaluation.quality import evaluate_quality
 from fed_agent.incentives.ledger import Ledger
 from fed_agent.incentives.policies import check_designable, make_policy
 from fed_agent.models.preflight import check_model
-from fed_agent.modules.adapter import AgentModule, agent_module
+from fed_agent.modules.adapter import AdapterError, AgentModule, agent_module
 from fed_agent.outputs import RunOutputs
 from fed_agent.packaging.extend import export_run_agent, load_extension
 from fed_agent.seeding import seed_everything
@@ -119,6 +125,9 @@ def main(grid: Grid, context: Context) -> None:
         policy = make_policy(cfg.incentive, cfg.market.num_types, cfg.market.commitment)
         # and before it: the policy can design a contract on the market (kappa=1e30 cannot)
         check_designable(policy, Market.from_params(cfg.market))
+    # and before it: a checkpoint's module fits this one and its state restores
+    if checkpoint is not None:
+        _check_checkpoint(checkpoint, module, cfg, policy)
     outputs = RunOutputs.create(cfg.output_dir, cfg.run_name)
     (outputs.root / "config.yaml").write_text(to_yaml(cfg))
     done = 0
@@ -158,6 +167,20 @@ def main(grid: Grid, context: Context) -> None:
             final = record_to_adapter(result.arrays)
         check_participation(outputs, done, strategy.ledger)
     _export(cfg, outputs, module, final, extension, done)
+
+
+def _check_checkpoint(
+    checkpoint: Checkpoint, module: AgentModule, cfg: ExperimentConfig, policy
+) -> None:
+    """Raise CheckpointError unless the checkpoint's adapter fits ``module`` (its keys, shapes,
+    finite values) and its state restores into the strategy ``policy`` runs."""
+    try:
+        module.check_state(checkpoint.adapter)
+    except AdapterError as err:
+        where = checkpoint.folder / "adapter.safetensors" if checkpoint.folder else "the adapter"
+        raise CheckpointError(f"{where} does not fit the module: {err}") from None
+    if policy is not None:
+        ContractStrategy.check_saved_state(cfg, module, policy, checkpoint)
 
 
 def _run_fedavg(cfg, grid, module, outputs) -> dict:
