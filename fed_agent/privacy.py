@@ -26,7 +26,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from fed_agent.validation import check_number
+from fed_agent.validation import check_flags, check_number
 
 
 @dataclass
@@ -39,6 +39,7 @@ class PrivacyConfig:
     delta: float = 1e-5
 
     def __post_init__(self) -> None:
+        check_flags("privacy", self)
         check_number("privacy.noise_multiplier", self.noise_multiplier, 0, ends="()")
         check_number("privacy.clipping_norm", self.clipping_norm, 0, ends="()")
         check_number("privacy.delta", self.delta, 0, 1, ends="()")

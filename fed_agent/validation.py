@@ -2,12 +2,14 @@
 
 Every config dataclass checks its numeric fields with :func:`check_number` in its
 ``__post_init__``, so NaN, infinities, booleans and strings fail when the config is loaded,
-with a message that names the field, never inside a run.
+with a message that names the field, never inside a run; :func:`check_flags` does the same for
+its ``bool`` fields (a config built from a manifest's JSON, not through the loader, included).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from collections.abc import Callable
 from numbers import Integral, Real
@@ -73,6 +75,21 @@ def check_number(
     if not (finite and above and below):
         what = "" if integer else " a finite number"
         raise ValueError(f"{name} must be{what}{_range_text(low, high, ends)}, got {value!r}")
+
+
+def check_flags(section: str, config: object) -> None:
+    """Refuse a value other than ``True`` or ``False`` in any ``bool`` field of the dataclass
+    ``config`` (a manifest's ``"no"`` or ``0`` would otherwise read as a setting).
+
+    Raises
+    ------
+    ValueError
+        ``"<section>.<field> must be true or false, got <value>"``.
+    """
+    for field in dataclasses.fields(config):  # type: ignore[arg-type]
+        value = getattr(config, field.name)
+        if field.type in (bool, "bool") and not isinstance(value, bool):
+            raise ValueError(f"{section}.{field.name} must be true or false, got {value!r}")
 
 
 def number_option(

@@ -18,7 +18,7 @@ from fed_agent.incentives.profiles import check_simulated_markets
 from fed_agent.privacy import PrivacyConfig
 from fed_agent.screening.aggregation import AGGREGATORS
 from fed_agent.screening.config import ScreeningConfig
-from fed_agent.validation import check_number
+from fed_agent.validation import check_flags, check_number
 
 TASKS = ("decide", "describe")
 PROMPT_STYLES = ("log", "natural")
@@ -95,6 +95,7 @@ class FederationConfig:
     separate offer QUERY. In a deployment every message is a ClientApp process start."""
 
     def __post_init__(self) -> None:
+        check_flags("federation", self)
         for name in (
             "num_es",
             "num_rounds",
@@ -178,6 +179,7 @@ class ModelConfig:
     needs CUDA, refused at config load on a machine without it."""
 
     def __post_init__(self) -> None:
+        check_flags("model", self)
         check_choice("model.name", self.name, MODEL_NAMES)
         for name in (
             "hidden_size",
@@ -350,6 +352,7 @@ class AgentConfig:
     as the base. The peft adapter folders and the base folder are written either way."""
 
     def __post_init__(self) -> None:
+        check_flags("agent", self)
         if not isinstance(self.module_name, str) or not MODULE_NAME_PATTERN.fullmatch(
             self.module_name
         ):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fed_agent.choices import check_choice
-from fed_agent.validation import check_number
+from fed_agent.validation import check_flags, check_number
 
 POLICIES = (
     "fedavg_flat_fee",
@@ -102,6 +102,7 @@ class IncentiveConfig:
         return self.price_places and self.exclusion and self.selection == "deadline"
 
     def __post_init__(self) -> None:
+        check_flags("incentive", self)
         check_choice("incentive.policy", self.policy, POLICIES)
         check_choice("incentive.selection", self.selection, SELECTION_RULES)
         check_choice("incentive.offer_targeting", self.offer_targeting, OFFER_TARGETINGS)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fed_agent.validation import check_number
+from fed_agent.validation import check_flags, check_number
 
 MAX_SIGMAS = 40.0
 """The most deviations of chance a ``screening.*_sigmas`` may ask: a normal tail beyond
@@ -140,6 +140,7 @@ class ScreeningConfig:
     (``strategies/reference_job.py``): 64 steps take ~4 s of the default run's rounds."""
 
     def __post_init__(self) -> None:
+        check_flags("screening", self)
         for name in ("min_reference_cosine", "cosine_fraction"):
             check_number(f"screening.{name}", getattr(self, name), 0, 1, ends="[)")
         for name in ("random_cosine_sigmas", "near_copy_sigmas", "origin_sigmas"):

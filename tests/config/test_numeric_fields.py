@@ -172,6 +172,36 @@ def test_a_valid_market_list_override_loads_and_builds_that_market():
     assert cfg.market.transition[2] == [0.25, 0.25, 0.5]
 
 
+def _flag_fields() -> list[str]:
+    """Dotted key of every ``bool`` field of a group of ``ExperimentConfig``."""
+    found = []
+    for group, cls in typing.get_type_hints(ExperimentConfig).items():
+        if dataclasses.is_dataclass(cls):
+            hints = typing.get_type_hints(cls)
+            found += [f"{group}.{f.name}" for f in dataclasses.fields(cls) if hints[f.name] is bool]
+    return found
+
+
+FLAGS = _flag_fields()
+
+
+def test_the_walk_finds_the_flags_of_every_group():
+    assert {"model.train_lm_head", "screening.quality_clause", "privacy.enabled"} <= set(FLAGS)
+    assert {"federation.fold_offers", "incentive.exclusion", "agent.merged"} <= set(FLAGS)
+
+
+@pytest.mark.parametrize("key", FLAGS)
+def test_every_flag_refuses_anything_but_true_or_false_on_construction(key):
+    """A manifest's ``"no"`` (or a 0, a 1, a null) builds no config, naming the field."""
+    for value in ("no", "false", 0, 1, None):
+        with pytest.raises(ValueError, match=re.escape(f"{key} must be true or false")):
+            _group_class(key)(**{key.split(".")[-1]: value})
+    for value in (True, False):
+        assert (
+            getattr(_group_class(key)(**{key.split(".")[-1]: value}), key.split(".")[-1]) is value
+        )
+
+
 @pytest.mark.parametrize(
     ("build", "key"),
     [
