@@ -223,6 +223,7 @@ PINNED_PATHS = (
     "data.path",
     "data.eval_path",
     "data.cloud_path",
+    "incentive.designer_checkpoint",
 )
 """Path fields resolved against the launcher's working directory (the apps run elsewhere)."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from fed_agent.config import load_config
 from fed_agent.config.schema import AgentConfig
 from fed_agent.data import heldout_examples
 from fed_agent.deploy import launcher
+from fed_agent.incentives.policies import shipped_checkpoint
 from fed_agent.packaging.export import (
     ADAPTER_FILE,
     MANIFEST,
@@ -192,12 +194,15 @@ def test_the_cheap_check_reads_the_chain_without_loading_models(format1_agent):
 
 def test_the_launcher_pins_relative_input_paths_and_fails_before_flower(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    shutil.copy(shipped_checkpoint("edmsac", 3), tmp_path / "designer.npz")
     given = [
         "agent.extend=outputs/p/agent",
         "federation.resume_from=outputs/r",
+        "incentive.designer_checkpoint=designer.npz",
         "federation.num_es=3",
     ]
     items = launcher.effective_overrides(given, load_config("smoke", given), tmp_path)
+    assert f"incentive.designer_checkpoint='{tmp_path / 'designer.npz'}'" in items
     assert f"agent.extend='{tmp_path / 'outputs/p/agent'}'" in items
     assert f"federation.resume_from='{tmp_path / 'outputs/r'}'" in items
     assert f"output_dir='{tmp_path / 'outputs'}'" in items
