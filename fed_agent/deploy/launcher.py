@@ -229,14 +229,18 @@ PINNED_PATHS = (
 
 
 def pinned_paths(cfg: ExperimentConfig) -> dict[str, Path]:
-    """The :data:`PINNED_PATHS` of ``cfg`` that are set, resolved against the working
-    directory, by dotted key: the values the apps read."""
+    """The :data:`PINNED_PATHS` of ``cfg`` that are set, and a ``model=hf`` base's
+    ``model.path`` that names a local folder, resolved against the working directory, by
+    dotted key: the values the apps read."""
     pinned = {}
     for key in PINNED_PATHS:
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
         if value:
             pinned[key] = Path(value).expanduser().resolve()
+    local = Path(cfg.model.path).expanduser()  # model=hf: a local folder, else a hub id
+    if cfg.model.name == "hf" and cfg.model.path and local.is_dir():
+        pinned["model.path"] = local.resolve()
     return pinned
 
 

@@ -207,6 +207,13 @@ def test_the_launcher_pins_relative_input_paths_and_fails_before_flower(tmp_path
     assert f"federation.resume_from='{tmp_path / 'outputs/r'}'" in items
     assert f"output_dir='{tmp_path / 'outputs'}'" in items
     assert "agent.extend=outputs/p/agent" not in items and "federation.num_es=3" in items
+    (tmp_path / "bases" / "mine").mkdir(parents=True)  # a model=hf base: a local folder is
+    hf = ["model=hf", "model.path=bases/mine"]  # pinned, a hub id is left as it is
+    assert launcher.pinned_paths(load_config("smoke", hf)) == {
+        "model.path": tmp_path / "bases/mine"
+    }
+    hub = ["model=hf", "model.path=HuggingFaceTB/SmolLM2-135M"]
+    assert launcher.pinned_paths(load_config("smoke", hub)) == {}
 
     def no_flower(*args, **kwargs):
         raise AssertionError("a SuperLink was started for a run that cannot export its agent")
